@@ -1,0 +1,5 @@
+import sys
+
+from chtn.cli import main
+
+sys.exit(main())

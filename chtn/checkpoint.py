@@ -1,0 +1,135 @@
+"""One-file checkpoints: CHTN weights + everything needed to use and describe them.
+
+Format: safetensors (tensors + a str->str metadata header, no code execution possible). A `.pt`
+file with the same two parts ({"state_dict": ..., "metadata": {...}}) is also read, with
+`torch.load(weights_only=True)`. Tensors on any device are saved from CPU copies, so a GPU-trained
+file loads on a CPU-only machine.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from chtn import __version__
+from chtn.config import CHTNConfig
+from chtn.errors import CheckpointError, CHTNError
+from chtn.model import CHTN
+
+FORMAT = "chtn-checkpoint/1"
+TFIDF_IDF_KEY = "text_encoder.idf"
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, CPU), its config and its metadata."""
+
+    model: CHTN
+    config: CHTNConfig
+    meta: dict[str, Any]
+    path: Path
+    digest: str  # SHA-256 of the file: the cache key of everything computed from this checkpoint
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.meta["label_names"]
+
+    @property
+    def tfidf_state(self) -> tuple[list[str], np.ndarray] | None:
+        vocabulary = self.meta.get("tfidf_vocabulary")
+        return (vocabulary, self.meta["_tfidf_idf"]) if vocabulary else None
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        """Refuse data whose categories the model cannot output."""
+        unknown = sorted(set(labels) - set(self.label_names))
+        if unknown:
+            raise CheckpointError(
+                f"The data has {len(unknown)} categor{'y' if len(unknown) == 1 else 'ies'} this checkpoint was not "
+                f"trained on: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}. It knows {len(self.label_names)}: "
+                f"{self.label_names[:5]} ... Pick the checkpoint trained for this dataset.")
+
+
+def save_checkpoint(path: str | Path, model: CHTN, config: CHTNConfig, meta: dict[str, Any],
+                    tfidf: tuple[list[str], np.ndarray] | None = None) -> Path:
+    """Write weights + metadata atomically (a crash never leaves a half-written best.safetensors)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    header = {"format": FORMAT, "config": config.to_dict(), "code_version": code_version(),
+              "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **meta}
+    if tfidf is not None:
+        header["tfidf_vocabulary"] = list(tfidf[0])
+        tensors[TFIDF_IDF_KEY] = torch.as_tensor(np.asarray(tfidf[1], dtype=np.float32))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in header.items()})
+    tmp.replace(path)
+    return path
+
+
+def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"{path.name} is not a readable safetensors file ({type(exc).__name__}: {exc}). "
+                                  "It may be truncated or corrupt; re-download or re-train it.") from None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, or a pickle that needs code (refused by weights_only)
+        raise CheckpointError(f"{path.name} cannot be loaded safely ({type(exc).__name__}). Only weights-only "
+                              "files are accepted; CHTN checkpoints are .safetensors files.") from None
+    if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)):
+        raise CheckpointError(f"{path.name} is not a CHTN checkpoint (no state_dict/metadata).")
+    return blob["state_dict"], blob.get("metadata", {})
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a CHTN checkpoint on CPU, or raise `CheckpointError` saying what is wrong and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}.")
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise CheckpointError(f"{path.name}: unsupported checkpoint type; use a .safetensors (or .pt) file.")
+    tensors, raw = _read_file(path)
+    if json.loads(raw.get("format", "null")) != FORMAT:
+        raise CheckpointError(f"{path.name} is not a CHTN checkpoint (no '{FORMAT}' header); it may be another "
+                              "model's weights. Train one with `python -m chtn train`.")
+    meta = {k: json.loads(v) for k, v in raw.items()}
+    try:
+        config = CHTNConfig.from_dict(meta["config"])
+    except CHTNError as exc:
+        raise CheckpointError(f"{path.name} has a config this version cannot read: {exc}") from None
+    idf = tensors.pop(TFIDF_IDF_KEY, None)
+    if idf is not None:
+        meta["_tfidf_idf"] = idf.numpy()
+    model = CHTN(config.model)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path.name}: weights do not match its config ({str(exc).splitlines()[0]}).") from None
+    model.eval()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return Checkpoint(model, config, meta, path, digest)

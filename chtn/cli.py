@@ -1,0 +1,158 @@
+"""`python -m chtn {validate,train,evaluate,embed}`: user errors print a message, not a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from chtn.errors import CHTNError
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`section.field=value` pairs (value parsed as JSON when it can be) -> nested dict."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise CHTNError(f"--set expects section.field=value (e.g. train.epochs=20), got {item!r}.")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
+def _load_valid_data(args: argparse.Namespace, label_names: Sequence[str] | None = None):
+    from chtn.data import ensure_valid, load_pairs, load_source, validate_pairs, validate_source
+
+    pairs = load_pairs(args.data, label_names)
+    pairs = ensure_valid(pairs, validate_pairs(pairs, label_names), args.skip_invalid, "target dataset")
+    source = None
+    if getattr(args, "source", None) and args.source != "none":
+        source = load_source(args.source)
+        source = ensure_valid(source, validate_source(source), args.skip_invalid, "source dataset")
+    return pairs, source
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from chtn.data import load_pairs, load_source, validate_pairs, validate_source
+
+    pairs = load_pairs(args.data)
+    report = validate_pairs(pairs)
+    print(f"target {args.data}: {report.summary()}")
+    ok = report.ok
+    if args.source:
+        source_report = validate_source(load_source(args.source))
+        print(f"source {args.source}: {source_report.summary()}")
+        ok = ok and source_report.ok
+    return 0 if ok else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from chtn.config import load_config
+    from chtn.experiment import build_train_inputs
+    from chtn.features import FeatureCache
+    from chtn.train import train
+
+    config = load_config(args.preset, args.config, _parse_overrides(args.set))
+    pairs, source = _load_valid_data(args)
+    config, inputs, meta, tfidf = build_train_inputs(config, pairs, source, FeatureCache(args.cache_dir),
+                                                     args.device)
+    meta["preset"] = args.preset
+    result = train(config, inputs, args.out, meta, tfidf, resume=args.resume, device=args.device)
+    print(f"best checkpoint: {result.best_path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from chtn.checkpoint import load_checkpoint
+    from chtn.evaluate import evaluate_embeddings
+    from chtn.features import FeatureCache
+    from chtn.pipeline import Embedder
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    pairs, _ = _load_valid_data(args, checkpoint.label_names)
+    data = pairs.split(args.split)
+    if len(data) == 0:
+        raise CHTNError(f"{args.data} has no rows with split {args.split!r}.")
+    image, text = Embedder(checkpoint, FeatureCache(args.cache_dir), args.device).embed_pairs(data)
+    report = evaluate_embeddings(image, text, data.label_index, checkpoint.label_names, at_k=args.at_k)
+    summary = report.summary()
+    print(f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "
+          f"I->T {summary['map_i2t']:.4f}  T->I {summary['map_t2i']:.4f}  mean {summary['map_mean']:.4f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        report.per_category().to_csv(out / "per_category.csv", index=False)
+        report.per_query(data.ids, data.texts).to_csv(out / "per_query.csv", index=False)
+        (out / "summary.json").write_text(json.dumps({**summary, "checkpoint": str(args.checkpoint),
+                                                      "data": str(args.data), "split": args.split}, indent=2))
+        print(f"wrote {out}/per_category.csv, per_query.csv, summary.json")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from chtn.checkpoint import load_checkpoint
+    from chtn.features import FeatureCache
+    from chtn.pipeline import Embedder
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    pairs, _ = _load_valid_data(args, checkpoint.label_names)
+    data = pairs.split(args.split) if args.split != "all" else pairs
+    image, text = Embedder(checkpoint, FeatureCache(args.cache_dir), args.device).embed_pairs(data)
+    np.savez_compressed(args.out, ids=np.array(data.ids), labels=np.array(data.labels), image=image, text=text)
+    print(f"wrote {len(data)} image and text embeddings ({image.shape[1]}-d) to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chtn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, data_help: str) -> None:
+        p.add_argument("--data", required=True, help=data_help)
+        p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
+        p.add_argument("--cache-dir", default=None, help="feature cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+
+    p = sub.add_parser("validate", help="check a dataset (and a source) before training")
+    p.add_argument("--data", required=True)
+    p.add_argument("--source", default=None)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl")
+    common(p, "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder")
+    p.add_argument("--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation")
+    p.add_argument("--preset", default="small", help="config preset: small (CPU/sample) or paper (release)")
+    p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    for name, func, help_text in (("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
+                                  ("embed", cmd_embed, "write common-space embeddings of a split to .npz")):
+        p = sub.add_parser(name, help=help_text)
+        common(p, "pairs manifest or Wikipedia-layout folder")
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--split", default="test")
+        p.add_argument("--out", default=None if name == "evaluate" else "embeddings.npz", required=name == "embed")
+        if name == "evaluate":
+            p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CHTNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

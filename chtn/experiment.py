@@ -1,0 +1,64 @@
+"""Datasets -> features -> `TrainInputs` and checkpoint metadata; shared by the CLI and the benchmarks."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from chtn.config import CHTNConfig
+from chtn.data import PairDataset, SourceDataset
+from chtn.errors import CHTNError
+from chtn.features import FeatureCache
+from chtn.pipeline import TextFeaturizer
+from chtn.train import FeatureSet, TrainInputs
+
+
+def _feature_set(data: PairDataset, featurizer: TextFeaturizer, image_feats: np.ndarray, cache: FeatureCache,
+                 device: str | None) -> FeatureSet:
+    return FeatureSet(image_feats, featurizer(data.texts, cache, device), data.label_index)
+
+
+def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDataset | None,
+                       cache: FeatureCache, device: str | None = None
+                       ) -> tuple[CHTNConfig, TrainInputs, dict[str, Any], tuple | None]:
+    """Extract (cached) features and size the model to the data.
+
+    Returns the config with data-dependent widths filled in, the inputs, the checkpoint metadata
+    and the TF-IDF state (None for transformer text features).
+    """
+    from chtn.encoders import cached_image_trunk
+    from chtn.features import image_features
+
+    train, val = pairs.split("train"), pairs.split("val")
+    if len(train) == 0:
+        raise CHTNError(f"{pairs.source} has no rows with split 'train'.")
+    featurizer = TextFeaturizer.fit(config.encoder, train.texts)
+    trunk = cached_image_trunk(config.encoder.image_model, config.encoder.image_weights or None)
+    workers = config.train.num_workers
+
+    def feats(paths):
+        return image_features(paths, cache, trunk, device, num_workers=workers)[0]
+
+    train_set = _feature_set(train, featurizer, feats(train.image_paths), cache, device)
+    val_set = _feature_set(val, featurizer, feats(val.image_paths), cache, device) if len(val) else None
+    model = dataclasses.replace(config.model, image_dim=trunk.feature_dim, text_dim=train_set.text.shape[1],
+                                num_classes=len(pairs.label_names),
+                                num_source_classes=len(source.label_names) if source is not None else 0)
+    config = dataclasses.replace(config, model=model)
+    inputs = TrainInputs(train_set, val_set, list(pairs.label_names))
+    meta: dict[str, Any] = {
+        "label_names": list(pairs.label_names),
+        "encoders": {"image": trunk.identity, "text": featurizer.identity},
+        "dataset": {"path": pairs.source, "fingerprint": pairs.fingerprint(), "n_train": len(train),
+                    "n_val": len(val), "n_test": len(pairs.split("test"))},
+        "source": None,
+    }
+    if source is not None:
+        inputs.source_image = feats(source.image_paths)
+        inputs.source_labels = source.label_index
+        inputs.source_label_names = list(source.label_names)
+        meta["source"] = {"path": source.source, "fingerprint": source.fingerprint(), "n_images": len(source),
+                          "label_names": list(source.label_names)}
+    tfidf = featurizer.tfidf.state() if featurizer.tfidf is not None else None
+    return config, inputs, meta, tfidf

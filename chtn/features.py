@@ -1,0 +1,154 @@
+"""Frozen-encoder features, extracted in batches and cached on disk.
+
+The cache is one SQLite file: (encoder identity, content key) -> float32 vector. Keys are the SHA-1
+of an image file's bytes or of a text, so the same image under another path, another dataset or
+another run is never encoded twice, and a changed file is never served stale.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from chtn.data import file_digest
+from chtn.errors import CHTNError
+
+Progress = Callable[[int, int], None]  # (done, total) -> None; the dashboard passes st.progress
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CHTN_CACHE_DIR", Path.home() / ".cache" / "chtn"))
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class FeatureCache:
+    """Content-addressed vectors in SQLite (WAL mode: safe for the CLI and the app at the same time)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "features.sqlite"
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS features (encoder TEXT, key TEXT, vector BLOB, "
+                       "PRIMARY KEY (encoder, key))")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def get(self, encoder: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._connect() as db:
+            for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, blob in db.execute(f"SELECT key, vector FROM features WHERE encoder=? AND key IN ({marks})",
+                                            [encoder, *chunk]):
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put(self, encoder: str, items: dict[str, np.ndarray]) -> None:
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
+                           [(encoder, k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()])
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, paths: Sequence[Path]) -> None:
+        from chtn.encoders import image_transform
+
+        self.paths, self.transform = list(paths), image_transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from chtn.images import open_rgb
+
+        return self.transform(open_rgb(self.paths[index]))
+
+
+def _fill(keys: Sequence[str], cached: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([cached[k] for k in keys]).astype(np.float32)
+
+
+def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, device: str | None = None,
+                   batch_size: int = 64, num_workers: int = 2, progress: Progress | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled features (n, d), ImageNet logits (n, 1000)) for image files, from cache or the trunk."""
+    from chtn.encoders import cached_image_trunk
+
+    trunk = trunk or cached_image_trunk()
+    keys = [file_digest(Path(p)) for p in paths]
+    if "missing" in keys:
+        missing = [str(p) for p, k in zip(paths, keys) if k == "missing"][:3]
+        raise CHTNError(f"{keys.count('missing')} image file(s) cannot be read, e.g. {missing}. "
+                        "Validate the dataset first (python -m chtn validate).")
+    cached = cache.get(trunk.identity, keys)
+    todo = [(p, k) for p, k in zip(paths, keys) if k not in cached]
+    todo = list({k: (p, k) for p, k in todo}.values())  # identical files are encoded once
+    if todo:
+        dev = pick_device(device)
+        model = trunk.to(dev).to(memory_format=torch.channels_last)
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles([p for p, _ in todo]), batch_size=batch_size, num_workers=num_workers,
+            pin_memory=dev.type == "cuda", persistent_workers=False)
+        done = 0
+        bar = tqdm(total=len(todo), desc=f"image features ({dev.type})", unit="img", disable=progress is not None)
+        for batch in loader:
+            batch = batch.to(dev, non_blocking=True).to(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                pooled, logits = model(batch)
+            vectors = torch.cat([pooled, logits], 1).float().cpu().numpy()
+            fresh = {todo[done + i][1]: vectors[i] for i in range(len(vectors))}
+            cache.put(trunk.identity, fresh)
+            cached.update(fresh)
+            done += len(vectors)
+            bar.update(len(vectors))
+            if progress:
+                progress(done, len(todo))
+        bar.close()
+        trunk.to("cpu")
+    both = _fill(keys, cached)
+    return both[:, :trunk.feature_dim], both[:, trunk.feature_dim:]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder=None, device: str | None = None,
+                              batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
+    """Sentence embeddings (n, d) of texts, from cache or the transformers encoder."""
+    from chtn.encoders import cached_text_encoder
+
+    encoder = encoder or cached_text_encoder()
+    keys = [text_key(t) for t in texts]
+    cached = cache.get(encoder.identity, keys)
+    todo = list({k: t for t, k in zip(texts, keys) if k not in cached}.items())
+    if todo:
+        dev = pick_device(device)
+        encoder.to(dev)
+        for start in tqdm(range(0, len(todo), batch_size), desc=f"text features ({dev.type})", unit="batch",
+                          disable=progress is not None):
+            chunk = todo[start:start + batch_size]
+            tokens = {k: v.to(dev) for k, v in encoder.tokenize([t for _, t in chunk]).items()}
+            with torch.inference_mode():
+                vectors = encoder(tokens["input_ids"], tokens["attention_mask"]).float().cpu().numpy()
+            fresh = {key: vectors[i] for i, (key, _) in enumerate(chunk)}
+            cache.put(encoder.identity, fresh)
+            cached.update(fresh)
+            if progress:
+                progress(min(start + batch_size, len(todo)), len(todo))
+        encoder.to("cpu")
+    return _fill(keys, cached)

@@ -1,0 +1,97 @@
+"""CHTN (Huang, Peng & Yuan, IJCAI 2017) on top of frozen encoder features.
+
+    source image feats -> fc6_s -> fc7_s -> fc8_src (source classes)          [single-modal source]
+    target image feats -> fc6_i -> fc7_i --\\                                  [modal-sharing transfer]
+    text feats -> BN -> fc6_t -> fc7_t -----+-> fc8 -> fc9 -> fc10 (shared)    [layer-sharing correlation]
+
+MMD ties source and target image activations at fc6 and fc7; a paired L2 ties each image to its
+text at fc6 and fc7. The common representation is softmax(fc10) (release) or fc9 (deviation).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from chtn.config import ModelConfig
+
+
+class FCBlock(nn.Sequential):
+    """Linear -> BatchNorm -> ReLU -> Dropout: one of the release's fc6/fc7 layers."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True),
+                         nn.Dropout(dropout))
+
+
+class Stream(nn.Module):
+    """Two FC blocks (fc6, fc7) returning both activations, since the losses use both."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float, input_norm: bool = False) -> None:
+        super().__init__()
+        self.input_norm = nn.BatchNorm1d(in_dim) if input_norm else nn.Identity()
+        self.fc6 = FCBlock(in_dim, hidden, dropout)
+        self.fc7 = FCBlock(hidden, hidden, dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h6 = self.fc6(self.input_norm(x))
+        return h6, self.fc7(h6)
+
+
+class SharedHead(nn.Module):
+    """fc8 -> ReLU -> fc9 -> ReLU -> fc10, the same weights for both modalities."""
+
+    def __init__(self, hidden: int, shared: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc8 = nn.Linear(hidden, shared)
+        self.fc9 = nn.Linear(shared, shared)
+        self.fc10 = nn.Linear(shared, num_classes)
+
+    def forward(self, h7: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h9 = F.relu(self.fc9(F.relu(self.fc8(h7))))
+        return h9, self.fc10(h9)
+
+
+class CHTN(nn.Module):
+    """The hybrid transfer network. `encode_image`/`encode_text` give the common representation."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout)
+        self.text = Stream(c.text_dim, c.hidden_dim, c.dropout, input_norm=True)
+        self.shared = SharedHead(c.hidden_dim, c.shared_dim, c.num_classes)
+        if c.num_source_classes > 0:
+            self.source = Stream(c.image_dim, c.hidden_dim, c.dropout)
+            self.source_classifier = nn.Linear(c.hidden_dim, c.num_source_classes)
+
+    @property
+    def has_source(self) -> bool:
+        return self.config.num_source_classes > 0
+
+    def _common(self, h7: torch.Tensor, normalize: bool) -> torch.Tensor:
+        h9, logits = self.shared(h7)
+        out = logits.softmax(-1) if self.config.common == "softmax" else h9
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_image(self, image_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Common representation of images from their frozen-trunk features."""
+        return self._common(self.image(image_features)[1], normalize)
+
+    def encode_text(self, text_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Common representation of texts from their encoder features."""
+        return self._common(self.text(text_features)[1], normalize)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Every activation the training losses need, for one batch of pairs (+ source images)."""
+        out: dict[str, torch.Tensor] = {}
+        out["img6"], out["img7"] = self.image(image)
+        out["txt6"], out["txt7"] = self.text(text)
+        out["img_logits"] = self.shared(out["img7"])[1]
+        out["txt_logits"] = self.shared(out["txt7"])[1]
+        if source is not None and self.has_source:
+            out["src6"], out["src7"] = self.source(source)
+            out["src_logits"] = self.source_classifier(out["src7"])
+        return out

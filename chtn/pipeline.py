@@ -1,0 +1,87 @@
+"""From files to common representations: frozen encoders (cached) + a CHTN checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from chtn.checkpoint import Checkpoint
+from chtn.config import EncoderConfig
+from chtn.data import PairDataset
+from chtn.encoders import TfidfTextEncoder
+from chtn.features import FeatureCache, Progress, image_features, transformer_text_features
+
+
+class TextFeaturizer:
+    """Texts -> the feature vectors CHTN's text stream takes (MiniLM embeddings or TF-IDF)."""
+
+    def __init__(self, config: EncoderConfig, tfidf: TfidfTextEncoder | None = None) -> None:
+        self.config, self.tfidf = config, tfidf
+
+    @classmethod
+    def fit(cls, config: EncoderConfig, train_texts: Sequence[str]) -> "TextFeaturizer":
+        """TF-IDF learns its vocabulary from the training texts; MiniLM needs nothing."""
+        if config.text == "tfidf":
+            return cls(config, TfidfTextEncoder(config.tfidf_analyzer, config.tfidf_ngram,
+                                                config.tfidf_max_features).fit(train_texts))
+        return cls(config)
+
+    @property
+    def identity(self) -> str:
+        if self.tfidf is not None:
+            return self.tfidf.identity
+        from chtn.encoders import cached_text_encoder
+
+        return cached_text_encoder(self.config.text_model_dir).identity
+
+    def __call__(self, texts: Sequence[str], cache: FeatureCache, device: str | None = None,
+                 progress: Progress | None = None) -> np.ndarray:
+        if self.tfidf is not None:
+            return self.tfidf.encode(texts)
+        from chtn.encoders import cached_text_encoder
+
+        return transformer_text_features(texts, cache, cached_text_encoder(self.config.text_model_dir), device,
+                                         progress=progress)
+
+
+def checkpoint_text_featurizer(checkpoint: Checkpoint) -> TextFeaturizer:
+    config = checkpoint.config.encoder
+    state = checkpoint.tfidf_state
+    if state is None:
+        return TextFeaturizer(config)
+    return TextFeaturizer(config, TfidfTextEncoder.from_state(state[0], state[1], config.tfidf_analyzer,
+                                                              config.tfidf_ngram))
+
+
+class Embedder:
+    """Common-space embeddings of images and texts for one checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, cache: FeatureCache | None = None, device: str | None = None) -> None:
+        self.checkpoint, self.cache, self.device = checkpoint, cache or FeatureCache(), device
+        self.text_featurizer = checkpoint_text_featurizer(checkpoint)
+
+    @torch.inference_mode()
+    def _project(self, features: np.ndarray, encode, batch: int = 4096) -> np.ndarray:
+        parts = [encode(torch.from_numpy(features[i:i + batch])).numpy() for i in range(0, len(features), batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.checkpoint.config.model.num_classes), np.float32)
+
+    def image_features(self, paths: Sequence[Path], progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(trunk features, ImageNet logits) of image files."""
+        encoder = self.checkpoint.config.encoder
+        from chtn.encoders import cached_image_trunk
+
+        trunk = cached_image_trunk(encoder.image_model, encoder.image_weights or None)
+        return image_features(paths, self.cache, trunk, self.device, progress=progress)
+
+    def embed_images(self, paths: Sequence[Path], progress: Progress | None = None) -> np.ndarray:
+        return self._project(self.image_features(paths, progress)[0], self.checkpoint.model.encode_image)
+
+    def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        features = self.text_featurizer(texts, self.cache, self.device, progress)
+        return self._project(features, self.checkpoint.model.encode_text)
+
+    def embed_pairs(self, data: PairDataset, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self.checkpoint.check_labels(data.labels)
+        return self.embed_images(data.image_paths, progress), self.embed_texts(data.texts)

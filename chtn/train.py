@@ -1,0 +1,179 @@
+"""Training loop for CHTN on cached frozen-encoder features.
+
+The image trunk is frozen (as the release freezes its conv layers), so training on its cached
+features is exactly training the network, at a fraction of the cost. Runs on CUDA with bf16
+autocast when present, on CPU otherwise, and under `torchrun` as PyTorch DDP (NCCL on GPUs,
+gloo on CPUs): every rank draws the same seeded global batch and trains on its slice of it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from chtn.checkpoint import save_checkpoint
+from chtn.config import CHTNConfig
+from chtn.errors import CHTNError
+from chtn.evaluate import evaluate_embeddings
+from chtn.losses import chtn_loss
+from chtn.model import CHTN
+
+
+@dataclass
+class FeatureSet:
+    """Encoder features of pairs: image (n, d_img), text (n, d_txt), integer labels (n,)."""
+
+    image: np.ndarray
+    text: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class TrainInputs:
+    train: FeatureSet
+    val: FeatureSet | None
+    label_names: list[str]
+    source_image: np.ndarray | None = None
+    source_labels: np.ndarray | None = None
+    source_label_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    history: list[dict[str, Any]]
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def build_optimizer(model: nn.Module, config: CHTNConfig) -> torch.optim.Optimizer:
+    """Weights get weight decay; biases and norm parameters get lr x bias_lr_mult and no decay (release)."""
+    t = config.train
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "lr": t.lr, "weight_decay": t.weight_decay},
+              {"params": no_decay, "lr": t.lr * t.bias_lr_mult, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
+    return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """(steps, batch) indices walking through fresh permutations, so every pair is seen evenly."""
+    need = steps * batch
+    order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(need / n))])
+    return order[:need].reshape(steps, batch)
+
+
+@torch.inference_mode()
+def validation_map(model: CHTN, val: FeatureSet, label_names: list[str], device: torch.device) -> dict[str, float]:
+    model.eval()
+    image = model.encode_image(torch.from_numpy(val.image).to(device)).float().cpu().numpy()
+    text = model.encode_text(torch.from_numpy(val.text).to(device)).float().cpu().numpy()
+    summary = evaluate_embeddings(image, text, val.labels, label_names).summary()
+    return {k: summary[k] for k in ("map_i2t", "map_t2i", "map_mean")}
+
+
+def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: dict[str, Any],
+          tfidf: tuple[list[str], np.ndarray] | None = None, resume: bool = False, device: str | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train, validate every epoch, keep `best.safetensors` (by validation MAP) and `last.pt` for resume."""
+    rank, world = distributed_context()
+    t = config.train
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"))
+    seed_everything(t.seed)
+    use_source = inputs.source_image is not None and config.model.num_source_classes > 0
+    if t.batch_size % world or t.batch_size // world < 2:
+        raise CHTNError(f"batch_size {t.batch_size} must split into >= 2 pairs per each of {world} processes.")
+
+    model = CHTN(config.model).to(dev)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = build_optimizer(model, config)
+    history: list[dict[str, Any]] = []
+    start_epoch, best_map = 0, -math.inf
+    state_path, best_path = out / "last.pt", out / "best.safetensors"
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best_map, history = state["epoch"], state["best_map"], json.loads(state["history"])
+        log(f"resumed from {state_path} at epoch {start_epoch}")
+
+    tensors = {name: torch.from_numpy(arr).to(dev) for name, arr in (
+        ("image", inputs.train.image), ("text", inputs.train.text), ("labels", inputs.train.labels))}
+    if use_source:
+        tensors["source"] = torch.from_numpy(inputs.source_image).to(dev)
+        tensors["source_labels"] = torch.from_numpy(inputs.source_labels).to(dev)
+    n = len(inputs.train.labels)
+    steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
+    amp = t.amp and dev.type == "cuda"
+    for epoch in range(start_epoch, t.epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([t.seed, epoch])  # same batches on every rank and after a resume
+        torch.manual_seed(t.seed * 1000 + epoch * world + rank)
+        generator = torch.Generator().manual_seed(t.seed * 1000 + epoch)
+        batches = _batch_indices(n, t.batch_size, steps, rng)
+        source_batches = rng.integers(0, len(inputs.source_labels), size=(steps, t.source_batch_size)) \
+            if use_source else None
+        ddp.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=rank != 0)
+        for step in bar:
+            idx = torch.from_numpy(batches[step][rank::world]).to(dev)
+            src = torch.from_numpy(source_batches[step][rank::world]).to(dev) if use_source else None
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                outputs = ddp(tensors["image"][idx], tensors["text"][idx],
+                              tensors["source"][src] if use_source else None)
+            loss, terms = chtn_loss(outputs, tensors["labels"][idx], config.loss,
+                                    tensors["source_labels"][src] if use_source else None, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
+            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+        record: dict[str, Any] = {"epoch": epoch + 1, "steps": steps,
+                                  **{f"loss_{k}": v / steps for k, v in sums.items()}}
+        if rank == 0:
+            if inputs.val is not None:
+                record.update({f"val_{k}": v for k, v in validation_map(model, inputs.val, inputs.label_names,
+                                                                        dev).items()})
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(record)
+            with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            score = record.get("val_map_mean", float(epoch))  # no validation split: the last epoch is kept
+            if score > best_map:
+                best_map = score
+                save_checkpoint(best_path, model, config, {**meta, "metrics": {"best_epoch": epoch + 1, **record}},
+                                tfidf)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                        "best_map": best_map, "history": json.dumps(history)}, state_path)
+            shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("loss_", "val_"))}
+            log(f"epoch {epoch + 1}/{t.epochs} {shown}")
+    if world > 1:
+        torch.distributed.barrier()
+    return TrainResult(best_path, history)
