@@ -75,8 +75,12 @@ def save_checkpoint(path: str | Path, model: CHTN, config: CHTNConfig, meta: dic
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "config": config.to_dict(), "code_version": code_version(),
-              "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **meta}
+    # The reserved fields win over `meta`, and load-time extras ("_tfidf_idf") are not re-written, so
+    # `save_checkpoint(p, ckpt.model, ckpt.config, ckpt.meta, ckpt.tfidf_state)` re-saves a loaded checkpoint.
+    header = {**{k: v for k, v in meta.items() if not k.startswith("_")},
+              "format": FORMAT, "config": config.to_dict(), "code_version": code_version(),
+              "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    header.pop("tfidf_vocabulary", None)  # only the `tfidf` argument writes the vocabulary (with its idf)
     if tfidf is not None:
         header["tfidf_vocabulary"] = list(tfidf[0])
         tensors[TFIDF_IDF_KEY] = torch.as_tensor(np.asarray(tfidf[1], dtype=np.float32))
@@ -106,6 +110,17 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return blob["state_dict"], blob.get("metadata", {})
 
 
+def _decode_header(raw: dict[str, Any]) -> dict[str, Any]:
+    """JSON-decode each header value; foreign files (e.g. transformers' {"format": "pt"}) keep raw strings."""
+    meta: dict[str, Any] = {}
+    for key, value in (raw if isinstance(raw, dict) else {}).items():
+        try:
+            meta[key] = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            meta[key] = value
+    return meta
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a CHTN checkpoint on CPU, or raise `CheckpointError` saying what is wrong and what to do."""
     path = Path(path)
@@ -114,22 +129,39 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise CheckpointError(f"{path.name}: unsupported checkpoint type; use a .safetensors (or .pt) file.")
     tensors, raw = _read_file(path)
-    if json.loads(raw.get("format", "null")) != FORMAT:
+    meta = _decode_header(raw)
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a CHTN checkpoint (no '{FORMAT}' header); it may be another "
                               "model's weights. Train one with `python -m chtn train`.")
-    meta = {k: json.loads(v) for k, v in raw.items()}
     try:
+        if not isinstance(meta.get("config"), dict):
+            raise CHTNError("the 'config' header is missing or not a JSON object")
         config = CHTNConfig.from_dict(meta["config"])
-    except CHTNError as exc:
+    except (CHTNError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path.name} has a config this version cannot read: {exc}") from None
+    labels = meta.get("label_names")
+    if not (isinstance(labels, list) and len(labels) == config.model.num_classes):
+        raise CheckpointError(f"{path.name}: its 'label_names' header does not list the model's "
+                              f"{config.model.num_classes} categories; the file is damaged or was not written by "
+                              "`python -m chtn train`.")
     idf = tensors.pop(TFIDF_IDF_KEY, None)
-    if idf is not None:
+    vocabulary = meta.get("tfidf_vocabulary")
+    if config.encoder.text == "tfidf" or vocabulary or idf is not None:
+        sizes = (len(vocabulary) if isinstance(vocabulary, list) else None, None if idf is None else idf.numel(),
+                 config.model.text_dim if config.encoder.text == "tfidf" else None)
+        if not (vocabulary and idf is not None and sizes[0] == sizes[1] and sizes[2] in (None, sizes[0])):
+            raise CheckpointError(f"{path.name}: its TF-IDF text encoder is incomplete (vocabulary, idf and text "
+                                  f"width sizes {sizes}); the file is damaged or was edited.")
         meta["_tfidf_idf"] = idf.numpy()
-    model = CHTN(config.model)
     try:
+        model = CHTN(config.model)
         model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path.name}: weights do not match its config ({str(exc).splitlines()[0]}).") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        # torch's first line is only "Error(s) in loading state_dict for CHTN:"; the details follow it
+        lines = [line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        details = lines[0] if len(lines) == 1 else lines[1] + (f"; and {len(lines) - 2} more" if len(lines) > 2 else "")
+        raise CheckpointError(f"{path.name}: weights do not match its config ({details}). The file is damaged or "
+                              "was edited; re-train or re-download it.") from None
     model.eval()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Checkpoint(model, config, meta, path, digest)

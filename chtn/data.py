@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -102,23 +103,47 @@ def file_digest(path: Path) -> str:
         return "missing"
     key = (str(path), stat.st_mtime, stat.st_size)
     if key not in _DIGESTS:
-        _DIGESTS[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+        try:
+            _DIGESTS[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+        except OSError:  # a directory, or no permission to read
+            return "missing"
     return _DIGESTS[key]
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV (with header) or JSON-lines manifest as string dicts."""
+    """Rows of a CSV (with header) or JSON-lines manifest as string dicts.
+
+    "utf-8-sig" accepts the byte-order mark that spreadsheet programs write ("CSV UTF-8").
+    """
     try:
         if path.suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                return [dict(row) for row in csv.DictReader(handle)]
+            # csv refuses fields over 128 KiB by default; lift that while reading so that a huge text
+            # reaches validate_pairs ("text too long", skippable) instead of failing the whole load.
+            limit = csv.field_size_limit(2**31 - 1)
+            try:
+                with path.open(newline="", encoding="utf-8-sig") as handle:
+                    reader = csv.DictReader(handle)
+                    rows = []
+                    for row in reader:
+                        if None in row or None in row.values():
+                            raise CHTNError(f"{path}: line {reader.line_num} has {'more' if None in row else 'fewer'} "
+                                            f"fields than the header {reader.fieldnames}; quote texts that contain commas.")
+                        rows.append(dict(row))
+                    return rows
+            except csv.Error as exc:
+                raise CHTNError(f"{path}: line {reader.line_num} is not valid CSV ({exc}).") from None
+            finally:
+                csv.field_size_limit(limit)
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append({k: "" if v is None else str(v) for k, v in json.loads(line).items()})
+                    value = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise CHTNError(f"{path}: line {number} is not valid JSON ({exc.msg}).") from None
+                if not isinstance(value, dict):
+                    raise CHTNError(f"{path}: line {number} is not a JSON object ({{\"column\": value, ...}}).")
+                rows.append({k: "" if v is None else str(v) for k, v in value.items()})
         return rows
     except UnicodeDecodeError:
         raise CHTNError(f"{path} is not UTF-8 text; save the manifest as UTF-8.") from None
@@ -127,9 +152,11 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 def _require_columns(rows: list[dict[str, str]], columns: Sequence[str], path: Path) -> None:
     if not rows:
         raise CHTNError(f"{path} has no rows.")
-    missing = [c for c in columns if c not in rows[0]]
-    if missing:
-        raise CHTNError(f"{path} lacks column(s) {missing}; a manifest needs {list(columns)}.")
+    for number, row in enumerate(rows, start=1):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            where = "" if number == 1 else f" in row {number}"
+            raise CHTNError(f"{path} lacks column(s) {missing}{where}; a manifest needs {list(columns)}.")
 
 
 def _ordered_labels(labels: Sequence[str], label_names: Sequence[str] | None) -> list[str]:
@@ -165,10 +192,10 @@ def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> Pa
 
 def _read_wikipedia_text(path: Path) -> str:
     """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>)."""
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    raw = path.read_text(encoding="utf-8-sig", errors="replace")
     if path.suffix == ".xml":
         match = re.search(r"<text>(.*?)</text>", raw, flags=re.S)
-        raw = re.sub(r"<[^>]+>", " ", match.group(1) if match else raw)
+        raw = html.unescape(re.sub(r"<[^>]+>", " ", match.group(1) if match else raw))  # &amp; -> &
     return " ".join(raw.split())
 
 
@@ -177,13 +204,13 @@ def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> Pa
     categories_file = folder / "categories.list"
     if not categories_file.exists():
         raise CHTNError(f"{folder} is not a Wikipedia-layout folder: categories.list is missing.")
-    categories = [line.strip() for line in categories_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    categories = [line.strip() for line in categories_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     ids, images, texts, labels, splits = [], [], [], [], []
     for split in ("train", "test"):
         list_file = folder / f"{split}set_txt_img_cat.list"
         if not list_file.exists():
             raise CHTNError(f"{folder}: {list_file.name} is missing.")
-        for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split("\t") if "\t" in line else line.split()
@@ -295,7 +322,9 @@ def validate_pairs(data: PairDataset, known_labels: Sequence[str] | None = None,
             report.add("empty text", row, f"id {item_id}")
         elif len(text) > max_text_chars:
             report.add("text too long", row, f"id {item_id} ({len(text):,} chars > {max_text_chars:,})")
-        if label not in known:
+        if not label:
+            report.add("empty label", row, f"id {item_id}")
+        elif label not in known:
             report.add("unknown label", row, f"id {item_id}: {label!r}")
         if split not in ("train", "val", "test"):
             report.add("unknown split", row, f"id {item_id}: {split!r} (use train, val or test)")

@@ -88,12 +88,17 @@ class ImageTrunk(nn.Module):
             state = map_lite0_state(_load_state(Path(weights)), self.net.state_dict())
         else:
             state = _load_state(Path(weights))
-        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # strict=False still raises on same-named tensors of another shape
+            raise CHTNError(f"Weights {weights} do not fit {model_name}: "
+                            f"{str(exc).splitlines()[-1].strip()}") from None
         if missing or unexpected:
             raise CHTNError(f"Weights {weights} do not fit {model_name}: {len(missing)} missing, "
                             f"{len(unexpected)} unexpected tensors (e.g. {(missing + unexpected)[:3]}).")
         self.identity = f"{model_name}@{_digest(Path(weights))}"
         self.feature_dim = int(self.net.num_features)
+        self.logit_dim = int(self.net.num_classes)  # width of the ImageNet logits returned by forward
         self.eval().requires_grad_(False)
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -119,9 +124,15 @@ def image_transform():
 
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet class names in logit order (shipped with timm, no download)."""
+    return list(_imagenet_class_names())
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_class_names() -> tuple[str, ...]:
     from timm.data import ImageNetInfo
 
-    return [ImageNetInfo().index_to_description(i) for i in range(1000)]
+    info = ImageNetInfo()  # reads timm's class files: build it once, not once per class (~20 ms each)
+    return tuple(info.index_to_description(i) for i in range(1000))
 
 
 def minilm_dir() -> Path:
@@ -184,6 +195,9 @@ class TfidfTextEncoder:
 
     def fit(self, texts: Sequence[str]) -> "TfidfTextEncoder":
         self.vectorizer.fit(list(texts))
+        # The checkpoint stores idf as float32; round it now so the fitted encoder and one restored with
+        # `from_state` give bit-identical features (and the same `identity`).
+        self.vectorizer.idf_ = self.vectorizer.idf_.astype(np.float32).astype(np.float64)
         self.fitted = True
         return self
 
@@ -215,6 +229,8 @@ class TfidfTextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not self.fitted:
             raise CHTNError("The TF-IDF encoder has no vocabulary yet; fit it on the training texts first.")
+        if not len(texts):  # sklearn refuses an empty batch
+            return np.zeros((0, self.feature_dim), np.float32)
         return self.vectorizer.transform(list(texts)).toarray().astype(np.float32)
 
 

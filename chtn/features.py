@@ -78,7 +78,9 @@ class _ImageFiles(torch.utils.data.Dataset):
         return self.transform(open_rgb(self.paths[index]))
 
 
-def _fill(keys: Sequence[str], cached: dict[str, np.ndarray]) -> np.ndarray:
+def _fill(keys: Sequence[str], cached: dict[str, np.ndarray], dim: int) -> np.ndarray:
+    if not keys:  # np.stack refuses an empty list; callers (Embedder._project) expect an empty (0, d) array
+        return np.zeros((0, dim), np.float32)
     return np.stack([cached[k] for k in keys]).astype(np.float32)
 
 
@@ -119,7 +121,7 @@ def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, devic
                 progress(done, len(todo))
         bar.close()
         trunk.to("cpu")
-    both = _fill(keys, cached)
+    both = _fill(keys, cached, trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000)))
     return both[:, :trunk.feature_dim], both[:, trunk.feature_dim:]
 
 
@@ -151,4 +153,4 @@ def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder
             if progress:
                 progress(min(start + batch_size, len(todo)), len(todo))
         encoder.to("cpu")
-    return _fill(keys, cached)
+    return _fill(keys, cached, encoder.feature_dim)

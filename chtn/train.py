@@ -155,7 +155,7 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
-        record: dict[str, Any] = {"epoch": epoch + 1, "steps": steps,
+        record: dict[str, Any] = {"epoch": epoch + 1, "steps": steps, "world_size": world,
                                   **{f"loss_{k}": v / steps for k, v in sums.items()}}
         if rank == 0:
             if inputs.val is not None:

@@ -1,0 +1,203 @@
+"""CHTN benchmark on the fixed fashion protocol (numbers comparable across turns).
+
+    python bench/bench_core.py                     # everything; writes bench/out/core.json
+    python bench/bench_core.py --only throughput   # feature-extraction throughput only
+
+Protocol: ../shared/data/fashion, the 20 most frequent article types, per-class 70/30 split with
+seed 0 (5,661 / 2,425), test split = query set = gallery, MAP over the full ranking. Regimes:
+k = 5 and k = 20 training pairs per category (seeds 0, 1, 2) and the full training split.
+Sources: catalogue (every training-split image not used as a pair, text withheld, plus all images
+outside the 20 types), disjoint (only images outside the 20 types), CIFAR-10, none.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chtn.config import load_config  # noqa: E402
+from chtn.data import load_source, stratified_split  # noqa: E402
+from chtn.evaluate import evaluate_embeddings  # noqa: E402
+from chtn.features import FeatureCache, image_features, transformer_text_features  # noqa: E402
+from chtn.train import FeatureSet, TrainInputs, train  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SOURCES = ("none", "catalogue", "disjoint", "cifar10")
+
+
+def load_protocol(cache: FeatureCache) -> dict:
+    """Features and labels of the whole fashion set and of CIFAR-10, plus the fixed split."""
+    meta = pd.read_csv(DATA / "fashion" / "metadata.csv")
+    image, _ = image_features([DATA / "fashion" / p for p in meta.image], cache)
+    text = transformer_text_features(meta.productDisplayName.tolist(), cache)
+    counts = meta.articleType.value_counts()
+    types = sorted(counts.index[:20], key=lambda t: (-counts[t], t))
+    in_target = meta.articleType.isin(types).to_numpy()
+    target_rows = np.flatnonzero(in_target)
+    test = stratified_split(meta.articleType[in_target].tolist(), 0.3, seed=0)
+    cifar = load_source(DATA / "cifar10_source")
+    cifar_image, _ = image_features(cifar.image_paths, cache)
+    return {"meta": meta, "image": image, "text": text, "types": types, "train_rows": target_rows[~test],
+            "test_rows": target_rows[test], "outside_rows": np.flatnonzero(~in_target),
+            "cifar_image": cifar_image, "cifar_labels": cifar.label_index, "cifar_names": cifar.label_names}
+
+
+def pick_pairs(p: dict, k: int | None, seed: int) -> np.ndarray:
+    """k training pairs per category (seeded), or the whole training split."""
+    if k is None:
+        return p["train_rows"]
+    rng = np.random.default_rng(seed)
+    labels = p["meta"].articleType.to_numpy()
+    return np.concatenate([rng.permutation(p["train_rows"][labels[p["train_rows"]] == t])[:k] for t in p["types"]])
+
+
+def source_for(p: dict, name: str, pair_rows: np.ndarray):
+    """(features, integer labels, label names) of a source domain, or None."""
+    if name == "none":
+        return None
+    if name == "cifar10":
+        return p["cifar_image"], p["cifar_labels"], p["cifar_names"]
+    rows = p["outside_rows"]
+    if name == "catalogue":
+        rows = np.concatenate([np.setdiff1d(p["train_rows"], pair_rows), rows])
+    labels = p["meta"].articleType.to_numpy()[rows]
+    names = sorted(set(labels))
+    return p["image"][rows], np.searchsorted(names, labels), names
+
+
+def feature_set(p: dict, rows: np.ndarray) -> FeatureSet:
+    labels = np.array([p["types"].index(t) for t in p["meta"].articleType.to_numpy()[rows]])
+    return FeatureSet(p["image"][rows], p["text"][rows], labels)
+
+
+def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overrides: dict, out: Path) -> dict:
+    import dataclasses
+
+    pair_rows = pick_pairs(p, k, seed)
+    src = source_for(p, source, pair_rows)
+    config = load_config(preset, overrides={**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
+    model = dataclasses.replace(config.model, image_dim=p["image"].shape[1], text_dim=p["text"].shape[1],
+                                num_classes=20, num_source_classes=len(src[2]) if src else 0)
+    config = dataclasses.replace(config, model=model)
+    inputs = TrainInputs(feature_set(p, pair_rows), None, p["types"])
+    if src:
+        inputs.source_image, inputs.source_labels, inputs.source_label_names = src
+    started = time.perf_counter()
+    result = train(config, inputs, out, {"label_names": p["types"]}, log=lambda _: None)
+    seconds = time.perf_counter() - started
+    from chtn.checkpoint import load_checkpoint
+
+    net = load_checkpoint(result.best_path).model
+    test = feature_set(p, p["test_rows"])
+    with torch.inference_mode():
+        img = net.encode_image(torch.from_numpy(test.image)).numpy()
+        txt = net.encode_text(torch.from_numpy(test.text)).numpy()
+    summary = evaluate_embeddings(img, txt, test.labels, p["types"]).summary()
+    return {"k": k or "full", "seed": seed, "source": source, "train_seconds": round(seconds, 2),
+            **{key: round(summary[key], 4) for key in ("map_i2t", "map_t2i", "map_mean")}}
+
+
+def cca_baseline(p: dict, components: int = 32) -> float:
+    from sklearn.cross_decomposition import CCA
+
+    train_set, test = feature_set(p, p["train_rows"]), feature_set(p, p["test_rows"])
+    cca = CCA(n_components=components, max_iter=1000).fit(train_set.image, train_set.text)
+    img, txt = cca.transform(test.image, test.text)
+    return evaluate_embeddings(img, txt, test.labels, p["types"]).mean_map
+
+
+def random_baseline(p: dict) -> float:
+    test = feature_set(p, p["test_rows"])
+    rng = np.random.default_rng(0)
+    return evaluate_embeddings(rng.normal(size=(len(test.labels), 32)), rng.normal(size=(len(test.labels), 32)),
+                               test.labels, p["types"]).mean_map
+
+
+def throughput(n: int = 384) -> dict:
+    """Cold extraction img/s: our batched DataLoader pipeline vs a plain one-image-at-a-time loop."""
+    import tempfile
+
+    from chtn.encoders import cached_image_trunk, image_transform
+    from chtn.images import open_rgb
+
+    meta = pd.read_csv(DATA / "fashion" / "metadata.csv")
+    paths = [DATA / "fashion" / p for p in meta.image[-n:]]
+    trunk = cached_image_trunk()
+    transform = image_transform()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for path in paths:  # the reference's "plain loop"
+            trunk(transform(open_rgb(path))[None])
+    plain = n / (time.perf_counter() - started)
+    results = {"n_images": n, "plain_loop_img_s": round(plain, 1), "torch_threads": torch.get_num_threads()}
+    for workers in (0, 1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            image_features(paths, FeatureCache(tmp), trunk, num_workers=workers, progress=lambda *_: None)
+            rate = n / (time.perf_counter() - started)
+        results[f"pipeline_workers{workers}_img_s"] = round(rate, 1)
+        results[f"pipeline_workers{workers}_vs_plain"] = round(rate / plain, 2)
+    return results
+
+
+def render_table(cells: list[dict]) -> str:
+    """Markdown table of mean MAP (avg of I->T and T->I) ± std over seeds, one row per regime."""
+    frame = pd.DataFrame(cells)
+    lines = ["| regime | " + " | ".join(SOURCES) + " |", "|---|" + "---|" * len(SOURCES)]
+    for k in frame.k.unique():
+        row = []
+        for source in SOURCES:
+            values = frame[(frame.k == k) & (frame.source == source)].map_mean
+            row.append("—" if values.empty else f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+                       if len(values) > 1 else f"{values.mean():.3f}")
+        lines.append(f"| k={k} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("throughput", "map"), default=None)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--set", default="{}", help="JSON config overrides, e.g. '{\"train\": {\"epochs\": 20}}'")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "core.json"))
+    args = parser.parse_args()
+    report: dict = {"preset": args.preset, "overrides": json.loads(args.set), "device": "cpu",
+                    "torch": torch.__version__}
+    if args.only != "map":
+        report["throughput"] = throughput()
+        print(json.dumps(report["throughput"]))
+    if args.only != "throughput":
+        p = load_protocol(FeatureCache(args.cache_dir))
+        print(f"protocol: {len(p['train_rows'])} train / {len(p['test_rows'])} test rows, "
+              f"{len(p['outside_rows'])} outside the 20 types, {len(p['cifar_labels'])} CIFAR-10")
+        cells = []
+        work = ROOT / "bench" / "out" / "runs"
+        for k in (5, 20, None):
+            for seed in range(args.seeds if k else 1):
+                for source in SOURCES if k else ("none",):
+                    cell = run_cell(p, k, seed, source, args.preset, report["overrides"], work / f"{k}_{seed}_{source}")
+                    print(json.dumps(cell))
+                    cells.append(cell)
+        report["cells"] = cells
+        print(render_table(cells))
+        report["cca_full_32"] = round(cca_baseline(p), 4)
+        report["random"] = round(random_baseline(p), 4)
+        print(f"CCA(32) {report['cca_full_32']}, random {report['random']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

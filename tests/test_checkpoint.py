@@ -1,0 +1,448 @@
+"""Checkpoint files: exact round trips, CPU loading, and a clear `CheckpointError` for every bad file.
+
+Checkpoints are made here from small CHTN models; nothing is read from runs/ or sample_data/checkpoints/.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from chtn.checkpoint import FORMAT, Checkpoint, load_checkpoint, save_checkpoint
+from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
+from chtn.encoders import TfidfTextEncoder
+from chtn.errors import CheckpointError, CHTNError
+from chtn.model import CHTN
+from chtn.pipeline import Embedder, checkpoint_text_featurizer
+
+LABELS = ["Belts", "Heels", "Jeans", "Watches"]
+
+
+def small_config(text_dim=24, num_classes=len(LABELS), text="minilm", image_dim=16, source=0):
+    model = ModelConfig(image_dim=image_dim, text_dim=text_dim, num_classes=num_classes, num_source_classes=source,
+                        hidden_dim=12, shared_dim=10, dropout=0.2)
+    return CHTNConfig(model=model, encoder=EncoderConfig(text=text, tfidf_analyzer="char_wb", tfidf_ngram=(2, 3)))
+
+
+def trained_like_model(config, seed=0):
+    """A CHTN whose BatchNorm running statistics have moved off their defaults (as after training)."""
+    torch.manual_seed(seed)
+    model = CHTN(config.model)
+    m = config.model
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, m.image_dim) * 3 + 1, torch.randn(32, m.text_dim) * 2 - 1,
+              torch.randn(32, m.image_dim) if m.num_source_classes else None)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tfidf(pairs):
+    texts = [t for t, label in zip(pairs.split("train").texts, pairs.split("train").labels) if label in LABELS]
+    return TfidfTextEncoder("char_wb", (2, 3), 300).fit(texts)
+
+
+@pytest.fixture(scope="module")
+def saved(tfidf, tmp_path_factory):
+    """(path, model, config) of a small TF-IDF checkpoint with extra metadata."""
+    config = small_config(text_dim=tfidf.feature_dim, text="tfidf")
+    model = trained_like_model(config)
+    path = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
+    save_checkpoint(path, model, config, {"label_names": LABELS, "dataset": {"n_train": 140, "fingerprint": "abc"},
+                                          "source": None}, tfidf.state())
+    return path, model, config
+
+
+def _copy(path, tmp_path, name):
+    target = tmp_path / name
+    shutil.copyfile(path, target)
+    return target
+
+
+def _rewrite_header(source, target, edit):
+    """Copy a safetensors checkpoint, passing its decoded header through `edit` (tensors unchanged)."""
+    with safe_open(str(source), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        header = {k: json.loads(v) for k, v in handle.metadata().items()}
+    edit(header)
+    save_file(tensors, str(target), metadata={k: json.dumps(v) for k, v in header.items()})
+    return target
+
+
+# ---- 1. round trip ----
+
+def test_round_trip_restores_weights_config_and_metadata(saved):
+    path, model, config = saved
+    checkpoint = load_checkpoint(path)
+    assert isinstance(checkpoint, Checkpoint) and checkpoint.path == path
+    original, loaded = model.state_dict(), checkpoint.model.state_dict()
+    assert list(loaded) == list(original)
+    assert all(torch.equal(loaded[k], original[k]) for k in original)
+    assert not torch.equal(original["image.fc6.1.running_mean"], torch.zeros(12))  # buffers were worth checking
+    assert checkpoint.config == config
+    assert checkpoint.config.encoder.tfidf_ngram == (2, 3) and checkpoint.config.loss.mmd_kernels == (
+        0.25, 0.5, 1.0, 2.0, 4.0)
+    assert checkpoint.label_names == LABELS
+    assert checkpoint.meta["dataset"] == {"n_train": 140, "fingerprint": "abc"} and checkpoint.meta["source"] is None
+    assert checkpoint.meta["format"] == FORMAT
+    assert checkpoint.meta["code_version"]
+    created = dt.datetime.fromisoformat(checkpoint.meta["created_at"])
+    assert created.tzinfo is not None and abs(dt.datetime.now(dt.timezone.utc) - created) < dt.timedelta(days=1)
+
+
+def test_round_trip_model_is_in_eval_mode_and_computes_the_same(saved):
+    path, model, config = saved
+    checkpoint = load_checkpoint(path)
+    assert not checkpoint.model.training
+    assert not any(module.training for module in checkpoint.model.modules())
+    torch.manual_seed(1)
+    image, text = torch.randn(7, config.model.image_dim), torch.randn(7, config.model.text_dim)
+    with torch.no_grad():
+        for normalize in (False, True):
+            assert torch.equal(checkpoint.model.encode_image(image, normalize),
+                               model.encode_image(image, normalize))
+            assert torch.equal(checkpoint.model.encode_text(text, normalize), model.encode_text(text, normalize))
+        # a model accidentally left in training mode would apply dropout: two passes would differ
+        assert torch.equal(checkpoint.model.encode_text(text), checkpoint.model.encode_text(text))
+
+
+def test_round_trip_restores_the_tfidf_encoder_exactly(saved, tfidf, pairs):
+    checkpoint = load_checkpoint(saved[0])
+    vocabulary, idf = checkpoint.tfidf_state
+    assert vocabulary == tfidf.vocabulary
+    assert idf.dtype == np.float32 and np.array_equal(idf, tfidf.state()[1])
+    restored = checkpoint_text_featurizer(checkpoint).tfidf
+    titles = pairs.split("test").texts[:25]
+    assert np.array_equal(restored.encode(titles), tfidf.encode(titles))
+    assert restored.identity == tfidf.identity
+    assert "text_encoder.idf" not in checkpoint.model.state_dict()
+
+
+def test_checkpoint_without_tfidf_has_no_tfidf_state(tmp_path):
+    config = small_config(text="minilm")
+    path = save_checkpoint(tmp_path / "m.safetensors", trained_like_model(config), config, {"label_names": LABELS})
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.tfidf_state is None and checkpoint_text_featurizer(checkpoint).tfidf is None
+
+
+def test_digest_is_the_file_content_hash(saved, tfidf, tmp_path):
+    path, model, config = saved
+    first, second = load_checkpoint(path), load_checkpoint(_copy(path, tmp_path, "copy.safetensors"))
+    assert first.digest == second.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    other = save_checkpoint(tmp_path / "other.safetensors", trained_like_model(config, seed=5), config,
+                            {"label_names": LABELS}, tfidf.state())
+    assert load_checkpoint(other).digest != first.digest
+
+
+def test_a_loaded_checkpoint_can_be_saved_again(saved, tmp_path):
+    checkpoint = load_checkpoint(saved[0])
+    again = save_checkpoint(tmp_path / "again.safetensors", checkpoint.model, checkpoint.config, checkpoint.meta,
+                            checkpoint.tfidf_state)
+    reloaded = load_checkpoint(again)
+    assert reloaded.label_names == LABELS and reloaded.meta["dataset"] == checkpoint.meta["dataset"]
+    assert np.array_equal(reloaded.tfidf_state[1], checkpoint.tfidf_state[1])
+    assert all(torch.equal(v, checkpoint.model.state_dict()[k]) for k, v in reloaded.model.state_dict().items())
+
+
+def test_metadata_cannot_overwrite_the_reserved_header_fields(tmp_path):
+    config = small_config()
+    path = save_checkpoint(tmp_path / "m.safetensors", trained_like_model(config), config,
+                           {"label_names": LABELS, "format": "something-else", "config": {"model": {}}})
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.meta["format"] == FORMAT and checkpoint.config == config
+
+
+def test_source_classifier_round_trips(tmp_path):
+    config = small_config(source=3)
+    model = trained_like_model(config)
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "s.safetensors", model, config, {"label_names": LABELS}))
+    assert checkpoint.model.has_source
+    assert torch.equal(checkpoint.model.source_classifier.weight, model.source_classifier.weight)
+
+
+# ---- 2. devices ----
+
+def test_loaded_tensors_are_on_cpu(saved):
+    checkpoint = load_checkpoint(saved[0])
+    tensors = list(checkpoint.model.state_dict().values())
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+
+
+def test_save_writes_contiguous_cpu_tensors(monkeypatch, tmp_path):
+    import safetensors.torch
+
+    written = {}
+    real_save_file = safetensors.torch.save_file
+
+    def spy(tensors, filename, metadata=None):
+        written.update(tensors)
+        return real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", spy)
+    config = small_config()
+    model = trained_like_model(config)
+    fc10 = model.shared.fc10.weight
+    fc10.data = fc10.data.t().contiguous().t()  # same values and shape, but a transposed (non-contiguous) layout
+    assert not fc10.is_contiguous()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, config, {"label_names": LABELS})
+    assert written and all(t.device.type == "cpu" and t.is_contiguous() for t in written.values())
+    assert torch.equal(load_checkpoint(path).model.shared.fc10.weight, fc10)
+
+
+def test_save_unwraps_a_data_parallel_model(tmp_path):
+    config = small_config()
+    model = trained_like_model(config)
+    wrapped = torch.nn.DataParallel(model)  # state_dict keys of the wrapper start with "module."
+    assert next(iter(wrapped.state_dict())).startswith("module.")
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "dp.safetensors", wrapped, config, {"label_names": LABELS}))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in checkpoint.model.state_dict().items())
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(saved):
+    path = saved[0]
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))
+
+
+# ---- 3. bad files ----
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"Checkpoint not found: .*nothing\.safetensors"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+
+
+@pytest.mark.parametrize("name", ["best.ckpt", "best.bin", "best"])
+def test_wrong_extension(saved, tmp_path, name):
+    with pytest.raises(CheckpointError, match="unsupported checkpoint type; use a .safetensors"):
+        load_checkpoint(_copy(saved[0], tmp_path, name))
+
+
+def test_truncated_safetensors(saved, tmp_path):
+    data = saved[0].read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated\.safetensors is not a readable safetensors file.*"
+                                              r"truncated or corrupt"):
+        load_checkpoint(truncated)
+
+
+def test_random_bytes_named_safetensors(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match="junk.safetensors is not a readable safetensors file"):
+        load_checkpoint(junk)
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}, {"framework": "keras", "format": "\"tf\""}],
+                         ids=["no-header", "transformers-header", "other-json-header"])
+def test_foreign_safetensors(tmp_path, metadata):
+    foreign = tmp_path / "model.safetensors"
+    save_file({"encoder.weight": torch.ones(4, 4), "encoder.bias": torch.zeros(4)}, str(foreign), metadata=metadata)
+    with pytest.raises(CheckpointError, match="model.safetensors is not a CHTN checkpoint.*another model's weights"):
+        load_checkpoint(foreign)
+
+
+UNPICKLED = []
+
+
+def _mark_unpickled(*args):
+    UNPICKLED.append(args)
+    return collections.OrderedDict()
+
+
+class SneakyStateDict(collections.OrderedDict):
+    """A state dict look-alike whose unpickling would run our code."""
+
+    def __reduce__(self):
+        return _mark_unpickled, ("reduce",)
+
+    def __setstate__(self, state):
+        UNPICKLED.append(("setstate",))
+
+
+class Gadget:
+    def __reduce__(self):
+        return _mark_unpickled, ("gadget",)
+
+
+@pytest.mark.parametrize("payload", ["state-dict-subclass", "object"])
+def test_pickle_that_needs_code_is_refused_without_running_it(tmp_path, payload):
+    path = tmp_path / "evil.pt"
+    if payload == "object":
+        torch.save(Gadget(), path)
+    else:
+        torch.save({"state_dict": SneakyStateDict(weight=torch.ones(2)), "metadata": {"format": json.dumps(FORMAT)}},
+                   path)
+    with pytest.raises(CheckpointError, match="evil.pt cannot be loaded safely.*Only weights-only files"):
+        load_checkpoint(path)
+    assert UNPICKLED == []
+
+
+def test_pt_without_state_dict(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save({"weights": {"w": torch.ones(2)}, "epoch": 3}, path)
+    with pytest.raises(CheckpointError, match="plain.pt is not a CHTN checkpoint"):
+        load_checkpoint(path)
+    torch.save([torch.ones(2)], path)
+    with pytest.raises(CheckpointError, match="plain.pt is not a CHTN checkpoint"):
+        load_checkpoint(path)
+
+
+def test_pt_with_state_dict_but_no_header(tmp_path, saved):
+    path = tmp_path / "bare.pth"
+    torch.save({"state_dict": saved[1].state_dict()}, path)
+    with pytest.raises(CheckpointError, match="bare.pth is not a CHTN checkpoint"):
+        load_checkpoint(path)
+
+
+def test_pt_with_the_same_two_parts_loads(saved, tmp_path):
+    path, model, config = saved
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        metadata = handle.metadata()
+    torch.save({"state_dict": tensors, "metadata": metadata}, tmp_path / "same.pt")
+    checkpoint = load_checkpoint(tmp_path / "same.pt")
+    assert checkpoint.config == config and checkpoint.label_names == LABELS
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in checkpoint.model.state_dict().items())
+    assert checkpoint.tfidf_state is not None
+
+
+def _set_hidden_dim(header):
+    header["config"]["model"]["hidden_dim"] = 64
+
+
+def _set_num_classes(header):
+    header["config"]["model"]["num_classes"] = 5
+    header["label_names"] = LABELS + ["Socks"]
+
+
+@pytest.mark.parametrize("edit", [_set_hidden_dim, _set_num_classes], ids=["hidden_dim", "num_classes"])
+def test_header_config_that_does_not_fit_the_tensors(saved, tmp_path, edit):
+    edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", edit)
+    with pytest.raises(CheckpointError, match=r"edited.safetensors: weights do not match its config \(size "
+                                              r"mismatch for .*re-train"):
+        load_checkpoint(edited)
+
+
+def test_header_with_missing_tensor(saved, tmp_path):
+    with safe_open(str(saved[0]), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys() if k != "shared.fc10.bias"}
+        metadata = handle.metadata()
+    save_file(tensors, str(tmp_path / "partial.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"weights do not match its config \(Missing key.*shared\.fc10\.bias"):
+        load_checkpoint(tmp_path / "partial.safetensors")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["config"]["model"].update(depth=3), r"config this version cannot read: Unknown field\(s\) \['depth'\]"),
+    (lambda h: h["config"]["model"].update(common="mean"), "config this version cannot read: model.common must be"),
+    (lambda h: h.pop("config"), "config this version cannot read"),
+    (lambda h: h.update(config=[1, 2]), "config this version cannot read"),
+    (lambda h: h.update(config={"model": "wide"}), "config this version cannot read"),
+], ids=["unknown-field", "bad-value", "no-config", "config-not-object", "section-not-object"])
+def test_header_config_this_version_cannot_read(saved, tmp_path, edit, message):
+    edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(edited)
+
+
+@pytest.mark.parametrize("edit", [lambda h: h.pop("label_names"), lambda h: h.update(label_names=LABELS[:3])],
+                         ids=["missing", "too-few"])
+def test_header_label_names_must_match_the_classes(saved, tmp_path, edit):
+    edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", edit)
+    with pytest.raises(CheckpointError, match="'label_names' header does not list the model's 4 categories"):
+        load_checkpoint(edited)
+
+
+def _drop_idf(source, target):
+    with safe_open(str(source), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys() if k != "text_encoder.idf"}
+        metadata = handle.metadata()
+    save_file(tensors, str(target), metadata=metadata)
+    return target
+
+
+@pytest.mark.parametrize("damage", ["no-vocabulary", "short-vocabulary", "no-idf"])
+def test_tfidf_checkpoint_without_a_complete_text_encoder(saved, tmp_path, damage):
+    target = tmp_path / "tfidf.safetensors"
+    if damage == "no-vocabulary":
+        _rewrite_header(saved[0], target, lambda h: h.pop("tfidf_vocabulary"))
+    elif damage == "short-vocabulary":
+        _rewrite_header(saved[0], target, lambda h: h.update(tfidf_vocabulary=h["tfidf_vocabulary"][:-1]))
+    else:
+        _drop_idf(saved[0], target)
+    with pytest.raises(CheckpointError, match="tfidf.safetensors: its TF-IDF text encoder is incomplete"):
+        load_checkpoint(target)
+
+
+def test_all_checkpoint_errors_are_chtn_errors():
+    assert issubclass(CheckpointError, CHTNError)
+
+
+# ---- 4. labels ----
+
+def test_check_labels(saved):
+    checkpoint = load_checkpoint(saved[0])
+    checkpoint.check_labels(["Heels", "Watches", "Heels"])  # a subset is fine
+    checkpoint.check_labels([])
+    with pytest.raises(CheckpointError, match=r"1 category this checkpoint was not trained on: \['Socks'\]"):
+        checkpoint.check_labels(["Heels", "Socks"])
+    with pytest.raises(CheckpointError, match=r"2 categories .*\['Kurtas', 'Socks'\].*It knows 4"):
+        checkpoint.check_labels(["Socks", "Kurtas", "Belts", "Socks"])
+
+
+# ---- 5. Embedder on real sample pairs ----
+
+@pytest.fixture(scope="module")
+def six_pairs(pairs):
+    wanted = ["Casual Shoes", "Handbags", "Jeans", "Sunglasses", "Watches", "Tshirts"]
+    rows = [pairs.labels.index(label) for label in wanted]
+    return pairs.select(rows)
+
+
+def _embedder_checkpoint(path, pairs, text, label_names):
+    if text == "tfidf":
+        encoder = TfidfTextEncoder("char_wb", (2, 3), 400).fit(pairs.split("train").texts)
+        text_dim, state = encoder.feature_dim, encoder.state()
+    else:
+        text_dim, state = 384, None
+    config = small_config(text_dim=text_dim, num_classes=len(label_names), text=text, image_dim=1280)
+    save_checkpoint(path, trained_like_model(config), config, {"label_names": label_names}, state)
+    return load_checkpoint(path)
+
+
+@pytest.mark.parametrize("text", ["tfidf", "minilm"])
+def test_embedder_gives_softmax_rows_for_real_pairs(pairs, six_pairs, cache, tmp_path, text):
+    checkpoint = _embedder_checkpoint(tmp_path / "e.safetensors", pairs, text, list(pairs.label_names))
+    embedder = Embedder(checkpoint, cache, "cpu")
+    image, txt = embedder.embed_pairs(six_pairs)
+    for out in (image, txt):
+        assert out.shape == (6, 20) and out.dtype == np.float32
+        assert (out >= 0).all() and np.allclose(out.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(image[0], image[1]) and not np.allclose(txt[0], txt[1])  # inputs matter
+    # the same pipeline by hand: cached trunk features through the checkpoint's image stream
+    features, logits = embedder.image_features(six_pairs.image_paths)
+    assert features.shape == (6, 1280) and logits.shape == (6, 1000)
+    with torch.no_grad():
+        assert np.allclose(checkpoint.model.encode_image(torch.from_numpy(features)).numpy(), image, atol=1e-6)
+    assert embedder.embed_texts([]).shape == (0, 20)
+
+
+def test_embedder_refuses_pairs_with_unknown_labels(pairs, six_pairs, cache, tmp_path):
+    known = [name for name in pairs.label_names if name != "Sunglasses"]
+    checkpoint = _embedder_checkpoint(tmp_path / "e19.safetensors", pairs, "tfidf", known)
+    with pytest.raises(CheckpointError, match=r"1 category this checkpoint was not trained on: \['Sunglasses'\]"):
+        Embedder(checkpoint, cache, "cpu").embed_pairs(six_pairs)
+    # the same checkpoint is fine for the rows whose labels it knows
+    subset = six_pairs.select([i for i, label in enumerate(six_pairs.labels) if label != "Sunglasses"])
+    image, _ = Embedder(checkpoint, cache, "cpu").embed_pairs(subset)
+    assert image.shape == (5, 19)

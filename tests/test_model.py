@@ -1,0 +1,113 @@
+"""CHTN model and losses, checked against straightforward reference computations."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from chtn.config import LossConfig, ModelConfig
+from chtn.losses import chtn_loss, mmd_linear, mmd_quadratic, pair_l2
+from chtn.model import CHTN
+
+SMALL = dict(image_dim=12, text_dim=7, num_classes=4, hidden_dim=16, shared_dim=8, dropout=0.0)
+
+
+def _gaussian(a: torch.Tensor, b: torch.Tensor, gamma: float) -> float:
+    return math.exp(-gamma * float((a - b).pow(2).sum()))
+
+
+def _release_gamma(x: torch.Tensor, y: torch.Tensor) -> float:
+    z = torch.cat([x, y])
+    n = len(z)
+    total = sum(float((z[i] - z[j]).pow(2).sum()) for i in range(n) for j in range(n))
+    return (n * n - n) / total
+
+
+def test_forward_shapes_with_and_without_source():
+    model = CHTN(ModelConfig(**SMALL, num_source_classes=3))
+    out = model(torch.randn(5, 12), torch.randn(5, 7), torch.randn(6, 12))
+    assert out["img6"].shape == out["txt7"].shape == (5, 16)
+    assert out["img_logits"].shape == (5, 4) and out["src_logits"].shape == (6, 3)
+    plain = CHTN(ModelConfig(**SMALL))
+    assert not plain.has_source and not hasattr(plain, "source")
+    assert "src_logits" not in plain(torch.randn(5, 12), torch.randn(5, 7), torch.randn(6, 12))
+
+
+def test_common_representation_softmax_and_fc9():
+    torch.manual_seed(0)
+    model = CHTN(ModelConfig(**SMALL)).eval()
+    emb = model.encode_image(torch.randn(6, 12))
+    assert torch.allclose(emb.sum(-1), torch.ones(6), atol=1e-6) and (emb >= 0).all()
+    normed = model.encode_text(torch.randn(6, 7), normalize=True)
+    assert torch.allclose(normed.norm(dim=-1), torch.ones(6), atol=1e-6)
+    fc9 = CHTN(ModelConfig(**{**SMALL, "common": "fc9"})).eval()
+    assert fc9.encode_image(torch.randn(3, 12)).shape == (3, 8)
+
+
+def test_shared_layers_are_the_same_for_both_modalities():
+    """Layer sharing: the text path through fc8-fc10 uses the very weights of the image path."""
+    model = CHTN(ModelConfig(**SMALL)).eval()
+    h7 = torch.randn(4, 16)
+    assert torch.equal(model.shared(h7)[1], model.shared.fc10(torch.relu(model.shared.fc9(torch.relu(model.shared.fc8(h7))))))
+    names = [n for n, _ in model.named_parameters() if n.startswith("shared.")]
+    assert len(names) == 6  # fc8, fc9, fc10 weights + biases, one set only
+
+
+def test_pair_l2_matches_formula():
+    a, b = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    assert pair_l2(a, b).item() == pytest.approx((4 + 25) / (2 * 2))
+
+
+def test_mmd_linear_matches_the_release_formula():
+    torch.manual_seed(1)
+    x, y = torch.randn(8, 3), torch.randn(8, 3) + 1.0
+    generator = torch.Generator().manual_seed(5)
+    value = mmd_linear(x, y, generator).item()
+    replay = torch.Generator().manual_seed(5)
+    xi, yi = x[torch.randperm(8, generator=replay)], y[torch.randperm(8, generator=replay)]
+    gamma = _release_gamma(x, y)
+    terms = [_gaussian(xi[2 * i], xi[2 * i + 1], gamma) + _gaussian(yi[2 * i], yi[2 * i + 1], gamma)
+             - _gaussian(xi[2 * i], yi[2 * i + 1], gamma) - _gaussian(xi[2 * i + 1], yi[2 * i], gamma)
+             for i in range(4)]
+    assert value == pytest.approx(sum(terms) / 4, rel=1e-5)
+
+
+def test_mmd_quadratic_matches_unbiased_reference():
+    torch.manual_seed(2)
+    x, y = torch.randn(5, 3), torch.randn(6, 3) * 2
+    gamma = _release_gamma(x, y)
+    expected = 0.0
+    for mult in (0.5, 2.0):
+        g = gamma / mult
+        kxx = sum(_gaussian(x[i], x[j], g) for i in range(5) for j in range(5) if i != j) / 20
+        kyy = sum(_gaussian(y[i], y[j], g) for i in range(6) for j in range(6) if i != j) / 30
+        kxy = sum(_gaussian(x[i], y[j], g) for i in range(5) for j in range(6)) / 30
+        expected += kxx + kyy - 2 * kxy
+    assert mmd_quadratic(x, y, (0.5, 2.0)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_mmd_separates_shifted_distributions():
+    torch.manual_seed(3)
+    same = [mmd_quadratic(torch.randn(64, 8), torch.randn(64, 8), (1.0,)).item() for _ in range(5)]
+    shifted = mmd_quadratic(torch.randn(64, 8), torch.randn(64, 8) + 2.0, (1.0,)).item()
+    assert abs(sum(same) / 5) < 0.02 and shifted > 0.2
+    assert mmd_linear(torch.randn(64, 8), torch.randn(64, 8) + 2.0).item() > 0.1
+
+
+def test_chtn_loss_terms_follow_the_config():
+    torch.manual_seed(4)
+    model = CHTN(ModelConfig(**SMALL, num_source_classes=3))
+    out = model(torch.randn(8, 12), torch.randn(8, 7), torch.randn(8, 12))
+    labels, source_labels = torch.randint(0, 4, (8,)), torch.randint(0, 3, (8,))
+    total, terms = chtn_loss(out, labels, LossConfig(), source_labels)
+    assert set(terms) == {"ce_img", "ce_txt", "pair", "ce_src", "mmd"}
+    assert total.item() == pytest.approx(sum(terms.values()), rel=1e-5)
+    expected_pair = 0.001 * (pair_l2(out["img6"], out["txt6"]) + pair_l2(out["img7"], out["txt7"])).item()
+    assert terms["pair"] == pytest.approx(expected_pair, rel=1e-5)
+    _, doubled = chtn_loss(out, labels, LossConfig(pair_weight=0.002, mmd_estimator="quadratic"), source_labels)
+    assert doubled["pair"] == pytest.approx(2 * terms["pair"], rel=1e-5)
+    _, no_source = chtn_loss(model(torch.randn(8, 12), torch.randn(8, 7)), labels, LossConfig())
+    assert set(no_source) == {"ce_img", "ce_txt", "pair"}
+    total.backward()
+    assert model.source.fc6[0].weight.grad is not None and model.shared.fc10.weight.grad is not None

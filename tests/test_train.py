@@ -1,0 +1,124 @@
+"""Training on real sample features: determinism, exact resume, best-epoch selection, DDP, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chtn.checkpoint import load_checkpoint
+from chtn.config import load_config
+from tests.conftest import PAIRS, ROOT, SOURCE
+
+FAST = {"train": {"epochs": 3, "min_steps_per_epoch": 8}}
+
+
+@pytest.fixture(scope="module")
+def inputs(pairs, cache):
+    """Real Lite0 + MiniLM features of the sample's train/val pairs and 5 source images per type."""
+    from chtn.data import load_source
+    from chtn.experiment import build_train_inputs
+
+    source = load_source(SOURCE)
+    per_type = [i for name in source.label_names for i in np.flatnonzero(np.array(source.labels) == name)[:5]]
+    return build_train_inputs(load_config("small", overrides=FAST), pairs, source.select(per_type), cache)
+
+
+def _weights(path):
+    return {k: v.clone() for k, v in load_checkpoint(path).model.state_dict().items()}
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_inputs_are_sized_from_the_data(inputs):
+    config, data, meta, tfidf = inputs
+    assert (config.model.image_dim, config.model.text_dim) == (1280, 384)
+    assert config.model.num_classes == 20 and config.model.num_source_classes == 20
+    assert data.train.image.shape == (200, 1280) and data.val.text.shape == (100, 384)
+    assert data.source_image.shape == (100, 1280) and tfidf is None
+    assert meta["encoders"]["image"].startswith("tf_efficientnet_lite0@")
+
+
+def test_training_is_deterministic_and_learns(inputs, tmp_path):
+    from chtn.train import train
+
+    config, data, meta, _ = inputs
+    first = train(config, data, tmp_path / "a", meta, log=lambda _: None)
+    second = train(config, data, tmp_path / "b", meta, log=lambda _: None)
+    a, b = _weights(first.best_path), _weights(second.best_path)
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    history = _lines(tmp_path / "a" / "metrics.jsonl")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert {"loss_ce_src", "loss_mmd", "loss_pair", "val_map_mean"} <= set(history[0])
+    assert history[-1]["val_map_mean"] > 0.3  # random ranking on 20 balanced classes is ~0.06
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(inputs, tmp_path):
+    from chtn.train import train
+
+    config, data, meta, _ = inputs
+    result = train(config, data, tmp_path, meta, log=lambda _: None)
+    scores = [h["val_map_mean"] for h in result.history]
+    saved = load_checkpoint(result.best_path).meta["metrics"]
+    assert saved["best_epoch"] == int(np.argmax(scores)) + 1
+    assert saved["val_map_mean"] == pytest.approx(max(scores))
+
+
+def test_resume_continues_exactly(inputs, tmp_path):
+    """3 epochs, then 3 more from last.pt == 6 epochs straight (same batches, dropout, optimizer state)."""
+    import dataclasses
+
+    from chtn.train import train
+
+    config, data, meta, _ = inputs
+    six = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=6))
+    straight = train(six, data, tmp_path / "straight", meta, log=lambda _: None)
+    train(config, data, tmp_path / "resumed", meta, log=lambda _: None)
+    resumed = train(six, data, tmp_path / "resumed", meta, resume=True, log=lambda _: None)
+    assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
+    for key in ("loss_ce_img", "val_map_mean"):
+        assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in straight.history])
+    state = lambda run: __import__("torch").load(tmp_path / run / "last.pt", weights_only=True)["model"]
+    a, b = state("straight"), state("resumed")
+    assert all(np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_cli_train_then_evaluate(tmp_path):
+    run = _cli("-m", "chtn", "train", "--data", str(PAIRS), "--source", "none", "--out", str(tmp_path / "run"),
+               "--set", "train.epochs=2", "--set", "train.min_steps_per_epoch=2")
+    assert run.returncode == 0, run.stderr
+    ckpt = tmp_path / "run" / "best.safetensors"
+    assert load_checkpoint(ckpt).meta["source"] is None
+    out = _cli("-m", "chtn", "evaluate", "--checkpoint", str(ckpt), "--data", str(PAIRS), "--out", str(tmp_path / "ev"))
+    assert out.returncode == 0, out.stderr
+    assert "MAP@all on 400 test pairs" in out.stdout
+    import pandas as pd
+
+    per_query = pd.read_csv(tmp_path / "ev" / "per_query.csv")
+    assert len(per_query) == 800 and set(per_query.direction) == {"i2t", "t2i"}
+    assert len(pd.read_csv(tmp_path / "ev" / "per_category.csv")) == 20
+    bad = _cli("-m", "chtn", "train", "--data", str(PAIRS), "--out", str(tmp_path / "x"), "--set", "train.epochs")
+    assert bad.returncode == 2 and "section.field=value" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes one consistent checkpoint."""
+    run = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "chtn", "train",
+               "--data", str(PAIRS), "--source", "none", "--out", str(tmp_path / "ddp"),
+               "--set", "train.epochs=2", "--set", "train.min_steps_per_epoch=10",
+               env_extra={"OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    history = _lines(tmp_path / "ddp" / "metrics.jsonl")
+    assert len(history) == 2 and all(h["world_size"] == 2 for h in history)
+    assert history[-1]["val_map_mean"] > 0.3
+    assert load_checkpoint(tmp_path / "ddp" / "best.safetensors").config.model.num_classes == 20
