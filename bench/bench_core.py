@@ -74,9 +74,22 @@ def source_for(p: dict, name: str, pair_rows: np.ndarray):
     return p["image"][rows], np.searchsorted(names, labels), names
 
 
-def feature_set(p: dict, rows: np.ndarray) -> FeatureSet:
+def feature_set(p: dict, rows: np.ndarray, text: np.ndarray | None = None) -> FeatureSet:
+    """Features of fashion rows; `text` overrides the MiniLM features (e.g. with TF-IDF appended)."""
     labels = np.array([p["types"].index(t) for t in p["meta"].articleType.to_numpy()[rows]])
-    return FeatureSet(p["image"][rows], p["text"][rows], labels)
+    return FeatureSet(p["image"][rows], (p["text"] if text is None else text)[rows], labels)
+
+
+def cell_text_features(p: dict, config, pair_rows: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+    """Text features of every fashion row as the config asks, with TF-IDF fitted on the cell's pairs only."""
+    from chtn.pipeline import TextFeaturizer
+
+    texts = p["meta"].productDisplayName.tolist()
+    featurizer = TextFeaturizer.fit(config.encoder, [texts[i] for i in pair_rows])
+    parts = [p["text"]] if config.encoder.uses_minilm else []
+    if featurizer.tfidf is None:
+        return np.hstack(parts), None
+    return np.hstack(parts + [featurizer.tfidf.encode(texts)]), featurizer.tfidf.state()
 
 
 def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overrides: dict, out: Path) -> dict:
@@ -85,19 +98,20 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     pair_rows = pick_pairs(p, k, seed)
     src = source_for(p, source, pair_rows)
     config = load_config(preset, overrides={**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
-    model = dataclasses.replace(config.model, image_dim=p["image"].shape[1], text_dim=p["text"].shape[1],
+    text, tfidf = cell_text_features(p, config, pair_rows)
+    model = dataclasses.replace(config.model, image_dim=p["image"].shape[1], text_dim=text.shape[1],
                                 num_classes=20, num_source_classes=len(src[2]) if src else 0)
     config = dataclasses.replace(config, model=model)
-    inputs = TrainInputs(feature_set(p, pair_rows), None, p["types"])
+    inputs = TrainInputs(feature_set(p, pair_rows, text), None, p["types"])
     if src:
         inputs.source_image, inputs.source_labels, inputs.source_label_names = src
     started = time.perf_counter()
-    result = train(config, inputs, out, {"label_names": p["types"]}, log=lambda _: None)
+    result = train(config, inputs, out, {"label_names": p["types"]}, tfidf, log=lambda _: None)
     seconds = time.perf_counter() - started
     from chtn.checkpoint import load_checkpoint
 
     net = load_checkpoint(result.best_path).model
-    test = feature_set(p, p["test_rows"])
+    test = feature_set(p, p["test_rows"], text)
     with torch.inference_mode():
         img = net.encode_image(torch.from_numpy(test.image)).numpy()
         txt = net.encode_text(torch.from_numpy(test.text)).numpy()

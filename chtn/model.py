@@ -59,11 +59,12 @@ class CHTN(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout)
+        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout, input_norm=c.image_input_norm)
         self.text = Stream(c.text_dim, c.hidden_dim, c.dropout, input_norm=True)
         self.shared = SharedHead(c.hidden_dim, c.shared_dim, c.num_classes)
         if c.num_source_classes > 0:
-            self.source = Stream(c.image_dim, c.hidden_dim, c.dropout)
+            if not c.share_image_stream:
+                self.source = Stream(c.image_dim, c.hidden_dim, c.dropout, input_norm=c.image_input_norm)
             self.source_classifier = nn.Linear(c.hidden_dim, c.num_source_classes)
 
     @property
@@ -92,6 +93,7 @@ class CHTN(nn.Module):
         out["img_logits"] = self.shared(out["img7"])[1]
         out["txt_logits"] = self.shared(out["txt7"])[1]
         if source is not None and self.has_source:
-            out["src6"], out["src7"] = self.source(source)
+            source_stream = self.image if self.config.share_image_stream else self.source
+            out["src6"], out["src7"] = source_stream(source)
             out["src_logits"] = self.source_classifier(out["src7"])
         return out

@@ -15,7 +15,7 @@ from chtn.features import FeatureCache, Progress, image_features, transformer_te
 
 
 class TextFeaturizer:
-    """Texts -> the feature vectors CHTN's text stream takes (MiniLM embeddings or TF-IDF)."""
+    """Texts -> the feature vectors CHTN's text stream takes: MiniLM, TF-IDF, or both concatenated."""
 
     def __init__(self, config: EncoderConfig, tfidf: TfidfTextEncoder | None = None) -> None:
         self.config, self.tfidf = config, tfidf
@@ -23,27 +23,29 @@ class TextFeaturizer:
     @classmethod
     def fit(cls, config: EncoderConfig, train_texts: Sequence[str]) -> "TextFeaturizer":
         """TF-IDF learns its vocabulary from the training texts; MiniLM needs nothing."""
-        if config.text == "tfidf":
+        if config.uses_tfidf:
             return cls(config, TfidfTextEncoder(config.tfidf_analyzer, config.tfidf_ngram,
                                                 config.tfidf_max_features).fit(train_texts))
         return cls(config)
 
-    @property
-    def identity(self) -> str:
-        if self.tfidf is not None:
-            return self.tfidf.identity
+    def _minilm(self):
         from chtn.encoders import cached_text_encoder
 
-        return cached_text_encoder(self.config.text_model_dir).identity
+        return cached_text_encoder(self.config.text_model_dir)
+
+    @property
+    def identity(self) -> str:
+        parts = [self._minilm().identity] if self.config.uses_minilm else []
+        return "+".join(parts + ([self.tfidf.identity] if self.tfidf is not None else []))
 
     def __call__(self, texts: Sequence[str], cache: FeatureCache, device: str | None = None,
                  progress: Progress | None = None) -> np.ndarray:
+        parts = []
+        if self.config.uses_minilm:
+            parts.append(transformer_text_features(texts, cache, self._minilm(), device, progress=progress))
         if self.tfidf is not None:
-            return self.tfidf.encode(texts)
-        from chtn.encoders import cached_text_encoder
-
-        return transformer_text_features(texts, cache, cached_text_encoder(self.config.text_model_dir), device,
-                                         progress=progress)
+            parts.append(self.tfidf.encode(texts))
+        return np.hstack(parts)
 
 
 def checkpoint_text_featurizer(checkpoint: Checkpoint) -> TextFeaturizer:

@@ -446,3 +446,24 @@ def test_embedder_refuses_pairs_with_unknown_labels(pairs, six_pairs, cache, tmp
     subset = six_pairs.select([i for i, label in enumerate(six_pairs.labels) if label != "Sunglasses"])
     image, _ = Embedder(checkpoint, cache, "cpu").embed_pairs(subset)
     assert image.shape == (5, 19)
+
+
+def test_minilm_plus_tfidf_text_features_round_trip_through_a_checkpoint(tmp_path, cache):
+    """`minilm+tfidf`: MiniLM (384) and TF-IDF columns side by side, the vocabulary stored in the file."""
+    from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
+    from chtn.model import CHTN
+    from chtn.pipeline import TextFeaturizer, checkpoint_text_featurizer
+    from chtn.checkpoint import load_checkpoint, save_checkpoint
+
+    texts = ["Nike Men White Sports Shoes", "Titan Women Silver Watch", "Puma Men Black Tshirt"]
+    encoder = EncoderConfig(text="minilm+tfidf", tfidf_analyzer="char_wb", tfidf_ngram=(2, 4))
+    fitted = TextFeaturizer.fit(encoder, texts)
+    features = fitted(texts, cache)
+    vocabulary = len(fitted.tfidf.vocabulary)
+    assert features.shape == (3, 384 + vocabulary) and "+" in fitted.identity
+    config = CHTNConfig(model=ModelConfig(image_dim=8, text_dim=384 + vocabulary, num_classes=3, hidden_dim=8,
+                                          shared_dim=8), encoder=encoder)
+    path = save_checkpoint(tmp_path / "c.safetensors", CHTN(config.model), config,
+                           {"label_names": ["a", "b", "c"]}, fitted.tfidf.state())
+    restored = checkpoint_text_featurizer(load_checkpoint(path))
+    assert np.array_equal(restored(texts, cache), features)

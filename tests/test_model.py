@@ -111,3 +111,11 @@ def test_chtn_loss_terms_follow_the_config():
     assert set(no_source) == {"ce_img", "ce_txt", "pair"}
     total.backward()
     assert model.source.fc6[0].weight.grad is not None and model.shared.fc10.weight.grad is not None
+
+
+def test_shared_image_stream_serves_source_and_target():
+    model = CHTN(ModelConfig(**SMALL, num_source_classes=3, share_image_stream=True)).eval()
+    assert not hasattr(model, "source")
+    images = torch.randn(4, 12)
+    out = model(images, torch.randn(4, 7), images)
+    assert torch.equal(out["src6"], out["img6"]) and out["src_logits"].shape == (4, 3)
