@@ -13,7 +13,7 @@ from chtn.checkpoint import load_checkpoint
 from chtn.config import load_config
 from tests.conftest import PAIRS, ROOT, SOURCE
 
-FAST = {"train": {"epochs": 3, "min_steps_per_epoch": 8}}
+FAST = {"train": {"epochs": 3, "min_steps_per_epoch": 20}}
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +37,21 @@ def _lines(path):
 
 def test_inputs_are_sized_from_the_data(inputs):
     config, data, meta, tfidf = inputs
-    assert (config.model.image_dim, config.model.text_dim) == (1280, 384)
+    vocabulary = len(tfidf[0])  # small preset: MiniLM (384) + character n-gram TF-IDF fitted on train texts
+    assert 100 < vocabulary <= 1000 and len(tfidf[1]) == vocabulary
+    assert (config.model.image_dim, config.model.text_dim) == (1280, 384 + vocabulary)
     assert config.model.num_classes == 20 and config.model.num_source_classes == 20
-    assert data.train.image.shape == (200, 1280) and data.val.text.shape == (100, 384)
-    assert data.source_image.shape == (100, 1280) and tfidf is None
+    assert data.train.image.shape == (200, 1280) and data.val.text.shape == (100, 384 + vocabulary)
+    assert data.source_image.shape == (100, 1280)
     assert meta["encoders"]["image"].startswith("tf_efficientnet_lite0@")
 
 
 def test_training_is_deterministic_and_learns(inputs, tmp_path):
     from chtn.train import train
 
-    config, data, meta, _ = inputs
-    first = train(config, data, tmp_path / "a", meta, log=lambda _: None)
-    second = train(config, data, tmp_path / "b", meta, log=lambda _: None)
+    config, data, meta, tfidf = inputs
+    first = train(config, data, tmp_path / "a", meta, tfidf, log=lambda _: None)
+    second = train(config, data, tmp_path / "b", meta, tfidf, log=lambda _: None)
     a, b = _weights(first.best_path), _weights(second.best_path)
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     history = _lines(tmp_path / "a" / "metrics.jsonl")
@@ -61,8 +63,8 @@ def test_training_is_deterministic_and_learns(inputs, tmp_path):
 def test_best_checkpoint_is_the_best_validation_epoch(inputs, tmp_path):
     from chtn.train import train
 
-    config, data, meta, _ = inputs
-    result = train(config, data, tmp_path, meta, log=lambda _: None)
+    config, data, meta, tfidf = inputs
+    result = train(config, data, tmp_path, meta, tfidf, log=lambda _: None)
     scores = [h["val_map_mean"] for h in result.history]
     saved = load_checkpoint(result.best_path).meta["metrics"]
     assert saved["best_epoch"] == int(np.argmax(scores)) + 1
@@ -115,10 +117,10 @@ def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
     """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes one consistent checkpoint."""
     run = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "chtn", "train",
                "--data", str(PAIRS), "--source", "none", "--out", str(tmp_path / "ddp"),
-               "--set", "train.epochs=2", "--set", "train.min_steps_per_epoch=10",
+               "--set", "train.epochs=3", "--set", "train.min_steps_per_epoch=10",
                env_extra={"OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     history = _lines(tmp_path / "ddp" / "metrics.jsonl")
-    assert len(history) == 2 and all(h["world_size"] == 2 for h in history)
+    assert len(history) == 3 and all(h["world_size"] == 2 for h in history)
     assert history[-1]["val_map_mean"] > 0.3
     assert load_checkpoint(tmp_path / "ddp" / "best.safetensors").config.model.num_classes == 20

@@ -1,0 +1,82 @@
+"""Retrieval-explorer logic: choosing a query and laying out its results (no Streamlit here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.retrieval import rank_of, top_k
+from analysis.workspace import Gallery
+from chtn.evaluate import EvaluationReport
+
+DIRECTIONS = {"i2t": "Image → Text", "t2i": "Text → Image"}
+
+
+def query_side(gallery: Gallery, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """(query embeddings, gallery embeddings) for a direction."""
+    return (gallery.image, gallery.text) if direction == "i2t" else (gallery.text, gallery.image)
+
+
+def search_queries(gallery: Gallery, text: str, label_names: Sequence[str]) -> list[int]:
+    """Rows whose id equals `text`, or whose title or category contains it (case-insensitive)."""
+    needle = text.strip().lower()
+    if not needle:
+        return list(range(len(gallery)))
+    data = gallery.data
+    return [i for i in range(len(gallery)) if data.ids[i].lower() == needle or needle in data.texts[i].lower()
+            or needle in label_names[gallery.labels[i]].lower()]
+
+
+def worst_query(report: EvaluationReport, direction: str) -> int:
+    """The query with the lowest AP in this direction (first one on ties)."""
+    ap = getattr(report, direction).ap
+    return int(np.nanargmin(ap))
+
+
+def next_misretrieval(report: EvaluationReport, direction: str, current: int | None) -> int | None:
+    """The next query after `current` (wrapping around) whose top-1 result is wrong; None if there is none."""
+    wrong = np.flatnonzero(~getattr(report, direction).top1_correct)
+    if len(wrong) == 0:
+        return None
+    later = wrong[wrong > (-1 if current is None else current)]
+    return int(later[0] if len(later) else wrong[0])
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """Top-k results of one query, ready to render."""
+
+    table: pd.DataFrame         # rank, row, id, score, category, relevant, text, image
+    paired_rank: int | None     # 1-based rank of the query's own pair among the allowed rows (0 = filtered out)
+    n_allowed: int              # gallery rows after the category filter
+
+
+def retrieve(gallery: Gallery, direction: str, query: np.ndarray, k: int, label_names: Sequence[str],
+             categories: Sequence[str] | None = None, query_label: int | None = None,
+             paired_row: int | None = None) -> ResultView:
+    """Top-k of `query` over the other modality of the gallery, optionally restricted to some categories."""
+    _, targets = query_side(gallery, direction)
+    mask = None
+    if categories:
+        wanted = [label_names.index(c) for c in categories]
+        mask = np.isin(gallery.labels, wanted)
+    found = top_k(query, targets, k, mask=mask)
+    rows = found.indices[0]
+    data = gallery.data
+    table = pd.DataFrame({
+        "rank": np.arange(1, len(rows) + 1),
+        "row": rows,
+        "id": [data.ids[r] for r in rows],
+        "score": found.scores[0],
+        "category": [label_names[gallery.labels[r]] for r in rows],
+        "relevant": [None if query_label is None else bool(gallery.labels[r] == query_label) for r in rows],
+        "text": [data.texts[r] for r in rows],
+        "image": [str(data.image_paths[r]) for r in rows],
+    })
+    paired = None
+    if paired_row is not None:
+        paired = int(rank_of(query[None, :] if query.ndim == 1 else query, targets, np.array([paired_row]),
+                             mask=mask)[0])
+    return ResultView(table, paired, int(len(targets) if mask is None else mask.sum()))

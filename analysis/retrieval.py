@@ -1,0 +1,381 @@
+"""Exact cosine top-k retrieval over an embedding gallery (used by the dashboard and the CLI).
+
+Ordering convention (the one of :mod:`chtn.evaluate`): higher cosine similarity first; equal
+similarities are broken by the LOWER gallery row index first, i.e. the result of :func:`top_k`
+equals ``np.argsort(-scores, kind="stable")[:k]`` of the full similarity row, including which of
+several tied items are kept at the k-th boundary. Similarities are float32 (BLAS ``sgemm``), and a
+tie means exact float32 equality.
+
+Why this is written by hand: numpy has ``argpartition`` (unordered, and arbitrary about *which*
+tied items it keeps at the k-th boundary) and ``argsort`` (exact but O(n log n) over the whole
+similarity row, which must exist in full), but no chunked, memory-bounded exact top-k with a stable
+tie-break; torch's ``topk`` does not specify its tie order either. faiss / hnswlib are not
+dependencies of this project; a vector index of that kind (IVF/HNSW, approximate) is the path if
+galleries grow far beyond ~10M rows or latency must drop below one exact pass over the gallery.
+
+Algorithm, per block of queries, walking the gallery chunk by chunk in row order:
+
+1. similarities of the chunk: one float32 BLAS matmul;
+2. candidates: while a query's running top-k is not full, every item >= the chunk's k-th largest
+   value (``np.partition``, O(c)); all items tied at that value are kept, not an arbitrary subset as
+   with ``argpartition``. Once it is full, only items strictly above the running k-th score (an equal
+   score loses the tie-break to the lower running index): usually a handful, found by one comparison
+   pass, so later chunks cost little more than their matmul;
+3. merge: running items + candidates are sorted exactly by (score desc, index asc) with one
+   ``lexsort`` and the first k kept.
+
+With 8+ queries the first chunk is cut to ``max(4096, 8 k)`` rows, so the running thresholds are set
+before the expensive full-width partitions would be needed.
+
+Memory: the gallery is walked ``chunk_size`` rows at a time, and queries ``_QUERY_BLOCK_ELEMS //
+chunk_size`` at a time (256 with the default ``chunk_size``), so at most one (query block x chunk)
+float32 similarity matrix (64 MiB by default) plus the running top-k exists at once, however large
+the gallery or the query set. The gallery is never copied as a whole: with ``normalized=False`` each
+chunk is normalised as it is read; pass an already L2-normalised float32 gallery with
+``normalized=True`` (see :func:`normalize_rows`) to skip that per-call cost, which dominates a
+single query over a large gallery.
+
+Pure functions; no Streamlit import.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TopK", "normalize_rows", "top_k", "rank_of"]
+
+# Upper bound on the elements of one (query block x gallery chunk) similarity matrix: 2**24 float32
+# = 64 MiB (plus the same again for np.partition's copy and a quarter for a bool mask).
+_QUERY_BLOCK_ELEMS = 1 << 24
+# Once the running top-k is full, a chunk whose items above the running k-th scores are at most this
+# fraction of its similarities is merged directly; denser chunks are first cut to their own top k
+# (by a partition), so the exact merge sort stays small.
+_SPARSE_MERGE_FRACTION = 1 / 32
+# For a block of at least _SEED_MIN_QUERIES queries, the first chunk is cut to max(_SEED_ROWS, 8 k) rows.
+_SEED_ROWS = 4096
+_SEED_MIN_QUERIES = 8
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The k best gallery rows per query.
+
+    ``indices``: (n_queries, k') int64 gallery row indices, best first; ``k' = min(k, n_allowed)``
+    where ``n_allowed`` is the number of gallery rows the mask allows (all rows without a mask).
+    ``scores``: (n_queries, k') float32 cosine similarities of those rows, non-increasing per row.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Float32 L2-normalised copy of ``x`` (rows of a (n, d) array, or a single (d,) vector).
+
+    Rows of norm 0 stay zero (their cosine similarity with anything is 0, never NaN). Norms are
+    accumulated in float32 (redone in float64 if that overflows). Raises ``ValueError`` if ``x``
+    contains NaN or infinity.
+    """
+    x = np.asarray(x)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"normalize_rows expects a (n, d) array or a (d,) vector, got shape {x.shape}")
+    x32 = x.astype(np.float32, copy=False)
+    sq = np.einsum("...i,...i->...", x32, x32)
+    if not np.isfinite(sq).all():  # NaN/inf in x, or float32 overflow of huge values: redo in float64
+        sq = np.einsum("...i,...i->...", x32, x32, dtype=np.float64)
+        if not np.isfinite(sq).all():
+            raise ValueError("cannot normalise: the array contains NaN or infinite values")
+    norms = np.sqrt(sq).astype(np.float32)[..., None]
+    return x32 / np.where(norms > 0, norms, np.float32(1))  # zero rows: 0 / 1 = 0
+
+
+# ---------------------------------------------------------------- input checks and chunk iteration
+
+def _check_k(k: int) -> int:
+    if isinstance(k, (bool, np.bool_)):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise ValueError(f"k must be a positive integer, got {k!r}") from None
+    if k <= 0:
+        raise ValueError(f"k must be a positive integer (number of results per query), got k={k}")
+    return k
+
+
+def _prepare(queries: np.ndarray, gallery: np.ndarray, mask: np.ndarray | None, chunk_size: int,
+             normalized: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Validated (float32 queries (q, d), gallery (n, d), allowed row indices or None, chunk size)."""
+    q = np.asarray(queries)
+    g = np.asarray(gallery)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2:
+        raise ValueError(f"queries must be (n_queries, d) or (d,), got shape {np.shape(queries)}")
+    if g.ndim != 2:
+        raise ValueError(f"gallery must be (n_gallery, d), got shape {g.shape}")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"dimension mismatch: queries have shape {np.shape(queries)} but gallery has shape "
+                         f"{g.shape}; both need the same embedding width d")
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, (bool, np.bool_)) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer (gallery rows per chunk), got {chunk_size!r}")
+    allowed = None
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_ or m.shape != (g.shape[0],):
+            raise ValueError(f"mask must be a boolean array of shape ({g.shape[0]},) (one flag per gallery row), "
+                             f"got dtype {m.dtype} and shape {m.shape}")
+        allowed = np.flatnonzero(m)
+    if normalized:
+        q = q.astype(np.float32, copy=False)
+        if not np.isfinite(q).all():
+            raise ValueError("queries contain NaN or infinite values")
+    else:
+        q = normalize_rows(q)
+    return q, g, allowed, int(chunk_size)
+
+
+def _chunks(g: np.ndarray, allowed: np.ndarray | None, chunk_size: int, normalized: bool,
+            first: int | None = None):
+    """Yield (rows, float32 gallery rows (c, d)) chunk by chunk, in row order; ``rows`` is the global
+    index of the chunk's first row (int) without a mask, the (c,) int64 global indices with one.
+
+    Chunks have ``chunk_size`` rows, except a smaller first one of ``first`` rows when given. Without a
+    mask the rows are slices (views, no copy when the gallery is float32); with one, only the allowed
+    rows are gathered, so the similarity work shrinks with the filter.
+    """
+    n = g.shape[0] if allowed is None else len(allowed)
+    start = 0
+    if first is not None and first < min(chunk_size, n):
+        yield _rows_block(g, allowed, 0, first, normalized)
+        start = first
+    for lo in range(start, n, chunk_size):
+        yield _rows_block(g, allowed, lo, min(lo + chunk_size, n), normalized)
+
+
+def _query_block(chunk_size: int, n_queries: int) -> int:
+    return max(1, min(n_queries, _QUERY_BLOCK_ELEMS // chunk_size))
+
+
+def _similarities(q: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """(q, c) float32 cosine similarities of unit queries and unit gallery rows (one BLAS call)."""
+    return q @ block.T
+
+
+# ---------------------------------------------------------------- top-k
+
+def _kth_largest(sims: np.ndarray, k: int) -> np.ndarray:
+    """(q, 1) k-th largest value of each row of ``sims`` (q, c), c > k; O(c) selection per row."""
+    c = sims.shape[1]
+    return np.partition(sims, c - k, axis=1)[:, c - k:c - k + 1]
+
+
+def _dense_cut(sims: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """Restrict ``candidates`` to items >= each row's k-th largest chunk value (at least k stay per row)."""
+    return candidates & (sims >= _kth_largest(sims, k))
+
+
+def _merge(best_idx: np.ndarray | None, best_val: np.ndarray | None, sims: np.ndarray, candidates: np.ndarray,
+           rows: int | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-k merged with the chunk items marked in ``candidates`` (q, c), exactly.
+
+    All items (running ones and candidates) are sorted at once by (query, score desc, gallery index
+    asc) with one ``lexsort`` and the first k of each query are kept. Every row ends with the same
+    width min(k, items per row) because of how the candidates are chosen (see :func:`top_k`).
+    """
+    n_queries, n_cols = sims.shape
+    flat = np.flatnonzero(candidates)  # row-major; much faster than a 2-D np.nonzero
+    new_val = sims.ravel()[flat]
+    if n_queries == 1:  # the dashboard's case: no per-query bookkeeping
+        new_idx = _global(rows, flat)
+        if best_idx is not None:
+            new_idx, new_val = np.concatenate([best_idx[0], new_idx]), np.concatenate([best_val[0], new_val])
+        order = np.lexsort((new_idx, -new_val))[:k]
+        return new_idx[order][None, :], new_val[order][None, :]
+    r, c = np.divmod(flat, n_cols)
+    item_row, item_idx, item_val, width = r, _global(rows, c), new_val, 0
+    if best_idx is not None:
+        width = best_idx.shape[1]
+        item_row = np.concatenate([np.repeat(np.arange(n_queries), width), r])
+        item_idx = np.concatenate([best_idx.ravel(), item_idx])
+        item_val = np.concatenate([best_val.ravel(), item_val])
+    order = np.lexsort((item_idx, -item_val, item_row))
+    counts = width + np.bincount(r, minlength=n_queries)
+    keep = min(k, int(counts.min()))
+    starts = np.cumsum(counts) - counts
+    take = order[starts[:, None] + np.arange(keep)]
+    return item_idx[take], item_val[take]
+
+
+def _check_finite(sims: np.ndarray, block: np.ndarray) -> None:
+    """Reject NaN/inf gallery values (a non-finite gallery value makes its similarities non-finite).
+
+    Checks whichever of the similarity block and the gallery block is smaller (same verdict)."""
+    if not np.isfinite(sims if sims.size <= block.size else block).all():
+        raise ValueError("the gallery contains NaN or infinite values (found while scoring it with normalized=True)")
+
+
+def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray | None = None,
+          chunk_size: int = 65536, normalized: bool = False) -> TopK:
+    """Exact cosine top-k of every query over the gallery, memory-bounded.
+
+    Args:
+        queries: (n_queries, d) embeddings, or one (d,) query (treated as 1 query: results have 1 row).
+        gallery: (n_gallery, d) embeddings.
+        k: results per query (> 0). If fewer gallery rows are allowed, all allowed rows are returned
+            (``k' = min(k, n_allowed)`` columns, possibly 0); never an error.
+        mask: optional bool (n_gallery,) of allowed gallery rows (e.g. a category filter); other rows
+            are never returned.
+        chunk_size: gallery rows scored at a time (bounds memory, see the module docstring).
+        normalized: True if queries and gallery rows are already L2-normalised (float32 preferred);
+            skips the per-call normalisation. Rows that are not unit length then give dot products,
+            not cosines.
+
+    Returns:
+        :class:`TopK` with (n_queries, k') int64 ``indices`` (best first, ties by lower row index) and
+        float32 ``scores``. Equals brute force ``np.argsort(-(q @ g.T), kind="stable")[:, :k]``.
+
+    Raises:
+        ValueError: k <= 0, queries/gallery widths differ (both shapes named), a malformed mask,
+            or NaN/infinite values.
+    """
+    k = _check_k(k)
+    q, g, allowed, chunk_size = _prepare(queries, gallery, mask, chunk_size, normalized)
+    n_allowed = g.shape[0] if allowed is None else len(allowed)
+    k_out = min(k, n_allowed)
+    out_idx = np.zeros((q.shape[0], k_out), dtype=np.int64)
+    out_val = np.zeros((q.shape[0], k_out), dtype=np.float32)
+    if k_out == 0 or q.shape[0] == 0:
+        return TopK(out_idx, out_val)
+    qb = _query_block(chunk_size, q.shape[0])
+    for q0 in range(0, q.shape[0], qb):
+        qs = q[q0:q0 + qb]
+        best_idx = best_val = None
+        # With many queries, a small first chunk sets each query's running k-th score cheaply; after
+        # it, most chunk items fall below that score and are dismissed by one comparison pass instead
+        # of a partition of the whole chunk (the partition is the costliest step for a batch).
+        first = max(_SEED_ROWS, 8 * k) if len(qs) >= _SEED_MIN_QUERIES else None
+        for rows, block in _chunks(g, allowed, chunk_size, normalized, first):
+            sims = _similarities(qs, block)
+            if normalized:  # otherwise normalize_rows has already rejected non-finite rows
+                _check_finite(sims, block)
+            # Candidates of this chunk, a superset of what can enter the running top-k, always with at
+            # least min(k, c) per query when the running top-k is not yet full.
+            if best_idx is not None and best_idx.shape[1] == k:
+                # Only items strictly ABOVE the running k-th score can enter: an equal score loses the
+                # tie-break, since every running index is lower than this chunk's. After the first chunk
+                # these are usually a handful, found by one comparison pass instead of a selection.
+                candidates = sims > best_val[:, k - 1:]
+                n_candidates = np.count_nonzero(candidates)
+                if n_candidates == 0:
+                    continue
+                if n_candidates > _SPARSE_MERGE_FRACTION * sims.size and sims.shape[1] > k:
+                    candidates = _dense_cut(sims, candidates, k)
+            elif sims.shape[1] > k:
+                # Every item >= the chunk's k-th largest value. Not argpartition's k indices: with ties
+                # at the k-th value, argpartition keeps an arbitrary subset of the tied items, while all
+                # of them go to the merge here and the exact (score, index) sort picks the lowest indices.
+                candidates = sims >= _kth_largest(sims, k)
+            else:
+                candidates = np.ones(sims.shape, dtype=bool)
+            best_idx, best_val = _merge(best_idx, best_val, sims, candidates, rows, k)
+        out_idx[q0:q0 + qb] = best_idx
+        out_val[q0:q0 + qb] = best_val
+    return TopK(out_idx, out_val)
+
+
+# ---------------------------------------------------------------- rank of a given item
+
+def rank_of(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, *, mask: np.ndarray | None = None,
+            chunk_size: int = 65536, normalized: bool = False) -> np.ndarray:
+    """1-based rank of gallery row ``targets[i]`` for query i, under the ordering of :func:`top_k`.
+
+    rank = 1 + (allowed rows scoring strictly higher) + (allowed rows scoring equal with a lower
+    index), i.e. the position of the target in ``np.argsort(-scores, kind="stable")`` restricted to
+    the allowed rows; ``rank_of(q, g, top_k(q, g, k).indices[:, r]) == r + 1``.
+
+    Returns (n_queries,) int64; **0 where the target row is not allowed by ``mask``** (it is not in
+    the filtered ranking at all). ``queries`` may be one (d,) vector with ``targets`` of shape (1,) or
+    a scalar. Raises ``ValueError`` for a wrong number of targets or a target outside [0, n_gallery).
+
+    The target's score is taken from the same matmul that scores its chunk, so a row identical to
+    the target ties with it exactly. Cost: one pass over the gallery, plus re-scoring the chunks that
+    hold targets (free when there is a single such chunk, e.g. one query).
+    """
+    q, g, allowed, chunk_size = _prepare(queries, gallery, mask, chunk_size, normalized)
+    t = np.atleast_1d(np.asarray(targets))
+    if t.ndim != 1 or len(t) != q.shape[0]:
+        raise ValueError(f"targets must hold one gallery row per query: {q.shape[0]} queries, "
+                         f"targets of shape {np.shape(targets)}")
+    if not np.issubdtype(t.dtype, np.integer) and len(t):
+        raise ValueError(f"targets must be integer gallery row indices, got dtype {t.dtype}")
+    t = t.astype(np.int64)
+    n = g.shape[0]
+    if len(t) and (t.min() < 0 or t.max() >= n):
+        raise ValueError(f"targets must be gallery row indices in [0, {n}), got values in [{t.min()}, {t.max()}]")
+    # position of each target among the walked rows (all rows, or the allowed ones), -1 if masked out
+    if allowed is None:
+        pos = t.copy()
+    else:
+        pos = np.full(len(t), -1, dtype=np.int64)
+        if len(allowed):
+            p = np.minimum(np.searchsorted(allowed, t), len(allowed) - 1)
+            pos = np.where(allowed[p] == t, p, -1)
+    ranks = np.zeros(len(t), dtype=np.int64)
+    qb = _query_block(chunk_size, max(q.shape[0], 1))
+    for q0 in range(0, q.shape[0], qb):
+        qs, ts, ps = q[q0:q0 + qb], t[q0:q0 + qb], pos[q0:q0 + qb]
+        live = ps >= 0
+        if not live.any():
+            continue
+        # 1) the target scores, read from the similarity matrices of the chunks that hold them
+        target_chunks = np.unique(ps[live] // chunk_size)
+        s_t = np.zeros(len(qs), dtype=np.float32)
+        kept: dict[int, np.ndarray] = {}
+        for ci in target_chunks:
+            rows, block = _chunk_at(g, allowed, chunk_size, normalized, int(ci))
+            s = _similarities(qs, block)
+            here = np.flatnonzero(live & (ps // chunk_size == ci))
+            s_t[here] = s[here, ps[here] - ci * chunk_size]
+            if len(target_chunks) == 1:
+                kept[int(ci)] = s
+        # 2) count, per query, the rows ranked before its target
+        before = np.zeros(len(qs), dtype=np.int64)
+        for ci, (rows, block) in enumerate(_chunks(g, allowed, chunk_size, normalized)):
+            s = kept.pop(ci) if ci in kept else _similarities(qs, block)
+            if normalized:
+                _check_finite(s, block)
+            before += np.count_nonzero(s > s_t[:, None], axis=1)
+            # ties: only rows with a lower gallery index than the target rank before it
+            lower = _global(rows, np.arange(s.shape[1]))[None, :] < ts[:, None]
+            before += np.count_nonzero((s == s_t[:, None]) & lower, axis=1)
+        ranks[q0:q0 + qb] = np.where(live, before + 1, 0)
+    return ranks
+
+
+def _chunk_at(g: np.ndarray, allowed: np.ndarray | None, chunk_size: int, normalized: bool,
+              ci: int) -> tuple[int | np.ndarray, np.ndarray]:
+    """The ``ci``-th chunk that :func:`_chunks` yields without ``first`` (same rows, same float32 values)."""
+    n = g.shape[0] if allowed is None else len(allowed)
+    return _rows_block(g, allowed, ci * chunk_size, min((ci + 1) * chunk_size, n), normalized)
+
+
+def _rows_block(g: np.ndarray, allowed: np.ndarray | None, lo: int, hi: int,
+                normalized: bool) -> tuple[int | np.ndarray, np.ndarray]:
+    """Walked rows lo..hi-1 (of the gallery, or of its allowed rows): (rows, float32 block)."""
+    if allowed is None:
+        rows, block = lo, g[lo:hi]
+    else:
+        rows = allowed[lo:hi].astype(np.int64, copy=False)
+        block = g[rows]
+    block = normalize_rows(block) if not normalized else block.astype(np.float32, copy=False)
+    return rows, block
+
+
+def _global(rows: int | np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Global gallery indices (int64) of chunk-local column indices (``rows`` as :func:`_chunks` yields)."""
+    if isinstance(rows, np.ndarray):
+        return rows[local]
+    return local.astype(np.int64, copy=False) + rows

@@ -1,0 +1,123 @@
+"""What the dashboard opens: a checkpoint, a dataset, and the test split's embeddings (cached on disk).
+
+Embeddings are stored as `.npz` under the feature-cache folder, keyed by the checkpoint's content
+hash and the dataset's fingerprint, so a second open of the same checkpoint recomputes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from chtn.checkpoint import Checkpoint, load_checkpoint
+from chtn.data import PairDataset, load_pairs, validate_pairs
+from chtn.errors import CHTNError
+from chtn.evaluate import EvaluationReport, evaluate_embeddings
+from chtn.features import FeatureCache, default_cache_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATASET = ROOT / "sample_data" / "fashion" / "pairs.csv"
+SAMPLE_CHECKPOINTS = {
+    "chtn_fashion_source": ROOT / "sample_data" / "checkpoints" / "chtn_fashion_source.safetensors",
+    "chtn_no_source": ROOT / "sample_data" / "checkpoints" / "chtn_no_source.safetensors",
+    "chtn_cifar_source": ROOT / "sample_data" / "checkpoints" / "chtn_cifar_source.safetensors",
+}
+DEFAULT_CHECKPOINT = "chtn_fashion_source"
+
+
+@dataclass
+class Gallery:
+    """One split's pairs with their common-space embeddings (row i of image and text is pair i)."""
+
+    data: PairDataset
+    image: np.ndarray  # (n, d) common representation of images
+    text: np.ndarray   # (n, d) common representation of texts
+    labels: np.ndarray  # (n,) class index into the checkpoint's label names
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def resolve_checkpoint(choice: str) -> Path:
+    """A sample checkpoint name or a file path -> the file path (not yet loaded)."""
+    return SAMPLE_CHECKPOINTS.get(choice, Path(choice).expanduser())
+
+
+def store_upload(name: str, payload: bytes, cache_dir: Path | None = None) -> Path:
+    """Keep an uploaded file under the cache folder, named by content hash (same bytes, same path)."""
+    suffix = Path(name).suffix.lower()
+    folder = (cache_dir or default_cache_dir()) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(payload).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        path.write_bytes(payload)
+    return path
+
+
+def open_checkpoint(choice: str) -> Checkpoint:
+    return load_checkpoint(resolve_checkpoint(choice))
+
+
+def open_dataset(path: str | Path, checkpoint: Checkpoint) -> PairDataset:
+    """Load and validate pairs for this checkpoint; invalid rows are an error that names them."""
+    data = load_pairs(path, checkpoint.label_names)
+    report = validate_pairs(data, checkpoint.label_names)
+    if not report.ok:
+        raise CHTNError(f"The dataset {path} has invalid rows for this checkpoint.\n{report.summary()}\n"
+                        "Fix them (python -m chtn validate --data ...) or choose another dataset/checkpoint.")
+    return data
+
+
+def embed_split(checkpoint: Checkpoint, data: PairDataset, split: str = "test",
+                progress: Callable[[int, int], None] | None = None, cache_dir: Path | None = None) -> Gallery:
+    """Embeddings of one split, read from the on-disk cache or computed once and stored there."""
+    from chtn.pipeline import Embedder
+
+    part = data.split(split)
+    if len(part) == 0:
+        raise CHTNError(f"The dataset has no '{split}' rows to explore.")
+    folder = (cache_dir or default_cache_dir()) / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{checkpoint.digest}_{part.fingerprint()}.npz"
+    if path.exists():
+        stored = np.load(path)
+        return Gallery(part, stored["image"], stored["text"], part.label_index)
+    image, text = Embedder(checkpoint, FeatureCache(cache_dir)).embed_pairs(part, progress)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, image=image, text=text)
+    tmp.replace(path)
+    return Gallery(part, image, text, part.label_index)
+
+
+def evaluate_gallery(gallery: Gallery, label_names: list[str]) -> EvaluationReport:
+    return evaluate_embeddings(gallery.image, gallery.text, gallery.labels, label_names)
+
+
+def model_card(checkpoint: Checkpoint) -> dict[str, object]:
+    """The facts a reviewer asks first: what was trained, on what, from which source, when, by which code."""
+    meta, config = checkpoint.meta, checkpoint.config
+    source = meta.get("source")
+    dataset = meta.get("dataset") or {}
+    metrics = meta.get("metrics") or {}
+    return {
+        "file": checkpoint.path.name,
+        "content hash": checkpoint.digest,
+        "created at": meta.get("created_at", "unknown"),
+        "code version": meta.get("code_version", "unknown"),
+        "preset": meta.get("preset", "custom"),
+        "training data": f"{dataset.get('path', '?')} ({dataset.get('n_train', '?')} train / "
+                         f"{dataset.get('n_val', '?')} val / {dataset.get('n_test', '?')} test pairs)",
+        "source domain": "none (no-source ablation)" if not source else
+                         f"{source['path']} ({source['n_images']} images, {len(source['label_names'])} classes)",
+        "categories": len(checkpoint.label_names),
+        "image encoder": (meta.get("encoders") or {}).get("image", "?"),
+        "text encoder": (meta.get("encoders") or {}).get("text", "?"),
+        "common representation": f"{config.model.common} ({'release' if config.model.common == 'softmax' else 'deviation'})",
+        "widths": f"hidden {config.model.hidden_dim}, shared {config.model.shared_dim}",
+        "MMD estimator": config.loss.mmd_estimator,
+        "best epoch": metrics.get("best_epoch", "?"),
+        "validation MAP": round(metrics["val_map_mean"], 4) if "val_map_mean" in metrics else "n/a",
+    }

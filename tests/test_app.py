@@ -1,0 +1,107 @@
+"""Dashboard pages under Streamlit's AppTest, on the embedded sample (real checkpoints, real data)."""
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+TIMEOUT = 300  # the first run embeds the sample's test split (real encoders on CPU)
+
+
+def _app(page: str | None = None, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    if page:
+        at.switch_page(page)  # a link opens its page directly
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    return " ".join(m.value for m in at.markdown)
+
+
+def test_overview_shows_card_metrics_chart_and_table():
+    at = _app()
+    assert not at.error
+    labels = {m.label: m.value for m in at.metric}
+    assert set(labels) == {"MAP Image → Text", "MAP Text → Image", "MAP average"}
+    assert all(0.5 < float(v) <= 1 for v in labels.values())
+    card = at.table[0].value
+    assert "chtn_fashion_source.safetensors" in card.to_string() and "sample_data/fashion/source.csv" in card.to_string()
+    assert len(at.dataframe[0].value) == 800  # 400 queries x 2 directions
+
+
+@pytest.mark.parametrize("checkpoint", ["chtn_no_source", "chtn_cifar_source"])
+def test_switching_checkpoints_without_restart(checkpoint):
+    at = _app()
+    at.selectbox(key="sb_checkpoint").set_value(checkpoint).run()
+    assert not at.exception and not at.error
+    assert checkpoint in at.table[0].value.to_string()
+    assert at.query_params["checkpoint"] == checkpoint
+
+
+def test_bad_checkpoint_path_gives_a_clear_error_and_the_app_keeps_working(tmp_path):
+    at = _app()
+    at.selectbox(key="sb_checkpoint").set_value("Other file (path)…").run()
+    at.text_input(key="sb_checkpoint_path").input(str(tmp_path / "missing.safetensors")).run()
+    assert not at.exception and "Checkpoint not found" in at.error[0].value
+    foreign = tmp_path / "foreign.safetensors"
+    foreign.write_bytes(b"not a checkpoint at all")
+    at.text_input(key="sb_checkpoint_path").input(str(foreign)).run()
+    assert not at.exception and "not a readable safetensors file" in at.error[0].value
+    at.selectbox(key="sb_checkpoint").set_value("chtn_fashion_source").run()
+    assert not at.exception and not at.error and len(at.metric) == 3
+
+
+def test_explorer_default_view_and_interactions():
+    at = _app("views/retrieval.py")
+    assert not at.error
+    assert "Top 10 texts" in [s.value for s in at.subheader]
+    assert "its pair" in _texts(at) or at.metric[1].value.startswith("#")
+    at.radio(key="rx_direction").set_value("t2i").run()
+    at.slider(key="rx_k").set_value(5).run()
+    assert not at.exception and "Top 5 images" in [s.value for s in at.subheader]
+    assert at.query_params["direction"] == "t2i" and at.query_params["k"] == "5"
+    before = at.query_params["query"]
+    next(b for b in at.button if "Next mis-retrieval" in b.label).click().run()
+    assert not at.exception and at.query_params["query"] != before
+    assert ":material/cancel: not relevant" in _texts(at)  # a mis-retrieval: its top-1 result is wrong
+
+
+def test_choices_survive_a_page_switch():
+    at = _app()
+    at.selectbox(key="sb_checkpoint").set_value("chtn_cifar_source").run()
+    at.switch_page("views/retrieval.py").run()
+    assert not at.exception and at.selectbox(key="sb_checkpoint").value == "chtn_cifar_source"
+    at.radio(key="rx_direction").set_value("t2i").run()
+    at.switch_page("views/overview.py").run()
+    at.switch_page("views/retrieval.py").run()
+    assert at.radio(key="rx_direction").value == "t2i"
+    assert at.selectbox(key="sb_checkpoint").value == "chtn_cifar_source"
+
+
+def test_explorer_opens_the_view_from_a_shared_url(pairs):
+    test = pairs.split("test")
+    item = test.ids[7]
+    at = _app("views/retrieval.py", checkpoint="chtn_no_source", direction="t2i", query=item, k="3")
+    assert at.selectbox(key="sb_checkpoint").value == "chtn_no_source"
+    assert at.radio(key="rx_direction").value == "t2i" and at.slider(key="rx_k").value == 3
+    assert f"`{item}`" in _texts(at) and "Top 3 images" in [s.value for s in at.subheader]
+
+
+def test_explorer_search_category_filter_and_free_text():
+    at = _app("views/retrieval.py")
+    at.text_input(key="rx_search").input("watches").run()
+    options = at.main.selectbox[0].options
+    assert not at.exception and 20 <= len(options) < 400 and all("watch" in o.lower() for o in options)
+    at.multiselect(key="rx_categories").set_value(["Watches"]).run()
+    assert not at.exception and "Gallery searched" in [m.label for m in at.metric]
+    assert at.metric[-1].value == "20 texts"
+    at.radio(key="rx_source").set_value("Free text").run()
+    at.text_input(key="rx_free_text").input("black leather wallet").run()
+    assert not at.exception and not at.error
+    assert "Top 10 images" in [s.value for s in at.subheader]

@@ -1,0 +1,113 @@
+"""Real-browser test: `streamlit run app.py` driven by Debian's headless chromium through Playwright.
+
+Visits every page, asserts no exception or error element and that images really loaded, and saves
+screenshots under test-artifacts/ (look at them).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian chromium for the browser tests (.ci/run does).")
+    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        raise RuntimeError("streamlit did not become healthy")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield tab
+        browser.close()
+
+
+def _assert_clean(tab) -> None:
+    assert tab.locator('[data-testid="stException"]').count() == 0
+    assert tab.locator('[role="dialog"]').count() == 0, tab.locator('[role="dialog"]').all_inner_texts()
+    errors = tab.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def _images_loaded(tab) -> list[int]:
+    return tab.eval_on_selector_all('[data-testid="stMain"] img', "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+
+
+def test_overview_renders(page, server):
+    page.goto(f"{server}/", wait_until="networkidle")
+    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    _assert_clean(page)
+    assert page.get_by_text("Model card").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+
+def test_retrieval_explorer_renders_with_loaded_images(page, server):
+    page.goto(f"{server}/retrieval?direction=t2i&k=10", wait_until="networkidle")
+    page.get_by_text("Top 10 images").wait_for(timeout=300_000)
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"stMain\"] img').length >= 11", timeout=60_000)
+    page.wait_for_timeout(1500)
+    _assert_clean(page)
+    widths = _images_loaded(page)
+    assert len(widths) >= 11 and all(w > 0 for w in widths), widths  # query image + 10 results
+    page.screenshot(path=str(ARTIFACTS / "retrieval_t2i.png"), full_page=True)
+
+
+def test_navigation_and_image_to_text(page, server):
+    page.goto(f"{server}/", wait_until="networkidle")
+    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Retrieval explorer").click()
+    page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)
+    _assert_clean(page)
+    assert "query=" in page.url and "direction=i2t" in page.url
+    assert all(w > 0 for w in _images_loaded(page))
+    page.screenshot(path=str(ARTIFACTS / "retrieval_i2t.png"), full_page=True)

@@ -1,0 +1,142 @@
+"""Shared Streamlit glue: cached loading, the sidebar (checkpoint + dataset), and URL state.
+
+Pages call `context()`; it returns everything they show or stops the page with a clear `st.error`
+(the sidebar stays usable, so the user can pick another file without restarting).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from analysis import workspace as ws
+from chtn.checkpoint import Checkpoint
+from chtn.data import PairDataset
+from chtn.errors import CHTNError
+from chtn.evaluate import EvaluationReport
+
+OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
+SAMPLE_DATA, DATA_PATH = "Sample: fashion, 20 article types", "Manifest or Wikipedia folder (path)…"
+
+
+@dataclass
+class Context:
+    checkpoint_ref: str  # what the URL carries: a sample name or a path
+    checkpoint: Checkpoint
+    data: PairDataset
+    gallery: ws.Gallery
+    report: EvaluationReport
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.checkpoint.label_names
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
+def _checkpoint(ref: str, mtime: float) -> Checkpoint:
+    return ws.open_checkpoint(ref)
+
+
+@st.cache_resource(show_spinner="Reading dataset…", max_entries=8)
+def _dataset(path: str, mtime: float, checkpoint_digest: str, _checkpoint: Checkpoint) -> PairDataset:
+    return ws.open_dataset(path, _checkpoint)
+
+
+@st.cache_resource
+def _galleries() -> dict[tuple[str, str], tuple[ws.Gallery, EvaluationReport]]:
+    """Embedded test splits shared by all sessions (a plain dict: the progress bar must live outside a
+    cached function, and the embeddings themselves are also on disk)."""
+    return {}
+
+
+def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[ws.Gallery, EvaluationReport]:
+    store, key = _galleries(), (checkpoint.digest, data.fingerprint())
+    if key not in store:
+        bar = st.progress(0.0, text="Embedding the test split (once per checkpoint and dataset)…")
+        gallery = ws.embed_split(checkpoint, data, "test", lambda done, total: bar.progress(
+            done / total, text=f"Embedding images {done}/{total}"))
+        bar.empty()
+        while len(store) >= 8:
+            store.pop(next(iter(store)))
+        store[key] = gallery, ws.evaluate_gallery(gallery, checkpoint.label_names)
+    return store[key]
+
+
+def keep(key: str, default=None) -> None:
+    """Restore a widget's value at the start of a run: Streamlit resets widget state on a page switch.
+
+    The copy is written by `remember` (the widgets' on_change callback, which runs before the script),
+    so it always holds the user's latest choice.
+    """
+    shadow = f"_kept_{key}"
+    if shadow in st.session_state:
+        st.session_state[key] = st.session_state[shadow]
+    elif default is not None and key not in st.session_state:
+        st.session_state[key] = default
+
+
+def remember(*keys: str) -> None:
+    """Copy widget values aside so `keep` can restore them on any page."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"_kept_{key}"] = st.session_state[key]
+
+
+def _checkpoint_choice() -> str | None:
+    """Sidebar widgets for the checkpoint; returns a sample name or a path (None until one is given)."""
+    url = st.query_params.get("checkpoint", ws.DEFAULT_CHECKPOINT)
+    options = [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH, UPLOAD]
+    keep("sb_checkpoint", url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH)
+    keep("sb_checkpoint_path", "" if url in ws.SAMPLE_CHECKPOINTS else url)
+    choice = st.selectbox("Checkpoint", options, key="sb_checkpoint", on_change=remember, args=("sb_checkpoint",),
+                          help="A sample checkpoint, a .safetensors/.pt file on this machine, or an upload.")
+    if choice == OTHER_PATH:
+        return st.text_input("Checkpoint path", key="sb_checkpoint_path", placeholder="runs/x/best.safetensors",
+                             on_change=remember, args=("sb_checkpoint_path",)) or None
+    if choice == UPLOAD:
+        upload = st.file_uploader("Checkpoint file", type=["safetensors", "pt"], key="sb_checkpoint_upload")
+        return str(ws.store_upload(upload.name, upload.getvalue())) if upload else None
+    return choice
+
+
+def _dataset_choice() -> str:
+    keep("sb_dataset")
+    keep("sb_dataset_path")
+    choice = st.selectbox("Dataset", [SAMPLE_DATA, DATA_PATH], key="sb_dataset", on_change=remember,
+                          args=("sb_dataset",))
+    if choice == DATA_PATH:
+        return st.text_input("Dataset path", key="sb_dataset_path", on_change=remember, args=("sb_dataset_path",),
+                             placeholder="data/pairs.csv or a Wikipedia-layout folder") or ""
+    return str(ws.SAMPLE_DATASET)
+
+
+def context() -> Context:
+    """Sidebar + loading. Shows a clear error and stops the page when something cannot be opened."""
+    with st.sidebar:
+        st.subheader("Model and data")
+        ref = _checkpoint_choice()
+        data_path = _dataset_choice()
+        remember("sb_checkpoint", "sb_checkpoint_path", "sb_dataset", "sb_dataset_path")
+    if not ref:
+        st.info("Choose a checkpoint in the sidebar.")
+        st.stop()
+    if not data_path:
+        st.info("Give a dataset path in the sidebar.")
+        st.stop()
+    try:
+        checkpoint = _checkpoint(ref, _mtime(ws.resolve_checkpoint(ref)))
+        data = _dataset(data_path, _mtime(Path(data_path)), checkpoint.digest, checkpoint)
+        gallery, report = _gallery(checkpoint, data)
+    except CHTNError as exc:
+        st.error(f"**Cannot open this model/data.** {exc}", icon=":material/error:")
+        st.stop()
+    st.query_params["checkpoint"] = ref
+    return Context(ref, checkpoint, data, gallery, report)

@@ -1,0 +1,122 @@
+"""Retrieval explorer: pick a query (test item, free text or an uploaded image), see its top-k, judge them.
+
+Every view is in the URL (checkpoint, direction, query, k), so a link pasted in a meeting reopens it.
+"""
+import numpy as np
+import streamlit as st
+
+from analysis.explorer import DIRECTIONS, next_misretrieval, query_side, retrieve, search_queries, worst_query
+from analysis.workspace import store_upload
+from chtn.errors import CHTNError
+from chtn.images import open_rgb
+from views.common import context, keep, remember
+
+ctx = context()
+data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
+TEST_ITEM, FREE_TEXT, UPLOAD = "Test item", "Free text", "Upload an image"
+
+url = st.query_params  # a shared link wins; otherwise the last view of this session; otherwise defaults
+if "rx_direction" not in st.session_state:  # page (re)opened: the URL's view, if any, is restored
+    if url.get("direction") in DIRECTIONS:
+        st.session_state["_kept_rx_direction"] = url["direction"]
+    if url.get("k", "").isdigit():
+        st.session_state["_kept_rx_k"] = min(max(int(url["k"]), 1), 50)
+    if url.get("query") in data.ids:
+        st.session_state.rx_row = data.ids.index(url["query"])
+st.session_state.setdefault("rx_row", 0)
+for key, default in (("rx_direction", "i2t"), ("rx_k", 10), ("rx_categories", []), ("rx_source", TEST_ITEM)):
+    keep(key, default)
+
+
+def _set_row(row: int | None) -> None:
+    if row is None:
+        st.toast("No mis-retrieval in this direction.")
+    else:
+        st.session_state.rx_row = row
+        st.session_state.rx_search = ""
+
+
+st.title("Retrieval explorer")
+top = st.columns([2, 2, 3])
+direction = top[0].radio("Direction", list(DIRECTIONS), format_func=DIRECTIONS.get, key="rx_direction",
+                         horizontal=True, on_change=remember, args=("rx_direction",))
+k = top[1].slider("Results (k)", 1, 50, key="rx_k", on_change=remember, args=("rx_k",))
+categories = top[2].multiselect("Only these categories in the gallery", names, key="rx_categories",
+                                on_change=remember, args=("rx_categories",))
+source = st.radio("Query from", [TEST_ITEM, FREE_TEXT, UPLOAD], horizontal=True, key="rx_source",
+                  on_change=remember, args=("rx_source",))
+report_side = getattr(ctx.report, direction)
+
+query, query_label, paired_row = None, None, None
+if source == TEST_ITEM:
+    pick = st.columns([3, 1, 1, 1])
+    search = pick[0].text_input("Search by id, title or category", key="rx_search")
+    matches = search_queries(gallery, search, names)
+    if not matches:
+        st.warning(f"No test item matches “{search}”.")
+        st.stop()
+    rng = np.random.default_rng()
+    for column, label, icon, row in (
+            (pick[1], "Random", ":material/casino:", int(rng.integers(len(gallery)))),
+            (pick[2], "Worst", ":material/trending_down:", worst_query(ctx.report, direction)),
+            (pick[3], "Next mis-retrieval", ":material/skip_next:",
+             next_misretrieval(ctx.report, direction, st.session_state.rx_row))):
+        column.button(label, icon=icon, on_click=_set_row, args=(row,), width="stretch")
+    row = st.session_state.rx_row if st.session_state.rx_row in matches else matches[0]
+    row = st.selectbox(f"Query ({len(matches)} matching)", matches, index=matches.index(row),
+                       format_func=lambda r: f"{data.ids[r]} · {names[gallery.labels[r]]} · {data.texts[r]}")
+    st.session_state.rx_row = row
+    query = query_side(gallery, direction)[0][row]
+    query_label, paired_row = int(gallery.labels[row]), row
+    st.query_params.update(direction=direction, query=data.ids[row], k=str(k))
+    left, right = st.columns([1, 4])
+    left.image(str(data.image_paths[row]), width=160)
+    right.markdown(f"**Query {'image' if direction == 'i2t' else 'text'}** · id `{data.ids[row]}` · "
+                   f"category **{names[query_label]}**  \n{data.texts[row]}")
+elif source == FREE_TEXT:
+    from chtn.pipeline import Embedder
+
+    direction = "t2i"
+    text = st.text_input("Describe what you are looking for", key="rx_free_text", max_chars=2000,
+                         placeholder="e.g. black leather wallet for men")
+    if not text.strip():
+        st.info("Type a text to search the test images with it.")
+        st.stop()
+    query = Embedder(ctx.checkpoint).embed_texts([text])[0]
+else:
+    from chtn.pipeline import Embedder
+
+    direction = "i2t"
+    upload = st.file_uploader("An image to search the test texts with", type=["jpg", "jpeg", "png", "webp"],
+                              key="rx_upload")
+    if upload is None:
+        st.info("Upload an image to search the test texts with it.")
+        st.stop()
+    try:
+        open_rgb(upload, name=upload.name)
+        path = store_upload(upload.name, upload.getvalue())
+        query = Embedder(ctx.checkpoint).embed_images([path])[0]
+    except CHTNError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+    st.image(upload, width=160)
+
+view = retrieve(gallery, direction, query, k, names, categories, query_label, paired_row)
+stats = st.columns(3)
+if paired_row is not None:
+    stats[0].metric("Query AP", f"{report_side.ap[paired_row]:.3f}",
+                    help="Over the whole test gallery (no category filter).")
+    stats[1].metric("Its own pair ranks", "filtered out" if view.paired_rank == 0 else f"#{view.paired_rank}")
+stats[2].metric("Gallery searched", f"{view.n_allowed} {'texts' if direction == 'i2t' else 'images'}")
+
+st.subheader(f"Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}")
+for start in range(0, len(view.table), 5):
+    cells = st.columns(5)
+    for cell, item in zip(cells, view.table.iloc[start:start + 5].itertuples()):
+        mark = "" if item.relevant is None else (":green[:material/check_circle: relevant]" if item.relevant
+                                                 else ":red[:material/cancel: not relevant]")
+        own = " · **its pair**" if item.row == paired_row else ""
+        with cell.container(border=True):
+            if direction == "t2i":
+                st.image(item.image, width="stretch")
+            st.markdown(f"**#{item.rank}** · {item.score:.4f} · {mark}{own}  \n*{item.category}*  \n{item.text}")
