@@ -105,3 +105,19 @@ def test_explorer_search_category_filter_and_free_text():
     at.text_input(key="rx_free_text").input("black leather wallet").run()
     assert not at.exception and not at.error
     assert "Top 10 images" in [s.value for s in at.subheader]
+
+
+def test_dataset_from_a_path_and_a_dataset_that_does_not_fit(tmp_path):
+    from tests.conftest import PAIRS
+
+    at = _app()
+    at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
+    at.text_input(key="sb_dataset_path").input(str(PAIRS)).run()
+    assert not at.exception and not at.error and len(at.metric) == 3
+    foreign = tmp_path / "pairs.csv"
+    rows = PAIRS.read_text().splitlines()
+    header, first = rows[0], rows[1].split(",")
+    first[0], first[1] = "x1", str(PAIRS.parent / first[1])
+    foreign.write_text("\n".join([header, ",".join(first[:3] + ["Spacesuits", "test"])]) + "\n")
+    at.text_input(key="sb_dataset_path").input(str(foreign)).run()
+    assert not at.exception and "unknown label" in at.error[0].value and "Spacesuits" in at.error[0].value

@@ -111,3 +111,25 @@ def test_navigation_and_image_to_text(page, server):
     assert "query=" in page.url and "direction=i2t" in page.url
     assert all(w > 0 for w in _images_loaded(page))
     page.screenshot(path=str(ARTIFACTS / "retrieval_i2t.png"), full_page=True)
+
+
+def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
+    from tests.conftest import PAIRS
+
+    photo = next((PAIRS.parent / "images").glob("*.jpg"))
+    page.goto(f"{server}/retrieval", wait_until="networkidle")
+    page.get_by_text("Top 10 texts").wait_for(timeout=300_000)
+    page.get_by_text("Upload an image").click()
+    uploader = page.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]')
+    uploader.set_input_files(str(photo))
+    page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)
+    _assert_clean(page)
+    page.screenshot(path=str(ARTIFACTS / "retrieval_upload.png"), full_page=True)
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("this is not an image")
+    uploader.set_input_files(str(fake))
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for(timeout=60_000)
+    assert "notes.jpg is not a readable image" in error.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0

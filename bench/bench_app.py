@@ -1,0 +1,389 @@
+"""Benchmark of the Streamlit dashboard (`app.py`) in a real headless browser, against a bare Streamlit page.
+
+    python bench/bench_app.py                      # full run, prints the table and writes docs/app_benchmark.md
+    python bench/bench_app.py --repeats 1 --switches 1 --no-markdown   # quick smoke run
+
+The app is started the way tests/test_browser.py starts it (`python -m streamlit run app.py` on a free
+port, headless, no file watcher) and driven by Debian's chromium through Playwright (never
+`playwright install`). "Rendered" means: the overview shows the text "MAP average" AND a
+`.js-plotly-plot` is present; the retrieval explorer shows "Top 10 texts"; the bare page shows "hello".
+Every rendered page is checked for `stException`, `stAlertContentError` and `[role="dialog"]`: the run
+fails loudly on any of them.
+
+Measurements (one run, all on the same machine, ours and the bare page interleaved):
+
+1. cold start: `CHTN_CACHE_DIR` = a fresh empty temp dir; spawn -> overview rendered. Includes
+   embedding the sample test split (400 images through the real encoder).
+2. warm start: the same cache dir, a NEW server process; spawn -> overview rendered. The embeddings
+   `.npz` must already exist and keep its mtime (asserted: nothing is recomputed).
+3. warm reload: the same server, a new page load of "/" -> rendered.
+4. page switch: click the sidebar link "Retrieval explorer" -> "Top 10 texts" visible, and back to
+   "Overview" -> "MAP average" visible (median of --switches each way).
+5. baseline: a bare page (`st.title("bare"); st.write("hello")`), spawn -> rendered and reload -> rendered.
+
+Each server start gets a fresh browser context (empty HTTP cache: a new port is a new origin anyway);
+reloads reuse the context of that start. Warm measurements are repeated --repeats times (median
+reported, min-max in brackets). Spawn -> rendered is also split into spawn -> /_stcore/health "ok"
+(server up) and page load -> rendered (first script run).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+MACHINE_NOTE = "2-core CPU, no GPU"
+BARE_SCRIPT = 'import streamlit as st\nst.title("bare")\nst.write("hello")\n'
+BAD = {"exception": '[data-testid="stException"]', "error alert": '[data-testid="stAlertContentError"]',
+       "dialog": '[role="dialog"]'}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python -m streamlit run SCRIPT` on a free port; stopped by its own PID only."""
+
+    def __init__(self, script: Path, cwd: Path, env: dict[str, str], log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        self.log = open(log, "ab")
+        self.t_spawn = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_healthy(self, timeout: float = 120.0) -> float:
+        """Seconds from spawn to /_stcore/health answering "ok"."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"streamlit exited with {self.process.returncode}; log: {self.log_path}")
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1).read() == b"ok":
+                    return time.perf_counter() - self.t_spawn
+            except OSError:
+                time.sleep(0.05)
+        raise BenchError(f"streamlit did not become healthy in {timeout:.0f} s; log: {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self.log.close()
+
+
+def _assert_clean(tab, where: str) -> None:
+    problems = []
+    for name, selector in BAD.items():
+        found = tab.locator(selector)
+        if found.count():
+            problems.append(f"{name}: {found.all_inner_texts()}")
+    if problems:
+        shot = Path(tempfile.gettempdir()) / f"bench_app_failure_{int(time.time())}.png"
+        tab.screenshot(path=str(shot), full_page=True)
+        raise BenchError(f"{where}: the page shows {'; '.join(problems)} (screenshot: {shot})")
+
+
+def _settle(tab) -> None:
+    """Untimed: let the script run finish (status widget gone) before the next action."""
+    try:
+        tab.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
+    except Exception:  # noqa: BLE001 - settling is best effort, the markers are what is timed
+        pass
+    tab.wait_for_timeout(300)
+
+
+def _wait_overview(tab, timeout_ms: int) -> None:
+    tab.get_by_text("MAP average").first.wait_for(state="visible", timeout=timeout_ms)
+    tab.locator(".js-plotly-plot").first.wait_for(state="attached", timeout=timeout_ms)
+
+
+def _wait_bare(tab, timeout_ms: int) -> None:
+    tab.get_by_text("hello").first.wait_for(state="visible", timeout=timeout_ms)
+
+
+def _load(tab, url: str, wait, timeout_ms: int) -> float:
+    """Seconds from starting a page load of `url` to the page rendered."""
+    start = time.perf_counter()
+    tab.goto(url, wait_until="commit", timeout=timeout_ms)
+    wait(tab, timeout_ms)
+    return time.perf_counter() - start
+
+
+def _start(browser, script: Path, cwd: Path, env: dict[str, str], log: Path, wait, timeout_ms: int,
+           watch_progress: bool = False):
+    """Spawn a server and load "/" in a fresh context. Returns (server, context, tab, timings dict)."""
+    server = Server(script, cwd, env, log)
+    try:
+        healthy = server.wait_healthy()
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        tab = context.new_page()
+        t_load = time.perf_counter()
+        tab.goto(server.url + "/", wait_until="commit", timeout=timeout_ms)
+        timings: dict[str, float] = {"health": healthy}
+        if watch_progress:  # cold start: when the embedding progress bar appears and goes away
+            try:
+                tab.locator('[data-testid="stProgress"]').first.wait_for(state="attached", timeout=timeout_ms)
+                timings["progress_shown"] = time.perf_counter() - server.t_spawn
+                tab.locator('[data-testid="stProgress"]').first.wait_for(state="detached", timeout=timeout_ms)
+                timings["progress_gone"] = time.perf_counter() - server.t_spawn
+            except Exception:  # noqa: BLE001 - the breakdown is informative only
+                pass
+        wait(tab, timeout_ms)
+        end = time.perf_counter()
+        timings["rendered"] = end - server.t_spawn
+        timings["load_to_rendered"] = end - t_load
+    except BaseException:
+        server.stop()
+        raise
+    return server, context, tab, timings
+
+
+def _switch(tab, link: str, text: str, timeout_ms: int) -> float:
+    start = time.perf_counter()
+    tab.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
+    tab.get_by_text(text).first.wait_for(state="visible", timeout=timeout_ms)
+    return time.perf_counter() - start
+
+
+def _embeddings(cache: Path) -> list[Path]:
+    return sorted((cache / "embeddings").glob("*.npz"))
+
+
+def _stats(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    return f"{med:.2f}" if len(values) == 1 else f"{med:.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def _wait_quiet(limit: float = 0.6, timeout: float = 120.0) -> float:
+    """Wait (up to `timeout`) until the 1-minute load average per core drops below `limit`."""
+    deadline = time.time() + timeout
+    cores = os.cpu_count() or 1
+    while True:
+        load = os.getloadavg()[0] / cores
+        if load < limit or time.time() > deadline:
+            return load
+        time.sleep(5)
+
+
+def run(repeats: int, switches: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise BenchError(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    work = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    cache = work / "cache"
+    cache.mkdir()
+    bare_dir = work / "bare"
+    bare_dir.mkdir()
+    (bare_dir / "bare.py").write_text(BARE_SCRIPT)
+    env = {**os.environ, "CHTN_CACHE_DIR": str(cache)}
+    bare_env = dict(os.environ)
+    logs = work / "logs"
+    logs.mkdir()
+    res: dict = {"warm": [], "warm_health": [], "warm_load": [], "reload": [], "to_retrieval": [],
+                 "to_overview": [], "bare": [], "bare_health": [], "bare_load": [], "bare_reload": [],
+                 "load_before": _wait_quiet(), "work": str(work)}
+    timeout_ms = 600_000
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            # 1. cold start
+            print("cold start (embeds the sample test split)…", flush=True)
+            server, context, tab, t = _start(browser, ROOT / "app.py", ROOT, env, logs / "cold.log", _wait_overview,
+                                             timeout_ms, watch_progress=True)
+            try:
+                _assert_clean(tab, "overview (cold)")
+                res["cold"] = t
+                _settle(tab)
+            finally:
+                context.close()
+                server.stop()
+            files = _embeddings(cache)
+            if not files:
+                raise BenchError(f"no embeddings .npz under {cache / 'embeddings'} after the cold start")
+            mtimes = {f: f.stat().st_mtime_ns for f in files}
+            res["npz"] = [f.name for f in files]
+
+            for i in range(repeats):
+                # 2. warm start, 3. warm reload (ours)
+                print(f"warm start + reload {i + 1}/{repeats}…", flush=True)
+                server, context, tab, t = _start(browser, ROOT / "app.py", ROOT, env, logs / f"warm{i}.log",
+                                                 _wait_overview, timeout_ms)
+                try:
+                    _assert_clean(tab, f"overview (warm start {i + 1})")
+                    res["warm"].append(t["rendered"])
+                    res["warm_health"].append(t["health"])
+                    res["warm_load"].append(t["load_to_rendered"])
+                    _settle(tab)
+                    res["reload"].append(_load(tab, server.url + "/", _wait_overview, timeout_ms))
+                    _assert_clean(tab, f"overview (reload {i + 1})")
+                    _settle(tab)
+                    if i == repeats - 1:
+                        # 4. page switches, on the last warm server
+                        print(f"page switches ×{switches}…", flush=True)
+                        for j in range(switches):
+                            res["to_retrieval"].append(_switch(tab, "Retrieval explorer", "Top 10 texts", timeout_ms))
+                            _assert_clean(tab, f"retrieval explorer (switch {j + 1})")
+                            _settle(tab)
+                            res["to_overview"].append(_switch(tab, "Overview", "MAP average", timeout_ms))
+                            _assert_clean(tab, f"overview (switch back {j + 1})")
+                            _settle(tab)
+                finally:
+                    context.close()
+                    server.stop()
+                changed = [f.name for f in files if not f.exists() or f.stat().st_mtime_ns != mtimes[f]]
+                if changed or _embeddings(cache) != files:
+                    raise BenchError(f"warm start {i + 1} rewrote the embeddings: {changed or _embeddings(cache)}")
+
+                # 5. baseline: bare page, interleaved with ours
+                print(f"bare start + reload {i + 1}/{repeats}…", flush=True)
+                server, context, tab, t = _start(browser, bare_dir / "bare.py", bare_dir, bare_env,
+                                                 logs / f"bare{i}.log", _wait_bare, timeout_ms)
+                try:
+                    _assert_clean(tab, f"bare page (start {i + 1})")
+                    res["bare"].append(t["rendered"])
+                    res["bare_health"].append(t["health"])
+                    res["bare_load"].append(t["load_to_rendered"])
+                    _settle(tab)
+                    res["bare_reload"].append(_load(tab, server.url + "/", _wait_bare, timeout_ms))
+                    _assert_clean(tab, f"bare page (reload {i + 1})")
+                finally:
+                    context.close()
+                    server.stop()
+        finally:
+            browser.close()
+    res["load_after"] = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return res
+
+
+def table(res: dict) -> str:
+    med = statistics.median
+    cold = res["cold"]
+    warm_ratio = med(res["warm"]) / med(res["bare"])
+    reload_ratio = med(res["reload"]) / med(res["bare_reload"])
+    rows = [
+        ("Cold start: spawn → overview rendered (fresh CHTN_CACHE_DIR, embeds 400 test images)",
+         f"{cold['rendered']:.2f}", "n/a", "n/a", "1"),
+        ("  of which spawn → server healthy", f"{cold['health']:.2f}", "", "", ""),
+        ("  of which spawn → embedding progress bar shown",
+         f"{cold['progress_shown']:.2f}" if "progress_shown" in cold else "not seen", "", "", ""),
+        ("  of which spawn → embedding progress bar gone",
+         f"{cold['progress_gone']:.2f}" if "progress_gone" in cold else "not seen", "", "", ""),
+        ("Warm start: new server → overview rendered", _stats(res["warm"]), _stats(res["bare"]),
+         f"{warm_ratio:.2f}", str(len(res["warm"]))),
+        ("  of which spawn → server healthy", _stats(res["warm_health"]), _stats(res["bare_health"]),
+         f"{med(res['warm_health']) / med(res['bare_health']):.2f}", ""),
+        ("  of which page load → rendered (first script run)", _stats(res["warm_load"]), _stats(res["bare_load"]),
+         f"{med(res['warm_load']) / med(res['bare_load']):.2f}", ""),
+        ("Warm reload: same server, new page load of / → rendered", _stats(res["reload"]),
+         _stats(res["bare_reload"]), f"{reload_ratio:.2f}", str(len(res["reload"]))),
+        ("Page switch: Overview → Retrieval explorer (\"Top 10 texts\")", _stats(res["to_retrieval"]), "n/a", "n/a",
+         str(len(res["to_retrieval"]))),
+        ("Page switch: Retrieval explorer → Overview (\"MAP average\")", _stats(res["to_overview"]), "n/a", "n/a",
+         str(len(res["to_overview"]))),
+    ]
+    lines = ["| measurement | ours, s | bare Streamlit page, s | ours / bare | samples |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(res: dict, when: str) -> str:
+    return f"""# Dashboard benchmark: `app.py` in a real browser
+
+Generated by `bench/bench_app.py` on {when}.
+
+Reproduce:
+
+```bash
+python bench/bench_app.py
+```
+
+Machine: {MACHINE_NOTE} ({os.cpu_count()} cores reported, {platform.processor() or platform.machine()}, Linux
+{platform.release()}); Python {platform.python_version()}, Debian chromium headless through Playwright.
+1-minute load average per core: {res['load_before']:.2f} before the run, {res['load_after']:.2f} after.
+
+What is measured (seconds; median of the repeats, min-max in brackets):
+
+- **Cold start**: `CHTN_CACHE_DIR` set to a fresh empty temp dir; time from spawning
+  `python -m streamlit run app.py` (headless, `--server.fileWatcherType none`) to the overview rendered in
+  the browser ("MAP average" visible and a `.js-plotly-plot` present). Includes embedding the sample test
+  split (400 images and texts through the real encoders) and writing the embeddings `.npz`. The breakdown
+  rows are when the server answered `/_stcore/health` and when the embedding progress bar appeared and
+  went away (all measured from spawn).
+- **Warm start**: same cache dir, a new server process; spawn → overview rendered. Asserted: the embeddings
+  `.npz` under `$CHTN_CACHE_DIR/embeddings` exists and its mtime did not change (nothing recomputed).
+  Split into spawn → healthy and page load → rendered (the first script run in the new process: imports,
+  checkpoint and dataset loading, reading the `.npz`, evaluation, rendering).
+- **Warm reload**: same server, a new page load of `/` → rendered (Streamlit caches already filled).
+- **Page switch**: click the sidebar link, until "Top 10 texts" (retrieval explorer, image → text) or
+  "MAP average" (overview) is visible; on the last warm server.
+- **Baseline**: a bare page (`st.title("bare"); st.write("hello")`) started and reloaded the same way,
+  interleaved with ours; rendered = "hello" visible. Ratios are ours / bare.
+
+Each server start gets a fresh browser context (empty HTTP cache); reloads and switches reuse it. Every
+rendered page was checked for `stException`, `stAlertContentError` and `[role="dialog"]` (none found; the
+script fails otherwise).
+
+## Results
+
+{table(res)}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="warm starts / reloads (ours and bare), default 3")
+    parser.add_argument("--switches", type=int, default=5, help="page switches each way, default 5")
+    parser.add_argument("--markdown", default=str(ROOT / "docs" / "app_benchmark.md"), help="doc to write")
+    parser.add_argument("--no-markdown", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        res = run(args.repeats, args.switches)
+    except BenchError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(table(res))
+    print(f"\nembeddings: {res['npz']}; logs under {res['work']}/logs")
+    if not args.no_markdown:
+        Path(args.markdown).write_text(markdown(res, when))
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
