@@ -88,6 +88,13 @@ def test_overview_renders(page, server):
     _assert_clean(page)
     assert page.get_by_text("Model card").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+    chart = page.locator(".js-plotly-plot").first
+    chart.scroll_into_view_if_needed()
+    assert chart.locator("g.point, path.point").count() >= 20  # bars for the 20 categories
+    chart.screenshot(path=str(ARTIFACTS / "overview_chart.png"))
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.scroll_into_view_if_needed()
+    table.screenshot(path=str(ARTIFACTS / "overview_queries.png"))
 
 
 def test_retrieval_explorer_renders_with_loaded_images(page, server):
