@@ -47,11 +47,12 @@ def resolve_checkpoint(choice: str) -> Path:
 
 
 def store_upload(name: str, payload: bytes, cache_dir: Path | None = None) -> Path:
-    """Keep an uploaded file under the cache folder, named by content hash (same bytes, same path)."""
-    suffix = Path(name).suffix.lower()
-    folder = (cache_dir or default_cache_dir()) / "uploads"
+    """Keep an uploaded file under the cache folder: a content-hash folder (same bytes, same path) holding
+    the file under its own name, so messages about it name the file the user chose."""
+    safe_name = Path(name).name or "upload"
+    folder = (cache_dir or default_cache_dir()) / "uploads" / hashlib.sha256(payload).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(payload).hexdigest()[:16]}{suffix}"
+    path = folder / safe_name
     if not path.exists():
         path.write_bytes(payload)
     return path

@@ -1,4 +1,4 @@
-"""`python -m chtn {validate,train,evaluate,embed}`: user errors print a message, not a traceback."""
+"""`python -m chtn {validate,train,evaluate,embed,search}`: user errors print a message, not a traceback."""
 from __future__ import annotations
 
 import argparse
@@ -111,6 +111,46 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Top-k of one query over a split, with the very functions the dashboard's explorer uses."""
+    from analysis.explorer import query_side, retrieve
+    from analysis.workspace import embed_split, open_dataset
+    from chtn.checkpoint import load_checkpoint
+    from chtn.features import FeatureCache
+    from chtn.pipeline import Embedder
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split,
+                          cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    names = checkpoint.label_names
+    unknown = sorted(set(args.category) - set(names))
+    if unknown:
+        raise CHTNError(f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; this checkpoint knows {names}.")
+    embedder = Embedder(checkpoint, FeatureCache(args.cache_dir), args.device)
+    label = row = None
+    if args.query_id is not None:
+        if args.query_id not in gallery.data.ids:
+            raise CHTNError(f"No {args.split} item has id {args.query_id!r}.")
+        row = gallery.data.ids.index(args.query_id)
+        direction, label = args.direction, int(gallery.labels[row])
+        query = query_side(gallery, direction)[0][row]
+    elif args.text is not None:
+        if not args.text.strip():
+            raise CHTNError("The query text is empty; give some words to search the images with.")
+        direction, query = "t2i", embedder.embed_texts([args.text])[0]
+    else:
+        from chtn.images import open_rgb
+
+        open_rgb(args.image)  # a clear message for a missing or non-image file
+        direction, query = "i2t", embedder.embed_images([Path(args.image)])[0]
+    view = retrieve(gallery, direction, query, args.k, names, args.category, label, row)
+    columns = ["rank", "id", "score", "category"] + (["relevant"] if label is not None else []) + ["text"]
+    print(view.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if view.paired_rank is not None:
+        print(f"its own pair ranks #{view.paired_rank} of {view.n_allowed}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chtn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="top-k results of one query over a split (as the dashboard's explorer)")
+    common(p, "pairs manifest or Wikipedia-layout folder")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", default="test")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query-id", help="id of an item of the split (its image or text is the query)")
+    query.add_argument("--text", help="free text: searches the images")
+    query.add_argument("--image", help="an image file: searches the texts")
+    p.add_argument("--direction", choices=("i2t", "t2i"), default="i2t", help="with --query-id")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
+    p.set_defaults(func=cmd_search)
 
     for name, func, help_text in (("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
                                   ("embed", cmd_embed, "write common-space embeddings of a split to .npz")):

@@ -140,3 +140,25 @@ def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     error.wait_for(timeout=60_000)
     assert "notes.jpg is not a readable image" in error.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_upload_a_checkpoint_then_a_corrupt_one(page, server, tmp_path):
+    from tests.conftest import CHECKPOINTS
+
+    page.goto(f"{server}/", wait_until="networkidle")
+    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="Upload a file…").click()
+    uploader = page.locator('[data-testid="stSidebar"] [data-testid="stFileUploader"] input[type="file"]')
+    uploader.set_input_files(str(CHECKPOINTS / "chtn_no_source.safetensors"))
+    page.get_by_text("none (no-source ablation)").wait_for(timeout=120_000)
+    page.wait_for_timeout(500)
+    _assert_clean(page)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes((CHECKPOINTS / "chtn_no_source.safetensors").read_bytes()[:5000])
+    uploader.set_input_files(str(broken))
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for(timeout=60_000)
+    assert "broken.safetensors is not a readable safetensors file" in error.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(ARTIFACTS / "bad_checkpoint_upload.png"), full_page=True)

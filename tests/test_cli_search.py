@@ -1,0 +1,51 @@
+"""`python -m chtn search`: the explorer's retrieval from the command line, on the real sample."""
+from __future__ import annotations
+
+import pytest
+
+from chtn.cli import main
+from tests.conftest import CHECKPOINTS, PAIRS
+
+CKPT = str(CHECKPOINTS / "chtn_fashion_source.safetensors")
+
+
+def _search(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["search", "--checkpoint", CKPT, "--data", str(PAIRS), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_query_by_id_with_category_filter_matches_the_explorer(capsys, pairs):
+    from analysis.explorer import retrieve
+    from analysis.workspace import embed_split, open_dataset
+    from chtn.checkpoint import load_checkpoint
+
+    item = pairs.split("test").ids[0]
+    code, out, _ = _search(capsys, "--query-id", item, "-k", "5", "--category", "Tshirts", "--category", "Shirts")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:5] == ["rank", "id", "score", "category", "relevant"] and len(lines) == 7
+    assert all(line.split()[3] in ("Tshirts", "Shirts") for line in lines[1:6])
+    assert lines[-1].startswith("its own pair ranks #") and lines[-1].endswith("of 40")
+    checkpoint = load_checkpoint(CKPT)
+    gallery = embed_split(checkpoint, open_dataset(PAIRS, checkpoint))
+    view = retrieve(gallery, "i2t", gallery.image[0], 5, checkpoint.label_names, ["Tshirts", "Shirts"], 
+                    int(gallery.labels[0]), 0)
+    assert [line.split()[1] for line in lines[1:6]] == list(view.table.id)
+
+
+def test_free_text_finds_the_named_category(capsys):
+    code, out, _ = _search(capsys, "--text", "black leather wallet", "-k", "5")
+    assert code == 0
+    assert [line.split()[3] for line in out.strip().splitlines()[1:]].count("Wallets") >= 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--text", "   "), "query text is empty"),
+    (("--query-id", "no-such-id"), "No test item has id"),
+    (("--image", str(PAIRS)), "is not a readable image"),
+    (("--text", "shoe", "--category", "Spacesuits"), "Unknown category"),
+])
+def test_bad_queries_get_a_clear_message(capsys, args, message):
+    code, out, err = _search(capsys, *args)
+    assert code == 2 and message in err and "Traceback" not in err
