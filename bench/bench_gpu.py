@@ -1,0 +1,106 @@
+"""One prepared GPU check (run it on a lent H100 with the `device` tool; it also runs on CPU for a dry run).
+
+    python bench/bench_gpu.py --out $OUT        # CUDA: throughput, CUDA+AMP training, CPU reload
+
+1. Image-feature throughput with the project's pipeline (DataLoader decode workers + bf16 trunk), end to
+   end on the sample's JPEGs (repeated to --images), next to the trunk alone on in-memory tensors: the
+   compute ceiling measured in the same run. A large gap means the input pipeline is the bottleneck.
+2. `python -m chtn train` on the sample with CUDA + bf16 autocast (small and paper presets), timed.
+3. The GPU-trained checkpoint loaded on CPU and evaluated there, to prove portability.
+Results are printed and written to OUT/gpu.json. Only sample_data/ is used: ../shared does not travel.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chtn.encoders import ImageTrunk  # noqa: E402
+from chtn.features import _ImageFiles  # noqa: E402
+
+PAIRS = ROOT / "sample_data" / "fashion" / "pairs.csv"
+SOURCE = ROOT / "sample_data" / "fashion" / "source.csv"
+
+
+def throughput(device: torch.device, n_images: int, batch: int, workers: int) -> dict:
+    """img/s of decode+resize+trunk (the pipeline) and of the trunk alone, bf16 on CUDA."""
+    files = sorted((ROOT / "sample_data" / "fashion" / "images").glob("*.jpg"))
+    paths = (files * (n_images // len(files) + 1))[:n_images]
+    trunk = ImageTrunk().to(device).to(memory_format=torch.channels_last)
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(_ImageFiles(paths), batch_size=batch, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers else None)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode(), torch.autocast(**amp):
+        trunk(torch.randn(batch, 3, 224, 224, device=device).to(memory_format=torch.channels_last))  # warm-up
+        sync()
+        started = time.perf_counter()
+        for pixels in loader:
+            trunk(pixels.to(device, non_blocking=True).to(memory_format=torch.channels_last))
+        sync()
+        pipeline = n_images / (time.perf_counter() - started)
+        pixels = torch.randn(batch, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+        rounds = max(n_images // batch, 1)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            trunk(pixels)
+        sync()
+        alone = rounds * batch / (time.perf_counter() - started)
+    return {"images": n_images, "batch": batch, "workers": workers, "pipeline_img_s": round(pipeline, 1),
+            "trunk_only_img_s": round(alone, 1), "pipeline_vs_trunk": round(pipeline / alone, 3)}
+
+
+def train_and_reload(device: str, preset: str, out: Path) -> dict:
+    """Train on the sample on `device` (timed, features cached first), then load and evaluate on CPU."""
+    run = out / f"train_{preset}"
+    command = [sys.executable, "-m", "chtn", "train", "--data", str(PAIRS), "--source", str(SOURCE),
+               "--preset", preset, "--out", str(run), "--device", device]
+    subprocess.run(command + ["--set", "train.epochs=1"], cwd=ROOT, check=True, capture_output=True)  # warm cache
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    evaluation = subprocess.run([sys.executable, "-m", "chtn", "evaluate", "--checkpoint", str(run / "best.safetensors"),
+                                 "--data", str(PAIRS), "--device", "cpu"], cwd=ROOT, check=True, capture_output=True,
+                                text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    return {"preset": preset, "device": device, "train_seconds_incl_startup": round(seconds, 1),
+            "cpu_reload_evaluation": evaluation.stdout.strip()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("CHTN_CACHE_DIR", str(out / "cache"))
+    device = torch.device(args.device)
+    report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
+              "throughput": throughput(device, args.images, args.batch, args.workers)}
+    print(json.dumps(report["throughput"]), flush=True)
+    report["training"] = [train_and_reload(args.device, preset, out) for preset in ("small", "paper")]
+    for item in report["training"]:
+        print(json.dumps(item), flush=True)
+    (out / "gpu.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'gpu.json'}")
+
+
+if __name__ == "__main__":
+    main()
