@@ -1,0 +1,50 @@
+"""What the dashboard opens: on-disk embedding cache, model card, uploads (pure functions, no Streamlit)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis import workspace as ws
+from chtn.errors import CHTNError
+
+
+def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, pairs, cache, monkeypatch):
+    checkpoint = ws.open_checkpoint("chtn_no_source")
+    data = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
+    first = ws.embed_split(checkpoint, data, "test", cache_dir=cache.root)
+    stored = list((cache.root / "embeddings").glob(f"{checkpoint.digest}_*.npz"))
+    assert len(stored) == 1
+    mtime = stored[0].stat().st_mtime
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("embeddings were recomputed")
+
+    monkeypatch.setattr("chtn.pipeline.Embedder.embed_pairs", no_encoding)
+    second = ws.embed_split(checkpoint, data, "test", cache_dir=cache.root)
+    assert np.array_equal(first.image, second.image) and np.array_equal(first.text, second.text)
+    assert stored[0].stat().st_mtime == mtime and len(second) == 400
+    other = ws.open_checkpoint("chtn_cifar_source")  # another checkpoint: its own entry
+    with pytest.raises(AssertionError, match="recomputed"):
+        ws.embed_split(other, data, "test", cache_dir=cache.root)
+
+
+def test_model_card_names_data_source_and_provenance():
+    card = ws.model_card(ws.open_checkpoint("chtn_cifar_source"))
+    assert "cifar10" in card["source domain"] and "500 images" in card["source domain"]
+    assert card["training data"].endswith("(200 train / 100 val / 400 test pairs)")
+    assert card["common representation"] == "softmax (release)" and card["created at"].startswith("20")
+    assert ws.model_card(ws.open_checkpoint("chtn_no_source"))["source domain"].startswith("none")
+
+
+def test_uploads_are_content_addressed_and_keep_their_name(tmp_path):
+    first = ws.store_upload("my model.safetensors", b"abc", tmp_path)
+    assert first.name == "my model.safetensors" and first.read_bytes() == b"abc"
+    assert ws.store_upload("renamed.safetensors", b"abc", tmp_path).parent == first.parent
+    assert ws.store_upload("my model.safetensors", b"abd", tmp_path).parent != first.parent
+    assert ws.store_upload("../../evil.pt", b"x", tmp_path).parent.parent == tmp_path / "uploads"
+
+
+def test_a_split_with_no_rows_is_a_clear_error(pairs):
+    checkpoint = ws.open_checkpoint("chtn_no_source")
+    with pytest.raises(CHTNError, match="no 'holdout' rows"):
+        ws.embed_split(checkpoint, pairs, "holdout")
