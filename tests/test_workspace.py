@@ -8,11 +8,12 @@ from analysis import workspace as ws
 from chtn.errors import CHTNError
 
 
-def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, pairs, cache, monkeypatch):
+def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monkeypatch):
+    """A private cache folder, so what other tests cached cannot make this pass or fail."""
     checkpoint = ws.open_checkpoint("chtn_no_source")
     data = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
-    first = ws.embed_split(checkpoint, data, "test", cache_dir=cache.root)
-    stored = list((cache.root / "embeddings").glob(f"{checkpoint.digest}_*.npz"))
+    first = ws.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
+    stored = list((tmp_path / "embeddings").glob(f"{checkpoint.digest}_*.npz"))
     assert len(stored) == 1
     mtime = stored[0].stat().st_mtime
 
@@ -20,12 +21,12 @@ def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, pairs
         raise AssertionError("embeddings were recomputed")
 
     monkeypatch.setattr("chtn.pipeline.Embedder.embed_pairs", no_encoding)
-    second = ws.embed_split(checkpoint, data, "test", cache_dir=cache.root)
+    second = ws.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
     assert np.array_equal(first.image, second.image) and np.array_equal(first.text, second.text)
     assert stored[0].stat().st_mtime == mtime and len(second) == 400
     other = ws.open_checkpoint("chtn_cifar_source")  # another checkpoint: its own entry
     with pytest.raises(AssertionError, match="recomputed"):
-        ws.embed_split(other, data, "test", cache_dir=cache.root)
+        ws.embed_split(other, data, "test", cache_dir=tmp_path)
 
 
 def test_model_card_names_data_source_and_provenance():
