@@ -168,6 +168,27 @@ def _start(browser, script: Path, cwd: Path, env: dict[str, str], log: Path, wai
     return server, context, tab, timings
 
 
+def _start_and_reload(browser, script: Path, cwd: Path, env: dict, log: Path, wait, timeout_ms: int, res: dict,
+                      key: str, reload_key: str, label: str):
+    """Start a server and record spawn→rendered (and its parts) under `key`, then one reload under
+    `reload_key`; ours and the bare baseline are measured by this same code. The caller closes."""
+    server, context, tab, t = _start(browser, script, cwd, env, log, wait, timeout_ms)
+    try:
+        _assert_clean(tab, f"{label} (start)")
+        res[key].append(t["rendered"])
+        res[f"{key}_health"].append(t["health"])
+        res[f"{key}_load"].append(t["load_to_rendered"])
+        _settle(tab)
+        res[reload_key].append(_load(tab, server.url + "/", wait, timeout_ms))
+        _assert_clean(tab, f"{label} (reload)")
+        _settle(tab)
+    except BaseException:
+        context.close()
+        server.stop()
+        raise
+    return server, context, tab
+
+
 def _switch(tab, link: str, text: str, timeout_ms: int) -> float:
     start = time.perf_counter()
     tab.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
@@ -239,17 +260,10 @@ def run(repeats: int, switches: int) -> dict:
             for i in range(repeats):
                 # 2. warm start, 3. warm reload (ours)
                 print(f"warm start + reload {i + 1}/{repeats}…", flush=True)
-                server, context, tab, t = _start(browser, ROOT / "app.py", ROOT, env, logs / f"warm{i}.log",
-                                                 _wait_overview, timeout_ms)
+                server, context, tab = _start_and_reload(browser, ROOT / "app.py", ROOT, env, logs / f"warm{i}.log",
+                                                         _wait_overview, timeout_ms, res, "warm", "reload",
+                                                         f"overview {i + 1}")
                 try:
-                    _assert_clean(tab, f"overview (warm start {i + 1})")
-                    res["warm"].append(t["rendered"])
-                    res["warm_health"].append(t["health"])
-                    res["warm_load"].append(t["load_to_rendered"])
-                    _settle(tab)
-                    res["reload"].append(_load(tab, server.url + "/", _wait_overview, timeout_ms))
-                    _assert_clean(tab, f"overview (reload {i + 1})")
-                    _settle(tab)
                     if i == repeats - 1:
                         # 4. page switches, on the last warm server
                         print(f"page switches ×{switches}…", flush=True)
@@ -269,19 +283,11 @@ def run(repeats: int, switches: int) -> dict:
 
                 # 5. baseline: bare page, interleaved with ours
                 print(f"bare start + reload {i + 1}/{repeats}…", flush=True)
-                server, context, tab, t = _start(browser, bare_dir / "bare.py", bare_dir, bare_env,
-                                                 logs / f"bare{i}.log", _wait_bare, timeout_ms)
-                try:
-                    _assert_clean(tab, f"bare page (start {i + 1})")
-                    res["bare"].append(t["rendered"])
-                    res["bare_health"].append(t["health"])
-                    res["bare_load"].append(t["load_to_rendered"])
-                    _settle(tab)
-                    res["bare_reload"].append(_load(tab, server.url + "/", _wait_bare, timeout_ms))
-                    _assert_clean(tab, f"bare page (reload {i + 1})")
-                finally:
-                    context.close()
-                    server.stop()
+                server, context, _ = _start_and_reload(browser, bare_dir / "bare.py", bare_dir, bare_env,
+                                                       logs / f"bare{i}.log", _wait_bare, timeout_ms, res, "bare",
+                                                       "bare_reload", f"bare page {i + 1}")
+                context.close()
+                server.stop()
         finally:
             browser.close()
     res["load_after"] = os.getloadavg()[0] / (os.cpu_count() or 1)
