@@ -46,10 +46,14 @@ class LossConfig:
     mmd_estimator: str = "linear"  # "linear": release's single-kernel linear-time estimate;
                                    # "quadratic": unbiased quadratic-time estimate, multi-kernel
     mmd_kernels: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # bandwidth multipliers for "quadratic"
+    source_fit: str = "off"        # "gated": scale CE_src and MMD by the source's domain relevance
+                                   # (chtn/domain.py; guards against negative transfer). "off": release
 
     def __post_init__(self) -> None:
         if self.mmd_estimator not in ("linear", "quadratic"):
             raise CHTNError(f"loss.mmd_estimator must be 'linear' or 'quadratic', got {self.mmd_estimator!r}.")
+        if self.source_fit not in ("off", "gated"):
+            raise CHTNError(f"loss.source_fit must be 'off' or 'gated', got {self.source_fit!r}.")
         self.mmd_kernels = tuple(self.mmd_kernels)
 
 
@@ -60,6 +64,7 @@ class TrainConfig:
     source_batch_size: int = 64    # source images per step (release: 64)
     optimizer: str = "sgd"         # "sgd" (release) or "adamw"
     lr: float = 0.01               # release: 0.01, fixed
+    lr_schedule: str = "constant"  # "constant" (release) or "cosine" (decays to 0 over all epochs)
     bias_lr_mult: float = 2.0      # release doubles the bias learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -71,6 +76,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise CHTNError(f"train.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise CHTNError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}.")
 
 
 @dataclass
@@ -130,11 +137,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The authors' release: 4096-wide layers, SGD lr 0.01 (bias x2), momentum 0.9, wd 5e-4.
     "paper": {},
     # CPU / embedded-sample preset, chosen on the benchmark protocol (docs/benchmarks.md): narrow layers,
-    # AdamW, BN on the image input, the image stream shared by source and target, and MiniLM + character
-    # n-gram TF-IDF text features. Loss terms and weights are the release's.
+    # AdamW, BN on the image input, the image stream shared by source and target, source terms gated by
+    # the source's domain fit, and MiniLM + character n-gram TF-IDF text features. Loss weights are the
+    # release's.
     "small": {
         "model": {"hidden_dim": 256, "shared_dim": 256, "dropout": 0.3, "image_input_norm": True,
                   "share_image_stream": True},
+        "loss": {"source_fit": "gated"},
         "train": {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "epochs": 40},
         "encoder": {"text": "minilm+tfidf", "tfidf_analyzer": "char_wb", "tfidf_ngram": (2, 4),
                     "tfidf_max_features": 1000},

@@ -9,6 +9,9 @@ text at fc6 and fc7. The common representation is softmax(fc10) (release) or fc9
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -52,6 +55,25 @@ class SharedHead(nn.Module):
         return h9, self.fc10(h9)
 
 
+@contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics but leave their running statistics alone.
+
+    Source images that share the target image stream must not move its running mean/variance:
+    evaluation sees target images only, and statistics mixed with another domain (CIFAR-10 for a
+    fashion target) shift every target activation at test time.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
 class CHTN(nn.Module):
     """The hybrid transfer network. `encode_image`/`encode_text` give the common representation."""
 
@@ -93,7 +115,10 @@ class CHTN(nn.Module):
         out["img_logits"] = self.shared(out["img7"])[1]
         out["txt_logits"] = self.shared(out["txt7"])[1]
         if source is not None and self.has_source:
-            source_stream = self.image if self.config.share_image_stream else self.source
-            out["src6"], out["src7"] = source_stream(source)
+            if self.config.share_image_stream:
+                with frozen_running_stats(self.image):
+                    out["src6"], out["src7"] = self.image(source)
+            else:
+                out["src6"], out["src7"] = self.source(source)
             out["src_logits"] = self.source_classifier(out["src7"])
         return out

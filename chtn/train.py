@@ -79,6 +79,24 @@ def build_optimizer(model: nn.Module, config: CHTNConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=t.lr)
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, config: CHTNConfig, total_steps: int
+                    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Cosine decay to 0 over all steps, or None for the release's constant rate."""
+    if config.train.lr_schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+
+
+def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> tuple[float, dict[str, float]]:
+    """Scale for the source terms (the source's domain relevance) and the record kept in the checkpoint."""
+    from chtn.domain import source_domain_fit
+
+    fit = source_domain_fit(inputs.source_image, inputs.train.image, seed=seed)
+    log(f"source domain fit: a classifier tells source from target images with AUC {fit.auc:.3f}; "
+        f"source terms scaled by {fit.relevance:.3f}")
+    return fit.relevance, {"auc": round(fit.auc, 4), "relevance": round(fit.relevance, 4)}
+
+
 def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
     """(steps, batch) indices walking through fresh permutations, so every pair is seen evenly."""
     need = steps * batch
@@ -101,6 +119,7 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
     """Train, validate every epoch, keep `best.safetensors` (by validation MAP) and `last.pt` for resume."""
     rank, world = distributed_context()
     t = config.train
+    meta = dict(meta)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"))
@@ -109,9 +128,12 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
     if t.batch_size % world or t.batch_size // world < 2:
         raise CHTNError(f"batch_size {t.batch_size} must split into >= 2 pairs per each of {world} processes.")
 
+    n = len(inputs.train.labels)
+    steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
     model = CHTN(config.model).to(dev)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, t.epochs * steps)
     history: list[dict[str, Any]] = []
     start_epoch, best_map = 0, -math.inf
     state_path, best_path = out / "last.pt", out / "best.safetensors"
@@ -119,6 +141,8 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
         state = torch.load(state_path, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_map, history = state["epoch"], state["best_map"], json.loads(state["history"])
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
@@ -127,8 +151,9 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
     if use_source:
         tensors["source"] = torch.from_numpy(inputs.source_image).to(dev)
         tensors["source_labels"] = torch.from_numpy(inputs.source_labels).to(dev)
-    n = len(inputs.train.labels)
-    steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
+    source_scale = 1.0
+    if use_source and config.loss.source_fit == "gated":
+        source_scale, meta["source_fit"] = source_gate(inputs, t.seed, log)
     amp = t.amp and dev.type == "cuda"
     for epoch in range(start_epoch, t.epochs):
         started = time.perf_counter()
@@ -148,10 +173,13 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
                 outputs = ddp(tensors["image"][idx], tensors["text"][idx],
                               tensors["source"][src] if use_source else None)
             loss, terms = chtn_loss(outputs, tensors["labels"][idx], config.loss,
-                                    tensors["source_labels"][src] if use_source else None, generator)
+                                    tensors["source_labels"][src] if use_source else None, generator,
+                                    source_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
@@ -171,6 +199,7 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
                 save_checkpoint(best_path, model, config, {**meta, "metrics": {"best_epoch": epoch + 1, **record}},
                                 tfidf)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                        "scheduler": scheduler.state_dict() if scheduler is not None else {},
                         "best_map": best_map, "history": json.dumps(history)}, state_path)
             shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("loss_", "val_"))}
             log(f"epoch {epoch + 1}/{t.epochs} {shown}")

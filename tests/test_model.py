@@ -119,3 +119,33 @@ def test_shared_image_stream_serves_source_and_target():
     images = torch.randn(4, 12)
     out = model(images, torch.randn(4, 7), images)
     assert torch.equal(out["src6"], out["img6"]) and out["src_logits"].shape == (4, 3)
+
+
+def test_source_images_do_not_move_the_shared_streams_running_statistics():
+    """Evaluation sees target images only; source batches (another domain) must not shift BN statistics."""
+    model = CHTN(ModelConfig(**SMALL, num_source_classes=3, share_image_stream=True, image_input_norm=True))
+    target, far_away_source = torch.randn(8, 12), torch.randn(8, 12) * 10 + 50
+    model(target, torch.randn(8, 7))
+    expected = {k: v.clone() for k, v in model.image.state_dict().items() if "running" in k}
+    model2 = CHTN(ModelConfig(**SMALL, num_source_classes=3, share_image_stream=True, image_input_norm=True))
+    model2.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    model(target, torch.randn(8, 7), far_away_source)
+    torch.manual_seed(0)
+    model2(target, torch.randn(8, 7))
+    for key, value in model.image.state_dict().items():
+        if "running" in key:
+            assert torch.allclose(value, model2.image.state_dict()[key]), key
+            assert not torch.allclose(value, expected[key]), key  # the target batch did update them
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+
+
+def test_source_terms_scale_with_the_gate():
+    torch.manual_seed(0)
+    model = CHTN(ModelConfig(**SMALL, num_source_classes=3)).train()
+    out = model(torch.randn(8, 12), torch.randn(8, 7), torch.randn(8, 12))
+    labels, source_labels = torch.randint(0, 4, (8,)), torch.randint(0, 3, (8,))
+    _, full = chtn_loss(out, labels, LossConfig(), source_labels, torch.Generator().manual_seed(1))
+    _, gated = chtn_loss(out, labels, LossConfig(), source_labels, torch.Generator().manual_seed(1), 0.25)
+    assert gated["ce_src"] == pytest.approx(0.25 * full["ce_src"]) and gated["mmd"] == pytest.approx(0.25 * full["mmd"])
+    assert gated["ce_img"] == full["ce_img"]

@@ -90,6 +90,45 @@ def test_resume_continues_exactly(inputs, tmp_path):
     assert all(np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
 
 
+def test_cosine_schedule_resumes_exactly_and_decays(inputs, tmp_path):
+    """A run interrupted after epoch 2 of 4 and resumed follows the uninterrupted run's schedule."""
+    import dataclasses
+
+    from chtn.train import train
+
+    config, data, meta, _ = inputs
+    four = dataclasses.replace(config, train=dataclasses.replace(config.train, lr_schedule="cosine", epochs=4))
+    straight = train(four, data, tmp_path / "straight", meta, log=lambda _: None)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_epoch_two(message: str) -> None:
+        if message.startswith("epoch 2/4"):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(four, data, tmp_path / "resumed", meta, log=stop_after_epoch_two)
+    resumed = train(four, data, tmp_path / "resumed", meta, resume=True, log=lambda _: None)
+    assert [h["loss_ce_img"] for h in resumed.history] == pytest.approx([h["loss_ce_img"] for h in straight.history])
+    state = __import__("torch").load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)  # decayed to 0 at the end
+
+
+def test_gated_source_records_its_domain_fit(inputs, tmp_path):
+    import dataclasses
+
+    from chtn.train import train
+
+    config, data, meta, tfidf = inputs
+    gated = dataclasses.replace(config, loss=dataclasses.replace(config.loss, source_fit="gated"))
+    messages: list[str] = []
+    result = train(gated, data, tmp_path, meta, tfidf, log=messages.append)
+    fit = load_checkpoint(result.best_path).meta["source_fit"]
+    assert 0.0 <= fit["relevance"] <= 1.0 and 0.0 <= fit["auc"] <= 1.0
+    assert any("AUC" in m for m in messages)
+
+
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
