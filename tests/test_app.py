@@ -121,3 +121,33 @@ def test_dataset_from_a_path_and_a_dataset_that_does_not_fit(tmp_path):
     foreign.write_text("\n".join([header, ",".join(first[:3] + ["Spacesuits", "test"])]) + "\n")
     at.text_input(key="sb_dataset_path").input(str(foreign)).run()
     assert not at.exception and "unknown label" in at.error[0].value and "Spacesuits" in at.error[0].value
+
+
+def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
+    from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
+
+    test = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source")).split("test")
+    query, wrong = test.ids[0], next(i for i, label in zip(test.ids, test.labels) if label != test.labels[0])
+    at = _app("views/attribution.py", direction="i2t", query=query, result=wrong, contrast="1")
+    assert not at.error
+    assert at.selectbox(key="at_query").value == query and at.selectbox(key="at_result").value == wrong
+    assert at.toggle(key="at_contrast").value is True
+    assert "mis-retrieval" in _texts(at)
+    assert len(at.get("image")) == 1 and len(at.get("download_button")) == 1
+    assert "f = -" in " ".join(c.value for c in at.caption)  # contrastive: sim(wrong) - sim(own pair) < 0
+    captions = " ".join(c.value for c in at.caption)
+    assert "image:" in captions and "text (Layer IG) · " not in captions  # the text side is the plain result
+    assert "Strongest words" in captions
+    # switching the image method reruns only the attribution with new parameters
+    at.selectbox(key="at_method").set_value("ig").run()
+    assert not at.exception and not at.error
+    assert "convergence delta" in " ".join(c.value for c in at.caption)
+    assert at.query_params["result"] == wrong
+
+
+def test_explorer_results_link_to_their_explanation():
+    at = _app("views/retrieval.py")
+    links = at.get("page_link")
+    assert len(links) == 10
+    first = links[0].proto
+    assert first.label == "Explain" and "attribution" in first.page

@@ -120,6 +120,21 @@ def test_navigation_and_image_to_text(page, server):
     page.screenshot(path=str(ARTIFACTS / "retrieval_i2t.png"), full_page=True)
 
 
+def test_explain_link_opens_the_attribution_of_that_result(page, server):
+    """One click from a result card to its explanation: heatmap image, highlighted words, no error."""
+    page.goto(f"{server}/retrieval?direction=t2i&k=10", wait_until="networkidle")
+    page.get_by_text("Top 10 images").wait_for(timeout=300_000)
+    page.locator('[data-testid="stPageLink"] a', has_text="Explain").nth(1).click()
+    page.get_by_text("Why this result?").first.wait_for(timeout=120_000)
+    page.get_by_text("Strongest words").wait_for(timeout=300_000)
+    page.wait_for_timeout(1500)
+    _assert_clean(page)
+    assert "attribution" in page.url and "result=" in page.url
+    assert all(w > 0 for w in _images_loaded(page))
+    assert page.get_by_text("Download PNG").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "attribution.png"), full_page=True)
+
+
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     from tests.conftest import PAIRS
 

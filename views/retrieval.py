@@ -120,3 +120,8 @@ for start in range(0, len(view.table), 5):
             if direction == "t2i":
                 st.image(item.image, width="stretch")
             st.markdown(f"**#{item.rank}** · {item.score:.4f} · {mark}{own}  \n*{item.category}*  \n{item.text}")
+            if paired_row is not None:
+                st.page_link("views/attribution.py", label="Explain", icon=":material/insights:",
+                             query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction,
+                                           "query": data.ids[paired_row], "result": item.id,
+                                           "contrast": "1" if item.relevant is False else "0"})

@@ -1,0 +1,413 @@
+"""Why did this query retrieve this result? Captum attributions of a pair's similarity in the common space.
+
+The attributed quantity is f(x) = cos(encode(x), encode(other)) for the side x being explained, the other
+side held fixed (detached). In contrastive mode f(x) = cos(x, wrong) - cos(x, correct): what pulled the
+wrong item ahead of the right one. Both go through the whole differentiable path: pixels -> EfficientNet
+trunk -> CHTN image stream -> common representation, or word-piece embeddings (MiniLM) and the TF-IDF
+vector -> CHTN text stream -> common representation.
+
+Results are cached on disk (`attributions/` in the feature-cache folder), keyed by the checkpoint's
+content hash, the items' content hashes, the method and its parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from analysis.text_spans import Word, word_scores
+from chtn.checkpoint import Checkpoint
+from chtn.errors import CHTNError
+from chtn.features import default_cache_dir
+
+IMAGE_METHODS = {
+    "gradcam": "Grad-CAM (last conv block, fast)",
+    "ig": "Integrated Gradients",
+    "smoothgrad": "Integrated Gradients + SmoothGrad (NoiseTunnel)",
+    "occlusion": "Occlusion (model-agnostic check)",
+}
+BASELINES = {"black": "black image", "blurred": "blurred copy of the image"}
+MAX_TEXT_CHARS = 5000  # attribution of a longer text is truncated (MiniLM reads 256 word-pieces anyway)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One side of a pair: an image file or a text, with what the page shows about it."""
+
+    modality: str           # "image" or "text"
+    value: str              # image path, or the text itself
+    name: str = ""          # id or a short description for captions
+
+    def content_key(self) -> str:
+        raw = Path(self.value).read_bytes() if self.modality == "image" else self.value.encode("utf-8")
+        return hashlib.sha1(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Method and parameters; every field is part of the cache key."""
+
+    method: str = "gradcam"          # image method, one of IMAGE_METHODS (texts always use (layer) IG)
+    baseline: str = "black"          # IG / occlusion reference image, one of BASELINES
+    n_steps: int = 32                # IG integration steps
+    nt_samples: int = 4              # SmoothGrad: noisy copies averaged
+    nt_stdev: float = 0.1            # SmoothGrad: noise std in the [-1, 1] pixel scale
+    window: int = 32                 # occlusion patch (pixels, square)
+    stride: int = 16                 # occlusion stride
+    internal_batch_size: int = 16    # bounds memory: at most this many interpolated inputs per pass
+
+    def __post_init__(self) -> None:
+        if self.method not in IMAGE_METHODS:
+            raise CHTNError(f"Unknown attribution method {self.method!r}; choose one of {sorted(IMAGE_METHODS)}.")
+        if self.baseline not in BASELINES:
+            raise CHTNError(f"Unknown baseline {self.baseline!r}; choose one of {sorted(BASELINES)}.")
+        if not (1 <= self.n_steps <= 512 and 1 <= self.internal_batch_size <= 512):
+            raise CHTNError("n_steps and internal_batch_size must be between 1 and 512.")
+
+
+@dataclass
+class Attribution:
+    """Attribution of f on one side of a pair, with the numbers that say how far to trust it."""
+
+    modality: str
+    method: str
+    value: float                     # f(input)
+    baseline_value: float | None     # f(baseline) for path methods
+    delta: float | None              # IG convergence delta: sum(attr) - (f(x) - f(baseline))
+    n_steps: int | None
+    seconds: float
+    heatmap: np.ndarray | None = None   # image: (224, 224) float32, signed
+    image: np.ndarray | None = None     # image: (224, 224, 3) uint8, what the model saw
+    words: list[Word] = field(default_factory=list)  # text: words with their scores
+    text: str = ""
+
+    @property
+    def total(self) -> float:
+        """Sum of the attributions (for IG equal to f(x) - f(baseline) up to delta)."""
+        if self.heatmap is not None:
+            return float(self.heatmap.sum())
+        return float(sum(w.score for w in self.words))
+
+    def delta_is_large(self, tolerance: float = 0.05) -> bool:
+        """True when IG's completeness gap exceeds `tolerance` of |f(x) - f(baseline)| (floor 1e-3)."""
+        if self.delta is None or self.baseline_value is None:
+            return False
+        return abs(self.delta) > tolerance * max(abs(self.value - self.baseline_value), 1e-3)
+
+
+def _segmented_ig_class():
+    """Built lazily so that importing this module does not import Captum."""
+    from captum.attr import IntegratedGradients
+
+    class SegmentedIntegratedGradients(IntegratedGradients):
+        """Captum IntegratedGradients with the step budget spent where the function changes.
+
+        Why by hand: cos-of-softmax saturates, so along the straight path from a black image f rises
+        from ~0.2 to ~1.0 within the first few percent of the path and stays flat after. Evenly spaced
+        steps (any Captum `method`) miss that jump, and the completeness gap stays at 0.3-0.9 even at
+        128 steps. A forward-only probe of f along the path (refined once around the largest jump)
+        finds where it changes. The path is then cut into segments, and each segment gets steps in
+        proportion to its change in f. IG is additive over segments of one straight path, so the sum of
+        Captum's per-segment attributions is IG on the whole path, with a much smaller delta for the
+        same budget (measured in bench/bench_attribution.py). Captum's NoiseTunnel wraps it unchanged.
+        """
+
+        probe = 16
+
+        @torch.no_grad()
+        def _values(self, x: torch.Tensor, base: torch.Tensor, alphas: torch.Tensor, batch: int) -> torch.Tensor:
+            return torch.cat([self.forward_func(torch.cat([base + a * (x - base) for a in chunk]))
+                              for chunk in alphas.split(batch)])
+
+        def segments(self, x: torch.Tensor, base: torch.Tensor, n_steps: int, batch: int
+                     ) -> list[tuple[float, float, int]]:
+            """(start alpha, end alpha, steps) covering [0, 1]; flat stretches merge into one segment."""
+            bounds = torch.linspace(0, 1, self.probe + 1)
+            jumps = self._values(x, base, bounds, batch).diff().abs()
+            worst = int(jumps.argmax())
+            if jumps[worst] > 0.5 * jumps.sum():  # one dominant jump: look inside it once more
+                fine = torch.linspace(float(bounds[worst]), float(bounds[worst + 1]), self.probe + 1)
+                bounds = torch.cat([bounds[:worst], fine, bounds[worst + 2:]])
+                jumps = self._values(x, base, bounds, batch).diff().abs()
+            share = (jumps / jumps.sum().clamp(min=1e-12)).tolist()
+            merged: list[list[float]] = []
+            for start, end, part in zip(bounds[:-1].tolist(), bounds[1:].tolist(), share):
+                if merged and part * n_steps < 1 and merged[-1][2] * n_steps < 1:
+                    merged[-1][1], merged[-1][2] = end, merged[-1][2] + part
+                else:
+                    merged.append([start, end, part])
+            return [(start, end, max(1, round(part * n_steps))) for start, end, part in merged]
+
+        def _segmented(self, inputs: torch.Tensor, baselines: torch.Tensor, n_steps: int = 32,
+                       internal_batch_size: int = 16, return_convergence_delta: bool = False, **_: object):
+            inputs = inputs[0] if isinstance(inputs, tuple) else inputs  # NoiseTunnel passes tuples
+            baselines = baselines[0] if isinstance(baselines, tuple) else baselines
+            total = torch.zeros_like(inputs)
+            for row in range(inputs.shape[0]):
+                x, base = inputs[row:row + 1], baselines[row:row + 1] if baselines.shape[0] > 1 else baselines
+                for start, end, steps in self.segments(x, base, n_steps, internal_batch_size):
+                    total[row:row + 1] += IntegratedGradients.attribute(
+                        self, base + end * (x - base), baselines=base + start * (x - base), n_steps=steps,
+                        method="gausslegendre", internal_batch_size=internal_batch_size)
+            if not return_convergence_delta:
+                return total
+            with torch.no_grad():
+                expected = self.forward_func(inputs) - self.forward_func(baselines.expand_as(inputs))
+            return total, total.flatten(1).sum(1) - expected
+
+        def attribute(self, inputs, baselines=None, **kwargs):  # same contract as Captum's IG.attribute
+            return self._segmented(inputs, baselines, **kwargs)
+
+        attribute.__wrapped__ = _segmented  # NoiseTunnel calls the undecorated function
+
+    return SegmentedIntegratedGradients
+
+
+class _Similarity(nn.Module):
+    """cos(z, positive) - cos(z, negative) for a batch of common representations z."""
+
+    def __init__(self, positive: torch.Tensor, negative: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("positive", F.normalize(positive.detach(), dim=-1))
+        self.register_buffer("negative", None if negative is None else F.normalize(negative.detach(), dim=-1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(z, dim=-1)
+        score = z @ self.positive
+        return score - z @ self.negative if self.negative is not None else score
+
+
+class ImagePath(nn.Module):
+    """Pixels -> trunk -> CHTN image stream -> common representation -> similarity."""
+
+    def __init__(self, trunk: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.trunk, self.model = trunk, model
+        self.similarity: _Similarity | None = None
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(self.trunk(pixels)[0])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.similarity(self.encode(pixels))
+
+
+class TextPath(nn.Module):
+    """Word-piece ids (MiniLM) and/or a TF-IDF vector -> CHTN text stream -> common representation -> similarity.
+
+    `tfidf_input` is an identity layer so that LayerIntegratedGradients can interpolate the TF-IDF vector
+    together with the word embeddings (one path, one completeness check).
+    """
+
+    def __init__(self, minilm: nn.Module | None, model: nn.Module) -> None:
+        super().__init__()
+        self.minilm, self.model = minilm, model
+        self.tfidf_input = nn.Identity()
+        self.similarity: _Similarity | None = None
+
+    def encode(self, input_ids: torch.Tensor, tfidf: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        parts = [self.minilm(input_ids, attention_mask)] if self.minilm is not None else []
+        if tfidf.shape[-1]:
+            parts.append(self.tfidf_input(tfidf))
+        return self.model.encode_text(torch.cat(parts, dim=-1))
+
+    def forward(self, input_ids: torch.Tensor, tfidf: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.similarity(self.encode(input_ids, tfidf, attention_mask))
+
+
+class PairExplainer:
+    """Attributions of pair similarities for one checkpoint (CPU by default; CUDA when given)."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str = "cpu", cache_dir: Path | None = None) -> None:
+        from chtn.encoders import cached_image_trunk, cached_text_encoder, image_transform
+        from chtn.pipeline import checkpoint_text_featurizer
+
+        self.checkpoint, self.device = checkpoint, torch.device(device)
+        encoder = checkpoint.config.encoder
+        self.model = checkpoint.model.to(self.device).eval()
+        trunk = cached_image_trunk(encoder.image_model, encoder.image_weights or None).to(self.device).eval()
+        self.image_path = ImagePath(trunk, self.model)
+        self.featurizer = checkpoint_text_featurizer(checkpoint)
+        minilm = cached_text_encoder(encoder.text_model_dir).to(self.device).eval() if encoder.uses_minilm else None
+        self.text_path = TextPath(minilm, self.model)
+        self.transform = image_transform()
+        self.cache_dir = (cache_dir or default_cache_dir()) / "attributions"
+
+    # ---- inputs -------------------------------------------------------------------------------------
+    def pixels(self, item: Item) -> torch.Tensor:
+        from chtn.images import open_rgb
+
+        return self.transform(open_rgb(item.value, name=item.name or None))[None].to(self.device)
+
+    def text_inputs(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+        """(input_ids, tfidf vector, attention mask, word-piece character offsets) of one text."""
+        text = text[:MAX_TEXT_CHARS]
+        if not text.strip():
+            raise CHTNError("The text is empty: there is nothing to attribute.")
+        minilm = self.text_path.minilm
+        if minilm is not None:
+            encoded = minilm.tokenizer([text], truncation=True, max_length=minilm.max_length,
+                                       return_offsets_mapping=True, return_tensors="pt")
+            ids, mask = encoded["input_ids"], encoded["attention_mask"]
+            offsets = [tuple(o) for o in encoded["offset_mapping"][0].tolist()]
+        else:
+            ids, mask, offsets = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), []
+        tfidf = self.featurizer.tfidf.encode([text]) if self.featurizer.tfidf is not None else np.zeros((1, 0))
+        return (ids.to(self.device), torch.from_numpy(tfidf).float().to(self.device), mask.to(self.device), offsets)
+
+    @torch.no_grad()
+    def embed(self, item: Item) -> torch.Tensor:
+        """Common representation (1, d) of an item through the same path the attributions use."""
+        if item.modality == "image":
+            return self.image_path.encode(self.pixels(item))
+        ids, tfidf, mask, _ = self.text_inputs(item.value)
+        return self.text_path.encode(ids, tfidf, mask)
+
+    def similarity(self, a: Item, b: Item) -> float:
+        return float(F.cosine_similarity(self.embed(a), self.embed(b)).item())
+
+    # ---- attribution --------------------------------------------------------------------------------
+    def explain(self, item: Item, other: Item, settings: Settings = Settings(),
+                contrast: Item | None = None) -> Attribution:
+        """Attribution of cos(item, other) [- cos(item, contrast)] to `item`'s input; cached on disk."""
+        if contrast is not None and contrast.modality != other.modality:
+            raise CHTNError("The contrast item must be of the same modality as the item it is compared with.")
+        key = self._cache_key(item, other, settings, contrast)
+        cached = self._read(key)
+        if cached is not None:
+            return cached
+        positive = self.embed(other)[0]
+        negative = self.embed(contrast)[0] if contrast is not None else None
+        started = time.perf_counter()
+        if item.modality == "image":
+            result = self._explain_image(item, _Similarity(positive, negative).to(self.device), settings)
+        else:
+            result = self._explain_text(item.value, _Similarity(positive, negative).to(self.device), settings)
+        result.seconds = round(time.perf_counter() - started, 4)
+        self._write(key, result)
+        return result
+
+    def _image_baseline(self, pixels: torch.Tensor, kind: str) -> torch.Tensor:
+        if kind == "black":
+            return torch.full_like(pixels, -1.0)  # black in Lite0's [-1, 1] input scale
+        from torchvision.transforms.functional import gaussian_blur
+
+        return gaussian_blur(pixels, kernel_size=[51, 51], sigma=[20.0, 20.0])
+
+    def _explain_image(self, item: Item, similarity: _Similarity, s: Settings) -> Attribution:
+        from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion
+
+        path = self.image_path
+        path.similarity = similarity
+        pixels = self.pixels(item)
+        baseline = self._image_baseline(pixels, s.baseline)
+        with torch.no_grad():
+            value, base_value = float(path(pixels)), float(path(baseline))
+        delta, steps = None, None
+        if s.method == "gradcam":
+            cam = LayerGradCam(path, path.trunk.net.bn2).attribute(pixels, relu_attributions=True)
+            heat = LayerAttribution.interpolate(cam, pixels.shape[-2:], interpolate_mode="bilinear")[0, 0]
+            base_value = None
+        elif s.method == "occlusion":
+            attr = Occlusion(path).attribute(pixels, sliding_window_shapes=(3, s.window, s.window),
+                                             strides=(3, s.stride, s.stride), baselines=baseline,
+                                             perturbations_per_eval=s.internal_batch_size)
+            heat = attr[0].mean(0)
+            base_value = None
+        else:
+            ig = _segmented_ig_class()(path)
+            steps = s.n_steps
+            if s.method == "ig":
+                attr, d = ig.attribute(pixels, baselines=baseline, n_steps=s.n_steps,
+                                       internal_batch_size=s.internal_batch_size, return_convergence_delta=True)
+            else:
+                torch.manual_seed(0)  # NoiseTunnel draws its noise from the global generator
+                attr, d = NoiseTunnel(ig).attribute(
+                    pixels, nt_type="smoothgrad", nt_samples=s.nt_samples, nt_samples_batch_size=1,
+                    stdevs=s.nt_stdev, baselines=baseline, n_steps=s.n_steps,
+                    internal_batch_size=s.internal_batch_size, return_convergence_delta=True)
+            heat, delta = attr[0].sum(0), float(d.abs().max())
+        return Attribution("image", s.method, value, base_value, delta, steps, 0.0,
+                           heatmap=heat.detach().float().cpu().numpy(), image=_display_image(pixels))
+
+    def _explain_text(self, text: str, similarity: _Similarity, s: Settings) -> Attribution:
+        from captum.attr import LayerIntegratedGradients
+
+        path = self.text_path
+        path.similarity = similarity
+        text = text[:MAX_TEXT_CHARS]
+        ids, tfidf, mask, offsets = self.text_inputs(text)
+        base_ids = ids.clone()
+        if path.minilm is not None:  # [CLS] PAD ... PAD [SEP]: same length and positions, no word content
+            base_ids[:, 1:-1] = path.minilm.tokenizer.pad_token_id
+        base_tfidf = torch.zeros_like(tfidf)
+        layers = ([path.minilm.net.embeddings.word_embeddings] if path.minilm is not None else []) + \
+            ([path.tfidf_input] if tfidf.shape[-1] else [])
+        with warnings.catch_warnings():  # Captum warns about any layer list; these two are independent inputs
+            warnings.simplefilter("ignore", UserWarning)
+            lig = LayerIntegratedGradients(path, layers if len(layers) > 1 else layers[0])
+        attrs, d = lig.attribute((ids, tfidf), baselines=(base_ids, base_tfidf), additional_forward_args=(mask,),
+                                 n_steps=s.n_steps, method="gausslegendre",
+                                 internal_batch_size=s.internal_batch_size, return_convergence_delta=True)
+        attrs = attrs if isinstance(attrs, list) else [attrs]
+        piece_scores = attrs[0][0].sum(-1).detach().cpu().numpy() if path.minilm is not None else None
+        tfidf_scores = attrs[-1][0].detach().cpu().numpy() if tfidf.shape[-1] else None
+        with torch.no_grad():
+            value, base_value = float(path(ids, tfidf, mask)), float(path(base_ids, base_tfidf, mask))
+        words = word_scores(text, offsets, piece_scores, self.featurizer.tfidf, tfidf_scores)
+        return Attribution("text", "layer_ig", value, base_value, float(d.abs().max()), s.n_steps, 0.0,
+                           words=words, text=text)
+
+    # ---- disk cache ---------------------------------------------------------------------------------
+    def _cache_key(self, item: Item, other: Item, settings: Settings, contrast: Item | None) -> str:
+        parts = {"checkpoint": self.checkpoint.digest, "item": [item.modality, item.content_key()],
+                 "other": [other.modality, other.content_key()],
+                 "contrast": [contrast.modality, contrast.content_key()] if contrast else None,
+                 "settings": asdict(settings) if item.modality == "image" else
+                 {"n_steps": settings.n_steps, "internal_batch_size": settings.internal_batch_size}, "version": 1}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    def _read(self, key: str) -> Attribution | None:
+        path = self.cache_dir / f"{key}.npz"
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"]))
+            words = [Word(**w) for w in meta.pop("words")]
+            return Attribution(**meta, words=words, heatmap=stored["heatmap"] if "heatmap" in stored else None,
+                               image=stored["image"] if "image" in stored else None)
+
+    def _write(self, key: str, result: Attribution) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        meta = {k: v for k, v in asdict(result).items() if k not in ("heatmap", "image")}
+        arrays = {name: value for name, value in (("heatmap", result.heatmap), ("image", result.image))
+                  if value is not None}
+        tmp = self.cache_dir / f"{key}.tmp.npz"
+        np.savez(tmp, meta=json.dumps(meta), **arrays)
+        tmp.replace(self.cache_dir / f"{key}.npz")
+
+
+def _display_image(pixels: torch.Tensor) -> np.ndarray:
+    """The 224x224 RGB image the model saw (from Lite0's [-1, 1] scale back to uint8)."""
+    return ((pixels[0].detach().cpu().permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two attribution maps (used by the randomisation sanity check)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
+
+
+def explainer_items(ids: Sequence[str], texts: Sequence[str], paths: Sequence[Path], row: int) -> tuple[Item, Item]:
+    """(image item, text item) of one dataset row."""
+    return Item("image", str(paths[row]), ids[row]), Item("text", texts[row], ids[row])

@@ -1,0 +1,131 @@
+"""Why did this query retrieve this result? Heatmap on the image, highlighted words on the text.
+
+Opened from the "Explain" link under any result in the retrieval explorer; the URL carries the pair
+(checkpoint, direction, query id, result id), so a shared link reopens the same explanation.
+"""
+import streamlit as st
+
+from analysis.attribution import BASELINES, IMAGE_METHODS, PairExplainer, Settings, explainer_items
+from analysis.attribution_view import highlighted_html, legend_html, overlay, png_bytes, top_words
+from analysis.explorer import DIRECTIONS
+from chtn.errors import CHTNError
+from views.common import context, keep, remember
+
+ctx = context()
+data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
+ids = data.ids
+
+
+@st.cache_resource(show_spinner="Loading encoders for attribution…", max_entries=4)
+def explainer(digest: str, _checkpoint) -> PairExplainer:
+    return PairExplainer(_checkpoint)
+
+
+url = st.query_params
+for key, value in (("at_direction", url.get("direction")), ("at_query", url.get("query")),
+                   ("at_result", url.get("result"))):
+    if value in (DIRECTIONS if key == "at_direction" else ids):
+        st.session_state[f"_kept_{key}"] = value
+for key, default in (("at_direction", "i2t"), ("at_query", ids[0]), ("at_result", None), ("at_method", "gradcam"),
+                     ("at_baseline", "black"), ("at_steps", 32), ("at_contrast", url.get("contrast") == "1")):
+    keep(key, default)
+
+st.title("Why this result?")
+st.caption("Attributions of the similarity of one query–result pair in the common space: on the image with the "
+           "text held fixed, and on the text with the image held fixed (Captum).")
+row = st.columns([2, 3, 3])
+direction = row[0].radio("Direction", list(DIRECTIONS), format_func=DIRECTIONS.get, key="at_direction",
+                         on_change=remember, args=("at_direction",))
+
+
+def _describe(item_id: str) -> str:
+    i = ids.index(item_id)
+    return f"{item_id} · {names[gallery.labels[i]]} · {data.texts[i][:60]}"
+
+
+query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, on_change=remember,
+                            args=("at_query",))
+q = ids.index(query_id)
+if st.session_state.get("at_result") not in ids:  # default: the query's top-1 result
+    from analysis.explorer import query_side, retrieve
+
+    top = retrieve(gallery, direction, query_side(gallery, direction)[0][q], 1, names)
+    st.session_state.at_result = ids[int(top.table.row[0])]
+result_id = row[2].selectbox("Result", ids, key="at_result", format_func=_describe, on_change=remember,
+                             args=("at_result",))
+r = ids.index(result_id)
+wrong = gallery.labels[r] != gallery.labels[q]
+
+with st.expander("Method and parameters", expanded=False):
+    cols = st.columns(4)
+    method = cols[0].selectbox("Image method", list(IMAGE_METHODS), format_func=IMAGE_METHODS.get, key="at_method",
+                               on_change=remember, args=("at_method",))
+    baseline = cols[1].selectbox("Baseline (IG, occlusion)", list(BASELINES), format_func=BASELINES.get,
+                                 key="at_baseline", on_change=remember, args=("at_baseline",))
+    steps = cols[2].select_slider("IG steps", [16, 32, 64, 128], key="at_steps", on_change=remember,
+                                  args=("at_steps",), help="Text attributions always use Layer IG with these steps.")
+    contrast = cols[3].toggle("Contrastive (wrong − correct)", key="at_contrast", disabled=not wrong,
+                              on_change=remember, args=("at_contrast",),
+                              help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
+                                   "pair), i.e. what pulled the wrong item ahead.")
+st.query_params.update(direction=direction, query=query_id, result=result_id)
+settings = Settings(method=method, baseline=baseline, n_steps=steps)
+query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
+result_image, result_text = explainer_items(ids, data.texts, data.image_paths, r)
+if direction == "i2t":
+    image_side, image_other, text_side, text_other = query_image, result_text, result_text, query_image
+    image_contrast, text_contrast = (query_text if contrast and wrong else None), None
+else:
+    text_side, text_other, image_side, image_other = query_text, result_image, result_image, query_text
+    text_contrast, image_contrast = (query_image if contrast and wrong else None), None
+
+
+def _numbers(result, label: str) -> None:
+    parts = [f"f = {result.value:.4f}"]
+    if result.baseline_value is not None:
+        parts.append(f"f(baseline) = {result.baseline_value:.4f}")
+    if result.delta is not None:
+        parts.append(f"convergence delta = {result.delta:.4f} ({result.n_steps} steps)")
+    st.caption(f"{label}: " + " · ".join(parts) + f" · {result.seconds:.2f} s")
+    if result.delta_is_large():
+        st.warning(f"IG's completeness gap ({result.delta:+.4f}) is over 5% of f(x) − f(baseline): the attributions "
+                   "do not add up to the change in similarity. Raise the number of steps.", icon=":material/warning:")
+
+
+@st.fragment
+def explanation() -> None:
+    explain = explainer(ctx.checkpoint.digest, ctx.checkpoint)
+    verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
+    st.markdown(f"**{DIRECTIONS[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
+                f"`{result_id}` ({names[gallery.labels[r]]}) · {verdict}")
+    try:
+        with st.spinner("Attributing the image…"):
+            image_result = explain.explain(image_side, image_other, settings, image_contrast)
+        with st.spinner("Attributing the text…"):
+            text_result = explain.explain(text_side, text_other, settings, text_contrast)
+    except CHTNError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    st.metric("Similarity of the pair (cosine, common space)", f"{explain.similarity(query_image if direction == 'i2t' else query_text, result_text if direction == 'i2t' else result_image):.4f}")
+    left, right = st.columns(2)
+    with left:
+        st.subheader(f"Image ({'query' if direction == 'i2t' else 'result'})")
+        picture = overlay(image_result)
+        st.image(picture, caption=f"{IMAGE_METHODS[method]}" + (" · contrastive" if image_contrast else ""),
+                 width="stretch")
+        st.download_button("Download PNG", png_bytes(picture), file_name=f"attribution_{image_side.name}_{method}.png",
+                           mime="image/png", icon=":material/download:")
+        _numbers(image_result, "image")
+        if method == "gradcam" and image_result.heatmap.max() <= 0:
+            st.info(f"Grad-CAM is blank: at a similarity of {image_result.value:.4f} the softmax is saturated and "
+                    "its gradient vanishes. Integrated Gradients, which integrates from a baseline, still explains it.",
+                    icon=":material/info:")
+    with right:
+        st.subheader(f"Text ({'result' if direction == 'i2t' else 'query'})")
+        st.html(highlighted_html(text_result.words, text_result.text))
+        st.html(legend_html())
+        st.caption("Strongest words: " + ", ".join(f"{w} ({s:+.3f})" for w, s in top_words(text_result.words, 3)))
+        _numbers(text_result, "text (Layer IG)" + (" · contrastive" if text_contrast else ""))
+
+
+explanation()
