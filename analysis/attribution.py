@@ -27,7 +27,8 @@ from torch.nn import functional as F
 from analysis.text_spans import Word, word_scores
 from chtn.checkpoint import Checkpoint
 from chtn.errors import CHTNError
-from chtn.features import default_cache_dir
+from chtn.data import file_digest
+from chtn.features import default_cache_dir, text_key
 
 IMAGE_METHODS = {
     "gradcam": "Grad-CAM (last conv block, fast)",
@@ -48,8 +49,7 @@ class Item:
     name: str = ""          # id or a short description for captions
 
     def content_key(self) -> str:
-        raw = Path(self.value).read_bytes() if self.modality == "image" else self.value.encode("utf-8")
-        return hashlib.sha1(raw).hexdigest()
+        return file_digest(Path(self.value)) if self.modality == "image" else text_key(self.value)
 
 
 @dataclass(frozen=True)
@@ -309,21 +309,22 @@ class PairExplainer:
         path = self.image_path
         path.similarity = similarity
         pixels = self.pixels(item)
-        baseline = self._image_baseline(pixels, s.baseline)
         with torch.no_grad():
-            value, base_value = float(path(pixels)), float(path(baseline))
-        delta, steps = None, None
-        if s.method == "gradcam":
+            value = float(path(pixels))
+        delta, steps, base_value = None, None, None
+        if s.method == "gradcam":  # local gradients: no baseline involved
             cam = LayerGradCam(path, path.trunk.net.bn2).attribute(pixels, relu_attributions=True)
             heat = LayerAttribution.interpolate(cam, pixels.shape[-2:], interpolate_mode="bilinear")[0, 0]
-            base_value = None
         elif s.method == "occlusion":
             attr = Occlusion(path).attribute(pixels, sliding_window_shapes=(3, s.window, s.window),
-                                             strides=(3, s.stride, s.stride), baselines=baseline,
+                                             strides=(3, s.stride, s.stride),
+                                             baselines=self._image_baseline(pixels, s.baseline),
                                              perturbations_per_eval=s.internal_batch_size)
             heat = attr[0].mean(0)
-            base_value = None
         else:
+            baseline = self._image_baseline(pixels, s.baseline)
+            with torch.no_grad():
+                base_value = float(path(baseline))
             ig = _segmented_ig_class()(path)
             steps = s.n_steps
             if s.method == "ig":

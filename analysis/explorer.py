@@ -19,6 +19,14 @@ def query_side(gallery: Gallery, direction: str) -> tuple[np.ndarray, np.ndarray
     return (gallery.image, gallery.text) if direction == "i2t" else (gallery.text, gallery.image)
 
 
+def pair_score(gallery: Gallery, direction: str, query_row: int, result_row: int) -> float:
+    """Cosine similarity of a query and a result from the gallery's (cached) embeddings."""
+    from analysis.retrieval import normalize_rows
+
+    queries, targets = query_side(gallery, direction)
+    return float(normalize_rows(queries[query_row]) @ normalize_rows(targets[result_row]))
+
+
 def search_queries(gallery: Gallery, text: str, label_names: Sequence[str]) -> list[int]:
     """Rows whose id equals `text`, or whose title or category contains it (case-insensitive)."""
     needle = text.strip().lower()

@@ -49,3 +49,14 @@ def test_a_split_with_no_rows_is_a_clear_error(pairs):
     checkpoint = ws.open_checkpoint("chtn_no_source")
     with pytest.raises(CHTNError, match="no 'holdout' rows"):
         ws.embed_split(checkpoint, pairs, "holdout")
+
+
+def test_pair_score_is_the_score_the_explorer_ranks_by(tmp_path):
+    from analysis.explorer import pair_score, query_side, retrieve
+
+    checkpoint = ws.open_checkpoint("chtn_fashion_source")
+    gallery = ws.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test", cache_dir=tmp_path)
+    for direction in ("i2t", "t2i"):
+        view = retrieve(gallery, direction, query_side(gallery, direction)[0][7], 3, checkpoint.label_names)
+        for row, score in zip(view.table.row, view.table.score):
+            assert pair_score(gallery, direction, 7, int(row)) == pytest.approx(float(score), abs=1e-5)

@@ -7,13 +7,14 @@ import streamlit as st
 
 from analysis.attribution import BASELINES, IMAGE_METHODS, PairExplainer, Settings, explainer_items
 from analysis.attribution_view import highlighted_html, legend_html, overlay, png_bytes, top_words
-from analysis.explorer import DIRECTIONS
+from analysis.explorer import DIRECTIONS, pair_score
 from chtn.errors import CHTNError
 from views.common import context, keep, remember
 
 ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
 ids = data.ids
+row_of = {item_id: row for row, item_id in enumerate(ids)}
 
 
 @st.cache_resource(show_spinner="Loading encoders for attribution…", max_entries=4)
@@ -39,13 +40,13 @@ direction = row[0].radio("Direction", list(DIRECTIONS), format_func=DIRECTIONS.g
 
 
 def _describe(item_id: str) -> str:
-    i = ids.index(item_id)
+    i = row_of[item_id]
     return f"{item_id} · {names[gallery.labels[i]]} · {data.texts[i][:60]}"
 
 
 query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, on_change=remember,
                             args=("at_query",))
-q = ids.index(query_id)
+q = row_of[query_id]
 if st.session_state.get("at_result") not in ids:  # default: the query's top-1 result
     from analysis.explorer import query_side, retrieve
 
@@ -53,7 +54,7 @@ if st.session_state.get("at_result") not in ids:  # default: the query's top-1 r
     st.session_state.at_result = ids[int(top.table.row[0])]
 result_id = row[2].selectbox("Result", ids, key="at_result", format_func=_describe, on_change=remember,
                              args=("at_result",))
-r = ids.index(result_id)
+r = row_of[result_id]
 wrong = gallery.labels[r] != gallery.labels[q]
 
 with st.expander("Method and parameters", expanded=False):
@@ -106,7 +107,7 @@ def explanation() -> None:
     except CHTNError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    st.metric("Similarity of the pair (cosine, common space)", f"{explain.similarity(query_image if direction == 'i2t' else query_text, result_text if direction == 'i2t' else result_image):.4f}")
+    st.metric("Similarity of the pair (cosine, common space)", f"{pair_score(gallery, direction, q, r):.4f}")
     left, right = st.columns(2)
     with left:
         st.subheader(f"Image ({'query' if direction == 'i2t' else 'result'})")
