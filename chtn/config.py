@@ -23,6 +23,8 @@ class ModelConfig:
     hidden_dim: int = 4096         # fc6/fc7 width of each stream (release: 4096)
     shared_dim: int = 4096         # fc8/fc9 width of the layer-sharing subnetwork (release: 4096)
     dropout: float = 0.5           # dropout after fc6/fc7 of each stream (AlexNet-style)
+    input_dropout: float = 0.0     # dropout on the encoder features entering each stream (deviation;
+                                   # the release has none)
     image_input_norm: bool = False  # BatchNorm on trunk features before fc6 (deviation; the release
                                     # normalises only the text input)
     share_image_stream: bool = False  # source and target images share fc6/fc7 (deviation: the release

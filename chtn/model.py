@@ -30,14 +30,16 @@ class FCBlock(nn.Sequential):
 class Stream(nn.Module):
     """Two FC blocks (fc6, fc7) returning both activations, since the losses use both."""
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float, input_norm: bool = False) -> None:
+    def __init__(self, in_dim: int, hidden: int, dropout: float, input_norm: bool = False,
+                 input_dropout: float = 0.0) -> None:
         super().__init__()
         self.input_norm = nn.BatchNorm1d(in_dim) if input_norm else nn.Identity()
+        self.input_dropout = nn.Dropout(input_dropout)
         self.fc6 = FCBlock(in_dim, hidden, dropout)
         self.fc7 = FCBlock(hidden, hidden, dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h6 = self.fc6(self.input_norm(x))
+        h6 = self.fc6(self.input_dropout(self.input_norm(x)))
         return h6, self.fc7(h6)
 
 
@@ -81,12 +83,12 @@ class CHTN(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout, input_norm=c.image_input_norm)
-        self.text = Stream(c.text_dim, c.hidden_dim, c.dropout, input_norm=True)
+        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout, c.image_input_norm, c.input_dropout)
+        self.text = Stream(c.text_dim, c.hidden_dim, c.dropout, True, c.input_dropout)
         self.shared = SharedHead(c.hidden_dim, c.shared_dim, c.num_classes)
         if c.num_source_classes > 0:
             if not c.share_image_stream:
-                self.source = Stream(c.image_dim, c.hidden_dim, c.dropout, input_norm=c.image_input_norm)
+                self.source = Stream(c.image_dim, c.hidden_dim, c.dropout, c.image_input_norm, c.input_dropout)
             self.source_classifier = nn.Linear(c.hidden_dim, c.num_source_classes)
 
     @property
@@ -105,6 +107,14 @@ class CHTN(nn.Module):
     def encode_text(self, text_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Common representation of texts from their encoder features."""
         return self._common(self.text(text_features)[1], normalize)
+
+    def image_logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """fc10 scores of images before the softmax (used where the saturated softmax has no gradient)."""
+        return self.shared(self.image(image_features)[1])[1]
+
+    def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
+        """fc10 scores of texts before the softmax."""
+        return self.shared(self.text(text_features)[1])[1]
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:

@@ -86,9 +86,12 @@ def _numbers(result, label: str) -> None:
     if result.baseline_value is not None:
         parts.append(f"f(baseline) = {result.baseline_value:.4f}")
     if result.delta is not None:
-        parts.append(f"convergence delta = {result.delta:.4f} ({result.n_steps} steps)")
+        parts.append(f"convergence delta = {result.delta:.4f} ({result.n_steps} gradient evaluations)")
     st.caption(f"{label}: " + " · ".join(parts) + f" · {result.seconds:.2f} s")
-    if result.delta_is_large():
+    if result.baseline_value is not None and abs(result.value - result.baseline_value) < 0.1:
+        st.info(f"The baseline alone already scores f = {result.baseline_value:.4f}: the attributions only explain "
+                "the small difference to it. Try the other baseline.", icon=":material/info:")
+    elif result.delta_is_large():
         st.warning(f"IG's completeness gap ({result.delta:+.4f}) is over 5% of f(x) − f(baseline): the attributions "
                    "do not add up to the change in similarity. Raise the number of steps.", icon=":material/warning:")
 
@@ -117,10 +120,9 @@ def explanation() -> None:
         st.download_button("Download PNG", png_bytes(picture), file_name=f"attribution_{image_side.name}_{method}.png",
                            mime="image/png", icon=":material/download:")
         _numbers(image_result, "image")
-        if method == "gradcam" and image_result.heatmap.max() <= 0:
-            st.info(f"Grad-CAM is blank: at a similarity of {image_result.value:.4f} the softmax is saturated and "
-                    "its gradient vanishes. Integrated Gradients, which integrates from a baseline, still explains it.",
-                    icon=":material/info:")
+        if image_result.target == "logits":
+            st.caption("Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "
+                       "confident pair the softmax is saturated and its gradient would leave the map blank.")
     with right:
         st.subheader(f"Text ({'result' if direction == 'i2t' else 'query'})")
         st.html(highlighted_html(text_result.words, text_result.text))
