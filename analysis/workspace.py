@@ -120,7 +120,8 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
         "image encoder": (meta.get("encoders") or {}).get("image", "?"),
         "text encoder": (meta.get("encoders") or {}).get("text", "?"),
         "common representation": f"{config.model.common} ({'release' if config.model.common == 'softmax' else 'deviation'})",
-        "widths": f"hidden {config.model.hidden_dim}, shared {config.model.shared_dim}",
+        "widths": f"hidden {config.model.hidden_dim}, shared {config.model.shared_dim}"
+                  + (f"; ensemble of {config.model.ensemble} (outputs averaged)" if config.model.ensemble > 1 else ""),
         "MMD estimator": config.loss.mmd_estimator,
         "best epoch": metrics.get("best_epoch", "?"),
         "validation MAP": round(metrics["val_map_mean"], 4) if "val_map_mean" in metrics else "n/a",

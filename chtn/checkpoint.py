@@ -21,7 +21,7 @@ import torch
 from chtn import __version__
 from chtn.config import CHTNConfig
 from chtn.errors import CheckpointError, CHTNError
-from chtn.model import CHTN
+from chtn.model import CHTN, CHTNEnsemble, build_model
 
 FORMAT = "chtn-checkpoint/1"
 TFIDF_IDF_KEY = "text_encoder.idf"
@@ -41,7 +41,7 @@ def code_version() -> str:
 class Checkpoint:
     """A loaded checkpoint: the model (eval mode, CPU), its config and its metadata."""
 
-    model: CHTN
+    model: CHTN | CHTNEnsemble
     config: CHTNConfig
     meta: dict[str, Any]
     path: Path
@@ -66,7 +66,7 @@ class Checkpoint:
                 f"{self.label_names[:5]} ... Pick the checkpoint trained for this dataset.")
 
 
-def save_checkpoint(path: str | Path, model: CHTN, config: CHTNConfig, meta: dict[str, Any],
+def save_checkpoint(path: str | Path, model: CHTN | CHTNEnsemble, config: CHTNConfig, meta: dict[str, Any],
                     tfidf: tuple[list[str], np.ndarray] | None = None) -> Path:
     """Write weights + metadata atomically (a crash never leaves a half-written best.safetensors)."""
     from safetensors.torch import save_file
@@ -154,7 +154,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                                   f"width sizes {sizes}); the file is damaged or was edited.")
         meta["_tfidf_idf"] = idf.numpy()
     try:
-        model = CHTN(config.model)
+        model = build_model(config.model)
         model.load_state_dict(tensors)
     except (RuntimeError, TypeError, ValueError) as exc:
         # torch's first line is only "Error(s) in loading state_dict for CHTN:"; the details follow it

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl")
     common(p, "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder")
     p.add_argument("--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation")
-    p.add_argument("--preset", default="small", help="config preset: small (CPU/sample) or paper (release)")
+    p.add_argument("--preset", default="small", help="config preset: small (CPU/sample), ensemble (small x 3, the benchmark preset) or paper (release)")
     p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
     p.add_argument("--out", required=True, help="output folder")

@@ -23,18 +23,20 @@ class ModelConfig:
     hidden_dim: int = 4096         # fc6/fc7 width of each stream (release: 4096)
     shared_dim: int = 4096         # fc8/fc9 width of the layer-sharing subnetwork (release: 4096)
     dropout: float = 0.5           # dropout after fc6/fc7 of each stream (AlexNet-style)
-    input_dropout: float = 0.0     # dropout on the encoder features entering each stream (deviation;
-                                   # the release has none)
     image_input_norm: bool = False  # BatchNorm on trunk features before fc6 (deviation; the release
                                     # normalises only the text input)
     share_image_stream: bool = False  # source and target images share fc6/fc7 (deviation: the release
                                       # keeps them apart and starts both from ImageNet fc weights, which a
                                       # conv-only trunk such as Lite0 does not have)
     common: str = "softmax"        # common representation: "softmax" of fc10 (release) or "fc9" (deviation)
+    ensemble: int = 1              # networks trained side by side from different initialisations, outputs
+                                   # averaged (deviation; release: 1)
 
     def __post_init__(self) -> None:
         if self.common not in ("softmax", "fc9"):
             raise CHTNError(f"model.common must be 'softmax' or 'fc9', got {self.common!r}.")
+        if not 1 <= self.ensemble <= 16:
+            raise CHTNError(f"model.ensemble must be between 1 and 16, got {self.ensemble!r}.")
 
 
 @dataclass
@@ -158,6 +160,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for section, values in override.items():
         merged.setdefault(section, {}).update(values)
     return merged
+
+
+# `small` x 3: three networks (512 wide, cosine-decayed learning rate) trained side by side and averaged.
+# The benchmark preset (docs/benchmarks.md): 3x the training time and ~8x the checkpoint size of `small`.
+PRESETS["ensemble"] = _merge(PRESETS["small"], {"model": {"hidden_dim": 512, "shared_dim": 512, "ensemble": 3},
+                                                "train": {"lr_schedule": "cosine"}})
 
 
 def load_config(preset: str = "small", path: str | Path | None = None,

@@ -77,3 +77,14 @@ def chtn_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, config: LossCo
         terms["mmd"] = source_scale * config.mmd_weight * mmd
     total = sum(terms.values())
     return total, {name: float(value.detach()) for name, value in terms.items()}
+
+
+def ensemble_loss(outputs: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], labels: torch.Tensor,
+                  config: LossConfig, source_labels: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None, source_scale: float = 1.0
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """`chtn_loss` summed over ensemble members (one dict = a single CHTN); logged terms are member means."""
+    members = outputs if isinstance(outputs, list) else [outputs]
+    results = [chtn_loss(out, labels, config, source_labels, generator, source_scale) for out in members]
+    terms = {name: sum(r[1][name] for r in results) / len(results) for name in results[0][1]}
+    return sum(r[0] for r in results), terms

@@ -9,6 +9,7 @@ text at fc6 and fc7. The common representation is softmax(fc10) (release) or fc9
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -30,16 +31,14 @@ class FCBlock(nn.Sequential):
 class Stream(nn.Module):
     """Two FC blocks (fc6, fc7) returning both activations, since the losses use both."""
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float, input_norm: bool = False,
-                 input_dropout: float = 0.0) -> None:
+    def __init__(self, in_dim: int, hidden: int, dropout: float, input_norm: bool = False) -> None:
         super().__init__()
         self.input_norm = nn.BatchNorm1d(in_dim) if input_norm else nn.Identity()
-        self.input_dropout = nn.Dropout(input_dropout)
         self.fc6 = FCBlock(in_dim, hidden, dropout)
         self.fc7 = FCBlock(hidden, hidden, dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h6 = self.fc6(self.input_dropout(self.input_norm(x)))
+        h6 = self.fc6(self.input_norm(x))
         return h6, self.fc7(h6)
 
 
@@ -83,12 +82,12 @@ class CHTN(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout, c.image_input_norm, c.input_dropout)
-        self.text = Stream(c.text_dim, c.hidden_dim, c.dropout, True, c.input_dropout)
+        self.image = Stream(c.image_dim, c.hidden_dim, c.dropout, c.image_input_norm)
+        self.text = Stream(c.text_dim, c.hidden_dim, c.dropout, True)
         self.shared = SharedHead(c.hidden_dim, c.shared_dim, c.num_classes)
         if c.num_source_classes > 0:
             if not c.share_image_stream:
-                self.source = Stream(c.image_dim, c.hidden_dim, c.dropout, c.image_input_norm, c.input_dropout)
+                self.source = Stream(c.image_dim, c.hidden_dim, c.dropout, c.image_input_norm)
             self.source_classifier = nn.Linear(c.hidden_dim, c.num_source_classes)
 
     @property
@@ -132,3 +131,47 @@ class CHTN(nn.Module):
                 out["src6"], out["src7"] = self.source(source)
             out["src_logits"] = self.source_classifier(out["src7"])
         return out
+
+
+class CHTNEnsemble(nn.Module):
+    """`config.ensemble` CHTNs trained side by side on the same batches from different initialisations.
+
+    The common representation is the mean of the members' (softmax) outputs: a deep ensemble, which with
+    few training pairs averages out the members' separate overfitting (measured in docs/benchmarks.md).
+    Same API as CHTN; `forward` returns one activation dict per member, and the training loss is their sum.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        member = dataclasses.replace(config, ensemble=1)
+        self.members = nn.ModuleList(CHTN(member) for _ in range(config.ensemble))
+
+    @property
+    def has_source(self) -> bool:
+        return self.members[0].has_source
+
+    def _mean(self, outputs: list[torch.Tensor], normalize: bool) -> torch.Tensor:
+        out = torch.stack(outputs).mean(0)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_image(self, image_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self._mean([m.encode_image(image_features) for m in self.members], normalize)
+
+    def encode_text(self, text_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self._mean([m.encode_text(text_features) for m in self.members], normalize)
+
+    def image_logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self._mean([m.image_logits(image_features) for m in self.members], False)
+
+    def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
+        return self._mean([m.text_logits(text_features) for m in self.members], False)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
+                ) -> list[dict[str, torch.Tensor]]:
+        return [m(image, text, source) for m in self.members]
+
+
+def build_model(config: ModelConfig) -> CHTN | CHTNEnsemble:
+    """A single CHTN (the release) or an ensemble of them, as the config asks."""
+    return CHTN(config) if config.ensemble == 1 else CHTNEnsemble(config)

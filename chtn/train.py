@@ -24,8 +24,8 @@ from chtn.checkpoint import save_checkpoint
 from chtn.config import CHTNConfig
 from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
-from chtn.losses import chtn_loss
-from chtn.model import CHTN
+from chtn.losses import ensemble_loss
+from chtn.model import CHTN, CHTNEnsemble, build_model
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> 
 
 
 @torch.inference_mode()
-def validation_map(model: CHTN, val: FeatureSet, label_names: list[str], device: torch.device) -> dict[str, float]:
+def validation_map(model: CHTN | CHTNEnsemble, val: FeatureSet, label_names: list[str], device: torch.device) -> dict[str, float]:
     model.eval()
     image = model.encode_image(torch.from_numpy(val.image).to(device)).float().cpu().numpy()
     text = model.encode_text(torch.from_numpy(val.text).to(device)).float().cpu().numpy()
@@ -130,7 +130,7 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
 
     n = len(inputs.train.labels)
     steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
-    model = CHTN(config.model).to(dev)
+    model = build_model(config.model).to(dev)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, t.epochs * steps)
@@ -172,9 +172,9 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 outputs = ddp(tensors["image"][idx], tensors["text"][idx],
                               tensors["source"][src] if use_source else None)
-            loss, terms = chtn_loss(outputs, tensors["labels"][idx], config.loss,
-                                    tensors["source_labels"][src] if use_source else None, generator,
-                                    source_scale)
+            loss, terms = ensemble_loss(outputs, tensors["labels"][idx], config.loss,
+                                        tensors["source_labels"][src] if use_source else None, generator,
+                                        source_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

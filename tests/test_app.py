@@ -151,3 +151,17 @@ def test_explorer_results_link_to_their_explanation():
     assert len(links) == 10
     first = links[0].proto
     assert first.label == "Explain" and "attribution" in first.page
+
+
+def test_shared_space_page_projects_everything_and_says_when_it_samples():
+    at = _app("views/space.py")
+    assert not at.error
+    assert len(at.get("plotly_chart")) == 1
+    assert any("All 800 points are shown" in c.value for c in at.caption), [c.value for c in at.caption]  # unsampled
+    labels = [m.label for m in at.metric]
+    assert "Image–text centroid distance" in labels and "Nearest neighbour of the other modality" in labels
+    assert "Selection: 0 items" in [s.value for s in at.subheader]
+    at.selectbox(key="sp_method").set_value("pca").run()
+    at.number_input(key="sp_limit").set_value(200).run()
+    assert not at.exception and not at.error
+    assert any("sample of 200 of 800 points" in w.value for w in at.warning)

@@ -135,6 +135,35 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
     page.screenshot(path=str(ARTIFACTS / "attribution.png"), full_page=True)
 
 
+def test_shared_space_lasso_fills_the_selection_table(page, server):
+    """Draw a lasso with the mouse over the UMAP map: the selection table and its per-category counts fill."""
+    import re
+
+    page.goto(f"{server}/space", wait_until="networkidle")
+    page.get_by_text("Selection: 0 items").wait_for(timeout=300_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    _assert_clean(page)
+    assert page.get_by_text("All 800 points are shown").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    x, y, w, h = area["x"], area["y"], area["width"], area["height"]
+    page.mouse.move(x + 0.05 * w, y + 0.05 * h)
+    page.mouse.down()
+    for fx, fy in ((0.6, 0.05), (0.6, 0.6), (0.05, 0.6), (0.05, 0.06)):
+        page.mouse.move(x + fx * w, y + fy * h, steps=12)
+    page.mouse.up()
+    heading = page.get_by_text(re.compile(r"Selection: [1-9]\d* items?"))
+    heading.wait_for(timeout=120_000)
+    page.wait_for_timeout(1500)
+    _assert_clean(page)
+    count = int(re.search(r"\d+", heading.inner_text()).group())
+    assert 0 < count < 800
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # gap table, selection, per-category counts
+    assert page.locator('[data-testid="stPageLink"] a', has_text="retrieval explorer").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "space_selection.png"), full_page=True)
+
+
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     from tests.conftest import PAIRS
 

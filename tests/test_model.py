@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from chtn.config import LossConfig, ModelConfig
+from chtn.errors import CHTNError
 from chtn.losses import chtn_loss, mmd_linear, mmd_quadratic, pair_l2
 from chtn.model import CHTN
 
@@ -149,3 +151,30 @@ def test_source_terms_scale_with_the_gate():
     _, gated = chtn_loss(out, labels, LossConfig(), source_labels, torch.Generator().manual_seed(1), 0.25)
     assert gated["ce_src"] == pytest.approx(0.25 * full["ce_src"]) and gated["mmd"] == pytest.approx(0.25 * full["mmd"])
     assert gated["ce_img"] == full["ce_img"]
+
+
+def test_ensemble_averages_members_trained_from_different_initialisations():
+    from chtn.losses import ensemble_loss
+    from chtn.model import CHTNEnsemble, build_model
+
+    assert type(build_model(ModelConfig(**SMALL))) is CHTN
+    torch.manual_seed(0)
+    ensemble = build_model(ModelConfig(**SMALL, num_source_classes=3, ensemble=3))
+    assert isinstance(ensemble, CHTNEnsemble) and len(ensemble.members) == 3
+    first, second = (m.image.fc6[0].weight for m in ensemble.members[:2])
+    assert not torch.equal(first, second)  # separate initialisations
+    ensemble.eval()
+    image, text = torch.randn(5, 12), torch.randn(5, 7)
+    members = torch.stack([m.encode_image(image) for m in ensemble.members])
+    assert torch.allclose(ensemble.encode_image(image), members.mean(0))
+    assert torch.allclose(ensemble.encode_text(text, normalize=True).norm(dim=-1), torch.ones(5))
+    ensemble.train()
+    outputs = ensemble(torch.randn(8, 12), torch.randn(8, 7), torch.randn(8, 12))
+    labels, source_labels = torch.randint(0, 4, (8,)), torch.randint(0, 3, (8,))
+    total, terms = ensemble_loss(outputs, labels, LossConfig(), source_labels, torch.Generator().manual_seed(1))
+    replay = torch.Generator().manual_seed(1)  # the members draw their MMD pairs from one generator in turn
+    singles = [chtn_loss(o, labels, LossConfig(), source_labels, replay) for o in outputs]
+    assert total.item() == pytest.approx(sum(s[0].item() for s in singles), rel=1e-5)
+    assert terms["ce_img"] == pytest.approx(np.mean([s[1]["ce_img"] for s in singles]), rel=1e-5)
+    with pytest.raises(CHTNError, match="ensemble"):
+        ModelConfig(**SMALL, ensemble=0)

@@ -129,6 +129,28 @@ def test_gated_source_records_its_domain_fit(inputs, tmp_path):
     assert any("AUC" in m for m in messages)
 
 
+def test_an_ensemble_trains_saves_and_reloads_as_one_model(inputs, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from chtn.model import CHTNEnsemble
+    from chtn.train import train
+
+    config, data, meta, tfidf = inputs
+    ensemble = dataclasses.replace(config, model=dataclasses.replace(config.model, ensemble=2))
+    result = train(ensemble, data, tmp_path, meta, tfidf, log=lambda _: None)
+    loaded = load_checkpoint(result.best_path)
+    assert isinstance(loaded.model, CHTNEnsemble) and loaded.config.model.ensemble == 2
+    image = torch.from_numpy(data.val.image)
+    with torch.no_grad():
+        members = [m.encode_image(image) for m in loaded.model.members]
+        mean = loaded.model.encode_image(image)
+    assert not torch.allclose(members[0], members[1])  # two different networks ...
+    assert torch.allclose(mean, (members[0] + members[1]) / 2)  # ... averaged
+    assert _lines(tmp_path / "metrics.jsonl")[-1]["val_map_mean"] > 0.3
+
+
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)

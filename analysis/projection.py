@@ -1,0 +1,252 @@
+"""The common space in two dimensions: images and texts in ONE projection (UMAP or PCA), never silently sampled.
+
+Pure functions with a fixed seed and lazy heavy imports (umap-learn is imported only when a UMAP is
+computed). Projections are cached on disk (`projections/` in the feature-cache folder), keyed by a content
+hash of the points, their labels and the parameters, so the page reopens instantly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.retrieval import normalize_rows, top_k
+from chtn.errors import CHTNError
+from chtn.features import default_cache_dir
+
+METHODS = {"umap": "UMAP (umap-learn)", "pca": "PCA (instant)"}
+METRICS = ("cosine", "euclidean")
+MODALITIES = ("image", "text")
+
+
+@dataclass(frozen=True)
+class ProjectionParams:
+    """Every field is part of the cache key."""
+
+    method: str = "umap"        # one of METHODS
+    n_neighbors: int = 15       # UMAP: size of the local neighbourhood (larger = more global structure)
+    min_dist: float = 0.1       # UMAP: how tightly points may pack
+    metric: str = "cosine"      # distance in the common space (cosine is what retrieval ranks by)
+    seed: int = 0               # random_state: the same inputs give the same layout
+    max_points: int = 20000     # above this many points, a stratified sample is projected (and the page says so)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CHTNError(f"Unknown projection method {self.method!r}; choose one of {sorted(METHODS)}.")
+        if self.metric not in METRICS:
+            raise CHTNError(f"Unknown metric {self.metric!r}; choose one of {list(METRICS)}.")
+        if not (2 <= self.n_neighbors <= 200 and 0.0 <= self.min_dist <= 1.0 and self.max_points >= 10):
+            raise CHTNError("n_neighbors must be 2-200, min_dist 0-1 and max_points at least 10.")
+
+
+@dataclass
+class Projection:
+    """2-D coordinates of the projected points, which gallery row and modality each one is, and how it was made."""
+
+    coords: np.ndarray          # (m, 2) float32
+    rows: np.ndarray            # (m,) gallery row of each point
+    modality: np.ndarray        # (m,) "image" or "text"
+    total: int                  # points before sampling (2 x gallery rows)
+    seconds: float              # time to compute (0 when read from the cache)
+    from_cache: bool = False
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.rows) < self.total
+
+    def sampling_note(self, labels: np.ndarray, label_names: list[str]) -> str:
+        """Plain words for the page: all points, or how many of how many, stratified how."""
+        if not self.sampled:
+            return f"All {self.total:,} points are shown ({self.total // 2:,} images and {self.total // 2:,} texts)."
+        strata = len({(int(labels[r]), m) for r, m in zip(self.rows, self.modality)})
+        return (f"Showing a sample of {len(self.rows):,} of {self.total:,} points, stratified by category and "
+                f"modality ({strata} strata, each kept in proportion and none dropped). Raise the point limit "
+                "to show more.")
+
+
+def stratified_sample(labels: np.ndarray, modality: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most `limit` points, each (label, modality) stratum kept in proportion to its size.
+
+    Every stratum keeps at least one point (so no category or modality disappears), as long as `limit` is
+    at least the number of strata. Deterministic for a seed.
+    """
+    n = len(labels)
+    if n <= limit:
+        return np.arange(n)
+    keys = pd.Series(list(zip(np.asarray(labels).tolist(), np.asarray(modality).tolist())))
+    groups = keys.groupby(keys).indices
+    if limit < len(groups):
+        raise CHTNError(f"A limit of {limit} points cannot keep all {len(groups)} category x modality strata; "
+                        "raise the point limit.")
+    sizes = np.array([len(idx) for idx in groups.values()])
+    quota = np.maximum(1, np.floor(sizes * limit / n)).astype(int)
+    order = np.argsort(-(sizes * limit / n - np.floor(sizes * limit / n)))  # largest remainders first
+    for i in order[:max(0, limit - quota.sum())]:
+        quota[i] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(idx, size=min(q, len(idx)), replace=False) for idx, q in zip(groups.values(), quota)]
+    return np.sort(np.concatenate(chosen))
+
+
+def project(points: np.ndarray, params: ProjectionParams) -> np.ndarray:
+    """(n, 2) float32 layout of `points` with UMAP or PCA, deterministic for `params.seed`."""
+    if len(points) < 3:
+        raise CHTNError(f"At least 3 points are needed for a projection, got {len(points)}.")
+    x = normalize_rows(points) if params.metric == "cosine" else np.asarray(points, dtype=np.float32)
+    if params.method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=params.seed).fit_transform(x).astype(np.float32)
+    return _umap(params, len(x)).fit_transform(x).astype(np.float32)
+
+
+def _umap(params: ProjectionParams, n: int):
+    import umap  # lazy: importing umap-learn compiles numba code (seconds)
+
+    return umap.UMAP(n_components=2, n_neighbors=min(params.n_neighbors, n - 1), min_dist=params.min_dist,
+                     metric=params.metric, random_state=params.seed)
+
+
+def project_gallery(image: np.ndarray, text: np.ndarray, labels: np.ndarray, params: ProjectionParams,
+                    cache_dir: Path | None = None, progress=None) -> Projection:
+    """Images and texts of a gallery in one projection; sampled (stratified) only above `params.max_points`.
+
+    `progress(fraction, message)` is called before and after the computation (the page shows it).
+    """
+    points = np.concatenate([image, text])
+    rows = np.concatenate([np.arange(len(image)), np.arange(len(text))])
+    modality = np.array(["image"] * len(image) + ["text"] * len(text))
+    keep = stratified_sample(np.concatenate([labels, labels]), modality, params.max_points, params.seed)
+    key = _cache_key(points, labels, params)
+    path = (cache_dir or default_cache_dir()) / "projections" / f"{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            return Projection(stored["coords"], rows[keep], modality[keep], len(points), 0.0, from_cache=True)
+    if progress:
+        progress(0.0, f"Projecting {len(keep):,} points with {METHODS[params.method]}…")
+    started = time.perf_counter()
+    coords = project(points[keep], params)
+    seconds = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, coords=coords)
+    tmp.replace(path)
+    if progress:
+        progress(1.0, f"Projected in {seconds:.1f} s.")
+    return Projection(coords, rows[keep], modality[keep], len(points), seconds)
+
+
+def _cache_key(points: np.ndarray, labels: np.ndarray, params: ProjectionParams) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(points, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())  # the sample depends on them
+    digest.update(json.dumps({"params": asdict(params), "shape": list(points.shape), "version": 1}).encode())
+    return digest.hexdigest()[:32]
+
+
+def project_two(a: np.ndarray, b: np.ndarray, params: ProjectionParams) -> tuple[np.ndarray, np.ndarray]:
+    """Layouts of the same items under checkpoints A and B in the SAME coordinates: fit on A, transform B.
+
+    Why fit-A-transform-B and not umap's AlignedUMAP: AlignedUMAP optimises both layouts jointly, so
+    adding B moves A away from the layout the user has already seen on A's own page, and its result
+    depends on both inputs. Fitting on A keeps A's map fixed (the reference of a go/no-go comparison)
+    and places B's points where A's map would put them. Points whose embedding did not change keep
+    their coordinates exactly, so identical checkpoints give identical layouts.
+    """
+    if a.shape != b.shape:
+        raise CHTNError(f"Both checkpoints must embed the same items: shapes {a.shape} and {b.shape} differ.")
+    if params.method == "pca":
+        from sklearn.decomposition import PCA
+
+        prep = normalize_rows if params.metric == "cosine" else (lambda x: np.asarray(x, dtype=np.float32))
+        pca = PCA(n_components=2, random_state=params.seed).fit(prep(a))
+        return pca.transform(prep(a)).astype(np.float32), pca.transform(prep(b)).astype(np.float32)
+    x_a = normalize_rows(a) if params.metric == "cosine" else np.asarray(a, dtype=np.float32)
+    x_b = normalize_rows(b) if params.metric == "cosine" else np.asarray(b, dtype=np.float32)
+    reducer = _umap(params, len(x_a)).fit(x_a)
+    coords_a = reducer.embedding_.astype(np.float32)
+    coords_b = coords_a.copy()
+    moved = ~np.all(x_a == x_b, axis=1)
+    if moved.any():
+        coords_b[moved] = reducer.transform(x_b[moved]).astype(np.float32)
+    return coords_a, coords_b
+
+
+@dataclass
+class ModalityGap:
+    """How far apart images and texts sit in the common space."""
+
+    centroid_distance: float        # between the L2-normalised image and text centroids
+    cross_modal_nn: float           # share of items whose nearest neighbour (cosine) is of the other modality
+    per_category: pd.DataFrame      # category, images, texts, centroid distance, cross-modal NN fraction
+
+
+def modality_gap(image: np.ndarray, text: np.ndarray, labels: np.ndarray, label_names: list[str]) -> ModalityGap:
+    """Centroid distance of the two modalities overall and per category, and the cross-modal nearest-neighbour rate.
+
+    0 and 0.5 (balanced sets) mean the modalities are mixed; a large distance and a rate near 0 mean images
+    and texts live in separate regions, however well the pairs rank.
+    """
+    img, txt = normalize_rows(image), normalize_rows(text)
+    points = np.concatenate([img, txt])
+    is_text = np.r_[np.zeros(len(img), bool), np.ones(len(txt), bool)]
+    crossed = _cross_modal_nearest(points, is_text)
+    all_labels = np.concatenate([labels, labels])
+    rows = []
+    for c in np.unique(labels):
+        mask = labels == c
+        both = all_labels == c
+        rows.append({"category": label_names[c], "images": int(mask.sum()), "texts": int(mask.sum()),
+                     "centroid distance": _centroid_distance(img[mask], txt[mask]),
+                     "cross-modal NN": float(crossed[both].mean())})
+    table = pd.DataFrame(rows).sort_values("centroid distance", ascending=False, ignore_index=True)
+    return ModalityGap(_centroid_distance(img, txt), float(crossed.mean()), table)
+
+
+def _cross_modal_nearest(points: np.ndarray, is_text: np.ndarray, ties: int = 16) -> np.ndarray:
+    """Per point, the share of its nearest neighbours (itself excluded) that are of the other modality.
+
+    A saturated softmax space holds many exact duplicates, so "the" nearest neighbour is often a tie; ties
+    (up to `ties` of them) are averaged instead of being broken by row order, which would favour images.
+    """
+    found = top_k(points, points, min(ties + 1, len(points)), normalized=True)
+    own = found.indices == np.arange(len(points))[:, None]
+    scores = np.where(own, -np.inf, found.scores)
+    tied = scores >= scores.max(1, keepdims=True) - 1e-6
+    other = is_text[found.indices] != is_text[:, None]
+    return (tied & other).sum(1) / tied.sum(1)
+
+
+def _centroid_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.mean(0) - b.mean(0)))
+
+
+COLOUR_BY = {"category": "category", "modality": "modality", "outcome": "as a query: top-1 correct / mis-retrieved"}
+
+
+def points_table(projection: Projection, ids: list[str], texts: list[str], labels: np.ndarray,
+                 label_names: list[str], top1_i2t: np.ndarray, top1_t2i: np.ndarray) -> pd.DataFrame:
+    """One row per projected point: coordinates, id, modality, category, title and its outcome as a query."""
+    rows, modality = projection.rows, projection.modality
+    correct = np.where(modality == "image", top1_i2t[rows], top1_t2i[rows])
+    return pd.DataFrame({
+        "x": projection.coords[:, 0], "y": projection.coords[:, 1], "row": rows,
+        "id": [ids[r] for r in rows], "modality": modality,
+        "category": [label_names[labels[r]] for r in rows],
+        "title": [texts[r][:80] for r in rows],
+        "outcome": np.where(correct, "top-1 correct", "mis-retrieved"),
+    })
+
+
+def selection_counts(selected: pd.DataFrame) -> pd.DataFrame:
+    """Per-category counts of a selection, split by modality, largest first."""
+    if selected.empty:
+        return pd.DataFrame(columns=["category", "image", "text", "total"])
+    counts = selected.pivot_table(index="category", columns="modality", values="row", aggfunc="count", fill_value=0)
+    counts = counts.reindex(columns=list(MODALITIES), fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    return counts.sort_values("total", ascending=False).reset_index().rename_axis(None, axis=1)

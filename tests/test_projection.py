@@ -1,0 +1,106 @@
+"""Shared-space projection: sampling, determinism, caching, two checkpoints in one frame, modality gap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.projection import (ProjectionParams, modality_gap, project, project_gallery, project_two,
+                                 stratified_sample)
+from chtn.errors import CHTNError
+from tests.conftest import CHECKPOINTS, PAIRS
+
+FAST = ProjectionParams(n_neighbors=10)
+
+
+@pytest.fixture(scope="module")
+def gallery():
+    """The sample's real test split (400 pairs) embedded by the fashion-source checkpoint."""
+    from analysis.workspace import embed_split, open_checkpoint, open_dataset
+
+    checkpoint = open_checkpoint(str(CHECKPOINTS / "chtn_fashion_source.safetensors"))
+    return embed_split(checkpoint, open_dataset(PAIRS, checkpoint)), checkpoint.label_names
+
+
+def test_stratified_sample_keeps_every_category_and_modality_in_proportion():
+    labels = np.repeat(np.arange(5), [400, 300, 200, 90, 10])
+    modality = np.tile(np.array(["image", "text"]), 500)
+    keep = stratified_sample(labels, modality, 100, seed=3)
+    assert len(keep) == 100 and len(set(keep)) == 100
+    kept = {(int(labels[i]), modality[i]) for i in keep}
+    assert kept == {(c, m) for c in range(5) for m in ("image", "text")}  # no stratum dropped
+    counts = np.bincount(labels[keep], minlength=5)
+    assert counts[0] == pytest.approx(40, abs=2) and counts[4] >= 2  # proportional, small ones kept
+    assert np.array_equal(keep, stratified_sample(labels, modality, 100, seed=3))  # deterministic
+    assert np.array_equal(stratified_sample(labels, modality, 5000), np.arange(1000))  # under the limit: all
+    with pytest.raises(CHTNError, match="strata"):
+        stratified_sample(labels, modality, 4)
+
+
+def test_umap_and_pca_are_deterministic_for_a_seed(gallery):
+    g, _ = gallery
+    points = np.concatenate([g.image, g.text])
+    first, again = project(points, FAST), project(points, FAST)
+    assert first.shape == (800, 2) and first.dtype == np.float32
+    assert np.array_equal(first, again)
+    pca = project(points, ProjectionParams(method="pca"))
+    assert pca.shape == (800, 2) and np.array_equal(pca, project(points, ProjectionParams(method="pca")))
+    with pytest.raises(CHTNError, match="method"):
+        ProjectionParams(method="tsne")
+
+
+def test_projection_separates_categories(gallery):
+    """A trained common space puts each category's items together: a point's layout neighbours share its label."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    g, _ = gallery
+    coords = project(np.concatenate([g.image, g.text]), FAST)
+    labels = np.concatenate([g.labels, g.labels])
+    accuracy = KNeighborsClassifier(5).fit(coords[::2], labels[::2]).score(coords[1::2], labels[1::2])
+    assert accuracy > 0.6, accuracy  # 20 categories: chance is 0.05
+
+
+def test_gallery_projection_is_cached_and_says_when_it_samples(gallery, tmp_path):
+    g, names = gallery
+    full = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca"), tmp_path)
+    assert not full.sampled and not full.from_cache and len(full.rows) == 800
+    assert "All 800 points" in full.sampling_note(g.labels, names)
+    assert list(full.modality[:400]) == ["image"] * 400 and list(full.rows[400:]) == list(range(400))
+    again = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca"), tmp_path)
+    assert again.from_cache and np.array_equal(again.coords, full.coords)
+    steps = []
+    sampled = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca", max_points=200), tmp_path,
+                              progress=lambda f, m: steps.append(f))
+    assert sampled.sampled and len(sampled.rows) == 200 and steps == [0.0, 1.0]
+    note = sampled.sampling_note(g.labels, names)
+    assert "200 of 800" in note and "40 strata" in note  # 20 categories x 2 modalities, all kept
+
+
+def test_two_checkpoints_share_coordinates_and_identical_ones_match(gallery):
+    g, _ = gallery
+    a = np.concatenate([g.image, g.text])
+    coords_a, coords_b = project_two(a, a.copy(), FAST)
+    assert np.array_equal(coords_a, coords_b)
+    assert np.array_equal(coords_a, project_two(a, a, FAST)[0])  # deterministic reference layout
+    changed = a.copy()
+    changed[:10] = changed[400:410]  # ten images now embed like texts of other pairs
+    _, moved = project_two(a, changed, FAST)
+    assert np.array_equal(moved[10:], coords_a[10:]) and not np.allclose(moved[:10], coords_a[:10])
+    pca_a, pca_b = project_two(a, a.copy(), ProjectionParams(method="pca"))
+    assert np.array_equal(pca_a, pca_b)
+    with pytest.raises(CHTNError, match="same items"):
+        project_two(a, a[:5], FAST)
+
+
+def test_modality_gap_is_zero_for_identical_embeddings_and_measured_otherwise(gallery):
+    g, names = gallery
+    same = modality_gap(g.image, g.image.copy(), g.labels, names)
+    assert same.centroid_distance == pytest.approx(0.0, abs=1e-6)
+    assert (same.per_category["centroid distance"].abs() < 1e-6).all() and len(same.per_category) == 20
+    real = modality_gap(g.image, g.text, g.labels, names)
+    assert 0.0 < real.centroid_distance < 1.5 and 0.0 < real.cross_modal_nn < same.cross_modal_nn
+    # the saturated softmax space has exact duplicates: their ties are averaged, not broken by row order
+    assert 0.5 < same.cross_modal_nn < 1.0
+    distinct = np.random.default_rng(0).normal(size=(50, 8))  # no duplicates: each twin is the nearest
+    assert modality_gap(distinct, distinct.copy(), np.arange(50) % 5, list("abcde")).cross_modal_nn == 1.0
+    shifted = modality_gap(g.image, g.text + 5.0 * np.eye(g.text.shape[1])[0], g.labels, names)
+    assert shifted.centroid_distance > real.centroid_distance and shifted.cross_modal_nn < real.cross_modal_nn
