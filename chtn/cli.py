@@ -151,6 +151,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    """Precompute the shared-space projection of a split, so the dashboard's page opens it from the cache."""
+    from analysis.projection import ProjectionParams, project_gallery
+    from analysis.workspace import embed_split, open_dataset
+    from chtn.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split, cache_dir=cache_dir)
+    params = ProjectionParams(args.method, args.n_neighbors, args.min_dist, args.metric, args.seed, args.max_points)
+    projection = project_gallery(gallery.image, gallery.text, gallery.labels, params, cache_dir,
+                                 progress=lambda fraction, message: print(message, flush=True))
+    print(projection.sampling_note(gallery.labels, checkpoint.label_names))
+    print("already cached" if projection.from_cache else f"cached: {len(projection.rows):,} points")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chtn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("project", help="precompute the dashboard's shared-space projection (UMAP/PCA) of a split")
+    common(p, "pairs manifest or Wikipedia-layout folder")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--method", choices=("umap", "pca"), default="umap")
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--min-dist", type=float, default=0.1)
+    p.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-points", type=int, default=20000, help="above this, a stratified sample is projected")
+    p.set_defaults(func=cmd_project)
 
     for name, func, help_text in (("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
                                   ("embed", cmd_embed, "write common-space embeddings of a split to .npz")):

@@ -104,3 +104,19 @@ def test_modality_gap_is_zero_for_identical_embeddings_and_measured_otherwise(ga
     assert modality_gap(distinct, distinct.copy(), np.arange(50) % 5, list("abcde")).cross_modal_nn == 1.0
     shifted = modality_gap(g.image, g.text + 5.0 * np.eye(g.text.shape[1])[0], g.labels, names)
     assert shifted.centroid_distance > real.centroid_distance and shifted.cross_modal_nn < real.cross_modal_nn
+
+
+def test_cli_precomputes_what_the_page_reads(capsys, gallery, tmp_path):
+    from chtn.cli import main
+
+    args = ["project", "--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--data", str(PAIRS),
+            "--method", "pca", "--max-points", "300", "--cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sample of 300 of 800 points" in out and "cached: 300 points" in out
+    g, _ = gallery
+    page = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca", max_points=300), tmp_path)
+    assert page.from_cache and len(page.rows) == 300  # the page's defaults find the precomputed layout
+    assert main(args) == 0 and "already cached" in capsys.readouterr().out
+    assert main([*args[:-4], "--max-points", "20", "--cache-dir", str(tmp_path)]) == 2  # fewer than 40 strata
+    assert "strata" in capsys.readouterr().err
