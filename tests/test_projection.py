@@ -120,3 +120,22 @@ def test_cli_precomputes_what_the_page_reads(capsys, gallery, tmp_path):
     assert main(args) == 0 and "already cached" in capsys.readouterr().out
     assert main([*args[:-4], "--max-points", "20", "--cache-dir", str(tmp_path)]) == 2  # fewer than 40 strata
     assert "strata" in capsys.readouterr().err
+
+
+def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
+    from analysis.projection import points_table
+    from analysis.projection_view import scatter_figure, thumbnail_uris
+
+    g, names = gallery
+    projection = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca"), tmp_path)
+    correct = np.zeros(len(g.labels), bool)
+    table = points_table(projection, g.data.ids, g.data.texts, g.labels, names, correct, ~correct)
+    assert set(table.outcome[table.modality == "image"]) == {"mis-retrieved"}
+    figure = scatter_figure(table, "category")
+    assert len(figure.data) == 20 and all(t.type == "scattergl" for t in figure.data)  # one legend entry per category
+    symbols = np.concatenate([t.marker.symbol for t in figure.data])
+    assert sorted(set(symbols)) == ["circle", "diamond"] and (symbols == "circle").sum() == 400
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not a picture")
+    uris = thumbnail_uris([g.data.image_paths[0], None, not_an_image])
+    assert uris[0].startswith("data:image/jpeg;base64,") and uris[1] is None and uris[2] is None

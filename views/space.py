@@ -3,12 +3,12 @@
 Do images and texts of a category meet, which categories collapse into each other, where are the mistakes?
 The full split is projected unless it exceeds the point limit; then the page says how it was sampled.
 """
-import plotly.express as px
 import streamlit as st
 
 from analysis.explorer import DIRECTIONS
 from analysis.projection import (COLOUR_BY, METHODS, METRICS, ProjectionParams, modality_gap, points_table,
                                  project_gallery, selection_counts)
+from analysis.projection_view import scatter_figure, thumbnail_uris
 from chtn.errors import CHTNError
 from views.common import context, keep, remember
 
@@ -18,6 +18,14 @@ data = gallery.data
 for key, default in (("sp_method", "umap"), ("sp_neighbors", 15), ("sp_min_dist", 0.1), ("sp_metric", "cosine"),
                      ("sp_seed", 0), ("sp_limit", 20000), ("sp_colour", "category")):
     keep(key, default)
+
+THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def thumbnails(paths: tuple) -> list:
+    return thumbnail_uris(paths)
+
 
 st.title("Shared space")
 st.caption("Common representations of the test split, images (●) and texts (◆) in one projection. Drag a lasso "
@@ -70,13 +78,7 @@ with gap_col:
 with plot_col:
     colour = st.segmented_control("Colour by", list(COLOUR_BY), format_func=COLOUR_BY.get, key="sp_colour",
                                   on_change=remember, args=("sp_colour",)) or "category"
-    figure = px.scatter(table, x="x", y="y", color=colour, render_mode="webgl", custom_data=["row", "modality"],
-                        hover_data={"x": False, "y": False, "id": True, "category": True, "title": True,
-                                    "modality": True, "outcome": True})
-    figure.for_each_trace(lambda trace: trace.update(marker=dict(  # shape = modality, legend = colour only
-        size=6, opacity=0.8, symbol=["circle" if m == "image" else "diamond" for m in trace.customdata[:, 1]])))
-    figure.update_layout(height=620, margin=dict(t=10, b=10, l=10, r=10), legend_title_text="", dragmode="lasso",
-                         xaxis=dict(visible=False), yaxis=dict(visible=False))
+    figure = scatter_figure(table, colour)
     event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"),
                             key="sp_chart")
 
@@ -87,8 +89,11 @@ if selected.empty:
     st.caption("Nothing selected yet: drag a lasso or a box over the map.")
 else:
     list_col, count_col = st.columns([3, 1])
-    list_col.dataframe(selected[["id", "modality", "category", "outcome", "title"]], hide_index=True,
-                       width="stretch", height=300)
+    shown = selected[["id", "modality", "category", "outcome", "title"]].copy()
+    shown.insert(0, "image", thumbnails(tuple(data.image_paths[r] if m == "image" and i < THUMBNAILS else None
+                                              for i, (r, m) in enumerate(zip(selected.row, selected.modality)))))
+    list_col.dataframe(shown, hide_index=True, width="stretch", height=300,
+                       column_config={"image": st.column_config.ImageColumn("image", width="small")})
     count_col.dataframe(selection_counts(selected), hide_index=True, width="stretch", height=300)
     choice = st.selectbox("Open one of them", range(len(selected)), key="sp_open",
                           format_func=lambda i: f"{selected.iloc[i].id} · {selected.iloc[i].modality} · "

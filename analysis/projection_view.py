@@ -1,0 +1,48 @@
+"""The shared-space map as things to look at: the plotly scatter and thumbnails for the selection table."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+
+def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620):
+    """WebGL scatter of `points_table` rows: colour by a column, shape by modality (● image, ◆ text).
+
+    The legend lists the colours only; `custom_data` carries (row, modality) so a selection maps back to items.
+    """
+    import plotly.express as px
+
+    figure = px.scatter(table, x="x", y="y", color=colour, render_mode="webgl", custom_data=["row", "modality"],
+                        hover_data={"x": False, "y": False, "id": True, "category": True, "title": True,
+                                    "modality": True, "outcome": True})
+    figure.for_each_trace(lambda trace: trace.update(marker=dict(
+        size=6, opacity=0.8, symbol=["circle" if m == "image" else "diamond" for m in trace.customdata[:, 1]])))
+    figure.update_layout(height=height, margin=dict(t=10, b=10, l=10, r=10), legend_title_text="", dragmode="lasso",
+                         xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return figure
+
+
+def thumbnail_uris(paths: Sequence[Path | None], size: int = 64) -> list[str | None]:
+    """Small JPEG data URIs of images (None stays None, an unreadable file gives None), for table image columns."""
+    from PIL import Image
+
+    uris: list[str | None] = []
+    for path in paths:
+        if path is None:
+            uris.append(None)
+            continue
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                image.thumbnail((size, size))
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=80)
+        except OSError:
+            uris.append(None)
+            continue
+        uris.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return uris
