@@ -36,6 +36,7 @@ METHODS = [  # (label, Settings fields, side)
     ("IG, 16 steps", {"method": "ig", "n_steps": 16}, "image"),
     ("IG, 32 steps", {"method": "ig", "n_steps": 32}, "image"),
     ("IG, 64 steps", {"method": "ig", "n_steps": 64}, "image"),
+    ("IG, 32 steps, refinement off", {"method": "ig", "n_steps": 32, "refine": False}, "image"),
     ("IG + SmoothGrad (4 x 16 steps)", {"method": "smoothgrad", "n_steps": 16}, "image"),
     ("Occlusion (32 px window, stride 16)", {"method": "occlusion"}, "image"),
     ("text Layer IG, 32 steps (page)", {"n_steps": 32}, "text"),
@@ -218,7 +219,8 @@ def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, f
               f"disk cache: {page['cached']:.2f} s.", "",
               "Our IG spends more gradient evaluations than its nominal steps: a forward-only probe places the "
               "steps where the saturating similarity changes, and segments whose own completeness gap is large "
-              "are halved and redone, within 3 x n_steps (`analysis/attribution.py`). The reference row shows "
+              "are halved and redone, within 3 x n_steps (`analysis/attribution.py`; the page's 'Refine IG' toggle, "
+              "on by default; off = n_steps evaluations). The reference row shows "
               "what evenly spaced steps give on the same pairs. Peak memory is the growth of the resident set "
               "(VmHWM) while the method runs after a warm-up pair; a later row can reuse memory the allocator kept "
               "from an earlier one. IG's is bounded by `internal_batch_size` (16 here).", ""]

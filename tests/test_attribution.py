@@ -70,6 +70,8 @@ def test_segmented_ig_beats_plain_ig_on_the_saturated_path(explainer, test_split
     _, plain = IntegratedGradients(path).attribute(pixels, baselines=black, n_steps=ours.n_steps,
                                                    internal_batch_size=16, return_convergence_delta=True)
     assert abs(ours.delta) < abs(float(plain)) / 3  # same number of gradient evaluations
+    quick = explainer.explain(image, text, Settings(method="ig", n_steps=16, refine=False))
+    assert quick.n_steps <= 20  # refinement off: the steps asked for (segments round up to at least one each)
 
 
 def test_text_attribution_is_complete_and_credits_the_category_word(explainer, test_split, checkpoint):

@@ -28,7 +28,7 @@ for key, value in (("at_direction", url.get("direction")), ("at_query", url.get(
     if value in (DIRECTIONS if key == "at_direction" else ids):
         st.session_state[f"_kept_{key}"] = value
 for key, default in (("at_direction", "i2t"), ("at_query", ids[0]), ("at_result", None), ("at_method", "gradcam"),
-                     ("at_baseline", "black"), ("at_steps", 32), ("at_contrast", url.get("contrast") == "1")):
+                     ("at_baseline", "black"), ("at_steps", 32), ("at_refine", True), ("at_contrast", url.get("contrast") == "1")):
     keep(key, default)
 
 st.title("Why this result?")
@@ -58,19 +58,22 @@ r = row_of[result_id]
 wrong = gallery.labels[r] != gallery.labels[q]
 
 with st.expander("Method and parameters", expanded=False):
-    cols = st.columns(4)
+    cols = st.columns(5)
     method = cols[0].selectbox("Image method", list(IMAGE_METHODS), format_func=IMAGE_METHODS.get, key="at_method",
                                on_change=remember, args=("at_method",))
     baseline = cols[1].selectbox("Baseline (IG, occlusion)", list(BASELINES), format_func=BASELINES.get,
                                  key="at_baseline", on_change=remember, args=("at_baseline",))
     steps = cols[2].select_slider("IG steps", [16, 32, 64, 128], key="at_steps", on_change=remember,
                                   args=("at_steps",), help="Text attributions always use Layer IG with these steps.")
-    contrast = cols[3].toggle("Contrastive (wrong − correct)", key="at_contrast", disabled=not wrong,
+    refine = cols[3].toggle("Refine IG (up to 3× steps)", key="at_refine", on_change=remember, args=("at_refine",),
+                            help="Halve the path segments whose own completeness gap is largest, within 3× the "
+                                 "steps. Off: exactly the steps above, faster, larger gaps.")
+    contrast = cols[4].toggle("Contrastive (wrong − correct)", key="at_contrast", disabled=not wrong,
                               on_change=remember, args=("at_contrast",),
                               help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
                                    "pair), i.e. what pulled the wrong item ahead.")
 st.query_params.update(direction=direction, query=query_id, result=result_id)
-settings = Settings(method=method, baseline=baseline, n_steps=steps)
+settings = Settings(method=method, baseline=baseline, n_steps=steps, refine=refine)
 query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
 result_image, result_text = explainer_items(ids, data.texts, data.image_paths, r)
 if direction == "i2t":
