@@ -161,7 +161,9 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     assert 0 < count < 800
     assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # gap table, selection, per-category counts
     assert page.locator('[data-testid="stPageLink"] a', has_text="retrieval explorer").count() == 1
-    page.screenshot(path=str(ARTIFACTS / "space_selection.png"), full_page=True)
+    heading.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "space_selection.png"))
 
 
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
