@@ -139,7 +139,9 @@ def main() -> None:
     args = parser.parse_args()
     from analysis.projection import ProjectionParams, project
 
-    project(np.random.default_rng(0).random((200, 20)), ProjectionParams())  # warm-up: numba compiles once
+    # warm-up: numba compiles umap's exact path (< 4096 points) and pynndescent's (larger sets) once, before timing
+    for n in (200, 5000):
+        project(np.random.default_rng(0).random((n, 20)), ProjectionParams())
     rows = []
     for n in args.sizes:
         row = time_projection(n)
