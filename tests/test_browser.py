@@ -164,6 +164,11 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     heading.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "space_selection.png"))
+    page.locator('[data-testid="stPageLink"] a', has_text="retrieval explorer").click()  # click-through
+    page.get_by_text("Retrieval explorer").first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"Top 10 (texts|images)")).wait_for(timeout=120_000)
+    _assert_clean(page)
+    assert "retrieval" in page.url and "query=" in page.url
 
 
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):

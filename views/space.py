@@ -88,7 +88,7 @@ st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''
 if selected.empty:
     st.caption("Nothing selected yet: drag a lasso or a box over the map.")
 else:
-    list_col, count_col = st.columns([3, 1])
+    list_col, count_col = st.columns([5, 2])
     shown = selected[["id", "modality", "category", "outcome", "title"]].copy()
     shown.insert(0, "image", thumbnails(tuple(data.image_paths[r] if m == "image" and i < THUMBNAILS else None
                                               for i, (r, m) in enumerate(zip(selected.row, selected.modality)))))
