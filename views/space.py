@@ -27,6 +27,12 @@ def thumbnails(paths: tuple) -> list:
     return thumbnail_uris(paths)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_gap(digest: str, fingerprint: str):
+    """Once per checkpoint and dataset: every lasso selection reruns the page, and the gap needs a k-NN pass."""
+    return modality_gap(gallery.image, gallery.text, gallery.labels, names)
+
+
 st.title("Shared space")
 st.caption("Common representations of the test split, images (●) and texts (◆) in one projection. Drag a lasso "
            "or a box over the map to list the items in it.")
@@ -63,7 +69,7 @@ table = points_table(projection, data.ids, data.texts, gallery.labels, names, re
 
 plot_col, gap_col = st.columns([5, 2])
 with gap_col:
-    gap = modality_gap(gallery.image, gallery.text, gallery.labels, names)
+    gap = cached_gap(ctx.checkpoint.digest, data.fingerprint())
     st.metric("Image–text centroid distance", f"{gap.centroid_distance:.3f}",
               help="Between the centroids of the L2-normalised image and text representations; 0 = no gap.")
     st.metric("Nearest neighbour of the other modality", f"{gap.cross_modal_nn:.0%}",
