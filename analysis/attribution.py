@@ -298,13 +298,13 @@ class PairExplainer:
     """Attributions of pair similarities for one checkpoint (CPU by default; CUDA when given)."""
 
     def __init__(self, checkpoint: Checkpoint, device: str = "cpu", cache_dir: Path | None = None) -> None:
-        from chtn.encoders import cached_image_trunk, cached_text_encoder, image_transform
-        from chtn.pipeline import checkpoint_text_featurizer
+        from chtn.encoders import cached_text_encoder, image_transform
+        from chtn.pipeline import checkpoint_image_trunk, checkpoint_text_featurizer
 
         self.checkpoint, self.device = checkpoint, torch.device(device)
         encoder = checkpoint.config.encoder
         self.model = checkpoint.model.to(self.device).eval()
-        trunk = cached_image_trunk(encoder.image_model, encoder.image_weights or None).to(self.device).eval()
+        trunk = checkpoint_image_trunk(checkpoint).to(self.device).eval()
         self.image_path = ImagePath(trunk, self.model)
         self.featurizer = checkpoint_text_featurizer(checkpoint)
         minilm = cached_text_encoder(encoder.text_model_dir).to(self.device).eval() if encoder.uses_minilm else None

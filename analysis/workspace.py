@@ -118,6 +118,8 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
                              f"{meta['source_fit']['auc']:.2f}; source terms scaled by the relevance)",
         "categories": len(checkpoint.label_names),
         "image encoder": (meta.get("encoders") or {}).get("image", "?"),
+        "image trunk": "frozen (release)" if not config.encoder.finetune_stages else
+                       f"last {config.encoder.finetune_stages} unit(s) fine-tuned with CHTN (deviation)",
         "text encoder": (meta.get("encoders") or {}).get("text", "?"),
         "common representation": f"{config.model.common} ({'release' if config.model.common == 'softmax' else 'deviation'})",
         "widths": f"hidden {config.model.hidden_dim}, shared {config.model.shared_dim}"

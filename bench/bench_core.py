@@ -51,6 +51,18 @@ def load_protocol(cache: FeatureCache) -> dict:
             "cifar_image": cifar_image, "cifar_labels": cifar.label_index, "cifar_names": cifar.label_names}
 
 
+def with_prefix_maps(p: dict, cache: FeatureCache, stages: int) -> dict:
+    """The protocol with every image array replaced by the trunk's prefix maps (fine-tuning cells)."""
+    from chtn.encoders import cached_image_trunk
+    from chtn.features import trunk_prefix_maps
+
+    trunk = cached_image_trunk()
+    cifar = load_source(DATA / "cifar10_source")
+    return {**p, "stages": stages, "feature_dim": p["image"].shape[1],
+            "image": trunk_prefix_maps([DATA / "fashion" / i for i in p["meta"].image], cache, trunk, stages),
+            "cifar_image": trunk_prefix_maps(cifar.image_paths, cache, trunk, stages)}
+
+
 def pick_pairs(p: dict, k: int | None, seed: int) -> np.ndarray:
     """k training pairs per category (seeded), or the whole training split."""
     if k is None:
@@ -99,10 +111,19 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     src = source_for(p, source, pair_rows)
     config = load_config(preset, overrides={**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
     text, tfidf = cell_text_features(p, config, pair_rows)
-    model = dataclasses.replace(config.model, image_dim=p["image"].shape[1], text_dim=text.shape[1],
+    image_dim = p.get("feature_dim", p["image"].shape[1])  # prefix-map protocols keep the pooled width
+    model = dataclasses.replace(config.model, image_dim=image_dim, text_dim=text.shape[1],
                                 num_classes=20, num_source_classes=len(src[2]) if src else 0)
     config = dataclasses.replace(config, model=model)
     inputs = TrainInputs(feature_set(p, pair_rows, text), None, p["types"])
+    stages = config.encoder.finetune_stages
+    if stages:
+        from chtn.encoders import cached_image_trunk
+        from chtn.finetune import TrunkTail
+
+        if p.get("stages") != stages:
+            raise SystemExit(f"fine-tuning cells need the protocol's prefix maps for {stages} stage(s)")
+        inputs.image_tail = TrunkTail(cached_image_trunk(), stages)
     if src:
         inputs.source_image, inputs.source_labels, inputs.source_label_names = src
     started = time.perf_counter()
@@ -110,9 +131,17 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     seconds = time.perf_counter() - started
     from chtn.checkpoint import load_checkpoint
 
-    net = load_checkpoint(result.best_path).model
+    checkpoint = load_checkpoint(result.best_path)
+    net = checkpoint.model
     test = feature_set(p, p["test_rows"], text)
     with torch.inference_mode():
+        if stages:  # the test images' features through the checkpoint's own fine-tuned trunk units
+            from chtn.finetune import TrunkTail
+            from chtn.pipeline import checkpoint_image_trunk
+
+            tail = TrunkTail(checkpoint_image_trunk(checkpoint), stages)
+            test.image = np.concatenate([tail(torch.from_numpy(test.image[i:i + 512])).numpy()
+                                         for i in range(0, len(test.image), 512)])
         img = net.encode_image(torch.from_numpy(test.image)).numpy()
         txt = net.encode_text(torch.from_numpy(test.text)).numpy()
     summary = evaluate_embeddings(img, txt, test.labels, p["types"]).summary()
@@ -183,6 +212,8 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--set", default="{}", help="JSON config overrides, e.g. '{\"train\": {\"epochs\": 20}}'")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--regimes", default="5,20,full", help="comma-separated: pairs per category, or full")
+    parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated subset of {SOURCES}")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "core.json"))
     args = parser.parse_args()
@@ -192,21 +223,26 @@ def main() -> None:
         report["throughput"] = throughput()
         print(json.dumps(report["throughput"]))
     if args.only != "throughput":
-        p = load_protocol(FeatureCache(args.cache_dir))
+        cache = FeatureCache(args.cache_dir)
+        base = load_protocol(cache)
+        stages = report["overrides"].get("encoder", {}).get("finetune_stages", 0)
+        p = with_prefix_maps(base, cache, stages) if stages else base
         print(f"protocol: {len(p['train_rows'])} train / {len(p['test_rows'])} test rows, "
               f"{len(p['outside_rows'])} outside the 20 types, {len(p['cifar_labels'])} CIFAR-10")
         cells = []
         work = ROOT / "bench" / "out" / "runs"
-        for k in (5, 20, None):
+        regimes = [None if r == "full" else int(r) for r in args.regimes.split(",")]
+        sources = args.sources.split(",")
+        for k in regimes:
             for seed in range(args.seeds if k else 1):
-                for source in SOURCES if k else ("none",):
+                for source in sources if k else ("none",):
                     cell = run_cell(p, k, seed, source, args.preset, report["overrides"], work / f"{k}_{seed}_{source}")
                     print(json.dumps(cell))
                     cells.append(cell)
         report["cells"] = cells
         print(render_table(cells))
-        report["cca_full_32"] = round(cca_baseline(p), 4)
-        report["random"] = round(random_baseline(p), 4)
+        report["cca_full_32"] = round(cca_baseline(base), 4)
+        report["random"] = round(random_baseline(base), 4)
         print(f"CCA(32) {report['cca_full_32']}, random {report['random']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

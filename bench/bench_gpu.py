@@ -5,7 +5,8 @@
 1. Image-feature throughput with the project's pipeline (DataLoader decode workers + bf16 trunk), end to
    end on the sample's JPEGs (repeated to --images), next to the trunk alone on in-memory tensors: the
    compute ceiling measured in the same run. A large gap means the input pipeline is the bottleneck.
-2. `python -m chtn train` on the sample with CUDA + bf16 autocast (small and paper presets), timed.
+2. `python -m chtn train` on the sample with CUDA + bf16 autocast (small and paper presets, and small with
+   the trunk's last two units fine-tuned), timed.
 3. The GPU-trained checkpoint loaded on CPU and evaluated there, to prove portability.
 Results are printed and written to OUT/gpu.json. Only sample_data/ is used: ../shared does not travel.
 """
@@ -64,11 +65,13 @@ def throughput(device: torch.device, n_images: int, batch: int, workers: int) ->
             "trunk_only_img_s": round(alone, 1), "pipeline_vs_trunk": round(pipeline / alone, 3)}
 
 
-def train_and_reload(device: str, preset: str, out: Path) -> dict:
+def train_and_reload(device: str, preset: str, out: Path, settings: tuple[str, ...] = ()) -> dict:
     """Train on the sample on `device` (timed, features cached first), then load and evaluate on CPU."""
-    run = out / f"train_{preset}"
+    run = out / "_".join(["train", preset, *(s.split("=")[0].split(".")[-1] for s in settings)])
     command = [sys.executable, "-m", "chtn", "train", "--data", str(PAIRS), "--source", str(SOURCE),
                "--preset", preset, "--out", str(run), "--device", device]
+    for setting in settings:
+        command += ["--set", setting]
     subprocess.run(command + ["--set", "train.epochs=1"], cwd=ROOT, check=True, capture_output=True)  # warm cache
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
@@ -76,7 +79,8 @@ def train_and_reload(device: str, preset: str, out: Path) -> dict:
     evaluation = subprocess.run([sys.executable, "-m", "chtn", "evaluate", "--checkpoint", str(run / "best.safetensors"),
                                  "--data", str(PAIRS), "--device", "cpu"], cwd=ROOT, check=True, capture_output=True,
                                 text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    return {"preset": preset, "device": device, "train_seconds_incl_startup": round(seconds, 1),
+    return {"preset": preset, "settings": list(settings), "device": device,
+            "train_seconds_incl_startup": round(seconds, 1),
             "cpu_reload_evaluation": evaluation.stdout.strip()}
 
 
@@ -95,7 +99,8 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "throughput": throughput(device, args.images, args.batch, args.workers)}
     print(json.dumps(report["throughput"]), flush=True)
-    report["training"] = [train_and_reload(args.device, preset, out) for preset in ("small", "paper")]
+    runs = [("small", ()), ("paper", ()), ("small", ("encoder.finetune_stages=2",))]
+    report["training"] = [train_and_reload(args.device, preset, out, settings) for preset, settings in runs]
     for item in report["training"]:
         print(json.dumps(item), flush=True)
     (out / "gpu.json").write_text(json.dumps(report, indent=2))

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +21,7 @@ import torch
 from chtn import __version__
 from chtn.config import CHTNConfig
 from chtn.errors import CheckpointError, CHTNError
+from chtn.finetune import TRUNK_PREFIX, FineTunedCHTN
 from chtn.model import CHTN, CHTNEnsemble, build_model
 
 FORMAT = "chtn-checkpoint/1"
@@ -46,6 +47,7 @@ class Checkpoint:
     meta: dict[str, Any]
     path: Path
     digest: str  # SHA-256 of the file: the cache key of everything computed from this checkpoint
+    trunk_state: dict[str, torch.Tensor] = field(default_factory=dict)  # fine-tuned trunk units (timm names)
 
     @property
     def label_names(self) -> list[str]:
@@ -66,15 +68,23 @@ class Checkpoint:
                 f"{self.label_names[:5]} ... Pick the checkpoint trained for this dataset.")
 
 
-def save_checkpoint(path: str | Path, model: CHTN | CHTNEnsemble, config: CHTNConfig, meta: dict[str, Any],
-                    tfidf: tuple[list[str], np.ndarray] | None = None) -> Path:
-    """Write weights + metadata atomically (a crash never leaves a half-written best.safetensors)."""
+def save_checkpoint(path: str | Path, model: CHTN | CHTNEnsemble | FineTunedCHTN, config: CHTNConfig,
+                    meta: dict[str, Any], tfidf: tuple[list[str], np.ndarray] | None = None,
+                    trunk_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights + metadata atomically (a crash never leaves a half-written best.safetensors).
+
+    A fine-tuned trunk's units are stored next to CHTN's weights as `trunk.<timm name>` tensors, taken
+    from a `FineTunedCHTN` or passed as `trunk_state` (re-saving a loaded checkpoint).
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
+    if isinstance(model, FineTunedCHTN):
+        model, trunk_state = model.head, model.tail.trunk_state()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors.update({TRUNK_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in (trunk_state or {}).items()})
     # The reserved fields win over `meta`, and load-time extras ("_tfidf_idf") are not re-written, so
     # `save_checkpoint(p, ckpt.model, ckpt.config, ckpt.meta, ckpt.tfidf_state)` re-saves a loaded checkpoint.
     header = {**{k: v for k, v in meta.items() if not k.startswith("_")},
@@ -145,6 +155,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                               f"{config.model.num_classes} categories; the file is damaged or was not written by "
                               "`python -m chtn train`.")
     idf = tensors.pop(TFIDF_IDF_KEY, None)
+    trunk_state = {k[len(TRUNK_PREFIX):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(TRUNK_PREFIX)]}
+    if bool(trunk_state) != (config.encoder.finetune_stages > 0):
+        raise CheckpointError(f"{path.name}: its config says {config.encoder.finetune_stages} fine-tuned trunk "
+                              f"stage(s) but the file holds {len(trunk_state)} trunk tensors; the file is damaged "
+                              "or was edited.")
     vocabulary = meta.get("tfidf_vocabulary")
     if config.encoder.uses_tfidf or vocabulary or idf is not None:
         sizes = (len(vocabulary) if isinstance(vocabulary, list) else None, None if idf is None else idf.numel(),
@@ -164,4 +179,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                               "was edited; re-train or re-download it.") from None
     model.eval()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return Checkpoint(model, config, meta, path, digest)
+    return Checkpoint(model, config, meta, path, digest, trunk_state)

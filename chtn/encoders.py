@@ -105,6 +105,32 @@ class ImageTrunk(nn.Module):
         """Last conv block's feature map (B, C, h, w); Grad-CAM hooks here."""
         return self.net.forward_features(pixels)
 
+    def tail_units(self, stages: int) -> list[str]:
+        """Names (in `self.net`) of the last `stages` units: 1 = the 1x1 head conv (+ its BN), 2 = + the last
+        block stage, ... These are what `encoder.finetune_stages` trains."""
+        if not all(hasattr(self.net, name) for name in ("blocks", "conv_stem", "conv_head", "bn2")):
+            raise CHTNError(f"Fine-tuning the trunk needs a timm EfficientNet/MobileNet-style model (conv_stem, "
+                            f"blocks, conv_head); {self.identity} is not one. Set encoder.finetune_stages to 0.")
+        units = [f"blocks.{i}" for i in range(len(self.net.blocks))] + ["conv_head", "bn2"]
+        if not 1 <= stages <= len(self.net.blocks) + 1:
+            raise CHTNError(f"encoder.finetune_stages must be between 0 and {len(self.net.blocks) + 1} for "
+                            f"{self.identity}, got {stages}.")
+        return units[-(stages + 1):]
+
+    def forward_prefix(self, pixels: torch.Tensor, stages: int) -> torch.Tensor:
+        """The feature map entering the last `stages` units (what fine-tuning caches and trains from)."""
+        self.tail_units(stages)  # validates
+        x = self.net.bn1(self.net.conv_stem(pixels))
+        return self.net.blocks[:len(self.net.blocks) + 1 - stages](x)
+
+    def load_tail(self, state: dict[str, torch.Tensor], tag: str) -> "ImageTrunk":
+        """Replace the tail units' weights with fine-tuned ones (`state` uses `self.net` names)."""
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if unexpected:
+            raise CHTNError(f"Fine-tuned trunk weights do not fit {self.identity}: {unexpected[:3]}.")
+        self.identity = f"{self.identity}+tuned@{tag}"
+        return self
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.forward_features(pixels)
         pooled = self.net.forward_head(fmap, pre_logits=True)

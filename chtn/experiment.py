@@ -28,7 +28,8 @@ def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDat
     and the TF-IDF state (None for transformer text features).
     """
     from chtn.encoders import cached_image_trunk
-    from chtn.features import image_features
+    from chtn.features import image_features, trunk_prefix_maps
+    from chtn.finetune import TrunkTail
 
     train, val = pairs.split("train"), pairs.split("val")
     if len(train) == 0:
@@ -36,8 +37,11 @@ def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDat
     featurizer = TextFeaturizer.fit(config.encoder, train.texts)
     trunk = cached_image_trunk(config.encoder.image_model, config.encoder.image_weights or None)
     workers = config.train.num_workers
+    stages = config.encoder.finetune_stages
 
-    def feats(paths):
+    def feats(paths):  # pooled features of the frozen trunk, or the maps entering the units to fine-tune
+        if stages:
+            return trunk_prefix_maps(paths, cache, trunk, stages, device, num_workers=workers)
         return image_features(paths, cache, trunk, device, num_workers=workers)[0]
 
     train_set = _feature_set(train, featurizer, feats(train.image_paths), cache, device)
@@ -46,7 +50,8 @@ def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDat
                                 num_classes=len(pairs.label_names),
                                 num_source_classes=len(source.label_names) if source is not None else 0)
     config = dataclasses.replace(config, model=model)
-    inputs = TrainInputs(train_set, val_set, list(pairs.label_names))
+    inputs = TrainInputs(train_set, val_set, list(pairs.label_names), image_tail=TrunkTail(trunk, stages) if stages
+                         else None)
     meta: dict[str, Any] = {
         "label_names": list(pairs.label_names),
         "encoders": {"image": trunk.identity, "text": featurizer.identity},

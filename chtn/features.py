@@ -45,7 +45,8 @@ class FeatureCache:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
 
-    def get(self, encoder: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    def get(self, encoder: str, keys: Sequence[str], dtype: type = np.float32) -> dict[str, np.ndarray]:
+        """Cached vectors of `keys` (absent keys are left out); `dtype` must be the one they were put with."""
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
         with self._connect() as db:
@@ -54,13 +55,13 @@ class FeatureCache:
                 marks = ",".join("?" * len(chunk))
                 for key, blob in db.execute(f"SELECT key, vector FROM features WHERE encoder=? AND key IN ({marks})",
                                             [encoder, *chunk]):
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
+                    found[key] = np.frombuffer(blob, dtype=dtype)
         return found
 
-    def put(self, encoder: str, items: dict[str, np.ndarray]) -> None:
+    def put(self, encoder: str, items: dict[str, np.ndarray], dtype: type = np.float32) -> None:
         with self._connect() as db:
             db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
-                           [(encoder, k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()])
+                           [(encoder, k, np.ascontiguousarray(v, dtype=dtype).tobytes()) for k, v in items.items()])
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -84,24 +85,20 @@ def _fill(keys: Sequence[str], cached: dict[str, np.ndarray], dim: int) -> np.nd
     return np.stack([cached[k] for k in keys]).astype(np.float32)
 
 
-def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, device: str | None = None,
-                   batch_size: int = 64, num_workers: int = 2, progress: Progress | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(pooled features (n, d), ImageNet logits (n, 1000)) for image files, from cache or the trunk."""
-    from chtn.encoders import cached_image_trunk
-
-    trunk = trunk or cached_image_trunk()
+def _encode_image_files(paths: Sequence[Path], cache: FeatureCache, identity: str, encode, dim: int,
+                        device: str | None, batch_size: int, num_workers: int, progress: Progress | None,
+                        dtype: type = np.float32) -> np.ndarray:
+    """(n, dim) vectors `encode(pixels)` of image files, from the cache or computed in batches (then cached)."""
     keys = [file_digest(Path(p)) for p in paths]
     if "missing" in keys:
         missing = [str(p) for p, k in zip(paths, keys) if k == "missing"][:3]
         raise CHTNError(f"{keys.count('missing')} image file(s) cannot be read, e.g. {missing}. "
                         "Validate the dataset first (python -m chtn validate).")
-    cached = cache.get(trunk.identity, keys)
+    cached = cache.get(identity, keys, dtype)
     todo = [(p, k) for p, k in zip(paths, keys) if k not in cached]
     todo = list({k: (p, k) for p, k in todo}.values())  # identical files are encoded once
     if todo:
         dev = pick_device(device)
-        model = trunk.to(dev).to(memory_format=torch.channels_last)
         loader = torch.utils.data.DataLoader(
             _ImageFiles([p for p, _ in todo]), batch_size=batch_size, num_workers=num_workers,
             pin_memory=dev.type == "cuda", persistent_workers=False)
@@ -110,19 +107,54 @@ def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, devic
         for batch in loader:
             batch = batch.to(dev, non_blocking=True).to(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                pooled, logits = model(batch)
-            vectors = torch.cat([pooled, logits], 1).float().cpu().numpy()
-            fresh = {todo[done + i][1]: vectors[i] for i in range(len(vectors))}
-            cache.put(trunk.identity, fresh)
+                vectors = encode(batch).float().cpu().numpy()
+            fresh = {todo[done + i][1]: vectors[i].astype(dtype) for i in range(len(vectors))}
+            cache.put(identity, fresh, dtype)
             cached.update(fresh)
             done += len(vectors)
             bar.update(len(vectors))
             if progress:
                 progress(done, len(todo))
         bar.close()
+    if not keys:  # np.stack refuses an empty list
+        return np.zeros((0, dim), dtype)
+    return np.stack([cached[k] for k in keys])
+
+
+def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, device: str | None = None,
+                   batch_size: int = 64, num_workers: int = 2, progress: Progress | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled features (n, d), ImageNet logits (n, 1000)) for image files, from cache or the trunk."""
+    from chtn.encoders import cached_image_trunk
+
+    trunk = trunk or cached_image_trunk()
+    dev = pick_device(device)
+    model = trunk.to(dev).to(memory_format=torch.channels_last)
+    dim = trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000))
+    try:
+        both = _encode_image_files(paths, cache, trunk.identity, lambda x: torch.cat(model(x), 1), dim, device,
+                                   batch_size, num_workers, progress)
+    finally:
         trunk.to("cpu")
-    both = _fill(keys, cached, trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000)))
     return both[:, :trunk.feature_dim], both[:, trunk.feature_dim:]
+
+
+def trunk_prefix_maps(paths: Sequence[Path], cache: FeatureCache, trunk, stages: int, device: str | None = None,
+                      batch_size: int = 64, num_workers: int = 2, progress: Progress | None = None) -> np.ndarray:
+    """(n, C, h, w) float16 feature maps entering the trunk's last `stages` units (inputs of fine-tuning)."""
+    from chtn.encoders import IMAGE_SIZE
+
+    with torch.inference_mode():
+        shape = tuple(trunk.forward_prefix(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), stages).shape[1:])
+    dev = pick_device(device)
+    trunk.to(dev)
+    try:
+        flat = _encode_image_files(paths, cache, f"{trunk.identity}/prefix{stages}",
+                                   lambda x: trunk.forward_prefix(x, stages).flatten(1), int(np.prod(shape)), device,
+                                   batch_size, num_workers, progress, np.float16)
+    finally:
+        trunk.to("cpu")
+    return flat.reshape(len(flat), *shape)
 
 
 def text_key(text: str) -> str:

@@ -10,7 +10,7 @@ import torch
 from chtn.checkpoint import Checkpoint
 from chtn.config import EncoderConfig
 from chtn.data import PairDataset
-from chtn.encoders import TfidfTextEncoder
+from chtn.encoders import ImageTrunk, TfidfTextEncoder, cached_image_trunk
 from chtn.features import FeatureCache, Progress, image_features, transformer_text_features
 
 
@@ -57,6 +57,23 @@ def checkpoint_text_featurizer(checkpoint: Checkpoint) -> TextFeaturizer:
                                                               config.tfidf_ngram))
 
 
+_TUNED_TRUNKS: dict[str, ImageTrunk] = {}
+
+
+def checkpoint_image_trunk(checkpoint: Checkpoint) -> ImageTrunk:
+    """The image trunk a checkpoint's image stream expects: the shared frozen one, or (once per checkpoint)
+    a copy with the checkpoint's fine-tuned last units, whose features are cached under their own identity."""
+    encoder = checkpoint.config.encoder
+    if not checkpoint.trunk_state:
+        return cached_image_trunk(encoder.image_model, encoder.image_weights or None)
+    if checkpoint.digest not in _TUNED_TRUNKS:
+        if len(_TUNED_TRUNKS) >= 4:  # a trunk is ~20 MB; a review compares a few checkpoints at most
+            _TUNED_TRUNKS.pop(next(iter(_TUNED_TRUNKS)))
+        trunk = ImageTrunk(encoder.image_model, encoder.image_weights or None)
+        _TUNED_TRUNKS[checkpoint.digest] = trunk.load_tail(checkpoint.trunk_state, checkpoint.digest)
+    return _TUNED_TRUNKS[checkpoint.digest]
+
+
 class Embedder:
     """Common-space embeddings of images and texts for one checkpoint."""
 
@@ -70,12 +87,9 @@ class Embedder:
         return np.concatenate(parts) if parts else np.zeros((0, self.checkpoint.config.model.num_classes), np.float32)
 
     def image_features(self, paths: Sequence[Path], progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(trunk features, ImageNet logits) of image files."""
-        encoder = self.checkpoint.config.encoder
-        from chtn.encoders import cached_image_trunk
-
-        trunk = cached_image_trunk(encoder.image_model, encoder.image_weights or None)
-        return image_features(paths, self.cache, trunk, self.device, progress=progress)
+        """(trunk features, ImageNet logits) of image files, through the checkpoint's (possibly fine-tuned) trunk."""
+        return image_features(paths, self.cache, checkpoint_image_trunk(self.checkpoint), self.device,
+                              progress=progress)
 
     def embed_images(self, paths: Sequence[Path], progress: Progress | None = None) -> np.ndarray:
         return self._project(self.image_features(paths, progress)[0], self.checkpoint.model.encode_image)

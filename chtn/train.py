@@ -1,7 +1,9 @@
 """Training loop for CHTN on cached frozen-encoder features.
 
-The image trunk is frozen (as the release freezes its conv layers), so training on its cached
-features is exactly training the network, at a fraction of the cost. Runs on CUDA with bf16
+The image trunk is frozen by default (as the release freezes its conv layers), so training on its
+cached features is exactly training the network, at a fraction of the cost. With
+`encoder.finetune_stages` the inputs are the cached maps entering the trunk's last units instead, and
+those units train with the network (chtn/finetune.py). Runs on CUDA with bf16
 autocast when present, on CPU otherwise, and under `torchrun` as PyTorch DDP (NCCL on GPUs,
 gloo on CPUs): every rank draws the same seeded global batch and trains on its slice of it.
 """
@@ -24,6 +26,7 @@ from chtn.checkpoint import save_checkpoint
 from chtn.config import CHTNConfig
 from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
+from chtn.finetune import FineTunedCHTN, TrunkTail
 from chtn.losses import ensemble_loss
 from chtn.model import CHTN, CHTNEnsemble, build_model
 
@@ -45,6 +48,8 @@ class TrainInputs:
     source_image: np.ndarray | None = None
     source_labels: np.ndarray | None = None
     source_label_names: list[str] = field(default_factory=list)
+    image_tail: TrunkTail | None = None  # set when the trunk's last units train too: every image array above
+                                         # then holds the trunk's prefix feature maps (chtn/finetune.py)
 
 
 @dataclass
@@ -68,12 +73,19 @@ def distributed_context() -> tuple[int, int]:
 
 
 def build_optimizer(model: nn.Module, config: CHTNConfig) -> torch.optim.Optimizer:
-    """Weights get weight decay; biases and norm parameters get lr x bias_lr_mult and no decay (release)."""
+    """Weights get weight decay; biases and norm parameters get lr x bias_lr_mult and no decay (release).
+
+    Fine-tuned trunk units (`tail.*`) learn at lr x trunk_lr_mult, so the pretrained filters move slowly.
+    """
     t = config.train
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "lr": t.lr, "weight_decay": t.weight_decay},
-              {"params": no_decay, "lr": t.lr * t.bias_lr_mult, "weight_decay": 0.0}]
+    groups = []
+    for in_trunk in (False, True):
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith("tail.") == in_trunk]
+        lr = t.lr * (t.trunk_lr_mult if in_trunk else 1.0)
+        if named:
+            groups += [{"params": [p for _, p in named if p.ndim > 1], "lr": lr, "weight_decay": t.weight_decay},
+                       {"params": [p for _, p in named if p.ndim <= 1], "lr": lr * t.bias_lr_mult,
+                        "weight_decay": 0.0}]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
     return torch.optim.AdamW(groups, lr=t.lr)
@@ -87,11 +99,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: CHTNConfig, total_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
 
 
+@torch.no_grad()
+def pooled_features(inputs: TrainInputs, images: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Trunk features of an image array of `inputs` (prefix maps go through the tail as it is now)."""
+    if inputs.image_tail is None:
+        return images
+    return np.concatenate([inputs.image_tail(torch.from_numpy(images[i:i + batch])).numpy()
+                           for i in range(0, len(images), batch)])
+
+
 def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> tuple[float, dict[str, float]]:
     """Scale for the source terms (the source's domain relevance) and the record kept in the checkpoint."""
     from chtn.domain import source_domain_fit
 
-    fit = source_domain_fit(inputs.source_image, inputs.train.image, seed=seed)
+    fit = source_domain_fit(pooled_features(inputs, inputs.source_image), pooled_features(inputs, inputs.train.image),
+                            seed=seed)
     log(f"source domain fit: a classifier tells source from target images with AUC {fit.auc:.3f}; "
         f"source terms scaled by {fit.relevance:.3f}")
     return fit.relevance, {"auc": round(fit.auc, 4), "relevance": round(fit.relevance, 4)}
@@ -105,10 +127,15 @@ def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> 
 
 
 @torch.inference_mode()
-def validation_map(model: CHTN | CHTNEnsemble, val: FeatureSet, label_names: list[str], device: torch.device) -> dict[str, float]:
+def validation_map(model: CHTN | CHTNEnsemble | FineTunedCHTN, val: FeatureSet, label_names: list[str],
+                   device: torch.device, batch: int = 512) -> dict[str, float]:
     model.eval()
-    image = model.encode_image(torch.from_numpy(val.image).to(device)).float().cpu().numpy()
-    text = model.encode_text(torch.from_numpy(val.text).to(device)).float().cpu().numpy()
+
+    def encode(encoder, array: np.ndarray) -> np.ndarray:  # in batches: a tail's activations are large
+        return np.concatenate([encoder(torch.from_numpy(array[i:i + batch]).to(device)).float().cpu().numpy()
+                               for i in range(0, len(array), batch)])
+
+    image, text = encode(model.encode_image, val.image), encode(model.encode_text, val.text)
     summary = evaluate_embeddings(image, text, val.labels, label_names).summary()
     return {k: summary[k] for k in ("map_i2t", "map_t2i", "map_mean")}
 
@@ -130,7 +157,10 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
 
     n = len(inputs.train.labels)
     steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
-    model = build_model(config.model).to(dev)
+    model = build_model(config.model)
+    if inputs.image_tail is not None:
+        model = FineTunedCHTN(model, inputs.image_tail)
+    model = model.to(dev)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, t.epochs * steps)
