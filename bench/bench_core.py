@@ -225,7 +225,7 @@ def main() -> None:
     if args.only != "throughput":
         cache = FeatureCache(args.cache_dir)
         base = load_protocol(cache)
-        stages = report["overrides"].get("encoder", {}).get("finetune_stages", 0)
+        stages = load_config(args.preset, overrides=report["overrides"]).encoder.finetune_stages
         p = with_prefix_maps(base, cache, stages) if stages else base
         print(f"protocol: {len(p['train_rows'])} train / {len(p['test_rows'])} test rows, "
               f"{len(p['outside_rows'])} outside the 20 types, {len(p['cifar_labels'])} CIFAR-10")

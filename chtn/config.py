@@ -171,6 +171,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 # The benchmark preset (docs/benchmarks.md): 3x the training time and ~8x the checkpoint size of `small`.
 PRESETS["ensemble"] = _merge(PRESETS["small"], {"model": {"hidden_dim": 512, "shared_dim": 512, "ensemble": 3},
                                                 "train": {"lr_schedule": "cosine"}})
+# `ensemble` with the trunk's 1x1 head conv trained too, at the full learning rate (chtn/finetune.py).
+# Lifts the full split past its floor (docs/benchmarks.md); ~3x the training time of `ensemble` on a CPU.
+PRESETS["finetune"] = _merge(PRESETS["ensemble"], {"encoder": {"finetune_stages": 1},
+                                                   "train": {"trunk_lr_mult": 1.0}})
 
 
 def load_config(preset: str = "small", path: str | Path | None = None,
