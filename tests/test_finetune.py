@@ -148,3 +148,14 @@ def test_trunk_tensors_must_match_the_config(tuned, tmp_path):
                                checkpoint.meta, checkpoint.tfidf_state)
     with pytest.raises(CheckpointError, match="fine-tuned trunk"):
         load_checkpoint(stripped)
+
+
+def test_finetune_preset_is_the_ensemble_preset_plus_a_trained_head():
+    import dataclasses
+
+    ensemble, finetune = load_config("ensemble"), load_config("finetune")
+    assert ensemble.encoder.finetune_stages == 0 and finetune.encoder.finetune_stages == 1
+    assert finetune.train.trunk_lr_mult == 1.0 and finetune.model.ensemble == 3
+    same = dataclasses.replace(finetune, encoder=ensemble.encoder,
+                               train=dataclasses.replace(finetune.train, trunk_lr_mult=ensemble.train.trunk_lr_mult))
+    assert same == ensemble
