@@ -27,7 +27,10 @@ sys.path.insert(0, str(ROOT))
 from chtn.config import load_config  # noqa: E402
 from chtn.data import load_source, stratified_split  # noqa: E402
 from chtn.evaluate import evaluate_embeddings  # noqa: E402
-from chtn.features import FeatureCache, image_features, transformer_text_features  # noqa: E402
+from chtn.encoders import cached_image_trunk  # noqa: E402
+from chtn.features import FeatureCache, image_features, transformer_text_features, trunk_prefix_maps  # noqa: E402
+from chtn.finetune import TrunkTail  # noqa: E402
+from chtn.pipeline import checkpoint_image_trunk  # noqa: E402
 from chtn.train import FeatureSet, TrainInputs, train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -53,8 +56,6 @@ def load_protocol(cache: FeatureCache) -> dict:
 
 def with_prefix_maps(p: dict, cache: FeatureCache, stages: int) -> dict:
     """The protocol with every image array replaced by the trunk's prefix maps (fine-tuning cells)."""
-    from chtn.encoders import cached_image_trunk
-    from chtn.features import trunk_prefix_maps
 
     trunk = cached_image_trunk()
     cifar = load_source(DATA / "cifar10_source")
@@ -118,9 +119,6 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     inputs = TrainInputs(feature_set(p, pair_rows, text), None, p["types"])
     stages = config.encoder.finetune_stages
     if stages:
-        from chtn.encoders import cached_image_trunk
-        from chtn.finetune import TrunkTail
-
         if p.get("stages") != stages:
             raise SystemExit(f"fine-tuning cells need the protocol's prefix maps for {stages} stage(s)")
         inputs.image_tail = TrunkTail(cached_image_trunk(), stages)
@@ -136,12 +134,7 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     test = feature_set(p, p["test_rows"], text)
     with torch.inference_mode():
         if stages:  # the test images' features through the checkpoint's own fine-tuned trunk units
-            from chtn.finetune import TrunkTail
-            from chtn.pipeline import checkpoint_image_trunk
-
-            tail = TrunkTail(checkpoint_image_trunk(checkpoint), stages)
-            test.image = np.concatenate([tail(torch.from_numpy(test.image[i:i + 512])).numpy()
-                                         for i in range(0, len(test.image), 512)])
+            test.image = TrunkTail(checkpoint_image_trunk(checkpoint), stages).pool_maps(test.image)
         img = net.encode_image(torch.from_numpy(test.image)).numpy()
         txt = net.encode_text(torch.from_numpy(test.text)).numpy()
     summary = evaluate_embeddings(img, txt, test.labels, p["types"]).summary()
@@ -169,7 +162,7 @@ def throughput(n: int = 384) -> dict:
     """Cold extraction img/s: our batched DataLoader pipeline vs a plain one-image-at-a-time loop."""
     import tempfile
 
-    from chtn.encoders import cached_image_trunk, image_transform
+    from chtn.encoders import image_transform
     from chtn.images import open_rgb
 
     meta = pd.read_csv(DATA / "fashion" / "metadata.csv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +44,11 @@ class TrunkTail(nn.Module):
         for unit in self.units:
             x = unit(x)
         return self.pool(x)
+
+    @torch.no_grad()
+    def pool_maps(self, maps: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Pooled features (n, d) of cached prefix maps, in batches (the units' activations are large)."""
+        return np.concatenate([self(torch.from_numpy(maps[i:i + batch])).numpy() for i in range(0, len(maps), batch)])
 
     def trunk_state(self) -> dict[str, torch.Tensor]:
         """The tail's weights under the trunk's own names (what `ImageTrunk.load_tail` takes)."""

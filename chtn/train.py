@@ -99,13 +99,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: CHTNConfig, total_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
 
 
-@torch.no_grad()
-def pooled_features(inputs: TrainInputs, images: np.ndarray, batch: int = 512) -> np.ndarray:
+def pooled_features(inputs: TrainInputs, images: np.ndarray) -> np.ndarray:
     """Trunk features of an image array of `inputs` (prefix maps go through the tail as it is now)."""
-    if inputs.image_tail is None:
-        return images
-    return np.concatenate([inputs.image_tail(torch.from_numpy(images[i:i + batch])).numpy()
-                           for i in range(0, len(images), batch)])
+    return images if inputs.image_tail is None else inputs.image_tail.pool_maps(images)
 
 
 def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> tuple[float, dict[str, float]]:
