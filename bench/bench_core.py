@@ -28,7 +28,8 @@ from chtn.config import load_config  # noqa: E402
 from chtn.data import load_source, stratified_split  # noqa: E402
 from chtn.evaluate import evaluate_embeddings  # noqa: E402
 from chtn.encoders import cached_image_trunk  # noqa: E402
-from chtn.features import FeatureCache, image_features, transformer_text_features, trunk_prefix_maps  # noqa: E402
+from chtn.features import (FeatureCache, image_features, transformer_text_features,  # noqa: E402
+                           trunk_prefix_maps)
 from chtn.finetune import TrunkTail  # noqa: E402
 from chtn.pipeline import checkpoint_image_trunk  # noqa: E402
 from chtn.train import FeatureSet, TrainInputs, train  # noqa: E402
@@ -56,7 +57,6 @@ def load_protocol(cache: FeatureCache) -> dict:
 
 def with_prefix_maps(p: dict, cache: FeatureCache, stages: int) -> dict:
     """The protocol with every image array replaced by the trunk's prefix maps (fine-tuning cells)."""
-
     trunk = cached_image_trunk()
     cifar = load_source(DATA / "cifar10_source")
     return {**p, "stages": stages, "feature_dim": p["image"].shape[1],
