@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from analysis.attribution import Attribution
+from analysis.attribution_types import Attribution
 from analysis.text_spans import Word
 
 

@@ -6,6 +6,8 @@ hash and the dataset's fingerprint, so a second open of the same checkpoint reco
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,6 +19,7 @@ from chtn.data import PairDataset, load_pairs, validate_pairs
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, evaluate_embeddings
 from chtn.features import FeatureCache, default_cache_dir
+from chtn.tower import create_tower
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = ROOT / "sample_data" / "fashion" / "pairs.csv"
@@ -28,14 +31,21 @@ SAMPLE_CHECKPOINTS = {
 DEFAULT_CHECKPOINT = "chtn_fashion_source"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gallery:
-    """One split's pairs with their common-space embeddings (row i of image and text is pair i)."""
+    """One split's pairs with their common-space embeddings (row i of image and text is pair i).
+
+    Shared by every dashboard session, so its arrays are read-only.
+    """
 
     data: PairDataset
     image: np.ndarray  # (n, d) common representation of images
     text: np.ndarray   # (n, d) common representation of texts
     labels: np.ndarray  # (n,) class index into the checkpoint's label names
+
+    def __post_init__(self) -> None:
+        for array in (self.image, self.text, self.labels):
+            array.flags.writeable = False
 
     def __len__(self) -> int:
         return len(self.data)
@@ -72,24 +82,32 @@ def open_dataset(path: str | Path, checkpoint: Checkpoint) -> PairDataset:
     return data
 
 
+def _embeddings_file(checkpoint: Checkpoint, part: PairDataset, cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "embeddings" / f"{checkpoint.digest}_{part.fingerprint()}.npz"
+
+
+def split_is_embedded(checkpoint: Checkpoint, data: PairDataset, split: str = "test",
+                      cache_dir: Path | None = None) -> bool:
+    """Whether `embed_split` will read this split from the disk cache (no encoder work, no progress to show)."""
+    return _embeddings_file(checkpoint, data.split(split), cache_dir).exists()
+
+
 def embed_split(checkpoint: Checkpoint, data: PairDataset, split: str = "test",
                 progress: Callable[[int, int], None] | None = None, cache_dir: Path | None = None) -> Gallery:
     """Embeddings of one split, read from the on-disk cache or computed once and stored there."""
-    from chtn.pipeline import Embedder
-
     part = data.split(split)
     if len(part) == 0:
         raise CHTNError(f"The dataset has no '{split}' rows to explore.")
-    folder = (cache_dir or default_cache_dir()) / "embeddings"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{checkpoint.digest}_{part.fingerprint()}.npz"
+    path = _embeddings_file(checkpoint, part, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         stored = np.load(path)
         return Gallery(part, stored["image"], stored["text"], part.label_index)
-    image, text = Embedder(checkpoint, FeatureCache(cache_dir)).embed_pairs(part, progress)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, image=image, text=text)
-    tmp.replace(path)
+    image, text = create_tower(checkpoint).embed_pairs(part, FeatureCache(cache_dir), progress)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
+    with os.fdopen(handle, "wb") as file:
+        np.savez(file, image=image, text=text)
+    Path(tmp).replace(path)
     return Gallery(part, image, text, part.label_index)
 
 

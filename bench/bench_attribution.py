@@ -58,26 +58,21 @@ def baseline_passes(explainer, image, text, repeats: int = 10) -> dict[str, floa
     """Median seconds of one forward+backward through the whole image path and the whole text path."""
     import torch
 
-    from analysis.attribution import _Similarity
+    from analysis.pair_objective import anchors, combine, cosine_terms
 
-    path = explainer.image_path
-    path.similarity = _Similarity(explainer.embed(text)[0], None)
-    pixels = explainer.pixels(image)
-    ids, tfidf, mask, _ = explainer.text_inputs(text.value)
-    tpath = explainer.text_path
-    tpath.similarity = _Similarity(explainer.embed(image)[0], None)
+    tower = explainer.tower
+    pixels = tower.pixels(image.value)
+    inputs = tower.text.inputs(text.value)
+    text_anchor, image_anchor = anchors(explainer.embed(text)[0]), anchors(explainer.embed(image)[0])
 
     def image_pass() -> None:
         x = pixels.clone().requires_grad_(True)
-        torch.autograd.grad(path(x).sum(), x)
+        torch.autograd.grad(combine(cosine_terms(tower.encode_image(x), text_anchor)).sum(), x)
 
     def text_pass() -> None:
-        emb = tpath.minilm.net.embeddings.word_embeddings
-        out = {}
-        handle = emb.register_forward_hook(lambda m, i, o: out.setdefault("e", o.detach().requires_grad_()))
-        value = tpath(ids, tfidf, mask).sum()
-        handle.remove()
-        torch.autograd.grad(value, out["e"])
+        words = tower.text.word_embeddings(inputs.input_ids).detach().requires_grad_()
+        z = tower.encode_text(words, inputs.attention_mask, inputs.tfidf)
+        torch.autograd.grad(combine(cosine_terms(z, image_anchor)).sum(), words)
 
     result = {}
     for name, fn in (("image", image_pass), ("text", text_pass)):
@@ -92,7 +87,8 @@ def baseline_passes(explainer, image, text, repeats: int = 10) -> dict[str, floa
 
 
 def method_rows(checkpoint, pairs, passes: dict[str, float]) -> list[dict]:
-    from analysis.attribution import PairExplainer, Settings
+    from analysis.attribution import PairExplainer
+    from analysis.attribution_types import Settings
 
     rows = []
     for label, fields, side in METHODS:
@@ -122,21 +118,24 @@ def plain_captum_row(checkpoint, pairs, passes: dict[str, float], n_steps: int =
     import torch
     from captum.attr import IntegratedGradients
 
-    from analysis.attribution import PairExplainer, _Similarity
+    from analysis.attribution import PairExplainer
+    from analysis.pair_objective import ImageObjective, anchors
 
     explainer = PairExplainer(checkpoint, cache_dir=Path(tempfile.mkdtemp(prefix="bench-attr-")))
-    path = explainer.image_path
+    objective = ImageObjective(explainer.tower)
     seconds, gaps = [], []
     for image, text in pairs[1:]:
-        path.similarity = _Similarity(explainer.embed(text)[0], None)
-        pixels = explainer.pixels(image)
+        anchor = anchors(explainer.embed(text)[0])
+        pixels = explainer.tower.pixels(image.value)
         black = torch.full_like(pixels, -1.0)
         started = time.perf_counter()
-        _, delta = IntegratedGradients(path).attribute(pixels, baselines=black, n_steps=n_steps,
-                                                       internal_batch_size=16, return_convergence_delta=True)
+        _, delta = IntegratedGradients(objective).attribute(pixels, baselines=black, additional_forward_args=(anchor,),
+                                                            n_steps=n_steps, internal_batch_size=16,
+                                                            return_convergence_delta=True)
         seconds.append(time.perf_counter() - started)
         with torch.no_grad():
-            gaps.append(abs(float(delta)) / max(abs(float(path(pixels) - path(black))), 1e-3))
+            f_gap = float(objective(pixels, anchor) - objective(black, anchor))
+        gaps.append(abs(float(delta)) / max(abs(f_gap), 1e-3))
     latency = statistics.median(seconds)
     print(f"{'Captum IG, uniform 32 steps':40s} {latency:7.3f} s  {latency / passes['image']:6.1f} passes", flush=True)
     return {"method": f"reference: Captum IG, {n_steps} evenly spaced steps", "seconds": latency,
@@ -219,7 +218,7 @@ def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, f
               f"disk cache: {page['cached']:.2f} s.", "",
               "Our IG spends more gradient evaluations than its nominal steps: a forward-only probe places the "
               "steps where the saturating similarity changes, and segments whose own completeness gap is large "
-              "are halved and redone, within 3 x n_steps (`analysis/attribution.py`; the page's 'Refine IG' toggle, "
+              "are halved and redone, within 3 x n_steps (`analysis/ig_quadrature.py`; the page's 'Refine IG' toggle, "
               "on by default; off = n_steps evaluations). The reference row shows "
               "what evenly spaced steps give on the same pairs. Peak memory is the growth of the resident set "
               "(VmHWM) while the method runs after a warm-up pair; a later row can reuse memory the allocator kept "

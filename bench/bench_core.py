@@ -31,7 +31,7 @@ from chtn.encoders import cached_image_trunk  # noqa: E402
 from chtn.features import (FeatureCache, image_features, transformer_text_features,  # noqa: E402
                            trunk_prefix_maps)
 from chtn.finetune import TrunkTail  # noqa: E402
-from chtn.pipeline import checkpoint_image_trunk  # noqa: E402
+from chtn.tower import TextEncoder, create_tower  # noqa: E402
 from chtn.train import FeatureSet, TrainInputs, train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -95,10 +95,8 @@ def feature_set(p: dict, rows: np.ndarray, text: np.ndarray | None = None) -> Fe
 
 def cell_text_features(p: dict, config, pair_rows: np.ndarray) -> tuple[np.ndarray, tuple | None]:
     """Text features of every fashion row as the config asks, with TF-IDF fitted on the cell's pairs only."""
-    from chtn.pipeline import TextFeaturizer
-
     texts = p["meta"].productDisplayName.tolist()
-    featurizer = TextFeaturizer.fit(config.encoder, [texts[i] for i in pair_rows])
+    featurizer = TextEncoder.fit(config.encoder, [texts[i] for i in pair_rows])
     parts = [p["text"]] if config.encoder.uses_minilm else []
     if featurizer.tfidf is None:
         return np.hstack(parts), None
@@ -129,14 +127,11 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     seconds = time.perf_counter() - started
     from chtn.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(result.best_path)
-    net = checkpoint.model
+    tower = create_tower(load_checkpoint(result.best_path), "cpu")
     test = feature_set(p, p["test_rows"], text)
-    with torch.inference_mode():
-        if stages:  # the test images' features through the checkpoint's own fine-tuned trunk units
-            test.image = TrunkTail(checkpoint_image_trunk(checkpoint), stages).pool_maps(test.image)
-        img = net.encode_image(torch.from_numpy(test.image)).numpy()
-        txt = net.encode_text(torch.from_numpy(test.text)).numpy()
+    if stages:  # the test images' features through the checkpoint's own fine-tuned trunk units
+        test.image = TrunkTail(tower.trunk, stages).pool_maps(test.image)
+    img, txt = tower.embed_image_features(test.image), tower.embed_text_features(test.text)
     summary = evaluate_embeddings(img, txt, test.labels, p["types"]).summary()
     return {"k": k or "full", "seed": seed, "source": source, "train_seconds": round(seconds, 2),
             **{key: round(summary[key], 4) for key in ("map_i2t", "map_t2i", "map_mean")}}

@@ -38,9 +38,13 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Checkpoint:
-    """A loaded checkpoint: the model (eval mode, CPU), its config and its metadata."""
+    """A loaded checkpoint: the model (eval mode, frozen, CPU), its config and its metadata.
+
+    Equal (and hashed) by content digest: two loads of the same file are the same checkpoint, so caches
+    of things computed from it (`chtn.tower.create_tower`) are keyed by what it is, not by the object.
+    """
 
     model: CHTN | CHTNEnsemble
     config: CHTNConfig
@@ -57,6 +61,12 @@ class Checkpoint:
     def tfidf_state(self) -> tuple[list[str], np.ndarray] | None:
         vocabulary = self.meta.get("tfidf_vocabulary")
         return (vocabulary, self.meta["_tfidf_idf"]) if vocabulary else None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Checkpoint) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
 
     def check_labels(self, labels: Sequence[str]) -> None:
         """Refuse data whose categories the model cannot output."""
@@ -177,6 +187,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         details = lines[0] if len(lines) == 1 else lines[1] + (f"; and {len(lines) - 2} more" if len(lines) > 2 else "")
         raise CheckpointError(f"{path.name}: weights do not match its config ({details}). The file is damaged or "
                               "was edited; re-train or re-download it.") from None
-    model.eval()
+    model.eval().requires_grad_(False)  # inference only; shared read-only by every dashboard session
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Checkpoint(model, config, meta, path, digest, trunk_state)

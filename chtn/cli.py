@@ -74,14 +74,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from chtn.checkpoint import load_checkpoint
     from chtn.evaluate import evaluate_embeddings
     from chtn.features import FeatureCache
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
     pairs, _ = _load_valid_data(args, checkpoint.label_names)
     data = pairs.split(args.split)
     if len(data) == 0:
         raise CHTNError(f"{args.data} has no rows with split {args.split!r}.")
-    image, text = Embedder(checkpoint, FeatureCache(args.cache_dir), args.device).embed_pairs(data)
+    image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
     report = evaluate_embeddings(image, text, data.label_index, checkpoint.label_names, at_k=args.at_k)
     summary = report.summary()
     print(f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "
@@ -100,12 +100,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from chtn.checkpoint import load_checkpoint
     from chtn.features import FeatureCache
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
     pairs, _ = _load_valid_data(args, checkpoint.label_names)
     data = pairs.split(args.split) if args.split != "all" else pairs
-    image, text = Embedder(checkpoint, FeatureCache(args.cache_dir), args.device).embed_pairs(data)
+    image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
     np.savez_compressed(args.out, ids=np.array(data.ids), labels=np.array(data.labels), image=image, text=text)
     print(f"wrote {len(data)} image and text embeddings ({image.shape[1]}-d) to {args.out}")
     return 0
@@ -117,7 +117,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from analysis.workspace import embed_split, open_dataset
     from chtn.checkpoint import load_checkpoint
     from chtn.features import FeatureCache
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
     gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split,
@@ -126,7 +126,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.category) - set(names))
     if unknown:
         raise CHTNError(f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; this checkpoint knows {names}.")
-    embedder = Embedder(checkpoint, FeatureCache(args.cache_dir), args.device)
+    tower, cache = create_tower(checkpoint, args.device), FeatureCache(args.cache_dir)
     label = row = None
     if args.query_id is not None:
         if args.query_id not in gallery.data.ids:
@@ -137,12 +137,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif args.text is not None:
         if not args.text.strip():
             raise CHTNError("The query text is empty; give some words to search the images with.")
-        direction, query = "t2i", embedder.embed_texts([args.text])[0]
+        direction, query = "t2i", tower.embed_texts([args.text], cache)[0]
     else:
         from chtn.images import open_rgb
 
         open_rgb(args.image)  # a clear message for a missing or non-image file
-        direction, query = "i2t", embedder.embed_images([Path(args.image)])[0]
+        direction, query = "i2t", tower.embed_images([Path(args.image)], cache)[0]
     view = retrieve(gallery, direction, query, args.k, names, args.category, label, row)
     columns = ["rank", "id", "score", "category"] + (["relevant"] if label is not None else []) + ["text"]
     print(view.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

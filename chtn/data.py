@@ -6,6 +6,7 @@ fixes their order (and so the index of each class in the model's outputs).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import html
 import json
@@ -92,22 +93,19 @@ class SourceDataset:
         return digest.hexdigest()[:16]
 
 
-_DIGESTS: dict[tuple[str, float, int], str] = {}
-
-
 def file_digest(path: Path) -> str:
     """SHA-1 of a file's bytes (memoised on path, mtime and size); "missing" if it cannot be read."""
     try:
         stat = path.stat()
-    except OSError:
+        return _sha1_of_file(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # missing, a directory, or no permission to read (never memoised)
         return "missing"
-    key = (str(path), stat.st_mtime, stat.st_size)
-    if key not in _DIGESTS:
-        try:
-            _DIGESTS[key] = hashlib.sha1(path.read_bytes()).hexdigest()
-        except OSError:  # a directory, or no permission to read
-            return "missing"
-    return _DIGESTS[key]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sha1_of_file(path: str, mtime_ns: int, size: int) -> str:
+    """Keyed by mtime and size too, so a changed file is read again (lru_cache is thread-safe)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:

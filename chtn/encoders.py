@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -131,9 +132,12 @@ class ImageTrunk(nn.Module):
         self.identity = f"{self.identity}+tuned@{tag}"
         return self
 
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, feature_dim) of a feature map: what CHTN's image streams read."""
+        return self.net.forward_head(feature_map, pre_logits=True)
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.forward_features(pixels)
-        pooled = self.net.forward_head(fmap, pre_logits=True)
+        pooled = self.pool(self.forward_features(pixels))
         return pooled, self.net.get_classifier()(pooled)
 
 
@@ -185,14 +189,24 @@ class TransformerTextEncoder(nn.Module):
         if weights is None:
             raise CHTNError(f"No transformers model in {folder} (model.safetensors or pytorch_model.bin expected).")
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        # A fast tokenizer is not safe to call from several threads at once: each call sets its
+        # padding/truncation on the shared Rust object, which then refuses a concurrent borrow
+        # ("RuntimeError: Already borrowed"). The dashboard's sessions share one encoder, so calls queue here.
+        self._tokenizer_lock = threading.Lock()
         self.net = AutoModel.from_pretrained(str(folder), local_files_only=True)
         self.identity = f"{folder.name}@{_digest(weights)}"
         self.feature_dim = int(self.net.config.hidden_size)
         self.eval().requires_grad_(False)
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+    def tokenize(self, texts: Sequence[str], offsets: bool = False) -> dict[str, torch.Tensor]:
+        """Word-piece ids and attention mask of a batch (padded); with `offsets`, each piece's character span."""
+        with self._tokenizer_lock:
+            return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                  return_offsets_mapping=offsets, return_tensors="pt")
+
+    def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word-piece embeddings MiniLM adds positions to (where text attributions enter)."""
+        return self.net.embeddings.word_embeddings(input_ids)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -260,12 +274,22 @@ class TfidfTextEncoder:
         return self.vectorizer.transform(list(texts)).toarray().astype(np.float32)
 
 
-@functools.lru_cache(maxsize=4)
-def cached_image_trunk(model_name: str = "tf_efficientnet_lite0", weights: str | None = None) -> ImageTrunk:
-    """One trunk per process (it is ~5M frozen parameters; building it twice wastes a second)."""
-    return ImageTrunk(model_name, weights)
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU for a module without parameters)."""
+    return next(module.parameters(), torch.zeros(0)).device
 
 
-@functools.lru_cache(maxsize=4)
-def cached_text_encoder(model_dir: str = "") -> TransformerTextEncoder:
-    return TransformerTextEncoder(model_dir or None)
+@functools.lru_cache(maxsize=8)
+def cached_image_trunk(model_name: str = "tf_efficientnet_lite0", weights: str | None = None,
+                       device: str = "cpu") -> ImageTrunk:
+    """One frozen trunk per process and device (~5M parameters; building it twice wastes a second).
+
+    Shared by every caller, so it is never moved: another device gets its own copy from this cache.
+    """
+    return ImageTrunk(model_name, weights).to(device).to(memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_text_encoder(model_dir: str = "", device: str = "cpu") -> TransformerTextEncoder:
+    """One frozen MiniLM per process and device, shared and never moved (see `cached_image_trunk`)."""
+    return TransformerTextEncoder(model_dir or None).to(device)

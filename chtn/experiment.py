@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -10,13 +10,14 @@ from chtn.config import CHTNConfig
 from chtn.data import PairDataset, SourceDataset
 from chtn.errors import CHTNError
 from chtn.features import FeatureCache
-from chtn.pipeline import TextFeaturizer
 from chtn.train import FeatureSet, TrainInputs
 
+if TYPE_CHECKING:
+    from chtn.tower import TextEncoder
 
-def _feature_set(data: PairDataset, featurizer: TextFeaturizer, image_feats: np.ndarray, cache: FeatureCache,
-                 device: str | None) -> FeatureSet:
-    return FeatureSet(image_feats, featurizer(data.texts, cache, device), data.label_index)
+
+def _feature_set(data: PairDataset, text: TextEncoder, image_feats: np.ndarray, cache: FeatureCache) -> FeatureSet:
+    return FeatureSet(image_feats, text.features(data.texts, cache), data.label_index)
 
 
 def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDataset | None,
@@ -28,24 +29,26 @@ def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDat
     and the TF-IDF state (None for transformer text features).
     """
     from chtn.encoders import cached_image_trunk
-    from chtn.features import image_features, trunk_prefix_maps
+    from chtn.features import image_features, pick_device, trunk_prefix_maps
     from chtn.finetune import TrunkTail
+    from chtn.tower import TextEncoder
 
     train, val = pairs.split("train"), pairs.split("val")
     if len(train) == 0:
         raise CHTNError(f"{pairs.source} has no rows with split 'train'.")
-    featurizer = TextFeaturizer.fit(config.encoder, train.texts)
-    trunk = cached_image_trunk(config.encoder.image_model, config.encoder.image_weights or None)
+    device = str(pick_device(device))
+    featurizer = TextEncoder.fit(config.encoder, train.texts, device)
+    trunk = cached_image_trunk(config.encoder.image_model, config.encoder.image_weights or None, device)
     workers = config.train.num_workers
     stages = config.encoder.finetune_stages
 
     def feats(paths):  # pooled features of the frozen trunk, or the maps entering the units to fine-tune
         if stages:
-            return trunk_prefix_maps(paths, cache, trunk, stages, device, num_workers=workers)
-        return image_features(paths, cache, trunk, device, num_workers=workers)[0]
+            return trunk_prefix_maps(paths, cache, trunk, stages, num_workers=workers)
+        return image_features(paths, cache, trunk, num_workers=workers)[0]
 
-    train_set = _feature_set(train, featurizer, feats(train.image_paths), cache, device)
-    val_set = _feature_set(val, featurizer, feats(val.image_paths), cache, device) if len(val) else None
+    train_set = _feature_set(train, featurizer, feats(train.image_paths), cache)
+    val_set = _feature_set(val, featurizer, feats(val.image_paths), cache) if len(val) else None
     model = dataclasses.replace(config.model, image_dim=trunk.feature_dim, text_dim=train_set.text.shape[1],
                                 num_classes=len(pairs.label_names),
                                 num_source_classes=len(source.label_names) if source is not None else 0)

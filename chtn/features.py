@@ -80,15 +80,15 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 
 def _fill(keys: Sequence[str], cached: dict[str, np.ndarray], dim: int) -> np.ndarray:
-    if not keys:  # np.stack refuses an empty list; callers (Embedder._project) expect an empty (0, d) array
+    if not keys:  # np.stack refuses an empty list; callers (Tower._project) expect an empty (0, d) array
         return np.zeros((0, dim), np.float32)
     return np.stack([cached[k] for k in keys]).astype(np.float32)
 
 
 def _encode_image_files(paths: Sequence[Path], cache: FeatureCache, identity: str, encode, dim: int,
-                        device: str | None, batch_size: int, num_workers: int, progress: Progress | None,
+                        device: torch.device, batch_size: int, num_workers: int, progress: Progress | None,
                         dtype: type = np.float32) -> np.ndarray:
-    """(n, dim) vectors `encode(pixels)` of image files, from the cache or computed in batches (then cached)."""
+    """(n, dim) vectors `encode(pixels)` of image files, from the cache or computed in batches on `device`."""
     keys = [file_digest(Path(p)) for p in paths]
     if "missing" in keys:
         missing = [str(p) for p, k in zip(paths, keys) if k == "missing"][:3]
@@ -98,15 +98,15 @@ def _encode_image_files(paths: Sequence[Path], cache: FeatureCache, identity: st
     todo = [(p, k) for p, k in zip(paths, keys) if k not in cached]
     todo = list({k: (p, k) for p, k in todo}.values())  # identical files are encoded once
     if todo:
-        dev = pick_device(device)
         loader = torch.utils.data.DataLoader(
             _ImageFiles([p for p, _ in todo]), batch_size=batch_size, num_workers=num_workers,
-            pin_memory=dev.type == "cuda", persistent_workers=False)
+            pin_memory=device.type == "cuda", persistent_workers=False)
         done = 0
-        bar = tqdm(total=len(todo), desc=f"image features ({dev.type})", unit="img", disable=progress is not None)
+        bar = tqdm(total=len(todo), desc=f"image features ({device.type})", unit="img", disable=progress is not None)
         for batch in loader:
-            batch = batch.to(dev, non_blocking=True).to(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            batch = batch.to(device, non_blocking=True).to(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                        enabled=device.type == "cuda"):
                 vectors = encode(batch).float().cpu().numpy()
             fresh = {todo[done + i][1]: vectors[i].astype(dtype) for i in range(len(vectors))}
             cache.put(identity, fresh, dtype)
@@ -121,39 +121,33 @@ def _encode_image_files(paths: Sequence[Path], cache: FeatureCache, identity: st
     return np.stack([cached[k] for k in keys])
 
 
-def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, device: str | None = None,
-                   batch_size: int = 64, num_workers: int = 2, progress: Progress | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(pooled features (n, d), ImageNet logits (n, 1000)) for image files, from cache or the trunk."""
-    from chtn.encoders import cached_image_trunk
+def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, batch_size: int = 64,
+                   num_workers: int = 2, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled features (n, d), ImageNet logits (n, 1000)) of image files, from the cache or the trunk.
+
+    Runs on the device the trunk lives on (the trunk is shared: it is never moved). The ImageNet
+    logits are cached with the features: the source-bias diagnostics read them.
+    """
+    from chtn.encoders import cached_image_trunk, module_device
 
     trunk = trunk or cached_image_trunk()
-    dev = pick_device(device)
-    model = trunk.to(dev).to(memory_format=torch.channels_last)
     dim = trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000))
-    try:
-        both = _encode_image_files(paths, cache, trunk.identity, lambda x: torch.cat(model(x), 1), dim, device,
-                                   batch_size, num_workers, progress)
-    finally:
-        trunk.to("cpu")
+    both = _encode_image_files(paths, cache, trunk.identity, lambda x: torch.cat(trunk(x), 1), dim,
+                               module_device(trunk), batch_size, num_workers, progress)
     return both[:, :trunk.feature_dim], both[:, trunk.feature_dim:]
 
 
-def trunk_prefix_maps(paths: Sequence[Path], cache: FeatureCache, trunk, stages: int, device: str | None = None,
-                      batch_size: int = 64, num_workers: int = 2, progress: Progress | None = None) -> np.ndarray:
+def trunk_prefix_maps(paths: Sequence[Path], cache: FeatureCache, trunk, stages: int, batch_size: int = 64,
+                      num_workers: int = 2, progress: Progress | None = None) -> np.ndarray:
     """(n, C, h, w) float16 feature maps entering the trunk's last `stages` units (inputs of fine-tuning)."""
-    from chtn.encoders import IMAGE_SIZE
+    from chtn.encoders import IMAGE_SIZE, module_device
 
+    device = module_device(trunk)
     with torch.inference_mode():
-        shape = tuple(trunk.forward_prefix(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), stages).shape[1:])
-    dev = pick_device(device)
-    trunk.to(dev)
-    try:
-        flat = _encode_image_files(paths, cache, f"{trunk.identity}/prefix{stages}",
-                                   lambda x: trunk.forward_prefix(x, stages).flatten(1), int(np.prod(shape)), device,
-                                   batch_size, num_workers, progress, np.float16)
-    finally:
-        trunk.to("cpu")
+        shape = tuple(trunk.forward_prefix(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device), stages).shape[1:])
+    flat = _encode_image_files(paths, cache, f"{trunk.identity}/prefix{stages}",
+                               lambda x: trunk.forward_prefix(x, stages).flatten(1), int(np.prod(shape)), device,
+                               batch_size, num_workers, progress, np.float16)
     return flat.reshape(len(flat), *shape)
 
 
@@ -161,28 +155,25 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder=None, device: str | None = None,
-                              batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
-    """Sentence embeddings (n, d) of texts, from cache or the transformers encoder."""
-    from chtn.encoders import cached_text_encoder
+def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder=None, batch_size: int = 128,
+                              progress: Progress | None = None) -> np.ndarray:
+    """Sentence embeddings (n, d) of texts, from the cache or the encoder (on the device it lives on)."""
+    from chtn.encoders import cached_text_encoder, module_device
 
     encoder = encoder or cached_text_encoder()
     keys = [text_key(t) for t in texts]
     cached = cache.get(encoder.identity, keys)
     todo = list({k: t for t, k in zip(texts, keys) if k not in cached}.items())
-    if todo:
-        dev = pick_device(device)
-        encoder.to(dev)
-        for start in tqdm(range(0, len(todo), batch_size), desc=f"text features ({dev.type})", unit="batch",
-                          disable=progress is not None):
-            chunk = todo[start:start + batch_size]
-            tokens = {k: v.to(dev) for k, v in encoder.tokenize([t for _, t in chunk]).items()}
-            with torch.inference_mode():
-                vectors = encoder(tokens["input_ids"], tokens["attention_mask"]).float().cpu().numpy()
-            fresh = {key: vectors[i] for i, (key, _) in enumerate(chunk)}
-            cache.put(encoder.identity, fresh)
-            cached.update(fresh)
-            if progress:
-                progress(min(start + batch_size, len(todo)), len(todo))
-        encoder.to("cpu")
+    device = module_device(encoder)
+    for start in tqdm(range(0, len(todo), batch_size), desc=f"text features ({device.type})", unit="batch",
+                      disable=progress is not None or not todo):
+        chunk = todo[start:start + batch_size]
+        tokens = {k: v.to(device) for k, v in encoder.tokenize([t for _, t in chunk]).items()}
+        with torch.inference_mode():
+            vectors = encoder(tokens["input_ids"], tokens["attention_mask"]).float().cpu().numpy()
+        fresh = {key: vectors[i] for i, (key, _) in enumerate(chunk)}
+        cache.put(encoder.identity, fresh)
+        cached.update(fresh)
+        if progress:
+            progress(min(start + batch_size, len(todo)), len(todo))
     return _fill(keys, cached, encoder.feature_dim)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chtn.encoders import ImageTrunk
+from chtn.encoders import ImageTrunk, module_device
 from chtn.model import CHTN, CHTNEnsemble
 
 TRUNK_PREFIX = "trunk."  # checkpoint tensors of the fine-tuned trunk units, under their timm names
@@ -48,7 +48,9 @@ class TrunkTail(nn.Module):
     @torch.no_grad()
     def pool_maps(self, maps: np.ndarray, batch: int = 512) -> np.ndarray:
         """Pooled features (n, d) of cached prefix maps, in batches (the units' activations are large)."""
-        return np.concatenate([self(torch.from_numpy(maps[i:i + batch])).numpy() for i in range(0, len(maps), batch)])
+        device = module_device(self)
+        return np.concatenate([self(torch.from_numpy(maps[i:i + batch]).to(device)).cpu().numpy()
+                               for i in range(0, len(maps), batch)])
 
     def trunk_state(self) -> dict[str, torch.Tensor]:
         """The tail's weights under the trunk's own names (what `ImageTrunk.load_tail` takes)."""

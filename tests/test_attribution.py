@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attribution import Item, PairExplainer, Settings, explainer_items, rank_correlation
+from analysis.attribution import PairExplainer, explainer_items, rank_correlation
+from analysis.attribution_types import Item, Settings
 from analysis.attribution_view import highlighted_html, overlay, png_bytes, top_words
 from analysis.text_spans import tfidf_occurrences, word_scores
 from chtn.checkpoint import load_checkpoint
@@ -35,12 +36,12 @@ def _pair(test_split, row):
 
 
 def test_similarity_matches_the_cached_embeddings(explainer, test_split, checkpoint, cache):
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     image, text = _pair(test_split, 3)
-    embedder = Embedder(checkpoint, cache)
-    a = embedder.embed_images([test_split.image_paths[3]])[0]
-    b = embedder.embed_texts([test_split.texts[3]])[0]
+    tower = create_tower(checkpoint, "cpu")
+    a = tower.embed_images([test_split.image_paths[3]], cache)[0]
+    b = tower.embed_texts([test_split.texts[3]], cache)[0]
     expected = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     assert explainer.similarity(image, text) == pytest.approx(expected, abs=1e-4)
 
@@ -57,18 +58,16 @@ def test_image_ig_is_complete_within_its_delta(explainer, test_split):
 def test_segmented_ig_beats_plain_ig_on_the_saturated_path(explainer, test_split):
     from captum.attr import IntegratedGradients
 
-    from analysis.attribution import _Similarity
+    from analysis.pair_objective import ImageObjective, anchors
 
     image, text = _pair(test_split, 5)
-    path = explainer.image_path
-    path.similarity = _Similarity(explainer.embed(text)[0], None)
-    pixels = explainer.pixels(image)
+    pixels = explainer.tower.pixels(image.value)
     black = torch.full_like(pixels, -1.0)
     ours = explainer.explain(image, text, FAST)
     assert 16 <= ours.n_steps <= 3 * 16  # gradient evaluations, refinements included
-    path.similarity = _Similarity(explainer.embed(text)[0], None)
-    _, plain = IntegratedGradients(path).attribute(pixels, baselines=black, n_steps=ours.n_steps,
-                                                   internal_batch_size=16, return_convergence_delta=True)
+    _, plain = IntegratedGradients(ImageObjective(explainer.tower)).attribute(
+        pixels, baselines=black, additional_forward_args=(anchors(explainer.embed(text)[0]),), n_steps=ours.n_steps,
+        internal_batch_size=16, return_convergence_delta=True)
     assert abs(ours.delta) < abs(float(plain)) / 3  # same number of gradient evaluations
     quick = explainer.explain(image, text, Settings(method="ig", n_steps=16, refine=False))
     assert quick.n_steps <= 20  # refinement off: the steps asked for (segments round up to at least one each)
@@ -91,13 +90,16 @@ def test_text_attribution_is_complete_and_credits_the_category_word(explainer, t
 
 def test_randomised_chtn_weights_change_the_image_map(checkpoint, test_split, tmp_path):
     """Sanity check after Adebayo et al.: the map must depend on the trained weights."""
+    import dataclasses
+
     from chtn.model import CHTN
 
     trained = PairExplainer(checkpoint, cache_dir=tmp_path / "a")
     torch.manual_seed(0)
-    random_model = CHTN(checkpoint.config.model).eval()
-    randomised = PairExplainer(checkpoint, cache_dir=tmp_path / "b")
-    randomised.image_path.model = randomised.text_path.model = random_model
+    random_model = CHTN(checkpoint.config.model).eval().requires_grad_(False)
+    # the same file's metadata with randomised weights: another digest, so its own tower and cache keys
+    randomised_checkpoint = dataclasses.replace(checkpoint, model=random_model, digest="randomised")
+    randomised = PairExplainer(randomised_checkpoint, cache_dir=tmp_path / "b")
     correlations = []
     for row in (0, 40, 80):
         image, text = _pair(test_split, row)
@@ -160,9 +162,9 @@ def test_bad_inputs_get_clear_errors(explainer, test_split, tmp_path):
 
 
 def test_word_scores_preserve_the_sum_and_map_char_ngrams(checkpoint):
-    from chtn.pipeline import checkpoint_text_featurizer
+    from chtn.tower import TextEncoder
 
-    tfidf = checkpoint_text_featurizer(checkpoint).tfidf
+    tfidf = TextEncoder.from_checkpoint(checkpoint).tfidf
     text = "Titan Women Gold Watches"
     vector = tfidf.encode([text])[0]
     scores = np.where(vector > 0, 1.0, 0.0)

@@ -23,7 +23,7 @@ from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
 from chtn.encoders import TfidfTextEncoder
 from chtn.errors import CheckpointError, CHTNError
 from chtn.model import CHTN
-from chtn.pipeline import Embedder, checkpoint_text_featurizer
+from chtn.tower import TextEncoder, create_tower
 
 LABELS = ["Belts", "Heels", "Jeans", "Watches"]
 
@@ -121,7 +121,7 @@ def test_round_trip_restores_the_tfidf_encoder_exactly(saved, tfidf, pairs):
     vocabulary, idf = checkpoint.tfidf_state
     assert vocabulary == tfidf.vocabulary
     assert idf.dtype == np.float32 and np.array_equal(idf, tfidf.state()[1])
-    restored = checkpoint_text_featurizer(checkpoint).tfidf
+    restored = TextEncoder.from_checkpoint(checkpoint).tfidf
     titles = pairs.split("test").texts[:25]
     assert np.array_equal(restored.encode(titles), tfidf.encode(titles))
     assert restored.identity == tfidf.identity
@@ -132,7 +132,7 @@ def test_checkpoint_without_tfidf_has_no_tfidf_state(tmp_path):
     config = small_config(text="minilm")
     path = save_checkpoint(tmp_path / "m.safetensors", trained_like_model(config), config, {"label_names": LABELS})
     checkpoint = load_checkpoint(path)
-    assert checkpoint.tfidf_state is None and checkpoint_text_featurizer(checkpoint).tfidf is None
+    assert checkpoint.tfidf_state is None and TextEncoder.from_checkpoint(checkpoint).tfidf is None
 
 
 def test_digest_is_the_file_content_hash(saved, tfidf, tmp_path):
@@ -400,7 +400,7 @@ def test_check_labels(saved):
         checkpoint.check_labels(["Socks", "Kurtas", "Belts", "Socks"])
 
 
-# ---- 5. Embedder on real sample pairs ----
+# ---- 5. The tower on real sample pairs ----
 
 @pytest.fixture(scope="module")
 def six_pairs(pairs):
@@ -423,28 +423,28 @@ def _embedder_checkpoint(path, pairs, text, label_names):
 @pytest.mark.parametrize("text", ["tfidf", "minilm"])
 def test_embedder_gives_softmax_rows_for_real_pairs(pairs, six_pairs, cache, tmp_path, text):
     checkpoint = _embedder_checkpoint(tmp_path / "e.safetensors", pairs, text, list(pairs.label_names))
-    embedder = Embedder(checkpoint, cache, "cpu")
-    image, txt = embedder.embed_pairs(six_pairs)
+    tower = create_tower(checkpoint, "cpu")
+    image, txt = tower.embed_pairs(six_pairs, cache)
     for out in (image, txt):
         assert out.shape == (6, 20) and out.dtype == np.float32
         assert (out >= 0).all() and np.allclose(out.sum(1), 1.0, atol=1e-5)
     assert not np.allclose(image[0], image[1]) and not np.allclose(txt[0], txt[1])  # inputs matter
     # the same pipeline by hand: cached trunk features through the checkpoint's image stream
-    features, logits = embedder.image_features(six_pairs.image_paths)
+    features, logits = tower.image_features(six_pairs.image_paths, cache)
     assert features.shape == (6, 1280) and logits.shape == (6, 1000)
     with torch.no_grad():
         assert np.allclose(checkpoint.model.encode_image(torch.from_numpy(features)).numpy(), image, atol=1e-6)
-    assert embedder.embed_texts([]).shape == (0, 20)
+    assert tower.embed_texts([], cache).shape == (0, 20)
 
 
 def test_embedder_refuses_pairs_with_unknown_labels(pairs, six_pairs, cache, tmp_path):
     known = [name for name in pairs.label_names if name != "Sunglasses"]
     checkpoint = _embedder_checkpoint(tmp_path / "e19.safetensors", pairs, "tfidf", known)
     with pytest.raises(CheckpointError, match=r"1 category this checkpoint was not trained on: \['Sunglasses'\]"):
-        Embedder(checkpoint, cache, "cpu").embed_pairs(six_pairs)
+        create_tower(checkpoint, "cpu").embed_pairs(six_pairs, cache)
     # the same checkpoint is fine for the rows whose labels it knows
     subset = six_pairs.select([i for i, label in enumerate(six_pairs.labels) if label != "Sunglasses"])
-    image, _ = Embedder(checkpoint, cache, "cpu").embed_pairs(subset)
+    image, _ = create_tower(checkpoint, "cpu").embed_pairs(subset, cache)
     assert image.shape == (5, 19)
 
 
@@ -452,18 +452,17 @@ def test_minilm_plus_tfidf_text_features_round_trip_through_a_checkpoint(tmp_pat
     """`minilm+tfidf`: MiniLM (384) and TF-IDF columns side by side, the vocabulary stored in the file."""
     from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
     from chtn.model import CHTN
-    from chtn.pipeline import TextFeaturizer, checkpoint_text_featurizer
     from chtn.checkpoint import load_checkpoint, save_checkpoint
 
     texts = ["Nike Men White Sports Shoes", "Titan Women Silver Watch", "Puma Men Black Tshirt"]
     encoder = EncoderConfig(text="minilm+tfidf", tfidf_analyzer="char_wb", tfidf_ngram=(2, 4))
-    fitted = TextFeaturizer.fit(encoder, texts)
-    features = fitted(texts, cache)
+    fitted = TextEncoder.fit(encoder, texts)
+    features = fitted.features(texts, cache)
     vocabulary = len(fitted.tfidf.vocabulary)
     assert features.shape == (3, 384 + vocabulary) and "+" in fitted.identity
     config = CHTNConfig(model=ModelConfig(image_dim=8, text_dim=384 + vocabulary, num_classes=3, hidden_dim=8,
                                           shared_dim=8), encoder=encoder)
     path = save_checkpoint(tmp_path / "c.safetensors", CHTN(config.model), config,
                            {"label_names": ["a", "b", "c"]}, fitted.tfidf.state())
-    restored = checkpoint_text_featurizer(load_checkpoint(path))
-    assert np.array_equal(restored(texts, cache), features)
+    restored = TextEncoder.from_checkpoint(load_checkpoint(path))
+    assert np.array_equal(restored.features(texts, cache), features)

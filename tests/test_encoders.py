@@ -365,7 +365,7 @@ def test_image_features_are_cached_by_content(trunk, probe, probe_outputs, tmp_p
     paths = probe[1][:8]
     cache = FeatureCache(tmp_path / "fc")
     counting = _CountingTrunk(trunk)
-    pooled, logits = image_features(paths + [paths[0]], cache, counting, "cpu", num_workers=0)
+    pooled, logits = image_features(paths + [paths[0]], cache, counting, num_workers=0)
     assert counting.images == 8  # the repeated file is encoded once
     assert pooled.shape == (9, 1280) and logits.shape == (9, 1000)
     assert np.array_equal(pooled[8], pooled[0])
@@ -374,19 +374,19 @@ def test_image_features_are_cached_by_content(trunk, probe, probe_outputs, tmp_p
     assert np.allclose(logits[:8], probe_outputs[1][:8].numpy(), atol=1e-3)
 
     refusing = _RefusingTrunk(trunk)
-    again = image_features(paths, cache, refusing, "cpu", num_workers=0)
+    again = image_features(paths, cache, refusing, num_workers=0)
     assert np.array_equal(again[0], pooled[:8]) and np.array_equal(again[1], logits[:8])
 
     renamed = tmp_path / "elsewhere" / "renamed.jpg"  # same bytes under another path and name
     renamed.parent.mkdir()
     shutil.copyfile(paths[3], renamed)
-    copy_pooled, _ = image_features([renamed], cache, refusing, "cpu", num_workers=0)
+    copy_pooled, _ = image_features([renamed], cache, refusing, num_workers=0)
     assert np.array_equal(copy_pooled[0], pooled[3])
 
     ImageOps.mirror(Image.open(paths[3]).convert("RGB")).save(renamed, quality=80)  # new bytes, same path
     with pytest.raises(AssertionError, match="the trunk ran"):
-        image_features([renamed], cache, refusing, "cpu", num_workers=0)
-    changed_pooled, _ = image_features([renamed], cache, counting, "cpu", num_workers=0)
+        image_features([renamed], cache, refusing, num_workers=0)
+    changed_pooled, _ = image_features([renamed], cache, counting, num_workers=0)
     assert counting.images == 9
     assert not np.allclose(changed_pooled[0], pooled[3], atol=1e-3)
 
@@ -394,11 +394,11 @@ def test_image_features_are_cached_by_content(trunk, probe, probe_outputs, tmp_p
 def test_image_features_of_a_missing_file_asks_for_validation(trunk, probe, tmp_path):
     paths = [probe[1][0], tmp_path / "gone.jpg"]
     with pytest.raises(CHTNError, match=r"1 image file\(s\) cannot be read.*gone\.jpg.*[Vv]alidate"):
-        image_features(paths, FeatureCache(tmp_path / "fc"), _RefusingTrunk(trunk), "cpu", num_workers=0)
+        image_features(paths, FeatureCache(tmp_path / "fc"), _RefusingTrunk(trunk), num_workers=0)
 
 
 def test_image_features_of_no_images_is_empty(trunk, tmp_path):
-    pooled, logits = image_features([], FeatureCache(tmp_path / "fc"), _RefusingTrunk(trunk), "cpu")
+    pooled, logits = image_features([], FeatureCache(tmp_path / "fc"), _RefusingTrunk(trunk))
     assert pooled.shape == (0, 1280) and logits.shape == (0, 1000)
 
 
@@ -420,22 +420,22 @@ def test_transformer_text_features_are_cached_by_content(text_encoder, pairs, tm
     texts = [pairs.texts[r] for r in _rows_by_label(pairs, ["Heels", "Jeans", "Wallets"], 2)]
     cache = FeatureCache(tmp_path / "fc")
     counting = _CountingTextEncoder(text_encoder)
-    vectors = transformer_text_features(texts + [texts[1]], cache, counting, "cpu")
+    vectors = transformer_text_features(texts + [texts[1]], cache, counting)
     assert counting.texts == 6 and vectors.shape == (7, 384)
     assert np.array_equal(vectors[6], vectors[1])
     assert np.allclose(vectors[:6], _embed(text_encoder, texts), atol=1e-5)
     stored = cache.get(text_encoder.identity, [text_key(t) for t in texts])
     assert len(stored) == 6
 
-    again = transformer_text_features(list(reversed(texts)), cache, counting, "cpu")
+    again = transformer_text_features(list(reversed(texts)), cache, counting)
     assert counting.texts == 6  # nothing re-encoded
     assert np.array_equal(again, vectors[:6][::-1])
 
-    edited = transformer_text_features([texts[0] + "!", texts[0]], cache, counting, "cpu")
+    edited = transformer_text_features([texts[0] + "!", texts[0]], cache, counting)
     assert counting.texts == 7  # only the edited text is new
     assert np.array_equal(edited[1], vectors[0]) and not np.array_equal(edited[0], vectors[0])
 
-    empty = transformer_text_features([], cache, counting, "cpu")
+    empty = transformer_text_features([], cache, counting)
     assert empty.shape == (0, 384)
 
 

@@ -118,19 +118,20 @@ def test_optimizer_gives_the_tail_a_smaller_learning_rate(inputs, trunk):
 
 
 def test_embedder_and_attribution_use_the_fine_tuned_units(tuned, pairs, cache, trunk):
-    from analysis.attribution import Item, PairExplainer
+    from analysis.attribution import PairExplainer
+    from analysis.attribution_types import Item
     from analysis.workspace import model_card
     from chtn.features import image_features
-    from chtn.pipeline import Embedder, checkpoint_image_trunk
+    from chtn.tower import create_tower
 
     checkpoint, _ = tuned
     paths = pairs.image_paths[:3]
-    tuned_trunk = checkpoint_image_trunk(checkpoint)
-    assert "+tuned@" in tuned_trunk.identity and tuned_trunk is checkpoint_image_trunk(checkpoint)
-    features = Embedder(checkpoint, cache).image_features(paths)[0]
+    tower = create_tower(checkpoint, "cpu")
+    assert "+tuned@" in tower.trunk.identity and tower is create_tower(checkpoint, "cpu")
+    features = tower.image_features(paths, cache)[0]
     frozen = image_features(paths, cache, trunk)[0]
     assert np.abs(features - frozen).max() > 1e-2
-    explainer = PairExplainer(checkpoint)
+    explainer = PairExplainer(checkpoint, "cpu")
     with torch.inference_mode():
         via_attribution = explainer.embed(Item("image", str(paths[0]))).numpy()[0]
         via_embedder = checkpoint.model.encode_image(torch.from_numpy(features[:1])).numpy()[0]

@@ -488,11 +488,11 @@ def test_rank_of_million_rows(million):
 @pytest.fixture(scope="module")
 def sample_embeddings(pairs, cache):
     from chtn.checkpoint import load_checkpoint
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     test = pairs.split("test")
     checkpoint = load_checkpoint(CHECKPOINTS / "chtn_fashion_source.safetensors")
-    image, text = Embedder(checkpoint, cache).embed_pairs(test)
+    image, text = create_tower(checkpoint, "cpu").embed_pairs(test, cache)
     return image, text, test.label_index
 
 

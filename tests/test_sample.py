@@ -13,13 +13,13 @@ NAMES = ("chtn_fashion_source", "chtn_no_source", "chtn_cifar_source")
 def test_maps(pairs, cache):
     """MAP on the sample test split for each shipped checkpoint (features shared through the cache)."""
     from chtn.evaluate import evaluate_embeddings
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     test = pairs.split("test")
     maps = {}
     for name in NAMES:
         checkpoint = load_checkpoint(CHECKPOINTS / f"{name}.safetensors")
-        image, text = Embedder(checkpoint, cache).embed_pairs(test)
+        image, text = create_tower(checkpoint, "cpu").embed_pairs(test, cache)
         maps[name] = evaluate_embeddings(image, text, test.label_index, checkpoint.label_names).mean_map
     return maps
 

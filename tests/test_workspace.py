@@ -20,7 +20,7 @@ def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monke
     def no_encoding(*args, **kwargs):
         raise AssertionError("embeddings were recomputed")
 
-    monkeypatch.setattr("chtn.pipeline.Embedder.embed_pairs", no_encoding)
+    monkeypatch.setattr("chtn.tower.Tower.embed_pairs", no_encoding)
     second = ws.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
     assert np.array_equal(first.image, second.image) and np.array_equal(first.text, second.text)
     assert stored[0].stat().st_mtime == mtime and len(second) == 400

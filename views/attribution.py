@@ -5,7 +5,8 @@ Opened from the "Explain" link under any result in the retrieval explorer; the U
 """
 import streamlit as st
 
-from analysis.attribution import BASELINES, IMAGE_METHODS, PairExplainer, Settings, explainer_items
+from analysis.attribution import PairExplainer, explainer_items
+from analysis.attribution_types import BASELINES, IMAGE_METHODS, Settings
 from analysis.attribution_view import highlighted_html, legend_html, overlay, png_bytes, top_words
 from analysis.explorer import DIRECTIONS, pair_score
 from chtn.errors import CHTNError
@@ -15,11 +16,6 @@ ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
 ids = data.ids
 row_of = {item_id: row for row, item_id in enumerate(ids)}
-
-
-@st.cache_resource(show_spinner="Loading encoders for attribution…", max_entries=4)
-def explainer(digest: str, _checkpoint) -> PairExplainer:
-    return PairExplainer(_checkpoint)
 
 
 url = st.query_params
@@ -101,7 +97,8 @@ def _numbers(result, label: str) -> None:
 
 @st.fragment
 def explanation() -> None:
-    explain = explainer(ctx.checkpoint.digest, ctx.checkpoint)
+    with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
+        explain = PairExplainer(ctx.checkpoint)
     verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
     st.markdown(f"**{DIRECTIONS[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
                 f"`{result_id}` ({names[gallery.labels[r]]}) · {verdict}")

@@ -50,24 +50,23 @@ def _dataset(path: str, mtime: float, checkpoint_digest: str, _checkpoint: Check
     return ws.open_dataset(path, _checkpoint)
 
 
-@st.cache_resource
-def _galleries() -> dict[tuple[str, str], tuple[ws.Gallery, EvaluationReport]]:
-    """Embedded test splits shared by all sessions (a plain dict: the progress bar must live outside a
-    cached function, and the embeddings themselves are also on disk)."""
-    return {}
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _opened_gallery(checkpoint_digest: str, fingerprint: str, _checkpoint: Checkpoint, _data: PairDataset
+                    ) -> tuple[ws.Gallery, EvaluationReport]:
+    """The embedded test split and its evaluation, shared read-only by every session (keyed by content)."""
+    gallery = ws.embed_split(_checkpoint, _data, "test")
+    return gallery, ws.evaluate_gallery(gallery, _checkpoint.label_names)
 
 
 def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[ws.Gallery, EvaluationReport]:
-    store, key = _galleries(), (checkpoint.digest, data.fingerprint())
-    if key not in store:
+    """The first open of a (checkpoint, dataset) embeds the split with a progress bar (into the disk cache:
+    a bar cannot live inside a cached function); every later open reads it through the shared cache."""
+    if not ws.split_is_embedded(checkpoint, data):
         bar = st.progress(0.0, text="Embedding the test split (once per checkpoint and dataset)…")
-        gallery = ws.embed_split(checkpoint, data, "test", lambda done, total: bar.progress(
+        ws.embed_split(checkpoint, data, "test", lambda done, total: bar.progress(
             done / total, text=f"Embedding images {done}/{total}"))
         bar.empty()
-        while len(store) >= 8:
-            store.pop(next(iter(store)))
-        store[key] = gallery, ws.evaluate_gallery(gallery, checkpoint.label_names)
-    return store[key]
+    return _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)
 
 
 def keep(key: str, default=None) -> None:

@@ -74,7 +74,7 @@ if source == TEST_ITEM:
     right.markdown(f"**Query {'image' if direction == 'i2t' else 'text'}** · id `{data.ids[row]}` · "
                    f"category **{names[query_label]}**  \n{data.texts[row]}")
 elif source == FREE_TEXT:
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     direction = "t2i"
     text = st.text_input("Describe what you are looking for", key="rx_free_text", max_chars=2000,
@@ -82,9 +82,9 @@ elif source == FREE_TEXT:
     if not text.strip():
         st.info("Type a text to search the test images with it.")
         st.stop()
-    query = Embedder(ctx.checkpoint).embed_texts([text])[0]
+    query = create_tower(ctx.checkpoint).embed_texts([text])[0]
 else:
-    from chtn.pipeline import Embedder
+    from chtn.tower import create_tower
 
     direction = "i2t"
     upload = st.file_uploader("An image to search the test texts with", type=["jpg", "jpeg", "png", "webp"],
@@ -95,7 +95,7 @@ else:
     try:
         open_rgb(upload, name=upload.name)
         path = store_upload(upload.name, upload.getvalue())
-        query = Embedder(ctx.checkpoint).embed_images([path])[0]
+        query = create_tower(ctx.checkpoint).embed_images([path])[0]
     except CHTNError as exc:
         st.error(str(exc), icon=":material/error:")
         st.stop()
