@@ -1,7 +1,10 @@
 """CHTN review dashboard: `streamlit run app.py` opens the embedded sample, no configuration needed.
 
-Page scripts live in views/, not pages/: a folder named pages/ beside the entry script switches
-Streamlit into its legacy multipage mode, which ignores st.navigation and lists every module as a page.
+Page scripts live in views/, not pages/. With a pages/ folder beside the entry script, Streamlit 1.67 runs
+the FIRST request of a freshly started server through its legacy pages shim
+(`runtime/scriptrunner/script_runner.py`, `PagesManager.uses_pages_directory`): a shared deep link opened
+first would then run its page without this script (no page config, no navigation), and every helper module
+in the folder would be listed as a page. st.navigation itself is not ignored.
 """
 import streamlit as st
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.text_spans import Word
-from chtn.data import file_digest
 from chtn.errors import CHTNError
-from chtn.features import text_key
+from chtn.hashing import file_digest, text_key
 
 IMAGE_METHODS = {
     "gradcam": "Grad-CAM (last conv block, fast)",

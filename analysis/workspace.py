@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from chtn.checkpoint import Checkpoint, load_checkpoint
-from chtn.data import PairDataset, load_pairs, validate_pairs
+from chtn.data import PairDataset, load_pairs
+from chtn.validation import validate_pairs
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, evaluate_embeddings
 from chtn.features import FeatureCache, default_cache_dir

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chtn.config import load_config  # noqa: E402
-from chtn.data import load_source, stratified_split  # noqa: E402
+from chtn.data import load_source  # noqa: E402
+from chtn.splits import stratified_split  # noqa: E402
 from chtn.evaluate import evaluate_embeddings  # noqa: E402
 from chtn.encoders import cached_image_trunk  # noqa: E402
 from chtn.features import (FeatureCache, image_features, transformer_text_features,  # noqa: E402

@@ -12,7 +12,7 @@ noise and renormalised onto the simplex, half images and half texts, with their 
    .fit_transform` on the same points with the same parameters, same run; the ratio is our overhead
    (normalisation, sampling, hashing and writing the cache);
 2. cached reopen: `project_gallery` again on the same inputs (read from disk);
-3. browser render: a Streamlit page that draws `analysis.projection_view.scatter_figure` of N points
+3. browser render: a Streamlit page that draws `analysis.projection_render.scatter_figure` of N points
    (spawned once per size, headless chromium) from page load to the plotly WebGL canvas being drawn.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 RENDER_PAGE = '''
 import numpy as np, pandas as pd, streamlit as st
-from analysis.projection_view import scatter_figure
+from analysis.projection_render import scatter_figure
 n = int(st.query_params.get("n", 1000))
 rng = np.random.default_rng(0)
 table = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "row": np.arange(n) // 2,

@@ -1,14 +1,17 @@
-"""`python -m chtn {validate,train,evaluate,embed,search}`: user errors print a message, not a traceback."""
+"""`chtn` / `python -m chtn` {validate,train,evaluate,embed,search} and the commands that installed packages
+plug in (`project`, from the dashboard layer): user errors print a message, not a traceback."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from chtn.config import PRESETS
 from chtn.errors import CHTNError
 
 
@@ -29,7 +32,8 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def _load_valid_data(args: argparse.Namespace, label_names: Sequence[str] | None = None):
-    from chtn.data import ensure_valid, load_pairs, load_source, validate_pairs, validate_source
+    from chtn.data import load_pairs, load_source
+    from chtn.validation import ensure_valid, validate_pairs, validate_source
 
     pairs = load_pairs(args.data, label_names)
     pairs = ensure_valid(pairs, validate_pairs(pairs, label_names), args.skip_invalid, "target dataset")
@@ -41,7 +45,8 @@ def _load_valid_data(args: argparse.Namespace, label_names: Sequence[str] | None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from chtn.data import load_pairs, load_source, validate_pairs, validate_source
+    from chtn.data import load_pairs, load_source
+    from chtn.validation import validate_pairs, validate_source
 
     pairs = load_pairs(args.data)
     report = validate_pairs(pairs)
@@ -56,7 +61,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from chtn.config import load_config
-    from chtn.experiment import build_train_inputs
+    from chtn.train_inputs import build_train_inputs
     from chtn.features import FeatureCache
     from chtn.train import train
 
@@ -151,25 +156,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_project(args: argparse.Namespace) -> int:
-    """Precompute the shared-space projection of a split, so the dashboard's page opens it from the cache."""
-    from analysis.projection import ProjectionParams, project_gallery
-    from analysis.workspace import embed_split, open_dataset
-    from chtn.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split, cache_dir=cache_dir)
-    params = ProjectionParams(args.method, args.n_neighbors, args.min_dist, args.metric, args.seed, args.max_points)
-    projection = project_gallery(gallery.image, gallery.text, gallery.labels, params, cache_dir,
-                                 progress=lambda fraction, message: print(message, flush=True))
-    print(projection.sampling_note(gallery.labels, checkpoint.label_names))
-    print("already cached" if projection.from_cache else f"cached: {len(projection.rows):,} points")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chtn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="chtn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, data_help: str) -> None:
@@ -186,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl")
     common(p, "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder")
     p.add_argument("--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation")
-    p.add_argument("--preset", default="small", help="config preset: small (CPU/sample), ensemble (small x 3, the benchmark preset) or paper (release)")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                   help="config preset: small (CPU/sample; default), ensemble (small x 3 averaged), finetune "
+                        "(ensemble + the trunk's head conv trained; the benchmark preset) or paper (the release)")
     p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
     p.add_argument("--out", required=True, help="output folder")
@@ -206,18 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("project", help="precompute the dashboard's shared-space projection (UMAP/PCA) of a split")
-    common(p, "pairs manifest or Wikipedia-layout folder")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--method", choices=("umap", "pca"), default="umap")
-    p.add_argument("--n-neighbors", type=int, default=15)
-    p.add_argument("--min-dist", type=float, default=0.1)
-    p.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-points", type=int, default=20000, help="above this, a stratified sample is projected")
-    p.set_defaults(func=cmd_project)
-
     for name, func, help_text in (("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
                                   ("embed", cmd_embed, "write common-space embeddings of a split to .npz")):
         p = sub.add_parser(name, help=help_text)
@@ -228,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
         p.set_defaults(func=func)
+    for plugin in entry_points(group="chtn.commands"):  # e.g. `project`, from the dashboard layer
+        plugin.load()(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Dataset formats: cross-modal pairs (manifest or Wikipedia layout) and single-modal source images.
+"""Datasets and their formats: cross-modal pairs (manifest or Wikipedia layout) and single-modal source images.
 
 Paths in a manifest are relative to the manifest's folder. Labels are kept as names; `label_names`
 fixes their order (and so the index of each class in the model's outputs).
@@ -6,18 +6,18 @@ fixes their order (and so the index of each class in the model's outputs).
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import html
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from chtn.errors import CHTNError
+from chtn.hashing import file_digest
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -91,21 +91,6 @@ class SourceDataset:
         for path, label in zip(self.image_paths, self.labels):
             digest.update(f"{file_digest(path)}|{label}".encode())
         return digest.hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    """SHA-1 of a file's bytes (memoised on path, mtime and size); "missing" if it cannot be read."""
-    try:
-        stat = path.stat()
-        return _sha1_of_file(str(path), stat.st_mtime_ns, stat.st_size)
-    except OSError:  # missing, a directory, or no permission to read (never memoised)
-        return "missing"
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _sha1_of_file(path: str, mtime_ns: int, size: int) -> str:
-    """Keyed by mtime and size too, so a changed file is read again (lru_cache is thread-safe)."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -246,120 +231,3 @@ def load_source(path: str | Path, label_names: Sequence[str] | None = None) -> S
         images = [(path.parent / r["image"]).resolve() for r in rows]
         labels = [r["label"].strip() for r in rows]
     return SourceDataset(images, labels, _ordered_labels(labels, label_names), source=str(path))
-
-
-def stratified_split(labels: Sequence[str], test_fraction: float, seed: int) -> np.ndarray:
-    """Boolean test mask taking round(test_fraction * n) of each class at random (seeded).
-
-    Written by hand because sklearn's stratified split rounds globally (5,660/2,426 on the fashion
-    protocol) while the benchmark protocol rounds per class (5,661/2,425).
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(labels), dtype=bool)
-    for name in sorted(set(labels.tolist())):
-        rows = np.flatnonzero(labels == name)
-        test[rng.permutation(rows)[: int(round(test_fraction * len(rows)))]] = True
-    return test
-
-
-@dataclass
-class ValidationReport:
-    """Problems found in a dataset: problem name -> list of (row, description)."""
-
-    n_rows: int
-    problems: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-
-    def add(self, problem: str, row: int, detail: str) -> None:
-        self.problems.setdefault(problem, []).append((row, detail))
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def bad_rows(self) -> set[int]:
-        return {row for entries in self.problems.values() for row, _ in entries if row >= 0}
-
-    def summary(self, first: int = 5) -> str:
-        if self.ok:
-            return f"{self.n_rows} rows, no problems found."
-        lines = [f"{self.n_rows} rows; {len(self.bad_rows)} invalid:"]
-        for problem, entries in self.problems.items():
-            shown = "; ".join(detail for _, detail in entries[:first])
-            more = f" (+{len(entries) - first} more)" if len(entries) > first else ""
-            lines.append(f"  - {problem}: {len(entries)} — {shown}{more}")
-        return "\n".join(lines)
-
-
-def _check_image(report: ValidationReport, row: int, path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        report.add("missing image file", row, str(path))
-        return
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        report.add("unreadable image file", row, f"{path} ({type(exc).__name__})")
-
-
-def validate_pairs(data: PairDataset, known_labels: Sequence[str] | None = None,
-                   check_images: bool = True, max_text_chars: int = 100_000) -> ValidationReport:
-    """Missing/unreadable images, empty or huge texts, unknown labels and splits, duplicate ids, leakage."""
-    report = ValidationReport(len(data))
-    known = set(known_labels if known_labels is not None else data.label_names)
-    seen_ids: dict[str, int] = {}
-    image_splits: dict[Path, set[str]] = {}
-    for row, (item_id, path, text, label, split) in enumerate(
-            zip(data.ids, data.image_paths, data.texts, data.labels, data.splits)):
-        if check_images:
-            _check_image(report, row, path)
-        if not text.strip():
-            report.add("empty text", row, f"id {item_id}")
-        elif len(text) > max_text_chars:
-            report.add("text too long", row, f"id {item_id} ({len(text):,} chars > {max_text_chars:,})")
-        if not label:
-            report.add("empty label", row, f"id {item_id}")
-        elif label not in known:
-            report.add("unknown label", row, f"id {item_id}: {label!r}")
-        if split not in ("train", "val", "test"):
-            report.add("unknown split", row, f"id {item_id}: {split!r} (use train, val or test)")
-        if item_id in seen_ids:
-            report.add("duplicate id", row, f"{item_id!r} (rows {seen_ids[item_id] + 1} and {row + 1})")
-        seen_ids.setdefault(item_id, row)
-        image_splits.setdefault(path, set()).add(split)
-    for row, path in enumerate(data.image_paths):
-        if {"train", "test"} <= image_splits[path]:
-            report.add("pair split across train/test", row, f"{path.name} is in both")
-    return report
-
-
-def validate_source(data: SourceDataset, check_images: bool = True) -> ValidationReport:
-    """Missing or unreadable source images and empty labels."""
-    report = ValidationReport(len(data))
-    for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
-        if check_images:
-            _check_image(report, row, path)
-        if not label:
-            report.add("empty label", row, str(path))
-    return report
-
-
-def ensure_valid(data: PairDataset | SourceDataset, report: ValidationReport, skip_invalid: bool,
-                 what: str = "dataset") -> PairDataset | SourceDataset:
-    """Stop with the report unless it is clean; with `skip_invalid`, drop bad rows and say how many."""
-    from chtn.errors import DataValidationError
-
-    if report.ok:
-        return data
-    if not skip_invalid:
-        raise DataValidationError(
-            f"The {what} ({data.source}) failed validation.\n{report.summary()}\n"
-            "Fix the rows above, or pass --skip-invalid to drop them.", report)
-    keep = [i for i in range(len(data)) if i not in report.bad_rows]
-    print(f"--skip-invalid: dropped {len(data) - len(keep)} of {len(data)} rows from the {what}.\n{report.summary()}")
-    if not keep:
-        raise DataValidationError(f"No valid rows left in the {what} ({data.source}).", report)
-    return data.select(keep)

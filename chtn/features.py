@@ -6,7 +6,6 @@ another run is never encoded twice, and a changed file is never served stale.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from chtn.data import file_digest
+from chtn.hashing import file_digest, text_key
 from chtn.errors import CHTNError
 
 Progress = Callable[[int, int], None]  # (done, total) -> None; the dashboard passes st.progress
@@ -149,10 +148,6 @@ def trunk_prefix_maps(paths: Sequence[Path], cache: FeatureCache, trunk, stages:
                                lambda x: trunk.forward_prefix(x, stages).flatten(1), int(np.prod(shape)), device,
                                batch_size, num_workers, progress, np.float16)
     return flat.reshape(len(flat), *shape)
-
-
-def text_key(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder=None, batch_size: int = 128,

@@ -7,7 +7,7 @@ import torch
 
 from analysis.attribution import PairExplainer, explainer_items, rank_correlation
 from analysis.attribution_types import Item, Settings
-from analysis.attribution_view import highlighted_html, overlay, png_bytes, top_words
+from analysis.attribution_render import highlighted_html, overlay, png_bytes, top_words
 from analysis.text_spans import tfidf_occurrences, word_scores
 from chtn.checkpoint import load_checkpoint
 from chtn.errors import CHTNError

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 
 from chtn.cli import main
-from chtn.data import (
-    ensure_valid,
-    load_pairs,
-    load_source,
-    load_wikipedia,
-    stratified_split,
-    validate_pairs,
-    validate_source,
-)
+from chtn.data import load_pairs, load_source, load_wikipedia
+from chtn.splits import stratified_split
+from chtn.validation import ensure_valid, validate_pairs, validate_source
 from chtn.errors import CHTNError, DataValidationError
 
 from .conftest import CIFAR, PAIRS, SOURCE

@@ -21,7 +21,8 @@ from chtn.encoders import (
     imagenet_class_names, lite0_weights_path, map_lite0_state, minilm_dir,
 )
 from chtn.errors import CHTNError
-from chtn.features import FeatureCache, image_features, text_key, transformer_text_features
+from chtn.features import FeatureCache, image_features, transformer_text_features
+from chtn.hashing import text_key
 from chtn.images import open_rgb
 
 # Sample category -> ImageNet classes (name prefixes) that count as "the right kind of object".

@@ -33,7 +33,7 @@ def pixels(pairs):
 def inputs(pairs, cache):
     """The sample's pairs and 5 source images per type, as prefix maps for a 1-unit fine-tune."""
     from chtn.data import load_source
-    from chtn.experiment import build_train_inputs
+    from chtn.train_inputs import build_train_inputs
 
     source = load_source(SOURCE)
     per_type = [i for name in source.label_names for i in np.flatnonzero(np.array(source.labels) == name)[:5]]

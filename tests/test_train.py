@@ -20,7 +20,7 @@ FAST = {"train": {"epochs": 3, "min_steps_per_epoch": 20}}
 def inputs(pairs, cache):
     """Real Lite0 + MiniLM features of the sample's train/val pairs and 5 source images per type."""
     from chtn.data import load_source
-    from chtn.experiment import build_train_inputs
+    from chtn.train_inputs import build_train_inputs
 
     source = load_source(SOURCE)
     per_type = [i for name in source.label_names for i in np.flatnonzero(np.array(source.labels) == name)[:5]]

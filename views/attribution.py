@@ -7,7 +7,7 @@ import streamlit as st
 
 from analysis.attribution import PairExplainer, explainer_items
 from analysis.attribution_types import BASELINES, IMAGE_METHODS, Settings
-from analysis.attribution_view import highlighted_html, legend_html, overlay, png_bytes, top_words
+from analysis.attribution_render import highlighted_html, legend_html, overlay, png_bytes, top_words
 from analysis.explorer import DIRECTIONS, pair_score
 from chtn.errors import CHTNError
 from views.common import context, keep, remember

@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.explorer import DIRECTIONS
 from analysis.projection import (COLOUR_BY, METHODS, METRICS, ProjectionParams, modality_gap, points_table,
                                  project_gallery, selection_counts)
-from analysis.projection_view import scatter_figure, thumbnail_uris
+from analysis.projection_render import scatter_figure, thumbnail_uris
 from chtn.errors import CHTNError
 from views.common import context, keep, remember
 

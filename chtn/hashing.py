@@ -1,0 +1,26 @@
+"""Content keys: what caches and fingerprints identify files and texts by (never by path or name)."""
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+
+def file_digest(path: Path) -> str:
+    """SHA-1 of a file's bytes (memoised on path, mtime and size); "missing" if it cannot be read."""
+    try:
+        stat = path.stat()
+        return _sha1_of_file(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # missing, a directory, or no permission to read (never memoised)
+        return "missing"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sha1_of_file(path: str, mtime_ns: int, size: int) -> str:
+    """Keyed by mtime and size too, so a changed file is read again (lru_cache is thread-safe)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def text_key(text: str) -> str:
+    """SHA-1 of a text's UTF-8 bytes."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
