@@ -20,14 +20,16 @@ from safetensors.torch import save_file
 from chtn.checkpoint import FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
 from chtn.encoders import TfidfTextEncoder
-from chtn.errors import CheckpointError, CHTNError
+from chtn.errors import CheckpointError
 from chtn.model import CHTN
 from chtn.pipeline import Embedder, checkpoint_text_featurizer
+from tests.conftest import PAIRS
 
 LABELS = ["Belts", "Heels", "Jeans", "Watches"]
+N_LABELS = len(LABELS)
 
 
-def small_config(text_dim=24, num_classes=len(LABELS), text="minilm", image_dim=16, source=0):
+def small_config(text_dim=24, num_classes=N_LABELS, text="minilm", image_dim=16, source=0):
     model = ModelConfig(
         image_dim=image_dim,
         text_dim=text_dim,
@@ -433,8 +435,37 @@ def test_tfidf_checkpoint_without_a_complete_text_encoder(saved, tmp_path, damag
         load_checkpoint(target)
 
 
-def test_all_checkpoint_errors_are_chtn_errors():
-    assert issubclass(CheckpointError, CHTNError)
+@pytest.mark.parametrize("command", ["evaluate", "embed", "search", "project"])
+def test_the_cli_reports_a_bad_checkpoint_as_one_error_line_with_status_2(saved, tmp_path, capsys, command):
+    """Every command that opens a checkpoint turns its `CheckpointError` into `error: ...` and exit status 2."""
+    from chtn.cli import main
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(saved[0].read_bytes()[:1000])
+    extra = {"embed": ["--out", str(tmp_path / "e.npz")], "search": ["--text", "red shoes"]}.get(command, [])
+    code = main([command, "--checkpoint", str(truncated), "--data", str(PAIRS), *extra])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("error: truncated.safetensors is not a readable safetensors file") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda h: h.update(format="other"), "is not a CHTN checkpoint"),
+        (_set_hidden_dim, "weights do not match its config"),
+        (lambda h: h.update(label_names=LABELS[:3]), "'label_names' header does not list"),
+    ],
+    ids=["foreign", "mismatched-weights", "short-labels"],
+)
+def test_the_cli_names_what_is_wrong_with_a_checkpoint(saved, tmp_path, capsys, damage, message):
+    from chtn.cli import main
+
+    edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", damage)
+    assert main(["evaluate", "--checkpoint", str(edited), "--data", str(PAIRS)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: edited.safetensors") and message in err and "Traceback" not in err
 
 
 # ---- 4. labels ----
@@ -521,3 +552,4 @@ def test_minilm_plus_tfidf_text_features_round_trip_through_a_checkpoint(tmp_pat
     )
     restored = checkpoint_text_featurizer(load_checkpoint(path))
     assert np.array_equal(restored(texts, cache), features)
+
