@@ -23,7 +23,7 @@ from chtn.encoders import TfidfTextEncoder
 from chtn.errors import CheckpointError
 from chtn.model import CHTN
 from chtn.pipeline import Embedder, checkpoint_text_featurizer
-from tests.conftest import PAIRS
+from tests.conftest import PAIRS, ROOT
 
 LABELS = ["Belts", "Heels", "Jeans", "Watches"]
 N_LABELS = len(LABELS)
@@ -553,3 +553,41 @@ def test_minilm_plus_tfidf_text_features_round_trip_through_a_checkpoint(tmp_pat
     restored = checkpoint_text_featurizer(load_checkpoint(path))
     assert np.array_equal(restored(texts, cache), features)
 
+
+# ---- 6. golden files: checkpoints written once in the current format still load and compute the same ----
+
+GOLDEN = ROOT / "tests" / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+
+
+def _subset_mismatches(stored: dict, loaded: dict, prefix: str = "") -> list[str]:
+    """Fields of `stored` whose value differs in `loaded` (fields added since the file was written are fine)."""
+    problems = []
+    for key, value in stored.items():
+        if isinstance(value, dict):
+            problems += _subset_mismatches(value, loaded.get(key, {}), f"{prefix}{key}.")
+        elif json.loads(json.dumps(loaded.get(key))) != value:  # tuples compare as the lists JSON stored
+            problems.append(f"{prefix}{key}: stored {value!r}, loaded {loaded.get(key)!r}")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_checkpoint_loads_and_computes_what_it_did_when_written(name):
+    expected = EXPECTED[name]
+    checkpoint = load_checkpoint(GOLDEN / f"{name}.safetensors")
+    assert checkpoint.meta["format"] == FORMAT and checkpoint.label_names == expected["label_names"]
+    assert _subset_mismatches(expected["config"], checkpoint.config.to_dict()) == []
+    assert _subset_mismatches(expected["meta"], checkpoint.meta) == []
+    assert checkpoint.tfidf_state[0] == expected["tfidf_vocabulary"]
+    text = checkpoint_text_featurizer(checkpoint).tfidf.encode(expected["texts"])
+    np.testing.assert_allclose(text, expected["text_features"], rtol=1e-6, atol=1e-7)
+    image = torch.tensor(expected["image_features"])
+    with torch.no_grad():
+        outputs = {
+            "image_common": checkpoint.model.encode_image(image),
+            "text_common": checkpoint.model.encode_text(torch.from_numpy(text)),
+            "image_logits": checkpoint.model.image_logits(image),
+            "text_logits": checkpoint.model.text_logits(torch.from_numpy(text)),
+        }
+    for key, value in outputs.items():
+        np.testing.assert_allclose(value.numpy(), expected[key], rtol=1e-5, atol=1e-6, err_msg=f"{name} {key}")
