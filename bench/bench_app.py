@@ -1,11 +1,11 @@
 """Benchmark of the Streamlit dashboard (`app.py`) in a real headless browser, against a bare Streamlit page.
 
-    python bench/bench_app.py                      # full run, prints the table and writes docs/app_benchmark.md
-    python bench/bench_app.py --repeats 1 --switches 1 --no-markdown   # quick smoke run
+    python -m bench.bench_app                      # full run, prints the table and writes docs/app_benchmark.md
+    python -m bench.bench_app --repeats 1 --switches 1 --no-markdown   # quick smoke run
 
-The app is started the way tests/test_browser.py starts it (`python -m streamlit run app.py` on a free
-port, headless, no file watcher) and driven by Debian's chromium through Playwright (never
-`playwright install`). "Rendered" means: the overview shows the text "MAP average" AND a
+The app is started and driven by the harness tests/test_browser.py uses (tests/harness.py:
+`python -m streamlit run app.py` on a free port, headless, no file watcher; Debian's chromium through
+Playwright, never `playwright install`). "Rendered" means: the overview shows the text "MAP average" AND a
 `.js-plotly-plot` is present; the retrieval explorer shows "Top 10 texts"; the bare page shows "hello".
 Every rendered page is checked for `stException`, `stAlertContentError` and `[role="dialog"]`: the run
 fails loudly on any of them.
@@ -32,81 +32,25 @@ import argparse
 import datetime as dt
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from tests.harness import HarnessError, StreamlitServer, launch_chromium, page_problems
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 MACHINE_NOTE = "2-core CPU, no GPU"
 BARE_SCRIPT = 'import streamlit as st\nst.title("bare")\nst.write("hello")\n'
-BAD = {"exception": '[data-testid="stException"]', "error alert": '[data-testid="stAlertContentError"]',
-       "dialog": '[role="dialog"]'}
 
 
 class BenchError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python -m streamlit run SCRIPT` on a free port; stopped by its own PID only."""
-
-    def __init__(self, script: Path, cwd: Path, env: dict[str, str], log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.log = open(log, "ab")
-        self.t_spawn = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_healthy(self, timeout: float = 120.0) -> float:
-        """Seconds from spawn to /_stcore/health answering "ok"."""
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"streamlit exited with {self.process.returncode}; log: {self.log_path}")
-            try:
-                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1).read() == b"ok":
-                    return time.perf_counter() - self.t_spawn
-            except OSError:
-                time.sleep(0.05)
-        raise BenchError(f"streamlit did not become healthy in {timeout:.0f} s; log: {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-        self.log.close()
-
-
 def _assert_clean(tab, where: str) -> None:
-    problems = []
-    for name, selector in BAD.items():
-        found = tab.locator(selector)
-        if found.count():
-            problems.append(f"{name}: {found.all_inner_texts()}")
+    problems = page_problems(tab)
     if problems:
         shot = Path(tempfile.gettempdir()) / f"bench_app_failure_{int(time.time())}.png"
         tab.screenshot(path=str(shot), full_page=True)
@@ -142,7 +86,7 @@ def _load(tab, url: str, wait, timeout_ms: int) -> float:
 def _start(browser, script: Path, cwd: Path, env: dict[str, str], log: Path, wait, timeout_ms: int,
            watch_progress: bool = False):
     """Spawn a server and load "/" in a fresh context. Returns (server, context, tab, timings dict)."""
-    server = Server(script, cwd, env, log)
+    server = StreamlitServer(script, cwd, env, log)
     try:
         healthy = server.wait_healthy()
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -221,8 +165,6 @@ def _wait_quiet(limit: float = 0.6, timeout: float = 120.0) -> float:
 def run(repeats: int, switches: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        raise BenchError(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
     work = Path(tempfile.mkdtemp(prefix="bench-app-"))
     cache = work / "cache"
     cache.mkdir()
@@ -238,7 +180,7 @@ def run(repeats: int, switches: int) -> dict:
                  "load_before": _wait_quiet(), "work": str(work)}
     timeout_ms = 600_000
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = launch_chromium(playwright)
         try:
             # 1. cold start
             print("cold start (embeds the sample test split)…", flush=True)
@@ -329,12 +271,12 @@ def table(res: dict) -> str:
 def markdown(res: dict, when: str) -> str:
     return f"""# Dashboard benchmark: `app.py` in a real browser
 
-Generated by `bench/bench_app.py` on {when}.
+Generated by `python -m bench.bench_app` on {when}.
 
-Reproduce:
+Reproduce (from the repository root):
 
 ```bash
-python bench/bench_app.py
+python -m bench.bench_app
 ```
 
 Machine: {MACHINE_NOTE} ({os.cpu_count()} cores reported, {platform.processor() or platform.machine()}, Linux
@@ -379,7 +321,7 @@ def main() -> int:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
         res = run(args.repeats, args.switches)
-    except BenchError as exc:
+    except (BenchError, HarnessError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     print()

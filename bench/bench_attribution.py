@@ -1,7 +1,7 @@
 """Latency and memory of one pair's attributions on this machine, against one forward+backward pass.
 
-    python bench/bench_attribution.py              # 5 pairs; prints the table, writes docs/attribution_benchmark.md
-    python bench/bench_attribution.py --pairs 2 --no-markdown   # quick smoke run
+    python -m bench.bench_attribution              # 5 pairs; prints the table, writes docs/attribution_benchmark.md
+    python -m bench.bench_attribution --pairs 2 --no-markdown   # quick smoke run
 
 Everything runs on the embedded sample (`sample_data/`, checkpoint `chtn_fashion_source`) in one process:
 
@@ -23,13 +23,11 @@ import datetime as dt
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 METHODS = [  # (label, Settings fields, side)
     ("Grad-CAM (page default)", {"method": "gradcam"}, "image"),
@@ -201,7 +199,7 @@ def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, f
     lines = [
         "# Attribution benchmark", "",
         f"Measured {dt.date.today()} on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        "no GPU, by:", "", "```bash", f"python bench/bench_attribution.py --pairs {n_pairs}", "```", "",
+        "no GPU, by:", "", "```bash", f"python -m bench.bench_attribution --pairs {n_pairs}", "```", "",
         f"Baseline in the same run: one forward+backward pass of the whole image path = **{passes['image']:.3f} s**, "
         f"of the whole text path = **{passes['text']:.3f} s** (median of 10). Each method is computed from "
         f"scratch on {n_pairs} test pairs of the sample (median shown).", "",

@@ -1,7 +1,7 @@
 """CHTN benchmark on the fixed fashion protocol (numbers comparable across turns).
 
-    python bench/bench_core.py                     # everything; writes bench/out/core.json
-    python bench/bench_core.py --only throughput   # feature-extraction throughput only
+    python -m bench.bench_core                     # everything; writes bench/out/core.json
+    python -m bench.bench_core --only throughput   # feature-extraction throughput only
 
 Protocol: ../shared/data/fashion, the 20 most frequent article types, per-class 70/30 split with
 seed 0 (5,661 / 2,425), test split = query set = gallery, MAP over the full ranking. Regimes:
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -21,19 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from chtn.config import load_config
+from chtn.data import load_source
+from chtn.encoders import cached_image_trunk
+from chtn.evaluate import evaluate_embeddings
+from chtn.features import FeatureCache, image_features, transformer_text_features, trunk_prefix_maps
+from chtn.finetune import TrunkTail
+from chtn.splits import stratified_split
+from chtn.tower import TextEncoder, create_tower
+from chtn.train import FeatureSet, TrainInputs, train
 
-from chtn.config import load_config  # noqa: E402
-from chtn.data import load_source  # noqa: E402
-from chtn.splits import stratified_split  # noqa: E402
-from chtn.evaluate import evaluate_embeddings  # noqa: E402
-from chtn.encoders import cached_image_trunk  # noqa: E402
-from chtn.features import (FeatureCache, image_features, transformer_text_features,  # noqa: E402
-                           trunk_prefix_maps)
-from chtn.finetune import TrunkTail  # noqa: E402
-from chtn.tower import TextEncoder, create_tower  # noqa: E402
-from chtn.train import FeatureSet, TrainInputs, train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data"
 SOURCES = ("none", "catalogue", "disjoint", "cifar10")

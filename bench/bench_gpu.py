@@ -1,6 +1,6 @@
 """One prepared GPU check (run it on a lent H100 with the `device` tool; it also runs on CPU for a dry run).
 
-    python bench/bench_gpu.py --out $OUT        # CUDA: throughput, CUDA+AMP training, CPU reload
+    python -m bench.bench_gpu --out $OUT        # CUDA: throughput, CUDA+AMP training, CPU reload
 
 1. Image-feature throughput with the project's pipeline (DataLoader decode workers + bf16 trunk), end to
    end on the sample's JPEGs (repeated to --images), next to the trunk alone on in-memory tensors: the
@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from chtn.encoders import ImageTrunk
+from chtn.features import _ImageFiles
 
-from chtn.encoders import ImageTrunk  # noqa: E402
-from chtn.features import _ImageFiles  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAIRS = ROOT / "sample_data" / "fashion" / "pairs.csv"
 SOURCE = ROOT / "sample_data" / "fashion" / "source.csv"

@@ -1,8 +1,8 @@
 """Shared-space projection: our cached, stratified function against calling umap-learn directly, and the
 browser render time of the WebGL scatter.
 
-    python bench/bench_projection.py                     # 1k, 10k, 100k points; writes docs/projection_benchmark.md
-    python bench/bench_projection.py --sizes 1000 --no-browser --no-markdown   # quick smoke run
+    python -m bench.bench_projection                     # 1k, 10k, 100k points; writes docs/projection_benchmark.md
+    python -m bench.bench_projection --sizes 1000 --no-browser --no-markdown   # quick smoke run
 
 Points have the real width (the sample checkpoint's 20-d softmax common representation). Where the data is
 smaller than a size, they are synthetic: the sample's real test embeddings resampled with small Gaussian
@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.harness import CHROMIUM_FLAGS as FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 RENDER_PAGE = '''
 import numpy as np, pandas as pd, streamlit as st
@@ -154,7 +153,7 @@ def main() -> None:
     if not args.no_markdown:
         lines = ["# Shared-space projection benchmark", "",
                  f"Measured {dt.date.today()} on {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, by:", "",
-                 "```bash", "python bench/bench_projection.py", "```", "",
+                 "```bash", "python -m bench.bench_projection", "```", "",
                  "Real width (20-d softmax common representation of the sample checkpoint); above the sample's 800 "
                  "points the embeddings are resampled with noise (see the script). UMAP n_neighbors 15, min_dist 0.1, "
                  "cosine, seed 0, in one process.", "",

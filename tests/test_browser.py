@@ -3,58 +3,29 @@
 Visits every page, asserts no exception or error element and that images really loaded, and saves
 screenshots under test-artifacts/ (look at them).
 """
+
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.harness import CHROMIUM, StreamlitServer, assert_clean, launch_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-if not Path(CHROMIUM).exists():
+if not CHROMIUM.exists():
     if os.environ.get("CI"):
         raise RuntimeError("CI must install Debian chromium for the browser tests (.ci/run does).")
     pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        raise RuntimeError("streamlit did not become healthy")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with StreamlitServer(ROOT / "app.py", ROOT) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +34,16 @@ def page(server):
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = launch_chromium(playwright)
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
         yield tab
         browser.close()
 
 
-def _assert_clean(tab) -> None:
-    assert tab.locator('[data-testid="stException"]').count() == 0
-    assert tab.locator('[role="dialog"]').count() == 0, tab.locator('[role="dialog"]').all_inner_texts()
-    errors = tab.locator('[data-testid="stAlertContentError"]')
-    assert errors.count() == 0, errors.all_inner_texts()
-
-
 def _images_loaded(tab) -> list[int]:
-    return tab.eval_on_selector_all('[data-testid="stMain"] img', "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+    return tab.eval_on_selector_all(
+        '[data-testid="stMain"] img', "els => els.map(e => e.complete ? e.naturalWidth : 0)"
+    )
 
 
 def test_overview_renders(page, server):
@@ -85,7 +51,7 @@ def test_overview_renders(page, server):
     page.get_by_text("MAP average").wait_for(timeout=300_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
-    _assert_clean(page)
+    assert_clean(page)
     assert page.get_by_text("Model card").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
     chart = page.locator(".js-plotly-plot").first
@@ -102,7 +68,7 @@ def test_retrieval_explorer_renders_with_loaded_images(page, server):
     page.get_by_text("Top 10 images").wait_for(timeout=300_000)
     page.wait_for_function("document.querySelectorAll('[data-testid=\"stMain\"] img').length >= 11", timeout=60_000)
     page.wait_for_timeout(1500)
-    _assert_clean(page)
+    assert_clean(page)
     widths = _images_loaded(page)
     assert len(widths) >= 11 and all(w > 0 for w in widths), widths  # query image + 10 results
     page.screenshot(path=str(ARTIFACTS / "retrieval_t2i.png"), full_page=True)
@@ -114,7 +80,7 @@ def test_navigation_and_image_to_text(page, server):
     page.locator('[data-testid="stSidebarNav"] a', has_text="Retrieval explorer").click()
     page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
     page.wait_for_timeout(1000)
-    _assert_clean(page)
+    assert_clean(page)
     assert "query=" in page.url and "direction=i2t" in page.url
     assert all(w > 0 for w in _images_loaded(page))
     page.screenshot(path=str(ARTIFACTS / "retrieval_i2t.png"), full_page=True)
@@ -128,7 +94,7 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
     page.get_by_text("Why this result?").first.wait_for(timeout=120_000)
     page.get_by_text("Strongest words").wait_for(timeout=300_000)
     page.wait_for_timeout(1500)
-    _assert_clean(page)
+    assert_clean(page)
     assert "attribution" in page.url and "result=" in page.url
     assert all(w > 0 for w in _images_loaded(page))
     assert page.get_by_text("Download PNG").count() == 1
@@ -143,7 +109,7 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     page.get_by_text("Selection: 0 items").wait_for(timeout=300_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
-    _assert_clean(page)
+    assert_clean(page)
     assert page.get_by_text("All 800 points are shown").count() == 1
     page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
     area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
@@ -156,7 +122,7 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     heading = page.get_by_text(re.compile(r"Selection: [1-9]\d* items?"))
     heading.wait_for(timeout=120_000)
     page.wait_for_timeout(1500)
-    _assert_clean(page)
+    assert_clean(page)
     count = int(re.search(r"\d+", heading.inner_text()).group())
     assert 0 < count < 800
     assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # gap table, selection, per-category counts
@@ -167,7 +133,7 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     page.locator('[data-testid="stPageLink"] a', has_text="retrieval explorer").click()  # click-through
     page.get_by_text("Retrieval explorer").first.wait_for(timeout=120_000)
     page.get_by_text(re.compile(r"Top 10 (texts|images)")).wait_for(timeout=120_000)
-    _assert_clean(page)
+    assert_clean(page)
     assert "retrieval" in page.url and "query=" in page.url
 
 
@@ -182,7 +148,7 @@ def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     uploader.set_input_files(str(photo))
     page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
     page.wait_for_timeout(1000)
-    _assert_clean(page)
+    assert_clean(page)
     page.screenshot(path=str(ARTIFACTS / "retrieval_upload.png"), full_page=True)
     fake = tmp_path / "notes.jpg"
     fake.write_text("this is not an image")
@@ -204,7 +170,7 @@ def test_upload_a_checkpoint_then_a_corrupt_one(page, server, tmp_path):
     uploader.set_input_files(str(CHECKPOINTS / "chtn_no_source.safetensors"))
     page.get_by_text("none (no-source ablation)").wait_for(timeout=120_000)
     page.wait_for_timeout(500)
-    _assert_clean(page)
+    assert_clean(page)
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((CHECKPOINTS / "chtn_no_source.safetensors").read_bytes()[:5000])
     uploader.set_input_files(str(broken))

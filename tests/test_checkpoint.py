@@ -2,14 +2,13 @@
 
 Checkpoints are made here from small CHTN models; nothing is read from runs/ or sample_data/checkpoints/.
 """
+
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 
 import numpy as np
@@ -21,16 +20,25 @@ from safetensors.torch import save_file
 from chtn.checkpoint import FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
 from chtn.encoders import TfidfTextEncoder
-from chtn.errors import CheckpointError, CHTNError
+from chtn.errors import CheckpointError
 from chtn.model import CHTN
 from chtn.tower import TextEncoder, create_tower
+from tests.conftest import PAIRS, ROOT
 
 LABELS = ["Belts", "Heels", "Jeans", "Watches"]
+N_LABELS = len(LABELS)
 
 
-def small_config(text_dim=24, num_classes=len(LABELS), text="minilm", image_dim=16, source=0):
-    model = ModelConfig(image_dim=image_dim, text_dim=text_dim, num_classes=num_classes, num_source_classes=source,
-                        hidden_dim=12, shared_dim=10, dropout=0.2)
+def small_config(text_dim=24, num_classes=N_LABELS, text="minilm", image_dim=16, source=0):
+    model = ModelConfig(
+        image_dim=image_dim,
+        text_dim=text_dim,
+        num_classes=num_classes,
+        num_source_classes=source,
+        hidden_dim=12,
+        shared_dim=10,
+        dropout=0.2,
+    )
     return CHTNConfig(model=model, encoder=EncoderConfig(text=text, tfidf_analyzer="char_wb", tfidf_ngram=(2, 3)))
 
 
@@ -41,8 +49,11 @@ def trained_like_model(config, seed=0):
     m = config.model
     model.train()
     with torch.no_grad():
-        model(torch.randn(32, m.image_dim) * 3 + 1, torch.randn(32, m.text_dim) * 2 - 1,
-              torch.randn(32, m.image_dim) if m.num_source_classes else None)
+        model(
+            torch.randn(32, m.image_dim) * 3 + 1,
+            torch.randn(32, m.text_dim) * 2 - 1,
+            torch.randn(32, m.image_dim) if m.num_source_classes else None,
+        )
     return model.eval()
 
 
@@ -58,8 +69,13 @@ def saved(tfidf, tmp_path_factory):
     config = small_config(text_dim=tfidf.feature_dim, text="tfidf")
     model = trained_like_model(config)
     path = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
-    save_checkpoint(path, model, config, {"label_names": LABELS, "dataset": {"n_train": 140, "fingerprint": "abc"},
-                                          "source": None}, tfidf.state())
+    save_checkpoint(
+        path,
+        model,
+        config,
+        {"label_names": LABELS, "dataset": {"n_train": 140, "fingerprint": "abc"}, "source": None},
+        tfidf.state(),
+    )
     return path, model, config
 
 
@@ -81,6 +97,7 @@ def _rewrite_header(source, target, edit):
 
 # ---- 1. round trip ----
 
+
 def test_round_trip_restores_weights_config_and_metadata(saved):
     path, model, config = saved
     checkpoint = load_checkpoint(path)
@@ -91,13 +108,18 @@ def test_round_trip_restores_weights_config_and_metadata(saved):
     assert not torch.equal(original["image.fc6.1.running_mean"], torch.zeros(12))  # buffers were worth checking
     assert checkpoint.config == config
     assert checkpoint.config.encoder.tfidf_ngram == (2, 3) and checkpoint.config.loss.mmd_kernels == (
-        0.25, 0.5, 1.0, 2.0, 4.0)
+        0.25,
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+    )
     assert checkpoint.label_names == LABELS
     assert checkpoint.meta["dataset"] == {"n_train": 140, "fingerprint": "abc"} and checkpoint.meta["source"] is None
     assert checkpoint.meta["format"] == FORMAT
     assert checkpoint.meta["code_version"]
     created = dt.datetime.fromisoformat(checkpoint.meta["created_at"])
-    assert created.tzinfo is not None and abs(dt.datetime.now(dt.timezone.utc) - created) < dt.timedelta(days=1)
+    assert created.tzinfo is not None and abs(dt.datetime.now(dt.UTC) - created) < dt.timedelta(days=1)
 
 
 def test_round_trip_model_is_in_eval_mode_and_computes_the_same(saved):
@@ -109,8 +131,7 @@ def test_round_trip_model_is_in_eval_mode_and_computes_the_same(saved):
     image, text = torch.randn(7, config.model.image_dim), torch.randn(7, config.model.text_dim)
     with torch.no_grad():
         for normalize in (False, True):
-            assert torch.equal(checkpoint.model.encode_image(image, normalize),
-                               model.encode_image(image, normalize))
+            assert torch.equal(checkpoint.model.encode_image(image, normalize), model.encode_image(image, normalize))
             assert torch.equal(checkpoint.model.encode_text(text, normalize), model.encode_text(text, normalize))
         # a model accidentally left in training mode would apply dropout: two passes would differ
         assert torch.equal(checkpoint.model.encode_text(text), checkpoint.model.encode_text(text))
@@ -139,15 +160,21 @@ def test_digest_is_the_file_content_hash(saved, tfidf, tmp_path):
     path, model, config = saved
     first, second = load_checkpoint(path), load_checkpoint(_copy(path, tmp_path, "copy.safetensors"))
     assert first.digest == second.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    other = save_checkpoint(tmp_path / "other.safetensors", trained_like_model(config, seed=5), config,
-                            {"label_names": LABELS}, tfidf.state())
+    other = save_checkpoint(
+        tmp_path / "other.safetensors",
+        trained_like_model(config, seed=5),
+        config,
+        {"label_names": LABELS},
+        tfidf.state(),
+    )
     assert load_checkpoint(other).digest != first.digest
 
 
 def test_a_loaded_checkpoint_can_be_saved_again(saved, tmp_path):
     checkpoint = load_checkpoint(saved[0])
-    again = save_checkpoint(tmp_path / "again.safetensors", checkpoint.model, checkpoint.config, checkpoint.meta,
-                            checkpoint.tfidf_state)
+    again = save_checkpoint(
+        tmp_path / "again.safetensors", checkpoint.model, checkpoint.config, checkpoint.meta, checkpoint.tfidf_state
+    )
     reloaded = load_checkpoint(again)
     assert reloaded.label_names == LABELS and reloaded.meta["dataset"] == checkpoint.meta["dataset"]
     assert np.array_equal(reloaded.tfidf_state[1], checkpoint.tfidf_state[1])
@@ -156,8 +183,12 @@ def test_a_loaded_checkpoint_can_be_saved_again(saved, tmp_path):
 
 def test_metadata_cannot_overwrite_the_reserved_header_fields(tmp_path):
     config = small_config()
-    path = save_checkpoint(tmp_path / "m.safetensors", trained_like_model(config), config,
-                           {"label_names": LABELS, "format": "something-else", "config": {"model": {}}})
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        trained_like_model(config),
+        config,
+        {"label_names": LABELS, "format": "something-else", "config": {"model": {}}},
+    )
     checkpoint = load_checkpoint(path)
     assert checkpoint.meta["format"] == FORMAT and checkpoint.config == config
 
@@ -171,6 +202,7 @@ def test_source_classifier_round_trips(tmp_path):
 
 
 # ---- 2. devices ----
+
 
 def test_loaded_tensors_are_on_cpu(saved):
     checkpoint = load_checkpoint(saved[0])
@@ -215,6 +247,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(saved):
 
 # ---- 3. bad files ----
 
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"Checkpoint not found: .*nothing\.safetensors"):
         load_checkpoint(tmp_path / "nothing.safetensors")
@@ -229,9 +262,12 @@ def test_wrong_extension(saved, tmp_path, name):
 def test_truncated_safetensors(saved, tmp_path):
     data = saved[0].read_bytes()
     truncated = tmp_path / "truncated.safetensors"
-    truncated.write_bytes(data[:len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"truncated\.safetensors is not a readable safetensors file.*"
-                                              r"truncated or corrupt"):
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        CheckpointError,
+        match=r"truncated\.safetensors is not a readable safetensors file.*"
+        r"truncated or corrupt",
+    ):
         load_checkpoint(truncated)
 
 
@@ -242,8 +278,11 @@ def test_random_bytes_named_safetensors(tmp_path):
         load_checkpoint(junk)
 
 
-@pytest.mark.parametrize("metadata", [None, {"format": "pt"}, {"framework": "keras", "format": "\"tf\""}],
-                         ids=["no-header", "transformers-header", "other-json-header"])
+@pytest.mark.parametrize(
+    "metadata",
+    [None, {"format": "pt"}, {"framework": "keras", "format": '"tf"'}],
+    ids=["no-header", "transformers-header", "other-json-header"],
+)
 def test_foreign_safetensors(tmp_path, metadata):
     foreign = tmp_path / "model.safetensors"
     save_file({"encoder.weight": torch.ones(4, 4), "encoder.bias": torch.zeros(4)}, str(foreign), metadata=metadata)
@@ -280,8 +319,9 @@ def test_pickle_that_needs_code_is_refused_without_running_it(tmp_path, payload)
     if payload == "object":
         torch.save(Gadget(), path)
     else:
-        torch.save({"state_dict": SneakyStateDict(weight=torch.ones(2)), "metadata": {"format": json.dumps(FORMAT)}},
-                   path)
+        torch.save(
+            {"state_dict": SneakyStateDict(weight=torch.ones(2)), "metadata": {"format": json.dumps(FORMAT)}}, path
+        )
     with pytest.raises(CheckpointError, match="evil.pt cannot be loaded safely.*Only weights-only files"):
         load_checkpoint(path)
     assert UNPICKLED == []
@@ -328,8 +368,11 @@ def _set_num_classes(header):
 @pytest.mark.parametrize("edit", [_set_hidden_dim, _set_num_classes], ids=["hidden_dim", "num_classes"])
 def test_header_config_that_does_not_fit_the_tensors(saved, tmp_path, edit):
     edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", edit)
-    with pytest.raises(CheckpointError, match=r"edited.safetensors: weights do not match its config \(size "
-                                              r"mismatch for .*re-train"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"edited.safetensors: weights do not match its config \(size "
+        r"mismatch for .*re-train",
+    ):
         load_checkpoint(edited)
 
 
@@ -342,21 +385,29 @@ def test_header_with_missing_tensor(saved, tmp_path):
         load_checkpoint(tmp_path / "partial.safetensors")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda h: h["config"]["model"].update(depth=3), r"config this version cannot read: Unknown field\(s\) \['depth'\]"),
-    (lambda h: h["config"]["model"].update(common="mean"), "config this version cannot read: model.common must be"),
-    (lambda h: h.pop("config"), "config this version cannot read"),
-    (lambda h: h.update(config=[1, 2]), "config this version cannot read"),
-    (lambda h: h.update(config={"model": "wide"}), "config this version cannot read"),
-], ids=["unknown-field", "bad-value", "no-config", "config-not-object", "section-not-object"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda h: h["config"]["model"].update(depth=3),
+            r"config this version cannot read: Unknown field\(s\) \['depth'\]",
+        ),
+        (lambda h: h["config"]["model"].update(common="mean"), "config this version cannot read: model.common must be"),
+        (lambda h: h.pop("config"), "config this version cannot read"),
+        (lambda h: h.update(config=[1, 2]), "config this version cannot read"),
+        (lambda h: h.update(config={"model": "wide"}), "config this version cannot read"),
+    ],
+    ids=["unknown-field", "bad-value", "no-config", "config-not-object", "section-not-object"],
+)
 def test_header_config_this_version_cannot_read(saved, tmp_path, edit, message):
     edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", edit)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(edited)
 
 
-@pytest.mark.parametrize("edit", [lambda h: h.pop("label_names"), lambda h: h.update(label_names=LABELS[:3])],
-                         ids=["missing", "too-few"])
+@pytest.mark.parametrize(
+    "edit", [lambda h: h.pop("label_names"), lambda h: h.update(label_names=LABELS[:3])], ids=["missing", "too-few"]
+)
 def test_header_label_names_must_match_the_classes(saved, tmp_path, edit):
     edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", edit)
     with pytest.raises(CheckpointError, match="'label_names' header does not list the model's 4 categories"):
@@ -384,11 +435,41 @@ def test_tfidf_checkpoint_without_a_complete_text_encoder(saved, tmp_path, damag
         load_checkpoint(target)
 
 
-def test_all_checkpoint_errors_are_chtn_errors():
-    assert issubclass(CheckpointError, CHTNError)
+@pytest.mark.parametrize("command", ["evaluate", "embed", "search", "project"])
+def test_the_cli_reports_a_bad_checkpoint_as_one_error_line_with_status_2(saved, tmp_path, capsys, command):
+    """Every command that opens a checkpoint turns its `CheckpointError` into `error: ...` and exit status 2."""
+    from chtn.cli import main
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(saved[0].read_bytes()[:1000])
+    extra = {"embed": ["--out", str(tmp_path / "e.npz")], "search": ["--text", "red shoes"]}.get(command, [])
+    code = main([command, "--checkpoint", str(truncated), "--data", str(PAIRS), *extra])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("error: truncated.safetensors is not a readable safetensors file") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda h: h.update(format="other"), "is not a CHTN checkpoint"),
+        (_set_hidden_dim, "weights do not match its config"),
+        (lambda h: h.update(label_names=LABELS[:3]), "'label_names' header does not list"),
+    ],
+    ids=["foreign", "mismatched-weights", "short-labels"],
+)
+def test_the_cli_names_what_is_wrong_with_a_checkpoint(saved, tmp_path, capsys, damage, message):
+    from chtn.cli import main
+
+    edited = _rewrite_header(saved[0], tmp_path / "edited.safetensors", damage)
+    assert main(["evaluate", "--checkpoint", str(edited), "--data", str(PAIRS)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: edited.safetensors") and message in err and "Traceback" not in err
 
 
 # ---- 4. labels ----
+
 
 def test_check_labels(saved):
     checkpoint = load_checkpoint(saved[0])
@@ -401,6 +482,7 @@ def test_check_labels(saved):
 
 
 # ---- 5. The tower on real sample pairs ----
+
 
 @pytest.fixture(scope="module")
 def six_pairs(pairs):
@@ -421,7 +503,7 @@ def _embedder_checkpoint(path, pairs, text, label_names):
 
 
 @pytest.mark.parametrize("text", ["tfidf", "minilm"])
-def test_embedder_gives_softmax_rows_for_real_pairs(pairs, six_pairs, cache, tmp_path, text):
+def test_tower_gives_softmax_rows_for_real_pairs(pairs, six_pairs, cache, tmp_path, text):
     checkpoint = _embedder_checkpoint(tmp_path / "e.safetensors", pairs, text, list(pairs.label_names))
     tower = create_tower(checkpoint, "cpu")
     image, txt = tower.embed_pairs(six_pairs, cache)
@@ -437,7 +519,7 @@ def test_embedder_gives_softmax_rows_for_real_pairs(pairs, six_pairs, cache, tmp
     assert tower.embed_texts([], cache).shape == (0, 20)
 
 
-def test_embedder_refuses_pairs_with_unknown_labels(pairs, six_pairs, cache, tmp_path):
+def test_tower_refuses_pairs_with_unknown_labels(pairs, six_pairs, cache, tmp_path):
     known = [name for name in pairs.label_names if name != "Sunglasses"]
     checkpoint = _embedder_checkpoint(tmp_path / "e19.safetensors", pairs, "tfidf", known)
     with pytest.raises(CheckpointError, match=r"1 category this checkpoint was not trained on: \['Sunglasses'\]"):
@@ -450,9 +532,9 @@ def test_embedder_refuses_pairs_with_unknown_labels(pairs, six_pairs, cache, tmp
 
 def test_minilm_plus_tfidf_text_features_round_trip_through_a_checkpoint(tmp_path, cache):
     """`minilm+tfidf`: MiniLM (384) and TF-IDF columns side by side, the vocabulary stored in the file."""
+    from chtn.checkpoint import load_checkpoint, save_checkpoint
     from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
     from chtn.model import CHTN
-    from chtn.checkpoint import load_checkpoint, save_checkpoint
 
     texts = ["Nike Men White Sports Shoes", "Titan Women Silver Watch", "Puma Men Black Tshirt"]
     encoder = EncoderConfig(text="minilm+tfidf", tfidf_analyzer="char_wb", tfidf_ngram=(2, 4))
@@ -460,9 +542,51 @@ def test_minilm_plus_tfidf_text_features_round_trip_through_a_checkpoint(tmp_pat
     features = fitted.features(texts, cache)
     vocabulary = len(fitted.tfidf.vocabulary)
     assert features.shape == (3, 384 + vocabulary) and "+" in fitted.identity
-    config = CHTNConfig(model=ModelConfig(image_dim=8, text_dim=384 + vocabulary, num_classes=3, hidden_dim=8,
-                                          shared_dim=8), encoder=encoder)
-    path = save_checkpoint(tmp_path / "c.safetensors", CHTN(config.model), config,
-                           {"label_names": ["a", "b", "c"]}, fitted.tfidf.state())
+    config = CHTNConfig(
+        model=ModelConfig(image_dim=8, text_dim=384 + vocabulary, num_classes=3, hidden_dim=8, shared_dim=8),
+        encoder=encoder,
+    )
+    path = save_checkpoint(
+        tmp_path / "c.safetensors", CHTN(config.model), config, {"label_names": ["a", "b", "c"]}, fitted.tfidf.state()
+    )
     restored = TextEncoder.from_checkpoint(load_checkpoint(path))
     assert np.array_equal(restored.features(texts, cache), features)
+
+
+# ---- 6. golden files: checkpoints written once in the current format still load and compute the same ----
+
+GOLDEN = ROOT / "tests" / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+
+
+def _subset_mismatches(stored: dict, loaded: dict, prefix: str = "") -> list[str]:
+    """Fields of `stored` whose value differs in `loaded` (fields added since the file was written are fine)."""
+    problems = []
+    for key, value in stored.items():
+        if isinstance(value, dict):
+            problems += _subset_mismatches(value, loaded.get(key, {}), f"{prefix}{key}.")
+        elif json.loads(json.dumps(loaded.get(key))) != value:  # tuples compare as the lists JSON stored
+            problems.append(f"{prefix}{key}: stored {value!r}, loaded {loaded.get(key)!r}")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_checkpoint_loads_and_computes_what_it_did_when_written(name):
+    expected = EXPECTED[name]
+    checkpoint = load_checkpoint(GOLDEN / f"{name}.safetensors")
+    assert checkpoint.meta["format"] == FORMAT and checkpoint.label_names == expected["label_names"]
+    assert _subset_mismatches(expected["config"], checkpoint.config.to_dict()) == []
+    assert _subset_mismatches(expected["meta"], checkpoint.meta) == []
+    assert checkpoint.tfidf_state[0] == expected["tfidf_vocabulary"]
+    text = TextEncoder.from_checkpoint(checkpoint).tfidf.encode(expected["texts"])
+    np.testing.assert_allclose(text, expected["text_features"], rtol=1e-6, atol=1e-7)
+    image = torch.tensor(expected["image_features"])
+    with torch.no_grad():
+        outputs = {
+            "image_common": checkpoint.model.encode_image(image),
+            "text_common": checkpoint.model.encode_text(torch.from_numpy(text)),
+            "image_logits": checkpoint.model.image_logits(image),
+            "text_logits": checkpoint.model.text_logits(torch.from_numpy(text)),
+        }
+    for key, value in outputs.items():
+        np.testing.assert_allclose(value.numpy(), expected[key], rtol=1e-5, atol=1e-6, err_msg=f"{name} {key}")

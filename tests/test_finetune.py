@@ -151,12 +151,43 @@ def test_trunk_tensors_must_match_the_config(tuned, tmp_path):
         load_checkpoint(stripped)
 
 
-def test_finetune_preset_is_the_ensemble_preset_plus_a_trained_head():
+def test_finetune_preset_trains_the_trunks_head_unit_and_otherwise_trains_like_ensemble(trunk, pixels, pairs,
+                                                                                         tmp_path):
+    """One training step of each preset on the same four pairs: `finetune` moves the trunk's 1x1 head conv and its
+    BatchNorm at the full learning rate, and its CHTN ends exactly where `ensemble`'s does (same network, same
+    optimiser, same schedule), given the features the untrained head unit computes."""
     import dataclasses
 
-    ensemble, finetune = load_config("ensemble"), load_config("finetune")
-    assert ensemble.encoder.finetune_stages == 0 and finetune.encoder.finetune_stages == 1
-    assert finetune.train.trunk_lr_mult == 1.0 and finetune.model.ensemble == 3
-    same = dataclasses.replace(finetune, encoder=ensemble.encoder,
-                               train=dataclasses.replace(finetune.train, trunk_lr_mult=ensemble.train.trunk_lr_mult))
-    assert same == ensemble
+    from chtn.encoders import TfidfTextEncoder
+    from chtn.finetune import TrunkTail
+    from chtn.train import FeatureSet, TrainInputs, train
+
+    one_step = {"train": {"epochs": 1, "min_steps_per_epoch": 1, "batch_size": 4}}
+    labels = pairs.label_index[:4]
+    tfidf = TfidfTextEncoder("char_wb", (2, 4), 200).fit(pairs.texts[:4])  # text side: the same for both presets
+    text = tfidf.encode(pairs.texts[:4])
+    stages = load_config("finetune").encoder.finetune_stages
+    with torch.inference_mode():
+        maps = trunk.forward_prefix(pixels, stages).numpy()
+    frozen = TrunkTail(trunk, stages).pool_maps(maps)  # what `ensemble` trains on: the same units, untrained
+    runs = {}
+    for preset, image, tail in (("finetune", maps, TrunkTail(trunk, stages)), ("ensemble", frozen, None)):
+        config = load_config(preset, overrides=one_step)
+        config = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, image_dim=trunk.feature_dim, text_dim=text.shape[1], num_classes=len(pairs.label_names)))
+        inputs = TrainInputs(FeatureSet(image, text, labels), None, list(pairs.label_names), image_tail=tail)
+        result = train(config, inputs, tmp_path / preset, {"label_names": list(pairs.label_names)}, tfidf.state(),
+                       log=lambda _: None)
+        runs[preset] = (config, load_checkpoint(result.best_path))
+    config, tuned = runs["finetune"]
+    _, plain = runs["ensemble"]
+    assert plain.trunk_state == {}
+    assert sorted({k.split(".")[0] for k in tuned.trunk_state}) == ["bn2", "conv_head"]  # the head unit only
+    pretrained = trunk.net.state_dict()
+    for name in ("conv_head.weight", "bn2.weight", "bn2.bias"):
+        step = (tuned.trunk_state[name] - pretrained[name]).abs().max().item()
+        assert step == pytest.approx(config.train.lr, rel=0.2), name  # AdamW's first step: ~lr, not lr x 0.1
+    head, reference = tuned.model.state_dict(), plain.model.state_dict()
+    assert list(head) == list(reference) and len(tuned.model.members) == 3
+    for name, value in reference.items():
+        torch.testing.assert_close(head[name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -1,4 +1,5 @@
 """CHTN model and losses, checked against straightforward reference computations."""
+
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from chtn.config import LossConfig, ModelConfig
 from chtn.errors import CHTNError
@@ -47,13 +49,36 @@ def test_common_representation_softmax_and_fc9():
     assert fc9.encode_image(torch.randn(3, 12)).shape == (3, 8)
 
 
-def test_shared_layers_are_the_same_for_both_modalities():
-    """Layer sharing: the text path through fc8-fc10 uses the very weights of the image path."""
-    model = CHTN(ModelConfig(**SMALL)).eval()
-    h7 = torch.randn(4, 16)
-    assert torch.equal(model.shared(h7)[1], model.shared.fc10(torch.relu(model.shared.fc9(torch.relu(model.shared.fc8(h7))))))
-    names = [n for n, _ in model.named_parameters() if n.startswith("shared.")]
-    assert len(names) == 6  # fc8, fc9, fc10 weights + biases, one set only
+@pytest.mark.parametrize("common", ["softmax", "fc9"])
+def test_an_image_and_a_text_with_the_same_fc7_get_the_same_common_representation(common):
+    """Layer sharing: fc8-fc10 are one subnetwork, so equal fc7 activations give equal outputs, whichever modality."""
+    torch.manual_seed(0)
+    model = CHTN(ModelConfig(**SMALL, common=common)).eval()
+    image = torch.randn(4, 12)
+    image_fc7 = model.image(image)[1]
+    model.text.fc7.register_forward_hook(lambda _module, _inputs, _output: image_fc7)  # the text's fc7 := the image's
+    with torch.no_grad():
+        text = torch.randn(4, 7)
+        assert torch.equal(model.encode_text(text), model.encode_image(image))
+        assert torch.equal(model.text_logits(text), model.image_logits(image))
+        assert not torch.allclose(model.encode_image(image[:1]), model.encode_image(image[1:2]))  # not constant
+
+
+def test_training_on_texts_alone_moves_the_images_common_representation():
+    """The shared layers carry what the text loss teaches to the image side, whose own stream stays untouched."""
+    torch.manual_seed(0)
+    model = CHTN(ModelConfig(**SMALL))
+    image, text, labels = torch.randn(8, 12), torch.randn(8, 7), torch.randint(0, 4, (8,))
+    model.eval()
+    before = model.encode_image(image).detach()
+    image_stream = {k: v.clone() for k, v in model.image.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    F.cross_entropy(model.text_logits(text), labels).backward()
+    optimizer.step()
+    model.eval()
+    assert all(torch.equal(v, model.image.state_dict()[k]) for k, v in image_stream.items())
+    assert (model.encode_image(image).detach() - before).abs().max() > 1e-3
 
 
 def test_pair_l2_matches_formula():
@@ -69,9 +94,13 @@ def test_mmd_linear_matches_the_release_formula():
     replay = torch.Generator().manual_seed(5)
     xi, yi = x[torch.randperm(8, generator=replay)], y[torch.randperm(8, generator=replay)]
     gamma = _release_gamma(x, y)
-    terms = [_gaussian(xi[2 * i], xi[2 * i + 1], gamma) + _gaussian(yi[2 * i], yi[2 * i + 1], gamma)
-             - _gaussian(xi[2 * i], yi[2 * i + 1], gamma) - _gaussian(xi[2 * i + 1], yi[2 * i], gamma)
-             for i in range(4)]
+    terms = [
+        _gaussian(xi[2 * i], xi[2 * i + 1], gamma)
+        + _gaussian(yi[2 * i], yi[2 * i + 1], gamma)
+        - _gaussian(xi[2 * i], yi[2 * i + 1], gamma)
+        - _gaussian(xi[2 * i + 1], yi[2 * i], gamma)
+        for i in range(4)
+    ]
     assert value == pytest.approx(sum(terms) / 4, rel=1e-5)
 
 
@@ -97,22 +126,72 @@ def test_mmd_separates_shifted_distributions():
     assert mmd_linear(torch.randn(64, 8), torch.randn(64, 8) + 2.0).item() > 0.1
 
 
-def test_chtn_loss_terms_follow_the_config():
+WEIGHTS = {
+    "image_weight": "ce_img",
+    "text_weight": "ce_txt",
+    "pair_weight": "pair",
+    "source_weight": "ce_src",
+    "mmd_weight": "mmd",
+}
+
+
+@pytest.fixture
+def batch():
+    """One training batch (with source images) through a small CHTN, and its labels."""
     torch.manual_seed(4)
     model = CHTN(ModelConfig(**SMALL, num_source_classes=3))
-    out = model(torch.randn(8, 12), torch.randn(8, 7), torch.randn(8, 12))
-    labels, source_labels = torch.randint(0, 4, (8,)), torch.randint(0, 3, (8,))
-    total, terms = chtn_loss(out, labels, LossConfig(), source_labels)
-    assert set(terms) == {"ce_img", "ce_txt", "pair", "ce_src", "mmd"}
-    assert total.item() == pytest.approx(sum(terms.values()), rel=1e-5)
-    expected_pair = 0.001 * (pair_l2(out["img6"], out["txt6"]) + pair_l2(out["img7"], out["txt7"])).item()
-    assert terms["pair"] == pytest.approx(expected_pair, rel=1e-5)
-    _, doubled = chtn_loss(out, labels, LossConfig(pair_weight=0.002, mmd_estimator="quadratic"), source_labels)
-    assert doubled["pair"] == pytest.approx(2 * terms["pair"], rel=1e-5)
-    _, no_source = chtn_loss(model(torch.randn(8, 12), torch.randn(8, 7)), labels, LossConfig())
-    assert set(no_source) == {"ce_img", "ce_txt", "pair"}
-    total.backward()
-    assert model.source.fc6[0].weight.grad is not None and model.shared.fc10.weight.grad is not None
+    out = model(torch.randn(8, 12), torch.randn(8, 7), torch.randn(8, 12) + 1.0)
+    return model, out, torch.randint(0, 4, (8,)), torch.randint(0, 3, (8,))
+
+
+def _total(out, labels, source_labels, **weights) -> float:
+    config = LossConfig(mmd_estimator="quadratic", **weights)  # deterministic: no random quad-tuples
+    return chtn_loss(out, labels, config, source_labels)[0].item()
+
+
+@pytest.mark.parametrize("weight", WEIGHTS)
+def test_each_loss_weight_scales_its_own_term_of_the_total(batch, weight):
+    """total = sum of weight x term (LossConfig): raising one weight adds that term's value once per unit."""
+    _, out, labels, source_labels = batch
+    zero = {name: 0.0 for name in WEIGHTS}
+    unit_term = _total(out, labels, source_labels, **{**zero, weight: 1.0})
+    reference = {
+        "ce_img": F.cross_entropy(out["img_logits"], labels),
+        "ce_txt": F.cross_entropy(out["txt_logits"], labels),
+        "pair": ((out["img6"] - out["txt6"]).pow(2).sum() + (out["img7"] - out["txt7"]).pow(2).sum()) / (2 * 8),
+        "ce_src": F.cross_entropy(out["src_logits"], source_labels),
+        "mmd": mmd_quadratic(out["src6"], out["img6"], LossConfig().mmd_kernels)
+        + mmd_quadratic(out["src7"], out["img7"], LossConfig().mmd_kernels),
+    }[WEIGHTS[weight]].item()
+    assert abs(reference) > 1e-3 and unit_term == pytest.approx(reference, rel=1e-5)
+    base = _total(out, labels, source_labels)
+    raised = _total(out, labels, source_labels, **{weight: getattr(LossConfig(), weight) + 2.0})
+    assert raised - base == pytest.approx(2.0 * reference, rel=1e-4, abs=1e-6)
+    assert _total(out, labels, source_labels, **zero) == 0.0
+
+
+def test_source_weights_do_nothing_without_source_labels_and_the_gate_scales_only_them(batch):
+    _, out, labels, source_labels = batch
+    without = _total(out, labels, None)
+    assert _total(out, labels, None, source_weight=5.0, mmd_weight=5.0) == without
+    target_only = _total(out, labels, source_labels, source_weight=0.0, mmd_weight=0.0)
+    assert target_only == pytest.approx(without)
+    config = LossConfig(mmd_estimator="quadratic")
+    gated = chtn_loss(out, labels, config, source_labels, source_scale=0.25)[0].item()
+    full = _total(out, labels, source_labels)
+    assert gated - target_only == pytest.approx(0.25 * (full - target_only), rel=1e-5)
+
+
+def test_a_zero_weight_stops_that_terms_gradient(batch):
+    """With the text CE and the paired L2 switched off nothing trains the text stream; either one alone does."""
+    model, out, labels, source_labels = batch
+    for text_weight, pair_weight, reaches_text in ((0.0, 0.0, False), (1.0, 0.0, True), (0.0, 0.001, True)):
+        model.zero_grad()
+        config = LossConfig(text_weight=text_weight, pair_weight=pair_weight, mmd_estimator="quadratic")
+        chtn_loss(out, labels, config, source_labels)[0].backward(retain_graph=True)
+        grad = model.text.fc6[0].weight.grad
+        assert (grad is not None and grad.abs().max() > 0) == reaches_text, (text_weight, pair_weight)
+        assert model.source.fc6[0].weight.grad.abs().max() > 0 and model.shared.fc10.weight.grad.abs().max() > 0
 
 
 def test_shared_image_stream_serves_source_and_target():
