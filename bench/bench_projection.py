@@ -21,17 +21,13 @@ import argparse
 import datetime as dt
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from tests.harness import CHROMIUM_FLAGS as FLAGS
+from tests.harness import StreamlitServer, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,37 +91,21 @@ def browser_render(sizes: list[int]) -> dict[int, float]:
 
     script = Path(tempfile.mkdtemp()) / "render.py"
     script.write_text(RENDER_PAGE)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-                               "--server.fileWatcherType", "none", "--server.port", str(port)], cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
     times = {}
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(1)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            for n in sizes:
-                tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-                started = time.perf_counter()
-                tab.goto(f"http://127.0.0.1:{port}/?n={n}")
-                tab.get_by_text("rendered-marker").wait_for(timeout=600_000)
-                tab.locator(".js-plotly-plot canvas").first.wait_for(timeout=600_000)
-                tab.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot');"
-                                      " return p && p._fullData && p._fullData.length >= 20; }", timeout=600_000)
-                times[n] = time.perf_counter() - started
-                tab.close()
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with StreamlitServer(script, ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}) as server, \
+            sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        for n in sizes:
+            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+            started = time.perf_counter()
+            tab.goto(f"{server.url}/?n={n}")
+            tab.get_by_text("rendered-marker").wait_for(timeout=600_000)
+            tab.locator(".js-plotly-plot canvas").first.wait_for(timeout=600_000)
+            tab.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot');"
+                                  " return p && p._fullData && p._fullData.length >= 20; }", timeout=600_000)
+            times[n] = time.perf_counter() - started
+            tab.close()
+        browser.close()
     return times
 
 
