@@ -18,6 +18,11 @@ from torch import nn
 from chtn.errors import CHTNError
 
 IMAGE_SIZE = 224
+# Held while a shared encoder or tower is built: concurrent first requests (two dashboard sessions opening
+# at once) then build it once, and transformers' lazy imports, which are not thread-safe (a racing
+# `from transformers import AutoModel` raises ImportError), run in one thread at a time. Re-entrant: a
+# tower's construction builds its encoders.
+BUILD_LOCK = threading.RLock()
 
 
 def _digest(path: Path) -> str:
@@ -279,17 +284,27 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters(), torch.zeros(0)).device
 
 
-@functools.lru_cache(maxsize=8)
 def cached_image_trunk(model_name: str = "tf_efficientnet_lite0", weights: str | None = None,
                        device: str = "cpu") -> ImageTrunk:
     """One frozen trunk per process and device (~5M parameters; building it twice wastes a second).
 
     Shared by every caller, so it is never moved: another device gets its own copy from this cache.
     """
-    return ImageTrunk(model_name, weights).to(device).to(memory_format=torch.channels_last)
+    with BUILD_LOCK:
+        return _image_trunk(model_name, weights, device)
 
 
 @functools.lru_cache(maxsize=8)
+def _image_trunk(model_name: str, weights: str | None, device: str) -> ImageTrunk:
+    return ImageTrunk(model_name, weights).to(device).to(memory_format=torch.channels_last)
+
+
 def cached_text_encoder(model_dir: str = "", device: str = "cpu") -> TransformerTextEncoder:
     """One frozen MiniLM per process and device, shared and never moved (see `cached_image_trunk`)."""
+    with BUILD_LOCK:
+        return _text_encoder(model_dir, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _text_encoder(model_dir: str, device: str) -> TransformerTextEncoder:
     return TransformerTextEncoder(model_dir or None).to(device)

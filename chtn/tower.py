@@ -22,7 +22,7 @@ import torch
 from chtn.checkpoint import Checkpoint
 from chtn.config import EncoderConfig
 from chtn.data import PairDataset
-from chtn.encoders import (ImageTrunk, TfidfTextEncoder, TransformerTextEncoder, cached_image_trunk,
+from chtn.encoders import (BUILD_LOCK, ImageTrunk, TfidfTextEncoder, TransformerTextEncoder, cached_image_trunk,
                            cached_text_encoder, image_transform)
 from chtn.features import FeatureCache, Progress, image_features, pick_device, transformer_text_features
 
@@ -187,8 +187,10 @@ class Tower:
 
 
 def create_tower(checkpoint: Checkpoint, device: str | None = None) -> Tower:
-    """The tower of a checkpoint on a device (default: CUDA when present), built once per process."""
-    return _cached_tower(checkpoint, str(pick_device(device)))
+    """The tower of a checkpoint on a device (default: CUDA when present), built once per process even when
+    several sessions ask at the same moment (they wait for the one build)."""
+    with BUILD_LOCK:
+        return _cached_tower(checkpoint, str(pick_device(device)))
 
 
 @functools.lru_cache(maxsize=8)  # a tower is ~30 MB; a review compares a few checkpoints at most
