@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.retrieval import rank_of, top_k
+from chtn.ranking import rank_of, top_k
 from analysis.workspace import Gallery
 from chtn.evaluate import EvaluationReport
 
@@ -21,7 +21,7 @@ def query_side(gallery: Gallery, direction: str) -> tuple[np.ndarray, np.ndarray
 
 def pair_score(gallery: Gallery, direction: str, query_row: int, result_row: int) -> float:
     """Cosine similarity of a query and a result from the gallery's (cached) embeddings."""
-    from analysis.retrieval import normalize_rows
+    from chtn.ranking import normalize_rows
 
     queries, targets = query_side(gallery, direction)
     return float(normalize_rows(queries[query_row]) @ normalize_rows(targets[result_row]))

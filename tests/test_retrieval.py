@@ -1,4 +1,4 @@
-"""analysis.retrieval: chunked exact cosine top-k and rank_of against a brute-force reference.
+"""chtn.ranking: chunked exact cosine top-k and rank_of against a brute-force reference.
 
 Reference = the full (q, n) float32 similarity matrix and ``np.argsort(-s, kind="stable")`` per row
 (higher score first, ties by lower gallery index: the convention of chtn.evaluate). Exact ties are
@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from analysis.retrieval import TopK, normalize_rows, rank_of, top_k
+from chtn.ranking import TopK, normalize_rows, rank_of, top_k
 from tests.conftest import CHECKPOINTS
 
 
@@ -91,12 +91,12 @@ def test_top_k_matches_brute_force_on_random_data(q, n, d, k, chunk):
 
 def test_query_blocks_smaller_than_query_set(monkeypatch):
     # force several query blocks (1 query x chunk elements each) and check the result is unchanged
-    import analysis.retrieval as retrieval
+    import chtn.ranking as ranking
 
     rng = np.random.default_rng(7)
     queries, gallery = rng.standard_normal((9, 12)), rng.standard_normal((400, 12))
     expected = top_k(queries, gallery, 6, chunk_size=64)
-    monkeypatch.setattr(retrieval, "_QUERY_BLOCK_ELEMS", 100)
+    monkeypatch.setattr(ranking, "_QUERY_BLOCK_ELEMS", 100)
     blocked = top_k(queries, gallery, 6, chunk_size=64)
     np.testing.assert_array_equal(blocked.indices, expected.indices)
     assert_matches(blocked, brute_scores(queries, gallery), 6)
@@ -171,17 +171,17 @@ def test_both_merge_paths_keep_the_stable_order(monkeypatch, fraction):
     """Once the running top-k is full, a chunk's items above the running k-th score are merged directly
     (few of them) or first cut to the chunk's own top k (many): force each path in turn on tie-heavy
     and on random data, and check it was really taken."""
-    import analysis.retrieval as retrieval
+    import chtn.ranking as ranking
 
     calls = {"dense": 0}
-    real_cut = retrieval._dense_cut
+    real_cut = ranking._dense_cut
 
     def counting_cut(*args):
         calls["dense"] += 1
         return real_cut(*args)
 
-    monkeypatch.setattr(retrieval, "_SPARSE_MERGE_FRACTION", fraction)
-    monkeypatch.setattr(retrieval, "_dense_cut", counting_cut)
+    monkeypatch.setattr(ranking, "_SPARSE_MERGE_FRACTION", fraction)
+    monkeypatch.setattr(ranking, "_dense_cut", counting_cut)
     rng = np.random.default_rng(99)
     for chunk in (2, 5, 13, 64):
         for k in (1, 3, 10):
@@ -199,18 +199,18 @@ def test_both_merge_paths_keep_the_stable_order(monkeypatch, fraction):
 @pytest.mark.parametrize("n_queries", [1, 8])
 def test_small_seed_chunk_for_query_batches(monkeypatch, n_queries):
     """Batches of queries start with a small first chunk (8 k rows); results must not depend on it."""
-    import analysis.retrieval as retrieval
+    import chtn.ranking as ranking
 
     firsts = []
-    real_chunks = retrieval._chunks
+    real_chunks = ranking._chunks
 
     def spy(*args):
         firsts.append(args[-1])
         return real_chunks(*args)
 
-    monkeypatch.setattr(retrieval, "_SEED_ROWS", 1)
-    monkeypatch.setattr(retrieval, "_SEED_MIN_QUERIES", 1)
-    monkeypatch.setattr(retrieval, "_chunks", spy)
+    monkeypatch.setattr(ranking, "_SEED_ROWS", 1)
+    monkeypatch.setattr(ranking, "_SEED_MIN_QUERIES", 1)
+    monkeypatch.setattr(ranking, "_chunks", spy)
     rng = np.random.default_rng(n_queries)
     for chunk in (50, 333, 1000):
         for k in (1, 5, 40):
