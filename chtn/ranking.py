@@ -68,7 +68,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TIE_TOLERANCE", "TieGroups", "TopK", "cosine_scores", "normalize_rows", "rank_of", "tie_groups", "top_k"]
+__all__ = ["TIE_TOLERANCE", "TieGroups", "TopK", "cosine_scores", "describe_tie", "normalize_rows", "rank_of",
+           "tie_groups", "top_k"]
 
 # Scores closer than this to a result's score are "tied to four decimals" (see tie_groups).
 TIE_TOLERANCE = 1e-4
@@ -474,6 +475,13 @@ def tie_groups(queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, *,
         first[q0:q0 + qb] = above + 1
         last[q0:q0 + qb] = within
     return TieGroups(last - first, first, last)
+
+
+def describe_tie(others: int, first: int, last: int) -> str:
+    """One result's tie group in words, e.g. 'tied with 16 others (ranks 1–17)'; '' when it stands alone."""
+    if others <= 0:
+        return ""
+    return f"tied with {others} other{'s' if others > 1 else ''} (ranks {first}–{last})"
 
 
 def _gallery_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
