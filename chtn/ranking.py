@@ -13,13 +13,15 @@ two rows rounded once to float32. A float32 BLAS matmul does not give that: its 
 on the matrix shapes (gemv for one query, gemm blockings for a batch); on the sample checkpoints 57% of
 a query's scores differ in the last bit between the two, enough to reorder near-ties. So:
 
-- :func:`normalize_rows` divides each row by its norm (a float64 sum along the row, which depends on
-  the row alone) and rounds every component to a multiple of 2**-24 (exact in float32 for |x| <= 1; a
-  component moves by at most 2**-25, float32's own rounding step of components in [0.5, 1));
+- :func:`normalize_rows` divides each row by its norm (a float64 sum of squares along the contiguous row:
+  numpy's pairwise sum there depends on the row alone, not on the rows beside it) and rounds every
+  component to a multiple of 2**-24 (exact in float32 for |x| <= 1; a component moves by at most 2**-25,
+  float32's own rounding step of components in [0.5, 1));
 - a score is the dot product of two such rows accumulated in float64: every product is a multiple of
   2**-48 and every partial sum is below 2 in magnitude (Cauchy-Schwarz), so every intermediate value is
   an integer multiple of 2**-48 below 2**49, exact in float64 whatever the BLAS kernel, blocking,
-  summation order or FMA; that exact value is rounded once to float32 (within ~2e-7 of the true cosine).
+  summation order or FMA; that exact value is rounded once to float32 (within 6e-8 (sqrt(d) + 1) of the
+  true cosine of the input rows).
 
 ``normalized=True`` means the rows come from :func:`normalize_rows`; other rows are scored the same way,
 but without the bit-for-bit guarantee.
