@@ -120,12 +120,16 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     if x.ndim not in (1, 2):
         raise ValueError(f"normalize_rows expects a (n, d) array or a (d,) vector, got shape {x.shape}")
     x64 = np.ascontiguousarray(x.astype(np.float32, copy=False), dtype=np.float64)
-    sq = np.sum(x64 * x64, axis=-1, keepdims=True)  # squares of float32 values: exact, never overflowing
+    sq = np.sum(np.square(x64), axis=-1, keepdims=True)  # squares of float32 values: exact, never overflowing
     if not np.isfinite(sq).all():
         raise ValueError("cannot normalise: the array contains NaN or infinite values")
     norms = np.sqrt(sq)
-    unit = x64 / np.where(norms > 0, norms, 1.0)  # zero rows: 0 / 1 = 0
-    return (np.rint(unit * _GRID) / _GRID).astype(np.float32)  # on the grid: the cast is exact
+    # unit * 2**24, rounded to integers: dividing by norm / 2**24 is exact power-of-two scaling of unit
+    grid = x64 / (np.where(norms > 0, norms, 1.0) / _GRID)  # zero rows: 0 / 1 = 0
+    np.rint(grid, out=grid)
+    out = grid.astype(np.float32)  # integers of at most 2**24 in magnitude: exact in float32
+    out *= np.float32(1 / _GRID)
+    return out
 
 
 # ---------------------------------------------------------------- input checks and chunk iteration
