@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.workspace import Gallery
 from chtn.evaluate import EvaluationReport
-from chtn.ranking import TIE_TOLERANCE, cosine_scores, rank_of, tie_groups, top_k
+from chtn.ranking import cosine_scores, rank_of, tie_groups, top_k
 
 DIRECTIONS = {"i2t": "Image → Text", "t2i": "Text → Image"}
 
@@ -59,7 +59,7 @@ class ResultView:
     """Top-k results of one query, ready to render.
 
     ``table`` columns: rank, row, id, score, tied_with, tie_first, tie_last, category, relevant, text, image;
-    ``tied_with`` counts the other allowed items within ``TIE_TOLERANCE`` of the result's score and
+    ``tied_with`` counts the other allowed items within ``chtn.ranking.TIE_TOLERANCE`` of the result's score and
     ``tie_first``..``tie_last`` are the ranks they span together (the order inside is the tie-break).
     """
 
@@ -71,7 +71,7 @@ class ResultView:
 
 def retrieve(gallery: Gallery, direction: str, query: np.ndarray, k: int, label_names: Sequence[str],
              categories: Sequence[str] | None = None, query_label: int | None = None,
-             paired_row: int | None = None, tolerance: float = TIE_TOLERANCE) -> ResultView:
+             paired_row: int | None = None) -> ResultView:
     """Top-k of `query` over the other modality of the gallery, optionally restricted to some categories,
     with each result's tie group (and the own pair's, when it is in the filtered gallery)."""
     _, targets = query_side(gallery, direction)
@@ -83,7 +83,7 @@ def retrieve(gallery: Gallery, direction: str, query: np.ndarray, k: int, label_
     rows = found.indices[0]
     pair_allowed = paired_row is not None and (mask is None or bool(mask[paired_row]))
     probe = np.append(rows, paired_row) if pair_allowed else rows  # one pass gives the pair's group too
-    groups = tie_groups(query, targets, probe[None, :], tolerance=tolerance, mask=mask)
+    groups = tie_groups(query, targets, probe[None, :], mask=mask)
     data = gallery.data
     table = pd.DataFrame({
         "rank": np.arange(1, len(rows) + 1),

@@ -151,8 +151,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         direction, query = "i2t", embedder.embed_images([Path(args.image)])[0]
     view = retrieve(gallery, direction, query, args.k, names, args.category, label, row)
     table = view.table.assign(tie_ranks=[f"{a}-{b}" for a, b in zip(view.table.tie_first, view.table.tie_last)])
-    columns = (["rank", "id", "score", "tied_with", "tie_ranks", "category"] + (["relevant"] if label is not None else [])
-               + ["text"])
+    columns = ["rank", "id", "score", "tied_with", "tie_ranks", "category"]
+    columns += (["relevant"] if label is not None else []) + ["text"]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"tied_with: other items scoring within {TIE_TOLERANCE:g} of the result (tie_ranks: the ranks they span)")
     if view.paired_rank is not None:

@@ -186,11 +186,11 @@ class EvaluationReport:
                "n_queries": len(self.i2t.ap) + len(self.t2i.ap),
                "n_undefined": int(np.isnan(self.i2t.ap).sum() + np.isnan(self.t2i.ap).sum())}
         for r in (self.i2t, self.t2i):
-            paired = r.paired_exact is not None
-            out[f"pair_recall@1_{r.direction}"] = r.own_pair_recall(1)
-            out[f"pair_recall@10_{r.direction}"] = r.own_pair_recall(10)
-            out[f"pair_median_rank_{r.direction}"] = float(np.median(r.own_pair_expected_rank())) if paired else float("nan")
-            out[f"pair_median_stable_rank_{r.direction}"] = float(np.median(r.paired_rank)) if paired else float("nan")
+            paired, d = r.paired_exact is not None, r.direction
+            out[f"pair_recall@1_{d}"] = r.own_pair_recall(1)
+            out[f"pair_recall@10_{d}"] = r.own_pair_recall(10)
+            out[f"pair_median_rank_{d}"] = float(np.median(r.own_pair_expected_rank())) if paired else float("nan")
+            out[f"pair_median_stable_rank_{d}"] = float(np.median(r.paired_rank)) if paired else float("nan")
         out["pair_tie_rule"] = "exactly tied items in random order (tie-aware expected values, McSherry & Najork 2008)"
         out["tie_tolerance"] = TIE_TOLERANCE
         return out

@@ -202,7 +202,8 @@ def test_paired_tie_group_reaches_four_decimals_but_exact_ties_do_not():
 
 def test_unpaired_sets_have_no_own_pair_figures():
     rng = np.random.default_rng(1)
-    res = evaluate_direction(rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), np.zeros(5, int), np.zeros(4, int), "i2t")
+    res = evaluate_direction(rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), np.zeros(5, int), np.zeros(4, int),
+                             "i2t")
     assert res.paired_ties is None and res.paired_exact is None
     assert math.isnan(res.own_pair_recall(1)) and (res.own_pair_expected_rank() == -1).all()
 

@@ -24,13 +24,13 @@ st.caption("Own pair: where each query's own pair (the image's text, the text's 
            "(equal scores) count in a random order: a pair tied with t others across the k-th place counts "
            "as the chance it lands in the top k, and its rank as the middle of the tie (tie-aware expected "
            "values, McSherry & Najork 2008). The table's paired rank breaks ties by gallery order instead.")
-for direction, arrow in (("i2t", "I → T"), ("t2i", "T → I")):
+for d, arrow in (("i2t", "I → T"), ("t2i", "T → I")):
     col_r1, col_r10, col_median = st.columns(3)
-    col_r1.metric(f"Own pair recall@1 {arrow}", f"{summary[f'pair_recall@1_{direction}']:.3f}")
-    col_r10.metric(f"Own pair recall@10 {arrow}", f"{summary[f'pair_recall@10_{direction}']:.3f}")
-    col_median.metric(f"Own pair median rank {arrow}", f"{summary[f'pair_median_rank_{direction}']:g}",
-                      help="Median over queries of the expected rank with exact ties in random order; "
-                           f"with the table's gallery-order tie-break: {summary[f'pair_median_stable_rank_{direction}']:g}.")
+    col_r1.metric(f"Own pair recall@1 {arrow}", f"{summary[f'pair_recall@1_{d}']:.3f}")
+    col_r10.metric(f"Own pair recall@10 {arrow}", f"{summary[f'pair_recall@10_{d}']:.3f}")
+    col_median.metric(f"Own pair median rank {arrow}", f"{summary[f'pair_median_rank_{d}']:g}",
+                      help="Median over queries of the expected rank with exact ties in random order; with "
+                           f"the table's gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g}.")
 
 with st.expander("Model card", expanded=True):
     card = model_card(ctx.checkpoint)
