@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.retrieval import normalize_rows, top_k
+from chtn.ranking import normalize_rows, top_k
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
 

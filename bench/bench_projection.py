@@ -67,7 +67,7 @@ def time_projection(n: int) -> dict[str, float]:
     import umap
 
     from analysis.projection import ProjectionParams, project_gallery
-    from analysis.retrieval import normalize_rows
+    from chtn.ranking import normalize_rows
 
     image, text, labels = points(n)
     params = ProjectionParams(max_points=max(n, 10))

@@ -91,6 +91,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = report.summary()
     print(f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "
           f"I->T {summary['map_i2t']:.4f}  T->I {summary['map_t2i']:.4f}  mean {summary['map_mean']:.4f}")
+    for d, arrow in (("i2t", "I->T"), ("t2i", "T->I")):
+        print(f"own pair {arrow}: recall@1 {summary[f'pair_recall@1_{d}']:.4f}  recall@10 "
+              f"{summary[f'pair_recall@10_{d}']:.4f}  median rank {summary[f'pair_median_rank_{d}']:g} "
+              f"(gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g})")
+    print(f"own-pair tie rule: {summary['pair_tie_rule']}")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +127,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from analysis.workspace import embed_split, open_dataset
     from chtn.checkpoint import load_checkpoint
     from chtn.features import FeatureCache
+    from chtn.ranking import TIE_TOLERANCE, describe_tie
     from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -149,10 +155,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         open_rgb(args.image)  # a clear message for a missing or non-image file
         direction, query = "i2t", tower.embed_images([Path(args.image)], cache)[0]
     view = retrieve(gallery, direction, query, args.k, names, args.category, label, row)
-    columns = ["rank", "id", "score", "category"] + (["relevant"] if label is not None else []) + ["text"]
-    print(view.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    table = view.table.assign(tie_ranks=[f"{a}-{b}" for a, b in zip(view.table.tie_first, view.table.tie_last)])
+    columns = ["rank", "id", "score", "tied_with", "tie_ranks", "category"]
+    columns += (["relevant"] if label is not None else []) + ["text"]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"tied_with: other items scoring within {TIE_TOLERANCE:g} of the result (tie_ranks: the ranks they span)")
     if view.paired_rank is not None:
-        print(f"its own pair ranks #{view.paired_rank} of {view.n_allowed}")
+        tie = describe_tie(*view.paired_tie) if view.paired_tie is not None else ""
+        print(f"its own pair ranks #{view.paired_rank} of {view.n_allowed}" + (f", {tie}" if tie else ""))
     return 0
 
 

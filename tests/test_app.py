@@ -1,6 +1,7 @@
 """Dashboard pages under Streamlit's AppTest, on the embedded sample (real checkpoints, real data)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -24,15 +25,43 @@ def _texts(at: AppTest) -> str:
     return " ".join(m.value for m in at.markdown)
 
 
-def test_overview_shows_card_metrics_chart_and_table():
+def _cards(at: AppTest) -> list[str]:
+    """The explorer's result cards, best first (each starts with its rank in bold)."""
+    return [m.value for m in at.markdown if m.value.startswith("**#")]
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    """The default sample checkpoint's test gallery and evaluation, computed outside the app."""
+    from analysis.workspace import SAMPLE_DATASET, embed_split, evaluate_gallery, open_checkpoint, open_dataset
+
+    checkpoint = open_checkpoint("chtn_fashion_source")
+    gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
+    return gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names
+
+
+def test_overview_shows_card_metrics_chart_and_table(fashion):
+    _, report, _ = fashion
     at = _app()
     assert not at.error
     labels = {m.label: m.value for m in at.metric}
-    assert set(labels) == {"MAP Image → Text", "MAP Text → Image", "MAP average"}
-    assert all(0.5 < float(v) <= 1 for v in labels.values())
+    maps = {"MAP Image → Text", "MAP Text → Image", "MAP average"}
+    assert maps < set(labels) and all(0.5 < float(labels[m]) <= 1 for m in maps)
+    summary = report.summary()
+    for direction, arrow in (("i2t", "I → T"), ("t2i", "T → I")):
+        assert labels[f"Own pair recall@1 {arrow}"] == f"{summary[f'pair_recall@1_{direction}']:.3f}"
+        assert labels[f"Own pair recall@10 {arrow}"] == f"{summary[f'pair_recall@10_{direction}']:.3f}"
+        assert labels[f"Own pair median rank {arrow}"] == f"{summary[f'pair_median_rank_{direction}']:g}"
+    assert len(labels) == 9
+    assert "McSherry & Najork" in " ".join(c.value for c in at.caption)  # the tie rule is stated
     card = at.table[0].value
     assert "chtn_fashion_source.safetensors" in card.to_string() and "sample_data/fashion/source.csv" in card.to_string()
-    assert len(at.dataframe[0].value) == 800  # 400 queries x 2 directions
+    table = at.dataframe[0].value
+    assert len(table) == 800  # 400 queries x 2 directions
+    np.testing.assert_array_equal(table.paired_rank, np.r_[report.i2t.paired_rank, report.t2i.paired_rank])
+    np.testing.assert_array_equal(table.paired_tied_with, np.r_[report.i2t.paired_ties.others,
+                                                                 report.t2i.paired_ties.others])
+    assert (table.paired_tied_with > 0).mean() > 0.5  # the saturated softmax space: most pairs share their score
 
 
 @pytest.mark.parametrize("checkpoint", ["chtn_no_source", "chtn_cifar_source"])
@@ -54,22 +83,41 @@ def test_bad_checkpoint_path_gives_a_clear_error_and_the_app_keeps_working(tmp_p
     at.text_input(key="sb_checkpoint_path").input(str(foreign)).run()
     assert not at.exception and "not a readable safetensors file" in at.error[0].value
     at.selectbox(key="sb_checkpoint").set_value("chtn_fashion_source").run()
-    assert not at.exception and not at.error and len(at.metric) == 3
+    assert not at.exception and not at.error and len(at.metric) == 9
 
 
-def test_explorer_default_view_and_interactions():
+def test_explorer_default_view_and_interactions(fashion):
+    from analysis.explorer import next_misretrieval, retrieve, worst_query
+    from chtn.ranking import describe_tie
+
+    gallery, report, names = fashion
     at = _app("views/retrieval.py")
     assert not at.error
     assert "Top 10 texts" in [s.value for s in at.subheader]
-    assert "its pair" in _texts(at) or at.metric[1].value.startswith("#")
+    # the default query is test row 0, image -> text: its own pair's rank is the Overview's, and the grid
+    # is the explorer's ranking, with each result's tie group
+    assert at.query_params["query"] == gallery.data.ids[0]
+    assert at.metric[1].value == f"#{report.i2t.paired_rank[0]}"
+    view = retrieve(gallery, "i2t", gallery.image[0], 10, names, None, int(gallery.labels[0]), 0)
+    assert view.paired_rank == report.i2t.paired_rank[0] and view.paired_tie[0] > 0
+    assert describe_tie(*view.paired_tie) in [c.value for c in at.caption]
+    cards = _cards(at)
+    assert len(cards) == 10
+    for card, item in zip(cards, view.table.itertuples()):
+        assert card.startswith(f"**#{item.rank}** · {item.score:.4f}")
+        assert describe_tie(item.tied_with, item.tie_first, item.tie_last) in card
+        assert ("**its pair**" in card) == (item.row == 0)
+    assert (view.table.tied_with > 0).any()
     at.radio(key="rx_direction").set_value("t2i").run()
     at.slider(key="rx_k").set_value(5).run()
     assert not at.exception and "Top 5 images" in [s.value for s in at.subheader]
     assert at.query_params["direction"] == "t2i" and at.query_params["k"] == "5"
-    before = at.query_params["query"]
     next(b for b in at.button if "Next mis-retrieval" in b.label).click().run()
-    assert not at.exception and at.query_params["query"] != before
-    assert ":material/cancel: not relevant" in _texts(at)  # a mis-retrieval: its top-1 result is wrong
+    expected = next_misretrieval(report, "t2i", 0)
+    assert not at.exception and expected != 0 and at.query_params["query"] == gallery.data.ids[expected]
+    assert ":material/cancel: not relevant" in _cards(at)[0]  # a mis-retrieval: its top-1 result is wrong
+    next(b for b in at.button if "Worst" in b.label).click().run()
+    assert not at.exception and at.query_params["query"] == gallery.data.ids[worst_query(report, "t2i")]
 
 
 def test_choices_survive_a_page_switch():
@@ -113,7 +161,7 @@ def test_dataset_from_a_path_and_a_dataset_that_does_not_fit(tmp_path):
     at = _app()
     at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
     at.text_input(key="sb_dataset_path").input(str(PAIRS)).run()
-    assert not at.exception and not at.error and len(at.metric) == 3
+    assert not at.exception and not at.error and len(at.metric) == 9
     foreign = tmp_path / "pairs.csv"
     rows = PAIRS.read_text().splitlines()
     header, first = rows[0], rows[1].split(",")

@@ -19,25 +19,32 @@ def test_query_by_id_with_category_filter_matches_the_explorer(capsys, pairs):
     from analysis.explorer import retrieve
     from analysis.workspace import embed_split, open_dataset
     from chtn.checkpoint import load_checkpoint
+    from chtn.ranking import describe_tie
 
     item = pairs.split("test").ids[0]
     code, out, _ = _search(capsys, "--query-id", item, "-k", "5", "--category", "Tshirts", "--category", "Shirts")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split()[:5] == ["rank", "id", "score", "category", "relevant"] and len(lines) == 7
-    assert all(line.split()[3] in ("Tshirts", "Shirts") for line in lines[1:6])
-    assert lines[-1].startswith("its own pair ranks #") and lines[-1].endswith("of 40")
+    assert lines[0].split()[:7] == ["rank", "id", "score", "tied_with", "tie_ranks", "category", "relevant"]
+    assert len(lines) == 8
+    rows = [line.split() for line in lines[1:6]]
+    assert all(row[5] in ("Tshirts", "Shirts") for row in rows)
+    assert lines[6].startswith("tied_with: other items scoring within 0.0001")
     checkpoint = load_checkpoint(CKPT)
     gallery = embed_split(checkpoint, open_dataset(PAIRS, checkpoint))
-    view = retrieve(gallery, "i2t", gallery.image[0], 5, checkpoint.label_names, ["Tshirts", "Shirts"], 
+    view = retrieve(gallery, "i2t", gallery.image[0], 5, checkpoint.label_names, ["Tshirts", "Shirts"],
                     int(gallery.labels[0]), 0)
-    assert [line.split()[1] for line in lines[1:6]] == list(view.table.id)
+    assert [row[1] for row in rows] == list(view.table.id)
+    assert [int(row[3]) for row in rows] == list(view.table.tied_with)
+    assert [row[4] for row in rows] == [f"{a}-{b}" for a, b in zip(view.table.tie_first, view.table.tie_last)]
+    tie = describe_tie(*view.paired_tie)
+    assert lines[-1] == f"its own pair ranks #{view.paired_rank} of 40" + (f", {tie}" if tie else "")
 
 
 def test_free_text_finds_the_named_category(capsys):
     code, out, _ = _search(capsys, "--text", "black leather wallet", "-k", "5")
     assert code == 0
-    assert [line.split()[3] for line in out.strip().splitlines()[1:]].count("Wallets") >= 4
+    assert [line.split()[5] for line in out.strip().splitlines()[1:6]].count("Wallets") >= 4
 
 
 @pytest.mark.parametrize("args, message", [

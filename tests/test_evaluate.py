@@ -145,7 +145,11 @@ def test_per_category(tiny_report):
 def test_per_query(tiny_report):
     df = tiny_report.per_query(["p0", "p1", "p2"], texts=["t0", "t1", "t2"])
     assert len(df) == 6
-    assert list(df.columns) == ["id", "direction", "category", "ap", "paired_rank", "top1_correct", "text"]
+    assert list(df.columns) == ["id", "direction", "category", "ap", "paired_rank", "paired_tied_with",
+                                "paired_tie_first", "paired_tie_last", "paired_expected_rank", "top1_correct", "text"]
+    # no ties in the tiny report: each pair's group is itself alone, at its own rank
+    assert (df.paired_tied_with == 0).all() and (df.paired_tie_first == df.paired_rank).all()
+    assert (df.paired_tie_last == df.paired_rank).all() and (df.paired_expected_rank == df.paired_rank).all()
     assert list(df["direction"]) == ["i2t"] * 3 + ["t2i"] * 3
     assert list(df["id"]) == ["p0", "p1", "p2"] * 2 and list(df["category"]) == ["cat", "dog", "cat"] * 2
     assert df.loc[5, "ap"] == pytest.approx(1.0) and df.loc[5, "top1_correct"]
@@ -160,6 +164,48 @@ def test_summary(tiny_report):
     assert s["n_queries"] == 6 and s["n_undefined"] == 0
     assert s["map_mean"] == pytest.approx((s["map_i2t"] + s["map_t2i"]) / 2)
     assert s["map_i2t"] == pytest.approx(np.mean(tiny_report.i2t.ap))
+    # own pairs at ranks 3, 3, 1 in both directions, no ties
+    assert s["pair_recall@1_i2t"] == pytest.approx(1 / 3) and s["pair_recall@10_i2t"] == 1.0
+    assert s["pair_median_rank_i2t"] == 3.0 and s["pair_median_stable_rank_t2i"] == 3.0
+    assert "random order" in s["pair_tie_rule"] and s["tie_tolerance"] == 1e-4
+
+
+# ---- own-pair figures: the tie rule
+
+def test_own_pair_figures_count_exact_ties_in_random_order():
+    # text rows: 0 and 3 are the same vector, so a query scores them exactly equal
+    text = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    image = np.array([[1.0, 0.0],    # scores 1, 0, .707, 1: own pair (0) tied with row 3 at ranks 1-2
+                      [0.0, 1.0],    # own pair (1) alone at rank 1
+                      [1.0, 1.0],    # own pair (2) alone at rank 1
+                      [0.0, 1.0]])   # scores 0, 1, .707, 0: own pair (3) tied with row 0 at ranks 3-4
+    r = evaluate_embeddings(image, text, np.arange(4), list("abcd")).i2t
+    np.testing.assert_array_equal(r.paired_rank, [1, 1, 1, 4])  # the protocol's gallery-order tie-break
+    np.testing.assert_array_equal(r.paired_exact.others, [1, 0, 0, 1])
+    np.testing.assert_array_equal(r.paired_exact.first, [1, 1, 1, 3])
+    np.testing.assert_array_equal(r.own_pair_expected_rank(), [1.5, 1, 1, 3.5])
+    # recall@1: 1/2 + 1 + 1 + 0 (the tie-break alone would say 3 of 4); recall@3: 1 + 1 + 1 + 1/2
+    assert r.own_pair_recall(1) == pytest.approx(2.5 / 4)
+    assert r.own_pair_recall(3) == pytest.approx(3.5 / 4)
+    assert r.own_pair_recall(4) == 1.0
+
+
+def test_paired_tie_group_reaches_four_decimals_but_exact_ties_do_not():
+    angle = np.array([0.0, 0.01, 0.02, np.pi / 2])  # cosines with row 0: 1, 0.99995, 0.9998, 0
+    gallery = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    r = evaluate_direction(gallery, gallery.copy(), np.zeros(4, int), np.zeros(4, int), "t2i")
+    assert (r.paired_ties.others[0], r.paired_ties.first[0], r.paired_ties.last[0]) == (1, 1, 2)
+    # query 1: its own pair scores 1, rows 0 and 2 score 0.99995, all within 1e-4: ranks 1-3
+    assert (r.paired_ties.others[1], r.paired_ties.first[1], r.paired_ties.last[1]) == (2, 1, 3)
+    assert (r.paired_exact.others == 0).all() and r.own_pair_recall(1) == 1.0
+
+
+def test_unpaired_sets_have_no_own_pair_figures():
+    rng = np.random.default_rng(1)
+    res = evaluate_direction(rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), np.zeros(5, int), np.zeros(4, int),
+                             "i2t")
+    assert res.paired_ties is None and res.paired_exact is None
+    assert math.isnan(res.own_pair_recall(1)) and (res.own_pair_expected_rank() == -1).all()
 
 
 def test_summary_at_k_label():

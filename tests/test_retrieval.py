@@ -1,10 +1,10 @@
-"""analysis.retrieval: chunked exact cosine top-k and rank_of against a brute-force reference.
+"""chtn.ranking: exact scores, chunked top-k, rank_of and tie groups against brute-force references.
 
-Reference = the full (q, n) float32 similarity matrix and ``np.argsort(-s, kind="stable")`` per row
-(higher score first, ties by lower gallery index: the convention of chtn.evaluate). Exact ties are
-made with small-integer vectors and ``normalized=True`` (every float32 product and sum is exact, so
-tied scores are bit-identical however the matmul is blocked), duplicated gallery rows, and all-equal
-galleries.
+Reference = the full (q, n) score matrix from ONE float64 matmul of the normalised rows rounded to
+float32 (the definition of a score in chtn.ranking), and ``np.argsort(-s, kind="stable")`` per row
+(higher score first, ties by lower gallery index: the protocol's convention). Exact ties are made with
+small-integer vectors and ``normalized=True`` (every product and sum is exact, so tied scores are
+bit-identical however the matmul is blocked), duplicated gallery rows, and all-equal galleries.
 """
 from __future__ import annotations
 
@@ -13,18 +13,22 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from analysis.retrieval import TopK, normalize_rows, rank_of, top_k
+from chtn.ranking import TIE_TOLERANCE, TieGroups, TopK, cosine_scores, normalize_rows, rank_of, tie_groups, top_k
 from tests.conftest import CHECKPOINTS
 
 
 # ---------------------------------------------------------------- brute-force references
 
 def brute_scores(queries, gallery, normalized=False):
+    """One float64 matmul per 65,536 gallery rows (bounded memory), rounded once to float32."""
     q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     g = np.asarray(gallery, dtype=np.float32)
     if not normalized:
         q, g = normalize_rows(q), normalize_rows(g)
-    return q @ g.T
+    out = np.empty((len(q), len(g)), np.float32)
+    for lo in range(0, len(g), 65536):
+        out[:, lo:lo + 65536] = q.astype(np.float64) @ g[lo:lo + 65536].astype(np.float64).T
+    return out
 
 
 def brute_top_k(scores, k, mask=None):
@@ -91,12 +95,12 @@ def test_top_k_matches_brute_force_on_random_data(q, n, d, k, chunk):
 
 def test_query_blocks_smaller_than_query_set(monkeypatch):
     # force several query blocks (1 query x chunk elements each) and check the result is unchanged
-    import analysis.retrieval as retrieval
+    import chtn.ranking as ranking
 
     rng = np.random.default_rng(7)
     queries, gallery = rng.standard_normal((9, 12)), rng.standard_normal((400, 12))
     expected = top_k(queries, gallery, 6, chunk_size=64)
-    monkeypatch.setattr(retrieval, "_QUERY_BLOCK_ELEMS", 100)
+    monkeypatch.setattr(ranking, "_QUERY_BLOCK_ELEMS", 100)
     blocked = top_k(queries, gallery, 6, chunk_size=64)
     np.testing.assert_array_equal(blocked.indices, expected.indices)
     assert_matches(blocked, brute_scores(queries, gallery), 6)
@@ -171,17 +175,17 @@ def test_both_merge_paths_keep_the_stable_order(monkeypatch, fraction):
     """Once the running top-k is full, a chunk's items above the running k-th score are merged directly
     (few of them) or first cut to the chunk's own top k (many): force each path in turn on tie-heavy
     and on random data, and check it was really taken."""
-    import analysis.retrieval as retrieval
+    import chtn.ranking as ranking
 
     calls = {"dense": 0}
-    real_cut = retrieval._dense_cut
+    real_cut = ranking._dense_cut
 
     def counting_cut(*args):
         calls["dense"] += 1
         return real_cut(*args)
 
-    monkeypatch.setattr(retrieval, "_SPARSE_MERGE_FRACTION", fraction)
-    monkeypatch.setattr(retrieval, "_dense_cut", counting_cut)
+    monkeypatch.setattr(ranking, "_SPARSE_MERGE_FRACTION", fraction)
+    monkeypatch.setattr(ranking, "_dense_cut", counting_cut)
     rng = np.random.default_rng(99)
     for chunk in (2, 5, 13, 64):
         for k in (1, 3, 10):
@@ -199,18 +203,18 @@ def test_both_merge_paths_keep_the_stable_order(monkeypatch, fraction):
 @pytest.mark.parametrize("n_queries", [1, 8])
 def test_small_seed_chunk_for_query_batches(monkeypatch, n_queries):
     """Batches of queries start with a small first chunk (8 k rows); results must not depend on it."""
-    import analysis.retrieval as retrieval
+    import chtn.ranking as ranking
 
     firsts = []
-    real_chunks = retrieval._chunks
+    real_chunks = ranking._chunks
 
     def spy(*args):
         firsts.append(args[-1])
         return real_chunks(*args)
 
-    monkeypatch.setattr(retrieval, "_SEED_ROWS", 1)
-    monkeypatch.setattr(retrieval, "_SEED_MIN_QUERIES", 1)
-    monkeypatch.setattr(retrieval, "_chunks", spy)
+    monkeypatch.setattr(ranking, "_SEED_ROWS", 1)
+    monkeypatch.setattr(ranking, "_SEED_MIN_QUERIES", 1)
+    monkeypatch.setattr(ranking, "_chunks", spy)
     rng = np.random.default_rng(n_queries)
     for chunk in (50, 333, 1000):
         for k in (1, 5, 40):
@@ -394,7 +398,7 @@ def test_million_row_gallery_matches_brute_force_with_bounded_memory(million, n_
     # the chunked walk never holds anything as large as the full (n_queries, 1M) float32 similarity
     # matrix (4 MB for 1 query, 256 MB for 64), let alone argpartition's int64 indices over it
     assert peak < n_queries * len(gallery) * 4
-    assert_matches(result, queries @ gallery.T, 10)
+    assert_matches(result, brute_scores(queries, gallery, normalized=True), 10)
 
 
 def test_million_row_gallery_with_category_mask(million):
@@ -403,7 +407,7 @@ def test_million_row_gallery_with_category_mask(million):
     mask[np.random.default_rng(1).choice(len(gallery), 5000, replace=False)] = True
     result = top_k(queries, gallery, 10, mask=mask, normalized=True)
     assert mask[result.indices].all()
-    assert_matches(result, queries @ gallery.T, 10, mask)
+    assert_matches(result, brute_scores(queries, gallery, normalized=True), 10, mask)
 
 
 # ---------------------------------------------------------------- rank_of
@@ -475,7 +479,7 @@ def test_rank_of_one_dimensional_query_and_bad_targets():
 
 def test_rank_of_million_rows(million):
     queries, gallery = million[0][:3], million[1]
-    scores = queries @ gallery.T
+    scores = brute_scores(queries, gallery, normalized=True)
     best = top_k(queries, gallery, 5, normalized=True)
     np.testing.assert_array_equal(rank_of(queries, gallery, best.indices[:, 4], normalized=True), 5)
     targets = np.array([0, 123_456, 999_999])
@@ -517,3 +521,105 @@ def test_real_embeddings_top_k_matches_brute_force_and_finds_the_category(sample
     # where the paired text ranks (the dashboard's "paired item" column) equals brute force
     np.testing.assert_array_equal(rank_of(image, text, np.arange(400), chunk_size=33),
                                   brute_rank(brute_scores(image, text), np.arange(400)))
+
+
+# ---------------------------------------------------------------- scores: exact, whatever the shapes
+
+@pytest.mark.parametrize("n,d", [(1000, 3), (3000, 20), (500, 256)])
+def test_normalize_rows_gives_a_row_the_same_bits_alone_or_in_any_batch(n, d):
+    rng = np.random.default_rng(n + d)
+    x = rng.standard_normal((n, d)).astype(np.float32) * rng.uniform(1e-3, 1e3, (n, 1)).astype(np.float32)
+    batch = normalize_rows(x)
+    np.testing.assert_array_equal(batch, np.stack([normalize_rows(row) for row in x]))
+    np.testing.assert_array_equal(batch, normalize_rows(np.asfortranarray(x)))
+    np.testing.assert_array_equal(batch, np.concatenate([normalize_rows(x[i:i + 13]) for i in range(0, n, 13)]))
+    # on the grid of multiples of 2**-24, and unit length to float32 precision
+    assert (np.rint(batch * 2.0 ** 24) == batch * 2.0 ** 24).all()
+    np.testing.assert_allclose(np.linalg.norm(batch.astype(np.float64), axis=1), 1.0, atol=1e-6)
+
+
+def test_cosine_scores_are_the_exact_dot_product_rounded_once():
+    rng = np.random.default_rng(3)
+    q, g = normalize_rows(rng.standard_normal((4, 256))), normalize_rows(rng.standard_normal((50, 256)))
+    scores = cosine_scores(q, g, normalized=True)
+    assert scores.dtype == np.float32 and scores.shape == (4, 50)
+    q_int, g_int = (q.astype(np.float64) * 2 ** 24).astype(np.int64), (g.astype(np.float64) * 2 ** 24).astype(np.int64)
+    for i in range(4):
+        for j in range(50):
+            exact = sum(int(a) * int(b) for a, b in zip(q_int[i], g_int[j]))  # Python ints: no rounding at all
+            assert scores[i, j] == np.float32(exact / 2 ** 48)  # exact / 2**48 is exact in float64 (|exact| < 2**49)
+
+
+def test_scores_of_one_query_equal_those_of_a_batch_bit_for_bit():
+    # A float32 matmul does not do this (gemv and gemm blockings sum in different orders); ranking needs it,
+    # since the explorer scores one query and evaluation a batch.
+    rng = np.random.default_rng(4)
+    for d in (20, 256):
+        queries, gallery = rng.standard_normal((70, d)), rng.standard_normal((3000, d))
+        batch = cosine_scores(queries, gallery)
+        np.testing.assert_array_equal(batch, np.concatenate([cosine_scores(q, gallery) for q in queries]))
+        np.testing.assert_array_equal(batch, np.concatenate([cosine_scores(queries[i:i + 9], gallery)
+                                                             for i in range(0, 70, 9)]))
+        found = top_k(queries, gallery, 5, chunk_size=333)
+        np.testing.assert_array_equal(found.scores, np.take_along_axis(batch, found.indices, axis=1))
+
+
+# ---------------------------------------------------------------- tie groups
+
+def brute_ties(scores, indices, tolerance, mask=None):
+    """(others, first, last) of each result from the full score rows, bounds in float64."""
+    allowed = np.ones(scores.shape[1], bool) if mask is None else mask
+    s = scores[:, allowed].astype(np.float64)
+    own = np.take_along_axis(scores, indices, axis=1).astype(np.float64)
+    above = (s[:, None, :] > own[:, :, None] + tolerance).sum(axis=2)
+    within = (s[:, None, :] >= own[:, :, None] - tolerance).sum(axis=2)
+    return within - above - 1, above + 1, within
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 65536])
+@pytest.mark.parametrize("tolerance", [0.0, 0.05, TIE_TOLERANCE])
+def test_tie_groups_match_brute_force(chunk, tolerance):
+    rng = np.random.default_rng(chunk + int(tolerance * 1e4))
+    queries, gallery = integer_data(rng, 9, 300, 3)  # many exact ties
+    mask = rng.random(300) < 0.6
+    for m in (None, mask):
+        best = top_k(queries, gallery, 12, mask=m, chunk_size=chunk, normalized=True)
+        groups = tie_groups(queries, gallery, best.indices, tolerance=tolerance, mask=m, chunk_size=chunk,
+                            normalized=True)
+        assert isinstance(groups, TieGroups) and groups.others.shape == (9, 12)
+        expected = brute_ties(brute_scores(queries, gallery, normalized=True), best.indices, tolerance, m)
+        for got, want in zip((groups.others, groups.first, groups.last), expected):
+            np.testing.assert_array_equal(got, want)
+        ranks = np.arange(1, 13)[None, :]
+        assert ((groups.first <= ranks) & (ranks <= groups.last)).all()  # a result lies inside its group
+    if tolerance == 0.0:
+        assert (groups.others > 0).any()  # the integer data really has exact ties
+
+
+def test_tie_groups_on_random_data_with_a_tolerance_spanning_several_results():
+    rng = np.random.default_rng(12)
+    queries, gallery = rng.standard_normal((5, 20)), rng.standard_normal((2000, 20))
+    targets = rng.integers(0, 2000, (5, 3))
+    groups = tie_groups(queries, gallery, targets, tolerance=0.01, chunk_size=300)
+    expected = brute_ties(brute_scores(queries, gallery), targets, 0.01)
+    for got, want in zip((groups.others, groups.first, groups.last), expected):
+        np.testing.assert_array_equal(got, want)
+    assert (groups.others > 3).any()
+    # one (d,) query with a (m,) vector of rows is one query
+    single = tie_groups(queries[0], gallery, targets[0], tolerance=0.01)
+    np.testing.assert_array_equal(single.last, groups.last[:1])
+
+
+def test_tie_groups_reject_bad_indices_and_tolerance():
+    rng = np.random.default_rng(13)
+    queries, gallery = rng.standard_normal((2, 4)), rng.standard_normal((10, 4))
+    mask = np.arange(10) < 5
+    with pytest.raises(ValueError, match="mask allows"):
+        tie_groups(queries, gallery, [[1], [7]], mask=mask)
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        tie_groups(queries, gallery, [[1], [10]])
+    with pytest.raises(ValueError, match="n_queries, m"):
+        tie_groups(queries, gallery, [1, 2, 3])
+    with pytest.raises(ValueError, match="tolerance"):
+        tie_groups(queries, gallery, [[1], [2]], tolerance=-1e-4)
+    assert tie_groups(queries, gallery, np.zeros((2, 0), np.int64)).others.shape == (2, 0)

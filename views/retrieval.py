@@ -1,6 +1,7 @@
 """Retrieval explorer: pick a query (test item, free text or an uploaded image), see its top-k, judge them.
 
 Every view is in the URL (checkpoint, direction, query, k), so a link pasted in a meeting reopens it.
+Ranks, scores and tie groups come from chtn.ranking, as the Overview's (analysis.explorer.retrieve).
 """
 import numpy as np
 import streamlit as st
@@ -9,6 +10,7 @@ from analysis.explorer import DIRECTIONS, next_misretrieval, query_side, retriev
 from analysis.workspace import store_upload
 from chtn.errors import CHTNError
 from chtn.images import open_rgb
+from chtn.ranking import TIE_TOLERANCE, describe_tie
 from views.common import context, keep, remember
 
 ctx = context()
@@ -107,9 +109,13 @@ if paired_row is not None:
     stats[0].metric("Query AP", f"{report_side.ap[paired_row]:.3f}",
                     help="Over the whole test gallery (no category filter).")
     stats[1].metric("Its own pair ranks", "filtered out" if view.paired_rank == 0 else f"#{view.paired_rank}")
+    if view.paired_tie is not None:
+        stats[1].caption(describe_tie(*view.paired_tie) or f"no other item within {TIE_TOLERANCE:g} of its score")
 stats[2].metric("Gallery searched", f"{view.n_allowed} {'texts' if direction == 'i2t' else 'images'}")
 
 st.subheader(f"Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}")
+st.caption(f"“Tied with N others”: N more items score within {TIE_TOLERANCE:g} of that result (the same to about "
+           "four decimals), so their order there is the gallery-order tie-break, not the model's.")
 for start in range(0, len(view.table), 5):
     cells = st.columns(5)
     for cell, item in zip(cells, view.table.iloc[start:start + 5].itertuples()):
@@ -119,7 +125,9 @@ for start in range(0, len(view.table), 5):
         with cell.container(border=True):
             if direction == "t2i":
                 st.image(item.image, width="stretch")
-            st.markdown(f"**#{item.rank}** · {item.score:.4f} · {mark}{own}  \n*{item.category}*  \n{item.text}")
+            tie = describe_tie(item.tied_with, item.tie_first, item.tie_last)
+            st.markdown(f"**#{item.rank}** · {item.score:.4f}{' · ' + tie if tie else ''} · {mark}{own}  \n"
+                        f"*{item.category}*  \n{item.text}")
             if paired_row is not None:
                 st.page_link("views/attribution.py", label="Explain", icon=":material/insights:",
                              query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction,

@@ -1,10 +1,35 @@
-"""Exact cosine top-k retrieval over an embedding gallery (used by the dashboard and the CLI).
+"""The one ranking module: cosine scores, exact top-k, the rank of a given row, and tie groups.
 
-Ordering convention (the one of :mod:`chtn.evaluate`): higher cosine similarity first; equal
-similarities are broken by the LOWER gallery row index first, i.e. the result of :func:`top_k`
-equals ``np.argsort(-scores, kind="stable")[:k]`` of the full similarity row, including which of
-several tied items are kept at the k-th boundary. Similarities are float32 (BLAS ``sgemm``), and a
-tie means exact float32 equality.
+Evaluation (:mod:`chtn.evaluate`), the dashboard's explorer and the CLI all rank with these functions,
+so a query's ranks are the same on every page and in every file.
+
+Ordering convention (the protocol's): higher score first; equal scores are broken by the LOWER gallery
+row index first, i.e. the result of :func:`top_k` equals ``np.argsort(-scores, kind="stable")[:k]`` of
+the full score row, including which of several tied items are kept at the k-th boundary. A tie means
+exact equality of the float32 scores.
+
+Scores: one dtype, and the same bits however they are computed. A score is the cosine similarity of
+two rows rounded once to float32. A float32 BLAS matmul does not give that: its summation order depends
+on the matrix shapes (gemv for one query, gemm blockings for a batch); on the sample checkpoints 57% of
+a query's scores differ in the last bit between the two, enough to reorder near-ties. So:
+
+- :func:`normalize_rows` divides each row by its norm (a float64 sum of squares along the contiguous row:
+  numpy's pairwise sum there depends on the row alone, not on the rows beside it) and rounds every
+  component to a multiple of 2**-24 (exact in float32 for |x| <= 1; a component moves by at most 2**-25,
+  float32's own rounding step of components in [0.5, 1));
+- a score is the dot product of two such rows accumulated in float64: every product is a multiple of
+  2**-48 and every partial sum is below 2 in magnitude (Cauchy-Schwarz), so every intermediate value is
+  an integer multiple of 2**-48 below 2**49, exact in float64 whatever the BLAS kernel, blocking,
+  summation order or FMA; that exact value is rounded once to float32 (within 6e-8 (sqrt(d) + 1) of the
+  true cosine of the input rows).
+
+``normalized=True`` means the rows come from :func:`normalize_rows`; other rows are scored the same way,
+but without the bit-for-bit guarantee.
+
+Tie groups (:func:`tie_groups`): the softmax common space saturates (many scores near 1), so an order
+among items within ``TIE_TOLERANCE`` (1e-4: "tied to four decimals") of a result's score is not one the
+model made. The group of a result is every allowed row within the tolerance of its score, with the
+ranks the group spans; ``tolerance=0`` gives the exact ties of the ordering convention.
 
 Why this is written by hand: numpy has ``argpartition`` (unordered, and arbitrary about *which*
 tied items it keeps at the k-th boundary) and ``argsort`` (exact but O(n log n) over the whole
@@ -15,7 +40,7 @@ galleries grow far beyond ~10M rows or latency must drop below one exact pass ov
 
 Algorithm, per block of queries, walking the gallery chunk by chunk in row order:
 
-1. similarities of the chunk: one float32 BLAS matmul;
+1. scores of the chunk: one float64 matmul of grid values, rounded to float32 (see above);
 2. candidates: while a query's running top-k is not full, every item >= the chunk's k-th largest
    value (``np.partition``, O(c)); all items tied at that value are kept, not an arbitrary subset as
    with ``argpartition``. Once it is full, only items strictly above the running k-th score (an equal
@@ -29,9 +54,9 @@ before the expensive full-width partitions would be needed.
 
 Memory: the gallery is walked ``chunk_size`` rows at a time, and queries ``_QUERY_BLOCK_ELEMS //
 chunk_size`` at a time (256 with the default ``chunk_size``), so at most one (query block x chunk)
-float32 similarity matrix (64 MiB by default), a partition copy and a bool mask of it, plus the
-running top-k exist at once, however large the gallery or the query set (measured peak: 0.6 / 36 /
-144 MiB for 1 / 64 / 256 queries over 1M rows). The gallery is never copied as a whole: with
+float32 score matrix (64 MiB by default), a partition copy and a bool mask of it, the float64 pieces
+of the matmul (at most ``_PIECE_ELEMS`` elements each, 16 MiB), plus the running top-k exist at once,
+however large the gallery or the query set. The gallery is never copied as a whole: with
 ``normalized=False`` each chunk is normalised as it is read; pass an already L2-normalised float32
 gallery with ``normalized=True`` (see :func:`normalize_rows`) to skip that per-call cost, which
 dominates a single query over a large gallery.
@@ -45,7 +70,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TopK", "normalize_rows", "top_k", "rank_of"]
+__all__ = ["TIE_TOLERANCE", "TieGroups", "TopK", "cosine_scores", "describe_tie", "normalize_rows", "rank_of",
+           "tie_groups", "top_k"]
+
+# Scores closer than this to a result's score are "tied to four decimals" (see tie_groups).
+TIE_TOLERANCE = 1e-4
+# Unit-vector components are multiples of 1 / _GRID, which makes every score exact in float64.
+_GRID = 2.0 ** 24
+# _similarities casts and multiplies the gallery in pieces of at most _PIECE_ELEMS float64 elements (16 MiB)
+# of gallery rows and of scores, and at most _PIECE_ELEMS_PER_QUERY gallery elements per query: one query's
+# piece (512 KiB) stays in cache between the cast and the matmul, a batch's is large enough to amortise calls.
+_PIECE_ELEMS = 1 << 21
+_PIECE_ELEMS_PER_QUERY = 1 << 16
 
 # Upper bound on the elements of one (query block x gallery chunk) similarity matrix: 2**24 float32
 # = 64 MiB (plus the same again for np.partition's copy and a quarter for a bool mask).
@@ -73,23 +109,27 @@ class TopK:
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Float32 L2-normalised copy of ``x`` (rows of a (n, d) array, or a single (d,) vector).
+    """Float32 unit-length copy of ``x`` (rows of a (n, d) array, or a single (d,) vector) on the score grid.
 
-    Rows of norm 0 stay zero (their cosine similarity with anything is 0, never NaN). Norms are
-    accumulated in float32 (redone in float64 if that overflows). Raises ``ValueError`` if ``x``
-    contains NaN or infinity.
+    The same row gives the same bits alone or in any batch: its squared norm is a float64 sum of exact
+    squares along the (C-contiguous) row, and its components are rounded to multiples of 2**-24, which
+    makes every score exact (see the module docstring). Rows of norm 0 stay zero (their score with
+    anything is 0, never NaN). Raises ``ValueError`` if ``x`` contains NaN or infinity (as float32).
     """
     x = np.asarray(x)
     if x.ndim not in (1, 2):
         raise ValueError(f"normalize_rows expects a (n, d) array or a (d,) vector, got shape {x.shape}")
-    x32 = x.astype(np.float32, copy=False)
-    sq = np.einsum("...i,...i->...", x32, x32)
-    if not np.isfinite(sq).all():  # NaN/inf in x, or float32 overflow of huge values: redo in float64
-        sq = np.einsum("...i,...i->...", x32, x32, dtype=np.float64)
-        if not np.isfinite(sq).all():
-            raise ValueError("cannot normalise: the array contains NaN or infinite values")
-    norms = np.sqrt(sq).astype(np.float32)[..., None]
-    return x32 / np.where(norms > 0, norms, np.float32(1))  # zero rows: 0 / 1 = 0
+    x64 = np.ascontiguousarray(x.astype(np.float32, copy=False), dtype=np.float64)
+    sq = np.sum(np.square(x64), axis=-1, keepdims=True)  # squares of float32 values: exact, never overflowing
+    if not np.isfinite(sq).all():
+        raise ValueError("cannot normalise: the array contains NaN or infinite values")
+    norms = np.sqrt(sq)
+    # unit * 2**24, rounded to integers: dividing by norm / 2**24 is exact power-of-two scaling of unit
+    grid = x64 / (np.where(norms > 0, norms, 1.0) / _GRID)  # zero rows: 0 / 1 = 0
+    np.rint(grid, out=grid)
+    out = grid.astype(np.float32)  # integers of at most 2**24 in magnitude: exact in float32
+    out *= np.float32(1 / _GRID)
+    return out
 
 
 # ---------------------------------------------------------------- input checks and chunk iteration
@@ -160,9 +200,44 @@ def _query_block(chunk_size: int, n_queries: int) -> int:
     return max(1, min(n_queries, _QUERY_BLOCK_ELEMS // chunk_size))
 
 
-def _similarities(q: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """(q, c) float32 cosine similarities of unit queries and unit gallery rows (one BLAS call)."""
-    return q @ block.T
+def _similarities(q64: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """(q, c) float32 scores of float64 grid queries against float32 grid gallery rows.
+
+    Each score is an exact float64 dot product rounded once to float32 (module docstring), so it has the
+    same bits for any shapes. The block is cast and multiplied piece by piece (see _PIECE_ELEMS).
+    """
+    out = np.empty((q64.shape[0], block.shape[0]), dtype=np.float32)
+    n_q, d = max(q64.shape[0], 1), max(block.shape[1], 1)
+    step = max(1, min(min(n_q * _PIECE_ELEMS_PER_QUERY, _PIECE_ELEMS) // d, _PIECE_ELEMS // n_q))
+    for lo in range(0, block.shape[0], step):
+        out[:, lo:lo + step] = q64 @ block[lo:lo + step].astype(np.float64).T  # assignment rounds to float32
+    return out
+
+
+def _pair_scores(q: np.ndarray, g: np.ndarray, rows: np.ndarray, normalized: bool) -> np.ndarray:
+    """(b, m) float32 scores of query i (rows of ``q``, on the grid) with gallery rows ``rows[i]``.
+
+    The same bits as in any matmul over the gallery: every score is exact before its one rounding.
+    """
+    picked = g[rows.ravel()]
+    picked = picked.astype(np.float32, copy=False) if normalized else normalize_rows(picked)
+    picked = picked.astype(np.float64).reshape(*rows.shape, g.shape[1])
+    return np.einsum("bd,bmd->bm", q.astype(np.float64), picked).astype(np.float32)
+
+
+def cosine_scores(queries: np.ndarray, gallery: np.ndarray, *, normalized: bool = False) -> np.ndarray:
+    """(n_queries, n_gallery) float32 scores of every query against every gallery row.
+
+    Bit for bit the scores :func:`top_k`, :func:`rank_of` and :func:`tie_groups` rank by, whatever the
+    number of queries. Builds the whole matrix: meant for blocks of queries over a gallery that fits
+    (evaluation); a (d,) query gives one row. Raises ``ValueError`` as :func:`top_k`.
+    """
+    q, g, _, _ = _prepare(queries, gallery, None, 1, normalized)
+    block = g.astype(np.float32, copy=False) if normalized else normalize_rows(g)
+    scores = _similarities(q.astype(np.float64), block)
+    if normalized:
+        _check_finite(scores, block)
+    return scores
 
 
 # ---------------------------------------------------------------- top-k
@@ -236,7 +311,7 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray 
 
     Returns:
         :class:`TopK` with (n_queries, k') int64 ``indices`` (best first, ties by lower row index) and
-        float32 ``scores``. Equals brute force ``np.argsort(-(q @ g.T), kind="stable")[:, :k]``.
+        float32 ``scores``. Equals brute force ``np.argsort(-cosine_scores(q, g), kind="stable")[:, :k]``.
 
     Raises:
         ValueError: k <= 0, queries/gallery widths differ (both shapes named), a malformed mask,
@@ -253,13 +328,14 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray 
     qb = _query_block(chunk_size, q.shape[0])
     for q0 in range(0, q.shape[0], qb):
         qs = q[q0:q0 + qb]
+        q64 = qs.astype(np.float64)
         best_idx = best_val = None
         # With many queries, a small first chunk sets each query's running k-th score cheaply; after
         # it, most chunk items fall below that score and are dismissed by one comparison pass instead
         # of a partition of the whole chunk (the partition is the costliest step for a batch).
         first = max(_SEED_ROWS, 8 * k) if len(qs) >= _SEED_MIN_QUERIES else None
         for rows, block in _chunks(g, allowed, chunk_size, normalized, first):
-            sims = _similarities(qs, block)
+            sims = _similarities(q64, block)
             if normalized:  # otherwise normalize_rows has already rejected non-finite rows
                 _check_finite(sims, block)
             # Candidates of this chunk, a superset of what can enter the running top-k, always with at
@@ -301,66 +377,127 @@ def rank_of(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, *, ma
     the filtered ranking at all). ``queries`` may be one (d,) vector with ``targets`` of shape (1,) or
     a scalar. Raises ``ValueError`` for a wrong number of targets or a target outside [0, n_gallery).
 
-    The target's score is taken from the same matmul that scores its chunk, so a row identical to
-    the target ties with it exactly. Cost: one pass over the gallery, plus re-scoring the chunks that
-    hold targets (free when there is a single such chunk, e.g. one query).
+    Cost: one pass over the gallery.
     """
     q, g, allowed, chunk_size = _prepare(queries, gallery, mask, chunk_size, normalized)
     t = np.atleast_1d(np.asarray(targets))
     if t.ndim != 1 or len(t) != q.shape[0]:
         raise ValueError(f"targets must hold one gallery row per query: {q.shape[0]} queries, "
                          f"targets of shape {np.shape(targets)}")
-    if not np.issubdtype(t.dtype, np.integer) and len(t):
-        raise ValueError(f"targets must be integer gallery row indices, got dtype {t.dtype}")
-    t = t.astype(np.int64)
-    n = g.shape[0]
-    if len(t) and (t.min() < 0 or t.max() >= n):
-        raise ValueError(f"targets must be gallery row indices in [0, {n}), got values in [{t.min()}, {t.max()}]")
-    # position of each target among the walked rows (all rows, or the allowed ones), -1 if masked out
-    if allowed is None:
-        pos = t.copy()
-    else:
-        pos = np.full(len(t), -1, dtype=np.int64)
-        if len(allowed):
-            p = np.minimum(np.searchsorted(allowed, t), len(allowed) - 1)
-            pos = np.where(allowed[p] == t, p, -1)
+    t = _gallery_rows(t, g.shape[0], "targets")
+    live = np.ones(len(t), dtype=bool) if mask is None else np.asarray(mask)[t]  # masked-out targets: rank 0
     ranks = np.zeros(len(t), dtype=np.int64)
     qb = _query_block(chunk_size, max(q.shape[0], 1))
     for q0 in range(0, q.shape[0], qb):
-        qs, ts, ps = q[q0:q0 + qb], t[q0:q0 + qb], pos[q0:q0 + qb]
-        live = ps >= 0
-        if not live.any():
+        qs, ts = q[q0:q0 + qb], t[q0:q0 + qb]
+        if not live[q0:q0 + qb].any():
             continue
-        # 1) the target scores, read from the similarity matrices of the chunks that hold them
-        target_chunks = np.unique(ps[live] // chunk_size)
-        s_t = np.zeros(len(qs), dtype=np.float32)
-        kept: dict[int, np.ndarray] = {}
-        for ci in target_chunks:
-            rows, block = _chunk_at(g, allowed, chunk_size, normalized, int(ci))
-            s = _similarities(qs, block)
-            here = np.flatnonzero(live & (ps // chunk_size == ci))
-            s_t[here] = s[here, ps[here] - ci * chunk_size]
-            if len(target_chunks) == 1:
-                kept[int(ci)] = s
-        # 2) count, per query, the rows ranked before its target
+        s_t = _pair_scores(qs, g, ts[:, None], normalized)  # (b, 1), the same bits as in the chunk matmul
+        q64 = qs.astype(np.float64)
         before = np.zeros(len(qs), dtype=np.int64)
-        for ci, (rows, block) in enumerate(_chunks(g, allowed, chunk_size, normalized)):
-            s = kept.pop(ci) if ci in kept else _similarities(qs, block)
+        for rows, block in _chunks(g, allowed, chunk_size, normalized):
+            s = _similarities(q64, block)
             if normalized:
                 _check_finite(s, block)
-            before += np.count_nonzero(s > s_t[:, None], axis=1)
+            before += np.count_nonzero(s > s_t, axis=1)
             # ties: only rows with a lower gallery index than the target rank before it
             lower = _global(rows, np.arange(s.shape[1]))[None, :] < ts[:, None]
-            before += np.count_nonzero((s == s_t[:, None]) & lower, axis=1)
-        ranks[q0:q0 + qb] = np.where(live, before + 1, 0)
+            before += np.count_nonzero((s == s_t) & lower, axis=1)
+        ranks[q0:q0 + qb] = np.where(live[q0:q0 + qb], before + 1, 0)
     return ranks
 
 
-def _chunk_at(g: np.ndarray, allowed: np.ndarray | None, chunk_size: int, normalized: bool,
-              ci: int) -> tuple[int | np.ndarray, np.ndarray]:
-    """The ``ci``-th chunk that :func:`_chunks` yields without ``first`` (same rows, same float32 values)."""
-    n = g.shape[0] if allowed is None else len(allowed)
-    return _rows_block(g, allowed, ci * chunk_size, min((ci + 1) * chunk_size, n), normalized)
+# ---------------------------------------------------------------- tie groups
+
+@dataclass(frozen=True)
+class TieGroups:
+    """For each given result, the allowed gallery rows whose score is within a tolerance of its score.
+
+    ``others``: int64, how many OTHER allowed rows are in the group (0 = the result stands alone).
+    ``first``, ``last``: int64, the 1-based ranks the group spans; the result's own rank lies between
+    them, and the order inside the span is the tie-break, not the model's. All three have the shape of
+    the results given to :func:`tie_groups`.
+    """
+
+    others: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+
+def tie_groups(queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, *,
+               tolerance: float = TIE_TOLERANCE, mask: np.ndarray | None = None, chunk_size: int = 65536,
+               normalized: bool = False) -> TieGroups:
+    """Tie group of each ranked result: the allowed rows scoring within ``tolerance`` of it (inclusive).
+
+    For result row r of query i, with score s: ``first = 1 + #(allowed rows scoring > s + tolerance)``,
+    ``last = #(allowed rows scoring >= s - tolerance)``, ``others = last - first`` (r itself is in the
+    group). ``tolerance=0`` gives the exact ties (equal float32 scores). Bounds are taken in float64,
+    so "within 1e-4" is not blurred by float32 rounding of s +- 1e-4.
+
+    Args:
+        queries, gallery, mask, chunk_size, normalized: as :func:`top_k`.
+        indices: (n_queries, m) allowed gallery rows, e.g. ``top_k(...).indices``; with one (d,) query
+            also a (m,) vector.
+        tolerance: half-width of the group, >= 0.
+
+    Returns :class:`TieGroups` of (n_queries, m) arrays. Raises ``ValueError`` for a malformed
+    ``indices`` (wrong shape, outside the gallery, or rows the mask excludes) or a negative tolerance.
+
+    Cost: one pass over the gallery per query block, as :func:`top_k`: rows scoring below every result's
+    lower bound are dismissed by one comparison; the few others are sorted and counted with a binary search.
+    """
+    q, g, allowed, chunk_size = _prepare(queries, gallery, mask, chunk_size, normalized)
+    idx = np.asarray(indices)
+    if idx.ndim == 1 and np.ndim(queries) == 1:
+        idx = idx[None, :]
+    if idx.ndim != 2 or idx.shape[0] != q.shape[0]:
+        raise ValueError(f"indices must be (n_queries, m) gallery rows: {q.shape[0]} queries, indices of shape "
+                         f"{np.shape(indices)}")
+    idx = _gallery_rows(idx, g.shape[0], "indices")
+    if mask is not None and not np.asarray(mask)[idx].all():
+        raise ValueError("indices must be rows the mask allows (a filtered-out row is not in the ranking)")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    first = np.ones(idx.shape, dtype=np.int64)
+    last = np.zeros(idx.shape, dtype=np.int64)
+    qb = _query_block(chunk_size, max(q.shape[0], 1))
+    for q0 in range(0, q.shape[0] if idx.size else 0, qb):
+        qs = q[q0:q0 + qb]
+        s = _pair_scores(qs, g, idx[q0:q0 + qb], normalized).astype(np.float64)
+        upper, lower = s + tolerance, s - tolerance
+        floor = lower.min(axis=1, keepdims=True)  # rows below every lower bound count for no result
+        above = np.zeros(s.shape, dtype=np.int64)
+        within = np.zeros(s.shape, dtype=np.int64)
+        q64 = qs.astype(np.float64)
+        for _, block in _chunks(g, allowed, chunk_size, normalized):
+            sims = _similarities(q64, block)
+            if normalized:
+                _check_finite(sims, block)
+            near = sims >= floor
+            for i in np.flatnonzero(near.any(axis=1)):
+                values = np.sort(sims[i, near[i]]).astype(np.float64)
+                above[i] += len(values) - np.searchsorted(values, upper[i], side="right")
+                within[i] += len(values) - np.searchsorted(values, lower[i], side="left")
+        first[q0:q0 + qb] = above + 1
+        last[q0:q0 + qb] = within
+    return TieGroups(last - first, first, last)
+
+
+def describe_tie(others: int, first: int, last: int) -> str:
+    """One result's tie group in words, e.g. 'tied with 16 others (ranks 1–17)'; '' when it stands alone."""
+    if others <= 0:
+        return ""
+    return f"tied with {others} other{'s' if others > 1 else ''} (ranks {first}–{last})"
+
+
+def _gallery_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``rows`` as int64 gallery row indices; ``ValueError`` naming ``what`` unless integers in [0, n)."""
+    if not np.issubdtype(rows.dtype, np.integer) and rows.size:
+        raise ValueError(f"{what} must be integer gallery row indices, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"{what} must be gallery row indices in [0, {n}), got values in [{rows.min()}, {rows.max()}]")
+    return rows
 
 
 def _rows_block(g: np.ndarray, allowed: np.ndarray | None, lo: int, hi: int,

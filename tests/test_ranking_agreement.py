@@ -1,0 +1,84 @@
+"""One ranking everywhere: on every query of the sample checkpoints, evaluation (the Overview, the Worst / Next
+mis-retrieval buttons, `python -m chtn evaluate`) and the explorer (the result grid, "its own pair ranks",
+`python -m chtn search`) agree, because all of them rank with chtn.ranking."""
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import CHECKPOINTS, PAIRS, ROOT
+
+
+@functools.lru_cache(maxsize=None)
+def _sample(name: str):
+    """(test gallery, its evaluation, label names) of a sample checkpoint, on the sample dataset."""
+    from analysis.workspace import SAMPLE_DATASET, embed_split, evaluate_gallery, open_checkpoint, open_dataset
+
+    checkpoint = open_checkpoint(name)
+    gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
+    return gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names
+
+
+@pytest.fixture(params=["chtn_fashion_source", "chtn_no_source", "chtn_cifar_source"])
+def sample(request):
+    return _sample(request.param)
+
+
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+def test_evaluation_and_explorer_agree_on_every_query(sample, direction):
+    from analysis.explorer import next_misretrieval, query_side, retrieve
+
+    gallery, report, names = sample
+    result = getattr(report, direction)
+    queries = query_side(gallery, direction)[0]
+    for row in range(len(gallery)):
+        view = retrieve(gallery, direction, queries[row], 10, names, None, int(gallery.labels[row]), row)
+        assert view.paired_rank == result.paired_rank[row], row
+        ties = result.paired_ties
+        assert view.paired_tie == (ties.others[row], ties.first[row], ties.last[row]), row
+        assert view.table.relevant[0] == result.top1_correct[row], row  # what "Next mis-retrieval" relies on
+    wrong = next_misretrieval(report, direction, None)
+    view = retrieve(gallery, direction, queries[wrong], 1, names, None, int(gallery.labels[wrong]), wrong)
+    assert not view.table.relevant[0]
+
+
+def test_one_query_scores_as_in_a_batch_on_real_embeddings(sample):
+    from chtn.ranking import cosine_scores
+
+    gallery = sample[0]
+    batch = cosine_scores(gallery.image, gallery.text)
+    np.testing.assert_array_equal(batch, np.concatenate([cosine_scores(q, gallery.text) for q in gallery.image]))
+    # and the data are tie-heavy, which is why this matters: exact float32 ties at the top of many rows
+    top = batch.max(axis=1, keepdims=True)
+    assert ((batch == top).sum(axis=1) > 1).mean() > 0.1
+
+
+def test_evaluate_cli_writes_the_reports_figures(tmp_path, capsys):
+    from chtn.cli import main
+
+    _, report, _ = _sample("chtn_fashion_source")
+    assert main(["evaluate", "--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"),
+                 "--data", str(PAIRS), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    expected = report.summary()
+    for key in ("map_i2t", "map_t2i", "pair_recall@1_i2t", "pair_recall@10_t2i", "pair_median_rank_i2t"):
+        assert summary[key] == expected[key]
+    assert f"own pair I->T: recall@1 {expected['pair_recall@1_i2t']:.4f}" in out
+    per_query = pd.read_csv(tmp_path / "per_query.csv", dtype={"id": str})
+    np.testing.assert_array_equal(per_query.paired_rank, np.r_[report.i2t.paired_rank, report.t2i.paired_rank])
+    np.testing.assert_array_equal(per_query.paired_tie_first, np.r_[report.i2t.paired_ties.first,
+                                                                     report.t2i.paired_ties.first])
+
+
+def test_the_core_package_imports_neither_analysis_nor_views():
+    code = ("import sys, chtn.ranking, chtn.evaluate; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'analysis', 'views', 'streamlit'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
