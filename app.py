@@ -6,14 +6,19 @@ the FIRST request of a freshly started server through its legacy pages shim
 first would then run its page without this script (no page config, no navigation), and every helper module
 in the folder would be listed as a page. st.navigation itself is not ignored.
 """
+
 import streamlit as st
 
 st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
 
-navigation = st.navigation([
-    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page("views/retrieval.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="retrieval"),
-    st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
-    st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
-])
+navigation = st.navigation(
+    [
+        st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+        st.Page(
+            "views/retrieval.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="retrieval"
+        ),
+        st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
+        st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
+    ]
+)
 navigation.run()

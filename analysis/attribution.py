@@ -10,12 +10,13 @@ One explainer serves every dashboard session at once: it holds only the shared, 
 folder; each attribution builds its own objective (`analysis.pair_objective`) and its own noise generator.
 Results are cached on disk (`analysis.attribution_cache`).
 """
+
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,8 +47,9 @@ class PairExplainer:
         if item.modality == "image":
             return self.tower.encode_image(self.tower.pixels(item.value, item.name or None), logits)
         inputs = self.tower.text.inputs(_truncated(item.value))
-        return self.tower.encode_text(self.tower.text.word_embeddings(inputs.input_ids), inputs.attention_mask,
-                                      inputs.tfidf, logits)
+        return self.tower.encode_text(
+            self.tower.text.word_embeddings(inputs.input_ids), inputs.attention_mask, inputs.tfidf, logits
+        )
 
     def similarity(self, a: Item, b: Item) -> float:
         return float(torch.nn.functional.cosine_similarity(self.embed(a), self.embed(b)).item())
@@ -56,8 +58,9 @@ class PairExplainer:
         return anchors(self.embed(other, logits)[0], None if contrast is None else self.embed(contrast, logits)[0])
 
     # ---- attribution ----------------------------------------------------------------------------------
-    def explain(self, item: Item, other: Item, settings: Settings = Settings(),
-                contrast: Item | None = None) -> Attribution:
+    def explain(
+        self, item: Item, other: Item, settings: Settings = Settings(), contrast: Item | None = None
+    ) -> Attribution:
         """Attribution of cos(item, other) [- cos(item, contrast)] to `item`'s input; cached on disk."""
         if contrast is not None and contrast.modality != other.modality:
             raise CHTNError("The contrast item must be of the same modality as the item it is compared with.")
@@ -92,22 +95,36 @@ class PairExplainer:
         elif s.method == "occlusion":
             from captum.attr import Occlusion
 
-            attr = Occlusion(objective).attribute(pixels, sliding_window_shapes=(3, s.window, s.window),
-                                                  strides=(3, s.stride, s.stride),
-                                                  baselines=self._image_baseline(pixels, s.baseline),
-                                                  additional_forward_args=(anchor,),
-                                                  perturbations_per_eval=s.internal_batch_size)
+            attr = Occlusion(objective).attribute(
+                pixels,
+                sliding_window_shapes=(3, s.window, s.window),
+                strides=(3, s.stride, s.stride),
+                baselines=self._image_baseline(pixels, s.baseline),
+                additional_forward_args=(anchor,),
+                perturbations_per_eval=s.internal_batch_size,
+            )
             heat = attr[0].mean(0)
         else:
             baseline = self._image_baseline(pixels, s.baseline)
             with torch.no_grad():
                 base_value = float(objective(baseline, anchor))
             heat, delta, steps = self._integrated_gradients(objective, pixels, baseline, anchor, s)
-        return Attribution("image", s.method, value, base_value, delta, steps, 0.0,
-                           heatmap=heat.detach().float().cpu().numpy(), image=_display_image(pixels), target=target)
+        return Attribution(
+            "image",
+            s.method,
+            value,
+            base_value,
+            delta,
+            steps,
+            0.0,
+            heatmap=heat.detach().float().cpu().numpy(),
+            image=_display_image(pixels),
+            target=target,
+        )
 
-    def _integrated_gradients(self, objective: ImageObjective, pixels: torch.Tensor, baseline: torch.Tensor,
-                              anchor: torch.Tensor, s: Settings) -> tuple[torch.Tensor, float, int]:
+    def _integrated_gradients(
+        self, objective: ImageObjective, pixels: torch.Tensor, baseline: torch.Tensor, anchor: torch.Tensor, s: Settings
+    ) -> tuple[torch.Tensor, float, int]:
         """(pixel map summed over colour channels, |convergence delta|, gradient evaluations per input).
 
         SmoothGrad averages IG over noisy copies of the input. Written here rather than with Captum's
@@ -120,12 +137,20 @@ class PairExplainer:
         copies = [pixels]
         if s.method == "smoothgrad":
             generator = torch.Generator().manual_seed(s.nt_seed)
-            copies = [pixels + s.nt_stdev * torch.randn(pixels.shape, generator=generator).to(pixels.device)
-                      for _ in range(s.nt_samples)]
+            copies = [
+                pixels + s.nt_stdev * torch.randn(pixels.shape, generator=generator).to(pixels.device)
+                for _ in range(s.nt_samples)
+            ]
         total, delta = torch.zeros_like(pixels), 0.0
         for noisy in copies:
-            attr, d = ig.attribute(noisy, baselines=baseline, additional_forward_args=(anchor,), n_steps=s.n_steps,
-                                   internal_batch_size=s.internal_batch_size, return_convergence_delta=True)
+            attr, d = ig.attribute(
+                noisy,
+                baselines=baseline,
+                additional_forward_args=(anchor,),
+                n_steps=s.n_steps,
+                internal_batch_size=s.internal_batch_size,
+                return_convergence_delta=True,
+            )
             total += attr / len(copies)
             delta = max(delta, float(d.abs().max()))
         return total[0].sum(0), delta, ig.steps_used // len(copies)  # steps include refinements
@@ -142,7 +167,8 @@ class PairExplainer:
 
         objective = ImageObjective(self.tower, logits=True)
         cam = LayerGradCam(objective, objective.feature_map).attribute(
-            pixels, additional_forward_args=(self._anchors(other, contrast, logits=True),), relu_attributions=True)
+            pixels, additional_forward_args=(self._anchors(other, contrast, logits=True),), relu_attributions=True
+        )
         return LayerAttribution.interpolate(cam, pixels.shape[-2:], interpolate_mode="bilinear")[0, 0]
 
     def _explain_text(self, text: str, anchor: torch.Tensor, s: Settings) -> Attribution:
@@ -156,22 +182,33 @@ class PairExplainer:
             base_ids[:, 1:-1] = encoder.minilm.tokenizer.pad_token_id
         base_tfidf = torch.zeros_like(tfidf)
         objective = TextObjective(self.tower)
-        layers = ([objective.words] if encoder.minilm is not None else []) + ([objective.tfidf] if tfidf.shape[-1] else [])
+        layers = ([objective.words] if encoder.minilm is not None else []) + (
+            [objective.tfidf] if tfidf.shape[-1] else []
+        )
         with warnings.catch_warnings():  # Captum warns about any layer list; these two are independent inputs
             warnings.simplefilter("ignore", UserWarning)
             lig = LayerIntegratedGradients(objective, layers if len(layers) > 1 else layers[0])
-        attrs, d = lig.attribute((ids, tfidf), baselines=(base_ids, base_tfidf), additional_forward_args=(mask, anchor),
-                                 n_steps=s.n_steps, method="gausslegendre",
-                                 internal_batch_size=s.internal_batch_size, return_convergence_delta=True)
+        attrs, d = lig.attribute(
+            (ids, tfidf),
+            baselines=(base_ids, base_tfidf),
+            additional_forward_args=(mask, anchor),
+            n_steps=s.n_steps,
+            method="gausslegendre",
+            internal_batch_size=s.internal_batch_size,
+            return_convergence_delta=True,
+        )
         attrs = attrs if isinstance(attrs, list) else [attrs]
         piece_scores = attrs[0][0].sum(-1).detach().cpu().numpy() if encoder.minilm is not None else None
         tfidf_scores = attrs[-1][0].detach().cpu().numpy() if tfidf.shape[-1] else None
         with torch.no_grad():
-            value, base_value = float(objective(ids, tfidf, mask, anchor)), float(objective(base_ids, base_tfidf, mask,
-                                                                                           anchor))
+            value, base_value = (
+                float(objective(ids, tfidf, mask, anchor)),
+                float(objective(base_ids, base_tfidf, mask, anchor)),
+            )
         words = word_scores(text, inputs.offsets, piece_scores, encoder.tfidf, tfidf_scores)
-        return Attribution("text", "layer_ig", value, base_value, float(d.abs().max()), s.n_steps, 0.0,
-                           words=words, text=text)
+        return Attribution(
+            "text", "layer_ig", value, base_value, float(d.abs().max()), s.n_steps, 0.0, words=words, text=text
+        )
 
 
 def _truncated(text: str) -> str:

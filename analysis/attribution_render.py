@@ -1,4 +1,5 @@
 """Attributions as things to look at: a heatmap overlay (PNG) and highlighted text (HTML with a legend)."""
+
 from __future__ import annotations
 
 import html
@@ -54,10 +55,12 @@ def highlighted_html(words: list[Word], text: str) -> str:
     scale = max((abs(w.score) for w in words), default=0.0)
     parts, cursor = [], 0
     for word in words:
-        parts.append(html.escape(text[cursor:word.start]))
+        parts.append(html.escape(text[cursor : word.start]))
         title = f"{word.score:+.4f} (MiniLM {word.minilm:+.4f}, TF-IDF {word.tfidf:+.4f})"
-        parts.append(f'<span title="{html.escape(title)}" style="background:{_colour(word.score, scale)};'
-                     f'padding:1px 3px;border-radius:3px">{html.escape(word.text)}</span>')
+        parts.append(
+            f'<span title="{html.escape(title)}" style="background:{_colour(word.score, scale)};'
+            f'padding:1px 3px;border-radius:3px">{html.escape(word.text)}</span>'
+        )
         cursor = word.end
     parts.append(html.escape(text[cursor:]))
     return f'<div style="line-height:2;font-size:1.05rem">{"".join(parts)}</div>'
@@ -65,9 +68,13 @@ def highlighted_html(words: list[Word], text: str) -> str:
 
 def legend_html() -> str:
     swatch = '<span style="background:{};padding:1px 6px;border-radius:3px;margin:0 4px">{}</span>'
-    return ("<div style='font-size:0.85rem'>" + swatch.format(_colour(1, 1), "raises the similarity")
-            + swatch.format(_colour(-1, 1), "lowers it") + swatch.format(_colour(0, 1), "no effect")
-            + " · hover a word for its score</div>")
+    return (
+        "<div style='font-size:0.85rem'>"
+        + swatch.format(_colour(1, 1), "raises the similarity")
+        + swatch.format(_colour(-1, 1), "lowers it")
+        + swatch.format(_colour(0, 1), "no effect")
+        + " · hover a word for its score</div>"
+    )
 
 
 def top_words(words: list[Word], n: int = 5) -> list[tuple[str, float]]:

@@ -1,4 +1,5 @@
 """What an attribution is about (items, settings) and what it returns, as plain immutable data."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ BASELINES = {"black": "black image", "blurred": "blurred copy of the image"}
 class Item:
     """One side of a pair: an image file or a text, with what the page shows about it."""
 
-    modality: str           # "image" or "text"
-    value: str              # image path, or the text itself
-    name: str = ""          # id or a short description for captions
+    modality: str  # "image" or "text"
+    value: str  # image path, or the text itself
+    name: str = ""  # id or a short description for captions
 
     def content_key(self) -> str:
         return file_digest(Path(self.value)) if self.modality == "image" else text_key(self.value)
@@ -35,17 +36,17 @@ class Item:
 class Settings:
     """Method and parameters; every field is part of the cache key."""
 
-    method: str = "gradcam"          # image method, one of IMAGE_METHODS (texts always use (layer) IG)
-    baseline: str = "black"          # IG / occlusion reference image, one of BASELINES
-    n_steps: int = 32                # IG integration steps
-    refine: bool = True              # IG: up to 3 x n_steps gradient evaluations to close completeness gaps;
-                                     # False = n_steps evaluations (faster, larger gaps)
-    nt_samples: int = 4              # SmoothGrad: noisy copies averaged
-    nt_stdev: float = 0.1            # SmoothGrad: noise std in the [-1, 1] pixel scale
-    nt_seed: int = 0                 # SmoothGrad: seed of the noise (a private generator per attribution)
-    window: int = 32                 # occlusion patch (pixels, square)
-    stride: int = 16                 # occlusion stride
-    internal_batch_size: int = 16    # bounds memory: at most this many interpolated inputs per pass
+    method: str = "gradcam"  # image method, one of IMAGE_METHODS (texts always use (layer) IG)
+    baseline: str = "black"  # IG / occlusion reference image, one of BASELINES
+    n_steps: int = 32  # IG integration steps
+    refine: bool = True  # IG: up to 3 x n_steps gradient evaluations to close completeness gaps;
+    # False = n_steps evaluations (faster, larger gaps)
+    nt_samples: int = 4  # SmoothGrad: noisy copies averaged
+    nt_stdev: float = 0.1  # SmoothGrad: noise std in the [-1, 1] pixel scale
+    nt_seed: int = 0  # SmoothGrad: seed of the noise (a private generator per attribution)
+    window: int = 32  # occlusion patch (pixels, square)
+    stride: int = 16  # occlusion stride
+    internal_batch_size: int = 16  # bounds memory: at most this many interpolated inputs per pass
 
     def __post_init__(self) -> None:
         if self.method not in IMAGE_METHODS:
@@ -62,16 +63,16 @@ class Attribution:
 
     modality: str
     method: str
-    value: float                     # f(input)
-    baseline_value: float | None     # f(baseline) for path methods
-    delta: float | None              # IG convergence delta: sum(attr) - (f(x) - f(baseline))
+    value: float  # f(input)
+    baseline_value: float | None  # f(baseline) for path methods
+    delta: float | None  # IG convergence delta: sum(attr) - (f(x) - f(baseline))
     n_steps: int | None
     seconds: float
-    heatmap: np.ndarray | None = None   # image: (224, 224) float32, signed
-    image: np.ndarray | None = None     # image: (224, 224, 3) uint8, what the model saw
+    heatmap: np.ndarray | None = None  # image: (224, 224) float32, signed
+    image: np.ndarray | None = None  # image: (224, 224, 3) uint8, what the model saw
     words: list[Word] = field(default_factory=list)  # text: words with their scores
     text: str = ""
-    target: str = "common"           # what the gradients follow: "common" (= f) or "logits" (Grad-CAM)
+    target: str = "common"  # what the gradients follow: "common" (= f) or "logits" (Grad-CAM)
 
     @property
     def total(self) -> float:

@@ -3,6 +3,7 @@
 The core package never imports `analysis`: `chtn.cli` asks the installed entry points for extra commands,
 and each one adds its sub-parser here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +28,22 @@ def add_project_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_project(args: argparse.Namespace) -> int:
     from analysis.projection import ProjectionParams, project_gallery
-    from analysis.workspace import embed_split, open_dataset
+    from analysis.workspace import open_dataset
     from chtn.checkpoint import load_checkpoint
+    from chtn.gallery import embed_split
 
     checkpoint = load_checkpoint(args.checkpoint)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split, cache_dir=cache_dir)
     params = ProjectionParams(args.method, args.n_neighbors, args.min_dist, args.metric, args.seed, args.max_points)
-    projection = project_gallery(gallery.image, gallery.text, gallery.labels, params, cache_dir,
-                                 progress=lambda fraction, message: print(message, flush=True))
+    projection = project_gallery(
+        gallery.image,
+        gallery.text,
+        gallery.labels,
+        params,
+        cache_dir,
+        progress=lambda fraction, message: print(message, flush=True),
+    )
     print(projection.sampling_note(gallery.labels, checkpoint.label_names))
     print("already cached" if projection.from_cache else f"cached: {len(projection.rows):,} points")
     return 0

@@ -13,9 +13,10 @@ leave 30-90% (bench/bench_attribution.py).
 
 Imports Captum at the top: `analysis.attribution` imports this module only when an IG is computed.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from captum.attr import IntegratedGradients
@@ -33,8 +34,8 @@ class SegmentedIntegratedGradients(IntegratedGradients):
     attribution: `steps_used` counts the gradient evaluations it spent.
     """
 
-    probe = 16         # forward-only probe points along the path
-    tolerance = 0.01   # refine while a segment's completeness gap exceeds this share of the term's variation
+    probe = 16  # forward-only probe points along the path
+    tolerance = 0.01  # refine while a segment's completeness gap exceeds this share of the term's variation
 
     def __init__(self, forward_func: Callable, budget: int = 3) -> None:
         super().__init__(forward_func)
@@ -43,12 +44,12 @@ class SegmentedIntegratedGradients(IntegratedGradients):
 
     @staticmethod
     @torch.no_grad()
-    def _values(func: Function, x: torch.Tensor, base: torch.Tensor, alphas: torch.Tensor, batch: int
-                ) -> torch.Tensor:
+    def _values(func: Function, x: torch.Tensor, base: torch.Tensor, alphas: torch.Tensor, batch: int) -> torch.Tensor:
         return torch.cat([func(torch.cat([base + a * (x - base) for a in chunk])) for chunk in alphas.split(batch)])
 
-    def segments(self, func: Function, x: torch.Tensor, base: torch.Tensor, n_steps: int, batch: int
-                 ) -> tuple[list[Segment], float]:
+    def segments(
+        self, func: Function, x: torch.Tensor, base: torch.Tensor, n_steps: int, batch: int
+    ) -> tuple[list[Segment], float]:
         """Segments covering [0, 1] (flat stretches merged into one), and the total variation of f seen."""
         bounds = torch.linspace(0, 1, self.probe + 1)
         values = self._values(func, x, base, bounds, batch)
@@ -57,8 +58,8 @@ class SegmentedIntegratedGradients(IntegratedGradients):
         if jumps[worst] > 0.5 * jumps.sum():  # one dominant jump: look inside it once more
             fine = torch.linspace(float(bounds[worst]), float(bounds[worst + 1]), self.probe + 1)
             fine_values = self._values(func, x, base, fine[1:-1], batch)
-            bounds = torch.cat([bounds[:worst + 1], fine[1:-1], bounds[worst + 1:]])
-            values = torch.cat([values[:worst + 1], fine_values, values[worst + 1:]])
+            bounds = torch.cat([bounds[: worst + 1], fine[1:-1], bounds[worst + 1 :]])
+            values = torch.cat([values[: worst + 1], fine_values, values[worst + 1 :]])
             jumps = values.diff().abs()
         share = (jumps / jumps.sum().clamp(min=1e-12)).tolist()
         merged: list[list[float]] = []
@@ -67,8 +68,13 @@ class SegmentedIntegratedGradients(IntegratedGradients):
                 merged[-1][1], merged[-1][2], merged[-1][4] = float(bounds[i + 1]), merged[-1][2] + part, i + 1
             else:
                 merged.append([float(bounds[i]), float(bounds[i + 1]), part, i, i + 1])
-        return ([(start, end, max(1, round(part * n_steps)), float(values[i]), float(values[j]))
-                 for start, end, part, i, j in merged], float(jumps.sum()))
+        return (
+            [
+                (start, end, max(1, round(part * n_steps)), float(values[i]), float(values[j]))
+                for start, end, part, i, j in merged
+            ],
+            float(jumps.sum()),
+        )
 
     def _term_functions(self, x: torch.Tensor, args: tuple) -> list[Function]:
         """The saturating cosines f is made of, signed so that they sum to f.
@@ -86,15 +92,16 @@ class SegmentedIntegratedGradients(IntegratedGradients):
                 return [lambda z, j=j: (1.0 if j == 0 else -1.0) * terms(z, *args)[:, j] for j in range(count)]
         return [lambda z: self.forward_func(z, *args)]
 
-    def _integrate(self, func: Function, x: torch.Tensor, base: torch.Tensor, n_steps: int, batch: int
-                   ) -> torch.Tensor:
+    def _integrate(self, func: Function, x: torch.Tensor, base: torch.Tensor, n_steps: int, batch: int) -> torch.Tensor:
         """IG of one term over [0, 1]: probe segments, then halve the worst segment while the budget lasts."""
+
         def point(a: float) -> torch.Tensor:
             return base + a * (x - base)
 
         def piece(start: float, end: float, steps: int, f_start: float, f_end: float) -> tuple:
-            part = IntegratedGradients(func).attribute(point(end), baselines=point(start), n_steps=steps,
-                                                       method="gausslegendre", internal_batch_size=batch)
+            part = IntegratedGradients(func).attribute(
+                point(end), baselines=point(start), n_steps=steps, method="gausslegendre", internal_batch_size=batch
+            )
             return abs(float(part.sum()) - (f_end - f_start)), start, end, steps, f_start, f_end, part
 
         plan, variation = self.segments(func, x, base, n_steps, batch)
@@ -109,24 +116,33 @@ class SegmentedIntegratedGradients(IntegratedGradients):
             middle = (start + end) / 2
             with torch.no_grad():
                 f_middle = float(func(point(middle)))
-            pieces[worst:worst + 1] = [piece(start, middle, steps, f_start, f_middle),
-                                       piece(middle, end, steps, f_middle, f_end)]
+            pieces[worst : worst + 1] = [
+                piece(start, middle, steps, f_start, f_middle),
+                piece(middle, end, steps, f_middle, f_end),
+            ]
             spent += 2 * steps
         self.steps_used += spent
         return sum(p[-1] for p in pieces)
 
-    def attribute(self, inputs: torch.Tensor, baselines: torch.Tensor, additional_forward_args: tuple = (),
-                  n_steps: int = 32, internal_batch_size: int = 16, return_convergence_delta: bool = False,
-                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        baselines: torch.Tensor,
+        additional_forward_args: tuple = (),
+        n_steps: int = 32,
+        internal_batch_size: int = 16,
+        return_convergence_delta: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Captum's IG contract for one input tensor; the extra arguments are passed to f unexpanded."""
         total = torch.zeros_like(inputs)
         for row in range(inputs.shape[0]):
-            x, base = inputs[row:row + 1], baselines[row:row + 1] if baselines.shape[0] > 1 else baselines
+            x, base = inputs[row : row + 1], baselines[row : row + 1] if baselines.shape[0] > 1 else baselines
             for func in self._term_functions(x, additional_forward_args):
-                total[row:row + 1] += self._integrate(func, x, base, n_steps, internal_batch_size)
+                total[row : row + 1] += self._integrate(func, x, base, n_steps, internal_batch_size)
         if not return_convergence_delta:
             return total
         with torch.no_grad():
-            expected = (self.forward_func(inputs, *additional_forward_args)
-                        - self.forward_func(baselines.expand_as(inputs), *additional_forward_args))
+            expected = self.forward_func(inputs, *additional_forward_args) - self.forward_func(
+                baselines.expand_as(inputs), *additional_forward_args
+            )
         return total, total.flatten(1).sum(1) - expected

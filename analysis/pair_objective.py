@@ -5,6 +5,7 @@ The anchors (the other side's common representations) go in as a forward argumen
 an objective is built per attribution: the only modules it owns are the identity layers that Captum's
 layer methods hook, so no hook ever lands on the tower that every dashboard session shares.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,8 +59,9 @@ class TextObjective(nn.Module):
         self.tower = tower
         self.words, self.tfidf = nn.Identity(), nn.Identity()
 
-    def forward(self, input_ids: torch.Tensor, tfidf: torch.Tensor, attention_mask: torch.Tensor,
-                anchor: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, tfidf: torch.Tensor, attention_mask: torch.Tensor, anchor: torch.Tensor
+    ) -> torch.Tensor:
         embeddings = self.words(self.tower.text.word_embeddings(input_ids))
         z = self.tower.encode_text(embeddings, attention_mask, self.tfidf(tfidf))
         return combine(cosine_terms(z, anchor))

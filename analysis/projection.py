@@ -4,6 +4,7 @@ Pure functions with a fixed seed and lazy heavy imports (umap-learn is imported 
 computed). Projections are cached on disk (`projections/` in the feature-cache folder), keyed by a content
 hash of the points, their labels and the parameters, so the page reopens instantly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chtn.ranking import normalize_rows, top_k
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
+from chtn.ranking import normalize_rows, top_k
 
 METHODS = {"umap": "UMAP (umap-learn)", "pca": "PCA (instant)"}
 METRICS = ("cosine", "euclidean")
@@ -28,12 +29,12 @@ MODALITIES = ("image", "text")
 class ProjectionParams:
     """Every field is part of the cache key."""
 
-    method: str = "umap"        # one of METHODS
-    n_neighbors: int = 15       # UMAP: size of the local neighbourhood (larger = more global structure)
-    min_dist: float = 0.1       # UMAP: how tightly points may pack
-    metric: str = "cosine"      # distance in the common space (cosine is what retrieval ranks by)
-    seed: int = 0               # random_state: the same inputs give the same layout
-    max_points: int = 20000     # above this many points, a stratified sample is projected (and the page says so)
+    method: str = "umap"  # one of METHODS
+    n_neighbors: int = 15  # UMAP: size of the local neighbourhood (larger = more global structure)
+    min_dist: float = 0.1  # UMAP: how tightly points may pack
+    metric: str = "cosine"  # distance in the common space (cosine is what retrieval ranks by)
+    seed: int = 0  # random_state: the same inputs give the same layout
+    max_points: int = 20000  # above this many points, a stratified sample is projected (and the page says so)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -48,11 +49,11 @@ class ProjectionParams:
 class Projection:
     """2-D coordinates of the projected points, which gallery row and modality each one is, and how it was made."""
 
-    coords: np.ndarray          # (m, 2) float32
-    rows: np.ndarray            # (m,) gallery row of each point
-    modality: np.ndarray        # (m,) "image" or "text"
-    total: int                  # points before sampling (2 x gallery rows)
-    seconds: float              # time to compute (0 when read from the cache)
+    coords: np.ndarray  # (m, 2) float32
+    rows: np.ndarray  # (m,) gallery row of each point
+    modality: np.ndarray  # (m,) "image" or "text"
+    total: int  # points before sampling (2 x gallery rows)
+    seconds: float  # time to compute (0 when read from the cache)
     from_cache: bool = False
 
     @property
@@ -64,9 +65,11 @@ class Projection:
         if not self.sampled:
             return f"All {self.total:,} points are shown ({self.total // 2:,} images and {self.total // 2:,} texts)."
         strata = len({(int(labels[r]), m) for r, m in zip(self.rows, self.modality)})
-        return (f"Showing a sample of {len(self.rows):,} of {self.total:,} points, stratified by category and "
-                f"modality ({strata} strata, each kept in proportion and none dropped). Raise the point limit "
-                "to show more.")
+        return (
+            f"Showing a sample of {len(self.rows):,} of {self.total:,} points, stratified by category and "
+            f"modality ({strata} strata, each kept in proportion and none dropped). Raise the point limit "
+            "to show more."
+        )
 
 
 def stratified_sample(labels: np.ndarray, modality: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
@@ -81,12 +84,14 @@ def stratified_sample(labels: np.ndarray, modality: np.ndarray, limit: int, seed
     keys = pd.Series(list(zip(np.asarray(labels).tolist(), np.asarray(modality).tolist())))
     groups = keys.groupby(keys).indices
     if limit < len(groups):
-        raise CHTNError(f"A limit of {limit} points cannot keep all {len(groups)} category x modality strata; "
-                        "raise the point limit.")
+        raise CHTNError(
+            f"A limit of {limit} points cannot keep all {len(groups)} category x modality strata; "
+            "raise the point limit."
+        )
     sizes = np.array([len(idx) for idx in groups.values()])
     quota = np.maximum(1, np.floor(sizes * limit / n)).astype(int)
     order = np.argsort(-(sizes * limit / n - np.floor(sizes * limit / n)))  # largest remainders first
-    for i in order[:max(0, limit - quota.sum())]:
+    for i in order[: max(0, limit - quota.sum())]:
         quota[i] += 1
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(idx, size=min(q, len(idx)), replace=False) for idx, q in zip(groups.values(), quota)]
@@ -108,12 +113,23 @@ def project(points: np.ndarray, params: ProjectionParams) -> np.ndarray:
 def _umap(params: ProjectionParams, n: int):
     import umap  # lazy: importing umap-learn compiles numba code (seconds)
 
-    return umap.UMAP(n_components=2, n_neighbors=min(params.n_neighbors, n - 1), min_dist=params.min_dist,
-                     metric=params.metric, random_state=params.seed)
+    return umap.UMAP(
+        n_components=2,
+        n_neighbors=min(params.n_neighbors, n - 1),
+        min_dist=params.min_dist,
+        metric=params.metric,
+        random_state=params.seed,
+    )
 
 
-def project_gallery(image: np.ndarray, text: np.ndarray, labels: np.ndarray, params: ProjectionParams,
-                    cache_dir: Path | None = None, progress=None) -> Projection:
+def project_gallery(
+    image: np.ndarray,
+    text: np.ndarray,
+    labels: np.ndarray,
+    params: ProjectionParams,
+    cache_dir: Path | None = None,
+    progress=None,
+) -> Projection:
     """Images and texts of a gallery in one projection; sampled (stratified) only above `params.max_points`.
 
     `progress(fraction, message)` is called before and after the computation (the page shows it).
@@ -180,9 +196,9 @@ def project_two(a: np.ndarray, b: np.ndarray, params: ProjectionParams) -> tuple
 class ModalityGap:
     """How far apart images and texts sit in the common space."""
 
-    centroid_distance: float        # between the L2-normalised image and text centroids
-    cross_modal_nn: float           # share of items whose nearest neighbour (cosine) is of the other modality
-    per_category: pd.DataFrame      # category, images, texts, centroid distance, cross-modal NN fraction
+    centroid_distance: float  # between the L2-normalised image and text centroids
+    cross_modal_nn: float  # share of items whose nearest neighbour (cosine) is of the other modality
+    per_category: pd.DataFrame  # category, images, texts, centroid distance, cross-modal NN fraction
 
 
 def modality_gap(image: np.ndarray, text: np.ndarray, labels: np.ndarray, label_names: list[str]) -> ModalityGap:
@@ -200,9 +216,15 @@ def modality_gap(image: np.ndarray, text: np.ndarray, labels: np.ndarray, label_
     for c in np.unique(labels):
         mask = labels == c
         both = all_labels == c
-        rows.append({"category": label_names[c], "images": int(mask.sum()), "texts": int(mask.sum()),
-                     "centroid distance": _centroid_distance(img[mask], txt[mask]),
-                     "cross-modal NN": float(crossed[both].mean())})
+        rows.append(
+            {
+                "category": label_names[c],
+                "images": int(mask.sum()),
+                "texts": int(mask.sum()),
+                "centroid distance": _centroid_distance(img[mask], txt[mask]),
+                "cross-modal NN": float(crossed[both].mean()),
+            }
+        )
     table = pd.DataFrame(rows).sort_values("centroid distance", ascending=False, ignore_index=True)
     return ModalityGap(_centroid_distance(img, txt), float(crossed.mean()), table)
 
@@ -228,18 +250,30 @@ def _centroid_distance(a: np.ndarray, b: np.ndarray) -> float:
 COLOUR_BY = {"category": "category", "modality": "modality", "outcome": "as a query: top-1 correct / mis-retrieved"}
 
 
-def points_table(projection: Projection, ids: list[str], texts: list[str], labels: np.ndarray,
-                 label_names: list[str], top1_i2t: np.ndarray, top1_t2i: np.ndarray) -> pd.DataFrame:
+def points_table(
+    projection: Projection,
+    ids: list[str],
+    texts: list[str],
+    labels: np.ndarray,
+    label_names: list[str],
+    top1_i2t: np.ndarray,
+    top1_t2i: np.ndarray,
+) -> pd.DataFrame:
     """One row per projected point: coordinates, id, modality, category, title and its outcome as a query."""
     rows, modality = projection.rows, projection.modality
     correct = np.where(modality == "image", top1_i2t[rows], top1_t2i[rows])
-    return pd.DataFrame({
-        "x": projection.coords[:, 0], "y": projection.coords[:, 1], "row": rows,
-        "id": [ids[r] for r in rows], "modality": modality,
-        "category": [label_names[labels[r]] for r in rows],
-        "title": [texts[r][:80] for r in rows],
-        "outcome": np.where(correct, "top-1 correct", "mis-retrieved"),
-    })
+    return pd.DataFrame(
+        {
+            "x": projection.coords[:, 0],
+            "y": projection.coords[:, 1],
+            "row": rows,
+            "id": [ids[r] for r in rows],
+            "modality": modality,
+            "category": [label_names[labels[r]] for r in rows],
+            "title": [texts[r][:80] for r in rows],
+            "outcome": np.where(correct, "top-1 correct", "mis-retrieved"),
+        }
+    )
 
 
 def selection_counts(selected: pd.DataFrame) -> pd.DataFrame:

@@ -1,10 +1,11 @@
 """The shared-space map as things to look at: the plotly scatter and thumbnails for the selection table."""
+
 from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -16,13 +17,38 @@ def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620):
     """
     import plotly.express as px
 
-    figure = px.scatter(table, x="x", y="y", color=colour, render_mode="webgl", custom_data=["row", "modality"],
-                        hover_data={"x": False, "y": False, "id": True, "category": True, "title": True,
-                                    "modality": True, "outcome": True})
-    figure.for_each_trace(lambda trace: trace.update(marker=dict(
-        size=6, opacity=0.8, symbol=["circle" if m == "image" else "diamond" for m in trace.customdata[:, 1]])))
-    figure.update_layout(height=height, margin=dict(t=10, b=10, l=10, r=10), legend_title_text="", dragmode="lasso",
-                         xaxis=dict(visible=False), yaxis=dict(visible=False))
+    figure = px.scatter(
+        table,
+        x="x",
+        y="y",
+        color=colour,
+        render_mode="webgl",
+        custom_data=["row", "modality"],
+        hover_data={
+            "x": False,
+            "y": False,
+            "id": True,
+            "category": True,
+            "title": True,
+            "modality": True,
+            "outcome": True,
+        },
+    )
+    figure.for_each_trace(
+        lambda trace: trace.update(
+            marker=dict(
+                size=6, opacity=0.8, symbol=["circle" if m == "image" else "diamond" for m in trace.customdata[:, 1]]
+            )
+        )
+    )
+    figure.update_layout(
+        height=height,
+        margin=dict(t=10, b=10, l=10, r=10),
+        legend_title_text="",
+        dragmode="lasso",
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+    )
     return figure
 
 

@@ -7,11 +7,12 @@ n-gram occurrence is assigned to the whitespace-separated word(s) it lies in, an
 attribution is split evenly over its occurrences. Sums are preserved, so the word scores add up
 to the total attribution (IG's completeness carries over to words).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -19,11 +20,11 @@ import numpy as np
 @dataclass
 class Word:
     text: str
-    start: int      # character span in the original text
+    start: int  # character span in the original text
     end: int
-    score: float    # attribution summed over the word's pieces and n-grams
-    minilm: float = 0.0   # part from MiniLM word-pieces
-    tfidf: float = 0.0    # part from TF-IDF features
+    score: float  # attribution summed over the word's pieces and n-grams
+    minilm: float = 0.0  # part from MiniLM word-pieces
+    tfidf: float = 0.0  # part from TF-IDF features
 
 
 def split_words(text: str) -> list[Word]:
@@ -60,7 +61,7 @@ def tfidf_occurrences(text: str, vectorizer) -> list[tuple[int, list[int]]]:
         lowered = vectorizer.build_preprocessor()(text)
         for n in range(low, high + 1):
             for start in range(len(lowered) - n + 1):
-                gram = lowered[start:start + n]
+                gram = lowered[start : start + n]
                 touched = sorted({j for j in (_word_at(words, p) for p in range(start, start + n)) if j is not None})
                 if gram in vocabulary and touched:
                     found.append((vocabulary[gram], touched))
@@ -71,9 +72,9 @@ def tfidf_occurrences(text: str, vectorizer) -> list[tuple[int, list[int]]]:
     low, high = vectorizer.ngram_range
     for n in range(low, high + 1):
         for start in range(len(tokens) - n + 1):
-            gram = " ".join(t for t, _ in tokens[start:start + n])
+            gram = " ".join(t for t, _ in tokens[start : start + n])
             if gram in vocabulary:
-                found.append((vocabulary[gram], sorted({w for _, w in tokens[start:start + n] if w is not None})))
+                found.append((vocabulary[gram], sorted({w for _, w in tokens[start : start + n] if w is not None})))
     return found
 
 
@@ -87,8 +88,13 @@ def add_tfidf_scores(words: list[Word], text: str, vectorizer, scores: np.ndarra
             words[i].tfidf += share
 
 
-def word_scores(text: str, offsets: Sequence[tuple[int, int]], piece_scores: np.ndarray | None,
-                tfidf_encoder, tfidf_scores: np.ndarray | None) -> list[Word]:
+def word_scores(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    piece_scores: np.ndarray | None,
+    tfidf_encoder,
+    tfidf_scores: np.ndarray | None,
+) -> list[Word]:
     """Words of `text` with MiniLM and TF-IDF attributions merged onto them."""
     words = split_words(text)
     if piece_scores is not None:

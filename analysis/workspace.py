@@ -1,26 +1,18 @@
-"""What the dashboard opens: a checkpoint, a dataset, and the test split's embeddings (cached on disk).
+"""What the dashboard opens: the sample or a user's checkpoint and dataset, uploads, and the model card.
 
-Embeddings are stored as `.npz` under the feature-cache folder, keyed by the checkpoint's content
-hash and the dataset's fingerprint, so a second open of the same checkpoint recomputes nothing.
+The embedded split itself (cached on disk) is `chtn.gallery`, shared with the CLI.
 """
+
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset, load_pairs
-from chtn.validation import validate_pairs
 from chtn.errors import CHTNError
-from chtn.evaluate import EvaluationReport, evaluate_embeddings
-from chtn.features import FeatureCache, default_cache_dir
-from chtn.tower import create_tower
+from chtn.features import default_cache_dir
+from chtn.validation import validate_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = ROOT / "sample_data" / "fashion" / "pairs.csv"
@@ -30,26 +22,6 @@ SAMPLE_CHECKPOINTS = {
     "chtn_cifar_source": ROOT / "sample_data" / "checkpoints" / "chtn_cifar_source.safetensors",
 }
 DEFAULT_CHECKPOINT = "chtn_fashion_source"
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """One split's pairs with their common-space embeddings (row i of image and text is pair i).
-
-    Shared by every dashboard session, so its arrays are read-only.
-    """
-
-    data: PairDataset
-    image: np.ndarray  # (n, d) common representation of images
-    text: np.ndarray   # (n, d) common representation of texts
-    labels: np.ndarray  # (n,) class index into the checkpoint's label names
-
-    def __post_init__(self) -> None:
-        for array in (self.image, self.text, self.labels):
-            array.flags.writeable = False
-
-    def __len__(self) -> int:
-        return len(self.data)
 
 
 def resolve_checkpoint(choice: str) -> Path:
@@ -78,42 +50,11 @@ def open_dataset(path: str | Path, checkpoint: Checkpoint) -> PairDataset:
     data = load_pairs(path, checkpoint.label_names)
     report = validate_pairs(data, checkpoint.label_names)
     if not report.ok:
-        raise CHTNError(f"The dataset {path} has invalid rows for this checkpoint.\n{report.summary()}\n"
-                        "Fix them (python -m chtn validate --data ...) or choose another dataset/checkpoint.")
+        raise CHTNError(
+            f"The dataset {path} has invalid rows for this checkpoint.\n{report.summary()}\n"
+            "Fix them (python -m chtn validate --data ...) or choose another dataset/checkpoint."
+        )
     return data
-
-
-def _embeddings_file(checkpoint: Checkpoint, part: PairDataset, cache_dir: Path | None) -> Path:
-    return (cache_dir or default_cache_dir()) / "embeddings" / f"{checkpoint.digest}_{part.fingerprint()}.npz"
-
-
-def split_is_embedded(checkpoint: Checkpoint, data: PairDataset, split: str = "test",
-                      cache_dir: Path | None = None) -> bool:
-    """Whether `embed_split` will read this split from the disk cache (no encoder work, no progress to show)."""
-    return _embeddings_file(checkpoint, data.split(split), cache_dir).exists()
-
-
-def embed_split(checkpoint: Checkpoint, data: PairDataset, split: str = "test",
-                progress: Callable[[int, int], None] | None = None, cache_dir: Path | None = None) -> Gallery:
-    """Embeddings of one split, read from the on-disk cache or computed once and stored there."""
-    part = data.split(split)
-    if len(part) == 0:
-        raise CHTNError(f"The dataset has no '{split}' rows to explore.")
-    path = _embeddings_file(checkpoint, part, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        stored = np.load(path)
-        return Gallery(part, stored["image"], stored["text"], part.label_index)
-    image, text = create_tower(checkpoint).embed_pairs(part, FeatureCache(cache_dir), progress)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
-    with os.fdopen(handle, "wb") as file:
-        np.savez(file, image=image, text=text)
-    Path(tmp).replace(path)
-    return Gallery(part, image, text, part.label_index)
-
-
-def evaluate_gallery(gallery: Gallery, label_names: list[str]) -> EvaluationReport:
-    return evaluate_embeddings(gallery.image, gallery.text, gallery.labels, label_names)
 
 
 def model_card(checkpoint: Checkpoint) -> dict[str, object]:
@@ -129,20 +70,24 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
         "code version": meta.get("code_version", "unknown"),
         "preset": meta.get("preset", "custom"),
         "training data": f"{dataset.get('path', '?')} ({dataset.get('n_train', '?')} train / "
-                         f"{dataset.get('n_val', '?')} val / {dataset.get('n_test', '?')} test pairs)",
-        "source domain": "none (no-source ablation)" if not source else
-                         f"{source['path']} ({source['n_images']} images, {len(source['label_names'])} classes)",
-        "source domain fit": "n/a" if not meta.get("source_fit") else
-                             f"relevance {meta['source_fit']['relevance']:.2f} (domain classifier AUC "
-                             f"{meta['source_fit']['auc']:.2f}; source terms scaled by the relevance)",
+        f"{dataset.get('n_val', '?')} val / {dataset.get('n_test', '?')} test pairs)",
+        "source domain": "none (no-source ablation)"
+        if not source
+        else f"{source['path']} ({source['n_images']} images, {len(source['label_names'])} classes)",
+        "source domain fit": "n/a"
+        if not meta.get("source_fit")
+        else f"relevance {meta['source_fit']['relevance']:.2f} (domain classifier AUC "
+        f"{meta['source_fit']['auc']:.2f}; source terms scaled by the relevance)",
         "categories": len(checkpoint.label_names),
         "image encoder": (meta.get("encoders") or {}).get("image", "?"),
-        "image trunk": "frozen (release)" if not config.encoder.finetune_stages else
-                       f"last {config.encoder.finetune_stages} unit(s) fine-tuned with CHTN (deviation)",
+        "image trunk": "frozen (release)"
+        if not config.encoder.finetune_stages
+        else f"last {config.encoder.finetune_stages} unit(s) fine-tuned with CHTN (deviation)",
         "text encoder": (meta.get("encoders") or {}).get("text", "?"),
-        "common representation": f"{config.model.common} ({'release' if config.model.common == 'softmax' else 'deviation'})",
+        "common representation": f"{config.model.common} "
+        f"({'release' if config.model.common == 'softmax' else 'deviation'})",
         "widths": f"hidden {config.model.hidden_dim}, shared {config.model.shared_dim}"
-                  + (f"; ensemble of {config.model.ensemble} (outputs averaged)" if config.model.ensemble > 1 else ""),
+        + (f"; ensemble of {config.model.ensemble} (outputs averaged)" if config.model.ensemble > 1 else ""),
         "MMD estimator": config.loss.mmd_estimator,
         "best epoch": metrics.get("best_epoch", "?"),
         "validation MAP": round(metrics["val_map_mean"], 4) if "val_map_mean" in metrics else "n/a",

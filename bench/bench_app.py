@@ -26,6 +26,7 @@ reloads reuse the context of that start. Warm measurements are repeated --repeat
 reported, min-max in brackets). Spawn -> rendered is also split into spawn -> /_stcore/health "ok"
 (server up) and page load -> rendered (first script run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,8 +84,16 @@ def _load(tab, url: str, wait, timeout_ms: int) -> float:
     return time.perf_counter() - start
 
 
-def _start(browser, script: Path, cwd: Path, env: dict[str, str], log: Path, wait, timeout_ms: int,
-           watch_progress: bool = False):
+def _start(
+    browser,
+    script: Path,
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    wait,
+    timeout_ms: int,
+    watch_progress: bool = False,
+):
     """Spawn a server and load "/" in a fresh context. Returns (server, context, tab, timings dict)."""
     server = StreamlitServer(script, cwd, env, log)
     try:
@@ -112,8 +121,19 @@ def _start(browser, script: Path, cwd: Path, env: dict[str, str], log: Path, wai
     return server, context, tab, timings
 
 
-def _start_and_reload(browser, script: Path, cwd: Path, env: dict, log: Path, wait, timeout_ms: int, res: dict,
-                      key: str, reload_key: str, label: str):
+def _start_and_reload(
+    browser,
+    script: Path,
+    cwd: Path,
+    env: dict,
+    log: Path,
+    wait,
+    timeout_ms: int,
+    res: dict,
+    key: str,
+    reload_key: str,
+    label: str,
+):
     """Start a server and record spawn→rendered (and its parts) under `key`, then one reload under
     `reload_key`; ours and the bare baseline are measured by this same code. The caller closes."""
     server, context, tab, t = _start(browser, script, cwd, env, log, wait, timeout_ms)
@@ -175,17 +195,29 @@ def run(repeats: int, switches: int) -> dict:
     bare_env = dict(os.environ)
     logs = work / "logs"
     logs.mkdir()
-    res: dict = {"warm": [], "warm_health": [], "warm_load": [], "reload": [], "to_retrieval": [],
-                 "to_overview": [], "bare": [], "bare_health": [], "bare_load": [], "bare_reload": [],
-                 "load_before": _wait_quiet(), "work": str(work)}
+    res: dict = {
+        "warm": [],
+        "warm_health": [],
+        "warm_load": [],
+        "reload": [],
+        "to_retrieval": [],
+        "to_overview": [],
+        "bare": [],
+        "bare_health": [],
+        "bare_load": [],
+        "bare_reload": [],
+        "load_before": _wait_quiet(),
+        "work": str(work),
+    }
     timeout_ms = 600_000
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
             # 1. cold start
             print("cold start (embeds the sample test split)…", flush=True)
-            server, context, tab, t = _start(browser, ROOT / "app.py", ROOT, env, logs / "cold.log", _wait_overview,
-                                             timeout_ms, watch_progress=True)
+            server, context, tab, t = _start(
+                browser, ROOT / "app.py", ROOT, env, logs / "cold.log", _wait_overview, timeout_ms, watch_progress=True
+            )
             try:
                 _assert_clean(tab, "overview (cold)")
                 res["cold"] = t
@@ -202,9 +234,19 @@ def run(repeats: int, switches: int) -> dict:
             for i in range(repeats):
                 # 2. warm start, 3. warm reload (ours)
                 print(f"warm start + reload {i + 1}/{repeats}…", flush=True)
-                server, context, tab = _start_and_reload(browser, ROOT / "app.py", ROOT, env, logs / f"warm{i}.log",
-                                                         _wait_overview, timeout_ms, res, "warm", "reload",
-                                                         f"overview {i + 1}")
+                server, context, tab = _start_and_reload(
+                    browser,
+                    ROOT / "app.py",
+                    ROOT,
+                    env,
+                    logs / f"warm{i}.log",
+                    _wait_overview,
+                    timeout_ms,
+                    res,
+                    "warm",
+                    "reload",
+                    f"overview {i + 1}",
+                )
                 try:
                     if i == repeats - 1:
                         # 4. page switches, on the last warm server
@@ -225,9 +267,19 @@ def run(repeats: int, switches: int) -> dict:
 
                 # 5. baseline: bare page, interleaved with ours
                 print(f"bare start + reload {i + 1}/{repeats}…", flush=True)
-                server, context, _ = _start_and_reload(browser, bare_dir / "bare.py", bare_dir, bare_env,
-                                                       logs / f"bare{i}.log", _wait_bare, timeout_ms, res, "bare",
-                                                       "bare_reload", f"bare page {i + 1}")
+                server, context, _ = _start_and_reload(
+                    browser,
+                    bare_dir / "bare.py",
+                    bare_dir,
+                    bare_env,
+                    logs / f"bare{i}.log",
+                    _wait_bare,
+                    timeout_ms,
+                    res,
+                    "bare",
+                    "bare_reload",
+                    f"bare page {i + 1}",
+                )
                 context.close()
                 server.stop()
         finally:
@@ -242,28 +294,72 @@ def table(res: dict) -> str:
     warm_ratio = med(res["warm"]) / med(res["bare"])
     reload_ratio = med(res["reload"]) / med(res["bare_reload"])
     rows = [
-        ("Cold start: spawn → overview rendered (fresh CHTN_CACHE_DIR, embeds 400 test images)",
-         f"{cold['rendered']:.2f}", "n/a", "n/a", "1"),
+        (
+            "Cold start: spawn → overview rendered (fresh CHTN_CACHE_DIR, embeds 400 test images)",
+            f"{cold['rendered']:.2f}",
+            "n/a",
+            "n/a",
+            "1",
+        ),
         ("  of which spawn → server healthy", f"{cold['health']:.2f}", "", "", ""),
-        ("  of which spawn → embedding progress bar shown",
-         f"{cold['progress_shown']:.2f}" if "progress_shown" in cold else "not seen", "", "", ""),
-        ("  of which spawn → embedding progress bar gone",
-         f"{cold['progress_gone']:.2f}" if "progress_gone" in cold else "not seen", "", "", ""),
-        ("Warm start: new server → overview rendered", _stats(res["warm"]), _stats(res["bare"]),
-         f"{warm_ratio:.2f}", str(len(res["warm"]))),
-        ("  of which spawn → server healthy", _stats(res["warm_health"]), _stats(res["bare_health"]),
-         f"{med(res['warm_health']) / med(res['bare_health']):.2f}", ""),
-        ("  of which page load → rendered (first script run)", _stats(res["warm_load"]), _stats(res["bare_load"]),
-         f"{med(res['warm_load']) / med(res['bare_load']):.2f}", ""),
-        ("Warm reload: same server, new page load of / → rendered", _stats(res["reload"]),
-         _stats(res["bare_reload"]), f"{reload_ratio:.2f}", str(len(res["reload"]))),
-        ("Page switch: Overview → Retrieval explorer (\"Top 10 texts\")", _stats(res["to_retrieval"]), "n/a", "n/a",
-         str(len(res["to_retrieval"]))),
-        ("Page switch: Retrieval explorer → Overview (\"MAP average\")", _stats(res["to_overview"]), "n/a", "n/a",
-         str(len(res["to_overview"]))),
+        (
+            "  of which spawn → embedding progress bar shown",
+            f"{cold['progress_shown']:.2f}" if "progress_shown" in cold else "not seen",
+            "",
+            "",
+            "",
+        ),
+        (
+            "  of which spawn → embedding progress bar gone",
+            f"{cold['progress_gone']:.2f}" if "progress_gone" in cold else "not seen",
+            "",
+            "",
+            "",
+        ),
+        (
+            "Warm start: new server → overview rendered",
+            _stats(res["warm"]),
+            _stats(res["bare"]),
+            f"{warm_ratio:.2f}",
+            str(len(res["warm"])),
+        ),
+        (
+            "  of which spawn → server healthy",
+            _stats(res["warm_health"]),
+            _stats(res["bare_health"]),
+            f"{med(res['warm_health']) / med(res['bare_health']):.2f}",
+            "",
+        ),
+        (
+            "  of which page load → rendered (first script run)",
+            _stats(res["warm_load"]),
+            _stats(res["bare_load"]),
+            f"{med(res['warm_load']) / med(res['bare_load']):.2f}",
+            "",
+        ),
+        (
+            "Warm reload: same server, new page load of / → rendered",
+            _stats(res["reload"]),
+            _stats(res["bare_reload"]),
+            f"{reload_ratio:.2f}",
+            str(len(res["reload"])),
+        ),
+        (
+            'Page switch: Overview → Retrieval explorer ("Top 10 texts")',
+            _stats(res["to_retrieval"]),
+            "n/a",
+            "n/a",
+            str(len(res["to_retrieval"])),
+        ),
+        (
+            'Page switch: Retrieval explorer → Overview ("MAP average")',
+            _stats(res["to_overview"]),
+            "n/a",
+            "n/a",
+            str(len(res["to_overview"])),
+        ),
     ]
-    lines = ["| measurement | ours, s | bare Streamlit page, s | ours / bare | samples |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| measurement | ours, s | bare Streamlit page, s | ours / bare | samples |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join(lines)
 
@@ -281,7 +377,7 @@ python -m bench.bench_app
 
 Machine: {MACHINE_NOTE} ({os.cpu_count()} cores reported, {platform.processor() or platform.machine()}, Linux
 {platform.release()}); Python {platform.python_version()}, Debian chromium headless through Playwright.
-1-minute load average per core: {res['load_before']:.2f} before the run, {res['load_after']:.2f} after.
+1-minute load average per core: {res["load_before"]:.2f} before the run, {res["load_after"]:.2f} after.
 
 What is measured (seconds; median of the repeats, min-max in brackets):
 
@@ -318,7 +414,7 @@ def main() -> int:
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "app_benchmark.md"), help="doc to write")
     parser.add_argument("--no-markdown", action="store_true", help="only print the table")
     args = parser.parse_args()
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         res = run(args.repeats, args.switches)
     except (BenchError, HarnessError) as exc:

@@ -16,6 +16,7 @@ Everything runs on the embedded sample (`sample_data/`, checkpoint `chtn_fashion
    attributions are not cached yet (Grad-CAM on the image + Layer IG on the text), and the same pair
    reopened from the disk cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,10 +104,16 @@ def method_rows(checkpoint, pairs, passes: dict[str, float]) -> list[dict]:
                 gaps.append(abs(result.delta) / max(abs(result.value - result.baseline_value), 1e-3))
                 steps.append(result.n_steps)
         latency = statistics.median(seconds)
-        rows.append({"method": label, "seconds": latency, "passes": latency / passes[side],
-                     "gap": statistics.median(gaps) if gaps else None,
-                     "grad_evals": statistics.median(steps) if steps else None,
-                     "peak_mb": (_kib("VmHWM") - before) / 1024})
+        rows.append(
+            {
+                "method": label,
+                "seconds": latency,
+                "passes": latency / passes[side],
+                "gap": statistics.median(gaps) if gaps else None,
+                "grad_evals": statistics.median(steps) if steps else None,
+                "peak_mb": (_kib("VmHWM") - before) / 1024,
+            }
+        )
         print(f"{label:40s} {latency:7.3f} s  {latency / passes[side]:6.1f} passes", flush=True)
     return rows
 
@@ -127,18 +134,28 @@ def plain_captum_row(checkpoint, pairs, passes: dict[str, float], n_steps: int =
         pixels = explainer.tower.pixels(image.value)
         black = torch.full_like(pixels, -1.0)
         started = time.perf_counter()
-        _, delta = IntegratedGradients(objective).attribute(pixels, baselines=black, additional_forward_args=(anchor,),
-                                                            n_steps=n_steps, internal_batch_size=16,
-                                                            return_convergence_delta=True)
+        _, delta = IntegratedGradients(objective).attribute(
+            pixels,
+            baselines=black,
+            additional_forward_args=(anchor,),
+            n_steps=n_steps,
+            internal_batch_size=16,
+            return_convergence_delta=True,
+        )
         seconds.append(time.perf_counter() - started)
         with torch.no_grad():
             f_gap = float(objective(pixels, anchor) - objective(black, anchor))
         gaps.append(abs(float(delta)) / max(abs(f_gap), 1e-3))
     latency = statistics.median(seconds)
     print(f"{'Captum IG, uniform 32 steps':40s} {latency:7.3f} s  {latency / passes['image']:6.1f} passes", flush=True)
-    return {"method": f"reference: Captum IG, {n_steps} evenly spaced steps", "seconds": latency,
-            "passes": latency / passes["image"], "gap": statistics.median(gaps), "grad_evals": n_steps,
-            "peak_mb": None}
+    return {
+        "method": f"reference: Captum IG, {n_steps} evenly spaced steps",
+        "seconds": latency,
+        "passes": latency / passes["image"],
+        "gap": statistics.median(gaps),
+        "grad_evals": n_steps,
+        "peak_mb": None,
+    }
 
 
 def page_answer(pair_ids: tuple[str, str]) -> dict[str, float]:
@@ -185,7 +202,7 @@ def main() -> None:
     checkpoint = open_checkpoint("chtn_fashion_source")
     test = open_dataset(SAMPLE_DATASET, checkpoint).split("test")
     rows_of = range(0, len(test.ids), max(1, len(test.ids) // (args.pairs + 1)))
-    pairs = [explainer_items(test.ids, test.texts, test.image_paths, r) for r in list(rows_of)[:args.pairs + 1]]
+    pairs = [explainer_items(test.ids, test.texts, test.image_paths, r) for r in list(rows_of)[: args.pairs + 1]]
     passes = baseline_passes(PairExplainer(checkpoint, cache_dir=Path(tempfile.mkdtemp())), *pairs[0])
     print(f"one forward+backward: image {passes['image']:.3f} s, text {passes['text']:.3f} s", flush=True)
     rows = method_rows(checkpoint, pairs, passes) + [plain_captum_row(checkpoint, pairs, passes)]
@@ -197,12 +214,19 @@ def main() -> None:
 
 def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, float], n_pairs: int) -> None:
     lines = [
-        "# Attribution benchmark", "",
+        "# Attribution benchmark",
+        "",
         f"Measured {dt.date.today()} on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        "no GPU, by:", "", "```bash", f"python -m bench.bench_attribution --pairs {n_pairs}", "```", "",
+        "no GPU, by:",
+        "",
+        "```bash",
+        f"python -m bench.bench_attribution --pairs {n_pairs}",
+        "```",
+        "",
         f"Baseline in the same run: one forward+backward pass of the whole image path = **{passes['image']:.3f} s**, "
         f"of the whole text path = **{passes['text']:.3f} s** (median of 10). Each method is computed from "
-        f"scratch on {n_pairs} test pairs of the sample (median shown).", "",
+        f"scratch on {n_pairs} test pairs of the sample (median shown).",
+        "",
         "| method | latency | in passes | gradient evaluations | completeness gap / (f(x)-f(b)) | peak extra memory |",
         "|---|---|---|---|---|---|",
     ]
@@ -211,16 +235,21 @@ def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, f
         evals = f"{r['grad_evals']:.0f}" if r["grad_evals"] is not None else "—"
         memory = f"{r['peak_mb']:.0f} MB" if r["peak_mb"] is not None else "—"
         lines.append(f"| {r['method']} | {r['seconds']:.3f} s | {r['passes']:.1f} | {evals} | {gap} | {memory} |")
-    lines += ["", f"**The page's default answer** (Grad-CAM on the image and Layer IG on the text, opened through "
-              f"Streamlit's AppTest on a pair not attributed before): **{page['uncached']:.2f} s**; reopened from the "
-              f"disk cache: {page['cached']:.2f} s.", "",
-              "Our IG spends more gradient evaluations than its nominal steps: a forward-only probe places the "
-              "steps where the saturating similarity changes, and segments whose own completeness gap is large "
-              "are halved and redone, within 3 x n_steps (`analysis/ig_quadrature.py`; the page's 'Refine IG' toggle, "
-              "on by default; off = n_steps evaluations). The reference row shows "
-              "what evenly spaced steps give on the same pairs. Peak memory is the growth of the resident set "
-              "(VmHWM) while the method runs after a warm-up pair; a later row can reuse memory the allocator kept "
-              "from an earlier one. IG's is bounded by `internal_batch_size` (16 here).", ""]
+    lines += [
+        "",
+        f"**The page's default answer** (Grad-CAM on the image and Layer IG on the text, opened through "
+        f"Streamlit's AppTest on a pair not attributed before): **{page['uncached']:.2f} s**; reopened from the "
+        f"disk cache: {page['cached']:.2f} s.",
+        "",
+        "Our IG spends more gradient evaluations than its nominal steps: a forward-only probe places the "
+        "steps where the saturating similarity changes, and segments whose own completeness gap is large "
+        "are halved and redone, within 3 x n_steps (`analysis/ig_quadrature.py`; the page's 'Refine IG' toggle, "
+        "on by default; off = n_steps evaluations). The reference row shows "
+        "what evenly spaced steps give on the same pairs. Peak memory is the growth of the resident set "
+        "(VmHWM) while the method runs after a warm-up pair; a later row can reuse memory the allocator kept "
+        "from an earlier one. IG's is bounded by `internal_batch_size` (16 here).",
+        "",
+    ]
     (ROOT / "docs" / "attribution_benchmark.md").write_text("\n".join(lines))
     print("wrote docs/attribution_benchmark.md")
 

@@ -14,8 +14,10 @@ Choices (presets, epochs, features) are made with `--validation`: 20% of each ca
 from the remaining training pairs and is scored on the validation split; the test split is not read.
 The chosen setting's test numbers then come from one run without `--validation`.
 
-    python -m bench.bench_core --only map --validation --preset finetune --regimes 20,full --sources none,catalogue --seeds 1
+    python -m bench.bench_core --only map --validation --preset finetune --regimes 20,full \
+        --sources none,catalogue --seeds 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +57,18 @@ def load_protocol(cache: FeatureCache) -> dict:
     test = stratified_split(meta.articleType[in_target].tolist(), 0.3, seed=0)
     cifar = load_source(DATA / "cifar10_source")
     cifar_image, _ = image_features(cifar.image_paths, cache)
-    return {"meta": meta, "image": image, "text": text, "types": types, "train_rows": target_rows[~test],
-            "test_rows": target_rows[test], "outside_rows": np.flatnonzero(~in_target),
-            "cifar_image": cifar_image, "cifar_labels": cifar.label_index, "cifar_names": cifar.label_names}
+    return {
+        "meta": meta,
+        "image": image,
+        "text": text,
+        "types": types,
+        "train_rows": target_rows[~test],
+        "test_rows": target_rows[test],
+        "outside_rows": np.flatnonzero(~in_target),
+        "cifar_image": cifar_image,
+        "cifar_labels": cifar.label_index,
+        "cifar_names": cifar.label_names,
+    }
 
 
 def carve_validation(p: dict, fraction: float = 0.2, seed: int = 0) -> dict:
@@ -72,9 +83,13 @@ def with_prefix_maps(p: dict, cache: FeatureCache, stages: int) -> dict:
     """The protocol with every image array replaced by the trunk's prefix maps (fine-tuning cells)."""
     trunk = cached_image_trunk()
     cifar = load_source(DATA / "cifar10_source")
-    return {**p, "stages": stages, "feature_dim": p["image"].shape[1],
-            "image": trunk_prefix_maps([DATA / "fashion" / i for i in p["meta"].image], cache, trunk, stages),
-            "cifar_image": trunk_prefix_maps(cifar.image_paths, cache, trunk, stages)}
+    return {
+        **p,
+        "stages": stages,
+        "feature_dim": p["image"].shape[1],
+        "image": trunk_prefix_maps([DATA / "fashion" / i for i in p["meta"].image], cache, trunk, stages),
+        "cifar_image": trunk_prefix_maps(cifar.image_paths, cache, trunk, stages),
+    }
 
 
 def pick_pairs(p: dict, k: int | None, seed: int) -> np.ndarray:
@@ -124,8 +139,13 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     config = load_config(preset, overrides={**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
     text, tfidf = cell_text_features(p, config, pair_rows)
     image_dim = p.get("feature_dim", p["image"].shape[1])  # prefix-map protocols keep the pooled width
-    model = dataclasses.replace(config.model, image_dim=image_dim, text_dim=text.shape[1],
-                                num_classes=20, num_source_classes=len(src[2]) if src else 0)
+    model = dataclasses.replace(
+        config.model,
+        image_dim=image_dim,
+        text_dim=text.shape[1],
+        num_classes=20,
+        num_source_classes=len(src[2]) if src else 0,
+    )
     config = dataclasses.replace(config, model=model)
     inputs = TrainInputs(feature_set(p, pair_rows, text), None, p["types"])
     stages = config.encoder.finetune_stages
@@ -146,8 +166,13 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
         test.image = TrunkTail(tower.trunk, stages).pool_maps(test.image)
     img, txt = tower.embed_image_features(test.image), tower.embed_text_features(test.text)
     summary = evaluate_embeddings(img, txt, test.labels, p["types"]).summary()
-    return {"k": k or "full", "seed": seed, "source": source, "train_seconds": round(seconds, 2),
-            **{key: round(summary[key], 4) for key in ("map_i2t", "map_t2i", "map_mean")}}
+    return {
+        "k": k or "full",
+        "seed": seed,
+        "source": source,
+        "train_seconds": round(seconds, 2),
+        **{key: round(summary[key], 4) for key in ("map_i2t", "map_t2i", "map_mean")},
+    }
 
 
 def cca_baseline(p: dict, components: int = 32) -> float:
@@ -162,8 +187,9 @@ def cca_baseline(p: dict, components: int = 32) -> float:
 def random_baseline(p: dict) -> float:
     test = feature_set(p, p["test_rows"])
     rng = np.random.default_rng(0)
-    return evaluate_embeddings(rng.normal(size=(len(test.labels), 32)), rng.normal(size=(len(test.labels), 32)),
-                               test.labels, p["types"]).mean_map
+    return evaluate_embeddings(
+        rng.normal(size=(len(test.labels), 32)), rng.normal(size=(len(test.labels), 32)), test.labels, p["types"]
+    ).mean_map
 
 
 def throughput(n: int = 384) -> dict:
@@ -201,8 +227,13 @@ def render_table(cells: list[dict]) -> str:
         row = []
         for source in SOURCES:
             values = frame[(frame.k == k) & (frame.source == source)].map_mean
-            row.append("—" if values.empty else f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
-                       if len(values) > 1 else f"{values.mean():.3f}")
+            row.append(
+                "—"
+                if values.empty
+                else f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+                if len(values) > 1
+                else f"{values.mean():.3f}"
+            )
         lines.append(f"| k={k} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -211,18 +242,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("throughput", "map"), default=None)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--set", default="{}", help="JSON config overrides, e.g. '{\"train\": {\"epochs\": 20}}'")
+    parser.add_argument("--set", default="{}", help='JSON config overrides, e.g. \'{"train": {"epochs": 20}}\'')
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--regimes", default="5,20,full", help="comma-separated: pairs per category, or full")
     parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated subset of {SOURCES}")
-    parser.add_argument("--validation", action="store_true",
-                        help="score cells on a validation split carved from the training pairs (for choices); "
-                             "the test split is not read")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="score cells on a validation split carved from the training pairs (for choices); "
+        "the test split is not read",
+    )
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "core.json"))
     args = parser.parse_args()
-    report: dict = {"preset": args.preset, "overrides": json.loads(args.set), "device": "cpu",
-                    "torch": torch.__version__}
+    report: dict = {
+        "preset": args.preset,
+        "overrides": json.loads(args.set),
+        "device": "cpu",
+        "torch": torch.__version__,
+    }
     if args.only != "map":
         report["throughput"] = throughput()
         print(json.dumps(report["throughput"]))
@@ -233,8 +271,10 @@ def main() -> None:
         p = with_prefix_maps(base, cache, stages) if stages else base
         p = carve_validation(p) if args.validation else p
         report["scored_on"] = p.get("scored_on", "test")
-        print(f"protocol: {len(p['train_rows'])} train / {len(p['test_rows'])} {report['scored_on']} rows, "
-              f"{len(p['outside_rows'])} outside the 20 types, {len(p['cifar_labels'])} CIFAR-10")
+        print(
+            f"protocol: {len(p['train_rows'])} train / {len(p['test_rows'])} {report['scored_on']} rows, "
+            f"{len(p['outside_rows'])} outside the 20 types, {len(p['cifar_labels'])} CIFAR-10"
+        )
         cells = []
         work = ROOT / "bench" / "out" / "runs"
         regimes = [None if r == "full" else int(r) for r in args.regimes.split(",")]

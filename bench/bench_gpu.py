@@ -10,6 +10,7 @@
 3. The GPU-trained checkpoint loaded on CPU and evaluated there, to prove portability.
 Results are printed and written to OUT/gpu.json. Only sample_data/ is used: ../shared does not travel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,14 @@ def throughput(device: torch.device, n_images: int, batch: int, workers: int) ->
     paths = (files * (n_images // len(files) + 1))[:n_images]
     trunk = ImageTrunk().to(device).to(memory_format=torch.channels_last)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    loader = torch.utils.data.DataLoader(_ImageFiles(paths), batch_size=batch, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                                         prefetch_factor=4 if workers else None)
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths),
+        batch_size=batch,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
 
     def sync() -> None:
         if device.type == "cuda":
@@ -60,27 +66,67 @@ def throughput(device: torch.device, n_images: int, batch: int, workers: int) ->
             trunk(pixels)
         sync()
         alone = rounds * batch / (time.perf_counter() - started)
-    return {"images": n_images, "batch": batch, "workers": workers, "pipeline_img_s": round(pipeline, 1),
-            "trunk_only_img_s": round(alone, 1), "pipeline_vs_trunk": round(pipeline / alone, 3)}
+    return {
+        "images": n_images,
+        "batch": batch,
+        "workers": workers,
+        "pipeline_img_s": round(pipeline, 1),
+        "trunk_only_img_s": round(alone, 1),
+        "pipeline_vs_trunk": round(pipeline / alone, 3),
+    }
 
 
 def train_and_reload(device: str, preset: str, out: Path, settings: tuple[str, ...] = ()) -> dict:
     """Train on the sample on `device` (timed, features cached first), then load and evaluate on CPU."""
     run = out / "_".join(["train", preset, *(s.split("=")[0].split(".")[-1] for s in settings)])
-    command = [sys.executable, "-m", "chtn", "train", "--data", str(PAIRS), "--source", str(SOURCE),
-               "--preset", preset, "--out", str(run), "--device", device]
+    command = [
+        sys.executable,
+        "-m",
+        "chtn",
+        "train",
+        "--data",
+        str(PAIRS),
+        "--source",
+        str(SOURCE),
+        "--preset",
+        preset,
+        "--out",
+        str(run),
+        "--device",
+        device,
+    ]
     for setting in settings:
         command += ["--set", setting]
     subprocess.run(command + ["--set", "train.epochs=1"], cwd=ROOT, check=True, capture_output=True)  # warm cache
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     seconds = time.perf_counter() - started
-    evaluation = subprocess.run([sys.executable, "-m", "chtn", "evaluate", "--checkpoint", str(run / "best.safetensors"),
-                                 "--data", str(PAIRS), "--device", "cpu"], cwd=ROOT, check=True, capture_output=True,
-                                text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    return {"preset": preset, "settings": list(settings), "device": device,
-            "train_seconds_incl_startup": round(seconds, 1),
-            "cpu_reload_evaluation": evaluation.stdout.strip()}
+    evaluation = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chtn",
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.safetensors"),
+            "--data",
+            str(PAIRS),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    return {
+        "preset": preset,
+        "settings": list(settings),
+        "device": device,
+        "train_seconds_incl_startup": round(seconds, 1),
+        "cpu_reload_evaluation": evaluation.stdout.strip(),
+    }
 
 
 def main() -> None:
@@ -95,8 +141,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("CHTN_CACHE_DIR", str(out / "cache"))
     device = torch.device(args.device)
-    report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
-              "throughput": throughput(device, args.images, args.batch, args.workers)}
+    report = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "throughput": throughput(device, args.images, args.batch, args.workers),
+    }
     print(json.dumps(report["throughput"]), flush=True)
     runs = [("small", ()), ("paper", ()), ("small", ("encoder.finetune_stages=2",))]
     report["training"] = [train_and_reload(args.device, preset, out, settings) for preset, settings in runs]

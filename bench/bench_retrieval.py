@@ -19,6 +19,7 @@ Baselines, measured in the same run on the same data:
 Neither baseline bounds memory (the batch at 1M builds a 256 x 1M matrix) or guarantees the stable
 tie order; both are what "no overhead" is measured against.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,7 @@ class CpuMeter:
     """Share of the machine's CPU time used by OTHER processes while the block runs (from /proc/stat
     minus this process's own user+system time); timings taken while it is high are not trustworthy."""
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.start = (_busy_seconds(), _own_seconds(), time.perf_counter())
         return self
 
@@ -114,12 +115,18 @@ def latency(fns: dict, queries: np.ndarray) -> dict:
     times = {name: [] for name in names}
     results = {name: [] for name in names}
     for i, q in enumerate(queries):
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             t0 = time.perf_counter()
             results[name].append(fns[name](q))
             times[name].append(time.perf_counter() - t0)
-    return {name: (float(np.median(times[name]) * 1e3), float(np.percentile(times[name], 95) * 1e3),
-                   np.stack(results[name])) for name in names}
+    return {
+        name: (
+            float(np.median(times[name]) * 1e3),
+            float(np.percentile(times[name], 95) * 1e3),
+            np.stack(results[name]),
+        )
+        for name in names
+    }
 
 
 def throughput(fns: dict, queries: np.ndarray, repeats: int) -> dict:
@@ -129,7 +136,7 @@ def throughput(fns: dict, queries: np.ndarray, repeats: int) -> dict:
         fns[name](queries)
     best = {name: float("inf") for name in names}
     for rep in range(repeats):
-        for name in names[rep % len(names):] + names[:rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             t0 = time.perf_counter()
             fns[name](queries)
             best[name] = min(best[name], time.perf_counter() - t0)
@@ -151,62 +158,106 @@ def run(sizes: list[int], dims: list[int], n_queries: int, batch: int, repeats: 
                     # ours and numpy share OpenBLAS's thread pool and are interleaved; torch has its own
                     # OpenMP pool, whose threads keep spinning a while after each call and would slow
                     # whatever runs next, so it is timed in a separate phase after a pause.
-                    lat = latency({"ours": lambda q: top_k(q, gallery, K, normalized=True).indices[0],
-                                   "numpy": lambda q: numpy_single(gallery, q, K)}, singles)
-                    norm = latency({"ours": lambda q: top_k(q, raw_gallery, K).indices[0]},
-                                   singles[: max(5, n_queries // 5)])
-                    tp = throughput({"ours": lambda Q: top_k(Q, gallery, K, normalized=True),
-                                     "numpy": lambda Q: numpy_batch(gallery, Q, K)}, batch_q, repeats)
+                    lat = latency(
+                        {
+                            "ours": lambda q: top_k(q, gallery, K, normalized=True).indices[0],
+                            "numpy": lambda q: numpy_single(gallery, q, K),
+                        },
+                        singles,
+                    )
+                    norm = latency(
+                        {"ours": lambda q: top_k(q, raw_gallery, K).indices[0]}, singles[: max(5, n_queries // 5)]
+                    )
+                    tp = throughput(
+                        {
+                            "ours": lambda Q: top_k(Q, gallery, K, normalized=True),
+                            "numpy": lambda Q: numpy_batch(gallery, Q, K),
+                        },
+                        batch_q,
+                        repeats,
+                    )
                     time.sleep(PAUSE)
                     lat |= latency({"torch": lambda q: torch_single(gallery_t, q, K)}, singles)
                     tp |= throughput({"torch": lambda Q: torch_batch(gallery_t, Q, K)}, batch_q, repeats)
                     time.sleep(PAUSE)
                 if not meter.foreign > DISTURBED or attempt == 2:
                     break
-                print(f"  d={d} n={n:,}: other processes used {meter.foreign:.0%} of the CPUs; measuring again",
-                      flush=True)
+                print(
+                    f"  d={d} n={n:,}: other processes used {meter.foreign:.0%} of the CPUs; measuring again",
+                    flush=True,
+                )
                 wait_until_quiet(300)
             agree = float(np.mean((lat["ours"][2] == lat["numpy"][2]).all(axis=1)))
-            row = dict(d=d, n=n, ours_med=lat["ours"][0], ours_p95=lat["ours"][1], ours_norm_med=norm["ours"][0],
-                       np_med=lat["numpy"][0], np_p95=lat["numpy"][1], t_med=lat["torch"][0], t_p95=lat["torch"][1],
-                       tp_ours=tp["ours"], tp_np=tp["numpy"], tp_t=tp["torch"], agree=agree, foreign=meter.foreign)
+            row = dict(
+                d=d,
+                n=n,
+                ours_med=lat["ours"][0],
+                ours_p95=lat["ours"][1],
+                ours_norm_med=norm["ours"][0],
+                np_med=lat["numpy"][0],
+                np_p95=lat["numpy"][1],
+                t_med=lat["torch"][0],
+                t_p95=lat["torch"][1],
+                tp_ours=tp["ours"],
+                tp_np=tp["numpy"],
+                tp_t=tp["torch"],
+                agree=agree,
+                foreign=meter.foreign,
+            )
             rows.append(row)
             print(format_row(row), flush=True)
             del gallery, raw_gallery, gallery_t
     return rows
 
 
-HEADER = ("| d | gallery | ours median / p95 ms | numpy median / p95 ms | torch median / p95 ms "
-          "| ours / numpy | ours / torch | ours, normalising: median ms "
-          "| batch q/s: ours | numpy | torch | ours / numpy | ours / torch | same top-10 as numpy | other CPU load |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| d | gallery | ours median / p95 ms | numpy median / p95 ms | torch median / p95 ms "
+    "| ours / numpy | ours / torch | ours, normalising: median ms "
+    "| batch q/s: ours | numpy | torch | ours / numpy | ours / torch | same top-10 as numpy | other CPU load |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def format_row(r: dict) -> str:
-    return (f"| {r['d']} | {r['n']:,} | {r['ours_med']:.2f} / {r['ours_p95']:.2f} | {r['np_med']:.2f} / "
-            f"{r['np_p95']:.2f} | {r['t_med']:.2f} / {r['t_p95']:.2f} | {r['ours_med'] / r['np_med']:.2f} | "
-            f"{r['ours_med'] / r['t_med']:.2f} | {r['ours_norm_med']:.1f} | {r['tp_ours']:,.0f} | {r['tp_np']:,.0f} | "
-            f"{r['tp_t']:,.0f} | {r['tp_np'] / r['tp_ours']:.2f} | {r['tp_t'] / r['tp_ours']:.2f} | "
-            f"{r['agree']:.0%} | {r['foreign']:.0%} |")
+    return (
+        f"| {r['d']} | {r['n']:,} | {r['ours_med']:.2f} / {r['ours_p95']:.2f} | {r['np_med']:.2f} / "
+        f"{r['np_p95']:.2f} | {r['t_med']:.2f} / {r['t_p95']:.2f} | {r['ours_med'] / r['np_med']:.2f} | "
+        f"{r['ours_med'] / r['t_med']:.2f} | {r['ours_norm_med']:.1f} | {r['tp_ours']:,.0f} | {r['tp_np']:,.0f} | "
+        f"{r['tp_t']:,.0f} | {r['tp_np'] / r['tp_ours']:.2f} | {r['tp_t'] / r['tp_ours']:.2f} | "
+        f"{r['agree']:.0%} | {r['foreign']:.0%} |"
+    )
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
-        platform.processor()
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
-    return (f"{os.cpu_count()} CPU cores ({model}), {platform.system()} {platform.machine()}; Python "
-            f"{platform.python_version()}, numpy {np.__version__} ({blas.get('name', '?')} "
-            f"{blas.get('version', '')}), torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    return (
+        f"{os.cpu_count()} CPU cores ({model}), {platform.system()} {platform.machine()}; Python "
+        f"{platform.python_version()}, numpy {np.__version__} ({blas.get('name', '?')} "
+        f"{blas.get('version', '')}), torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
 
 
 def markdown(rows: list[dict], command: str, args: argparse.Namespace) -> str:
     at_100k = [r for r in rows if r["n"] == 100_000]
-    goal = "; ".join(f"d={r['d']}: {r['ours_med']:.2f} ms median, {r['ours_p95']:.2f} ms p95" for r in at_100k) \
+    goal = (
+        "; ".join(f"d={r['d']}: {r['ours_med']:.2f} ms median, {r['ours_p95']:.2f} ms p95" for r in at_100k)
         or "not measured in this run (no 100,000-row gallery)"
+    )
     return f"""# Retrieval benchmark: `chtn.ranking.top_k`
 
-Generated by `python -m bench.bench_retrieval` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.
+Generated by `python -m bench.bench_retrieval` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.
 
 Reproduce:
 
@@ -262,35 +313,50 @@ def summary(rows: list[dict], batch: int) -> str:
     small = [r for r in rows if r["n"] < 100_000]
     if big:
         ratios = [r["ours_med"] / r["np_med"] for r in big]
-        lines.append(f"- Single query, galleries of 100k rows and more: `top_k` takes "
-                     f"{_span(ratios)} the numpy baseline's median time (a matmul over "
-                     "65,536-row chunks is faster than one over a whole large gallery, and after the first chunk "
-                     "most items are dismissed by one comparison instead of a partition).")
+        lines.append(
+            f"- Single query, galleries of 100k rows and more: `top_k` takes "
+            f"{_span(ratios)} the numpy baseline's median time (a matmul over "
+            "65,536-row chunks is faster than one over a whole large gallery, and after the first chunk "
+            "most items are dismissed by one comparison instead of a partition)."
+        )
     if small:
         extra = [(r["ours_med"] - r["np_med"]) * 1e3 for r in small]
         span = f"{min(extra):.0f}" if round(min(extra)) == round(max(extra)) else f"{min(extra):.0f}-{max(extra):.0f}"
-        lines.append(f"- At {small[0]['n']:,} rows the whole search takes well under a millisecond and `top_k` "
-                     f"adds a fixed ~{span} us per call (input checks and ~30 small numpy calls), hence the "
-                     "larger ratio there; it is irrelevant next to a dashboard rerun.")
+        lines.append(
+            f"- At {small[0]['n']:,} rows the whole search takes well under a millisecond and `top_k` "
+            f"adds a fixed ~{span} us per call (input checks and ~30 small numpy calls), hence the "
+            "larger ratio there; it is irrelevant next to a dashboard rerun."
+        )
     b_np = [r["tp_np"] / r["tp_ours"] for r in rows]
     b_t = [r["tp_t"] / r["tp_ours"] for r in rows]
     torch_ahead = [f"d={r['d']}/{r['n']:,}" for r in rows if r["tp_t"] > r["tp_ours"]]
-    lines.append(f"- Batch of {batch} queries: `top_k` needs {_span(b_np)} the numpy baseline's "
-                 f"time and {_span(b_t)} torch's, without ever building the full (queries x "
-                 "gallery) matrix. " + (f"torch is faster at {', '.join(torch_ahead)} (its `topk` runs on both "
-                 "cores; numpy's partition and sort run on one)." if torch_ahead else "torch is never faster."))
+    lines.append(
+        f"- Batch of {batch} queries: `top_k` needs {_span(b_np)} the numpy baseline's "
+        f"time and {_span(b_t)} torch's, without ever building the full (queries x "
+        "gallery) matrix. "
+        + (
+            f"torch is faster at {', '.join(torch_ahead)} (its `topk` runs on both "
+            "cores; numpy's partition and sort run on one)."
+            if torch_ahead
+            else "torch is never faster."
+        )
+    )
     norm = [r for r in rows if r["n"] == max(x["n"] for x in rows)]
     for r in norm:
-        lines.append(f"- d={r['d']}, {r['n']:,} rows: normalising the gallery inside every call costs "
-                     f"{r['ours_norm_med']:.3g} ms per query against {r['ours_med']:.1f} ms with a pre-normalised "
-                     "gallery: normalise once (`normalize_rows`) and call `top_k(..., normalized=True)`.")
+        lines.append(
+            f"- d={r['d']}, {r['n']:,} rows: normalising the gallery inside every call costs "
+            f"{r['ours_norm_med']:.3g} ms per query against {r['ours_med']:.1f} ms with a pre-normalised "
+            "gallery: normalise once (`normalize_rows`) and call `top_k(..., normalized=True)`."
+        )
     worst_100k = max((r["ours_p95"] for r in rows if r["n"] == 100_000), default=float("nan"))
     if worst_100k == worst_100k:
         verdict = "met" if worst_100k < 100 else "NOT met"
         lines.append(f"- 100k rows: worst p95 {worst_100k:.1f} ms per query, goal of well under 100 ms {verdict}.")
-    lines.append("- Exact search is one pass over the gallery (memory-bound for a single query: ~80 MB at 1M x 20, "
-                 "~1 GB at 1M x 256). Far beyond this scale, an approximate vector index (faiss, hnswlib) is the "
-                 "path; neither is a dependency today.")
+    lines.append(
+        "- Exact search is one pass over the gallery (memory-bound for a single query: ~80 MB at 1M x 20, "
+        "~1 GB at 1M x 256). Far beyond this scale, an approximate vector index (faiss, hnswlib) is the "
+        "path; neither is a dependency today."
+    )
     return "\n".join(lines)
 
 
@@ -307,10 +373,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="queries in the throughput batch")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--wait-quiet", type=float, default=600,
-                        help="wait up to this many seconds for other processes to leave the CPUs idle (0: don't)")
-    parser.add_argument("--markdown", default=None,
-                        help="write the results doc here (e.g. docs/retrieval_benchmark.md)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=600,
+        help="wait up to this many seconds for other processes to leave the CPUs idle (0: don't)",
+    )
+    parser.add_argument(
+        "--markdown", default=None, help="write the results doc here (e.g. docs/retrieval_benchmark.md)"
+    )
     args = parser.parse_args()
     if args.wait_quiet > 0:
         print(f"other processes' CPU share before starting: {wait_until_quiet(args.wait_quiet):.0%}", flush=True)

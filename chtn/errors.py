@@ -2,6 +2,7 @@
 
 The CLI and the dashboard catch `CHTNError` and print/show its message instead of a traceback.
 """
+
 from __future__ import annotations
 
 

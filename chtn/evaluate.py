@@ -25,10 +25,11 @@ exactly tied with t other items over ranks [a, a + t] has rank r with probabilit
 recall@k, and its expected rank is a + t / 2. The gallery-order tie-break would instead
 favour pairs that happen to come first in the file.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,15 +40,16 @@ from chtn.ranking import TIE_TOLERANCE, TieGroups, cosine_scores, normalize_rows
 @dataclass(frozen=True)
 class RetrievalEval:
     """Per-direction result."""
-    direction: str              # "i2t" or "t2i"
-    map: float                  # mean AP over queries that have >=1 relevant item
-    ap: np.ndarray              # (n_queries,) AP per query, NaN where undefined
-    paired_rank: np.ndarray     # (n_queries,) 1-based rank of the paired item (same row), -1 if unpaired
-    top1_correct: np.ndarray    # (n_queries,) bool: is the top-1 result relevant
-    at_k: int | None            # None for MAP over the full ranking
-    query_labels: np.ndarray    # (n_queries,) category index of each query (for per-category breakdowns)
-    paired_ties: TieGroups | None    # (n_queries,) arrays: the pair's group within TIE_TOLERANCE; None if unpaired
-    paired_exact: TieGroups | None   # (n_queries,) arrays: the items scoring exactly as the pair; None if unpaired
+
+    direction: str  # "i2t" or "t2i"
+    map: float  # mean AP over queries that have >=1 relevant item
+    ap: np.ndarray  # (n_queries,) AP per query, NaN where undefined
+    paired_rank: np.ndarray  # (n_queries,) 1-based rank of the paired item (same row), -1 if unpaired
+    top1_correct: np.ndarray  # (n_queries,) bool: is the top-1 result relevant
+    at_k: int | None  # None for MAP over the full ranking
+    query_labels: np.ndarray  # (n_queries,) category index of each query (for per-category breakdowns)
+    paired_ties: TieGroups | None  # (n_queries,) arrays: the pair's group within TIE_TOLERANCE; None if unpaired
+    paired_exact: TieGroups | None  # (n_queries,) arrays: the items scoring exactly as the pair; None if unpaired
 
     def own_pair_recall(self, k: int) -> float:
         """Tie-aware expected share of queries whose own pair ranks in the top k (module docstring); NaN if unpaired."""
@@ -84,9 +86,15 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray, at_k: int | None
     return float(_ranked_ap(relevant[order][None, :], np.array([relevant.sum()]), at_k)[0])
 
 
-def evaluate_direction(query: np.ndarray, gallery: np.ndarray, query_labels: np.ndarray,
-                       gallery_labels: np.ndarray, direction: str, at_k: int | None = None,
-                       chunk_size: int = 1024) -> RetrievalEval:
+def evaluate_direction(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    direction: str,
+    at_k: int | None = None,
+    chunk_size: int = 1024,
+) -> RetrievalEval:
     """Rank the gallery for every query by cosine similarity and score it.
 
     Scores come from :func:`chtn.ranking.cosine_scores` ``chunk_size`` query rows at a
@@ -129,6 +137,7 @@ def _single(groups: TieGroups) -> TieGroups:
 @dataclass(frozen=True)
 class EvaluationReport:
     """Both retrieval directions plus the category names, with tabular views."""
+
     i2t: RetrievalEval
     t2i: RetrievalEval
     label_names: list[str]
@@ -140,14 +149,16 @@ class EvaluationReport:
 
     def per_category(self) -> pd.DataFrame:
         """Mean AP of each category's queries (NaN APs skipped), one row per label name."""
+
         def category_means(r: RetrievalEval) -> pd.Series:
             means = pd.Series(r.ap).groupby(r.query_labels).mean()  # pandas mean skips NaN
             return means.reindex(range(len(self.label_names)))
 
         i2t, t2i = category_means(self.i2t).to_numpy(), category_means(self.t2i).to_numpy()
         counts = np.bincount(self.i2t.query_labels, minlength=len(self.label_names))
-        return pd.DataFrame({"category": self.label_names, "n": counts,
-                             "ap_i2t": i2t, "ap_t2i": t2i, "ap_mean": (i2t + t2i) / 2})
+        return pd.DataFrame(
+            {"category": self.label_names, "n": counts, "ap_i2t": i2t, "ap_t2i": t2i, "ap_mean": (i2t + t2i) / 2}
+        )
 
     def per_query(self, ids: Sequence[str], texts: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per query per direction (i2t rows first) for error analysis.
@@ -162,12 +173,20 @@ class EvaluationReport:
             if len(ids) != len(r.ap) or (texts is not None and len(texts) != len(r.ap)):
                 raise ValueError("ids/texts must have one entry per query")
             ties = r.paired_ties or TieGroups(*np.full((3, len(r.ap)), -1))
-            frame = pd.DataFrame({"id": list(ids), "direction": r.direction,
-                                  "category": [self.label_names[i] for i in r.query_labels],
-                                  "ap": r.ap, "paired_rank": r.paired_rank,
-                                  "paired_tied_with": ties.others, "paired_tie_first": ties.first,
-                                  "paired_tie_last": ties.last, "paired_expected_rank": r.own_pair_expected_rank(),
-                                  "top1_correct": r.top1_correct})
+            frame = pd.DataFrame(
+                {
+                    "id": list(ids),
+                    "direction": r.direction,
+                    "category": [self.label_names[i] for i in r.query_labels],
+                    "ap": r.ap,
+                    "paired_rank": r.paired_rank,
+                    "paired_tied_with": ties.others,
+                    "paired_tie_first": ties.first,
+                    "paired_tie_last": ties.last,
+                    "paired_expected_rank": r.own_pair_expected_rank(),
+                    "top1_correct": r.top1_correct,
+                }
+            )
             if texts is not None:
                 frame["text"] = list(texts)
             frames.append(frame)
@@ -181,10 +200,15 @@ class EvaluationReport:
         ``pair_median_stable_rank``, the median of the protocol rank (the per-query table's column).
         """
         k = self.i2t.at_k
-        out = {"map_i2t": self.i2t.map, "map_t2i": self.t2i.map, "map_mean": self.mean_map,
-               "at_k": k, "metric": "MAP@all" if k is None else f"MAP@{k}",
-               "n_queries": len(self.i2t.ap) + len(self.t2i.ap),
-               "n_undefined": int(np.isnan(self.i2t.ap).sum() + np.isnan(self.t2i.ap).sum())}
+        out = {
+            "map_i2t": self.i2t.map,
+            "map_t2i": self.t2i.map,
+            "map_mean": self.mean_map,
+            "at_k": k,
+            "metric": "MAP@all" if k is None else f"MAP@{k}",
+            "n_queries": len(self.i2t.ap) + len(self.t2i.ap),
+            "n_undefined": int(np.isnan(self.i2t.ap).sum() + np.isnan(self.t2i.ap).sum()),
+        }
         for r in (self.i2t, self.t2i):
             paired, d = r.paired_exact is not None, r.direction
             out[f"pair_recall@1_{d}"] = r.own_pair_recall(1)
@@ -196,10 +220,13 @@ class EvaluationReport:
         return out
 
 
-def evaluate_embeddings(image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray,
-                        label_names: Sequence[str], at_k: int | None = None) -> EvaluationReport:
+def evaluate_embeddings(
+    image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray, label_names: Sequence[str], at_k: int | None = None
+) -> EvaluationReport:
     """Evaluate I->T and T->I retrieval; row i of each modality is a pair with category labels[i]."""
     labels = np.asarray(labels)
-    return EvaluationReport(evaluate_direction(image_emb, text_emb, labels, labels, "i2t", at_k),
-                            evaluate_direction(text_emb, image_emb, labels, labels, "t2i", at_k),
-                            list(label_names))
+    return EvaluationReport(
+        evaluate_direction(image_emb, text_emb, labels, labels, "i2t", at_k),
+        evaluate_direction(text_emb, image_emb, labels, labels, "t2i", at_k),
+        list(label_names),
+    )

@@ -4,19 +4,20 @@ The cache is one SQLite file: (encoder identity, content key) -> float32 vector.
 of an image file's bytes or of a text, so the same image under another path, another dataset or
 another run is never encoded twice, and a changed file is never served stale.
 """
+
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from chtn.hashing import file_digest, text_key
 from chtn.errors import CHTNError
+from chtn.hashing import file_digest, text_key
 
 Progress = Callable[[int, int], None]  # (done, total) -> None; the dashboard passes st.progress
 
@@ -38,8 +39,9 @@ class FeatureCache:
         self.path = self.root / "features.sqlite"
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS features (encoder TEXT, key TEXT, vector BLOB, "
-                       "PRIMARY KEY (encoder, key))")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS features (encoder TEXT, key TEXT, vector BLOB, PRIMARY KEY (encoder, key))"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
@@ -50,17 +52,20 @@ class FeatureCache:
         unique = list(dict.fromkeys(keys))
         with self._connect() as db:
             for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
-                chunk = unique[start:start + 500]
+                chunk = unique[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, blob in db.execute(f"SELECT key, vector FROM features WHERE encoder=? AND key IN ({marks})",
-                                            [encoder, *chunk]):
+                for key, blob in db.execute(
+                    f"SELECT key, vector FROM features WHERE encoder=? AND key IN ({marks})", [encoder, *chunk]
+                ):
                     found[key] = np.frombuffer(blob, dtype=dtype)
         return found
 
     def put(self, encoder: str, items: dict[str, np.ndarray], dtype: type = np.float32) -> None:
         with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
-                           [(encoder, k, np.ascontiguousarray(v, dtype=dtype).tobytes()) for k, v in items.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
+                [(encoder, k, np.ascontiguousarray(v, dtype=dtype).tobytes()) for k, v in items.items()],
+            )
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -84,28 +89,45 @@ def _fill(keys: Sequence[str], cached: dict[str, np.ndarray], dim: int) -> np.nd
     return np.stack([cached[k] for k in keys]).astype(np.float32)
 
 
-def _encode_image_files(paths: Sequence[Path], cache: FeatureCache, identity: str, encode, dim: int,
-                        device: torch.device, batch_size: int, num_workers: int, progress: Progress | None,
-                        dtype: type = np.float32) -> np.ndarray:
+def _encode_image_files(
+    paths: Sequence[Path],
+    cache: FeatureCache,
+    identity: str,
+    encode,
+    dim: int,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None,
+    dtype: type = np.float32,
+) -> np.ndarray:
     """(n, dim) vectors `encode(pixels)` of image files, from the cache or computed in batches on `device`."""
     keys = [file_digest(Path(p)) for p in paths]
     if "missing" in keys:
         missing = [str(p) for p, k in zip(paths, keys) if k == "missing"][:3]
-        raise CHTNError(f"{keys.count('missing')} image file(s) cannot be read, e.g. {missing}. "
-                        "Validate the dataset first (python -m chtn validate).")
+        raise CHTNError(
+            f"{keys.count('missing')} image file(s) cannot be read, e.g. {missing}. "
+            "Validate the dataset first (python -m chtn validate)."
+        )
     cached = cache.get(identity, keys, dtype)
     todo = [(p, k) for p, k in zip(paths, keys) if k not in cached]
     todo = list({k: (p, k) for p, k in todo}.values())  # identical files are encoded once
     if todo:
         loader = torch.utils.data.DataLoader(
-            _ImageFiles([p for p, _ in todo]), batch_size=batch_size, num_workers=num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=False)
+            _ImageFiles([p for p, _ in todo]),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
         done = 0
         bar = tqdm(total=len(todo), desc=f"image features ({device.type})", unit="img", disable=progress is not None)
         for batch in loader:
             batch = batch.to(device, non_blocking=True).to(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                        enabled=device.type == "cuda"):
+            with (
+                torch.inference_mode(),
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+            ):
                 vectors = encode(batch).float().cpu().numpy()
             fresh = {todo[done + i][1]: vectors[i].astype(dtype) for i in range(len(vectors))}
             cache.put(identity, fresh, dtype)
@@ -120,8 +142,14 @@ def _encode_image_files(paths: Sequence[Path], cache: FeatureCache, identity: st
     return np.stack([cached[k] for k in keys])
 
 
-def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, batch_size: int = 64,
-                   num_workers: int = 2, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+def image_features(
+    paths: Sequence[Path],
+    cache: FeatureCache,
+    trunk=None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(pooled features (n, d), ImageNet logits (n, 1000)) of image files, from the cache or the trunk.
 
     Runs on the device the trunk lives on (the trunk is shared: it is never moved). The ImageNet
@@ -131,27 +159,53 @@ def image_features(paths: Sequence[Path], cache: FeatureCache, trunk=None, batch
 
     trunk = trunk or cached_image_trunk()
     dim = trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000))
-    both = _encode_image_files(paths, cache, trunk.identity, lambda x: torch.cat(trunk(x), 1), dim,
-                               module_device(trunk), batch_size, num_workers, progress)
-    return both[:, :trunk.feature_dim], both[:, trunk.feature_dim:]
+    both = _encode_image_files(
+        paths,
+        cache,
+        trunk.identity,
+        lambda x: torch.cat(trunk(x), 1),
+        dim,
+        module_device(trunk),
+        batch_size,
+        num_workers,
+        progress,
+    )
+    return both[:, : trunk.feature_dim], both[:, trunk.feature_dim :]
 
 
-def trunk_prefix_maps(paths: Sequence[Path], cache: FeatureCache, trunk, stages: int, batch_size: int = 64,
-                      num_workers: int = 2, progress: Progress | None = None) -> np.ndarray:
+def trunk_prefix_maps(
+    paths: Sequence[Path],
+    cache: FeatureCache,
+    trunk,
+    stages: int,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """(n, C, h, w) float16 feature maps entering the trunk's last `stages` units (inputs of fine-tuning)."""
     from chtn.encoders import IMAGE_SIZE, module_device
 
     device = module_device(trunk)
     with torch.inference_mode():
         shape = tuple(trunk.forward_prefix(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device), stages).shape[1:])
-    flat = _encode_image_files(paths, cache, f"{trunk.identity}/prefix{stages}",
-                               lambda x: trunk.forward_prefix(x, stages).flatten(1), int(np.prod(shape)), device,
-                               batch_size, num_workers, progress, np.float16)
+    flat = _encode_image_files(
+        paths,
+        cache,
+        f"{trunk.identity}/prefix{stages}",
+        lambda x: trunk.forward_prefix(x, stages).flatten(1),
+        int(np.prod(shape)),
+        device,
+        batch_size,
+        num_workers,
+        progress,
+        np.float16,
+    )
     return flat.reshape(len(flat), *shape)
 
 
-def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder=None, batch_size: int = 128,
-                              progress: Progress | None = None) -> np.ndarray:
+def transformer_text_features(
+    texts: Sequence[str], cache: FeatureCache, encoder=None, batch_size: int = 128, progress: Progress | None = None
+) -> np.ndarray:
     """Sentence embeddings (n, d) of texts, from the cache or the encoder (on the device it lives on)."""
     from chtn.encoders import cached_text_encoder, module_device
 
@@ -160,9 +214,13 @@ def transformer_text_features(texts: Sequence[str], cache: FeatureCache, encoder
     cached = cache.get(encoder.identity, keys)
     todo = list({k: t for t, k in zip(texts, keys) if k not in cached}.items())
     device = module_device(encoder)
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"text features ({device.type})", unit="batch",
-                      disable=progress is not None or not todo):
-        chunk = todo[start:start + batch_size]
+    for start in tqdm(
+        range(0, len(todo), batch_size),
+        desc=f"text features ({device.type})",
+        unit="batch",
+        disable=progress is not None or not todo,
+    ):
+        chunk = todo[start : start + batch_size]
         tokens = {k: v.to(device) for k, v in encoder.tokenize([t for _, t in chunk]).items()}
         with torch.inference_mode():
             vectors = encoder(tokens["input_ids"], tokens["attention_mask"]).float().cpu().numpy()

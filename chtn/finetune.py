@@ -6,6 +6,7 @@ prefix of the trunk runs once per image and its output feature maps are cached o
 CPU instead of hours of pixel-level training. The price is no pixel augmentation, which the release
 does not use either.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,7 @@ class TrunkTail(nn.Module):
         self.requires_grad_(True)
         self.eval()
 
-    def train(self, mode: bool = True) -> "TrunkTail":
+    def train(self, mode: bool = True) -> TrunkTail:
         return super().train(False)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
@@ -49,13 +50,17 @@ class TrunkTail(nn.Module):
     def pool_maps(self, maps: np.ndarray, batch: int = 512) -> np.ndarray:
         """Pooled features (n, d) of cached prefix maps, in batches (the units' activations are large)."""
         device = module_device(self)
-        return np.concatenate([self(torch.from_numpy(maps[i:i + batch]).to(device)).cpu().numpy()
-                               for i in range(0, len(maps), batch)])
+        return np.concatenate(
+            [self(torch.from_numpy(maps[i : i + batch]).to(device)).cpu().numpy() for i in range(0, len(maps), batch)]
+        )
 
     def trunk_state(self) -> dict[str, torch.Tensor]:
         """The tail's weights under the trunk's own names (what `ImageTrunk.load_tail` takes)."""
-        return {f"{name}.{key}": value for name, unit in zip(self.names, self.units)
-                for key, value in unit.state_dict().items()}
+        return {
+            f"{name}.{key}": value
+            for name, unit in zip(self.names, self.units)
+            for key, value in unit.state_dict().items()
+        }
 
 
 class FineTunedCHTN(nn.Module):

@@ -1,4 +1,5 @@
 """Content keys: what caches and fingerprints identify files and texts by (never by path or name)."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """Opening images safely: one place that turns a bad file into a clear message."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,10 @@ def open_rgb(source: str | Path | BinaryIO, name: str | None = None) -> Image.Im
     try:
         with Image.open(source) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise CHTNError(f"{label} is {image.width}x{image.height} pixels; images over "
-                                f"{MAX_PIXELS:,} pixels are refused. Resize it first.")
+                raise CHTNError(
+                    f"{label} is {image.width}x{image.height} pixels; images over "
+                    f"{MAX_PIXELS:,} pixels are refused. Resize it first."
+                )
             return image.convert("RGB")
     except FileNotFoundError:
         raise CHTNError(f"Image not found: {label}.") from None

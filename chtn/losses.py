@@ -1,7 +1,8 @@
 """CHTN's training losses: source/target cross-entropies, MMD (two estimators) and the paired L2."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
@@ -56,33 +57,45 @@ def pair_l2(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return (image.float() - text.float()).pow(2).sum() / (2 * image.shape[0])
 
 
-def chtn_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, config: LossConfig,
-              source_labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-              source_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+def chtn_loss(
+    out: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    config: LossConfig,
+    source_labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    source_scale: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and each term (as floats for logging); `source_scale` multiplies both source terms."""
     terms: dict[str, torch.Tensor] = {
-        "ce_img": config.image_weight * F.cross_entropy(out["img_logits"].float(), labels,
-                                                        label_smoothing=config.label_smoothing),
-        "ce_txt": config.text_weight * F.cross_entropy(out["txt_logits"].float(), labels,
-                                                       label_smoothing=config.label_smoothing),
+        "ce_img": config.image_weight
+        * F.cross_entropy(out["img_logits"].float(), labels, label_smoothing=config.label_smoothing),
+        "ce_txt": config.text_weight
+        * F.cross_entropy(out["txt_logits"].float(), labels, label_smoothing=config.label_smoothing),
         "pair": config.pair_weight * (pair_l2(out["img6"], out["txt6"]) + pair_l2(out["img7"], out["txt7"])),
     }
     if "src_logits" in out and source_labels is not None:
-        terms["ce_src"] = source_scale * config.source_weight * F.cross_entropy(out["src_logits"].float(), source_labels)
+        terms["ce_src"] = (
+            source_scale * config.source_weight * F.cross_entropy(out["src_logits"].float(), source_labels)
+        )
         if config.mmd_estimator == "linear":
             mmd = mmd_linear(out["src6"], out["img6"], generator) + mmd_linear(out["src7"], out["img7"], generator)
         else:
-            mmd = (mmd_quadratic(out["src6"], out["img6"], config.mmd_kernels)
-                   + mmd_quadratic(out["src7"], out["img7"], config.mmd_kernels))
+            mmd = mmd_quadratic(out["src6"], out["img6"], config.mmd_kernels) + mmd_quadratic(
+                out["src7"], out["img7"], config.mmd_kernels
+            )
         terms["mmd"] = source_scale * config.mmd_weight * mmd
     total = sum(terms.values())
     return total, {name: float(value.detach()) for name, value in terms.items()}
 
 
-def ensemble_loss(outputs: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]], labels: torch.Tensor,
-                  config: LossConfig, source_labels: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None, source_scale: float = 1.0
-                  ) -> tuple[torch.Tensor, dict[str, float]]:
+def ensemble_loss(
+    outputs: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+    labels: torch.Tensor,
+    config: LossConfig,
+    source_labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    source_scale: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """`chtn_loss` summed over ensemble members (one dict = a single CHTN); logged terms are member means."""
     members = outputs if isinstance(outputs, list) else [outputs]
     results = [chtn_loss(out, labels, config, source_labels, generator, source_scale) for out in members]

@@ -7,11 +7,12 @@
 MMD ties source and target image activations at fc6 and fc7; a paired L2 ties each image to its
 text at fc6 and fc7. The common representation is softmax(fc10) (release) or fc9 (deviation).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -24,8 +25,9 @@ class FCBlock(nn.Sequential):
     """Linear -> BatchNorm -> ReLU -> Dropout: one of the release's fc6/fc7 layers."""
 
     def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
-        super().__init__(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True),
-                         nn.Dropout(dropout))
+        super().__init__(
+            nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True), nn.Dropout(dropout)
+        )
 
 
 class Stream(nn.Module):
@@ -115,8 +117,9 @@ class CHTN(nn.Module):
         """fc10 scores of texts before the softmax."""
         return self.shared(self.text(text_features)[1])[1]
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Every activation the training losses need, for one batch of pairs (+ source images)."""
         out: dict[str, torch.Tensor] = {}
         out["img6"], out["img7"] = self.image(image)
@@ -167,8 +170,9 @@ class CHTNEnsemble(nn.Module):
     def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
         return self._mean([m.text_logits(text_features) for m in self.members], False)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
-                ) -> list[dict[str, torch.Tensor]]:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
+    ) -> list[dict[str, torch.Tensor]]:
         return [m(image, text, source) for m in self.members]
 
 

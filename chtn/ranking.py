@@ -63,6 +63,7 @@ dominates a single query over a large gallery.
 
 Pure functions; no Streamlit import.
 """
+
 from __future__ import annotations
 
 import operator
@@ -70,13 +71,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TIE_TOLERANCE", "TieGroups", "TopK", "cosine_scores", "describe_tie", "normalize_rows", "rank_of",
-           "tie_groups", "top_k"]
+__all__ = [
+    "TIE_TOLERANCE",
+    "TieGroups",
+    "TopK",
+    "cosine_scores",
+    "describe_tie",
+    "normalize_rows",
+    "rank_of",
+    "tie_groups",
+    "top_k",
+]
 
 # Scores closer than this to a result's score are "tied to four decimals" (see tie_groups).
 TIE_TOLERANCE = 1e-4
 # Unit-vector components are multiples of 1 / _GRID, which makes every score exact in float64.
-_GRID = 2.0 ** 24
+_GRID = 2.0**24
 # _similarities casts and multiplies the gallery in pieces of at most _PIECE_ELEMS float64 elements (16 MiB)
 # of gallery rows and of scores, and at most _PIECE_ELEMS_PER_QUERY gallery elements per query: one query's
 # piece (512 KiB) stays in cache between the cast and the matmul, a batch's is large enough to amortise calls.
@@ -134,6 +144,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- input checks and chunk iteration
 
+
 def _check_k(k: int) -> int:
     if isinstance(k, (bool, np.bool_)):
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -146,8 +157,9 @@ def _check_k(k: int) -> int:
     return k
 
 
-def _prepare(queries: np.ndarray, gallery: np.ndarray, mask: np.ndarray | None, chunk_size: int,
-             normalized: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+def _prepare(
+    queries: np.ndarray, gallery: np.ndarray, mask: np.ndarray | None, chunk_size: int, normalized: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """Validated (float32 queries (q, d), gallery (n, d), allowed row indices or None, chunk size)."""
     q = np.asarray(queries)
     g = np.asarray(gallery)
@@ -158,16 +170,20 @@ def _prepare(queries: np.ndarray, gallery: np.ndarray, mask: np.ndarray | None, 
     if g.ndim != 2:
         raise ValueError(f"gallery must be (n_gallery, d), got shape {g.shape}")
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f"dimension mismatch: queries have shape {np.shape(queries)} but gallery has shape "
-                         f"{g.shape}; both need the same embedding width d")
+        raise ValueError(
+            f"dimension mismatch: queries have shape {np.shape(queries)} but gallery has shape "
+            f"{g.shape}; both need the same embedding width d"
+        )
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, (bool, np.bool_)) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer (gallery rows per chunk), got {chunk_size!r}")
     allowed = None
     if mask is not None:
         m = np.asarray(mask)
         if m.dtype != np.bool_ or m.shape != (g.shape[0],):
-            raise ValueError(f"mask must be a boolean array of shape ({g.shape[0]},) (one flag per gallery row), "
-                             f"got dtype {m.dtype} and shape {m.shape}")
+            raise ValueError(
+                f"mask must be a boolean array of shape ({g.shape[0]},) (one flag per gallery row), "
+                f"got dtype {m.dtype} and shape {m.shape}"
+            )
         allowed = np.flatnonzero(m)
     if normalized:
         q = q.astype(np.float32, copy=False)
@@ -178,8 +194,7 @@ def _prepare(queries: np.ndarray, gallery: np.ndarray, mask: np.ndarray | None, 
     return q, g, allowed, int(chunk_size)
 
 
-def _chunks(g: np.ndarray, allowed: np.ndarray | None, chunk_size: int, normalized: bool,
-            first: int | None = None):
+def _chunks(g: np.ndarray, allowed: np.ndarray | None, chunk_size: int, normalized: bool, first: int | None = None):
     """Yield (rows, float32 gallery rows (c, d)) chunk by chunk, in row order; ``rows`` is the global
     index of the chunk's first row (int) without a mask, the (c,) int64 global indices with one.
 
@@ -210,7 +225,7 @@ def _similarities(q64: np.ndarray, block: np.ndarray) -> np.ndarray:
     n_q, d = max(q64.shape[0], 1), max(block.shape[1], 1)
     step = max(1, min(min(n_q * _PIECE_ELEMS_PER_QUERY, _PIECE_ELEMS) // d, _PIECE_ELEMS // n_q))
     for lo in range(0, block.shape[0], step):
-        out[:, lo:lo + step] = q64 @ block[lo:lo + step].astype(np.float64).T  # assignment rounds to float32
+        out[:, lo : lo + step] = q64 @ block[lo : lo + step].astype(np.float64).T  # assignment rounds to float32
     return out
 
 
@@ -242,10 +257,11 @@ def cosine_scores(queries: np.ndarray, gallery: np.ndarray, *, normalized: bool 
 
 # ---------------------------------------------------------------- top-k
 
+
 def _kth_largest(sims: np.ndarray, k: int) -> np.ndarray:
     """(q, 1) k-th largest value of each row of ``sims`` (q, c), c > k; O(c) selection per row."""
     c = sims.shape[1]
-    return np.partition(sims, c - k, axis=1)[:, c - k:c - k + 1]
+    return np.partition(sims, c - k, axis=1)[:, c - k : c - k + 1]
 
 
 def _dense_cut(sims: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -253,8 +269,14 @@ def _dense_cut(sims: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     return candidates & (sims >= _kth_largest(sims, k))
 
 
-def _merge(best_idx: np.ndarray | None, best_val: np.ndarray | None, sims: np.ndarray, candidates: np.ndarray,
-           rows: int | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _merge(
+    best_idx: np.ndarray | None,
+    best_val: np.ndarray | None,
+    sims: np.ndarray,
+    candidates: np.ndarray,
+    rows: int | np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Running top-k merged with the chunk items marked in ``candidates`` (q, c), exactly.
 
     All items (running ones and candidates) are sorted at once by (query, score desc, gallery index
@@ -293,8 +315,15 @@ def _check_finite(sims: np.ndarray, block: np.ndarray) -> None:
         raise ValueError("the gallery contains NaN or infinite values (found while scoring it with normalized=True)")
 
 
-def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray | None = None,
-          chunk_size: int = 65536, normalized: bool = False) -> TopK:
+def top_k(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    *,
+    mask: np.ndarray | None = None,
+    chunk_size: int = 65536,
+    normalized: bool = False,
+) -> TopK:
     """Exact cosine top-k of every query over the gallery, memory-bounded.
 
     Args:
@@ -327,7 +356,7 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray 
         return TopK(out_idx, out_val)
     qb = _query_block(chunk_size, q.shape[0])
     for q0 in range(0, q.shape[0], qb):
-        qs = q[q0:q0 + qb]
+        qs = q[q0 : q0 + qb]
         q64 = qs.astype(np.float64)
         best_idx = best_val = None
         # With many queries, a small first chunk sets each query's running k-th score cheaply; after
@@ -344,7 +373,7 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray 
                 # Only items strictly ABOVE the running k-th score can enter: an equal score loses the
                 # tie-break, since every running index is lower than this chunk's. After the first chunk
                 # these are usually a handful, found by one comparison pass instead of a selection.
-                candidates = sims > best_val[:, k - 1:]
+                candidates = sims > best_val[:, k - 1 :]
                 n_candidates = np.count_nonzero(candidates)
                 if n_candidates == 0:
                     continue
@@ -358,15 +387,23 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *, mask: np.ndarray 
             else:
                 candidates = np.ones(sims.shape, dtype=bool)
             best_idx, best_val = _merge(best_idx, best_val, sims, candidates, rows, k)
-        out_idx[q0:q0 + qb] = best_idx
-        out_val[q0:q0 + qb] = best_val
+        out_idx[q0 : q0 + qb] = best_idx
+        out_val[q0 : q0 + qb] = best_val
     return TopK(out_idx, out_val)
 
 
 # ---------------------------------------------------------------- rank of a given item
 
-def rank_of(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, *, mask: np.ndarray | None = None,
-            chunk_size: int = 65536, normalized: bool = False) -> np.ndarray:
+
+def rank_of(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    targets: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    chunk_size: int = 65536,
+    normalized: bool = False,
+) -> np.ndarray:
     """1-based rank of gallery row ``targets[i]`` for query i, under the ordering of :func:`top_k`.
 
     rank = 1 + (allowed rows scoring strictly higher) + (allowed rows scoring equal with a lower
@@ -382,15 +419,16 @@ def rank_of(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, *, ma
     q, g, allowed, chunk_size = _prepare(queries, gallery, mask, chunk_size, normalized)
     t = np.atleast_1d(np.asarray(targets))
     if t.ndim != 1 or len(t) != q.shape[0]:
-        raise ValueError(f"targets must hold one gallery row per query: {q.shape[0]} queries, "
-                         f"targets of shape {np.shape(targets)}")
+        raise ValueError(
+            f"targets must hold one gallery row per query: {q.shape[0]} queries, targets of shape {np.shape(targets)}"
+        )
     t = _gallery_rows(t, g.shape[0], "targets")
     live = np.ones(len(t), dtype=bool) if mask is None else np.asarray(mask)[t]  # masked-out targets: rank 0
     ranks = np.zeros(len(t), dtype=np.int64)
     qb = _query_block(chunk_size, max(q.shape[0], 1))
     for q0 in range(0, q.shape[0], qb):
-        qs, ts = q[q0:q0 + qb], t[q0:q0 + qb]
-        if not live[q0:q0 + qb].any():
+        qs, ts = q[q0 : q0 + qb], t[q0 : q0 + qb]
+        if not live[q0 : q0 + qb].any():
             continue
         s_t = _pair_scores(qs, g, ts[:, None], normalized)  # (b, 1), the same bits as in the chunk matmul
         q64 = qs.astype(np.float64)
@@ -403,11 +441,12 @@ def rank_of(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, *, ma
             # ties: only rows with a lower gallery index than the target rank before it
             lower = _global(rows, np.arange(s.shape[1]))[None, :] < ts[:, None]
             before += np.count_nonzero((s == s_t) & lower, axis=1)
-        ranks[q0:q0 + qb] = np.where(live[q0:q0 + qb], before + 1, 0)
+        ranks[q0 : q0 + qb] = np.where(live[q0 : q0 + qb], before + 1, 0)
     return ranks
 
 
 # ---------------------------------------------------------------- tie groups
+
 
 @dataclass(frozen=True)
 class TieGroups:
@@ -424,9 +463,16 @@ class TieGroups:
     last: np.ndarray
 
 
-def tie_groups(queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, *,
-               tolerance: float = TIE_TOLERANCE, mask: np.ndarray | None = None, chunk_size: int = 65536,
-               normalized: bool = False) -> TieGroups:
+def tie_groups(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    indices: np.ndarray,
+    *,
+    tolerance: float = TIE_TOLERANCE,
+    mask: np.ndarray | None = None,
+    chunk_size: int = 65536,
+    normalized: bool = False,
+) -> TieGroups:
     """Tie group of each ranked result: the allowed rows scoring within ``tolerance`` of it (inclusive).
 
     For result row r of query i, with score s: ``first = 1 + #(allowed rows scoring > s + tolerance)``,
@@ -451,8 +497,9 @@ def tie_groups(queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, *,
     if idx.ndim == 1 and np.ndim(queries) == 1:
         idx = idx[None, :]
     if idx.ndim != 2 or idx.shape[0] != q.shape[0]:
-        raise ValueError(f"indices must be (n_queries, m) gallery rows: {q.shape[0]} queries, indices of shape "
-                         f"{np.shape(indices)}")
+        raise ValueError(
+            f"indices must be (n_queries, m) gallery rows: {q.shape[0]} queries, indices of shape {np.shape(indices)}"
+        )
     idx = _gallery_rows(idx, g.shape[0], "indices")
     if mask is not None and not np.asarray(mask)[idx].all():
         raise ValueError("indices must be rows the mask allows (a filtered-out row is not in the ranking)")
@@ -462,8 +509,8 @@ def tie_groups(queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, *,
     last = np.zeros(idx.shape, dtype=np.int64)
     qb = _query_block(chunk_size, max(q.shape[0], 1))
     for q0 in range(0, q.shape[0] if idx.size else 0, qb):
-        qs = q[q0:q0 + qb]
-        s = _pair_scores(qs, g, idx[q0:q0 + qb], normalized).astype(np.float64)
+        qs = q[q0 : q0 + qb]
+        s = _pair_scores(qs, g, idx[q0 : q0 + qb], normalized).astype(np.float64)
         upper, lower = s + tolerance, s - tolerance
         floor = lower.min(axis=1, keepdims=True)  # rows below every lower bound count for no result
         above = np.zeros(s.shape, dtype=np.int64)
@@ -478,8 +525,8 @@ def tie_groups(queries: np.ndarray, gallery: np.ndarray, indices: np.ndarray, *,
                 values = np.sort(sims[i, near[i]]).astype(np.float64)
                 above[i] += len(values) - np.searchsorted(values, upper[i], side="right")
                 within[i] += len(values) - np.searchsorted(values, lower[i], side="left")
-        first[q0:q0 + qb] = above + 1
-        last[q0:q0 + qb] = within
+        first[q0 : q0 + qb] = above + 1
+        last[q0 : q0 + qb] = within
     return TieGroups(last - first, first, last)
 
 
@@ -500,8 +547,9 @@ def _gallery_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
     return rows
 
 
-def _rows_block(g: np.ndarray, allowed: np.ndarray | None, lo: int, hi: int,
-                normalized: bool) -> tuple[int | np.ndarray, np.ndarray]:
+def _rows_block(
+    g: np.ndarray, allowed: np.ndarray | None, lo: int, hi: int, normalized: bool
+) -> tuple[int | np.ndarray, np.ndarray]:
     """Walked rows lo..hi-1 (of the gallery, or of its allowed rows): (rows, float32 block)."""
     if allowed is None:
         rows, block = lo, g[lo:hi]

@@ -1,7 +1,8 @@
 """Splitting labelled rows: per-class stratified draws with a seed."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,13 +8,15 @@ A tower is frozen and immutable after construction, and its methods take every i
 so one tower serves several threads (dashboard sessions) at once. Towers are cached per (checkpoint
 content, device): a module shared by callers is never moved between devices.
 """
+
 from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -22,8 +24,15 @@ import torch
 from chtn.checkpoint import Checkpoint
 from chtn.config import EncoderConfig
 from chtn.data import PairDataset
-from chtn.encoders import (BUILD_LOCK, ImageTrunk, TfidfTextEncoder, TransformerTextEncoder, cached_image_trunk,
-                           cached_text_encoder, image_transform)
+from chtn.encoders import (
+    BUILD_LOCK,
+    ImageTrunk,
+    TfidfTextEncoder,
+    TransformerTextEncoder,
+    cached_image_trunk,
+    cached_text_encoder,
+    image_transform,
+)
 from chtn.features import FeatureCache, Progress, image_features, pick_device, transformer_text_features
 
 
@@ -31,10 +40,10 @@ from chtn.features import FeatureCache, Progress, image_features, pick_device, t
 class TextInputs:
     """One text as the text stream reads it."""
 
-    input_ids: torch.Tensor            # (1, L) MiniLM word pieces ((1, 1) placeholder without MiniLM)
-    attention_mask: torch.Tensor       # (1, L)
-    tfidf: torch.Tensor                # (1, V) TF-IDF vector ((1, 0) without TF-IDF)
-    offsets: list[tuple[int, int]]     # character span of each word piece (empty without MiniLM)
+    input_ids: torch.Tensor  # (1, L) MiniLM word pieces ((1, 1) placeholder without MiniLM)
+    attention_mask: torch.Tensor  # (1, L)
+    tfidf: torch.Tensor  # (1, V) TF-IDF vector ((1, 0) without TF-IDF)
+    offsets: list[tuple[int, int]]  # character span of each word piece (empty without MiniLM)
 
 
 class TextEncoder:
@@ -46,7 +55,8 @@ class TextEncoder:
     def __init__(self, config: EncoderConfig, tfidf: TfidfTextEncoder | None = None, device: str = "cpu") -> None:
         self.config, self.tfidf, self.device = config, tfidf, torch.device(device)
         self.minilm: TransformerTextEncoder | None = (
-            cached_text_encoder(config.text_model_dir, str(self.device)) if config.uses_minilm else None)
+            cached_text_encoder(config.text_model_dir, str(self.device)) if config.uses_minilm else None
+        )
 
     @classmethod
     def fit(cls, config: EncoderConfig, train_texts: Sequence[str], device: str = "cpu") -> TextEncoder:
@@ -60,8 +70,11 @@ class TextEncoder:
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: str = "cpu") -> TextEncoder:
         config, state = checkpoint.config.encoder, checkpoint.tfidf_state
-        tfidf = None if state is None else TfidfTextEncoder.from_state(state[0], state[1], config.tfidf_analyzer,
-                                                                     config.tfidf_ngram)
+        tfidf = (
+            None
+            if state is None
+            else TfidfTextEncoder.from_state(state[0], state[1], config.tfidf_analyzer, config.tfidf_ngram)
+        )
         return cls(config, tfidf, device)
 
     @property
@@ -87,8 +100,9 @@ class TextEncoder:
         else:
             ids, mask, offsets = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), []
         tfidf = self.tfidf.encode([text]) if self.tfidf is not None else np.zeros((1, 0), np.float32)
-        return TextInputs(ids.to(self.device), mask.to(self.device), torch.from_numpy(tfidf).float().to(self.device),
-                          offsets)
+        return TextInputs(
+            ids.to(self.device), mask.to(self.device), torch.from_numpy(tfidf).float().to(self.device), offsets
+        )
 
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """MiniLM's word-piece embeddings of `input_ids` ((1, L, 0) without MiniLM)."""
@@ -96,8 +110,7 @@ class TextEncoder:
             return torch.zeros(*input_ids.shape, 0, device=input_ids.device)
         return self.minilm.word_embeddings(input_ids)
 
-    def forward(self, word_embeddings: torch.Tensor, attention_mask: torch.Tensor, tfidf: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, word_embeddings: torch.Tensor, attention_mask: torch.Tensor, tfidf: torch.Tensor) -> torch.Tensor:
         """Differentiable text features from word-piece embeddings and a TF-IDF vector."""
         parts = [] if self.minilm is None else [self.minilm(None, attention_mask, inputs_embeds=word_embeddings)]
         if tfidf.shape[-1]:
@@ -111,8 +124,9 @@ def _image_trunk(checkpoint: Checkpoint, device: str) -> ImageTrunk:
     encoder = checkpoint.config.encoder
     if not checkpoint.trunk_state:
         return cached_image_trunk(encoder.image_model, encoder.image_weights or None, device)
-    trunk = ImageTrunk(encoder.image_model, encoder.image_weights or None).load_tail(checkpoint.trunk_state,
-                                                                                    checkpoint.digest)
+    trunk = ImageTrunk(encoder.image_model, encoder.image_weights or None).load_tail(
+        checkpoint.trunk_state, checkpoint.digest
+    )
     return trunk.to(device).to(memory_format=torch.channels_last)
 
 
@@ -146,22 +160,27 @@ class Tower:
     def encode_image(self, pixels: torch.Tensor, logits: bool = False) -> torch.Tensor:
         return self.encode_feature_map(self.image_feature_map(pixels), logits)
 
-    def encode_text(self, word_embeddings: torch.Tensor, attention_mask: torch.Tensor, tfidf: torch.Tensor,
-                    logits: bool = False) -> torch.Tensor:
+    def encode_text(
+        self, word_embeddings: torch.Tensor, attention_mask: torch.Tensor, tfidf: torch.Tensor, logits: bool = False
+    ) -> torch.Tensor:
         features = self.text.forward(word_embeddings, attention_mask, tfidf)
         return self.head.text_logits(features) if logits else self.head.encode_text(features)
 
     # ---- batches of files and texts, through the disk cache -----------------------------------------
-    def image_features(self, paths: Sequence[Path], cache: FeatureCache | None = None,
-                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def image_features(
+        self, paths: Sequence[Path], cache: FeatureCache | None = None, progress: Progress | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(trunk features, ImageNet logits) of image files through this checkpoint's trunk."""
         return image_features(paths, cache or FeatureCache(), self.trunk, progress=progress)
 
     @torch.inference_mode()
-    def _project(self, features: np.ndarray, encode: Callable[[torch.Tensor], torch.Tensor],
-                 batch: int = 4096) -> np.ndarray:
-        parts = [encode(torch.from_numpy(features[i:i + batch]).to(self.device)).float().cpu().numpy()
-                 for i in range(0, len(features), batch)]
+    def _project(
+        self, features: np.ndarray, encode: Callable[[torch.Tensor], torch.Tensor], batch: int = 4096
+    ) -> np.ndarray:
+        parts = [
+            encode(torch.from_numpy(features[i : i + batch]).to(self.device)).float().cpu().numpy()
+            for i in range(0, len(features), batch)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, self.checkpoint.config.model.num_classes), np.float32)
 
     def embed_image_features(self, features: np.ndarray) -> np.ndarray:
@@ -172,15 +191,17 @@ class Tower:
         """Common representations (n, d) of text features (n, text_dim)."""
         return self._project(features, self.head.encode_text)
 
-    def embed_images(self, paths: Sequence[Path], cache: FeatureCache | None = None,
-                     progress: Progress | None = None) -> np.ndarray:
+    def embed_images(
+        self, paths: Sequence[Path], cache: FeatureCache | None = None, progress: Progress | None = None
+    ) -> np.ndarray:
         return self.embed_image_features(self.image_features(paths, cache, progress)[0])
 
     def embed_texts(self, texts: Sequence[str], cache: FeatureCache | None = None) -> np.ndarray:
         return self.embed_text_features(self.text.features(texts, cache or FeatureCache()))
 
-    def embed_pairs(self, data: PairDataset, cache: FeatureCache | None = None,
-                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def embed_pairs(
+        self, data: PairDataset, cache: FeatureCache | None = None, progress: Progress | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(image, text) common representations of every pair; refuses categories the model does not know."""
         self.checkpoint.check_labels(data.labels)
         return self.embed_images(data.image_paths, cache, progress), self.embed_texts(data.texts, cache)

@@ -7,15 +7,17 @@ those units train with the network (chtn/finetune.py). Runs on CUDA with bf16
 autocast when present, on CPU otherwise, and under `torchrun` as PyTorch DDP (NCCL on GPUs,
 gloo on CPUs): every rank draws the same seeded global batch and trains on its slice of it.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +51,7 @@ class TrainInputs:
     source_labels: np.ndarray | None = None
     source_label_names: list[str] = field(default_factory=list)
     image_tail: TrunkTail | None = None  # set when the trunk's last units train too: every image array above
-                                         # then holds the trunk's prefix feature maps (chtn/finetune.py)
+    # then holds the trunk's prefix feature maps (chtn/finetune.py)
 
 
 @dataclass
@@ -83,16 +85,18 @@ def build_optimizer(model: nn.Module, config: CHTNConfig) -> torch.optim.Optimiz
         named = [(n, p) for n, p in model.named_parameters() if n.startswith("tail.") == in_trunk]
         lr = t.lr * (t.trunk_lr_mult if in_trunk else 1.0)
         if named:
-            groups += [{"params": [p for _, p in named if p.ndim > 1], "lr": lr, "weight_decay": t.weight_decay},
-                       {"params": [p for _, p in named if p.ndim <= 1], "lr": lr * t.bias_lr_mult,
-                        "weight_decay": 0.0}]
+            groups += [
+                {"params": [p for _, p in named if p.ndim > 1], "lr": lr, "weight_decay": t.weight_decay},
+                {"params": [p for _, p in named if p.ndim <= 1], "lr": lr * t.bias_lr_mult, "weight_decay": 0.0},
+            ]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
     return torch.optim.AdamW(groups, lr=t.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: CHTNConfig, total_steps: int
-                    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: CHTNConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Cosine decay to 0 over all steps, or None for the release's constant rate."""
     if config.train.lr_schedule == "constant":
         return None
@@ -108,10 +112,13 @@ def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> t
     """Scale for the source terms (the source's domain relevance) and the record kept in the checkpoint."""
     from chtn.domain import source_domain_fit
 
-    fit = source_domain_fit(pooled_features(inputs, inputs.source_image), pooled_features(inputs, inputs.train.image),
-                            seed=seed)
-    log(f"source domain fit: a classifier tells source from target images with AUC {fit.auc:.3f}; "
-        f"source terms scaled by {fit.relevance:.3f}")
+    fit = source_domain_fit(
+        pooled_features(inputs, inputs.source_image), pooled_features(inputs, inputs.train.image), seed=seed
+    )
+    log(
+        f"source domain fit: a classifier tells source from target images with AUC {fit.auc:.3f}; "
+        f"source terms scaled by {fit.relevance:.3f}"
+    )
     return fit.relevance, {"auc": round(fit.auc, 4), "relevance": round(fit.relevance, 4)}
 
 
@@ -123,29 +130,47 @@ def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> 
 
 
 @torch.inference_mode()
-def validation_map(model: CHTN | CHTNEnsemble | FineTunedCHTN, val: FeatureSet, label_names: list[str],
-                   device: torch.device, batch: int = 512) -> dict[str, float]:
+def validation_map(
+    model: CHTN | CHTNEnsemble | FineTunedCHTN,
+    val: FeatureSet,
+    label_names: list[str],
+    device: torch.device,
+    batch: int = 512,
+) -> dict[str, float]:
     model.eval()
 
     def encode(encoder, array: np.ndarray) -> np.ndarray:  # in batches: a tail's activations are large
-        return np.concatenate([encoder(torch.from_numpy(array[i:i + batch]).to(device)).float().cpu().numpy()
-                               for i in range(0, len(array), batch)])
+        return np.concatenate(
+            [
+                encoder(torch.from_numpy(array[i : i + batch]).to(device)).float().cpu().numpy()
+                for i in range(0, len(array), batch)
+            ]
+        )
 
     image, text = encode(model.encode_image, val.image), encode(model.encode_text, val.text)
     summary = evaluate_embeddings(image, text, val.labels, label_names).summary()
     return {k: summary[k] for k in ("map_i2t", "map_t2i", "map_mean")}
 
 
-def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: dict[str, Any],
-          tfidf: tuple[list[str], np.ndarray] | None = None, resume: bool = False, device: str | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+def train(
+    config: CHTNConfig,
+    inputs: TrainInputs,
+    out_dir: str | Path,
+    meta: dict[str, Any],
+    tfidf: tuple[list[str], np.ndarray] | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train, validate every epoch, keep `best.safetensors` (by validation MAP) and `last.pt` for resume."""
     rank, world = distributed_context()
     t = config.train
     meta = dict(meta)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(
+        device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    )
     seed_everything(t.seed)
     use_source = inputs.source_image is not None and config.model.num_source_classes > 0
     if t.batch_size % world or t.batch_size // world < 2:
@@ -172,8 +197,10 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
         start_epoch, best_map, history = state["epoch"], state["best_map"], json.loads(state["history"])
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
-    tensors = {name: torch.from_numpy(arr).to(dev) for name, arr in (
-        ("image", inputs.train.image), ("text", inputs.train.text), ("labels", inputs.train.labels))}
+    tensors = {
+        name: torch.from_numpy(arr).to(dev)
+        for name, arr in (("image", inputs.train.image), ("text", inputs.train.text), ("labels", inputs.train.labels))
+    }
     if use_source:
         tensors["source"] = torch.from_numpy(inputs.source_image).to(dev)
         tensors["source_labels"] = torch.from_numpy(inputs.source_labels).to(dev)
@@ -187,8 +214,9 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
         torch.manual_seed(t.seed * 1000 + epoch * world + rank)
         generator = torch.Generator().manual_seed(t.seed * 1000 + epoch)
         batches = _batch_indices(n, t.batch_size, steps, rng)
-        source_batches = rng.integers(0, len(inputs.source_labels), size=(steps, t.source_batch_size)) \
-            if use_source else None
+        source_batches = (
+            rng.integers(0, len(inputs.source_labels), size=(steps, t.source_batch_size)) if use_source else None
+        )
         ddp.train()
         sums: dict[str, float] = {}
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=rank != 0)
@@ -196,11 +224,17 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
             idx = torch.from_numpy(batches[step][rank::world]).to(dev)
             src = torch.from_numpy(source_batches[step][rank::world]).to(dev) if use_source else None
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                outputs = ddp(tensors["image"][idx], tensors["text"][idx],
-                              tensors["source"][src] if use_source else None)
-            loss, terms = ensemble_loss(outputs, tensors["labels"][idx], config.loss,
-                                        tensors["source_labels"][src] if use_source else None, generator,
-                                        source_scale)
+                outputs = ddp(
+                    tensors["image"][idx], tensors["text"][idx], tensors["source"][src] if use_source else None
+                )
+            loss, terms = ensemble_loss(
+                outputs,
+                tensors["labels"][idx],
+                config.loss,
+                tensors["source_labels"][src] if use_source else None,
+                generator,
+                source_scale,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -209,12 +243,17 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
-        record: dict[str, Any] = {"epoch": epoch + 1, "steps": steps, "world_size": world,
-                                  **{f"loss_{k}": v / steps for k, v in sums.items()}}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "steps": steps,
+            "world_size": world,
+            **{f"loss_{k}": v / steps for k, v in sums.items()},
+        }
         if rank == 0:
             if inputs.val is not None:
-                record.update({f"val_{k}": v for k, v in validation_map(model, inputs.val, inputs.label_names,
-                                                                        dev).items()})
+                record.update(
+                    {f"val_{k}": v for k, v in validation_map(model, inputs.val, inputs.label_names, dev).items()}
+                )
             record["seconds"] = round(time.perf_counter() - started, 3)
             history.append(record)
             with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
@@ -222,11 +261,20 @@ def train(config: CHTNConfig, inputs: TrainInputs, out_dir: str | Path, meta: di
             score = record.get("val_map_mean", float(epoch))  # no validation split: the last epoch is kept
             if score > best_map:
                 best_map = score
-                save_checkpoint(best_path, model, config, {**meta, "metrics": {"best_epoch": epoch + 1, **record}},
-                                tfidf)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                        "best_map": best_map, "history": json.dumps(history)}, state_path)
+                save_checkpoint(
+                    best_path, model, config, {**meta, "metrics": {"best_epoch": epoch + 1, **record}}, tfidf
+                )
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "best_map": best_map,
+                    "history": json.dumps(history),
+                },
+                state_path,
+            )
             shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("loss_", "val_"))}
             log(f"epoch {epoch + 1}/{t.epochs} {shown}")
     if world > 1:

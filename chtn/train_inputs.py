@@ -1,4 +1,5 @@
 """Datasets -> features -> `TrainInputs` and checkpoint metadata; shared by the CLI and the benchmarks."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,9 @@ def _feature_set(data: PairDataset, text: TextEncoder, image_feats: np.ndarray, 
     return FeatureSet(image_feats, text.features(data.texts, cache), data.label_index)
 
 
-def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDataset | None,
-                       cache: FeatureCache, device: str | None = None
-                       ) -> tuple[CHTNConfig, TrainInputs, dict[str, Any], tuple | None]:
+def build_train_inputs(
+    config: CHTNConfig, pairs: PairDataset, source: SourceDataset | None, cache: FeatureCache, device: str | None = None
+) -> tuple[CHTNConfig, TrainInputs, dict[str, Any], tuple | None]:
     """Extract (cached) features and size the model to the data.
 
     Returns the config with data-dependent widths filled in, the inputs, the checkpoint metadata
@@ -49,24 +50,38 @@ def build_train_inputs(config: CHTNConfig, pairs: PairDataset, source: SourceDat
 
     train_set = _feature_set(train, featurizer, feats(train.image_paths), cache)
     val_set = _feature_set(val, featurizer, feats(val.image_paths), cache) if len(val) else None
-    model = dataclasses.replace(config.model, image_dim=trunk.feature_dim, text_dim=train_set.text.shape[1],
-                                num_classes=len(pairs.label_names),
-                                num_source_classes=len(source.label_names) if source is not None else 0)
+    model = dataclasses.replace(
+        config.model,
+        image_dim=trunk.feature_dim,
+        text_dim=train_set.text.shape[1],
+        num_classes=len(pairs.label_names),
+        num_source_classes=len(source.label_names) if source is not None else 0,
+    )
     config = dataclasses.replace(config, model=model)
-    inputs = TrainInputs(train_set, val_set, list(pairs.label_names), image_tail=TrunkTail(trunk, stages) if stages
-                         else None)
+    inputs = TrainInputs(
+        train_set, val_set, list(pairs.label_names), image_tail=TrunkTail(trunk, stages) if stages else None
+    )
     meta: dict[str, Any] = {
         "label_names": list(pairs.label_names),
         "encoders": {"image": trunk.identity, "text": featurizer.identity},
-        "dataset": {"path": pairs.source, "fingerprint": pairs.fingerprint(), "n_train": len(train),
-                    "n_val": len(val), "n_test": len(pairs.split("test"))},
+        "dataset": {
+            "path": pairs.source,
+            "fingerprint": pairs.fingerprint(),
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(pairs.split("test")),
+        },
         "source": None,
     }
     if source is not None:
         inputs.source_image = feats(source.image_paths)
         inputs.source_labels = source.label_index
         inputs.source_label_names = list(source.label_names)
-        meta["source"] = {"path": source.source, "fingerprint": source.fingerprint(), "n_images": len(source),
-                          "label_names": list(source.label_names)}
+        meta["source"] = {
+            "path": source.source,
+            "fingerprint": source.fingerprint(),
+            "n_images": len(source),
+            "label_names": list(source.label_names),
+        }
     tfidf = featurizer.tfidf.state() if featurizer.tfidf is not None else None
     return config, inputs, meta, tfidf

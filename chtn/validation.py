@@ -1,9 +1,10 @@
 """Dataset validation: every problem a row has, by kind, and what to do about it (stop, or skip the rows)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from chtn.data import PairDataset, SourceDataset
 from chtn.errors import DataValidationError
@@ -51,15 +52,20 @@ def _check_image(report: ValidationReport, row: int, path: Path) -> None:
         report.add("unreadable image file", row, f"{path} ({type(exc).__name__})")
 
 
-def validate_pairs(data: PairDataset, known_labels: Sequence[str] | None = None,
-                   check_images: bool = True, max_text_chars: int = 100_000) -> ValidationReport:
+def validate_pairs(
+    data: PairDataset,
+    known_labels: Sequence[str] | None = None,
+    check_images: bool = True,
+    max_text_chars: int = 100_000,
+) -> ValidationReport:
     """Missing/unreadable images, empty or huge texts, unknown labels and splits, duplicate ids, leakage."""
     report = ValidationReport(len(data))
     known = set(known_labels if known_labels is not None else data.label_names)
     seen_ids: dict[str, int] = {}
     image_splits: dict[Path, set[str]] = {}
     for row, (item_id, path, text, label, split) in enumerate(
-            zip(data.ids, data.image_paths, data.texts, data.labels, data.splits)):
+        zip(data.ids, data.image_paths, data.texts, data.labels, data.splits)
+    ):
         if check_images:
             _check_image(report, row, path)
         if not text.strip():
@@ -93,15 +99,18 @@ def validate_source(data: SourceDataset, check_images: bool = True) -> Validatio
     return report
 
 
-def ensure_valid(data: PairDataset | SourceDataset, report: ValidationReport, skip_invalid: bool,
-                 what: str = "dataset") -> PairDataset | SourceDataset:
+def ensure_valid(
+    data: PairDataset | SourceDataset, report: ValidationReport, skip_invalid: bool, what: str = "dataset"
+) -> PairDataset | SourceDataset:
     """Stop with the report unless it is clean; with `skip_invalid`, drop bad rows and say how many."""
     if report.ok:
         return data
     if not skip_invalid:
         raise DataValidationError(
             f"The {what} ({data.source}) failed validation.\n{report.summary()}\n"
-            "Fix the rows above, or pass --skip-invalid to drop them.", report)
+            "Fix the rows above, or pass --skip-invalid to drop them.",
+            report,
+        )
     keep = [i for i in range(len(data)) if i not in report.bad_rows]
     print(f"--skip-invalid: dropped {len(data) - len(keep)} of {len(data)} rows from the {what}.\n{report.summary()}")
     if not keep:

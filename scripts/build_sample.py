@@ -7,6 +7,7 @@ Target: the 20 most frequent article types, 10 train / 5 val / 20 test pairs eac
 fashion images per type, labelled, texts withheld (the image-only catalogue), and 50 CIFAR-10
 images per class (an unrelated source).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,12 +62,19 @@ def build_data() -> None:
         order = rng.permutation(len(members))
         cursor = 0
         for split, n in PER_SPLIT.items():
-            for i in order[cursor:cursor + n]:
+            for i in order[cursor : cursor + n]:
                 r = members[i]
-                pairs.append({"id": r["id"], "image": f"images/{r['id']}.jpg", "text": r["productDisplayName"],
-                              "label": name, "split": split})
+                pairs.append(
+                    {
+                        "id": r["id"],
+                        "image": f"images/{r['id']}.jpg",
+                        "text": r["productDisplayName"],
+                        "label": name,
+                        "split": split,
+                    }
+                )
             cursor += n
-        for i in order[cursor:cursor + SOURCE_PER_TYPE]:
+        for i in order[cursor : cursor + SOURCE_PER_TYPE]:
             source.append({"image": f"images/{members[i]['id']}.jpg", "label": name})
     for item in pairs + source:
         shutil.copy2(SHARED / "fashion" / item["image"], OUT / "fashion" / item["image"])
@@ -98,9 +106,24 @@ def train_checkpoints() -> None:
     for name, source in CHECKPOINTS.items():
         run = ROOT / "runs" / name
         shutil.rmtree(run, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "chtn", "train", "--data", "sample_data/fashion/pairs.csv",
-                        "--source", source, "--preset", "small", "--out", str(run.relative_to(ROOT))],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chtn",
+                "train",
+                "--data",
+                "sample_data/fashion/pairs.csv",
+                "--source",
+                source,
+                "--preset",
+                "small",
+                "--out",
+                str(run.relative_to(ROOT)),
+            ],
+            cwd=ROOT,
+            check=True,
+        )
         shutil.copy2(run / "best.safetensors", ckpt_dir / f"{name}.safetensors")
         print(f"checkpoint: {ckpt_dir / name}.safetensors")
 

@@ -1,4 +1,5 @@
 """Dashboard pages under Streamlit's AppTest, on the embedded sample (real checkpoints, real data)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,8 @@ def _cards(at: AppTest) -> list[str]:
 @pytest.fixture(scope="module")
 def fashion():
     """The default sample checkpoint's test gallery and evaluation, computed outside the app."""
-    from analysis.workspace import SAMPLE_DATASET, embed_split, evaluate_gallery, open_checkpoint, open_dataset
+    from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
+    from chtn.gallery import embed_split, evaluate_gallery
 
     checkpoint = open_checkpoint("chtn_fashion_source")
     gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
@@ -55,12 +57,15 @@ def test_overview_shows_card_metrics_chart_and_table(fashion):
     assert len(labels) == 9
     assert "McSherry & Najork" in " ".join(c.value for c in at.caption)  # the tie rule is stated
     card = at.table[0].value
-    assert "chtn_fashion_source.safetensors" in card.to_string() and "sample_data/fashion/source.csv" in card.to_string()
+    assert (
+        "chtn_fashion_source.safetensors" in card.to_string() and "sample_data/fashion/source.csv" in card.to_string()
+    )
     table = at.dataframe[0].value
     assert len(table) == 800  # 400 queries x 2 directions
     np.testing.assert_array_equal(table.paired_rank, np.r_[report.i2t.paired_rank, report.t2i.paired_rank])
-    np.testing.assert_array_equal(table.paired_tied_with, np.r_[report.i2t.paired_ties.others,
-                                                                 report.t2i.paired_ties.others])
+    np.testing.assert_array_equal(
+        table.paired_tied_with, np.r_[report.i2t.paired_ties.others, report.t2i.paired_ties.others]
+    )
     assert (table.paired_tied_with > 0).mean() > 0.5  # the saturated softmax space: most pairs share their score
 
 
@@ -87,8 +92,9 @@ def test_bad_checkpoint_path_gives_a_clear_error_and_the_app_keeps_working(tmp_p
 
 
 def test_explorer_default_view_and_interactions(fashion):
-    from analysis.explorer import next_misretrieval, retrieve, worst_query
+    from analysis.explorer import next_misretrieval, worst_query
     from chtn.ranking import describe_tie
+    from chtn.search import retrieve
 
     gallery, report, names = fashion
     at = _app("views/retrieval.py")

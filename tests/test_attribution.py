@@ -1,4 +1,5 @@
 """Attributions of pair similarities on the real sample checkpoint and images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from analysis.attribution import PairExplainer, explainer_items, rank_correlation
-from analysis.attribution_types import Item, Settings
 from analysis.attribution_render import highlighted_html, overlay, png_bytes, top_words
+from analysis.attribution_types import Item, Settings
 from analysis.text_spans import tfidf_occurrences, word_scores
 from chtn.checkpoint import load_checkpoint
 from chtn.errors import CHTNError
@@ -66,8 +67,13 @@ def test_segmented_ig_beats_plain_ig_on_the_saturated_path(explainer, test_split
     ours = explainer.explain(image, text, FAST)
     assert 16 <= ours.n_steps <= 3 * 16  # gradient evaluations, refinements included
     _, plain = IntegratedGradients(ImageObjective(explainer.tower)).attribute(
-        pixels, baselines=black, additional_forward_args=(anchors(explainer.embed(text)[0]),), n_steps=ours.n_steps,
-        internal_batch_size=16, return_convergence_delta=True)
+        pixels,
+        baselines=black,
+        additional_forward_args=(anchors(explainer.embed(text)[0]),),
+        n_steps=ours.n_steps,
+        internal_batch_size=16,
+        return_convergence_delta=True,
+    )
     assert abs(ours.delta) < abs(float(plain)) / 3  # same number of gradient evaluations
     quick = explainer.explain(image, text, Settings(method="ig", n_steps=16, refine=False))
     assert quick.n_steps <= 20  # refinement off: the steps asked for (segments round up to at least one each)
@@ -134,7 +140,9 @@ def test_contrastive_mode_attributes_the_difference(explainer, test_split):
     assert contrast.value == pytest.approx(expected, abs=1e-4)
     # each cosine is integrated on its own segments: the difference is complete within 5% (was 10-30%)
     assert abs(contrast.delta) < 0.05 * abs(contrast.value - contrast.baseline_value), contrast.delta
-    assert contrast.heatmap.sum() == pytest.approx(contrast.value - contrast.baseline_value, abs=abs(contrast.delta) + 1e-4)
+    assert contrast.heatmap.sum() == pytest.approx(
+        contrast.value - contrast.baseline_value, abs=abs(contrast.delta) + 1e-4
+    )
     with pytest.raises(CHTNError, match="same modality"):
         explainer.explain(image, wrong_text, FAST, contrast=image)
 
@@ -170,8 +178,9 @@ def test_word_scores_preserve_the_sum_and_map_char_ngrams(checkpoint):
     scores = np.where(vector > 0, 1.0, 0.0)
     occurrences = tfidf_occurrences(text, tfidf.vectorizer)
     assert {f for f, _ in occurrences} == set(np.flatnonzero(vector))  # every active feature located
-    words = word_scores(text, [(0, 0), (0, 5), (6, 11), (12, 16), (17, 24), (0, 0)], np.array([9, 1, 2, 3, 4, 9.]),
-                        tfidf, scores)
+    words = word_scores(
+        text, [(0, 0), (0, 5), (6, 11), (12, 16), (17, 24), (0, 0)], np.array([9, 1, 2, 3, 4, 9.0]), tfidf, scores
+    )
     assert [w.text for w in words] == ["Titan", "Women", "Gold", "Watches"]
     assert sum(w.score for w in words) == pytest.approx(10 + scores.sum())  # [CLS]/[SEP] stay out
     assert [w.minilm for w in words] == [1, 2, 3, 4]

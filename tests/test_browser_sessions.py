@@ -26,10 +26,11 @@ if not CHROMIUM.exists():
 def expected():
     """The sample's gallery and evaluation, computed here with the functions the pages use."""
     from analysis import workspace as ws
+    from chtn import gallery as gal
 
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
-    gallery = ws.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test")
-    return gallery, ws.evaluate_gallery(gallery, checkpoint.label_names)
+    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test")
+    return gallery, gal.evaluate_gallery(gallery, checkpoint.label_names)
 
 
 def _wait_for(tab, text: str) -> None:
@@ -61,8 +62,9 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
         for tab, row in zip(explorers, rows):  # all requests go out before any page is read
             tab.goto(f"{server.url}/retrieval?direction=i2t&k=5&query={ids[row]}", wait_until="commit")
         for tab, (query, result) in zip(explainers, pairs):
-            tab.goto(f"{server.url}/attribution?direction=i2t&query={ids[query]}&result={ids[result]}",
-                     wait_until="commit")
+            tab.goto(
+                f"{server.url}/attribution?direction=i2t&query={ids[query]}&result={ids[result]}", wait_until="commit"
+            )
         for tab, row in zip(explorers, rows):
             _wait_for(tab, "Top 5 texts")
             assert _metric(tab, "Query AP") == f"{ap[row]:.3f}"

@@ -1,4 +1,5 @@
 """`python -m chtn search`: the explorer's retrieval from the command line, on the real sample."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,10 +17,11 @@ def _search(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_query_by_id_with_category_filter_matches_the_explorer(capsys, pairs):
-    from analysis.explorer import retrieve
-    from analysis.workspace import embed_split, open_dataset
+    from analysis.workspace import open_dataset
     from chtn.checkpoint import load_checkpoint
+    from chtn.gallery import embed_split
     from chtn.ranking import describe_tie
+    from chtn.search import retrieve
 
     item = pairs.split("test").ids[0]
     code, out, _ = _search(capsys, "--query-id", item, "-k", "5", "--category", "Tshirts", "--category", "Shirts")
@@ -32,8 +34,9 @@ def test_query_by_id_with_category_filter_matches_the_explorer(capsys, pairs):
     assert lines[6].startswith("tied_with: other items scoring within 0.0001")
     checkpoint = load_checkpoint(CKPT)
     gallery = embed_split(checkpoint, open_dataset(PAIRS, checkpoint))
-    view = retrieve(gallery, "i2t", gallery.image[0], 5, checkpoint.label_names, ["Tshirts", "Shirts"],
-                    int(gallery.labels[0]), 0)
+    view = retrieve(
+        gallery, "i2t", gallery.image[0], 5, checkpoint.label_names, ["Tshirts", "Shirts"], int(gallery.labels[0]), 0
+    )
     assert [row[1] for row in rows] == list(view.table.id)
     assert [int(row[3]) for row in rows] == list(view.table.tied_with)
     assert [row[4] for row in rows] == [f"{a}-{b}" for a, b in zip(view.table.tie_first, view.table.tie_last)]
@@ -47,12 +50,15 @@ def test_free_text_finds_the_named_category(capsys):
     assert [line.split()[5] for line in out.strip().splitlines()[1:6]].count("Wallets") >= 4
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--text", "   "), "query text is empty"),
-    (("--query-id", "no-such-id"), "No test item has id"),
-    (("--image", str(PAIRS)), "is not a readable image"),
-    (("--text", "shoe", "--category", "Spacesuits"), "Unknown category"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--text", "   "), "query text is empty"),
+        (("--query-id", "no-such-id"), "No test item has id"),
+        (("--image", str(PAIRS)), "is not a readable image"),
+        (("--text", "shoe", "--category", "Spacesuits"), "Unknown category"),
+    ],
+)
 def test_bad_queries_get_a_clear_message(capsys, args, message):
     code, out, err = _search(capsys, *args)
     assert code == 2 and message in err and "Traceback" not in err

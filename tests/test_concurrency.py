@@ -3,8 +3,10 @@
 Before the tower, two threads sharing one explainer got 8 of 12 attributions wrong (the other pair's map,
 or a shape error). Each round below uses a fresh cache folder, so every result is computed, never read back.
 """
+
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,11 +21,17 @@ from chtn.tower import create_tower
 from tests.conftest import CHECKPOINTS
 
 ROWS = (0, 57, 123, 301)  # test pairs of four different categories
-JOBS = [(row, side, settings) for row in ROWS for side, settings in (
-    ("image", Settings(method="gradcam")),
-    ("text", Settings(n_steps=8)),
-)] + [(ROWS[0], "image", Settings(method="smoothgrad", n_steps=4, nt_samples=2, refine=False)),
-      (ROWS[1], "image", Settings(method="smoothgrad", n_steps=4, nt_samples=2, refine=False, nt_seed=1))]
+JOBS = [
+    (row, side, settings)
+    for row in ROWS
+    for side, settings in (
+        ("image", Settings(method="gradcam")),
+        ("text", Settings(n_steps=8)),
+    )
+] + [
+    (ROWS[0], "image", Settings(method="smoothgrad", n_steps=4, nt_samples=2, refine=False)),
+    (ROWS[1], "image", Settings(method="smoothgrad", n_steps=4, nt_samples=2, refine=False, nt_seed=1)),
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,7 @@ def test_concurrent_attributions_equal_the_sequential_ones(checkpoint, pairs, tm
         shared = PairExplainer(checkpoint, "cpu", tmp_path / f"round{round_}")  # one explainer, every thread
         order = JOBS[round_:] + JOBS[:round_]  # a different interleaving each round
         with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(lambda job: _explain(shared, test, job), order))
+            results = list(pool.map(functools.partial(_explain, shared, test), order))
         for job, result in zip(order, results):
             assert np.array_equal(result, sequential[JOBS.index(job)]), f"round {round_}: {job[:2]} differs"
     # the maps are pair-specific, so a swapped result could not pass the comparison above

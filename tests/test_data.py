@@ -1,4 +1,5 @@
 """Dataset formats and validation (chtn.data), on small datasets built from the real fashion sample."""
+
 from __future__ import annotations
 
 import csv
@@ -12,9 +13,9 @@ import pytest
 
 from chtn.cli import main
 from chtn.data import load_pairs, load_source, load_wikipedia
+from chtn.errors import CHTNError, DataValidationError
 from chtn.splits import stratified_split
 from chtn.validation import ensure_valid, validate_pairs, validate_source
-from chtn.errors import CHTNError, DataValidationError
 
 from .conftest import CIFAR, PAIRS, SOURCE
 
@@ -23,6 +24,7 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 # ---- helpers: small manifests made of real sample rows and real JPEGs ----
+
 
 def real_rows(labels=("Watches", "Belts", "Tshirts"), per_label=2) -> list[dict[str, str]]:
     """The first `per_label` rows of each label from the sample's pairs.csv (labels in the order given)."""
@@ -60,6 +62,7 @@ def write_manifest(folder: Path, rows: list[dict[str, str]], fmt: str = "csv", c
 
 
 # ---- 1. CSV / JSONL manifests ----
+
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_manifest_rows_and_paths_relative_to_manifest_folder(tmp_path, monkeypatch, fmt):
@@ -269,9 +272,16 @@ def build_wikipedia(folder: Path) -> dict:
     # (text_id, image_id, category index (1-based), split, text file name, file content, expected text)
     entries = [
         ("w1", watches[0]["id"], 1, "train", "w1.txt", watches[0]["text"] + "\n", watches[0]["text"]),
-        ("h1", handbags[0]["id"], 2, "train", "h1.xml",
-         f"<document><title>Ignored title</title><text>\n  {handbags[0]['text']}\n  &amp; <b>strap</b>\n"
-         "</text></document>\n", f"{handbags[0]['text']} & strap"),
+        (
+            "h1",
+            handbags[0]["id"],
+            2,
+            "train",
+            "h1.xml",
+            f"<document><title>Ignored title</title><text>\n  {handbags[0]['text']}\n  &amp; <b>strap</b>\n"
+            "</text></document>\n",
+            f"{handbags[0]['text']} & strap",
+        ),
         ("t1", shirts[0]["id"], 3, "train", "t1.txt", GREEK + "\n", GREEK),
         ("w2", watches[1]["id"], 1, "test", "w2.txt", watches[1]["text"], watches[1]["text"]),
         ("t2", shirts[1]["id"], 3, "test", "t2.txt", CHINESE + "\n", CHINESE),
@@ -281,7 +291,7 @@ def build_wikipedia(folder: Path) -> dict:
     for split in ("train", "test"):
         lines = [f"{t}\t{i}\t{c}" for t, i, c, s, *_ in entries if s == split]
         (folder / f"{split}set_txt_img_cat.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for text_id, image_id, category, split, text_file, content, _ in entries:
+    for _text_id, image_id, category, _split, text_file, content, _ in entries:
         (folder / "texts" / text_file).write_text(content, encoding="utf-8")
         image_folder = folder / "images" / WIKI_CATEGORIES[category - 1]
         image_folder.mkdir(parents=True, exist_ok=True)
@@ -340,12 +350,21 @@ def test_wikipedia_missing_text_file_gives_empty_text_flagged_by_validation(tmp_
     assert "id w2" in report.summary()
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ("t9\tonly-two-fields", r"testset_txt_img_cat\.list: line 3 should be 'text_id<TAB>image_id<TAB>category_index'"),
-    ("t9\t10000\tTshirts", r"testset_txt_img_cat\.list: line 3 should be"),
-    ("t9\t10000\t4", r"testset_txt_img_cat\.list: line 3 has category 4; categories\.list has 3 \(indices are 1-based\)"),
-    ("t9\t10000\t0", r"testset_txt_img_cat\.list: line 3 has category 0"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        (
+            "t9\tonly-two-fields",
+            r"testset_txt_img_cat\.list: line 3 should be 'text_id<TAB>image_id<TAB>category_index'",
+        ),
+        ("t9\t10000\tTshirts", r"testset_txt_img_cat\.list: line 3 should be"),
+        (
+            "t9\t10000\t4",
+            r"testset_txt_img_cat\.list: line 3 has category 4; categories\.list has 3 \(indices are 1-based\)",
+        ),
+        ("t9\t10000\t0", r"testset_txt_img_cat\.list: line 3 has category 0"),
+    ],
+)
 def test_wikipedia_bad_list_line_names_file_and_line(tmp_path, bad_line, message):
     build_wikipedia(tmp_path)
     list_file = tmp_path / "testset_txt_img_cat.list"
@@ -366,6 +385,7 @@ def test_wikipedia_missing_files(tmp_path):
 
 # ---- 3. Source datasets ----
 
+
 def test_source_manifest_real_sample():
     source = load_source(SOURCE)
     assert len(source) == 2000
@@ -380,8 +400,9 @@ def test_source_small_jsonl_manifest(tmp_path):
     for row in rows:
         copy_image(Path(row["image"]).name, tmp_path)
     path = tmp_path / "source.jsonl"
-    path.write_text("".join(json.dumps({"image": r["image"], "label": r["label"]}) + "\n" for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"image": r["image"], "label": r["label"]}) + "\n" for r in rows), encoding="utf-8"
+    )
     source = load_source(path, label_names=["Socks", "Heels", "Jeans"])
     assert source.image_paths == [(tmp_path / r["image"]).resolve() for r in rows]
     assert source.labels == ["Socks", "Socks", "Heels", "Heels"]
@@ -404,8 +425,10 @@ def test_source_folder_per_class_cifar():
 
 
 def test_source_folder_ignores_non_images_and_needs_images(tmp_path):
-    for label, image in (("Watches", "images/%s.jpg" % real_rows(("Watches",), 1)[0]["id"]),
-                         ("Belts", "images/%s.jpg" % real_rows(("Belts",), 1)[0]["id"])):
+    for label, image in (
+        ("Watches", f"images/{real_rows(('Watches',), 1)[0]['id']}.jpg"),
+        ("Belts", f"images/{real_rows(('Belts',), 1)[0]['id']}.jpg"),
+    ):
         (tmp_path / "tree" / label).mkdir(parents=True)
         shutil.copyfile(FASHION / image, tmp_path / "tree" / label / Path(image).name)
     (tmp_path / "tree" / "Belts" / "notes.txt").write_text("not an image", encoding="utf-8")
@@ -421,6 +444,7 @@ def test_source_folder_ignores_non_images_and_needs_images(tmp_path):
 
 # ---- 4. Validation ----
 
+
 def corrupt(rows, folder, i):
     """Row i's image becomes a .jpg of garbage bytes (the one place fake image data is written)."""
     rows[i]["image"] = "images/corrupt.jpg"
@@ -430,17 +454,21 @@ def corrupt(rows, folder, i):
 
 # problem name -> (mutation of the 6 clean rows, rows it should flag, text expected in the summary)
 CASES = {
-    "missing image file": (lambda rows, folder: rows[1].update(image="images/does-not-exist.jpg"),
-                           {1}, "does-not-exist.jpg"),
+    "missing image file": (
+        lambda rows, folder: rows[1].update(image="images/does-not-exist.jpg"),
+        {1},
+        "does-not-exist.jpg",
+    ),
     "unreadable image file": (lambda rows, folder: corrupt(rows, folder, 2), {2}, "corrupt.jpg"),
     "empty text": (lambda rows, folder: rows[3].update(text="   "), {3}, "id {id3}"),
-    "text too long": (lambda rows, folder: rows[0].update(text=(rows[0]["text"] + " ") * 5000),
-                      {0}, "id {id0} ("),
+    "text too long": (lambda rows, folder: rows[0].update(text=(rows[0]["text"] + " ") * 5000), {0}, "id {id0} ("),
     "unknown split": (lambda rows, folder: rows[4].update(split="holdout"), {4}, "'holdout' (use train, val or test)"),
     "duplicate id": (lambda rows, folder: rows[5].update(id=rows[2]["id"]), {5}, "'{id2}' (rows 3 and 6)"),
-    "pair split across train/test": (lambda rows, folder: (rows[0].update(split="train"),
-                                                           rows[4].update(split="test", image=rows[0]["image"])),
-                                     {0, 4}, "is in both"),
+    "pair split across train/test": (
+        lambda rows, folder: (rows[0].update(split="train"), rows[4].update(split="test", image=rows[0]["image"])),
+        {0, 4},
+        "is in both",
+    ),
 }
 
 
@@ -584,11 +612,15 @@ def test_clean_real_sample_is_ok(pairs):
 
 # ---- 5. stratified_split ----
 
+
 @pytest.mark.parametrize("fraction", [0.2, 0.3, 0.5])
 def test_stratified_split_rounds_per_class(pairs, fraction):
     # uneven classes from the real labels: class k keeps its first 5 + k rows
-    rows = [i for k, name in enumerate(pairs.label_names)
-            for i in [j for j, label in enumerate(pairs.labels) if label == name][:5 + k]]
+    rows = [
+        i
+        for k, name in enumerate(pairs.label_names)
+        for i in [j for j, label in enumerate(pairs.labels) if label == name][: 5 + k]
+    ]
     labels = [pairs.labels[i] for i in rows]
     test = stratified_split(labels, fraction, seed=0)
     assert test.dtype == bool and test.shape == (len(labels),)
@@ -610,6 +642,7 @@ def test_stratified_split_seeded(pairs):
 
 
 # ---- 6. CLI ----
+
 
 def test_cli_validate_bad_manifest(tmp_path, capsys):
     path, rows, _ = build_bad_manifest(tmp_path)

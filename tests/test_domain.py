@@ -1,4 +1,5 @@
 """Source-domain fit on real sample features: the fashion catalogue fits the target, CIFAR-10 does not."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,7 @@ def features(pairs, cache):
     train = pairs.split("train")
     catalogue, cifar = load_source(SOURCE), load_source(CIFAR)
     pick = np.random.default_rng(0).choice(len(catalogue), 300, replace=False)
-    return (feats(train.image_paths), feats([catalogue.image_paths[i] for i in pick]),
-            feats(cifar.image_paths[:300]))
+    return (feats(train.image_paths), feats([catalogue.image_paths[i] for i in pick]), feats(cifar.image_paths[:300]))
 
 
 def test_catalogue_is_relevant_and_cifar_is_not(features):

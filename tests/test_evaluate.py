@@ -5,8 +5,8 @@ import pytest
 
 from chtn.evaluate import average_precision, evaluate_direction, evaluate_embeddings
 
-
 # ---- average_precision: hand-computed cases ----
+
 
 def test_ap_relevant_at_ranks_1_and_3():
     scores = np.array([0.9, 0.8, 0.7, 0.6])
@@ -47,8 +47,9 @@ def test_ap_tie_break_stable_when_sort_moves_elements():
     relevant = np.zeros(33, bool)
     relevant[[1, 7]] = True
     assert average_precision(scores, relevant) == pytest.approx((1 / 5 + 2 / 11) / 2)
-    res = evaluate_direction(np.ones((1, 1)), scores[:, None] - 0.7, np.array([0]),
-                             np.where(relevant, 0, 1), "i2t")  # cosine of +/-1 -> the same tie pattern
+    res = evaluate_direction(
+        np.ones((1, 1)), scores[:, None] - 0.7, np.array([0]), np.where(relevant, 0, 1), "i2t"
+    )  # cosine of +/-1 -> the same tie pattern
     assert res.ap[0] == pytest.approx((1 / 5 + 2 / 11) / 2)
 
 
@@ -64,6 +65,7 @@ def test_ap_at_k():
 
 
 # ---- evaluate_direction ----
+
 
 def _brute_force(query, gallery, ql, gl, at_k):
     q = query / np.linalg.norm(query, axis=1, keepdims=True)
@@ -89,9 +91,13 @@ def test_evaluate_direction_matches_brute_force(at_k, chunk_size):
 
 def test_evaluate_direction_paired_rank_top1_and_zero_query():
     gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    query = np.array([[1.0, 0.0],    # gallery ranks: 0 (1.0), 2 (0.707), 1 (0) -> own item rank 1
-                      [1.0, 0.1],    # ranks 0, 2, 1 -> own item (1) rank 3
-                      [0.0, 0.0]])   # zero vector: all scores 0, stable order 0, 1, 2 -> own item rank 3
+    query = np.array(
+        [
+            [1.0, 0.0],  # gallery ranks: 0 (1.0), 2 (0.707), 1 (0) -> own item rank 1
+            [1.0, 0.1],  # ranks 0, 2, 1 -> own item (1) rank 3
+            [0.0, 0.0],
+        ]
+    )  # zero vector: all scores 0, stable order 0, 1, 2 -> own item rank 3
     labels = np.array([0, 1, 1])
     res = evaluate_direction(query, gallery, labels, labels, "t2i", chunk_size=2)
     np.testing.assert_array_equal(res.paired_rank, [1, 3, 3])
@@ -110,6 +116,7 @@ def test_perfect_embeddings_give_map_one():
 
 
 # ---- EvaluationReport views ----
+
 
 @pytest.fixture
 def tiny_report():
@@ -145,8 +152,19 @@ def test_per_category(tiny_report):
 def test_per_query(tiny_report):
     df = tiny_report.per_query(["p0", "p1", "p2"], texts=["t0", "t1", "t2"])
     assert len(df) == 6
-    assert list(df.columns) == ["id", "direction", "category", "ap", "paired_rank", "paired_tied_with",
-                                "paired_tie_first", "paired_tie_last", "paired_expected_rank", "top1_correct", "text"]
+    assert list(df.columns) == [
+        "id",
+        "direction",
+        "category",
+        "ap",
+        "paired_rank",
+        "paired_tied_with",
+        "paired_tie_first",
+        "paired_tie_last",
+        "paired_expected_rank",
+        "top1_correct",
+        "text",
+    ]
     # no ties in the tiny report: each pair's group is itself alone, at its own rank
     assert (df.paired_tied_with == 0).all() and (df.paired_tie_first == df.paired_rank).all()
     assert (df.paired_tie_last == df.paired_rank).all() and (df.paired_expected_rank == df.paired_rank).all()
@@ -172,13 +190,18 @@ def test_summary(tiny_report):
 
 # ---- own-pair figures: the tie rule
 
+
 def test_own_pair_figures_count_exact_ties_in_random_order():
     # text rows: 0 and 3 are the same vector, so a query scores them exactly equal
     text = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
-    image = np.array([[1.0, 0.0],    # scores 1, 0, .707, 1: own pair (0) tied with row 3 at ranks 1-2
-                      [0.0, 1.0],    # own pair (1) alone at rank 1
-                      [1.0, 1.0],    # own pair (2) alone at rank 1
-                      [0.0, 1.0]])   # scores 0, 1, .707, 0: own pair (3) tied with row 0 at ranks 3-4
+    image = np.array(
+        [
+            [1.0, 0.0],  # scores 1, 0, .707, 1: own pair (0) tied with row 3 at ranks 1-2
+            [0.0, 1.0],  # own pair (1) alone at rank 1
+            [1.0, 1.0],  # own pair (2) alone at rank 1
+            [0.0, 1.0],
+        ]
+    )  # scores 0, 1, .707, 0: own pair (3) tied with row 0 at ranks 3-4
     r = evaluate_embeddings(image, text, np.arange(4), list("abcd")).i2t
     np.testing.assert_array_equal(r.paired_rank, [1, 1, 1, 4])  # the protocol's gallery-order tie-break
     np.testing.assert_array_equal(r.paired_exact.others, [1, 0, 0, 1])
@@ -202,8 +225,9 @@ def test_paired_tie_group_reaches_four_decimals_but_exact_ties_do_not():
 
 def test_unpaired_sets_have_no_own_pair_figures():
     rng = np.random.default_rng(1)
-    res = evaluate_direction(rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), np.zeros(5, int), np.zeros(4, int),
-                             "i2t")
+    res = evaluate_direction(
+        rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), np.zeros(5, int), np.zeros(4, int), "i2t"
+    )
     assert res.paired_ties is None and res.paired_exact is None
     assert math.isnan(res.own_pair_recall(1)) and (res.own_pair_expected_rank() == -1).all()
 

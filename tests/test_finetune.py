@@ -1,5 +1,6 @@
 """Fine-tuning the trunk's last units (`encoder.finetune_stages`): the split is exact, training moves only
 the tail's weights, and every consumer of the checkpoint (embedder, attribution, model card) uses them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -112,8 +113,12 @@ def test_optimizer_gives_the_tail_a_smaller_learning_rate(inputs, trunk):
     model = FineTunedCHTN(build_model(config.model), TrunkTail(trunk, 1))
     rates = sorted({group["lr"] for group in build_optimizer(model, config).param_groups})
     assert rates == [config.train.lr * config.train.trunk_lr_mult, config.train.lr]  # bias_lr_mult is 1 in small
-    tail_params = sum(p.numel() for group in build_optimizer(model, config).param_groups
-                      if group["lr"] < config.train.lr for p in group["params"])
+    tail_params = sum(
+        p.numel()
+        for group in build_optimizer(model, config).param_groups
+        if group["lr"] < config.train.lr
+        for p in group["params"]
+    )
     assert tail_params == sum(p.numel() for p in model.tail.parameters())
 
 
@@ -141,18 +146,24 @@ def test_embedder_and_attribution_use_the_fine_tuned_units(tuned, pairs, cache, 
 
 def test_trunk_tensors_must_match_the_config(tuned, tmp_path):
     checkpoint, _ = tuned
-    again = save_checkpoint(tmp_path / "again.safetensors", checkpoint.model, checkpoint.config, checkpoint.meta,
-                            checkpoint.tfidf_state, checkpoint.trunk_state)
+    again = save_checkpoint(
+        tmp_path / "again.safetensors",
+        checkpoint.model,
+        checkpoint.config,
+        checkpoint.meta,
+        checkpoint.tfidf_state,
+        checkpoint.trunk_state,
+    )
     reloaded = load_checkpoint(again)
     assert all(torch.equal(reloaded.trunk_state[k], v) for k, v in checkpoint.trunk_state.items())
-    stripped = save_checkpoint(tmp_path / "stripped.safetensors", checkpoint.model, checkpoint.config,
-                               checkpoint.meta, checkpoint.tfidf_state)
+    stripped = save_checkpoint(
+        tmp_path / "stripped.safetensors", checkpoint.model, checkpoint.config, checkpoint.meta, checkpoint.tfidf_state
+    )
     with pytest.raises(CheckpointError, match="fine-tuned trunk"):
         load_checkpoint(stripped)
 
 
-def test_finetune_preset_trains_the_trunks_head_unit_and_otherwise_trains_like_ensemble(trunk, pixels, pairs,
-                                                                                         tmp_path):
+def test_finetune_preset_trains_the_trunks_head_unit_and_otherwise_trains_like_ensemble(trunk, pixels, pairs, tmp_path):
     """One training step of each preset on the same four pairs: `finetune` moves the trunk's 1x1 head conv and its
     BatchNorm at the full learning rate, and its CHTN ends exactly where `ensemble`'s does (same network, same
     optimiser, same schedule), given the features the untrained head unit computes."""
@@ -173,11 +184,21 @@ def test_finetune_preset_trains_the_trunks_head_unit_and_otherwise_trains_like_e
     runs = {}
     for preset, image, tail in (("finetune", maps, TrunkTail(trunk, stages)), ("ensemble", frozen, None)):
         config = load_config(preset, overrides=one_step)
-        config = dataclasses.replace(config, model=dataclasses.replace(
-            config.model, image_dim=trunk.feature_dim, text_dim=text.shape[1], num_classes=len(pairs.label_names)))
+        config = dataclasses.replace(
+            config,
+            model=dataclasses.replace(
+                config.model, image_dim=trunk.feature_dim, text_dim=text.shape[1], num_classes=len(pairs.label_names)
+            ),
+        )
         inputs = TrainInputs(FeatureSet(image, text, labels), None, list(pairs.label_names), image_tail=tail)
-        result = train(config, inputs, tmp_path / preset, {"label_names": list(pairs.label_names)}, tfidf.state(),
-                       log=lambda _: None)
+        result = train(
+            config,
+            inputs,
+            tmp_path / preset,
+            {"label_names": list(pairs.label_names)},
+            tfidf.state(),
+            log=lambda _: None,
+        )
         runs[preset] = (config, load_checkpoint(result.best_path))
     config, tuned = runs["finetune"]
     _, plain = runs["ensemble"]

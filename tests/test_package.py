@@ -1,4 +1,5 @@
 """The package boundary: an installed `chtn` works from any folder, and the core never imports the dashboard."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,11 +13,13 @@ CORE = sorted(p.stem for p in Path(chtn.__file__).parent.glob("*.py") if p.stem 
 
 def test_the_core_package_never_imports_the_dashboard_layer():
     """Every core module imports without `analysis`; the CLI then loads only the plugged-in command modules."""
-    code = ("import importlib, sys\n"
-            f"for name in {CORE!r}: importlib.import_module('chtn.' + name if name != '__init__' else 'chtn')\n"
-            "layer = lambda: sorted(m for m in sys.modules if m.split('.')[0] in ('analysis', 'views', 'streamlit'))\n"
-            "print(layer())\n"
-            "from chtn.cli import build_parser\nbuild_parser()\nprint(layer())")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {CORE!r}: importlib.import_module('chtn.' + name if name != '__init__' else 'chtn')\n"
+        "layer = lambda: sorted(m for m in sys.modules if m.split('.')[0] in ('analysis', 'views', 'streamlit'))\n"
+        "print(layer())\n"
+        "from chtn.cli import build_parser\nbuild_parser()\nprint(layer())"
+    )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.split("\n")[:2] == ["[]", "['analysis', 'analysis.commands']"], found.stdout
 
@@ -28,6 +31,10 @@ def test_the_cli_runs_from_any_folder_with_the_plugged_in_commands(tmp_path):
         shown = subprocess.run([*command, "--help"], capture_output=True, text=True, cwd=tmp_path)
         assert shown.returncode == 0, shown.stderr
         assert all(name in shown.stdout for name in ("validate", "train", "evaluate", "embed", "search", "project"))
-    refused = subprocess.run([sys.executable, "-m", "chtn", "train", "--preset", "huge", "--data", "x", "--out", "y"],
-                             capture_output=True, text=True, cwd=tmp_path)
+    refused = subprocess.run(
+        [sys.executable, "-m", "chtn", "train", "--preset", "huge", "--data", "x", "--out", "y"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert refused.returncode == 2 and "invalid choice: 'huge'" in refused.stderr

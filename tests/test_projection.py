@@ -1,11 +1,11 @@
 """Shared-space projection: sampling, determinism, caching, two checkpoints in one frame, modality gap."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.projection import (ProjectionParams, modality_gap, project, project_gallery, project_two,
-                                 stratified_sample)
+from analysis.projection import ProjectionParams, modality_gap, project, project_gallery, project_two, stratified_sample
 from chtn.errors import CHTNError
 from tests.conftest import CHECKPOINTS, PAIRS
 
@@ -15,7 +15,8 @@ FAST = ProjectionParams(n_neighbors=10)
 @pytest.fixture(scope="module")
 def gallery():
     """The sample's real test split (400 pairs) embedded by the fashion-source checkpoint."""
-    from analysis.workspace import embed_split, open_checkpoint, open_dataset
+    from analysis.workspace import open_checkpoint, open_dataset
+    from chtn.gallery import embed_split
 
     checkpoint = open_checkpoint(str(CHECKPOINTS / "chtn_fashion_source.safetensors"))
     return embed_split(checkpoint, open_dataset(PAIRS, checkpoint)), checkpoint.label_names
@@ -68,8 +69,14 @@ def test_gallery_projection_is_cached_and_says_when_it_samples(gallery, tmp_path
     again = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca"), tmp_path)
     assert again.from_cache and np.array_equal(again.coords, full.coords)
     steps = []
-    sampled = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca", max_points=200), tmp_path,
-                              progress=lambda f, m: steps.append(f))
+    sampled = project_gallery(
+        g.image,
+        g.text,
+        g.labels,
+        ProjectionParams(method="pca", max_points=200),
+        tmp_path,
+        progress=lambda f, m: steps.append(f),
+    )
     assert sampled.sampled and len(sampled.rows) == 200 and steps == [0.0, 1.0]
     note = sampled.sampling_note(g.labels, names)
     assert "200 of 800" in note and "40 strata" in note  # 20 categories x 2 modalities, all kept
@@ -109,8 +116,19 @@ def test_modality_gap_is_zero_for_identical_embeddings_and_measured_otherwise(ga
 def test_cli_precomputes_what_the_page_reads(capsys, gallery, tmp_path):
     from chtn.cli import main
 
-    args = ["project", "--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--data", str(PAIRS),
-            "--method", "pca", "--max-points", "300", "--cache-dir", str(tmp_path)]
+    args = [
+        "project",
+        "--checkpoint",
+        str(CHECKPOINTS / "chtn_fashion_source.safetensors"),
+        "--data",
+        str(PAIRS),
+        "--method",
+        "pca",
+        "--max-points",
+        "300",
+        "--cache-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sample of 300 of 800 points" in out and "cached: 300 points" in out

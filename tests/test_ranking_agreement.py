@@ -1,6 +1,7 @@
 """One ranking everywhere: on every query of the sample checkpoints, evaluation (the Overview, the Worst / Next
 mis-retrieval buttons, `python -m chtn evaluate`) and the explorer (the result grid, "its own pair ranks",
 `python -m chtn search`) agree, because all of them rank with chtn.ranking."""
+
 from __future__ import annotations
 
 import functools
@@ -15,10 +16,11 @@ import pytest
 from tests.conftest import CHECKPOINTS, PAIRS, ROOT
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sample(name: str):
     """(test gallery, its evaluation, label names) of a sample checkpoint, on the sample dataset."""
-    from analysis.workspace import SAMPLE_DATASET, embed_split, evaluate_gallery, open_checkpoint, open_dataset
+    from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
+    from chtn.gallery import embed_split, evaluate_gallery
 
     checkpoint = open_checkpoint(name)
     gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
@@ -32,7 +34,8 @@ def sample(request):
 
 @pytest.mark.parametrize("direction", ["i2t", "t2i"])
 def test_evaluation_and_explorer_agree_on_every_query(sample, direction):
-    from analysis.explorer import next_misretrieval, query_side, retrieve
+    from analysis.explorer import next_misretrieval
+    from chtn.search import query_side, retrieve
 
     gallery, report, names = sample
     result = getattr(report, direction)
@@ -63,8 +66,20 @@ def test_evaluate_cli_writes_the_reports_figures(tmp_path, capsys):
     from chtn.cli import main
 
     _, report, _ = _sample("chtn_fashion_source")
-    assert main(["evaluate", "--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"),
-                 "--data", str(PAIRS), "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(CHECKPOINTS / "chtn_fashion_source.safetensors"),
+                "--data",
+                str(PAIRS),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     expected = report.summary()
@@ -73,12 +88,15 @@ def test_evaluate_cli_writes_the_reports_figures(tmp_path, capsys):
     assert f"own pair I->T: recall@1 {expected['pair_recall@1_i2t']:.4f}" in out
     per_query = pd.read_csv(tmp_path / "per_query.csv", dtype={"id": str})
     np.testing.assert_array_equal(per_query.paired_rank, np.r_[report.i2t.paired_rank, report.t2i.paired_rank])
-    np.testing.assert_array_equal(per_query.paired_tie_first, np.r_[report.i2t.paired_ties.first,
-                                                                     report.t2i.paired_ties.first])
+    np.testing.assert_array_equal(
+        per_query.paired_tie_first, np.r_[report.i2t.paired_ties.first, report.t2i.paired_ties.first]
+    )
 
 
 def test_the_core_package_imports_neither_analysis_nor_views():
-    code = ("import sys, chtn.ranking, chtn.evaluate; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'analysis', 'views', 'streamlit'}))")
+    code = (
+        "import sys, chtn.ranking, chtn.evaluate; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'analysis', 'views', 'streamlit'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

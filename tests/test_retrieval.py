@@ -6,6 +6,7 @@ float32 (the definition of a score in chtn.ranking), and ``np.argsort(-s, kind="
 small-integer vectors and ``normalized=True`` (every product and sum is exact, so tied scores are
 bit-identical however the matmul is blocked), duplicated gallery rows, and all-equal galleries.
 """
+
 from __future__ import annotations
 
 import tracemalloc
@@ -16,8 +17,8 @@ import pytest
 from chtn.ranking import TIE_TOLERANCE, TieGroups, TopK, cosine_scores, normalize_rows, rank_of, tie_groups, top_k
 from tests.conftest import CHECKPOINTS
 
-
 # ---------------------------------------------------------------- brute-force references
+
 
 def brute_scores(queries, gallery, normalized=False):
     """One float64 matmul per 65,536 gallery rows (bounded memory), rounded once to float32."""
@@ -27,7 +28,7 @@ def brute_scores(queries, gallery, normalized=False):
         q, g = normalize_rows(q), normalize_rows(g)
     out = np.empty((len(q), len(g)), np.float32)
     for lo in range(0, len(g), 65536):
-        out[:, lo:lo + 65536] = q.astype(np.float64) @ g[lo:lo + 65536].astype(np.float64).T
+        out[:, lo : lo + 65536] = q.astype(np.float64) @ g[lo : lo + 65536].astype(np.float64).T
     return out
 
 
@@ -69,13 +70,13 @@ def integer_data(rng, q, n, d, low=-2, high=3):
 
 COMBOS = [  # (n_queries, n_gallery, d, k, chunk_size)
     (1, 1, 3, 1, 1),
-    (3, 50, 8, 5, 3),          # chunk smaller than k, not dividing n
+    (3, 50, 8, 5, 3),  # chunk smaller than k, not dividing n
     (4, 1000, 20, 10, 7),
-    (2, 1000, 20, 10, 1000),   # exactly one chunk
-    (2, 1000, 20, 10, 999),    # one full chunk + a 1-row chunk
+    (2, 1000, 20, 10, 1000),  # exactly one chunk
+    (2, 1000, 20, 10, 999),  # one full chunk + a 1-row chunk
     (5, 1001, 20, 37, 64),
-    (7, 300, 256, 300, 50),    # k == n
-    (2, 10, 4, 20, 3),         # k > n
+    (7, 300, 256, 300, 50),  # k == n
+    (2, 10, 4, 20, 3),  # k > n
     (3, 997, 16, 10, 5),
     (64, 5000, 20, 10, 999),
     (300, 700, 20, 3, 65536),  # more queries than one query block when chunk_size is large
@@ -114,6 +115,7 @@ def test_float64_inputs_give_the_float32_result():
 
 # ---------------------------------------------------------------- ties
 
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 16, 97, 65536])
 @pytest.mark.parametrize("k", [1, 4, 10, 33])
 def test_ties_from_integer_vectors_break_by_lower_index(chunk, k):
@@ -125,7 +127,7 @@ def test_ties_from_integer_vectors_break_by_lower_index(chunk, k):
     assert (np.count_nonzero(scores >= kth[:, None], axis=1) > k).any()
     assert_matches(top_k(queries, gallery, k, chunk_size=chunk, normalized=True), scores, k)
     for i in range(len(queries)):  # one query at a time (the dashboard's case, its own code path)
-        assert_matches(top_k(queries[i], gallery, k, chunk_size=chunk, normalized=True), scores[i:i + 1], k)
+        assert_matches(top_k(queries[i], gallery, k, chunk_size=chunk, normalized=True), scores[i : i + 1], k)
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 7, 50, 65536])
@@ -191,10 +193,17 @@ def test_both_merge_paths_keep_the_stable_order(monkeypatch, fraction):
         for k in (1, 3, 10):
             queries, gallery = integer_data(rng, 8, 257, 3)
             mask = rng.random(257) < 0.6
-            assert_matches(top_k(queries, gallery, k, chunk_size=chunk, normalized=True),
-                           brute_scores(queries, gallery, normalized=True), k)
-            assert_matches(top_k(queries, gallery, k, mask=mask, chunk_size=chunk, normalized=True),
-                           brute_scores(queries, gallery, normalized=True), k, mask)
+            assert_matches(
+                top_k(queries, gallery, k, chunk_size=chunk, normalized=True),
+                brute_scores(queries, gallery, normalized=True),
+                k,
+            )
+            assert_matches(
+                top_k(queries, gallery, k, mask=mask, chunk_size=chunk, normalized=True),
+                brute_scores(queries, gallery, normalized=True),
+                k,
+                mask,
+            )
             queries, gallery = rng.standard_normal((8, 20)), rng.standard_normal((257, 20))
             assert_matches(top_k(queries, gallery, k, chunk_size=chunk), brute_scores(queries, gallery), k)
     assert (calls["dense"] > 0) == (fraction == 0.0)
@@ -229,6 +238,7 @@ def test_small_seed_chunk_for_query_batches(monkeypatch, n_queries):
 
 
 # ---------------------------------------------------------------- mask (category filter)
+
 
 @pytest.mark.parametrize("chunk", [2, 9, 128, 65536])
 def test_mask_matches_brute_force_and_never_returns_masked_rows(chunk):
@@ -275,6 +285,7 @@ def test_mask_must_be_boolean_with_one_flag_per_row():
 
 
 # ---------------------------------------------------------------- shapes, k and degenerate input
+
 
 def test_k_larger_than_gallery_returns_full_ranking():
     rng = np.random.default_rng(6)
@@ -367,7 +378,7 @@ def test_normalize_rows():
     x = np.array([[3.0, 4.0], [0.0, 0.0], [1e30, 1e30]])
     out = normalize_rows(x)
     assert out.dtype == np.float32 and out is not x
-    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [2 ** -0.5, 2 ** -0.5]], rtol=1e-6)
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [2**-0.5, 2**-0.5]], rtol=1e-6)
     assert x[0, 0] == 3.0  # input untouched
     x32 = np.array([[3.0, 4.0]], np.float32)
     assert not np.shares_memory(normalize_rows(x32), x32)
@@ -377,6 +388,7 @@ def test_normalize_rows():
 
 
 # ---------------------------------------------------------------- large galleries, bounded memory
+
 
 @pytest.fixture(scope="module")
 def million():
@@ -412,6 +424,7 @@ def test_million_row_gallery_with_category_mask(million):
 
 # ---------------------------------------------------------------- rank_of
 
+
 @pytest.mark.parametrize("chunk", [1, 3, 16, 65536])
 def test_rank_of_matches_brute_force_with_ties(chunk):
     rng = np.random.default_rng(chunk + 21)
@@ -431,8 +444,9 @@ def test_rank_of_random_data_and_consistency_with_top_k(chunk):
     rng = np.random.default_rng(chunk + 31)
     queries, gallery = rng.standard_normal((12, 20)), rng.standard_normal((600, 20))
     targets = rng.integers(0, 600, 12)
-    np.testing.assert_array_equal(rank_of(queries, gallery, targets, chunk_size=chunk),
-                                  brute_rank(brute_scores(queries, gallery), targets))
+    np.testing.assert_array_equal(
+        rank_of(queries, gallery, targets, chunk_size=chunk), brute_rank(brute_scores(queries, gallery), targets)
+    )
     best = top_k(queries, gallery, 7, chunk_size=chunk)
     for r in range(7):
         np.testing.assert_array_equal(rank_of(queries, gallery, best.indices[:, r], chunk_size=chunk), r + 1)
@@ -447,8 +461,9 @@ def test_rank_of_duplicate_of_target_ties_exactly():
     query = row + 0.01 * rng.standard_normal(20)
     # rows 10, 30, 70 tie for first: ranks 1, 2, 3 in index order, whatever the chunking
     for chunk in (7, 25, 100):
-        np.testing.assert_array_equal(rank_of(np.tile(query, (3, 1)), gallery, [10, 30, 70], chunk_size=chunk),
-                                      [1, 2, 3])
+        np.testing.assert_array_equal(
+            rank_of(np.tile(query, (3, 1)), gallery, [10, 30, 70], chunk_size=chunk), [1, 2, 3]
+        )
 
 
 def test_rank_of_with_mask_and_masked_out_target_is_zero():
@@ -489,6 +504,7 @@ def test_rank_of_million_rows(million):
 
 # ---------------------------------------------------------------- real embeddings of the sample
 
+
 @pytest.fixture(scope="module")
 def sample_embeddings(pairs, cache):
     from chtn.checkpoint import load_checkpoint
@@ -519,11 +535,13 @@ def test_real_embeddings_top_k_matches_brute_force_and_finds_the_category(sample
     assert (labels[filtered.indices] == labels[0]).all()
     assert_matches(filtered, brute_scores(image, text), 10, mask)
     # where the paired text ranks (the dashboard's "paired item" column) equals brute force
-    np.testing.assert_array_equal(rank_of(image, text, np.arange(400), chunk_size=33),
-                                  brute_rank(brute_scores(image, text), np.arange(400)))
+    np.testing.assert_array_equal(
+        rank_of(image, text, np.arange(400), chunk_size=33), brute_rank(brute_scores(image, text), np.arange(400))
+    )
 
 
 # ---------------------------------------------------------------- scores: exact, whatever the shapes
+
 
 @pytest.mark.parametrize("n,d", [(1000, 3), (3000, 20), (500, 256)])
 def test_normalize_rows_gives_a_row_the_same_bits_alone_or_in_any_batch(n, d):
@@ -532,9 +550,9 @@ def test_normalize_rows_gives_a_row_the_same_bits_alone_or_in_any_batch(n, d):
     batch = normalize_rows(x)
     np.testing.assert_array_equal(batch, np.stack([normalize_rows(row) for row in x]))
     np.testing.assert_array_equal(batch, normalize_rows(np.asfortranarray(x)))
-    np.testing.assert_array_equal(batch, np.concatenate([normalize_rows(x[i:i + 13]) for i in range(0, n, 13)]))
+    np.testing.assert_array_equal(batch, np.concatenate([normalize_rows(x[i : i + 13]) for i in range(0, n, 13)]))
     # on the grid of multiples of 2**-24, and unit length to float32 precision
-    assert (np.rint(batch * 2.0 ** 24) == batch * 2.0 ** 24).all()
+    assert (np.rint(batch * 2.0**24) == batch * 2.0**24).all()
     np.testing.assert_allclose(np.linalg.norm(batch.astype(np.float64), axis=1), 1.0, atol=1e-6)
 
 
@@ -543,11 +561,11 @@ def test_cosine_scores_are_the_exact_dot_product_rounded_once():
     q, g = normalize_rows(rng.standard_normal((4, 256))), normalize_rows(rng.standard_normal((50, 256)))
     scores = cosine_scores(q, g, normalized=True)
     assert scores.dtype == np.float32 and scores.shape == (4, 50)
-    q_int, g_int = (q.astype(np.float64) * 2 ** 24).astype(np.int64), (g.astype(np.float64) * 2 ** 24).astype(np.int64)
+    q_int, g_int = (q.astype(np.float64) * 2**24).astype(np.int64), (g.astype(np.float64) * 2**24).astype(np.int64)
     for i in range(4):
         for j in range(50):
             exact = sum(int(a) * int(b) for a, b in zip(q_int[i], g_int[j]))  # Python ints: no rounding at all
-            assert scores[i, j] == np.float32(exact / 2 ** 48)  # exact / 2**48 is exact in float64 (|exact| < 2**49)
+            assert scores[i, j] == np.float32(exact / 2**48)  # exact / 2**48 is exact in float64 (|exact| < 2**49)
 
 
 def test_scores_of_one_query_equal_those_of_a_batch_bit_for_bit():
@@ -558,13 +576,15 @@ def test_scores_of_one_query_equal_those_of_a_batch_bit_for_bit():
         queries, gallery = rng.standard_normal((70, d)), rng.standard_normal((3000, d))
         batch = cosine_scores(queries, gallery)
         np.testing.assert_array_equal(batch, np.concatenate([cosine_scores(q, gallery) for q in queries]))
-        np.testing.assert_array_equal(batch, np.concatenate([cosine_scores(queries[i:i + 9], gallery)
-                                                             for i in range(0, 70, 9)]))
+        np.testing.assert_array_equal(
+            batch, np.concatenate([cosine_scores(queries[i : i + 9], gallery) for i in range(0, 70, 9)])
+        )
         found = top_k(queries, gallery, 5, chunk_size=333)
         np.testing.assert_array_equal(found.scores, np.take_along_axis(batch, found.indices, axis=1))
 
 
 # ---------------------------------------------------------------- tie groups
+
 
 def brute_ties(scores, indices, tolerance, mask=None):
     """(others, first, last) of each result from the full score rows, bounds in float64."""
@@ -584,8 +604,9 @@ def test_tie_groups_match_brute_force(chunk, tolerance):
     mask = rng.random(300) < 0.6
     for m in (None, mask):
         best = top_k(queries, gallery, 12, mask=m, chunk_size=chunk, normalized=True)
-        groups = tie_groups(queries, gallery, best.indices, tolerance=tolerance, mask=m, chunk_size=chunk,
-                            normalized=True)
+        groups = tie_groups(
+            queries, gallery, best.indices, tolerance=tolerance, mask=m, chunk_size=chunk, normalized=True
+        )
         assert isinstance(groups, TieGroups) and groups.others.shape == (9, 12)
         expected = brute_ties(brute_scores(queries, gallery, normalized=True), best.indices, tolerance, m)
         for got, want in zip((groups.others, groups.first, groups.last), expected):

@@ -1,4 +1,5 @@
 """The embedded sample and its three checkpoints: what a new user opens first."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Training on real sample features: determinism, exact resume, best-epoch selection, DDP, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,10 @@ def test_resume_continues_exactly(inputs, tmp_path):
     assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
     for key in ("loss_ce_img", "val_map_mean"):
         assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in straight.history])
-    state = lambda run: __import__("torch").load(tmp_path / run / "last.pt", weights_only=True)["model"]
+
+    def state(run: str) -> dict:
+        return __import__("torch").load(tmp_path / run / "last.pt", weights_only=True)["model"]
+
     a, b = state("straight"), state("resumed")
     assert all(np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
 
@@ -157,8 +161,21 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
 
 
 def test_cli_train_then_evaluate(tmp_path):
-    run = _cli("-m", "chtn", "train", "--data", str(PAIRS), "--source", "none", "--out", str(tmp_path / "run"),
-               "--set", "train.epochs=2", "--set", "train.min_steps_per_epoch=2")
+    run = _cli(
+        "-m",
+        "chtn",
+        "train",
+        "--data",
+        str(PAIRS),
+        "--source",
+        "none",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.min_steps_per_epoch=2",
+    )
     assert run.returncode == 0, run.stderr
     ckpt = tmp_path / "run" / "best.safetensors"
     assert load_checkpoint(ckpt).meta["source"] is None
@@ -176,10 +193,27 @@ def test_cli_train_then_evaluate(tmp_path):
 
 def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
     """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes one consistent checkpoint."""
-    run = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "chtn", "train",
-               "--data", str(PAIRS), "--source", "none", "--out", str(tmp_path / "ddp"),
-               "--set", "train.epochs=3", "--set", "train.min_steps_per_epoch=10",
-               env_extra={"OMP_NUM_THREADS": "1"})
+    run = _cli(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "chtn",
+        "train",
+        "--data",
+        str(PAIRS),
+        "--source",
+        "none",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.min_steps_per_epoch=10",
+        env_extra={"OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     history = _lines(tmp_path / "ddp" / "metrics.jsonl")
     assert len(history) == 3 and all(h["world_size"] == 2 for h in history)

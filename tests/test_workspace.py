@@ -1,10 +1,12 @@
 """What the dashboard opens: on-disk embedding cache, model card, uploads (pure functions, no Streamlit)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from analysis import workspace as ws
+from chtn import gallery as gal
 from chtn.errors import CHTNError
 
 
@@ -12,7 +14,7 @@ def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monke
     """A private cache folder, so what other tests cached cannot make this pass or fail."""
     checkpoint = ws.open_checkpoint("chtn_no_source")
     data = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
-    first = ws.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
+    first = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
     stored = list((tmp_path / "embeddings").glob(f"{checkpoint.digest}_*.npz"))
     assert len(stored) == 1
     mtime = stored[0].stat().st_mtime
@@ -21,12 +23,12 @@ def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monke
         raise AssertionError("embeddings were recomputed")
 
     monkeypatch.setattr("chtn.tower.Tower.embed_pairs", no_encoding)
-    second = ws.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
+    second = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
     assert np.array_equal(first.image, second.image) and np.array_equal(first.text, second.text)
     assert stored[0].stat().st_mtime == mtime and len(second) == 400
     other = ws.open_checkpoint("chtn_cifar_source")  # another checkpoint: its own entry
     with pytest.raises(AssertionError, match="recomputed"):
-        ws.embed_split(other, data, "test", cache_dir=tmp_path)
+        gal.embed_split(other, data, "test", cache_dir=tmp_path)
 
 
 def test_model_card_names_data_source_and_provenance():
@@ -48,14 +50,15 @@ def test_uploads_are_content_addressed_and_keep_their_name(tmp_path):
 def test_a_split_with_no_rows_is_a_clear_error(pairs):
     checkpoint = ws.open_checkpoint("chtn_no_source")
     with pytest.raises(CHTNError, match="no 'holdout' rows"):
-        ws.embed_split(checkpoint, pairs, "holdout")
+        gal.embed_split(checkpoint, pairs, "holdout")
 
 
 def test_pair_score_is_the_score_the_explorer_ranks_by(tmp_path):
-    from analysis.explorer import pair_score, query_side, retrieve
+    from analysis.explorer import pair_score
+    from chtn.search import query_side, retrieve
 
     checkpoint = ws.open_checkpoint("chtn_fashion_source")
-    gallery = ws.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test", cache_dir=tmp_path)
+    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test", cache_dir=tmp_path)
     for direction in ("i2t", "t2i"):
         view = retrieve(gallery, direction, query_side(gallery, direction)[0][7], 3, checkpoint.label_names)
         for row, score in zip(view.table.row, view.table.score):

@@ -3,11 +3,12 @@
 Opened from the "Explain" link under any result in the retrieval explorer; the URL carries the pair
 (checkpoint, direction, query id, result id), so a shared link reopens the same explanation.
 """
+
 import streamlit as st
 
 from analysis.attribution import PairExplainer, explainer_items
-from analysis.attribution_types import BASELINES, IMAGE_METHODS, Settings
 from analysis.attribution_render import highlighted_html, legend_html, overlay, png_bytes, top_words
+from analysis.attribution_types import BASELINES, IMAGE_METHODS, Settings
 from analysis.explorer import DIRECTIONS, pair_score
 from chtn.errors import CHTNError
 from views.common import context, keep, remember
@@ -19,20 +20,39 @@ row_of = {item_id: row for row, item_id in enumerate(ids)}
 
 
 url = st.query_params
-for key, value in (("at_direction", url.get("direction")), ("at_query", url.get("query")),
-                   ("at_result", url.get("result"))):
+for key, value in (
+    ("at_direction", url.get("direction")),
+    ("at_query", url.get("query")),
+    ("at_result", url.get("result")),
+):
     if value in (DIRECTIONS if key == "at_direction" else ids):
         st.session_state[f"_kept_{key}"] = value
-for key, default in (("at_direction", "i2t"), ("at_query", ids[0]), ("at_result", None), ("at_method", "gradcam"),
-                     ("at_baseline", "black"), ("at_steps", 32), ("at_refine", True), ("at_contrast", url.get("contrast") == "1")):
+for key, default in (
+    ("at_direction", "i2t"),
+    ("at_query", ids[0]),
+    ("at_result", None),
+    ("at_method", "gradcam"),
+    ("at_baseline", "black"),
+    ("at_steps", 32),
+    ("at_refine", True),
+    ("at_contrast", url.get("contrast") == "1"),
+):
     keep(key, default)
 
 st.title("Why this result?")
-st.caption("Attributions of the similarity of one query–result pair in the common space: on the image with the "
-           "text held fixed, and on the text with the image held fixed (Captum).")
+st.caption(
+    "Attributions of the similarity of one query–result pair in the common space: on the image with the "
+    "text held fixed, and on the text with the image held fixed (Captum)."
+)
 row = st.columns([2, 3, 3])
-direction = row[0].radio("Direction", list(DIRECTIONS), format_func=DIRECTIONS.get, key="at_direction",
-                         on_change=remember, args=("at_direction",))
+direction = row[0].radio(
+    "Direction",
+    list(DIRECTIONS),
+    format_func=DIRECTIONS.get,
+    key="at_direction",
+    on_change=remember,
+    args=("at_direction",),
+)
 
 
 def _describe(item_id: str) -> str:
@@ -40,34 +60,62 @@ def _describe(item_id: str) -> str:
     return f"{item_id} · {names[gallery.labels[i]]} · {data.texts[i][:60]}"
 
 
-query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, on_change=remember,
-                            args=("at_query",))
+query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, on_change=remember, args=("at_query",))
 q = row_of[query_id]
 if st.session_state.get("at_result") not in ids:  # default: the query's top-1 result
-    from analysis.explorer import query_side, retrieve
+    from chtn.search import query_side, retrieve
 
     top = retrieve(gallery, direction, query_side(gallery, direction)[0][q], 1, names)
     st.session_state.at_result = ids[int(top.table.row[0])]
-result_id = row[2].selectbox("Result", ids, key="at_result", format_func=_describe, on_change=remember,
-                             args=("at_result",))
+result_id = row[2].selectbox(
+    "Result", ids, key="at_result", format_func=_describe, on_change=remember, args=("at_result",)
+)
 r = row_of[result_id]
 wrong = gallery.labels[r] != gallery.labels[q]
 
 with st.expander("Method and parameters", expanded=False):
     cols = st.columns(5)
-    method = cols[0].selectbox("Image method", list(IMAGE_METHODS), format_func=IMAGE_METHODS.get, key="at_method",
-                               on_change=remember, args=("at_method",))
-    baseline = cols[1].selectbox("Baseline (IG, occlusion)", list(BASELINES), format_func=BASELINES.get,
-                                 key="at_baseline", on_change=remember, args=("at_baseline",))
-    steps = cols[2].select_slider("IG steps", [16, 32, 64, 128], key="at_steps", on_change=remember,
-                                  args=("at_steps",), help="Text attributions always use Layer IG with these steps.")
-    refine = cols[3].toggle("Refine IG (up to 3× steps)", key="at_refine", on_change=remember, args=("at_refine",),
-                            help="Halve the path segments whose own completeness gap is largest, within 3× the "
-                                 "steps. Off: exactly the steps above, faster, larger gaps.")
-    contrast = cols[4].toggle("Contrastive (wrong − correct)", key="at_contrast", disabled=not wrong,
-                              on_change=remember, args=("at_contrast",),
-                              help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
-                                   "pair), i.e. what pulled the wrong item ahead.")
+    method = cols[0].selectbox(
+        "Image method",
+        list(IMAGE_METHODS),
+        format_func=IMAGE_METHODS.get,
+        key="at_method",
+        on_change=remember,
+        args=("at_method",),
+    )
+    baseline = cols[1].selectbox(
+        "Baseline (IG, occlusion)",
+        list(BASELINES),
+        format_func=BASELINES.get,
+        key="at_baseline",
+        on_change=remember,
+        args=("at_baseline",),
+    )
+    steps = cols[2].select_slider(
+        "IG steps",
+        [16, 32, 64, 128],
+        key="at_steps",
+        on_change=remember,
+        args=("at_steps",),
+        help="Text attributions always use Layer IG with these steps.",
+    )
+    refine = cols[3].toggle(
+        "Refine IG (up to 3× steps)",
+        key="at_refine",
+        on_change=remember,
+        args=("at_refine",),
+        help="Halve the path segments whose own completeness gap is largest, within 3× the "
+        "steps. Off: exactly the steps above, faster, larger gaps.",
+    )
+    contrast = cols[4].toggle(
+        "Contrastive (wrong − correct)",
+        key="at_contrast",
+        disabled=not wrong,
+        on_change=remember,
+        args=("at_contrast",),
+        help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
+        "pair), i.e. what pulled the wrong item ahead.",
+    )
 st.query_params.update(direction=direction, query=query_id, result=result_id)
 settings = Settings(method=method, baseline=baseline, n_steps=steps, refine=refine)
 query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
@@ -88,11 +136,17 @@ def _numbers(result, label: str) -> None:
         parts.append(f"convergence delta = {result.delta:.4f} ({result.n_steps} gradient evaluations)")
     st.caption(f"{label}: " + " · ".join(parts) + f" · {result.seconds:.2f} s")
     if result.baseline_value is not None and abs(result.value - result.baseline_value) < 0.1:
-        st.info(f"The baseline alone already scores f = {result.baseline_value:.4f}: the attributions only explain "
-                "the small difference to it. Try the other baseline.", icon=":material/info:")
+        st.info(
+            f"The baseline alone already scores f = {result.baseline_value:.4f}: the attributions only explain "
+            "the small difference to it. Try the other baseline.",
+            icon=":material/info:",
+        )
     elif result.delta_is_large():
-        st.warning(f"IG's completeness gap ({result.delta:+.4f}) is over 5% of f(x) − f(baseline): the attributions "
-                   "do not add up to the change in similarity. Raise the number of steps.", icon=":material/warning:")
+        st.warning(
+            f"IG's completeness gap ({result.delta:+.4f}) is over 5% of f(x) − f(baseline): the attributions "
+            "do not add up to the change in similarity. Raise the number of steps.",
+            icon=":material/warning:",
+        )
 
 
 @st.fragment
@@ -100,8 +154,10 @@ def explanation() -> None:
     with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
         explain = PairExplainer(ctx.checkpoint)
     verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
-    st.markdown(f"**{DIRECTIONS[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
-                f"`{result_id}` ({names[gallery.labels[r]]}) · {verdict}")
+    st.markdown(
+        f"**{DIRECTIONS[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
+        f"`{result_id}` ({names[gallery.labels[r]]}) · {verdict}"
+    )
     try:
         with st.spinner("Attributing the image…"):
             image_result = explain.explain(image_side, image_other, settings, image_contrast)
@@ -115,14 +171,22 @@ def explanation() -> None:
     with left:
         st.subheader(f"Image ({'query' if direction == 'i2t' else 'result'})")
         picture = overlay(image_result)
-        st.image(picture, caption=f"{IMAGE_METHODS[method]}" + (" · contrastive" if image_contrast else ""),
-                 width="stretch")
-        st.download_button("Download PNG", png_bytes(picture), file_name=f"attribution_{image_side.name}_{method}.png",
-                           mime="image/png", icon=":material/download:")
+        st.image(
+            picture, caption=f"{IMAGE_METHODS[method]}" + (" · contrastive" if image_contrast else ""), width="stretch"
+        )
+        st.download_button(
+            "Download PNG",
+            png_bytes(picture),
+            file_name=f"attribution_{image_side.name}_{method}.png",
+            mime="image/png",
+            icon=":material/download:",
+        )
         _numbers(image_result, "image")
         if image_result.target == "logits":
-            st.caption("Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "
-                       "confident pair the softmax is saturated and its gradient would leave the map blank.")
+            st.caption(
+                "Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "
+                "confident pair the softmax is saturated and its gradient would leave the map blank."
+            )
     with right:
         st.subheader(f"Text ({'result' if direction == 'i2t' else 'query'})")
         st.html(highlighted_html(text_result.words, text_result.text))

@@ -3,6 +3,7 @@
 Pages call `context()`; it returns everything they show or stops the page with a clear `st.error`
 (the sidebar stays usable, so the user can pick another file without restarting).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis import workspace as ws
+from chtn import gallery as gal
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
@@ -25,7 +27,7 @@ class Context:
     checkpoint_ref: str  # what the URL carries: a sample name or a path
     checkpoint: Checkpoint
     data: PairDataset
-    gallery: ws.Gallery
+    gallery: gal.Gallery
     report: EvaluationReport
 
     @property
@@ -51,20 +53,25 @@ def _dataset(path: str, mtime: float, checkpoint_digest: str, _checkpoint: Check
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _opened_gallery(checkpoint_digest: str, fingerprint: str, _checkpoint: Checkpoint, _data: PairDataset
-                    ) -> tuple[ws.Gallery, EvaluationReport]:
+def _opened_gallery(
+    checkpoint_digest: str, fingerprint: str, _checkpoint: Checkpoint, _data: PairDataset
+) -> tuple[gal.Gallery, EvaluationReport]:
     """The embedded test split and its evaluation, shared read-only by every session (keyed by content)."""
-    gallery = ws.embed_split(_checkpoint, _data, "test")
-    return gallery, ws.evaluate_gallery(gallery, _checkpoint.label_names)
+    gallery = gal.embed_split(_checkpoint, _data, "test")
+    return gallery, gal.evaluate_gallery(gallery, _checkpoint.label_names)
 
 
-def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[ws.Gallery, EvaluationReport]:
+def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, EvaluationReport]:
     """The first open of a (checkpoint, dataset) embeds the split with a progress bar (into the disk cache:
     a bar cannot live inside a cached function); every later open reads it through the shared cache."""
-    if not ws.split_is_embedded(checkpoint, data):
+    if not gal.split_is_embedded(checkpoint, data):
         bar = st.progress(0.0, text="Embedding the test split (once per checkpoint and dataset)…")
-        ws.embed_split(checkpoint, data, "test", lambda done, total: bar.progress(
-            done / total, text=f"Embedding images {done}/{total}"))
+        gal.embed_split(
+            checkpoint,
+            data,
+            "test",
+            lambda done, total: bar.progress(done / total, text=f"Embedding images {done}/{total}"),
+        )
         bar.empty()
     return _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)
 
@@ -95,11 +102,25 @@ def _checkpoint_choice() -> str | None:
     options = [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH, UPLOAD]
     keep("sb_checkpoint", url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH)
     keep("sb_checkpoint_path", "" if url in ws.SAMPLE_CHECKPOINTS else url)
-    choice = st.selectbox("Checkpoint", options, key="sb_checkpoint", on_change=remember, args=("sb_checkpoint",),
-                          help="A sample checkpoint, a .safetensors/.pt file on this machine, or an upload.")
+    choice = st.selectbox(
+        "Checkpoint",
+        options,
+        key="sb_checkpoint",
+        on_change=remember,
+        args=("sb_checkpoint",),
+        help="A sample checkpoint, a .safetensors/.pt file on this machine, or an upload.",
+    )
     if choice == OTHER_PATH:
-        return st.text_input("Checkpoint path", key="sb_checkpoint_path", placeholder="runs/x/best.safetensors",
-                             on_change=remember, args=("sb_checkpoint_path",)) or None
+        return (
+            st.text_input(
+                "Checkpoint path",
+                key="sb_checkpoint_path",
+                placeholder="runs/x/best.safetensors",
+                on_change=remember,
+                args=("sb_checkpoint_path",),
+            )
+            or None
+        )
     if choice == UPLOAD:
         upload = st.file_uploader("Checkpoint file", type=["safetensors", "pt"], key="sb_checkpoint_upload")
         return str(ws.store_upload(upload.name, upload.getvalue())) if upload else None
@@ -109,11 +130,20 @@ def _checkpoint_choice() -> str | None:
 def _dataset_choice() -> str:
     keep("sb_dataset")
     keep("sb_dataset_path")
-    choice = st.selectbox("Dataset", [SAMPLE_DATA, DATA_PATH], key="sb_dataset", on_change=remember,
-                          args=("sb_dataset",))
+    choice = st.selectbox(
+        "Dataset", [SAMPLE_DATA, DATA_PATH], key="sb_dataset", on_change=remember, args=("sb_dataset",)
+    )
     if choice == DATA_PATH:
-        return st.text_input("Dataset path", key="sb_dataset_path", on_change=remember, args=("sb_dataset_path",),
-                             placeholder="data/pairs.csv or a Wikipedia-layout folder") or ""
+        return (
+            st.text_input(
+                "Dataset path",
+                key="sb_dataset_path",
+                on_change=remember,
+                args=("sb_dataset_path",),
+                placeholder="data/pairs.csv or a Wikipedia-layout folder",
+            )
+            or ""
+        )
     return str(ws.SAMPLE_DATASET)
 
 

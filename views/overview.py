@@ -2,6 +2,7 @@
 
 Ranks and tie groups come from chtn.evaluate, which ranks with chtn.ranking like the explorer.
 """
+
 import plotly.express as px
 import streamlit as st
 
@@ -11,8 +12,10 @@ from views.common import context
 
 ctx = context()
 st.title("Overview")
-st.caption(f"{len(ctx.gallery)} test pairs · query set = gallery · cosine · MAP over the full ranking "
-           "(ties broken by gallery order)")
+st.caption(
+    f"{len(ctx.gallery)} test pairs · query set = gallery · cosine · MAP over the full ranking "
+    "(ties broken by gallery order)"
+)
 
 summary = ctx.report.summary()
 col_i2t, col_t2i, col_mean = st.columns(3)
@@ -20,39 +23,57 @@ col_i2t.metric("MAP Image → Text", f"{summary['map_i2t']:.3f}")
 col_t2i.metric("MAP Text → Image", f"{summary['map_t2i']:.3f}")
 col_mean.metric("MAP average", f"{summary['map_mean']:.3f}")
 
-st.caption("Own pair: where each query's own pair (the image's text, the text's image) ranks. Exactly tied items "
-           "(equal scores) count in a random order: a pair tied with t others across the k-th place counts "
-           "as the chance it lands in the top k, and its rank as the middle of the tie (tie-aware expected "
-           "values, McSherry & Najork 2008). The table's paired rank breaks ties by gallery order instead.")
+st.caption(
+    "Own pair: where each query's own pair (the image's text, the text's image) ranks. Exactly tied items "
+    "(equal scores) count in a random order: a pair tied with t others across the k-th place counts "
+    "as the chance it lands in the top k, and its rank as the middle of the tie (tie-aware expected "
+    "values, McSherry & Najork 2008). The table's paired rank breaks ties by gallery order instead."
+)
 for d, arrow in (("i2t", "I → T"), ("t2i", "T → I")):
     col_r1, col_r10, col_median = st.columns(3)
     col_r1.metric(f"Own pair recall@1 {arrow}", f"{summary[f'pair_recall@1_{d}']:.3f}")
     col_r10.metric(f"Own pair recall@10 {arrow}", f"{summary[f'pair_recall@10_{d}']:.3f}")
-    col_median.metric(f"Own pair median rank {arrow}", f"{summary[f'pair_median_rank_{d}']:g}",
-                      help="Median over queries of the expected rank with exact ties in random order; with "
-                           f"the table's gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g}.")
+    col_median.metric(
+        f"Own pair median rank {arrow}",
+        f"{summary[f'pair_median_rank_{d}']:g}",
+        help="Median over queries of the expected rank with exact ties in random order; with "
+        f"the table's gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g}.",
+    )
 
 with st.expander("Model card", expanded=True):
     card = model_card(ctx.checkpoint)
     st.table({"field": list(card), "value": [str(v) for v in card.values()]})
 
 st.subheader("Average precision per category")
-per_category = ctx.report.per_category().melt(id_vars=["category", "n"], value_vars=["ap_i2t", "ap_t2i"],
-                                              var_name="direction", value_name="AP")
+per_category = ctx.report.per_category().melt(
+    id_vars=["category", "n"], value_vars=["ap_i2t", "ap_t2i"], var_name="direction", value_name="AP"
+)
 per_category["direction"] = per_category.direction.map({"ap_i2t": "Image → Text", "ap_t2i": "Text → Image"})
-figure = px.bar(per_category, x="category", y="AP", color="direction", barmode="group", hover_data=["n"],
-                range_y=[0, 1])
+figure = px.bar(
+    per_category, x="category", y="AP", color="direction", barmode="group", hover_data=["n"], range_y=[0, 1]
+)
 figure.update_layout(height=380, margin=dict(t=10, b=10), legend_title_text="")
 st.plotly_chart(figure, width="stretch")
 
 st.subheader("Every query")
-st.caption(f"“tied with”: other items scoring within {TIE_TOLERANCE:g} of the paired item (the same to about four "
-           "decimals); together they span the tie ranks, and their order there is not one the model made.")
+st.caption(
+    f"“tied with”: other items scoring within {TIE_TOLERANCE:g} of the paired item (the same to about four "
+    "decimals); together they span the tie ranks, and their order there is not one the model made."
+)
 per_query = ctx.report.per_query(ctx.gallery.data.ids, ctx.gallery.data.texts)
 number = st.column_config.NumberColumn
-st.dataframe(per_query, width="stretch", hide_index=True, height=360,
-             column_config={"ap": st.column_config.ProgressColumn("AP", min_value=0.0, max_value=1.0, format="%.3f"),
-                            "paired_rank": number("paired item rank"), "paired_tied_with": number("tied with"),
-                            "paired_tie_first": number("tie ranks from"), "paired_tie_last": number("tie ranks to"),
-                            "paired_expected_rank": number("expected rank", help="With exact ties in random order")})
+st.dataframe(
+    per_query,
+    width="stretch",
+    hide_index=True,
+    height=360,
+    column_config={
+        "ap": st.column_config.ProgressColumn("AP", min_value=0.0, max_value=1.0, format="%.3f"),
+        "paired_rank": number("paired item rank"),
+        "paired_tied_with": number("tied with"),
+        "paired_tie_first": number("tie ranks from"),
+        "paired_tie_last": number("tie ranks to"),
+        "paired_expected_rank": number("expected rank", help="With exact ties in random order"),
+    },
+)
 st.download_button("Download per-query CSV", per_query.to_csv(index=False).encode(), "per_query.csv", "text/csv")

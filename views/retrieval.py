@@ -3,14 +3,16 @@
 Every view is in the URL (checkpoint, direction, query, k), so a link pasted in a meeting reopens it.
 Ranks, scores and tie groups come from chtn.ranking, as the Overview's (analysis.explorer.retrieve).
 """
+
 import numpy as np
 import streamlit as st
 
-from analysis.explorer import DIRECTIONS, next_misretrieval, query_side, retrieve, search_queries, worst_query
+from analysis.explorer import DIRECTIONS, next_misretrieval, search_queries, worst_query
 from analysis.workspace import store_upload
 from chtn.errors import CHTNError
 from chtn.images import open_rgb
 from chtn.ranking import TIE_TOLERANCE, describe_tie
+from chtn.search import query_side, retrieve
 from views.common import context, keep, remember
 
 ctx = context()
@@ -40,13 +42,27 @@ def _set_row(row: int | None) -> None:
 
 st.title("Retrieval explorer")
 top = st.columns([2, 2, 3])
-direction = top[0].radio("Direction", list(DIRECTIONS), format_func=DIRECTIONS.get, key="rx_direction",
-                         horizontal=True, on_change=remember, args=("rx_direction",))
+direction = top[0].radio(
+    "Direction",
+    list(DIRECTIONS),
+    format_func=DIRECTIONS.get,
+    key="rx_direction",
+    horizontal=True,
+    on_change=remember,
+    args=("rx_direction",),
+)
 k = top[1].slider("Results (k)", 1, 50, key="rx_k", on_change=remember, args=("rx_k",))
-categories = top[2].multiselect("Only these categories in the gallery", names, key="rx_categories",
-                                on_change=remember, args=("rx_categories",))
-source = st.radio("Query from", [TEST_ITEM, FREE_TEXT, UPLOAD], horizontal=True, key="rx_source",
-                  on_change=remember, args=("rx_source",))
+categories = top[2].multiselect(
+    "Only these categories in the gallery", names, key="rx_categories", on_change=remember, args=("rx_categories",)
+)
+source = st.radio(
+    "Query from",
+    [TEST_ITEM, FREE_TEXT, UPLOAD],
+    horizontal=True,
+    key="rx_source",
+    on_change=remember,
+    args=("rx_source",),
+)
 report_side = getattr(ctx.report, direction)
 
 query, query_label, paired_row = None, None, None
@@ -59,28 +75,43 @@ if source == TEST_ITEM:
         st.stop()
     rng = np.random.default_rng()
     for column, label, icon, row in (
-            (pick[1], "Random", ":material/casino:", int(rng.integers(len(gallery)))),
-            (pick[2], "Worst", ":material/trending_down:", worst_query(ctx.report, direction)),
-            (pick[3], "Next mis-retrieval", ":material/skip_next:",
-             next_misretrieval(ctx.report, direction, st.session_state.rx_row))):
+        (pick[1], "Random", ":material/casino:", int(rng.integers(len(gallery)))),
+        (pick[2], "Worst", ":material/trending_down:", worst_query(ctx.report, direction)),
+        (
+            pick[3],
+            "Next mis-retrieval",
+            ":material/skip_next:",
+            next_misretrieval(ctx.report, direction, st.session_state.rx_row),
+        ),
+    ):
         column.button(label, icon=icon, on_click=_set_row, args=(row,), width="stretch")
     row = st.session_state.rx_row if st.session_state.rx_row in matches else matches[0]
-    row = st.selectbox(f"Query ({len(matches)} matching)", matches, index=matches.index(row),
-                       format_func=lambda r: f"{data.ids[r]} · {names[gallery.labels[r]]} · {data.texts[r]}")
+    row = st.selectbox(
+        f"Query ({len(matches)} matching)",
+        matches,
+        index=matches.index(row),
+        format_func=lambda r: f"{data.ids[r]} · {names[gallery.labels[r]]} · {data.texts[r]}",
+    )
     st.session_state.rx_row = row
     query = query_side(gallery, direction)[0][row]
     query_label, paired_row = int(gallery.labels[row]), row
     st.query_params.update(direction=direction, query=data.ids[row], k=str(k))
     left, right = st.columns([1, 4])
     left.image(str(data.image_paths[row]), width=160)
-    right.markdown(f"**Query {'image' if direction == 'i2t' else 'text'}** · id `{data.ids[row]}` · "
-                   f"category **{names[query_label]}**  \n{data.texts[row]}")
+    right.markdown(
+        f"**Query {'image' if direction == 'i2t' else 'text'}** · id `{data.ids[row]}` · "
+        f"category **{names[query_label]}**  \n{data.texts[row]}"
+    )
 elif source == FREE_TEXT:
     from chtn.tower import create_tower
 
     direction = "t2i"
-    text = st.text_input("Describe what you are looking for", key="rx_free_text", max_chars=2000,
-                         placeholder="e.g. black leather wallet for men")
+    text = st.text_input(
+        "Describe what you are looking for",
+        key="rx_free_text",
+        max_chars=2000,
+        placeholder="e.g. black leather wallet for men",
+    )
     if not text.strip():
         st.info("Type a text to search the test images with it.")
         st.stop()
@@ -89,8 +120,9 @@ else:
     from chtn.tower import create_tower
 
     direction = "i2t"
-    upload = st.file_uploader("An image to search the test texts with", type=["jpg", "jpeg", "png", "webp"],
-                              key="rx_upload")
+    upload = st.file_uploader(
+        "An image to search the test texts with", type=["jpg", "jpeg", "png", "webp"], key="rx_upload"
+    )
     if upload is None:
         st.info("Upload an image to search the test texts with it.")
         st.stop()
@@ -106,30 +138,48 @@ else:
 view = retrieve(gallery, direction, query, k, names, categories, query_label, paired_row)
 stats = st.columns(3)
 if paired_row is not None:
-    stats[0].metric("Query AP", f"{report_side.ap[paired_row]:.3f}",
-                    help="Over the whole test gallery (no category filter).")
+    stats[0].metric(
+        "Query AP", f"{report_side.ap[paired_row]:.3f}", help="Over the whole test gallery (no category filter)."
+    )
     stats[1].metric("Its own pair ranks", "filtered out" if view.paired_rank == 0 else f"#{view.paired_rank}")
     if view.paired_tie is not None:
         stats[1].caption(describe_tie(*view.paired_tie) or f"no other item within {TIE_TOLERANCE:g} of its score")
 stats[2].metric("Gallery searched", f"{view.n_allowed} {'texts' if direction == 'i2t' else 'images'}")
 
 st.subheader(f"Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}")
-st.caption(f"“Tied with N others”: N more items score within {TIE_TOLERANCE:g} of that result (the same to about "
-           "four decimals), so their order there is the gallery-order tie-break, not the model's.")
+st.caption(
+    f"“Tied with N others”: N more items score within {TIE_TOLERANCE:g} of that result (the same to about "
+    "four decimals), so their order there is the gallery-order tie-break, not the model's."
+)
 for start in range(0, len(view.table), 5):
     cells = st.columns(5)
-    for cell, item in zip(cells, view.table.iloc[start:start + 5].itertuples()):
-        mark = "" if item.relevant is None else (":green[:material/check_circle: relevant]" if item.relevant
-                                                 else ":red[:material/cancel: not relevant]")
+    for cell, item in zip(cells, view.table.iloc[start : start + 5].itertuples()):
+        mark = (
+            ""
+            if item.relevant is None
+            else (
+                ":green[:material/check_circle: relevant]" if item.relevant else ":red[:material/cancel: not relevant]"
+            )
+        )
         own = " · **its pair**" if item.row == paired_row else ""
         with cell.container(border=True):
             if direction == "t2i":
                 st.image(item.image, width="stretch")
             tie = describe_tie(item.tied_with, item.tie_first, item.tie_last)
-            st.markdown(f"**#{item.rank}** · {item.score:.4f}{' · ' + tie if tie else ''} · {mark}{own}  \n"
-                        f"*{item.category}*  \n{item.text}")
+            st.markdown(
+                f"**#{item.rank}** · {item.score:.4f}{' · ' + tie if tie else ''} · {mark}{own}  \n"
+                f"*{item.category}*  \n{item.text}"
+            )
             if paired_row is not None:
-                st.page_link("views/attribution.py", label="Explain", icon=":material/insights:",
-                             query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction,
-                                           "query": data.ids[paired_row], "result": item.id,
-                                           "contrast": "1" if item.relevant is False else "0"})
+                st.page_link(
+                    "views/attribution.py",
+                    label="Explain",
+                    icon=":material/insights:",
+                    query_params={
+                        "checkpoint": ctx.checkpoint_ref,
+                        "direction": direction,
+                        "query": data.ids[paired_row],
+                        "result": item.id,
+                        "contrast": "1" if item.relevant is False else "0",
+                    },
+                )

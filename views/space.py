@@ -3,11 +3,20 @@
 Do images and texts of a category meet, which categories collapse into each other, where are the mistakes?
 The full split is projected unless it exceeds the point limit; then the page says how it was sampled.
 """
+
 import streamlit as st
 
 from analysis.explorer import DIRECTIONS
-from analysis.projection import (COLOUR_BY, METHODS, METRICS, ProjectionParams, modality_gap, points_table,
-                                 project_gallery, selection_counts)
+from analysis.projection import (
+    COLOUR_BY,
+    METHODS,
+    METRICS,
+    ProjectionParams,
+    modality_gap,
+    points_table,
+    project_gallery,
+    selection_counts,
+)
 from analysis.projection_render import scatter_figure, thumbnail_uris
 from chtn.errors import CHTNError
 from views.common import context, keep, remember
@@ -15,8 +24,15 @@ from views.common import context, keep, remember
 ctx = context()
 gallery, names, report = ctx.gallery, ctx.label_names, ctx.report
 data = gallery.data
-for key, default in (("sp_method", "umap"), ("sp_neighbors", 15), ("sp_min_dist", 0.1), ("sp_metric", "cosine"),
-                     ("sp_seed", 0), ("sp_limit", 20000), ("sp_colour", "category")):
+for key, default in (
+    ("sp_method", "umap"),
+    ("sp_neighbors", 15),
+    ("sp_min_dist", 0.1),
+    ("sp_metric", "cosine"),
+    ("sp_seed", 0),
+    ("sp_limit", 20000),
+    ("sp_colour", "category"),
+):
     keep(key, default)
 
 THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
@@ -34,59 +50,110 @@ def cached_gap(digest: str, fingerprint: str):
 
 
 st.title("Shared space")
-st.caption("Common representations of the test split, images (●) and texts (◆) in one projection. Drag a lasso "
-           "or a box over the map to list the items in it.")
+st.caption(
+    "Common representations of the test split, images (●) and texts (◆) in one projection. Drag a lasso "
+    "or a box over the map to list the items in it."
+)
 
 with st.expander("Projection parameters", expanded=False):
     cols = st.columns(6)
-    method = cols[0].selectbox("Method", list(METHODS), format_func=METHODS.get, key="sp_method",
-                               on_change=remember, args=("sp_method",))
-    neighbors = cols[1].number_input("n_neighbors", 2, 200, key="sp_neighbors", on_change=remember,
-                                     args=("sp_neighbors",), disabled=method != "umap")
-    min_dist = cols[2].number_input("min_dist", 0.0, 1.0, step=0.05, key="sp_min_dist", on_change=remember,
-                                    args=("sp_min_dist",), disabled=method != "umap")
+    method = cols[0].selectbox(
+        "Method", list(METHODS), format_func=METHODS.get, key="sp_method", on_change=remember, args=("sp_method",)
+    )
+    neighbors = cols[1].number_input(
+        "n_neighbors", 2, 200, key="sp_neighbors", on_change=remember, args=("sp_neighbors",), disabled=method != "umap"
+    )
+    min_dist = cols[2].number_input(
+        "min_dist",
+        0.0,
+        1.0,
+        step=0.05,
+        key="sp_min_dist",
+        on_change=remember,
+        args=("sp_min_dist",),
+        disabled=method != "umap",
+    )
     metric = cols[3].selectbox("Metric", list(METRICS), key="sp_metric", on_change=remember, args=("sp_metric",))
     seed = cols[4].number_input("Seed", 0, 10_000, key="sp_seed", on_change=remember, args=("sp_seed",))
-    limit = cols[5].number_input("Point limit", 100, 1_000_000, step=1000, key="sp_limit", on_change=remember,
-                                 args=("sp_limit",), help="Above this many points a stratified sample is shown.")
+    limit = cols[5].number_input(
+        "Point limit",
+        100,
+        1_000_000,
+        step=1000,
+        key="sp_limit",
+        on_change=remember,
+        args=("sp_limit",),
+        help="Above this many points a stratified sample is shown.",
+    )
 
 try:
     params = ProjectionParams(method, int(neighbors), float(min_dist), metric, int(seed), int(limit))
     with st.status("Projecting the common space…", expanded=False) as status:
         bar = st.progress(0.0)
-        projection = project_gallery(gallery.image, gallery.text, gallery.labels, params,
-                                     progress=lambda fraction, message: bar.progress(fraction, text=message))
-        status.update(label="Projection " + ("read from the cache" if projection.from_cache else
-                                             f"computed in {projection.seconds:.1f} s"), state="complete")
+        projection = project_gallery(
+            gallery.image,
+            gallery.text,
+            gallery.labels,
+            params,
+            progress=lambda fraction, message: bar.progress(fraction, text=message),
+        )
+        status.update(
+            label="Projection "
+            + ("read from the cache" if projection.from_cache else f"computed in {projection.seconds:.1f} s"),
+            state="complete",
+        )
 except CHTNError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
 
 note = projection.sampling_note(gallery.labels, names)
 (st.warning if projection.sampled else st.caption)(note)
-table = points_table(projection, data.ids, data.texts, gallery.labels, names, report.i2t.top1_correct,
-                     report.t2i.top1_correct)
+table = points_table(
+    projection, data.ids, data.texts, gallery.labels, names, report.i2t.top1_correct, report.t2i.top1_correct
+)
 
 plot_col, gap_col = st.columns([5, 2])
 with gap_col:
     gap = cached_gap(ctx.checkpoint.digest, data.fingerprint())
-    st.metric("Image–text centroid distance", f"{gap.centroid_distance:.3f}",
-              help="Between the centroids of the L2-normalised image and text representations; 0 = no gap.")
-    st.metric("Nearest neighbour of the other modality", f"{gap.cross_modal_nn:.0%}",
-              help="Share of items whose nearest neighbour (cosine) is a text for an image or an image for a text.")
-    st.dataframe(gap.per_category[["category", "centroid distance", "cross-modal NN"]], hide_index=True,
-                 height=420, width="stretch",
-                 column_config={"centroid distance": st.column_config.NumberColumn(
-                                    "gap", format="%.3f", help="Image–text centroid distance in this category"),
-                                "cross-modal NN": st.column_config.NumberColumn(
-                                    "x-NN", format="%.2f", help="Share whose nearest neighbour is of the other modality")})
+    st.metric(
+        "Image–text centroid distance",
+        f"{gap.centroid_distance:.3f}",
+        help="Between the centroids of the L2-normalised image and text representations; 0 = no gap.",
+    )
+    st.metric(
+        "Nearest neighbour of the other modality",
+        f"{gap.cross_modal_nn:.0%}",
+        help="Share of items whose nearest neighbour (cosine) is a text for an image or an image for a text.",
+    )
+    st.dataframe(
+        gap.per_category[["category", "centroid distance", "cross-modal NN"]],
+        hide_index=True,
+        height=420,
+        width="stretch",
+        column_config={
+            "centroid distance": st.column_config.NumberColumn(
+                "gap", format="%.3f", help="Image–text centroid distance in this category"
+            ),
+            "cross-modal NN": st.column_config.NumberColumn(
+                "x-NN", format="%.2f", help="Share whose nearest neighbour is of the other modality"
+            ),
+        },
+    )
 
 with plot_col:
-    colour = st.segmented_control("Colour by", list(COLOUR_BY), format_func=COLOUR_BY.get, key="sp_colour",
-                                  on_change=remember, args=("sp_colour",)) or "category"
+    colour = (
+        st.segmented_control(
+            "Colour by",
+            list(COLOUR_BY),
+            format_func=COLOUR_BY.get,
+            key="sp_colour",
+            on_change=remember,
+            args=("sp_colour",),
+        )
+        or "category"
+    )
     figure = scatter_figure(table, colour)
-    event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"),
-                            key="sp_chart")
+    event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
 
 picked = {(int(p["customdata"][0]), p["customdata"][1]) for p in event.selection.points} if event else set()
 selected = table[[(r, m) in picked for r, m in zip(table.row, table.modality)]]
@@ -96,19 +163,42 @@ if selected.empty:
 else:
     list_col, count_col = st.columns([5, 2])
     shown = selected[["id", "modality", "category", "outcome", "title"]].copy()
-    shown.insert(0, "image", thumbnails(tuple(data.image_paths[r] if m == "image" and i < THUMBNAILS else None
-                                              for i, (r, m) in enumerate(zip(selected.row, selected.modality)))))
-    list_col.dataframe(shown, hide_index=True, width="stretch", height=300,
-                       column_config={"image": st.column_config.ImageColumn("image", width="small")})
+    shown.insert(
+        0,
+        "image",
+        thumbnails(
+            tuple(
+                data.image_paths[r] if m == "image" and i < THUMBNAILS else None
+                for i, (r, m) in enumerate(zip(selected.row, selected.modality))
+            )
+        ),
+    )
+    list_col.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        height=300,
+        column_config={"image": st.column_config.ImageColumn("image", width="small")},
+    )
     count_col.dataframe(selection_counts(selected), hide_index=True, width="stretch", height=300)
-    choice = st.selectbox("Open one of them", range(len(selected)), key="sp_open",
-                          format_func=lambda i: f"{selected.iloc[i].id} · {selected.iloc[i].modality} · "
-                                                f"{selected.iloc[i].category}")
+    choice = st.selectbox(
+        "Open one of them",
+        range(len(selected)),
+        key="sp_open",
+        format_func=lambda i: f"{selected.iloc[i].id} · {selected.iloc[i].modality} · {selected.iloc[i].category}",
+    )
     item = selected.iloc[choice]
     direction = "i2t" if item.modality == "image" else "t2i"
     links = st.columns(2)
-    links[0].page_link("views/retrieval.py", label=f"As a query in the retrieval explorer ({DIRECTIONS[direction]})",
-                       icon=":material/manage_search:",
-                       query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id})
-    links[1].page_link("views/attribution.py", label="Why its top result?", icon=":material/insights:",
-                       query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id})
+    links[0].page_link(
+        "views/retrieval.py",
+        label=f"As a query in the retrieval explorer ({DIRECTIONS[direction]})",
+        icon=":material/manage_search:",
+        query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id},
+    )
+    links[1].page_link(
+        "views/attribution.py",
+        label="Why its top result?",
+        icon=":material/insights:",
+        query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id},
+    )
