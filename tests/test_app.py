@@ -97,7 +97,7 @@ def test_explorer_default_view_and_interactions(fashion):
     from chtn.search import retrieve
 
     gallery, report, names = fashion
-    at = _app("views/retrieval.py")
+    at = _app("views/explorer.py")
     assert not at.error
     assert "Top 10 texts" in [s.value for s in at.subheader]
     # the default query is test row 0, image -> text: its own pair's rank is the Overview's, and the grid
@@ -129,11 +129,11 @@ def test_explorer_default_view_and_interactions(fashion):
 def test_choices_survive_a_page_switch():
     at = _app()
     at.selectbox(key="sb_checkpoint").set_value("chtn_cifar_source").run()
-    at.switch_page("views/retrieval.py").run()
+    at.switch_page("views/explorer.py").run()
     assert not at.exception and at.selectbox(key="sb_checkpoint").value == "chtn_cifar_source"
     at.radio(key="rx_direction").set_value("t2i").run()
     at.switch_page("views/overview.py").run()
-    at.switch_page("views/retrieval.py").run()
+    at.switch_page("views/explorer.py").run()
     assert at.radio(key="rx_direction").value == "t2i"
     assert at.selectbox(key="sb_checkpoint").value == "chtn_cifar_source"
 
@@ -141,14 +141,14 @@ def test_choices_survive_a_page_switch():
 def test_explorer_opens_the_view_from_a_shared_url(pairs):
     test = pairs.split("test")
     item = test.ids[7]
-    at = _app("views/retrieval.py", checkpoint="chtn_no_source", direction="t2i", query=item, k="3")
+    at = _app("views/explorer.py", checkpoint="chtn_no_source", direction="t2i", query=item, k="3")
     assert at.selectbox(key="sb_checkpoint").value == "chtn_no_source"
     assert at.radio(key="rx_direction").value == "t2i" and at.slider(key="rx_k").value == 3
     assert f"`{item}`" in _texts(at) and "Top 3 images" in [s.value for s in at.subheader]
 
 
 def test_explorer_search_category_filter_and_free_text():
-    at = _app("views/retrieval.py")
+    at = _app("views/explorer.py")
     at.text_input(key="rx_search").input("watches").run()
     options = at.main.selectbox[0].options
     assert not at.exception and 20 <= len(options) < 400 and all("watch" in o.lower() for o in options)
@@ -200,7 +200,7 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
 
 
 def test_explorer_results_link_to_their_explanation():
-    at = _app("views/retrieval.py")
+    at = _app("views/explorer.py")
     links = at.get("page_link")
     assert len(links) == 10
     first = links[0].proto

@@ -191,7 +191,7 @@ else:
     direction = "i2t" if item.modality == "image" else "t2i"
     links = st.columns(2)
     links[0].page_link(
-        "views/retrieval.py",
+        "views/explorer.py",
         label=f"As a query in the retrieval explorer ({DIRECTIONS[direction]})",
         icon=":material/manage_search:",
         query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id},
