@@ -160,25 +160,25 @@ def run(sizes: list[int], dims: list[int], n_queries: int, batch: int, repeats: 
                     # whatever runs next, so it is timed in a separate phase after a pause.
                     lat = latency(
                         {
-                            "ours": lambda q: top_k(q, gallery, K, normalized=True).indices[0],
-                            "numpy": lambda q: numpy_single(gallery, q, K),
+                            "ours": lambda q, g=gallery: top_k(q, g, K, normalized=True).indices[0],
+                            "numpy": lambda q, g=gallery: numpy_single(g, q, K),
                         },
                         singles,
                     )
                     norm = latency(
-                        {"ours": lambda q: top_k(q, raw_gallery, K).indices[0]}, singles[: max(5, n_queries // 5)]
+                        {"ours": lambda q, g=raw_gallery: top_k(q, g, K).indices[0]}, singles[: max(5, n_queries // 5)]
                     )
                     tp = throughput(
                         {
-                            "ours": lambda Q: top_k(Q, gallery, K, normalized=True),
-                            "numpy": lambda Q: numpy_batch(gallery, Q, K),
+                            "ours": lambda Q, g=gallery: top_k(Q, g, K, normalized=True),
+                            "numpy": lambda Q, g=gallery: numpy_batch(g, Q, K),
                         },
                         batch_q,
                         repeats,
                     )
                     time.sleep(PAUSE)
-                    lat |= latency({"torch": lambda q: torch_single(gallery_t, q, K)}, singles)
-                    tp |= throughput({"torch": lambda Q: torch_batch(gallery_t, Q, K)}, batch_q, repeats)
+                    lat |= latency({"torch": lambda q, g=gallery_t: torch_single(g, q, K)}, singles)
+                    tp |= throughput({"torch": lambda Q, g=gallery_t: torch_batch(g, Q, K)}, batch_q, repeats)
                     time.sleep(PAUSE)
                 if not meter.foreign > DISTURBED or attempt == 2:
                     break
