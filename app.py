@@ -14,7 +14,7 @@ st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:
 navigation = st.navigation(
     [
         st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-        st.Page("views/explorer.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="retrieval"),
+        st.Page("views/explorer.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="explorer"),
         st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
         st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
     ]

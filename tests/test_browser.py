@@ -64,7 +64,7 @@ def test_overview_renders(page, server):
 
 
 def test_retrieval_explorer_renders_with_loaded_images(page, server):
-    page.goto(f"{server}/retrieval?direction=t2i&k=10", wait_until="networkidle")
+    page.goto(f"{server}/explorer?direction=t2i&k=10", wait_until="networkidle")
     page.get_by_text("Top 10 images").wait_for(timeout=300_000)
     page.wait_for_function("document.querySelectorAll('[data-testid=\"stMain\"] img').length >= 11", timeout=60_000)
     page.wait_for_timeout(1500)
@@ -88,7 +88,7 @@ def test_navigation_and_image_to_text(page, server):
 
 def test_explain_link_opens_the_attribution_of_that_result(page, server):
     """One click from a result card to its explanation: heatmap image, highlighted words, no error."""
-    page.goto(f"{server}/retrieval?direction=t2i&k=10", wait_until="networkidle")
+    page.goto(f"{server}/explorer?direction=t2i&k=10", wait_until="networkidle")
     page.get_by_text("Top 10 images").wait_for(timeout=300_000)
     page.locator('[data-testid="stPageLink"] a', has_text="Explain").nth(1).click()
     page.get_by_text("Why this result?").first.wait_for(timeout=120_000)
@@ -134,14 +134,14 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     page.get_by_text("Retrieval explorer").first.wait_for(timeout=120_000)
     page.get_by_text(re.compile(r"Top 10 (texts|images)")).wait_for(timeout=120_000)
     assert_clean(page)
-    assert "retrieval" in page.url and "query=" in page.url
+    assert "explorer" in page.url and "query=" in page.url
 
 
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     from tests.conftest import PAIRS
 
     photo = next((PAIRS.parent / "images").glob("*.jpg"))
-    page.goto(f"{server}/retrieval", wait_until="networkidle")
+    page.goto(f"{server}/explorer", wait_until="networkidle")
     page.get_by_text("Top 10 texts").wait_for(timeout=300_000)
     page.get_by_text("Upload an image").click()
     uploader = page.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]')

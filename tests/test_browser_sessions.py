@@ -60,7 +60,7 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
         explorers = [browser.new_context().new_page() for _ in rows]
         explainers = [browser.new_context().new_page() for _ in pairs]
         for tab, row in zip(explorers, rows):  # all requests go out before any page is read
-            tab.goto(f"{server.url}/retrieval?direction=i2t&k=5&query={ids[row]}", wait_until="commit")
+            tab.goto(f"{server.url}/explorer?direction=i2t&k=5&query={ids[row]}", wait_until="commit")
         for tab, (query, result) in zip(explainers, pairs):
             tab.goto(
                 f"{server.url}/attribution?direction=i2t&query={ids[query]}&result={ids[result]}", wait_until="commit"
