@@ -7,6 +7,7 @@ shows no exception, error box or dialog.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -121,6 +122,16 @@ class StreamlitServer:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def require_chromium() -> None:
+    """At the top of a browser test module: skip it without Debian chromium, except in CI (which must have it)."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            raise RuntimeError("CI must install Debian chromium for the browser tests (.ci/run does).")
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 
 
 def launch_chromium(playwright: Playwright) -> Browser:

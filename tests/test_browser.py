@@ -6,20 +6,15 @@ screenshots under test-artifacts/ (look at them).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.conftest import ROOT
-from tests.harness import CHROMIUM, StreamlitServer, assert_clean, launch_chromium
+from tests.harness import StreamlitServer, assert_clean, launch_chromium, require_chromium
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must install Debian chromium for the browser tests (.ci/run does).")
-    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+require_chromium()
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,15 @@ same moment; every page must show exactly the figures computed for its own query
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.harness import CHROMIUM, ERROR_SELECTORS, StreamlitServer, assert_clean, launch_chromium
+from tests.harness import ERROR_SELECTORS, StreamlitServer, assert_clean, launch_chromium, require_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must install Debian chromium for the browser tests (.ci/run does).")
-    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+require_chromium()
 
 
 @pytest.fixture(scope="module")

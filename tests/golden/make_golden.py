@@ -20,7 +20,7 @@ import torch
 from chtn.checkpoint import save_checkpoint
 from chtn.config import CHTNConfig, EncoderConfig, ModelConfig
 from chtn.encoders import TfidfTextEncoder
-from chtn.model import build_model
+from tests.test_reference import frozen_model
 
 GOLDEN = Path(__file__).resolve().parent
 LABELS = ["Handbags", "Shoes", "Watches"]
@@ -51,20 +51,6 @@ MODELS = {
 IMAGE_DIM = 8
 
 
-def golden_model(config: CHTNConfig, seed: int) -> torch.nn.Module:
-    """Seeded weights, with BatchNorm statistics and affine parameters off their defaults (as after training)."""
-    torch.manual_seed(seed)
-    model = build_model(config.model)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.running_mean.uniform_(-1.0, 1.0)
-                module.running_var.uniform_(0.2, 3.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
 def main() -> None:
     tfidf = TfidfTextEncoder("word", (1, 1), 100).fit(TEXTS)
     text = torch.from_numpy(tfidf.encode(TEXTS))
@@ -76,7 +62,7 @@ def main() -> None:
             model=model_config,
             encoder=EncoderConfig(text="tfidf", tfidf_analyzer="word", tfidf_ngram=(1, 1), tfidf_max_features=100),
         )
-        model = golden_model(config, seed)
+        model = frozen_model(config.model, seed)  # the reference test's seeded, non-trivial weights
         meta = {
             "label_names": LABELS,
             "dataset": {"path": "golden", "n_train": len(TEXTS)},
