@@ -1,0 +1,203 @@
+"""Paired statistics over per-query scores: the one implementation behind the source-bias page, the checkpoint
+comparison and the go/no-go gate (conventions: ../shared/docs/DECISIONS.md).
+
+The unit is the per-query difference d_q = B(q) - A(q) on the identical query set. Interval: paired bootstrap,
+percentile 95% CI of mean d_q. Test: two-sided paired randomization (sign-flip) test on mean d_q, exact
+enumeration when n <= 20. Effect size (standardized d, win/tie/loss) always beside p. Many slices: Holm for
+what can block a release, Benjamini-Hochberg for exploratory flags. Both resamplings come from scipy.stats.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from chtn.errors import CHTNError
+
+RESAMPLES = 10_000  # bootstrap and randomization resamples (DECISIONS.md)
+CONFIDENCE = 0.95
+MIN_QUERIES = 20  # below this a slice is "insufficient evidence": shown, never blocking on its own
+EXACT_UP_TO = 20  # the randomization test enumerates all 2^n sign flips up to this many queries
+TIE = 1e-12  # |d_q| at or below this is a tie (APs of one ranking code on one query set agree bit for bit)
+_BATCH = 500  # resamples evaluated at once: bounds memory at ~n x 500 floats for large query sets
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Candidate B against baseline A on one slice of queries (one direction)."""
+
+    n: int  # queries in the slice
+    mean_a: float
+    mean_b: float
+    delta: float  # mean d_q = mean_b - mean_a
+    relative: float  # delta / mean_a (NaN when mean_a is 0)
+    ci_low: float  # percentile bootstrap CI of delta (NaN below 2 queries)
+    ci_high: float
+    p_value: float  # two-sided paired randomization test of mean d_q = 0
+    exact: bool  # p_value from full enumeration of sign flips
+    effect_size: float  # mean(d_q) / sd(d_q) (NaN when every d_q is equal)
+    wins: int  # queries where B is better
+    ties: int
+    losses: int
+    resamples: int
+    seed: int
+    min_queries: int
+
+    @property
+    def insufficient(self) -> bool:
+        """Too few queries for the slice to count on its own (DECISIONS.md, small categories)."""
+        return self.n < self.min_queries
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {**asdict(self), "insufficient": self.insufficient}
+
+
+def check_same_queries(ids_a: Sequence[str], ids_b: Sequence[str], what: str = "the two rankings") -> None:
+    """Refuse to pair scores of different query sets: they are never silently aligned."""
+    if list(ids_a) != list(ids_b):
+        only_a, only_b = sorted(set(ids_a) - set(ids_b)), sorted(set(ids_b) - set(ids_a))
+        detail = (
+            f"{len(only_a)} queries only in the first, {len(only_b)} only in the second (e.g. {(only_a + only_b)[:3]})"
+            if only_a or only_b
+            else "the same ids in a different order"
+        )
+        raise CHTNError(
+            f"Cannot compare {what}: they were not scored on the identical query set ({detail}). "
+            "Evaluate both on the same dataset and split."
+        )
+
+
+def paired_comparison(
+    a: np.ndarray,
+    b: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    min_queries: int = MIN_QUERIES,
+    stream: int = 0,
+) -> PairedComparison:
+    """Mean difference B - A over paired per-query scores, with its bootstrap CI and randomization p-value.
+
+    The resamples come from `default_rng([seed, stream])`: one seed, recorded, and a stream per slice.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise CHTNError(f"Paired scores need two equal-length vectors, got shapes {a.shape} and {b.shape}.")
+    if len(a) == 0:
+        raise CHTNError("No queries to compare: the slice is empty.")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise CHTNError("Per-query scores must be finite numbers; some are NaN or infinite.")
+    d = b - a
+    n = len(d)
+    rng = np.random.default_rng([seed, stream])
+    ci_low = ci_high = float("nan")
+    if n >= 2 and np.ptp(d) > 0:
+        ci = stats.bootstrap(
+            (d,),
+            np.mean,
+            n_resamples=resamples,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            rng=rng,
+            batch=_BATCH,
+        ).confidence_interval
+        ci_low, ci_high = float(ci.low), float(ci.high)
+    elif n >= 2:  # every query moved by the same amount: every resample has that mean
+        ci_low = ci_high = float(d[0])
+    exact = n <= EXACT_UP_TO
+    if np.all(np.abs(d) <= TIE):
+        p_value = 1.0  # no query changed: every sign flip gives the observed mean
+    else:
+        p_value = float(
+            stats.permutation_test(
+                (d,),
+                np.mean,
+                permutation_type="samples",  # one paired sample: the null flips the sign of each d_q
+                n_resamples=np.inf if exact else resamples,
+                alternative="two-sided",
+                vectorized=True,
+                rng=rng,
+                batch=_BATCH,
+            ).pvalue
+        )
+    sd = float(np.std(d, ddof=1)) if n >= 2 else 0.0
+    mean_a = float(a.mean())
+    return PairedComparison(
+        n=n,
+        mean_a=mean_a,
+        mean_b=float(b.mean()),
+        delta=float(d.mean()),
+        relative=float(d.mean() / mean_a) if mean_a else float("nan"),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=p_value,
+        exact=exact,
+        effect_size=float(d.mean() / sd) if sd > 0 else float("nan"),
+        wins=int((d > TIE).sum()),
+        ties=int((np.abs(d) <= TIE).sum()),
+        losses=int((d < -TIE).sum()),
+        resamples=resamples,
+        seed=seed,
+        min_queries=min_queries,
+    )
+
+
+def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Literal["holm", "bh"]) -> np.ndarray:
+    """Multiplicity-adjusted p-values: Holm (family-wise, for blocking rules) or Benjamini-Hochberg (FDR, flags).
+
+    BH is scipy's `false_discovery_control`; scipy has no Holm, and statsmodels (which does) is a heavy
+    dependency for six lines, so Holm's step-down is written here.
+    """
+    from scipy import stats
+
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return p
+    if method == "bh":
+        return stats.false_discovery_control(p, method="bh")
+    if method != "holm":
+        raise CHTNError(f"Unknown multiplicity method {method!r}; use 'holm' or 'bh'.")
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    adjusted = np.empty_like(p)
+    adjusted[order] = stepped
+    return adjusted
+
+
+def compare_slices(
+    a: np.ndarray,
+    b: np.ndarray,
+    slices: dict[str, np.ndarray],
+    method: Literal["holm", "bh"],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    min_queries: int = MIN_QUERIES,
+) -> pd.DataFrame:
+    """One paired comparison per named slice (a boolean mask over the queries), adjusted across the slices.
+
+    Each slice draws from its own stream, `default_rng([seed, crc32(name)])`, so its figures depend on the seed
+    and its name only, not on which other slices were asked for. Empty slices are left out. Slices with fewer than
+    `min_queries` queries are reported but take no part in the adjustment (they never flag on their own).
+    """
+    rows = []
+    for name, mask in slices.items():
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            continue
+        result = paired_comparison(a[mask], b[mask], resamples, seed, min_queries, stream=zlib.crc32(name.encode()))
+        rows.append({"slice": name, **result.to_dict()})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    counted = ~frame["insufficient"]
+    frame["p_adjusted"] = np.nan
+    frame.loc[counted, "p_adjusted"] = adjust_p_values(frame.loc[counted, "p_value"].to_numpy(), method)
+    frame["adjustment"] = method
+    return frame

@@ -1,0 +1,128 @@
+"""analysis.stats against reference computations: full enumeration, a plain numpy bootstrap, the paired t-test."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.stats import (
+    MIN_QUERIES,
+    adjust_p_values,
+    check_same_queries,
+    compare_slices,
+    paired_comparison,
+)
+from chtn.errors import CHTNError
+
+
+def _scores(n: int, shift: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(size=n)
+    return a, np.clip(a + rng.normal(shift, 0.1, size=n), 0, 1)
+
+
+def test_small_slices_enumerate_every_sign_flip():
+    a, b = _scores(12, 0.03)
+    d = b - a
+    observed = abs(d.mean())
+    flips = np.array(list(itertools.product((1, -1), repeat=len(d))))
+    reference = np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12)
+    result = paired_comparison(a, b)
+    assert result.exact
+    assert result.p_value == pytest.approx(reference, abs=1e-9)
+
+
+def test_bootstrap_interval_matches_a_plain_resampling_reference():
+    a, b = _scores(400, 0.02)
+    d = b - a
+    rng = np.random.default_rng(123)
+    means = d[rng.integers(0, len(d), size=(10_000, len(d)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    result = paired_comparison(a, b)
+    assert result.ci_low == pytest.approx(low, abs=0.002)
+    assert result.ci_high == pytest.approx(high, abs=0.002)
+    assert result.ci_low < result.delta < result.ci_high
+
+
+def test_randomization_p_agrees_with_the_paired_t_test_on_many_queries():
+    from scipy import stats
+
+    for shift in (0.0, 0.005, 0.01):
+        a, b = _scores(2000, shift, seed=7)
+        result = paired_comparison(a, b)
+        assert result.p_value == pytest.approx(stats.ttest_rel(b, a).pvalue, abs=0.02)
+
+
+def test_figures_beside_p():
+    a = np.array([0.5, 0.5, 0.2, 0.9, 0.4])
+    b = np.array([0.6, 0.5, 0.1, 0.9, 0.8])
+    result = paired_comparison(a, b)
+    assert (result.wins, result.ties, result.losses) == (2, 2, 1)
+    assert result.delta == pytest.approx(0.08)
+    assert result.relative == pytest.approx(0.08 / 0.5)
+    assert result.effect_size == pytest.approx(0.08 / np.std(b - a, ddof=1))
+    assert result.insufficient and result.n == 5 < MIN_QUERIES
+
+
+def test_no_change_is_p_one_and_a_point_interval():
+    a = np.linspace(0, 1, 50)
+    result = paired_comparison(a, a.copy())
+    assert result.p_value == 1.0 and result.ties == 50
+    assert result.ci_low == result.ci_high == 0.0
+
+
+def test_same_seed_same_figures_and_the_seed_is_recorded():
+    a, b = _scores(300, 0.01)
+    first, second = paired_comparison(a, b, seed=3), paired_comparison(a, b, seed=3)
+    assert first == second and first.seed == 3 and first.resamples == 10_000
+    assert paired_comparison(a, b, seed=4).ci_low != first.ci_low
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(CHTNError, match="empty"):
+        paired_comparison(np.array([]), np.array([]))
+    with pytest.raises(CHTNError, match="equal-length"):
+        paired_comparison(np.zeros(3), np.zeros(4))
+    with pytest.raises(CHTNError, match="finite"):
+        paired_comparison(np.array([0.1, np.nan]), np.array([0.1, 0.2]))
+
+
+def test_different_query_sets_are_refused_never_aligned():
+    check_same_queries(["a", "b"], ["a", "b"])
+    with pytest.raises(CHTNError, match="different order"):
+        check_same_queries(["a", "b"], ["b", "a"])
+    with pytest.raises(CHTNError, match="1 queries only in the first"):
+        check_same_queries(["a", "b", "c"], ["a", "b"])
+
+
+def test_holm_by_hand():
+    assert adjust_p_values([0.01, 0.04, 0.03, 0.5], "holm") == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=40))
+def test_adjusted_p_values_are_valid_and_keep_the_order(p_values):
+    p = np.array(p_values)
+    for method in ("holm", "bh"):
+        adjusted = adjust_p_values(p, method)
+        assert np.all(adjusted >= p - 1e-12) and np.all(adjusted <= 1)
+        order = np.argsort(p, kind="stable")
+        assert np.all(np.diff(adjusted[order]) >= -1e-12)
+    assert np.all(adjust_p_values(p, "holm") >= adjust_p_values(p, "bh") - 1e-12)
+
+
+def test_slices_are_adjusted_together_and_independent_of_each_other():
+    a, b = _scores(600, 0.0)
+    b[:200] = np.clip(a[:200] + 0.1, 0, 1)  # slice "up" really improved
+    groups = np.repeat(["up", "flat", "tiny"], [200, 390, 10])
+    masks = {name: groups == name for name in ("flat", "tiny", "absent", "up")}
+    frame = compare_slices(a, b, masks, "holm").set_index("slice")
+    assert list(frame.index) == ["flat", "tiny", "up"]  # an empty slice is left out
+    assert frame.loc["up", "p_adjusted"] < 0.001 and frame.loc["flat", "p_adjusted"] > 0.05
+    assert frame.loc["tiny", "insufficient"] and np.isnan(frame.loc["tiny", "p_adjusted"])
+    alone = compare_slices(a, b, {"up": masks["up"]}, "holm").set_index("slice")
+    assert alone.loc["up", "ci_low"] == frame.loc["up", "ci_low"]  # its stream does not depend on the others
