@@ -28,10 +28,10 @@ class DomainFit:
         return float(np.clip(2.0 * (1.0 - self.auc), 0.0, 1.0))
 
 
-def source_domain_fit(source: np.ndarray, target: np.ndarray, folds: int = 5, seed: int = 0) -> DomainFit:
-    """Domain fit of `source` rows relative to `target` rows (both frozen-trunk image features)."""
+def _out_of_fold_p_target(source: np.ndarray, target: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold P(target | image) for every row of source then target: a class-balanced, scaled logistic
+    regression, each row scored by a classifier that never saw it."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -41,5 +41,22 @@ def source_domain_fit(source: np.ndarray, target: np.ndarray, folds: int = 5, se
     folds = max(2, min(folds, len(target), len(source)))
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000))
     split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    p_target = cross_val_predict(classifier, x, is_target, cv=split, method="predict_proba")[:, 1]
+    return cross_val_predict(classifier, x, is_target, cv=split, method="predict_proba")[:, 1]
+
+
+def source_domain_fit(source: np.ndarray, target: np.ndarray, folds: int = 5, seed: int = 0) -> DomainFit:
+    """Domain fit of `source` rows relative to `target` rows (both frozen-trunk image features)."""
+    from sklearn.metrics import roc_auc_score
+
+    p_target = _out_of_fold_p_target(source, target, folds, seed)
+    is_target = np.r_[np.zeros(len(source), int), np.ones(len(target), int)]
     return DomainFit(p_target[: len(source)].astype(np.float32), float(roc_auc_score(is_target, p_target)))
+
+
+def proxy_a_distance(source: np.ndarray, target: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """Proxy A-distance 2 (1 - 2 err) of the same domain classifier (Ben-David et al., 2007), with err its
+    out-of-fold balanced error rate: 0 when the domains cannot be told apart, 2 when they always can."""
+    p_target = _out_of_fold_p_target(source, target, folds, seed)
+    source_error = float((p_target[: len(source)] >= 0.5).mean())
+    target_error = float((p_target[len(source) :] < 0.5).mean())
+    return float(np.clip(2.0 * (1.0 - (source_error + target_error)), 0.0, 2.0))

@@ -41,3 +41,12 @@ def test_identical_sets_are_fully_relevant(features):
 def test_relevance_is_clipped_to_unit_interval():
     assert DomainFit(np.zeros(1, np.float32), auc=0.3).relevance == 1.0
     assert DomainFit(np.zeros(1, np.float32), auc=1.0).relevance == 0.0
+
+
+def test_proxy_a_distance_separates_cifar_from_the_catalogue(features):
+    from chtn.domain import proxy_a_distance
+
+    target, catalogue, cifar = features
+    assert proxy_a_distance(cifar, target) > 1.8
+    assert proxy_a_distance(catalogue, target) < proxy_a_distance(cifar, target) - 0.5
+    assert proxy_a_distance(target, target.copy()) < 0.4
