@@ -27,7 +27,7 @@ def _norm_name(name: str) -> str:
 
 def _entropy_bits(shares: np.ndarray) -> float:
     shares = shares[shares > 0]
-    return float(-(shares * np.log2(shares)).sum())
+    return float(max(0.0, -(shares * np.log2(shares)).sum()))  # max: no '-0.0' for a single class
 
 
 def label_matches(target_names: Sequence[str], source_names: Sequence[str]) -> dict[int, int]:

@@ -117,6 +117,20 @@ class CHTN(nn.Module):
         """fc10 scores of texts before the softmax."""
         return self.shared(self.text(text_features)[1])[1]
 
+    def image_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc6 and fc7 of the target image stream: the layers MMD ties to the source."""
+        return self.image(image_features)
+
+    def source_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc6 and fc7 of the stream source images go through in training (the image stream when shared)."""
+        return (self.image if self.config.share_image_stream or not self.has_source else self.source)(image_features)
+
+    def source_probabilities(self, image_features: torch.Tensor) -> torch.Tensor:
+        """What the source branch the model was trained with calls these images (softmax over source classes)."""
+        if not self.has_source:
+            raise ValueError("This CHTN was trained without a source: it has no source classifier.")
+        return self.source_classifier(self.source_activations(image_features)[1]).softmax(-1)
+
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
@@ -169,6 +183,16 @@ class CHTNEnsemble(nn.Module):
 
     def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
         return self._mean([m.text_logits(text_features) for m in self.members], False)
+
+    def image_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc6 and fc7 of the first member (members' hidden units are not aligned, so they are not averaged)."""
+        return self.members[0].image_activations(image_features)
+
+    def source_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.members[0].source_activations(image_features)
+
+    def source_probabilities(self, image_features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.source_probabilities(image_features) for m in self.members]).mean(0)
 
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None

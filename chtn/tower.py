@@ -191,6 +191,16 @@ class Tower:
         """Common representations (n, d) of text features (n, text_dim)."""
         return self._project(features, self.head.encode_text)
 
+    def image_activations(self, features: np.ndarray, source: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """fc6 and fc7 activations (n, hidden) for trunk features (n, image_dim): of the target image stream, or
+        with `source` of the stream the source went through in training (where MMD compares the two)."""
+        layers = self.head.source_activations if source else self.head.image_activations
+        return self._project(features, lambda x: layers(x)[0]), self._project(features, lambda x: layers(x)[1])
+
+    def source_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """The checkpoint's source classifier on trunk features (n, n_source_classes); needs a source."""
+        return self._project(features, self.head.source_probabilities)
+
     def embed_images(
         self, paths: Sequence[Path], cache: FeatureCache | None = None, progress: Progress | None = None
     ) -> np.ndarray:

@@ -1,0 +1,255 @@
+"""The source-bias report of one checkpoint on one dataset: every diagnostic per target category, computed once
+and kept on disk (JSON, keyed by the content of everything it was computed from).
+
+Shared by the "Source bias" page and `python -m chtn bias`, so the meeting sees what the CLI writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.bias import DIRECTIONS, confusions, resolve_source, transfer_gain
+from analysis.projection import modality_gap
+from analysis.source_fit import capture, capture_summary, coverage, imagenet_prior, mmd_test
+from analysis.stats import MIN_QUERIES, RESAMPLES
+from chtn.checkpoint import Checkpoint
+from chtn.data import PairDataset, SourceDataset, load_source
+from chtn.domain import proxy_a_distance, source_domain_fit
+from chtn.encoders import cached_image_trunk, imagenet_class_names
+from chtn.features import FeatureCache, default_cache_dir, image_features
+from chtn.gallery import embed_split, evaluate_gallery
+from chtn.tower import create_tower
+
+VERSION = 1  # bump when a diagnostic's definition changes: older cached reports are then recomputed
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class BiasSettings:
+    """Every setting a number depends on; all are part of the cache key and stated in the report."""
+
+    resamples: int = RESAMPLES  # paired bootstrap / randomization resamples of the transfer gain
+    seed: int = 0  # seed of every resampling, permutation and subsample
+    permutations: int = 500  # MMD permutation test
+    k: int = 10  # top-k of the confusion table
+    max_source_images: int = 500  # source images per category for MMD and the A-distance (seeded subsample)
+    min_queries: int = MIN_QUERIES  # below this a category's gain is "insufficient evidence"
+
+
+@dataclass
+class BiasReport:
+    """All diagnostics of one (checkpoint, reference, dataset, source, settings). Tables are per category."""
+
+    checkpoint: str  # content hash
+    reference: str | None  # content hash of the no-source reference, or None
+    dataset: str  # fingerprint of the test split scored
+    settings: BiasSettings
+    source: dict | None  # path, fingerprint, images, classes; None when unavailable
+    gate: dict | None  # the training's domain gate: auc, relevance (from the checkpoint)
+    notes: list[str] = field(default_factory=list)  # what could not be shown, and why
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # gain, coverage, capture, discrepancy, ...
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        return self.tables.get(name)
+
+    def to_json(self) -> str:
+        """Plain JSON (never a pickle): tables in pandas' split orientation."""
+        return json.dumps(
+            {
+                **{k: v for k, v in asdict(self).items() if k not in ("tables", "settings")},
+                "settings": asdict(self.settings),
+                "tables": {name: json.loads(t.to_json(orient="split")) for name, t in self.tables.items()},
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BiasReport:
+        raw = json.loads(text)
+        tables = {name: pd.read_json(StringIO(json.dumps(t)), orient="split") for name, t in raw.pop("tables").items()}
+        if "capture" in tables:
+            tables["capture"] = tables["capture"].astype(float)
+        return cls(**{**raw, "settings": BiasSettings(**raw["settings"]), "tables": tables})
+
+
+def _cache_key(parts: list[object]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def bias_report(
+    checkpoint: Checkpoint,
+    data: PairDataset,
+    reference: Checkpoint | None = None,
+    source: SourceDataset | None = None,
+    settings: BiasSettings = BiasSettings(),
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> BiasReport:
+    """The report, read from the disk cache or computed (with `progress(step, fraction)`) and stored there."""
+    test = data.split("test")
+    key = _cache_key(
+        [VERSION, checkpoint.digest, reference.digest if reference else None, test.fingerprint()]
+        + [source.fingerprint() if source else None, asdict(settings)]
+    )
+    path = (cache_dir or default_cache_dir()) / "bias" / f"{key}.json"
+    if path.exists():
+        return BiasReport.from_json(path.read_text(encoding="utf-8"))
+    report = _compute(checkpoint, data, reference, source, settings, cache_dir, progress or (lambda *_: None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # private: concurrent writers never mix
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(report.to_json())
+    Path(tmp).replace(path)
+    return report
+
+
+def open_source(checkpoint: Checkpoint, override: str | Path | None, data_path: str | Path | None) -> SourceDataset:
+    """The checkpoint's source dataset, found as `analysis.bias.resolve_source` says, in its training class order."""
+    names = (checkpoint.meta.get("source") or {}).get("label_names")
+    return load_source(resolve_source(checkpoint, override, data_path), names)
+
+
+def _compute(
+    checkpoint: Checkpoint,
+    data: PairDataset,
+    reference: Checkpoint | None,
+    source: SourceDataset | None,
+    settings: BiasSettings,
+    cache_dir: Path | None,
+    progress: Progress,
+) -> BiasReport:
+    names = checkpoint.label_names
+    cache = FeatureCache(cache_dir)
+    progress("Embedding the test split", 0.0)
+    gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
+    evaluation = evaluate_gallery(gallery, names)
+    report = BiasReport(
+        checkpoint.digest,
+        reference.digest if reference else None,
+        gallery.data.fingerprint(),
+        settings,
+        None,
+        checkpoint.meta.get("source_fit"),
+    )
+    tables = report.tables
+    if reference is not None:
+        progress("Transfer gain against the reference", 0.1)
+        ref_gallery = embed_split(reference, data, "test", cache_dir=cache_dir)
+        tables["gain"] = transfer_gain(
+            evaluation, evaluate_gallery(ref_gallery, names), settings.resamples, settings.seed, settings.min_queries
+        )
+    else:
+        report.notes.append(
+            "No reference checkpoint (same dataset and labels, trained without a source): the transfer gain, the "
+            "direct evidence, cannot be shown. Train one with --source none and pick it as the reference."
+        )
+    tables["confusions"] = pd.concat(
+        [
+            confusions(query, other, gallery.labels, names, settings.k).assign(direction=DIRECTIONS[d])
+            for d, query, other in (("i2t", gallery.image, gallery.text), ("t2i", gallery.text, gallery.image))
+        ],
+        ignore_index=True,
+    )
+    tables["gap"] = modality_gap(gallery.image, gallery.text, gallery.labels, names).per_category
+    progress("ImageNet prior of the target images", 0.3)
+    frozen = cached_image_trunk(checkpoint.config.encoder.image_model, checkpoint.config.encoder.image_weights or None)
+    target_frozen, target_logits = image_features(gallery.data.image_paths, cache, frozen)
+    tables["prior"] = imagenet_prior(target_logits, gallery.labels, names, imagenet_class_names())
+    if source is None:
+        report.notes.append(
+            "No source data: coverage, capture and domain discrepancy need the source images the checkpoint was "
+            "trained with."
+        )
+        return report
+    report.source = {
+        "path": source.source,
+        "fingerprint": source.fingerprint(),
+        "images": len(source),
+        "classes": len(source.label_names),
+    }
+    progress("Source image features", 0.4)
+    source_frozen = image_features(source.image_paths, cache, frozen)[0]
+    tables["coverage"] = coverage(
+        target_frozen, gallery.labels, names, source_frozen, source.label_index, source.label_names
+    )
+    tower = create_tower(checkpoint)
+    tuned = bool(checkpoint.trunk_state)
+    target_own = tower.image_features(gallery.data.image_paths, cache)[0] if tuned else target_frozen
+    source_own = tower.image_features(source.image_paths, cache)[0] if tuned else source_frozen
+    if checkpoint.model.has_source:
+        matrix = capture(tower.source_probabilities(target_own), gallery.labels, names, source.label_names)
+        tables["capture"] = matrix
+        tables["capture_summary"] = capture_summary(matrix)
+    progress("Domain discrepancy per category", 0.6)
+    train_frozen = image_features(data.split("train").image_paths, cache, frozen)[0]
+    p_target = source_domain_fit(source_frozen, train_frozen, seed=settings.seed).source_p_target
+    tables["discrepancy"] = _discrepancy(
+        tables["coverage"],
+        gallery.labels,
+        names,
+        source,
+        (target_frozen, source_frozen),
+        tower.image_activations(target_own),
+        tower.image_activations(source_own, source=True),
+        p_target,
+        checkpoint,
+        settings,
+        progress,
+    )
+    report.tables = tables
+    return report
+
+
+def _discrepancy(
+    coverage_table: pd.DataFrame,
+    target_labels: np.ndarray,
+    names: list[str],
+    source: SourceDataset,
+    trunk: tuple[np.ndarray, np.ndarray],
+    target_layers: tuple[np.ndarray, np.ndarray],
+    source_layers: tuple[np.ndarray, np.ndarray],
+    p_target: np.ndarray,
+    checkpoint: Checkpoint,
+    settings: BiasSettings,
+    progress: Progress,
+) -> pd.DataFrame:
+    """Per category, against the source class covering it best (`coverage` rank 1): MMD with its permutation
+    p-value in the frozen trunk's features and at fc6/fc7, the proxy A-distance, and how target-like the
+    training's domain gate found that class's images."""
+    loss = checkpoint.config.loss
+    multipliers = loss.mmd_kernels if loss.mmd_estimator == "quadratic" else (1.0,)
+    best = coverage_table[coverage_table["rank"] == 1].set_index("category")["source class"]
+    source_index = {name: j for j, name in enumerate(source.label_names)}
+    rng = np.random.default_rng(settings.seed)
+    rows = []
+    for done, (name, source_class) in enumerate(best.items()):
+        progress(f"Domain discrepancy: {name}", 0.6 + 0.4 * done / max(len(best), 1))
+        target_rows = np.flatnonzero(target_labels == names.index(name))
+        source_rows = np.flatnonzero(source.label_index == source_index[source_class])
+        if len(source_rows) > settings.max_source_images:
+            source_rows = np.sort(rng.choice(source_rows, settings.max_source_images, replace=False))
+        row = {"category": name, "matched source class": source_class, "source images used": len(source_rows)}
+        for layer, (t, s) in zip(
+            ("trunk", "fc6", "fc7"), (trunk, (target_layers[0], source_layers[0]), (target_layers[1], source_layers[1]))
+        ):
+            test = mmd_test(s[source_rows], t[target_rows], multipliers, settings.permutations, settings.seed)
+            row[f"MMD² {layer}"], row[f"MMD p {layer}"] = test.mmd2, test.p_value
+        enough = len(target_rows) >= 2 and len(source_rows) >= 2
+        row["A-distance"] = (
+            proxy_a_distance(trunk[1][source_rows], trunk[0][target_rows], seed=settings.seed)
+            if enough
+            else float("nan")
+        )
+        row["gate P(target)"] = float(p_target[source_rows].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,170 @@
+"""Source-bias diagnostics: transfer gain on null and known-effect cases, confusions, reference and source
+lookup, and the whole report on the real sample (fashion catalogue vs CIFAR-10 source)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analysis.bias import (
+    HELPED,
+    INSUFFICIENT,
+    NO_EFFECT,
+    confusions,
+    pick_reference,
+    resolve_source,
+    transfer_gain,
+)
+from chtn.checkpoint import load_checkpoint
+from chtn.errors import CHTNError
+from chtn.evaluate import evaluate_embeddings
+from tests.conftest import CHECKPOINTS, PAIRS
+
+NAMES = [f"c{i}" for i in range(8)]
+
+
+def _embeddings(seed: int, n_per_class: int = 30, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images and texts around one centre per class: a retrieval problem with a known difficulty."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(NAMES)), n_per_class)
+    centres = np.random.default_rng(0).normal(size=(len(NAMES), 16))
+    return (
+        centres[labels] + noise * rng.normal(size=(len(labels), 16)),
+        centres[labels] + noise * rng.normal(size=(len(labels), 16)),
+        labels,
+    )
+
+
+def test_identical_checkpoints_show_no_effect_anywhere():
+    image, text, labels = _embeddings(1)
+    report = evaluate_embeddings(image, text, labels, NAMES)
+    gain = transfer_gain(report, report, resamples=500)
+    assert len(gain) == 2 * len(NAMES) and set(gain["direction"]) == {"i2t", "t2i"}
+    assert (gain["ΔAP"] == 0).all() and (gain["p_value"] == 1).all() and set(gain["flag"]) == {NO_EFFECT}
+
+
+def _swap_per_query(model, reference, rng):
+    """Permuted labels: each query's two APs are assigned to model and reference at random (the exact null)."""
+    swapped = {}
+    for direction in ("i2t", "t2i"):
+        a, b = getattr(model, direction), getattr(reference, direction)
+        flip = rng.random(len(a.ap)) < 0.5
+        swapped[direction] = (
+            dataclasses.replace(a, ap=np.where(flip, b.ap, a.ap)),
+            dataclasses.replace(b, ap=np.where(flip, a.ap, b.ap)),
+        )
+    return (
+        dataclasses.replace(model, i2t=swapped["i2t"][0], t2i=swapped["t2i"][0]),
+        dataclasses.replace(reference, i2t=swapped["i2t"][1], t2i=swapped["t2i"][1]),
+    )
+
+
+def test_null_data_false_positives_near_five_percent_and_no_flags():
+    model = evaluate_embeddings(*_embeddings(1, noise=1.2), NAMES)
+    reference = evaluate_embeddings(*_embeddings(2, noise=1.2), NAMES)
+    rng = np.random.default_rng(0)
+    raw = []
+    for _ in range(5):
+        gain = transfer_gain(*_swap_per_query(model, reference, rng), resamples=500)
+        assert set(gain["flag"]) == {NO_EFFECT}
+        raw += list(gain["p_value"])
+    assert 0.0 < np.mean(np.array(raw) <= 0.05) <= 0.12
+
+
+def test_a_known_gain_is_flagged_and_covered_by_its_interval():
+    image, text, labels = _embeddings(1, noise=1.5)
+    reference = evaluate_embeddings(image, text, labels, NAMES)
+    better_image, better_text = image.copy(), text.copy()
+    helped = labels == 3
+    better_image[helped] = 0.2 * image[helped] + 0.8 * np.random.default_rng(0).normal(size=(len(NAMES), 16))[3]
+    better_text[helped] = 0.2 * text[helped] + 0.8 * np.random.default_rng(0).normal(size=(len(NAMES), 16))[3]
+    model = evaluate_embeddings(better_image, better_text, labels, NAMES)
+    gain = transfer_gain(model, reference, resamples=2000).set_index(["category", "direction"])
+    row = gain.loc[("c3", "i2t")]
+    assert row["flag"] == HELPED and row["ci_low"] > 0
+    true_delta = np.nanmean(model.i2t.ap[helped]) - np.nanmean(reference.i2t.ap[helped])
+    assert row["ci_low"] <= true_delta <= row["ci_high"]
+
+
+def test_small_categories_are_insufficient_evidence():
+    image, text, labels = _embeddings(1, n_per_class=5)
+    gain = transfer_gain(
+        evaluate_embeddings(image, text, labels, NAMES),
+        evaluate_embeddings(*_embeddings(2, n_per_class=5), NAMES),
+        resamples=200,
+    )
+    assert set(gain["flag"]) == {INSUFFICIENT} and gain["p_adjusted"].isna().all()
+
+
+def test_different_query_sets_are_refused():
+    a = evaluate_embeddings(*_embeddings(1), NAMES)
+    b = evaluate_embeddings(*_embeddings(1, n_per_class=20), NAMES)
+    with pytest.raises(CHTNError, match="identical query set"):
+        transfer_gain(a, b)
+
+
+def test_confusions_say_where_a_category_lands():
+    labels = np.array([0, 0, 1, 1])
+    query = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    gallery = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.1]])  # each category's items look like the other
+    table = confusions(query, gallery, labels, ["a", "b"], k=2).set_index(["query category", "retrieved category"])
+    assert table.loc[("a", "b"), "rank-1 share"] == 1.0 and table.loc[("a", "a"), "top-2 share"] == 0.0
+    assert table.groupby(level=0)["top-2 share"].sum().tolist() == [1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def checkpoints():
+    return {p.stem: load_checkpoint(p) for p in sorted(CHECKPOINTS.glob("*.safetensors"))}
+
+
+def test_the_sample_ships_a_reference_for_its_source_checkpoints(checkpoints):
+    candidates = list(checkpoints.values())
+    for name in ("chtn_fashion_source", "chtn_cifar_source"):
+        assert pick_reference(checkpoints[name], candidates) == checkpoints["chtn_no_source"]
+    assert pick_reference(checkpoints["chtn_no_source"], candidates) is None
+
+
+def test_the_source_is_found_as_training_recorded_it_or_named_when_missing(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recorded path is relative to where training ran
+    assert resolve_source(checkpoints["chtn_cifar_source"]).name == "cifar10"
+    with pytest.raises(CHTNError, match="does not exist"):
+        resolve_source(checkpoints["chtn_cifar_source"], tmp_path / "nowhere")
+    moved = tmp_path / "elsewhere.safetensors"  # a copy far from the repository: the recorded path is gone
+    moved.write_bytes(checkpoints["chtn_cifar_source"].path.read_bytes())
+    with pytest.raises(CHTNError, match=r"sample_data/cifar10\) was not found.*--source"):
+        resolve_source(load_checkpoint(moved))
+    with pytest.raises(CHTNError, match="without a source"):
+        resolve_source(checkpoints["chtn_no_source"])
+
+
+@pytest.mark.slow
+def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(checkpoints, tmp_path):
+    from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
+    from chtn.data import load_pairs
+
+    settings = BiasSettings(resamples=500, permutations=100)
+    reports = {}
+    for name in ("chtn_fashion_source", "chtn_cifar_source"):
+        checkpoint = checkpoints[name]
+        source = open_source(checkpoint, None, PAIRS)
+        per_class = [np.flatnonzero(source.label_index == c)[:12] for c in range(len(source.label_names))]
+        source = source.select(np.concatenate(per_class))  # a few per class keeps the test quick
+        data = load_pairs(PAIRS, checkpoint.label_names)
+        reports[name] = bias_report(checkpoint, data, checkpoints["chtn_no_source"], source, settings, tmp_path)
+    fashion, cifar = reports["chtn_fashion_source"], reports["chtn_cifar_source"]
+    similarity = {n: r.tables["coverage"].query("rank == 1")["similarity"] for n, r in reports.items()}
+    assert (similarity["chtn_fashion_source"].to_numpy() > similarity["chtn_cifar_source"].to_numpy()).all()
+    assert (fashion.tables["coverage"].query("rank == 1")["match"] == "label").all()
+    for column in ("MMD² trunk", "A-distance"):
+        assert cifar.tables["discrepancy"][column].median() > fashion.tables["discrepancy"][column].median()
+    assert cifar.gate["relevance"] == 0.0 and len(fashion.tables["gain"]) == 40
+    assert np.allclose(fashion.tables["capture"].sum(axis=1), 1.0)  # each category's images, shared out
+    checkpoint = checkpoints["chtn_fashion_source"]
+    data = load_pairs(PAIRS, checkpoint.label_names)
+    without = bias_report(checkpoint, data, checkpoints["chtn_no_source"], None, settings, tmp_path)
+    assert "coverage" not in without.tables and "gain" in without.tables
+    assert any("No source data" in note for note in without.notes)  # says what it cannot show
+    restored = BiasReport.from_json(fashion.to_json())
+    assert restored.tables["gain"].equals(fashion.tables["gain"]) and restored.settings == settings
