@@ -140,7 +140,7 @@ def test_the_source_is_found_as_training_recorded_it_or_named_when_missing(check
 
 
 @pytest.mark.slow
-def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(checkpoints, tmp_path):
+def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(checkpoints):
     from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
     from chtn.data import load_pairs
 
@@ -152,7 +152,7 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
         per_class = [np.flatnonzero(source.label_index == c)[:12] for c in range(len(source.label_names))]
         source = source.select(np.concatenate(per_class))  # a few per class keeps the test quick
         data = load_pairs(PAIRS, checkpoint.label_names)
-        reports[name] = bias_report(checkpoint, data, checkpoints["chtn_no_source"], source, settings, tmp_path)
+        reports[name] = bias_report(checkpoint, data, checkpoints["chtn_no_source"], source, settings)
     fashion, cifar = reports["chtn_fashion_source"], reports["chtn_cifar_source"]
     similarity = {n: r.tables["coverage"].query("rank == 1")["similarity"] for n, r in reports.items()}
     assert (similarity["chtn_fashion_source"].to_numpy() > similarity["chtn_cifar_source"].to_numpy()).all()
@@ -163,7 +163,7 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     assert np.allclose(fashion.tables["capture"].sum(axis=1), 1.0)  # each category's images, shared out
     checkpoint = checkpoints["chtn_fashion_source"]
     data = load_pairs(PAIRS, checkpoint.label_names)
-    without = bias_report(checkpoint, data, checkpoints["chtn_no_source"], None, settings, tmp_path)
+    without = bias_report(checkpoint, data, checkpoints["chtn_no_source"], None, settings)
     assert "coverage" not in without.tables and "gain" in without.tables
     assert any("No source data" in note for note in without.notes)  # says what it cannot show
     restored = BiasReport.from_json(fashion.to_json())
