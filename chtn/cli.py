@@ -83,7 +83,6 @@ def _writable(path: str) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from chtn.checkpoint import load_checkpoint
     from chtn.data import MANIFEST_SUFFIXES, load_pairs, load_source, save_pairs
     from chtn.validation import ensure_valid, validate_pairs, validate_source
 
@@ -91,7 +90,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     clean = _writable(args.write_clean) if args.write_clean else None
     if clean and clean.suffix not in MANIFEST_SUFFIXES:
         raise CHTNError(f"--write-clean {clean}: give a .csv or .jsonl file name.")
-    label_names = load_checkpoint(args.checkpoint).label_names if args.checkpoint else None
+    label_names = None
+    if args.checkpoint:  # torch is imported only then: validate alone starts in under a second
+        from chtn.checkpoint import load_checkpoint
+
+        label_names = load_checkpoint(args.checkpoint).label_names
     pairs = load_pairs(args.data, label_names)
     report = validate_pairs(pairs, label_names)
     print(f"target {args.data}: {report.summary(args.show)}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,8 +170,10 @@ def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, n
             report.add("missing image file", row, item_id, f"{path.parent}/{path.name!r} (near match: {match!r})", fix)
         return False
     try:
-        with Image.open(path) as image:  # the header only: refuses decompression bombs before decoding
-            width, height = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over MAX_PIXELS: reported below
+            with Image.open(path) as image:  # the header only: no decoding yet
+                width, height = image.size
     except Image.DecompressionBombError as exc:
         report.add("image too large", row, item_id, f"{path.name}: {exc}")
         return False
