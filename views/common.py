@@ -176,7 +176,7 @@ def context() -> Context:
         data, checked = _dataset(data_path, _mtime(Path(data_path)), checkpoint.digest, skip_invalid, checkpoint)
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
-        st.error(f"**Cannot open this model/data.** {exc}", icon=":material/error:")
+        st.error(f"**Cannot open this model/data.** {exc}".replace("\n", "  \n"), icon=":material/error:")
         st.stop()
     if not checked.ok:
         st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
