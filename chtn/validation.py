@@ -154,28 +154,44 @@ class _NearNames:
         return close[0] if close else None
 
 
-def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, near: _NearNames) -> bool:
+def _base(source: str) -> Path:
+    """The folder a dataset's paths are written relative to (a manifest's folder, or the layout's folder)."""
+    path = Path(source).resolve()
+    return path.parent if path.is_file() else path
+
+
+def _shown(path: Path, base: Path) -> str:
+    """A path as the user wrote it: relative to the dataset's folder when it lies inside it."""
+    try:
+        return path.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, near: _NearNames, base: Path) -> bool:
     """Whether the image opens exactly as training opens it (`open_rgb`: full decode to RGB)."""
     from PIL import Image
 
     if path.is_dir():
-        report.add("image path is a folder", row, item_id, str(path))
+        report.add("image path is a folder", row, item_id, _shown(path, base))
         return False
     if not path.is_file():
         match = near.find(path)
         if match is None:
-            report.add("missing image file", row, item_id, str(path))
+            report.add("missing image file", row, item_id, _shown(path, base))
         else:
             fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
-            report.add("missing image file", row, item_id, f"{path.parent}/{path.name!r} (near match: {match!r})", fix)
+            detail = f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})"
+            report.add("missing image file", row, item_id, detail, fix)
         return False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over MAX_PIXELS: reported below
             with Image.open(path) as image:  # the header only: no decoding yet
                 width, height = image.size
-    except Image.DecompressionBombError as exc:
-        report.add("image too large", row, item_id, f"{path.name}: {exc}")
+    except Image.DecompressionBombError:
+        detail = f"{path.name}: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, refused as a decompression bomb"
+        report.add("image too large", row, item_id, detail)
         return False
     except (OSError, SyntaxError, ValueError):  # not an image: the full decode below says so, as training would
         width = height = 0
@@ -252,12 +268,12 @@ def validate_pairs(
     rows = range(len(data)) if rows is None else rows
     report = ValidationReport(len(rows))
     known = set(known_labels if known_labels is not None else data.label_names)
-    near = _NearNames()
+    near, base = _NearNames(), _base(data.source)
     seen_ids: dict[str, int] = {}
     content: dict[str, list[int]] = defaultdict(list)  # image bytes (or the path, if unreadable) -> rows
     for row in rows:
         item_id, path, label, split = data.ids[row], data.image_paths[row], data.labels[row], data.splits[row]
-        readable = check_images and _check_image(report, row, item_id, path, near)
+        readable = check_images and _check_image(report, row, item_id, path, near, base)
         content[file_digest(path) if readable else str(path)].append(row)
         _check_text(report, row, item_id, data.texts[row], max_text_chars)
         if not label:
@@ -278,10 +294,10 @@ def validate_pairs(
 def validate_source(data: SourceDataset, check_images: bool = True) -> ValidationReport:
     """Missing, unreadable or oversized source images and empty labels."""
     report = ValidationReport(len(data))
-    near = _NearNames()
+    near, base = _NearNames(), _base(data.source)
     for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
         if check_images:
-            _check_image(report, row, path.name, path, near)
+            _check_image(report, row, path.name, path, near, base)
         if not label:
             report.add("empty label", row, path.name, str(path))
     return report
@@ -301,7 +317,8 @@ def ensure_valid(
         return data if len(rows) == len(data) else data.select(rows)
     if not skip_invalid:
         raise DataValidationError(
-            f"The {what} ({data.source}) failed validation.\n{report.summary()}\nFix the rows above, or {hint}.", report
+            f"The {what} ({data.source}) failed validation.\n{report.summary()}\n\nFix the rows above, or {hint}.",
+            report,
         )
     keep = [r for r in rows if r not in report.bad_rows]
     if not keep:
