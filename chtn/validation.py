@@ -246,9 +246,9 @@ def _check_texts(report: ValidationReport, data: PairDataset, rows: Sequence[int
         if len(members) < 2:
             continue
         quoted = repr(text if len(text) <= 60 else text[:57] + "...")
-        if len({data.labels[r] for r in members}) > 1:
+        labels = sorted({data.labels[r] for r in members})
+        if len(labels) > 1:
             for r in members:
-                labels = sorted({data.labels[o] for o in members})
                 report.warn("same text, different labels", r, data.ids[r], f"id {data.ids[r]}: {quoted} is {labels}")
         train = [r for r in members if data.splits[r] == "train"]
         if train:
@@ -320,7 +320,8 @@ def ensure_valid(
             f"The {what} ({data.source}) failed validation.\n{report.summary()}\n\nFix the rows above, or {hint}.",
             report,
         )
-    keep = [r for r in rows if r not in report.bad_rows]
+    bad = report.bad_rows
+    keep = [r for r in rows if r not in bad]
     if not keep:
         raise DataValidationError(f"No valid rows left in the {what} ({data.source}).\n{report.summary()}", report)
     return data.select(keep)
