@@ -183,7 +183,10 @@ def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> Pa
 
 
 def _read_wikipedia_text(path: Path) -> str:
-    """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>)."""
+    """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>).
+
+    Bytes that are not UTF-8 become U+FFFD, which `validate_pairs` reports as the row problem "text not UTF-8".
+    """
     raw = path.read_text(encoding="utf-8-sig", errors="replace")
     if path.suffix == ".xml":
         match = re.search(r"<text>(.*?)</text>", raw, flags=re.S)
