@@ -100,7 +100,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"target {args.data}: {report.summary(args.show)}")
     if problems_csv:
         table = report.table()
-        table.to_csv(problems_csv, index=False)
+        try:
+            table.to_csv(problems_csv, index=False)
+        except OSError as exc:
+            raise CHTNError(f"Cannot write {problems_csv} ({exc.strerror}); choose a writable folder.") from None
         print(f"wrote {len(table)} problems and warnings to {problems_csv}")
     if clean:
         if not (report.ok or args.skip_invalid):

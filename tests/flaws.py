@@ -116,6 +116,8 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m tests.flaws OUT_FOLDER")
     target = Path(sys.argv[1])
+    if target.exists() and any(target.iterdir()):
+        sys.exit(f"{target} is not empty; give a new or empty folder.")
     for problem, ids in build_flawed(target).items():
         print(f"{problem}: {', '.join(ids)}")
     print(f"text not UTF-8: {build_flawed_wikipedia(target / 'wiki')} (in {target / 'wiki'})")
