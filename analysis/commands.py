@@ -14,6 +14,7 @@ def add_project_command(sub: argparse._SubParsersAction) -> None:
     """`chtn project`: precompute the shared-space projection of a split, so the dashboard opens it from the cache."""
     p = sub.add_parser("project", help="precompute the dashboard's shared-space projection (UMAP/PCA) of a split")
     p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder")
+    p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
     p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test")
@@ -28,13 +29,14 @@ def add_project_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_project(args: argparse.Namespace) -> int:
     from analysis.projection import ProjectionParams, project_gallery
-    from analysis.workspace import open_dataset
     from chtn.checkpoint import load_checkpoint
+    from chtn.cli import checked_pairs
     from chtn.gallery import embed_split
 
     checkpoint = load_checkpoint(args.checkpoint)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    gallery = embed_split(checkpoint, open_dataset(args.data, checkpoint), args.split, cache_dir=cache_dir)
+    data = checked_pairs(args, args.split, checkpoint.label_names)
+    gallery = embed_split(checkpoint, data, args.split, cache_dir=cache_dir)
     params = ProjectionParams(args.method, args.n_neighbors, args.min_dist, args.metric, args.seed, args.max_points)
     projection = project_gallery(
         gallery.image,

@@ -9,10 +9,9 @@ import hashlib
 from pathlib import Path
 
 from chtn.checkpoint import Checkpoint, load_checkpoint
-from chtn.data import PairDataset, load_pairs
-from chtn.errors import CHTNError
+from chtn.data import PairDataset
 from chtn.features import default_cache_dir
-from chtn.validation import validate_pairs
+from chtn.validation import ValidationReport, load_checked_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = ROOT / "sample_data" / "fashion" / "pairs.csv"
@@ -45,16 +44,21 @@ def open_checkpoint(choice: str) -> Checkpoint:
     return load_checkpoint(resolve_checkpoint(choice))
 
 
-def open_dataset(path: str | Path, checkpoint: Checkpoint) -> PairDataset:
-    """Load and validate pairs for this checkpoint; invalid rows are an error that names them."""
-    data = load_pairs(path, checkpoint.label_names)
-    report = validate_pairs(data, checkpoint.label_names)
-    if not report.ok:
-        raise CHTNError(
-            f"The dataset {path} has invalid rows for this checkpoint.\n{report.summary()}\n"
-            "Fix them (python -m chtn validate --data ...) or choose another dataset/checkpoint."
-        )
-    return data
+SKIP_HINT = (
+    'tick "Skip invalid rows" in the sidebar to open the rest '
+    "(`python -m chtn validate --data ... --show all` lists every offender)"
+)
+
+
+def open_dataset(
+    path: str | Path, checkpoint: Checkpoint, skip_invalid: bool = False, split: str = "test"
+) -> tuple[PairDataset, ValidationReport]:
+    """The split the dashboard explores, validated for this checkpoint as the CLI validates it.
+
+    Invalid rows are a `DataValidationError` naming them and the sidebar choice, or with `skip_invalid` are
+    dropped; the report returned says what was skipped (`bad_rows`, `skipped_note`).
+    """
+    return load_checked_pairs(path, split, checkpoint.label_names, skip_invalid, SKIP_HINT)
 
 
 def model_card(checkpoint: Checkpoint) -> dict[str, object]:

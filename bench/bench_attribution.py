@@ -200,7 +200,7 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     checkpoint = open_checkpoint("chtn_fashion_source")
-    test = open_dataset(SAMPLE_DATASET, checkpoint).split("test")
+    test, _ = open_dataset(SAMPLE_DATASET, checkpoint)
     rows_of = range(0, len(test.ids), max(1, len(test.ids) // (args.pairs + 1)))
     pairs = [explainer_items(test.ids, test.texts, test.image_paths, r) for r in list(rows_of)[: args.pairs + 1]]
     passes = baseline_passes(PairExplainer(checkpoint, cache_dir=Path(tempfile.mkdtemp())), *pairs[0])

@@ -51,7 +51,7 @@ def points(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from chtn.gallery import embed_split
 
     checkpoint = open_checkpoint("chtn_fashion_source")
-    g = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
+    g = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint)[0])
     pairs = n // 2
     rng = np.random.default_rng(0)
     pick = rng.integers(0, len(g.labels), pairs)

@@ -9,12 +9,15 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chtn.config import PRESETS
 from chtn.errors import CHTNError
+
+if TYPE_CHECKING:
+    from chtn.data import PairDataset
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -33,31 +36,88 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-def _load_valid_data(args: argparse.Namespace, label_names: Sequence[str] | None = None):
-    from chtn.data import load_pairs, load_source
-    from chtn.validation import ensure_valid, validate_pairs, validate_source
+def checked_pairs(args: argparse.Namespace, split: str | None, label_names: Sequence[str] | None = None) -> PairDataset:
+    """The rows a command uses (`split`; None = all), validated: stop with the report, or with --skip-invalid
+    drop the invalid rows and print what was skipped. `project` (analysis/commands.py) opens data this way too."""
+    from chtn.validation import load_checked_pairs
 
-    pairs = load_pairs(args.data, label_names)
-    pairs = ensure_valid(pairs, validate_pairs(pairs, label_names), args.skip_invalid, "target dataset")
+    data, report = load_checked_pairs(args.data, split, label_names, args.skip_invalid)
+    if not report.ok:
+        print(f"--skip-invalid: {report.skipped_note('dataset' if split is None else f'{split} split')}")
+    elif report.warnings:
+        print(report.summary())
+    return data
+
+
+def _load_valid_data(args: argparse.Namespace):
+    """Every pair (training uses all splits) and the source images, validated."""
+    from chtn.data import load_source
+    from chtn.validation import ensure_valid, validate_source
+
+    pairs = checked_pairs(args, None)
     source = None
-    if getattr(args, "source", None) and args.source != "none":
+    if args.source and args.source != "none":
         source = load_source(args.source)
-        source = ensure_valid(source, validate_source(source), args.skip_invalid, "source dataset")
+        report = validate_source(source)
+        source = ensure_valid(source, report, args.skip_invalid, "source dataset")
+        if not report.ok:
+            print(f"--skip-invalid: {report.skipped_note('source dataset')}")
     return pairs, source
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from chtn.data import load_pairs, load_source
-    from chtn.validation import validate_pairs, validate_source
+def _show(value: str) -> int | None:
+    """`--show`: a positive number of offenders per problem, or 'all'."""
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {value!r}")
+    return int(value)
 
-    pairs = load_pairs(args.data)
-    report = validate_pairs(pairs)
-    print(f"target {args.data}: {report.summary()}")
-    ok = report.ok
+
+def _writable(path: str) -> Path:
+    """An output file whose folder exists, checked before any work (a typo costs nothing)."""
+    out = Path(path)
+    if not out.parent.resolve().is_dir() or out.is_dir():
+        raise CHTNError(f"Cannot write {out}: {out.parent} is not an existing folder (or {out} is one).")
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from chtn.data import MANIFEST_SUFFIXES, load_pairs, load_source, save_pairs
+    from chtn.validation import ensure_valid, validate_pairs, validate_source
+
+    problems_csv = _writable(args.problems_csv) if args.problems_csv else None
+    clean = _writable(args.write_clean) if args.write_clean else None
+    if clean and clean.suffix not in MANIFEST_SUFFIXES:
+        raise CHTNError(f"--write-clean {clean}: give a .csv or .jsonl file name.")
+    label_names = None
+    if args.checkpoint:  # torch is imported only then: validate alone starts in under a second
+        from chtn.checkpoint import load_checkpoint
+
+        label_names = load_checkpoint(args.checkpoint).label_names
+    pairs = load_pairs(args.data, label_names)
+    report = validate_pairs(pairs, label_names)
+    print(f"target {args.data}: {report.summary(args.show)}")
+    if problems_csv:
+        table = report.table()
+        try:
+            table.to_csv(problems_csv, index=False)
+        except OSError as exc:
+            raise CHTNError(f"Cannot write {problems_csv} ({exc.strerror}); choose a writable folder.") from None
+        print(f"wrote {len(table)} problems and warnings to {problems_csv}")
+    if clean:
+        if not (report.ok or args.skip_invalid):
+            raise CHTNError(f"{len(report.bad_rows)} rows are invalid; add --skip-invalid to write the others.")
+        kept = ensure_valid(pairs, report, skip_invalid=True)
+        save_pairs(kept, clean)
+        print(f"wrote {len(kept)} valid rows to {clean}")
+    elif args.skip_invalid and not report.ok:
+        print(f"--skip-invalid: {len(pairs) - len(report.bad_rows)} of {len(pairs)} rows are valid.")
+    ok = report.ok or args.skip_invalid
     if args.source:
         source_report = validate_source(load_source(args.source))
-        print(f"source {args.source}: {source_report.summary()}")
-        ok = ok and source_report.ok
+        print(f"source {args.source}: {source_report.summary(args.show)}")
+        ok = ok and (source_report.ok or args.skip_invalid)
     return 0 if ok else 1
 
 
@@ -83,10 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
-    pairs, _ = _load_valid_data(args, checkpoint.label_names)
-    data = pairs.split(args.split)
-    if len(data) == 0:
-        raise CHTNError(f"{args.data} has no rows with split {args.split!r}.")
+    data = checked_pairs(args, args.split, checkpoint.label_names)
     image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
     report = evaluate_embeddings(image, text, data.label_index, checkpoint.label_names, at_k=args.at_k)
     summary = report.summary()
@@ -121,8 +178,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
-    pairs, _ = _load_valid_data(args, checkpoint.label_names)
-    data = pairs.split(args.split) if args.split != "all" else pairs
+    data = checked_pairs(args, None if args.split == "all" else args.split, checkpoint.label_names)
     image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
     np.savez_compressed(args.out, ids=np.array(data.ids), labels=np.array(data.labels), image=image, text=text)
     print(f"wrote {len(data)} image and text embeddings ({image.shape[1]}-d) to {args.out}")
@@ -139,7 +195,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from chtn.tower import create_tower
 
     checkpoint = load_checkpoint(args.checkpoint)
-    pairs, _ = _load_valid_data(args, checkpoint.label_names)
+    pairs = checked_pairs(args, args.split, checkpoint.label_names)
     gallery = embed_split(checkpoint, pairs, args.split, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     names = checkpoint.label_names
     unknown = sorted(set(args.category) - set(names))
@@ -190,9 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
 
-    p = sub.add_parser("validate", help="check a dataset (and a source) before training")
-    p.add_argument("--data", required=True)
-    p.add_argument("--source", default=None)
+    p = sub.add_parser("validate", help="check a dataset (and a source) before training; list what to fix")
+    p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder")
+    p.add_argument("--source", default=None, help="source images: manifest (image,label) or folder per class")
+    p.add_argument("--checkpoint", default=None, help="also report labels this checkpoint does not know")
+    p.add_argument("--show", type=_show, default=5, help="offenders listed per problem: a number (default 5) or all")
+    p.add_argument("--problems-csv", default=None, metavar="PATH", help="write every offender (problem,row,id,...)")
+    p.add_argument("--skip-invalid", action="store_true", help="exit 0 when valid rows remain; needed by --write-clean")
+    p.add_argument("--write-clean", default=None, metavar="PATH", help="write the valid rows as a .csv/.jsonl manifest")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("train", help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl")

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import html
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -182,7 +183,10 @@ def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> Pa
 
 
 def _read_wikipedia_text(path: Path) -> str:
-    """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>)."""
+    """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>).
+
+    Bytes that are not UTF-8 become U+FFFD, which `validate_pairs` reports as the row problem "text not UTF-8".
+    """
     raw = path.read_text(encoding="utf-8-sig", errors="replace")
     if path.suffix == ".xml":
         match = re.search(r"<text>(.*?)</text>", raw, flags=re.S)
@@ -250,3 +254,27 @@ def load_source(path: str | Path, label_names: Sequence[str] | None = None) -> S
         images = [(path.parent / r["image"]).resolve() for r in rows]
         labels = [r["label"].strip() for r in rows]
     return SourceDataset(images, labels, _ordered_labels(labels, label_names), source=str(path))
+
+
+def save_pairs(data: PairDataset, path: str | Path) -> Path:
+    """Write `data` as a CSV or JSON-lines manifest whose image paths resolve from the manifest's own folder."""
+    path = Path(path)
+    if path.suffix not in MANIFEST_SUFFIXES:
+        raise CHTNError(f"{path}: a manifest is written as .csv or .jsonl; give one of those suffixes.")
+    folder = path.resolve().parent
+    rows = [
+        {"id": i, "image": Path(os.path.relpath(image, folder)).as_posix(), "text": t, "label": lab, "split": s}
+        for i, image, t, lab, s in zip(data.ids, data.image_paths, data.texts, data.labels, data.splits)
+    ]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            if path.suffix == ".csv":
+                writer = csv.DictWriter(handle, fieldnames=PAIR_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+            else:
+                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    except OSError as exc:
+        raise CHTNError(f"Cannot write {path} ({exc.strerror}); choose a folder you can write to.") from None
+    return path

@@ -1,55 +1,260 @@
-"""Dataset validation: every problem a row has, by kind, and what to do about it (stop, or skip the rows)."""
+"""Dataset validation: every problem a row has, what to do about it, and the choice to stop or skip the rows.
+
+Two severities, so that real catalogues open without hiding what is wrong with them:
+
+- **Row problems** make a row invalid; every command stops on them, or drops those rows with `--skip-invalid`
+  (the dashboard: "Skip invalid rows"). A row is invalid when it cannot be read as the model reads it (missing,
+  folder, unreadable, truncated or oversized image; empty, over-long, undecodable or NUL-holding text) or cannot
+  be used correctly (empty or unknown label, unknown split, repeated id, the same image bytes under two labels,
+  a test image whose bytes are also a train image: only the test rows are flagged, so skipping keeps the training
+  data and removes the leak).
+- **Warnings** are facts about the dataset that do not block: identical texts with different labels, identical
+  texts in train and test. Product titles repeat in real catalogues (the fashion data: 9,583 images, 7,109
+  titles), so these are counted and shown, never dropped.
+
+Commands check only the rows they use (`load_checked_pairs`): a split for evaluate/embed/search/project and
+the dashboard, every row for train and validate.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+import warnings
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chtn.data import PairDataset, SourceDataset
-from chtn.errors import DataValidationError
+import pandas as pd
+
+from chtn.data import IMAGE_SUFFIXES, PairDataset, SourceDataset, load_pairs
+from chtn.errors import CHTNError, DataValidationError
+from chtn.hashing import file_digest
+from chtn.images import MAX_PIXELS, open_rgb
+
+CLI_HINT = "pass --skip-invalid to drop them"
+NEAR_NAME_SEARCHES = 200  # difflib look-ups per run: a wrong folder would otherwise cost n_rows x n_files
+
+FIXES = {
+    "missing image file": "restore the file, or correct the row's image path (relative to the manifest's folder)",
+    "image path is a folder": "point the row at an image file inside that folder",
+    "unreadable image file": "re-export or download the image again as a complete JPEG or PNG",
+    "image too large": f"resize it to at most {MAX_PIXELS:,} pixels (e.g. 7000x7000), the limit for every image",
+    "empty text": "give the pair its text (Wikipedia layout: texts/<id>.txt)",
+    "text too long": "shorten the text; a caption or article, not a whole document",
+    "text not UTF-8": "save the text (Wikipedia layout: texts/<id>.txt) as UTF-8; undecodable bytes read as U+FFFD",
+    "text holds NUL bytes": "remove the NUL (\\x00) characters; the file was probably binary or UTF-16",
+    "empty label": "give the row its category",
+    "unknown label": "use one of the known labels (the checkpoint's, when one is given)",
+    "unknown split": "use train, val or test",
+    "duplicate id": "give every row its own id",
+    "same image, different labels": "keep one label for the image: correct or drop the wrong row",
+    "pair split across train/test": "drop the test row or move it to train: its image is also a training image",
+    "same text, different labels": "check the labels; identical texts cannot be told apart by a text query",
+    "same text in train and test": "expected for repeated titles; rewrite or move them if they should be unique",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One offender: dataset row (0-based), its id, what is wrong with it, and how to fix it."""
+
+    row: int
+    item_id: str
+    detail: str
+    fix: str
 
 
 @dataclass
 class ValidationReport:
-    """Problems found in a dataset: problem name -> list of (row, description)."""
+    """Row problems (make rows invalid) and warnings (do not block), by kind, over the `n_rows` rows checked."""
 
     n_rows: int
-    problems: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    problems: dict[str, list[Finding]] = field(default_factory=dict)
+    warnings: dict[str, list[Finding]] = field(default_factory=dict)
 
-    def add(self, problem: str, row: int, detail: str) -> None:
-        self.problems.setdefault(problem, []).append((row, detail))
+    def add(self, problem: str, row: int, item_id: str, detail: str, fix: str | None = None) -> None:
+        self.problems.setdefault(problem, []).append(Finding(row, item_id, detail, fix or FIXES[problem]))
+
+    def warn(self, warning: str, row: int, item_id: str, detail: str) -> None:
+        self.warnings.setdefault(warning, []).append(Finding(row, item_id, detail, FIXES[warning]))
 
     @property
     def ok(self) -> bool:
+        """No invalid rows (warnings allowed)."""
         return not self.problems
 
     @property
     def bad_rows(self) -> set[int]:
-        return {row for entries in self.problems.values() for row, _ in entries if row >= 0}
+        return {f.row for findings in self.problems.values() for f in findings}
 
-    def summary(self, first: int = 5) -> str:
-        if self.ok:
-            return f"{self.n_rows} rows, no problems found."
-        lines = [f"{self.n_rows} rows; {len(self.bad_rows)} invalid:"]
-        for problem, entries in self.problems.items():
-            shown = "; ".join(detail for _, detail in entries[:first])
-            more = f" (+{len(entries) - first} more)" if len(entries) > first else ""
-            lines.append(f"  - {problem}: {len(entries)} — {shown}{more}")
+    def summary(self, show: int | None = 5) -> str:
+        """Counts per kind with the first `show` offenders (None: all) and the fix; warnings last."""
+        head = (
+            f"{self.n_rows} rows, no problems found."
+            if self.ok
+            else f"{self.n_rows} rows; {len(self.bad_rows)} invalid:"
+        )
+        lines = [head, *self._lines(self.problems, show)]
+        if self.warnings:
+            lines += ["warnings (do not block):", *self._lines(self.warnings, show)]
         return "\n".join(lines)
 
+    @staticmethod
+    def _lines(kinds: dict[str, list[Finding]], show: int | None) -> list[str]:
+        lines = []
+        for kind, findings in kinds.items():
+            shown = findings if show is None else findings[:show]
+            more = f" (+{len(findings) - len(shown)} more)" if len(findings) > len(shown) else ""
+            lines.append(f"  - {kind}: {len(findings)} — {'; '.join(f.detail for f in shown)}{more}")
+            lines.append(f"    fix: {FIXES[kind]}")
+        return lines
 
-def _check_image(report: ValidationReport, row: int, path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
+    def skipped_note(self, what: str) -> str:
+        """What `--skip-invalid` / "Skip invalid rows" dropped, and why."""
+        return f"Skipped {len(self.bad_rows)} invalid of {self.n_rows} rows of the {what}.\n{self.summary()}"
 
-    if not path.is_file():
-        report.add("missing image file", row, str(path))
-        return
+    def table(self) -> pd.DataFrame:
+        """Every offender, one line each: problem, row (1-based), id, detail, fix, severity (invalid/warning)."""
+        records = [
+            (kind, f.row + 1, f.item_id, f.detail, f.fix, severity)
+            for severity, kinds in (("invalid", self.problems), ("warning", self.warnings))
+            for kind, findings in kinds.items()
+            for f in findings
+        ]
+        return pd.DataFrame(records, columns=["problem", "row", "id", "detail", "fix", "severity"])
+
+
+class _NearNames:
+    """Finds the file a missing path probably meant, in the same folder (listed once per folder)."""
+
+    def __init__(self) -> None:
+        self.folders: dict[Path, list[str]] = {}
+        self.searches = 0
+
+    def find(self, path: Path) -> str | None:
+        """Same name but for surrounding spaces or case, same stem with another image extension, or a close name."""
+        if path.parent not in self.folders:
+            self.folders[path.parent] = sorted(os.listdir(path.parent)) if path.parent.is_dir() else []
+        names = self.folders[path.parent]
+        wanted = path.name.strip().lower()
+        stem = Path(wanted).stem
+        for name in names:
+            if name.strip().lower() == wanted:
+                return name
+        for name in names:
+            candidate = Path(name.strip().lower())
+            if candidate.stem == stem and candidate.suffix in IMAGE_SUFFIXES:
+                return name
+        if self.searches >= NEAR_NAME_SEARCHES:
+            return None
+        self.searches += 1
+        close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.85)
+        return close[0] if close else None
+
+
+def _base(source: str) -> Path:
+    """The folder a dataset's paths are written relative to (a manifest's folder, or the layout's folder)."""
+    path = Path(source).resolve()
+    return path.parent if path.is_file() else path
+
+
+def _shown(path: Path, base: Path) -> str:
+    """A path as the user wrote it: relative to the dataset's folder when it lies inside it."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        report.add("unreadable image file", row, f"{path} ({type(exc).__name__})")
+        return path.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, near: _NearNames, base: Path) -> bool:
+    """Whether the image opens exactly as training opens it (`open_rgb`: full decode to RGB)."""
+    from PIL import Image
+
+    if path.is_dir():
+        report.add("image path is a folder", row, item_id, _shown(path, base))
+        return False
+    if not path.is_file():
+        match = near.find(path)
+        if match is None:
+            report.add("missing image file", row, item_id, _shown(path, base))
+        else:
+            fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
+            detail = f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})"
+            report.add("missing image file", row, item_id, detail, fix)
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over MAX_PIXELS: reported below
+            with Image.open(path) as image:  # the header only: no decoding yet
+                width, height = image.size
+    except Image.DecompressionBombError:
+        detail = f"{path.name}: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, refused as a decompression bomb"
+        report.add("image too large", row, item_id, detail)
+        return False
+    except (OSError, SyntaxError, ValueError):  # not an image: the full decode below says so, as training would
+        width = height = 0
+    if width * height > MAX_PIXELS:
+        report.add("image too large", row, item_id, f"{path.name}: {width}x{height} = {width * height:,} pixels")
+        return False
+    try:
+        open_rgb(path)
+    except CHTNError as exc:
+        cause = exc.__context__  # PIL's own words ("image file is truncated ...") name the fault
+        reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        report.add("unreadable image file", row, item_id, f"{path.name} ({reason})")
+        return False
+    return True
+
+
+def _check_text(report: ValidationReport, row: int, item_id: str, text: str, max_chars: int) -> None:
+    if not text.strip():
+        report.add("empty text", row, item_id, f"id {item_id}")
+    elif len(text) > max_chars:
+        report.add("text too long", row, item_id, f"id {item_id} ({len(text):,} chars > {max_chars:,})")
+    elif "\ufffd" in text:
+        report.add("text not UTF-8", row, item_id, f"id {item_id} ({text.count(chr(0xFFFD))} undecodable bytes)")
+    elif "\x00" in text:
+        report.add("text holds NUL bytes", row, item_id, f"id {item_id} ({text.count(chr(0))} NUL)")
+
+
+def _check_content(report: ValidationReport, data: PairDataset, groups: dict[str, list[int]]) -> None:
+    """Rows sharing image bytes: conflicting labels, and test rows whose image is also in train."""
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        if len({data.labels[r] for r in rows}) > 1:
+            for r in rows:
+                others = ", ".join(f"id {data.ids[o]} ({data.labels[o]})" for o in rows if o != r)
+                detail = f"id {data.ids[r]} ({data.labels[r]}): same image as {others}"
+                report.add("same image, different labels", r, data.ids[r], detail)
+        train = [r for r in rows if data.splits[r] == "train"]
+        if train:
+            for r in (r for r in rows if data.splits[r] == "test"):
+                detail = f"{data.image_paths[r].name} is in both (test id {data.ids[r]}, train id {data.ids[train[0]]})"
+                report.add("pair split across train/test", r, data.ids[r], detail)
+
+
+def _check_texts(report: ValidationReport, data: PairDataset, rows: Sequence[int]) -> None:
+    """Identical texts (whitespace aside) under different labels, or in train and test: warnings."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        if data.texts[r].strip():
+            groups[" ".join(data.texts[r].split())].append(r)
+    for text, members in groups.items():
+        if len(members) < 2:
+            continue
+        quoted = repr(text if len(text) <= 60 else text[:57] + "...")
+        labels = sorted({data.labels[r] for r in members})
+        if len(labels) > 1:
+            for r in members:
+                report.warn("same text, different labels", r, data.ids[r], f"id {data.ids[r]}: {quoted} is {labels}")
+        train = [r for r in members if data.splits[r] == "train"]
+        if train:
+            for r in (r for r in members if data.splits[r] == "test"):
+                detail = f"test id {data.ids[r]}: {quoted} (train id {data.ids[train[0]]})"
+                report.warn("same text in train and test", r, data.ids[r], detail)
 
 
 def validate_pairs(
@@ -57,62 +262,87 @@ def validate_pairs(
     known_labels: Sequence[str] | None = None,
     check_images: bool = True,
     max_text_chars: int = 100_000,
+    rows: Sequence[int] | None = None,
 ) -> ValidationReport:
-    """Missing/unreadable images, empty or huge texts, unknown labels and splits, duplicate ids, leakage."""
-    report = ValidationReport(len(data))
+    """Every row problem and warning of `rows` (default: all); cross-row checks compare only those rows."""
+    rows = range(len(data)) if rows is None else rows
+    report = ValidationReport(len(rows))
     known = set(known_labels if known_labels is not None else data.label_names)
+    near, base = _NearNames(), _base(data.source)
     seen_ids: dict[str, int] = {}
-    image_splits: dict[Path, set[str]] = {}
-    for row, (item_id, path, text, label, split) in enumerate(
-        zip(data.ids, data.image_paths, data.texts, data.labels, data.splits)
-    ):
-        if check_images:
-            _check_image(report, row, path)
-        if not text.strip():
-            report.add("empty text", row, f"id {item_id}")
-        elif len(text) > max_text_chars:
-            report.add("text too long", row, f"id {item_id} ({len(text):,} chars > {max_text_chars:,})")
+    content: dict[str, list[int]] = defaultdict(list)  # image bytes (or the path, if unreadable) -> rows
+    for row in rows:
+        item_id, path, label, split = data.ids[row], data.image_paths[row], data.labels[row], data.splits[row]
+        readable = check_images and _check_image(report, row, item_id, path, near, base)
+        content[file_digest(path) if readable else str(path)].append(row)
+        _check_text(report, row, item_id, data.texts[row], max_text_chars)
         if not label:
-            report.add("empty label", row, f"id {item_id}")
+            report.add("empty label", row, item_id, f"id {item_id}")
         elif label not in known:
-            report.add("unknown label", row, f"id {item_id}: {label!r}")
+            fix = f"use one of the known labels: {sorted(known)}" if len(known) <= 30 else None
+            report.add("unknown label", row, item_id, f"id {item_id}: {label!r}", fix)
         if split not in ("train", "val", "test"):
-            report.add("unknown split", row, f"id {item_id}: {split!r} (use train, val or test)")
+            report.add("unknown split", row, item_id, f"id {item_id}: {split!r} (use train, val or test)")
         if item_id in seen_ids:
-            report.add("duplicate id", row, f"{item_id!r} (rows {seen_ids[item_id] + 1} and {row + 1})")
+            report.add("duplicate id", row, item_id, f"{item_id!r} (rows {seen_ids[item_id] + 1} and {row + 1})")
         seen_ids.setdefault(item_id, row)
-        image_splits.setdefault(path, set()).add(split)
-    for row, path in enumerate(data.image_paths):
-        if {"train", "test"} <= image_splits[path]:
-            report.add("pair split across train/test", row, f"{path.name} is in both")
+    _check_content(report, data, content)
+    _check_texts(report, data, rows)
     return report
 
 
 def validate_source(data: SourceDataset, check_images: bool = True) -> ValidationReport:
-    """Missing or unreadable source images and empty labels."""
+    """Missing, unreadable or oversized source images and empty labels."""
     report = ValidationReport(len(data))
+    near, base = _NearNames(), _base(data.source)
     for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
         if check_images:
-            _check_image(report, row, path)
+            _check_image(report, row, path.name, path, near, base)
         if not label:
-            report.add("empty label", row, str(path))
+            report.add("empty label", row, path.name, str(path))
     return report
 
 
 def ensure_valid(
-    data: PairDataset | SourceDataset, report: ValidationReport, skip_invalid: bool, what: str = "dataset"
+    data: PairDataset | SourceDataset,
+    report: ValidationReport,
+    skip_invalid: bool,
+    what: str = "dataset",
+    hint: str = CLI_HINT,
+    rows: Sequence[int] | None = None,
 ) -> PairDataset | SourceDataset:
-    """Stop with the report unless it is clean; with `skip_invalid`, drop bad rows and say how many."""
+    """`rows` (default: all) of `data`: stop with the report if some are invalid, or drop those with `skip_invalid`."""
+    rows = range(len(data)) if rows is None else rows
     if report.ok:
-        return data
+        return data if len(rows) == len(data) else data.select(rows)
     if not skip_invalid:
         raise DataValidationError(
-            f"The {what} ({data.source}) failed validation.\n{report.summary()}\n"
-            "Fix the rows above, or pass --skip-invalid to drop them.",
+            f"The {what} ({data.source}) failed validation.\n{report.summary()}\n\nFix the rows above, or {hint}.",
             report,
         )
-    keep = [i for i in range(len(data)) if i not in report.bad_rows]
-    print(f"--skip-invalid: dropped {len(data) - len(keep)} of {len(data)} rows from the {what}.\n{report.summary()}")
+    bad = report.bad_rows
+    keep = [r for r in rows if r not in bad]
     if not keep:
-        raise DataValidationError(f"No valid rows left in the {what} ({data.source}).", report)
+        raise DataValidationError(f"No valid rows left in the {what} ({data.source}).\n{report.summary()}", report)
     return data.select(keep)
+
+
+def load_checked_pairs(
+    path: str | Path,
+    split: str | None,
+    label_names: Sequence[str] | None = None,
+    skip_invalid: bool = False,
+    hint: str = CLI_HINT,
+) -> tuple[PairDataset, ValidationReport]:
+    """The rows a command uses (`split`, or None for all), validated: every entry point opens data this way.
+
+    Returns those rows (invalid ones dropped with `skip_invalid`, else `DataValidationError`) and the report,
+    whose `bad_rows` are what was skipped.
+    """
+    data = load_pairs(path, label_names)
+    rows = [r for r, s in enumerate(data.splits) if split is None or s == split]
+    if not rows:
+        raise CHTNError(f"{path} has no rows with split {split!r} (it has {sorted(set(data.splits))}).")
+    report = validate_pairs(data, label_names, rows=rows)
+    what = "dataset" if split is None else f"{split} split"
+    return ensure_valid(data, report, skip_invalid, what, hint, rows), report

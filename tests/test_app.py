@@ -38,7 +38,7 @@ def fashion():
     from chtn.gallery import embed_split, evaluate_gallery
 
     checkpoint = open_checkpoint("chtn_fashion_source")
-    gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
+    gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint)[0])
     return gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names
 
 
@@ -180,7 +180,7 @@ def test_dataset_from_a_path_and_a_dataset_that_does_not_fit(tmp_path):
 def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
     from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
 
-    test = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source")).split("test")
+    test = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0]
     query, wrong = test.ids[0], next(i for i, label in zip(test.ids, test.labels) if label != test.labels[0])
     at = _app("views/attribution.py", direction="i2t", query=query, result=wrong, contrast="1")
     assert not at.error

@@ -174,3 +174,29 @@ def test_upload_a_checkpoint_then_a_corrupt_one(page, server, tmp_path):
     assert "broken.safetensors is not a readable safetensors file" in error.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(ARTIFACTS / "bad_checkpoint_upload.png"), full_page=True)
+
+
+def test_a_flawed_dataset_says_what_to_do_and_opens_with_skip_invalid_rows(page, server, tmp_path):
+    """tests/flaws.py's copy of sample rows: the error box names the problems and the sidebar choice; ticking
+    "Skip invalid rows" opens the rest with a warning that says what was skipped."""
+    from tests.flaws import build_flawed
+
+    build_flawed(tmp_path / "flawed")
+    page.goto(f"{server}/", wait_until="networkidle")
+    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(1).click()
+    page.get_by_role("option", name="Manifest or Wikipedia folder (path)…").click()
+    path_box = page.get_by_label("Dataset path")
+    path_box.fill(str(tmp_path / "flawed" / "pairs.csv"))
+    path_box.press("Enter")
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for(timeout=120_000)
+    assert 'tick "Skip invalid rows"' in error.inner_text() and "image too large" in error.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "flawed_dataset_error.png"), full_page=True)
+    page.get_by_test_id("stCheckbox").get_by_text("Skip invalid rows").click()
+    warning = page.locator('[data-testid="stAlertContentWarning"]')
+    warning.wait_for(timeout=300_000)
+    assert "Skipped 11 invalid of 24 rows of the test split." in warning.inner_text()
+    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    assert_clean(page)
+    page.screenshot(path=str(ARTIFACTS / "flawed_dataset_skipped.png"), full_page=True)

@@ -24,7 +24,7 @@ def expected():
     from chtn import gallery as gal
 
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
-    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test")
+    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0], "test")
     return gallery, gal.evaluate_gallery(gallery, checkpoint.label_names)
 
 

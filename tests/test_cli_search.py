@@ -33,7 +33,7 @@ def test_query_by_id_with_category_filter_matches_the_explorer(capsys, pairs):
     assert all(row[5] in ("Tshirts", "Shirts") for row in rows)
     assert lines[6].startswith("tied_with: other items scoring within 0.0001")
     checkpoint = load_checkpoint(CKPT)
-    gallery = embed_split(checkpoint, open_dataset(PAIRS, checkpoint))
+    gallery = embed_split(checkpoint, open_dataset(PAIRS, checkpoint)[0])
     view = retrieve(
         gallery, "i2t", gallery.image[0], 5, checkpoint.label_names, ["Tshirts", "Shirts"], int(gallery.labels[0]), 0
     )

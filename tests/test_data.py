@@ -465,9 +465,9 @@ CASES = {
     "unknown split": (lambda rows, folder: rows[4].update(split="holdout"), {4}, "'holdout' (use train, val or test)"),
     "duplicate id": (lambda rows, folder: rows[5].update(id=rows[2]["id"]), {5}, "'{id2}' (rows 3 and 6)"),
     "pair split across train/test": (
-        lambda rows, folder: (rows[0].update(split="train"), rows[4].update(split="test", image=rows[0]["image"])),
-        {0, 4},
-        "is in both",
+        lambda rows, folder: (rows[0].update(split="train"), rows[1].update(split="test", image=rows[0]["image"])),
+        {1},  # the test row only: skipping it removes the leak and keeps the training row
+        "is in both (test id {id1}, train id {id0})",
     ),
 }
 
@@ -565,9 +565,9 @@ def test_ensure_valid_skip_invalid_drops_exactly_the_bad_rows(tmp_path, capsys):
     assert kept.texts == [r["text"] for i, r in enumerate(rows) if i not in bad]
     assert kept.label_names == data.label_names
     assert validate_pairs(kept).ok
-    out = capsys.readouterr().out
-    assert "--skip-invalid: dropped 3 of 8 rows from the target dataset." in out
-    assert report.summary() in out
+    assert capsys.readouterr().out == ""  # callers say what was skipped (CLI: print; dashboard: st.warning)
+    note = report.skipped_note("dataset")
+    assert note.startswith("Skipped 3 invalid of 8 rows of the dataset.\n") and report.summary() in note
 
 
 def test_ensure_valid_clean_returns_data_and_all_bad_raises(tmp_path, capsys):
@@ -583,7 +583,7 @@ def test_ensure_valid_clean_returns_data_and_all_bad_raises(tmp_path, capsys):
         ensure_valid(empty, validate_pairs(empty), skip_invalid=True)
 
 
-def test_validate_source_and_ensure_valid_on_source(tmp_path, capsys):
+def test_validate_source_and_ensure_valid_on_source(tmp_path):
     rows = real_rows(("Socks", "Heels"), per_label=2)
     for row in rows:
         copy_image(Path(row["image"]).name, tmp_path)
@@ -601,13 +601,16 @@ def test_validate_source_and_ensure_valid_on_source(tmp_path, capsys):
         ensure_valid(source, report, skip_invalid=False, what="source dataset")
     kept = ensure_valid(source, report, skip_invalid=True, what="source dataset")
     assert kept.image_paths == source.image_paths[1:3]
-    assert "dropped 2 of 4 rows from the source dataset" in capsys.readouterr().out
+    assert "Skipped 2 invalid of 4 rows of the source dataset." in report.skipped_note("source dataset")
 
 
 def test_clean_real_sample_is_ok(pairs):
     report = validate_pairs(pairs)
     assert report.ok, report.summary()
-    assert report.summary() == "700 rows, no problems found."
+    assert report.summary().startswith("700 rows, no problems found.\nwarnings (do not block):")
+    # 22 product titles are in train and test under other ids: the 30 test rows are warned about, not invalid
+    assert list(report.warnings) == ["same text in train and test"]
+    assert len(report.warnings["same text in train and test"]) == 30
 
 
 # ---- 5. stratified_split ----

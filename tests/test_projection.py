@@ -19,7 +19,7 @@ def gallery():
     from chtn.gallery import embed_split
 
     checkpoint = open_checkpoint(str(CHECKPOINTS / "chtn_fashion_source.safetensors"))
-    return embed_split(checkpoint, open_dataset(PAIRS, checkpoint)), checkpoint.label_names
+    return embed_split(checkpoint, open_dataset(PAIRS, checkpoint)[0]), checkpoint.label_names
 
 
 def test_stratified_sample_keeps_every_category_and_modality_in_proportion():

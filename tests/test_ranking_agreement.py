@@ -23,7 +23,7 @@ def _sample(name: str):
     from chtn.gallery import embed_split, evaluate_gallery
 
     checkpoint = open_checkpoint(name)
-    gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint))
+    gallery = embed_split(checkpoint, open_dataset(SAMPLE_DATASET, checkpoint)[0])
     return gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names
 
 

@@ -13,7 +13,7 @@ from chtn.errors import CHTNError
 def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monkeypatch):
     """A private cache folder, so what other tests cached cannot make this pass or fail."""
     checkpoint = ws.open_checkpoint("chtn_no_source")
-    data = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
+    data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
     first = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
     stored = list((tmp_path / "embeddings").glob(f"{checkpoint.digest}_*.npz"))
     assert len(stored) == 1
@@ -58,7 +58,7 @@ def test_pair_score_is_the_score_the_explorer_ranks_by(tmp_path):
     from chtn.search import query_side, retrieve
 
     checkpoint = ws.open_checkpoint("chtn_fashion_source")
-    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint), "test", cache_dir=tmp_path)
+    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0], "test", cache_dir=tmp_path)
     for direction in ("i2t", "t2i"):
         view = retrieve(gallery, direction, query_side(gallery, direction)[0][7], 3, checkpoint.label_names)
         for row, score in zip(view.table.row, view.table.score):

@@ -17,6 +17,7 @@ from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
+from chtn.validation import ValidationReport
 
 OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
 SAMPLE_DATA, DATA_PATH = "Sample: fashion, 20 article types", "Manifest or Wikipedia folder (path)…"
@@ -48,8 +49,10 @@ def _checkpoint(ref: str, mtime: float) -> Checkpoint:
 
 
 @st.cache_resource(show_spinner="Reading dataset…", max_entries=8)
-def _dataset(path: str, mtime: float, checkpoint_digest: str, _checkpoint: Checkpoint) -> PairDataset:
-    return ws.open_dataset(path, _checkpoint)
+def _dataset(
+    path: str, mtime: float, checkpoint_digest: str, skip_invalid: bool, _checkpoint: Checkpoint
+) -> tuple[PairDataset, ValidationReport]:
+    return ws.open_dataset(path, _checkpoint, skip_invalid)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -153,7 +156,15 @@ def context() -> Context:
         st.subheader("Model and data")
         ref = _checkpoint_choice()
         data_path = _dataset_choice()
-        remember("sb_checkpoint", "sb_checkpoint_path", "sb_dataset", "sb_dataset_path")
+        keep("sb_skip_invalid")
+        skip_invalid = st.checkbox(
+            "Skip invalid rows",
+            key="sb_skip_invalid",
+            on_change=remember,
+            args=("sb_skip_invalid",),
+            help="Open the dataset without the rows that fail validation (the page says which were skipped).",
+        )
+        remember("sb_checkpoint", "sb_checkpoint_path", "sb_dataset", "sb_dataset_path", "sb_skip_invalid")
     if not ref:
         st.info("Choose a checkpoint in the sidebar.")
         st.stop()
@@ -162,10 +173,12 @@ def context() -> Context:
         st.stop()
     try:
         checkpoint = _checkpoint(ref, _mtime(ws.resolve_checkpoint(ref)))
-        data = _dataset(data_path, _mtime(Path(data_path)), checkpoint.digest, checkpoint)
+        data, checked = _dataset(data_path, _mtime(Path(data_path)), checkpoint.digest, skip_invalid, checkpoint)
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
-        st.error(f"**Cannot open this model/data.** {exc}", icon=":material/error:")
+        st.error(f"**Cannot open this model/data.** {exc}".replace("\n", "  \n"), icon=":material/error:")
         st.stop()
+    if not checked.ok:
+        st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
     st.query_params["checkpoint"] = ref
     return Context(ref, checkpoint, data, gallery, report)

@@ -1,0 +1,219 @@
+"""Validation on a flawed copy of real sample rows (tests/flaws.py): every flaw found, named and with its fix;
+every entry point (CLI and dashboard) checks only the rows it uses and stops or skips them the same way."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis import workspace as ws
+from chtn.checkpoint import load_checkpoint
+from chtn.cli import main
+from chtn.data import load_pairs
+from chtn.errors import CHTNError, DataValidationError
+from chtn.images import open_rgb
+from chtn.validation import validate_pairs
+from tests.conftest import CHECKPOINTS
+from tests.flaws import build_flawed, build_flawed_wikipedia
+
+CKPT = CHECKPOINTS / "chtn_fashion_source.safetensors"
+WARNINGS = {"same text in train and test"}
+
+
+@pytest.fixture(scope="module")
+def flawed(tmp_path_factory) -> tuple[str, dict[str, list[str]]]:
+    folder = tmp_path_factory.mktemp("flawed")
+    return str(folder / "pairs.csv"), build_flawed(folder)
+
+
+@pytest.fixture(scope="module")
+def table(flawed) -> pd.DataFrame:
+    path, _ = flawed
+    labels = load_checkpoint(CKPT).label_names
+    return validate_pairs(load_pairs(path, labels), labels).table()
+
+
+def _ids(flaws: dict[str, list[str]], split: str | None = None, path: str | None = None) -> set[str]:
+    """Ids of the invalid rows (warnings excluded); with `split`, those a check of that split alone finds
+    (a leak into train is seen only when train rows are checked too)."""
+    skip = WARNINGS | ({"pair split across train/test"} if split else set())
+    ids = {i for problem, found in flaws.items() if problem not in skip for i in found}
+    if split is None:
+        return ids
+    data = load_pairs(path)
+    return {i for i, s in zip(data.ids, data.splits) if s == split and i in ids}
+
+
+def test_every_planted_flaw_is_found_with_its_severity_and_nothing_else(flawed, table):
+    _, flaws = flawed
+    assert set(table.problem) == set(flaws)  # no false alarm on the 30 clean real rows
+    for problem, ids in flaws.items():
+        found = table[table.problem == problem]
+        assert sorted(found.id) == sorted(ids), problem
+        assert set(found.severity) == {"warning" if problem in WARNINGS else "invalid"}
+        assert (found.fix.str.len() > 10).all()
+
+
+@pytest.mark.parametrize(
+    "problem, position, detail, fix",
+    [
+        ("missing image file", 0, "gone-0.jpg", "restore the file"),
+        ("missing image file", 3, "(near match: '{id}.JPG')", "rename it to '{id}.jpg'"),  # case
+        ("missing image file", 4, "'{id}.jpg ' (near match: '{id}.jpg')", "point the row at '{id}.jpg'"),  # space
+        ("unreadable image file", 0, "image file is truncated", "complete JPEG or PNG"),
+        ("image too large", 0, "8000x8000 = 64,000,000 pixels", "at most 50,000,000 pixels"),
+        ("image too large", 1, "decompression bomb", "at most 50,000,000 pixels"),
+        ("image path is a folder", 0, "a-folder.jpg", "an image file inside that folder"),
+        ("text holds NUL bytes", 0, "(1 NUL)", "remove the NUL"),
+        ("unknown label", 0, "'Capes'", "'Watches'"),  # the checkpoint's labels are listed
+        ("same image, different labels", 1, "(Heels): same image as id", "keep one label"),
+        ("pair split across train/test", 0, "is in both (test id {id}, train id", "move it to train"),
+        ("same text in train and test", 0, "Peter England Men Formal Black Belt", "repeated titles"),
+    ],
+)
+def test_each_flaw_is_named_with_its_fix(flawed, table, problem, position, detail, fix):
+    item = flawed[1][problem][position]
+    row = table[(table.problem == problem) & (table.id == item)].iloc[0]
+    assert detail.format(id=item) in row.detail and fix.format(id=item) in row.fix
+
+
+def test_truncated_jpeg_passes_verify_but_not_the_training_opener(flawed, table):
+    """Why validation decodes fully with `open_rgb`: PIL's verify() accepts the truncated file."""
+    path, flaws = flawed
+    data = load_pairs(path)
+    truncated = data.image_paths[data.ids.index(flaws["unreadable image file"][0])]
+    with Image.open(truncated) as image:
+        image.verify()
+    image_problems = {"missing image file", "unreadable image file", "image too large", "image path is a folder"}
+    flagged = set(table[table.problem.isin(image_problems)].id)
+    for item, image in zip(data.ids, data.image_paths):  # validate flags exactly what training cannot open
+        if item in flagged:
+            with pytest.raises(CHTNError):
+                open_rgb(image)
+        else:
+            open_rgb(image)
+
+
+def test_text_not_utf8_in_wikipedia_layout_is_a_row_problem(tmp_path, capsys):
+    item = build_flawed_wikipedia(tmp_path)
+    report = validate_pairs(load_pairs(tmp_path))
+    assert list(report.problems) == ["text not UTF-8"] and len(report.bad_rows) == 1
+    assert report.problems["text not UTF-8"][0].item_id == item and "texts/<id>.txt" in report.summary()
+    assert main(["validate", "--data", str(tmp_path)]) == 1
+    assert f"text not UTF-8: 1 — id {item} (2 undecodable bytes)" in capsys.readouterr().out
+
+
+def test_show_and_problems_csv_list_every_offender(flawed, tmp_path, capsys):
+    path, flaws = flawed
+    missing = flaws["missing image file"]
+    assert main(["validate", "--data", path, "--show", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "missing image file: 5 — " in out and "(+3 more)" in out and "gone-2.jpg" not in out
+    csv_path = tmp_path / "problems.csv"
+    assert main(["validate", "--data", path, "--show", "all", "--problems-csv", str(csv_path)]) == 1
+    out = capsys.readouterr().out
+    assert all(f"gone-{k}.jpg" in out for k in range(3)) and "more)" not in out
+    written = pd.read_csv(csv_path, dtype=str)
+    assert list(written.columns) == ["problem", "row", "id", "detail", "fix", "severity"]
+    assert sorted(written[written.problem == "missing image file"].id) == sorted(missing)
+    assert len(written) == sum(len(ids) for ids in flaws.values()) - 1  # "Capes" is known without --checkpoint
+    data = load_pairs(path)
+    assert all(data.ids[int(row) - 1] == item for row, item in zip(written.row, written.id))  # 1-based rows
+    with pytest.raises(SystemExit):
+        main(["validate", "--data", path, "--show", "0"])
+    assert "expected a positive number or 'all'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_write_clean_writes_a_manifest_that_validates_clean(flawed, tmp_path, capsys, suffix):
+    path, flaws = flawed
+    clean = tmp_path / "elsewhere" / f"clean.{suffix}"
+    clean.parent.mkdir()
+    assert main(["validate", "--data", path, "--checkpoint", str(CKPT), "--write-clean", str(clean)]) == 2
+    assert "add --skip-invalid" in capsys.readouterr().err and not clean.exists()
+    args = ["validate", "--data", path, "--checkpoint", str(CKPT), "--skip-invalid", "--write-clean", str(clean)]
+    assert main(args) == 0
+    assert f"wrote 30 valid rows to {clean}" in capsys.readouterr().out
+    assert main(["validate", "--data", str(clean), "--checkpoint", str(CKPT)]) == 0
+    assert "30 rows, no problems found." in capsys.readouterr().out
+    kept, original = load_pairs(clean), load_pairs(path)
+    assert set(kept.ids) == set(original.ids) - _ids(flaws)
+    where = dict(zip(original.ids, original.image_paths))  # relative paths that resolve from the new folder
+    assert all(image == where[item] for item, image in zip(kept.ids, kept.image_paths))
+
+
+def test_write_clean_refuses_a_bad_destination_before_any_work(flawed, tmp_path, capsys):
+    for target in (tmp_path / "no-such-folder" / "clean.csv", tmp_path / "clean.txt"):
+        assert main(["validate", "--data", flawed[0], "--skip-invalid", "--write-clean", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(target) in err and "Traceback" not in err
+
+
+def test_dashboard_open_dataset_stops_or_skips_only_the_test_rows(flawed):
+    path, flaws = flawed
+    checkpoint = ws.open_checkpoint("chtn_fashion_source")
+    with pytest.raises(DataValidationError) as info:
+        ws.open_dataset(path, checkpoint)
+    message = str(info.value)
+    assert 'tick "Skip invalid rows"' in message and "The test split" in message
+    assert "same image, different labels" not in message  # a conflict between train rows: not what it opens
+    data, report = ws.open_dataset(path, checkpoint, skip_invalid=True)
+    bad = _ids(flaws, "test", path)
+    assert set(data.splits) == {"test"} and set(data.ids) == set(load_pairs(path).split("test").ids) - bad
+    assert {data_id for data_id in (report.table().id)} >= bad and report.n_rows == 24
+    assert report.skipped_note("test split").startswith(f"Skipped {len(bad)} invalid of 24 rows of the test split.")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "--checkpoint", str(CKPT)],
+        ["embed", "--checkpoint", str(CKPT), "--out", "{tmp}/emb.npz"],
+        ["search", "--checkpoint", str(CKPT), "--text", "black leather belt", "-k", "3"],
+        ["project", "--checkpoint", str(CKPT), "--method", "pca"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_split_commands_stop_or_skip_the_same_way(flawed, tmp_path, capsys, command):
+    path, flaws = flawed
+    args = [c.format(tmp=tmp_path) for c in command] + ["--data", path]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "The test split" in err and "pass --skip-invalid to drop them" in err and "Traceback" not in err
+    assert main([*args, "--skip-invalid"]) == 0
+    out = capsys.readouterr().out
+    n_bad = len(_ids(flaws, "test", path))
+    assert f"--skip-invalid: Skipped {n_bad} invalid of 24 rows of the test split." in out
+    if command[0] == "evaluate":
+        assert f"on {24 - n_bad} test pairs" in out
+
+
+def test_train_skip_invalid_trains_on_the_valid_rows(flawed, tmp_path, capsys):
+    path, flaws = flawed
+    args = ["train", "--data", path, "--out", str(tmp_path / "run"), "--set", "train.epochs=1"]
+    assert main(args) == 2
+    assert "same image, different labels" in capsys.readouterr().err  # train uses every row, so checks them all
+    assert main([*args, "--skip-invalid", "--set", "train.min_steps_per_epoch=2"]) == 0
+    assert "--skip-invalid: Skipped 13 invalid of 44 rows of the dataset." in capsys.readouterr().out
+    meta = load_checkpoint(tmp_path / "run" / "best.safetensors").meta
+    assert meta["dataset"]["n_train"] == 20 - 2 and meta["dataset"]["n_test"] == 24 - 11
+
+
+def test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped(flawed):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    path, flaws = flawed
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
+    at.text_input(key="sb_dataset_path").input(path).run()
+    assert not at.exception and 'tick "Skip invalid rows"' in at.error[0].value
+    at.checkbox(key="sb_skip_invalid").check().run()
+    assert not at.exception and not at.error and len(at.metric) == 9
+    n_bad = len(_ids(flaws, "test", path))
+    assert at.warning[0].value.startswith(f"Skipped {n_bad} invalid of 24 rows of the test split.")
+    at.switch_page("views/explorer.py").run()  # the choice is kept across pages, like the other sidebar widgets
+    assert not at.exception and not at.error and at.checkbox(key="sb_skip_invalid").value is True
