@@ -191,8 +191,15 @@ def _compute(
         tables["capture"] = matrix
         tables["capture_summary"] = capture_summary(matrix)
     progress("Domain discrepancy per category", 0.6)
-    train_frozen = image_features(data.split("train").image_paths, cache, frozen)[0]
-    p_target = source_domain_fit(source_frozen, train_frozen, seed=settings.seed).source_p_target
+    train_paths = data.split("train").image_paths
+    p_target = None
+    if train_paths:  # the gate was fitted against the training images, as here
+        train_frozen = image_features(train_paths, cache, frozen)[0]
+        p_target = source_domain_fit(source_frozen, train_frozen, seed=settings.seed).source_p_target
+    else:
+        report.notes.append(
+            "The dataset has no training rows: how target-like the gate found each source class is not shown."
+        )
     tables["discrepancy"] = _discrepancy(
         tables["coverage"],
         gallery.labels,
@@ -218,7 +225,7 @@ def _discrepancy(
     trunk: tuple[np.ndarray, np.ndarray],
     target_layers: tuple[np.ndarray, np.ndarray],
     source_layers: tuple[np.ndarray, np.ndarray],
-    p_target: np.ndarray,
+    p_target: np.ndarray | None,
     checkpoint: Checkpoint,
     settings: BiasSettings,
     progress: Progress,
@@ -250,6 +257,6 @@ def _discrepancy(
             if enough
             else float("nan")
         )
-        row["gate P(target)"] = float(p_target[source_rows].mean())
+        row["gate P(target)"] = float(p_target[source_rows].mean()) if p_target is not None else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
