@@ -190,8 +190,9 @@ def first_use_markdown(runs: dict[str, dict[str, float]]) -> str:
             "",
             "The shared-space page no longer waits for this: a UMAP that is not in the disk cache is computed by "
             "a background job (one per content key, shared by all sessions) while the page shows the PCA at once "
-            'with the note "Showing PCA while UMAP compiles/computes (first use on this server)", and switches '
-            "to the UMAP when it is ready. `app.py` runs `warm_up_umap` in a low-priority daemon thread at "
+            'with the note "Showing PCA while UMAP compiles/computes (first use on this server, or of these '
+            'parameters)", and switches to the UMAP when it is ready. `app.py` runs `warm_up_umap` in a '
+            "low-priority daemon thread at "
             "server start, so by the time someone opens the page the compilation is usually done and the "
             "UMAP takes about one warm fit.",
             "",

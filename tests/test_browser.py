@@ -105,7 +105,7 @@ def test_shared_space_lasso_fills_the_selection_table(page, server):
     page.get_by_text("Selection: 0 items").wait_for(timeout=300_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     # first visit on this server (empty cache): the PCA at once, saying so, while the UMAP computes
-    page.get_by_text("Showing PCA while UMAP compiles/computes (first use on this server)").wait_for(timeout=60_000)
+    page.get_by_text("Showing PCA while UMAP compiles/computes (first use on this server").wait_for(timeout=60_000)
     assert_clean(page)
     assert page.get_by_text("All 800 points are shown").count() == 1
     page.screenshot(path=str(ARTIFACTS / "space_pca_first.png"), full_page=True)

@@ -131,8 +131,8 @@ except CHTNError as exc:
 
 if pending is not None:
     st.info(
-        "Showing **PCA** while UMAP compiles/computes (first use on this server): the map switches to UMAP by "
-        "itself when it is ready, for you and anyone else opening it.",
+        "Showing **PCA** while UMAP compiles/computes (first use on this server, or of these parameters): the "
+        "map switches to UMAP by itself when it is ready, for you and anyone else opening it.",
         icon=":material/hourglass_top:",
     )
     wait_for(pending)
