@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from analysis.projection import Projection
@@ -41,28 +41,46 @@ class ProjectionJob:
 
 
 class ProjectionJobs:
-    """A registry of background projection jobs keyed by content; `workers` run at a time (one by default:
-    UMAP is CPU-bound, and a small server should keep cores for the sessions' own script runs)."""
+    """A registry of background projection jobs keyed by content; `workers` compute at a time (one by default:
+    UMAP is CPU-bound, and a small server should keep cores for the sessions' own script runs).
+
+    Each job runs in its own daemon thread (a stopping server does not wait for a UMAP nobody will see),
+    queued on a semaphore.
+    """
 
     def __init__(self, workers: int = 1) -> None:
         self._lock = threading.RLock()  # a job already done when submitted runs its callback in this thread
         self._jobs: dict[str, ProjectionJob] = {}
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chtn-projection")
+        self._slots = threading.BoundedSemaphore(workers)
 
     def submit(self, key: str, compute: Callable[[], Projection]) -> ProjectionJob:
         """The job for `key`: the running (or failed) one if there is one, else a new job running `compute()`."""
         with self._lock:
             job = self._jobs.get(key)
             if job is None:
-                job = ProjectionJob(key, self._pool.submit(compute))
+                job = ProjectionJob(key, Future())
                 self._jobs[key] = job
                 job.future.add_done_callback(lambda future: self._finished(key, future))
+                threading.Thread(
+                    target=self._run, args=(job.future, compute), name=f"chtn-projection-{key[:8]}", daemon=True
+                ).start()
             return job
 
     def running(self) -> list[str]:
         """Keys of the jobs not finished yet (queued or computing)."""
         with self._lock:
             return [key for key, job in self._jobs.items() if not job.done()]
+
+    def _run(self, future: Future, compute: Callable[[], Projection]) -> None:
+        with self._slots:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = compute()
+            except BaseException as exc:  # noqa: BLE001 - handed to every session through the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def _finished(self, key: str, future: Future) -> None:
         if future.exception() is None:  # the result is in the disk cache now; a failure stays for everyone to see

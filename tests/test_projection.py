@@ -187,6 +187,8 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
         session.join()
     assert len(found) == 8 and all(job is found[0] for job in found) and jobs.running() == [key]
     assert not found[0].done()
+    workers = [t for t in threading.enumerate() if t.name == f"chtn-projection-{key[:8]}"]
+    assert len(workers) == 1 and workers[0].daemon  # a stopping server does not wait for it
     gate.set()
     result = found[0].future.result()
     assert len(calls) == 1 and not result.from_cache
