@@ -24,7 +24,6 @@ def warm_up_projection() -> threading.Thread:
 
 
 st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
-warm_up_projection()
 
 navigation = st.navigation(
     [
@@ -35,3 +34,4 @@ navigation = st.navigation(
     ]
 )
 navigation.run()
+warm_up_projection()  # after the first page's script run, which it would otherwise slow down

@@ -203,6 +203,9 @@ def project_gallery(
     return Projection(coords, prep.rows[prep.keep], prep.modality[prep.keep], len(prep.points), seconds)
 
 
+UMAP_WARMED = threading.Event()  # set once `warm_up_umap` has finished in this process (or failed)
+
+
 def warm_up_umap(nice: int = 0) -> float:
     """Import umap-learn and fit a small array, so numba compiles UMAP's code now and not on a user's first visit.
 
@@ -216,7 +219,10 @@ def warm_up_umap(nice: int = 0) -> float:
     # components, whose layout path (float64 centroid distances) a single blob would leave uncompiled
     rng = np.random.default_rng(0)
     points = np.repeat(np.eye(20, dtype=np.float32)[:5], 40, axis=0) + rng.random((200, 20), dtype=np.float32) * 0.01
-    project(points, ProjectionParams())
+    try:
+        project(points, ProjectionParams())
+    finally:
+        UMAP_WARMED.set()
     return time.perf_counter() - started
 
 

@@ -207,6 +207,20 @@ def test_explorer_results_link_to_their_explanation():
     assert first.label == "Explain" and "attribution" in first.page
 
 
+def test_app_start_warms_umap_in_a_background_thread():
+    """app.py starts the numba warm-up once, in a daemon thread, after its first script run."""
+    import threading
+
+    from analysis.projection import UMAP_WARMED
+
+    _app()
+    warming = [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]
+    assert UMAP_WARMED.is_set() or (len(warming) == 1 and warming[0].daemon)
+    for thread in warming:
+        thread.join()
+    assert UMAP_WARMED.is_set()
+
+
 def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion):
     """First visit: the UMAP is not cached, so the page shows the instant PCA and says so while a background
     job computes the UMAP; once the UMAP is in the disk cache, the page shows it and says which it shows."""
