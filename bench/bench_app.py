@@ -390,8 +390,9 @@ and this tree (`git describe`: `{res["head"]}`) alternate; median of the starts,
 Revision `{rev}` embeds the sample's 400 test pairs on the first open (image and text encoders on CPU, behind
 a progress bar). This tree reads the embeddings shipped beside each sample checkpoint
 (`sample_data/checkpoints/<name>.embeddings.npz`, 65 KB each, exact float32, used only when the checkpoint's
-content hash and the split's fingerprint match), so its first open embeds nothing; it also starts the numba
-warm-up for the shared-space page in a low-priority background thread, which runs during this measurement.
+content hash and the split's fingerprint match), so its first open embeds nothing. It starts the numba
+warm-up of the shared-space page in a low-priority background thread after the first script run, so the
+warm-up overlaps the end of this measurement (the browser's rendering) at most.
 """
 
 
