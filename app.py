@@ -7,7 +7,21 @@ first would then run its page without this script (no page config, no navigation
 in the folder would be listed as a page. st.navigation itself is not ignored.
 """
 
+import threading
+
 import streamlit as st
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_projection() -> threading.Thread:
+    """Once per server, in a daemon thread: import umap-learn and fit a small array, so numba's compilation
+    (tens of seconds on a fresh install) is done before anyone opens "Shared space" (the page copes anyway)."""
+    from analysis.projection import warm_up_umap  # lazy: umap-learn itself is imported in the thread
+
+    thread = threading.Thread(target=warm_up_umap, kwargs={"nice": 10}, name="chtn-umap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
 
 st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
 
@@ -20,3 +34,4 @@ navigation = st.navigation(
     ]
 )
 navigation.run()
+warm_up_projection()  # after the first page's script run, which it would otherwise slow down

@@ -2,6 +2,7 @@
 
     python -m bench.bench_app                      # full run, prints the table and writes docs/app_benchmark.md
     python -m bench.bench_app --repeats 1 --switches 1 --no-markdown   # quick smoke run
+    python -m bench.bench_app --first-open-against ad14ddb   # a new user's first open: that revision vs this tree
 
 The app is started and driven by the harness tests/test_browser.py uses (tests/harness.py:
 `python -m streamlit run app.py` on a free port, headless, no file watcher; Debian's chromium through
@@ -21,6 +22,12 @@ Measurements (one run, all on the same machine, ours and the bare page interleav
    "Overview" -> "MAP average" visible (median of --switches each way).
 5. baseline: a bare page (`st.title("bare"); st.write("hello")`), spawn -> rendered and reload -> rendered.
 
+6. first open (`--first-open-against REV`, instead of 1-5): what a new user waits from `streamlit run app.py`
+   to a usable overview, for the code and sample of revision REV (`git archive`, in a temp folder) and for
+   this working tree, interleaved in one run: each start a new server with an empty `CHTN_CACHE_DIR` and an
+   empty `NUMBA_CACHE_DIR` (a fresh install), spawn -> overview rendered. Asserted per start whether it
+   embedded the split (an embeddings `.npz` appeared in the cache) or not.
+
 Each server start gets a fresh browser context (empty HTTP cache: a new port is a new origin anyway);
 reloads reuse the context of that start. Warm measurements are repeated --repeats times (median
 reported, min-max in brackets). Spawn -> rendered is also split into spawn -> /_stcore/health "ok"
@@ -34,7 +41,9 @@ import datetime as dt
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -288,6 +297,105 @@ def run(repeats: int, switches: int) -> dict:
     return res
 
 
+def _export(rev: str, into: Path) -> Path:
+    """The files of git revision `rev` of this repository, unpacked under `into` (code and sample data)."""
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True)
+    into.mkdir(parents=True)
+    archive_path = into.parent / f"{into.name}.tar"
+    archive_path.write_bytes(archive.stdout)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(into, filter="data")
+    archive_path.unlink()
+    return into
+
+
+def first_open(rev: str, repeats: int) -> dict:
+    """Spawn -> usable overview for a fresh install of revision `rev` and of this tree, interleaved (section 6)."""
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="bench-first-open-"))
+    trees = {rev: _export(rev, work / "baseline"), "this tree": ROOT}
+    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    res: dict = {"trees": list(trees), "head": head.stdout.strip(), "load_before": _wait_quiet(timeout=30)}
+    res["work"] = str(work)
+    for label in trees:
+        res[label] = {"rendered": [], "health": [], "load": [], "embedded": []}
+    timeout_ms = 600_000
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            for i in range(repeats):
+                for n, (label, tree) in enumerate(trees.items()):
+                    print(f"first open {i + 1}/{repeats}: {label}…", flush=True)
+                    cache = work / f"cache-{i}-{n}"
+                    env = {
+                        **os.environ,
+                        "CHTN_CACHE_DIR": str(cache),
+                        "NUMBA_CACHE_DIR": str(work / f"numba-{i}-{n}"),
+                        "PYTHONPATH": str(tree),
+                    }
+                    log = work / f"first-{i}-{n}.log"
+                    server, context, tab, t = _start(
+                        browser, tree / "app.py", tree, env, log, _wait_overview, timeout_ms
+                    )
+                    try:
+                        _assert_clean(tab, f"overview, first open of {label}")
+                    finally:
+                        context.close()
+                        server.stop()
+                    res[label]["rendered"].append(t["rendered"])
+                    res[label]["health"].append(t["health"])
+                    res[label]["load"].append(t["load_to_rendered"])
+                    res[label]["embedded"].append(bool(_embeddings(cache)))
+        finally:
+            browser.close()
+    res["load_after"] = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return res
+
+
+def first_open_table(res: dict) -> str:
+    base, ours = (res[label] for label in res["trees"])
+    med = statistics.median
+    lines = [
+        f"| fresh install, spawn → usable overview | {res['trees'][0]}, s | this tree, s | this tree / "
+        f"{res['trees'][0]} |",
+        "|---|---:|---:|---:|",
+        f"| spawn → overview rendered | {_stats(base['rendered'])} | {_stats(ours['rendered'])} | "
+        f"{med(ours['rendered']) / med(base['rendered']):.2f} |",
+        f"| of which spawn → server healthy | {_stats(base['health'])} | {_stats(ours['health'])} | |",
+        f"| of which page load → rendered | {_stats(base['load'])} | {_stats(ours['load'])} | "
+        f"{med(ours['load']) / med(base['load']):.2f} |",
+        f"| embedded the test split (starts) | {sum(base['embedded'])}/{len(base['embedded'])} | "
+        f"{sum(ours['embedded'])}/{len(ours['embedded'])} | |",
+    ]
+    return "\n".join(lines)
+
+
+def first_open_markdown(res: dict, when: str, rev: str) -> str:
+    return f"""# A new user's first open: `streamlit run app.py` to a usable overview
+
+Generated by `python -m bench.bench_app --first-open-against {rev}` on {when}.
+
+Machine: {MACHINE_NOTE} ({os.cpu_count()} cores reported, shared with other engineers' work and a long
+benchmark during this run: timings are noisy, compare the two columns of the same run only). 1-minute load
+average per core: {res["load_before"]:.2f} before the run, {res["load_after"]:.2f} after.
+
+Each start is a fresh install: a new server process, an empty `CHTN_CACHE_DIR` (no features, no embeddings)
+and an empty `NUMBA_CACHE_DIR`; a fresh browser context; "usable overview" = "MAP average" visible and the
+Plotly chart present, no exception or error box. Revision `{rev}` (its code and sample, from `git archive`)
+and this tree (`git describe`: `{res["head"]}`) alternate; median of the starts, min-max in brackets.
+
+{first_open_table(res)}
+
+Revision `{rev}` embeds the sample's 400 test pairs on the first open (image and text encoders on CPU, behind
+a progress bar). This tree reads the embeddings shipped beside each sample checkpoint
+(`sample_data/checkpoints/<name>.embeddings.npz`, 65 KB each, exact float32, used only when the checkpoint's
+content hash and the split's fingerprint match), so its first open embeds nothing. It starts the numba
+warm-up of the shared-space page in a low-priority background thread after the first script run, so the
+warm-up overlaps the end of this measurement (the browser's rendering) at most.
+"""
+
+
 def table(res: dict) -> str:
     med = statistics.median
     cold = res["cold"]
@@ -413,8 +521,21 @@ def main() -> int:
     parser.add_argument("--switches", type=int, default=5, help="page switches each way, default 5")
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "app_benchmark.md"), help="doc to write")
     parser.add_argument("--no-markdown", action="store_true", help="only print the table")
+    parser.add_argument("--first-open-against", metavar="REV", help="only section 6, against git revision REV")
     args = parser.parse_args()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.first_open_against:
+        try:
+            res = first_open(args.first_open_against, args.repeats)
+        except (BenchError, HarnessError) as exc:
+            print(f"FAILED: {exc}", file=sys.stderr)
+            return 1
+        print(first_open_table(res))
+        if not args.no_markdown:
+            out = ROOT / "docs" / "first_open_benchmark.md"
+            out.write_text(first_open_markdown(res, when, args.first_open_against))
+            print(f"wrote {out}")
+        return 0
     try:
         res = run(args.repeats, args.switches)
     except (BenchError, HarnessError) as exc:

@@ -2,12 +2,17 @@
 
 Embeddings are stored as `.npz` under the cache folder, keyed by the checkpoint's content hash and the
 split's fingerprint, so a second open of the same checkpoint, even after a restart, recomputes nothing.
+
+A checkpoint may ship its embeddings beside it (`<name>.embeddings.npz`, e.g. the sample checkpoints, so a
+new user's first open embeds nothing). That file carries the same key; it is read (never written) only when
+the key, the split and the shapes match, and ignored otherwise: a changed checkpoint or dataset is computed.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +47,65 @@ class Gallery:
         return len(self.data)
 
 
+def embeddings_key(checkpoint: Checkpoint, part: PairDataset) -> str:
+    """What identifies a split's embeddings: the checkpoint's content hash and the split's content fingerprint."""
+    return f"{checkpoint.digest}_{part.fingerprint()}"
+
+
 def _embeddings_file(checkpoint: Checkpoint, part: PairDataset, cache_dir: Path | None) -> Path:
-    return (cache_dir or default_cache_dir()) / "embeddings" / f"{checkpoint.digest}_{part.fingerprint()}.npz"
+    return (cache_dir or default_cache_dir()) / "embeddings" / f"{embeddings_key(checkpoint, part)}.npz"
+
+
+def shipped_embeddings_file(checkpoint_path: Path) -> Path:
+    """Where a checkpoint's shipped embeddings live: beside it, `<name>.embeddings.npz`."""
+    return checkpoint_path.with_suffix(".embeddings.npz")
+
+
+def write_shipped_embeddings(checkpoint: Checkpoint, gallery: Gallery, split: str) -> Path:
+    """Store a gallery's exact float32 embeddings beside its checkpoint, under the key they were computed for."""
+    path = shipped_embeddings_file(checkpoint.path)
+    with path.open("wb") as file:
+        np.savez(
+            file,
+            key=np.array(embeddings_key(checkpoint, gallery.data)),
+            split=np.array(split),
+            image=np.asarray(gallery.image, np.float32),
+            text=np.asarray(gallery.text, np.float32),
+        )
+    return path
+
+
+def shipped_embeddings(checkpoint: Checkpoint, part: PairDataset, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(image, text) shipped with the checkpoint for exactly this split's content, else None (then compute).
+
+    Never trusted on a mismatch: the key (checkpoint content hash + split fingerprint), the split name, the
+    dtype, the shapes (one row per pair) and finiteness must all agree; an unreadable file counts as absent.
+    """
+    path = shipped_embeddings_file(checkpoint.path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) != embeddings_key(checkpoint, part) or str(stored["split"]) != split:
+                return None
+            image, text = stored["image"], stored["text"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    for array in (image, text):
+        if array.dtype != np.float32 or array.ndim != 2 or len(array) != len(part) or not np.isfinite(array).all():
+            return None
+    return (image, text) if image.shape == text.shape else None
 
 
 def split_is_embedded(
     checkpoint: Checkpoint, data: PairDataset, split: str = "test", cache_dir: Path | None = None
 ) -> bool:
-    """Whether `embed_split` will read this split from the disk cache (no encoder work, no progress to show)."""
-    return _embeddings_file(checkpoint, data.split(split), cache_dir).exists()
+    """Whether `embed_split` will read this split from disk (shipped or cached: no encoder work, no progress)."""
+    part = data.split(split)
+    return (
+        _embeddings_file(checkpoint, part, cache_dir).exists()
+        or shipped_embeddings(checkpoint, part, split) is not None
+    )
 
 
 def embed_split(
@@ -59,11 +114,16 @@ def embed_split(
     split: str = "test",
     progress: Callable[[int, int], None] | None = None,
     cache_dir: Path | None = None,
+    shipped: bool = True,
 ) -> Gallery:
-    """Embeddings of one split, read from the on-disk cache or computed once and stored there."""
+    """Embeddings of one split: shipped with the checkpoint (when `shipped` and the key matches), read from
+    the on-disk cache, or computed once and stored there."""
     part = data.split(split)
     if len(part) == 0:
         raise CHTNError(f"The dataset has no '{split}' rows to explore.")
+    found = shipped_embeddings(checkpoint, part, split) if shipped else None
+    if found is not None:
+        return Gallery(part, *found, part.label_index)
     path = _embeddings_file(checkpoint, part, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():

@@ -60,6 +60,7 @@ SLOW: dict[str, set[str] | str] = {
     "test_projection.py": {
         "test_cli_precomputes_what_the_page_reads",
         "test_two_checkpoints_share_coordinates_and_identical_ones_match",
+        "test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs",  # a fresh process compiles umap-learn
     },
     "test_attribution.py": {
         "test_randomised_chtn_weights_change_the_image_map",

@@ -207,9 +207,35 @@ def test_explorer_results_link_to_their_explanation():
     assert first.label == "Explain" and "attribution" in first.page
 
 
-def test_shared_space_page_projects_everything_and_says_when_it_samples():
+def test_app_start_warms_umap_in_a_background_thread():
+    """app.py starts the numba warm-up once, in a daemon thread, after its first script run."""
+    import threading
+
+    from analysis.projection import UMAP_WARMED
+
+    _app()
+    warming = [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]
+    assert UMAP_WARMED.is_set() or (len(warming) == 1 and warming[0].daemon)
+    for thread in warming:
+        thread.join()
+    assert UMAP_WARMED.is_set()
+
+
+def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion):
+    """First visit: the UMAP is not cached, so the page shows the instant PCA and says so while a background
+    job computes the UMAP; once the UMAP is in the disk cache, the page shows it and says which it shows."""
+    from analysis.projection import ProjectionParams, project_gallery
+
     at = _app("views/space.py")
     assert not at.error
+    assert len(at.get("plotly_chart")) == 1
+    assert [i.value for i in at.info if "Showing **PCA** while UMAP compiles/computes" in i.value]
+    assert any("UMAP computing in the background" in c.value for c in at.caption)
+    gallery = fashion[0]
+    project_gallery(gallery.image, gallery.text, gallery.labels, ProjectionParams())  # the page's defaults
+    at.run()
+    assert not at.exception and not at.error and not at.info
+    assert any("Showing **UMAP (umap-learn)**" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 1
     assert any("All 800 points are shown" in c.value for c in at.caption), [c.value for c in at.caption]  # unsampled
     labels = [m.label for m in at.metric]

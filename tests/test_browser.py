@@ -24,6 +24,17 @@ def server():
 
 
 @pytest.fixture(scope="module")
+def fresh_server(tmp_path_factory):
+    """A server of its own with an empty cache folder: its first shared-space visit finds no UMAP on disk, whatever
+    other tests of the session computed."""
+    import os
+
+    env = {**os.environ, "CHTN_CACHE_DIR": str(tmp_path_factory.mktemp("fresh-cache"))}
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as running:
+        yield running.url
+
+
+@pytest.fixture(scope="module")
 def page(server):
     from playwright.sync_api import sync_playwright
 
@@ -96,15 +107,24 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
     page.screenshot(path=str(ARTIFACTS / "attribution.png"), full_page=True)
 
 
-def test_shared_space_lasso_fills_the_selection_table(page, server):
-    """Draw a lasso with the mouse over the UMAP map: the selection table and its per-category counts fill."""
+def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
+    """The first visit shows the PCA with a note, then the UMAP by itself; a lasso drawn with the mouse over the
+    UMAP map fills the selection table and its per-category counts."""
     import re
 
-    page.goto(f"{server}/space", wait_until="networkidle")
+    page.goto(f"{fresh_server}/space", wait_until="networkidle")
     page.get_by_text("Selection: 0 items").wait_for(timeout=300_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    # first visit on this server (empty cache): the PCA at once, saying so, while the UMAP computes
+    page.get_by_text("Showing PCA while UMAP compiles/computes (first use on this server").wait_for(timeout=60_000)
+    assert_clean(page)
+    assert page.get_by_text("All 800 points are shown").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "space_pca_first.png"), full_page=True)
+    page.get_by_text("Showing UMAP (umap-learn)").wait_for(timeout=600_000)  # switches by itself
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
     assert_clean(page)
+    assert page.get_by_text("Showing PCA while UMAP").count() == 0
     assert page.get_by_text("All 800 points are shown").count() == 1
     page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
     area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()

@@ -157,3 +157,98 @@ def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
     not_an_image.write_text("not a picture")
     uris = thumbnail_uris([g.data.image_paths[0], None, not_an_image])
     assert uris[0].startswith("data:image/jpeg;base64,") and uris[1] is None and uris[2] is None
+
+
+def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_disk_cache(gallery, tmp_path):
+    """Eight sessions asking at once for the same UMAP start ONE computation; its result is the deterministic
+    layout, read back from the disk cache afterwards; the registry then holds nothing running."""
+    import threading
+
+    from analysis.projection import cached_projection, projection_key
+    from analysis.projection_jobs import ProjectionJobs
+
+    g, _ = gallery
+    points = (g.image, g.text, g.labels)
+    assert cached_projection(*points, FAST, tmp_path) is None
+    gate, calls = threading.Event(), []
+
+    def compute():
+        calls.append(threading.get_ident())
+        gate.wait()  # still running while every session submits
+        return project_gallery(*points, FAST, tmp_path)
+
+    jobs = ProjectionJobs()
+    key = projection_key(*points, FAST)
+    found = []
+    sessions = [threading.Thread(target=lambda: found.append(jobs.submit(key, compute))) for _ in range(8)]
+    for session in sessions:
+        session.start()
+    for session in sessions:
+        session.join()
+    assert len(found) == 8 and all(job is found[0] for job in found) and jobs.running() == [key]
+    assert not found[0].done()
+    workers = [t for t in threading.enumerate() if t.name == f"chtn-projection-{key[:8]}"]
+    assert len(workers) == 1 and workers[0].daemon  # a stopping server does not wait for it
+    gate.set()
+    result = found[0].future.result()
+    assert len(calls) == 1 and not result.from_cache
+    assert np.array_equal(result.coords, project(np.concatenate([g.image, g.text]), FAST))
+    stored = cached_projection(*points, FAST, tmp_path)
+    assert stored is not None and stored.from_cache and np.array_equal(stored.coords, result.coords)
+    assert jobs.running() == []
+
+
+def test_a_failed_background_job_stays_for_every_session_to_see(gallery, tmp_path):
+    from functools import partial
+
+    from analysis.projection_jobs import ProjectionJobs
+
+    g, _ = gallery
+    jobs = ProjectionJobs()
+    too_few = partial(project_gallery, g.image[:1], g.text[:1], g.labels[:1], FAST, tmp_path)  # 2 points
+    job = jobs.submit("too-few", too_few)
+    with pytest.raises(CHTNError, match="At least 3 points"):
+        job.future.result()
+    assert jobs.submit("too-few", too_few) is job and job.done()  # not retried behind the sessions' backs
+
+
+WARM_UP_PROBE = """
+import json, sys
+import numpy as np
+from numba.core.registry import CPUDispatcher
+from analysis.projection import ProjectionParams, project, warm_up_umap
+
+def compiled():
+    return {f"{name}.{attr}": len(obj.signatures) for name, mod in list(sys.modules.items())
+            if name.startswith(("umap", "pynndescent")) for attr, obj in vars(mod).items()
+            if isinstance(obj, CPUDispatcher)}
+
+warm_up_umap()
+before = compiled()
+project(np.load(sys.argv[1]), ProjectionParams())
+print(json.dumps({k: [before.get(k, 0), n] for k, n in compiled().items() if before.get(k, 0) != n}))
+"""
+
+
+def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_path):
+    """What app.py runs at server start: afterwards the sample's UMAP (page defaults) compiles nothing more.
+    A fresh process with an empty numba cache, as on a fresh install."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    g, _ = gallery
+    np.save(tmp_path / "points.npy", np.concatenate([g.image, g.text]))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", WARM_UP_PROBE, str(tmp_path / "points.npy")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}, done.stdout

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
+import numpy as np
 import pytest
 
 from chtn.checkpoint import load_checkpoint
@@ -11,17 +15,27 @@ NAMES = ("chtn_fashion_source", "chtn_no_source", "chtn_cifar_source")
 
 
 @pytest.fixture(scope="module")
-def test_maps(pairs, cache):
-    """MAP on the sample test split for each shipped checkpoint (features shared through the cache)."""
-    from chtn.evaluate import evaluate_embeddings
+def computed(pairs, cache):
+    """Each shipped checkpoint's test-split embeddings computed by its tower now (features shared through the cache)."""
     from chtn.tower import create_tower
 
     test = pairs.split("test")
+    return {
+        name: create_tower(load_checkpoint(CHECKPOINTS / f"{name}.safetensors"), "cpu").embed_pairs(test, cache)
+        for name in NAMES
+    }
+
+
+@pytest.fixture(scope="module")
+def test_maps(pairs, computed):
+    """MAP on the sample test split for each shipped checkpoint."""
+    from chtn.evaluate import evaluate_embeddings
+
+    test = pairs.split("test")
     maps = {}
-    for name in NAMES:
-        checkpoint = load_checkpoint(CHECKPOINTS / f"{name}.safetensors")
-        image, text = create_tower(checkpoint, "cpu").embed_pairs(test, cache)
-        maps[name] = evaluate_embeddings(image, text, test.label_index, checkpoint.label_names).mean_map
+    for name, (image, text) in computed.items():
+        label_names = load_checkpoint(CHECKPOINTS / f"{name}.safetensors").label_names
+        maps[name] = evaluate_embeddings(image, text, test.label_index, label_names).mean_map
     return maps
 
 
@@ -65,3 +79,60 @@ def test_readme_commands_reproduce_the_sample_checkpoints():
     for name, source in RECIPES.items():
         assert f"--source {source} --preset small --out runs/{name}" in readme
     assert f"--data {PAIRS.relative_to(SAMPLE.parent)}" in readme
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_embeddings_equal_freshly_computed_ones(name, pairs, computed):
+    """The embeddings shipped beside each checkpoint are exactly what its tower computes (regenerate them with
+    `python -m scripts.build_sample --embeddings-only`), and the gallery serves them for the sample."""
+    from chtn.gallery import embed_split, shipped_embeddings, shipped_embeddings_file
+
+    checkpoint = load_checkpoint(CHECKPOINTS / f"{name}.safetensors")
+    test = pairs.split("test")
+    shipped = shipped_embeddings(checkpoint, test, "test")
+    assert shipped is not None, f"{shipped_embeddings_file(checkpoint.path)} is missing or keyed for other content"
+    image, text = computed[name]
+    assert np.array_equal(shipped[0], image) and np.array_equal(shipped[1], text)
+    gallery = embed_split(checkpoint, pairs, "test")
+    assert np.array_equal(gallery.image, image) and np.array_equal(gallery.text, text)
+    assert shipped_embeddings_file(checkpoint.path).stat().st_size < 100_000  # 400 x 2 x 20 float32 and a key
+
+
+def test_shipped_embeddings_are_ignored_unless_checkpoint_data_and_split_match(tmp_path, pairs, cache):
+    """A changed checkpoint, a changed dataset, another split or a damaged file: computed (and cached), never read."""
+    from chtn.gallery import embed_split, embeddings_key, shipped_embeddings, split_is_embedded
+    from chtn.tower import create_tower
+
+    fashion = tmp_path / "fashion.safetensors"
+    shutil.copy2(CHECKPOINTS / "chtn_fashion_source.safetensors", fashion)
+    shipped_file = tmp_path / "fashion.embeddings.npz"
+    shutil.copy2(CHECKPOINTS / "chtn_fashion_source.embeddings.npz", shipped_file)
+    checkpoint = load_checkpoint(fashion)
+    test = pairs.split("test")
+    assert shipped_embeddings(checkpoint, test, "test") is not None  # same bytes beside it: trusted
+    assert shipped_embeddings(checkpoint, test, "val") is None  # another split
+
+    other = tmp_path / "other.safetensors"  # another checkpoint holding the fashion checkpoint's file
+    shutil.copy2(CHECKPOINTS / "chtn_no_source.safetensors", other)
+    shutil.copy2(shipped_file, tmp_path / "other.embeddings.npz")
+    assert shipped_embeddings(load_checkpoint(other), test, "test") is None
+
+    texts = list(pairs.texts)
+    row = pairs.splits.index("test")
+    texts[row] = "Completely different product text"
+    changed = dataclasses.replace(pairs, texts=texts)  # one test text edited: another fingerprint
+    assert shipped_embeddings(checkpoint, changed.split("test"), "test") is None
+    assert not split_is_embedded(checkpoint, changed)
+    before = shipped_file.read_bytes()
+    gallery = embed_split(checkpoint, changed, "test")  # the session's feature cache: only the new text is encoded
+    image, text = create_tower(checkpoint, "cpu").embed_pairs(changed.split("test"), cache)
+    assert np.array_equal(gallery.image, image) and np.array_equal(gallery.text, text)
+    cached = cache.root / "embeddings" / f"{embeddings_key(checkpoint, changed.split('test'))}.npz"
+    assert cached.exists() and split_is_embedded(checkpoint, changed)  # computed into the cache
+    assert shipped_file.read_bytes() == before  # the shipped file is only ever read
+
+    shipped_file.write_bytes(before[: len(before) // 2])  # truncated: treated as absent, no exception
+    assert shipped_embeddings(checkpoint, test, "test") is None
+    with np.load(CHECKPOINTS / "chtn_fashion_source.embeddings.npz") as good:
+        np.savez(shipped_file, key=good["key"], split=good["split"], image=good["image"][:-1], text=good["text"][:-1])
+    assert shipped_embeddings(checkpoint, test, "test") is None  # right key, a row missing

@@ -11,10 +11,11 @@ from chtn.errors import CHTNError
 
 
 def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monkeypatch):
-    """A private cache folder, so what other tests cached cannot make this pass or fail."""
+    """A private cache folder, so what other tests cached cannot make this pass or fail (and the embeddings
+    shipped with the sample checkpoints are not read: tests/test_sample.py covers them)."""
     checkpoint = ws.open_checkpoint("chtn_no_source")
     data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
-    first = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
+    first = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path, shipped=False)
     stored = list((tmp_path / "embeddings").glob(f"{checkpoint.digest}_*.npz"))
     assert len(stored) == 1
     mtime = stored[0].stat().st_mtime
@@ -23,12 +24,12 @@ def test_second_open_reads_embeddings_from_disk_without_encoding(tmp_path, monke
         raise AssertionError("embeddings were recomputed")
 
     monkeypatch.setattr("chtn.tower.Tower.embed_pairs", no_encoding)
-    second = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path)
+    second = gal.embed_split(checkpoint, data, "test", cache_dir=tmp_path, shipped=False)
     assert np.array_equal(first.image, second.image) and np.array_equal(first.text, second.text)
     assert stored[0].stat().st_mtime == mtime and len(second) == 400
     other = ws.open_checkpoint("chtn_cifar_source")  # another checkpoint: its own entry
     with pytest.raises(AssertionError, match="recomputed"):
-        gal.embed_split(other, data, "test", cache_dir=tmp_path)
+        gal.embed_split(other, data, "test", cache_dir=tmp_path, shipped=False)
 
 
 def test_model_card_names_data_source_and_provenance():

@@ -2,7 +2,12 @@
 
 Do images and texts of a category meet, which categories collapse into each other, where are the mistakes?
 The full split is projected unless it exceeds the point limit; then the page says how it was sampled.
+A UMAP not in the disk cache is computed in the background (numba compiles umap-learn on a server's first
+use): the page shows the instant PCA meanwhile, says so, and switches to the UMAP by itself when it is ready.
 """
+
+from dataclasses import replace
+from functools import partial
 
 import streamlit as st
 
@@ -12,13 +17,17 @@ from analysis.projection import (
     METHODS,
     METRICS,
     ProjectionParams,
+    cached_projection,
     modality_gap,
     points_table,
     project_gallery,
+    projection_key,
     selection_counts,
 )
+from analysis.projection_jobs import ProjectionJob, ProjectionJobs
 from analysis.projection_render import scatter_figure, thumbnail_uris
 from chtn.errors import CHTNError
+from chtn.features import default_cache_dir
 from views.common import context, keep, remember
 
 ctx = context()
@@ -36,6 +45,21 @@ for key, default in (
     keep(key, default)
 
 THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
+POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether its UMAP is ready
+
+
+@st.cache_resource(show_spinner=False)
+def projection_jobs() -> ProjectionJobs:
+    """One registry per server: every session asking for the same UMAP shares its background job."""
+    return ProjectionJobs()
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def wait_for(job: ProjectionJob) -> None:
+    """While the UMAP computes, say for how long; once it is done, rerun the page to show it."""
+    if job.done():
+        st.rerun(scope="app")
+    st.caption(f"UMAP computing in the background for {job.elapsed:.0f} s; this map switches when it is ready.")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -86,26 +110,35 @@ with st.expander("Projection parameters", expanded=False):
         help="Above this many points a stratified sample is shown.",
     )
 
+pending = None
 try:
     params = ProjectionParams(method, int(neighbors), float(min_dist), metric, int(seed), int(limit))
-    with st.status("Projecting the common space…", expanded=False) as status:
-        bar = st.progress(0.0)
-        projection = project_gallery(
-            gallery.image,
-            gallery.text,
-            gallery.labels,
-            params,
-            progress=lambda fraction, message: bar.progress(fraction, text=message),
+    points = (gallery.image, gallery.text, gallery.labels)
+    projection = cached_projection(*points, params) if method == "umap" else None
+    if method == "umap" and projection is None:
+        job = projection_jobs().submit(
+            projection_key(*points, params), partial(project_gallery, *points, params, default_cache_dir())
         )
-        status.update(
-            label="Projection "
-            + ("read from the cache" if projection.from_cache else f"computed in {projection.seconds:.1f} s"),
-            state="complete",
-        )
+        if job.done():
+            projection = job.result()
+        else:
+            pending = job
+    if projection is None:  # PCA chosen, or the interim map while the UMAP computes: milliseconds
+        projection = project_gallery(*points, replace(params, method="pca"))
 except CHTNError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
 
+if pending is not None:
+    st.info(
+        "Showing **PCA** while UMAP compiles/computes (first use on this server, or of these parameters): the "
+        "map switches to UMAP by itself when it is ready, for you and anyone else opening it.",
+        icon=":material/hourglass_top:",
+    )
+    wait_for(pending)
+else:
+    how = "read from the cache" if projection.from_cache else f"computed in {projection.seconds:.1f} s"
+    st.caption(f"Showing **{METHODS[method]}** ({how}).")
 note = projection.sampling_note(gallery.labels, names)
 (st.warning if projection.sampled else st.caption)(note)
 table = points_table(
