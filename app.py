@@ -31,6 +31,7 @@ navigation = st.navigation(
         st.Page("views/explorer.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="explorer"),
         st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
         st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
+        st.Page("views/bias.py", title="Source bias", icon=":material/balance:", url_path="bias"),
     ]
 )
 navigation.run()

@@ -75,17 +75,11 @@ def add_bias_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bias)
 
 
-def reference_candidates(checkpoint_path: Path) -> list[Path]:
-    """Checkpoints beside this one, and the best checkpoints of sibling training runs (runs/*/best.safetensors)."""
-    folder = checkpoint_path.resolve().parent
-    found = sorted(folder.glob("*.safetensors")) + sorted(folder.parent.glob("*/best.safetensors"))
-    return [p for p in dict.fromkeys(found) if p != checkpoint_path.resolve()]
-
-
 def cmd_bias(args: argparse.Namespace) -> int:
     from analysis.bias import pick_reference
     from analysis.bias_render import gate_statement, write_report
     from analysis.bias_report import BiasSettings, bias_report, open_source
+    from analysis.workspace import reference_candidates
     from chtn.checkpoint import load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError

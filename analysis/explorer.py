@@ -45,6 +45,17 @@ def worst_query(report: EvaluationReport, direction: str) -> int:
     return int(np.nanargmin(ap))
 
 
+def worst_query_per_category(report: EvaluationReport, direction: str, label_names: Sequence[str]) -> dict[str, int]:
+    """Per category, its query with the lowest AP in this direction (first one on ties)."""
+    side = getattr(report, direction)
+    worst = {}
+    for index, name in enumerate(label_names):
+        rows = np.flatnonzero(side.query_labels == index)
+        if rows.size and np.isfinite(side.ap[rows]).any():
+            worst[name] = int(rows[np.nanargmin(side.ap[rows])])
+    return worst
+
+
 def next_misretrieval(report: EvaluationReport, direction: str, current: int | None) -> int | None:
     """The next query after `current` (wrapping around) whose top-1 result is wrong; None if there is none."""
     wrong = np.flatnonzero(~getattr(report, direction).top1_correct)

@@ -40,6 +40,13 @@ def store_upload(name: str, payload: bytes, cache_dir: Path | None = None) -> Pa
     return path
 
 
+def reference_candidates(checkpoint_path: Path) -> list[Path]:
+    """Checkpoints beside this one, and the best checkpoints of sibling training runs (runs/*/best.safetensors)."""
+    folder = checkpoint_path.resolve().parent
+    found = sorted(folder.glob("*.safetensors")) + sorted(folder.parent.glob("*/best.safetensors"))
+    return [p for p in dict.fromkeys(found) if p != checkpoint_path.resolve()]
+
+
 def open_checkpoint(choice: str) -> Checkpoint:
     return load_checkpoint(resolve_checkpoint(choice))
 

@@ -168,3 +168,39 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     assert any("No source data" in note for note in without.notes)  # says what it cannot show
     restored = BiasReport.from_json(fashion.to_json())
     assert restored.tables["gain"].equals(fashion.tables["gain"]) and restored.settings == settings
+
+
+def test_cli_without_a_source_or_with_its_source_gone_is_a_clear_error(checkpoints, tmp_path, capsys):
+    from chtn.cli import main
+
+    out = tmp_path / "out"
+    no_source = CHECKPOINTS / "chtn_no_source.safetensors"
+    assert main(["bias", "--checkpoint", str(no_source), "--data", str(PAIRS), "--out", str(out)]) == 2
+    assert "trained without a source domain" in capsys.readouterr().err
+    moved = tmp_path / "moved.safetensors"
+    moved.write_bytes((CHECKPOINTS / "chtn_cifar_source.safetensors").read_bytes())
+    assert main(["bias", "--checkpoint", str(moved), "--data", str(PAIRS), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "sample_data/cifar10" in err and "--source" in err
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow
+def test_cli_writes_tables_json_and_an_offline_html_report(tmp_path, capsys):
+    import json
+
+    from chtn.cli import main
+
+    out = tmp_path / "bias"
+    cifar = CHECKPOINTS / "chtn_cifar_source.safetensors"
+    args = ["bias", "--checkpoint", str(cifar), "--data", str(PAIRS), "--out", str(out), "--resamples", "1000"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "chtn_no_source.safetensors" in printed  # the reference was found beside it
+    assert "switched the source off" in printed  # CIFAR-10 on fashion: the gate said so
+    for name in ("categories", "gain", "coverage", "capture", "discrepancy", "prior", "confusions", "gap"):
+        assert (out / f"{name}.csv").stat().st_size > 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["resamples"] == 1000 and report["gate"]["relevance"] == 0.0
+    page = (out / "report.html").read_text()
+    assert page.count("Plotly.newPlot") >= 4 and "<script src=" not in page  # plots embedded, nothing fetched

@@ -30,6 +30,8 @@ class Context:
     data: PairDataset
     gallery: gal.Gallery
     report: EvaluationReport
+    data_path: str  # the dataset as the sidebar gives it (pages that need more than the test split reopen it)
+    skip_invalid: bool
 
     @property
     def label_names(self) -> list[str]:
@@ -181,4 +183,4 @@ def context() -> Context:
     if not checked.ok:
         st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
     st.query_params["checkpoint"] = ref
-    return Context(ref, checkpoint, data, gallery, report)
+    return Context(ref, checkpoint, data, gallery, report, data_path, skip_invalid)

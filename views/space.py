@@ -145,6 +145,21 @@ table = points_table(
     projection, data.ids, data.texts, gallery.labels, names, report.i2t.top1_correct, report.t2i.top1_correct
 )
 
+ALL = "All categories"
+if "sp_category" not in st.session_state and st.query_params.get("category") in names:  # a shared link's focus
+    st.session_state["_kept_sp_category"] = st.query_params["category"]
+keep("sp_category", ALL)
+focus = st.selectbox(
+    "Category",
+    [ALL, *names],
+    key="sp_category",
+    on_change=remember,
+    args=("sp_category",),
+    help="Show one category's images and texts (the projection stays the one of the whole split).",
+)
+if focus != ALL:
+    table = table[table.category == focus]
+
 plot_col, gap_col = st.columns([5, 2])
 with gap_col:
     gap = cached_gap(ctx.checkpoint.digest, data.fingerprint())

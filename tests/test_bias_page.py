@@ -1,0 +1,40 @@
+"""The "Source bias" page under AppTest on the sample: the gate said plainly, the table, the charts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_app import _app
+
+pytestmark = pytest.mark.slow
+
+
+def test_cifar_source_page_says_the_source_was_switched_off_and_shows_every_category():
+    at = _app("views/bias.py", checkpoint="chtn_cifar_source")
+    assert not at.error
+    assert any("switched the source off" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert len(table) == 20 and {"ΔAP I->T", "flag T->I", "covering source class", "A-distance"} <= set(table)
+    assert table["explore"].str.startswith("/explorer?checkpoint=chtn_cifar_source").all()
+    assert {m.label for m in at.metric} == {
+        "helped",
+        "negative transfer",
+        "no detectable effect",
+        "insufficient evidence",
+    }
+    assert len(at.get("plotly_chart")) >= 5
+    assert "Benjamini-Hochberg" in " ".join(c.value for c in at.caption)
+
+
+def test_a_checkpoint_without_source_is_told_what_to_pick():
+    at = _app("views/bias.py", checkpoint="chtn_no_source")
+    assert not at.error and "trained without a source domain" in at.info[0].value
+
+
+def test_a_missing_source_still_shows_the_gain_and_says_what_it_cannot_show():
+    at = _app("views/bias.py", checkpoint="chtn_cifar_source")
+    at.text_input(key="bi_source").set_value("/nonexistent/cifar").run()
+    assert not at.exception and not at.error
+    assert any("does not exist" in w.value for w in at.warning)
+    assert any("No source data" in w.value for w in at.warning)
+    assert "ΔAP I->T" in at.dataframe[0].value
