@@ -73,7 +73,7 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
         f"{dataset.get('n_val', '?')} val / {dataset.get('n_test', '?')} test pairs)",
         "source domain": "none (no-source ablation)"
         if not source
-        else f"{source['path']} ({source['n_images']} images, {len(source['label_names'])} classes)",
+        else f"{source['path']} ({source.get('n_images', '?')} images, {len(source['label_names'])} classes)",
         "source domain fit": "n/a"
         if not meta.get("source_fit")
         else f"relevance {meta['source_fit']['relevance']:.2f} (domain classifier AUC "

@@ -132,6 +132,10 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise CHTNError(f"{path}: line {number} is not valid JSON ({exc.msg}).") from None
+                except RecursionError:  # json's parser recurses once per nesting level
+                    raise CHTNError(
+                        f"{path}: line {number} is nested too deeply to read; a row is one flat JSON object."
+                    ) from None
                 if not isinstance(value, dict):
                     raise CHTNError(f'{path}: line {number} is not a JSON object ({{"column": value, ...}}).')
                 rows.append({k: "" if v is None else str(v) for k, v in value.items()})
@@ -183,11 +187,27 @@ def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> Pa
 
 def _read_wikipedia_text(path: Path) -> str:
     """A text file, or the text content of an .xml one (the Wikipedia dataset wraps texts in <text>)."""
-    raw = path.read_text(encoding="utf-8-sig", errors="replace")
+    try:
+        raw = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise CHTNError(f"Text file {path} cannot be read ({exc.strerror}).") from None
     if path.suffix == ".xml":
         match = re.search(r"<text>(.*?)</text>", raw, flags=re.S)
         raw = html.unescape(re.sub(r"<[^>]+>", " ", match.group(1) if match else raw))  # &amp; -> &
     return " ".join(raw.split())
+
+
+def _read_list(path: Path) -> str:
+    """A Wikipedia-layout list file as text, or a `CHTNError` saying how to fix its encoding."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CHTNError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 "
+            "(e.g. iconv -f GBK -t UTF-8 old.list > new.list)."
+        ) from None
+    except OSError as exc:
+        raise CHTNError(f"{path} cannot be read ({exc.strerror}).") from None
 
 
 def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> PairDataset:
@@ -195,13 +215,13 @@ def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> Pa
     categories_file = folder / "categories.list"
     if not categories_file.exists():
         raise CHTNError(f"{folder} is not a Wikipedia-layout folder: categories.list is missing.")
-    categories = [line.strip() for line in categories_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    categories = [line.strip() for line in _read_list(categories_file).splitlines() if line.strip()]
     ids, images, texts, labels, splits = [], [], [], [], []
     for split in ("train", "test"):
         list_file = folder / f"{split}set_txt_img_cat.list"
         if not list_file.exists():
             raise CHTNError(f"{folder}: {list_file.name} is missing.")
-        for number, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        for number, line in enumerate(_read_list(list_file).splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split("\t") if "\t" in line else line.split()
@@ -215,7 +235,7 @@ def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> Pa
                 )
             name = categories[category - 1]
             text_path = next(
-                (p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml") if p.exists()),
+                (p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml") if p.is_file()),
                 None,
             )
             ids.append(text_id)

@@ -59,8 +59,9 @@ def embed_split(
     split: str = "test",
     progress: Callable[[int, int], None] | None = None,
     cache_dir: Path | None = None,
+    device: str | None = None,
 ) -> Gallery:
-    """Embeddings of one split, read from the on-disk cache or computed once and stored there."""
+    """Embeddings of one split, read from the on-disk cache or computed once (on `device`) and stored there."""
     part = data.split(split)
     if len(part) == 0:
         raise CHTNError(f"The dataset has no '{split}' rows to explore.")
@@ -69,7 +70,7 @@ def embed_split(
     if path.exists():
         stored = np.load(path)
         return Gallery(part, stored["image"], stored["text"], part.label_index)
-    image, text = create_tower(checkpoint).embed_pairs(part, FeatureCache(cache_dir), progress)
+    image, text = create_tower(checkpoint, device).embed_pairs(part, FeatureCache(cache_dir), progress)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
     with os.fdopen(handle, "wb") as file:
         np.savez(file, image=image, text=text)
