@@ -6,6 +6,8 @@ The embedded split itself (cached on disk) is `chtn.gallery`, shared with the CL
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from chtn.checkpoint import Checkpoint, load_checkpoint
@@ -22,6 +24,53 @@ SAMPLE_CHECKPOINTS = {
     "chtn_cifar_source": ROOT / "sample_data" / "checkpoints" / "chtn_cifar_source.safetensors",
 }
 DEFAULT_CHECKPOINT = "chtn_fashion_source"
+
+
+ALLOWED_DIRS_ENV = "CHTN_ALLOWED_DIRS"
+OUTSIDE = (
+    "This server opens files only inside the folders it was configured with ({env}); {path!r} is not one of "
+    "them. Use a shipped sample, upload the file, or ask whoever runs the server to add its folder."
+)
+
+
+def allowed_dirs(environ: dict[str, str] | None = None) -> list[Path] | None:
+    """The folders a team server lets the dashboard open ($CHTN_ALLOWED_DIRS, os.pathsep-separated), resolved;
+    None (no confinement) when the variable is unset or empty."""
+    value = (os.environ if environ is None else environ).get(ALLOWED_DIRS_ENV, "")
+    folders = [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
+    return folders or None
+
+
+def confine(path: str | Path, allowed: Sequence[Path] | None, cache_dir: Path | None = None) -> Path:
+    """`path` (a user's sidebar entry or a `?checkpoint=` link) resolved, or a `CHTNError`.
+
+    A NUL byte is refused always. With `allowed` folders (a team server), the resolved path (symlinks followed,
+    `..` collapsed) must lie inside one of them, the shipped samples or the uploads folder; outside paths get one
+    message, whether or not the file exists, so a link cannot probe the server's disk.
+    """
+    text = str(path)
+    if "\x00" in text:
+        raise CHTNError("The path contains a NUL byte (\\x00), which no file name can hold; check the link or entry.")
+    if allowed is None:
+        return Path(text).expanduser()
+    resolved = Path(text).expanduser().resolve()
+    roots = [*allowed, (ROOT / "sample_data").resolve(), ((cache_dir or default_cache_dir()) / "uploads").resolve()]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise CHTNError(OUTSIDE.format(env=ALLOWED_DIRS_ENV, path=text))
+    return resolved
+
+
+def confine_images(data: PairDataset, allowed: Sequence[Path] | None, cache_dir: Path | None = None) -> None:
+    """Every image a dataset lists lies inside the allowed folders (a manifest could name any file on the server).
+    Checked before validation, which would tell existing and missing files apart."""
+    for image in data.image_paths:
+        try:
+            confine(image, allowed, cache_dir)
+        except CHTNError:
+            raise CHTNError(
+                f"The dataset {data.source} lists images outside the folders this server opens "
+                f"({ALLOWED_DIRS_ENV}), e.g. {str(image)!r}; keep the images next to the manifest."
+            ) from None
 
 
 def resolve_checkpoint(choice: str) -> Path:
@@ -45,9 +94,11 @@ def open_checkpoint(choice: str) -> Checkpoint:
     return load_checkpoint(resolve_checkpoint(choice))
 
 
-def open_dataset(path: str | Path, checkpoint: Checkpoint) -> PairDataset:
-    """Load and validate pairs for this checkpoint; invalid rows are an error that names them."""
+def open_dataset(path: str | Path, checkpoint: Checkpoint, allowed: Sequence[Path] | None = None) -> PairDataset:
+    """Load and validate pairs for this checkpoint; invalid rows are an error that names them. With `allowed`
+    folders (a team server), every image must lie inside them."""
     data = load_pairs(path, checkpoint.label_names)
+    confine_images(data, allowed)
     report = validate_pairs(data, checkpoint.label_names)
     if not report.ok:
         raise CHTNError(

@@ -294,6 +294,17 @@ class TransformerTextEncoder(nn.Module):
                 return_tensors="pt",
             )
 
+    def truncation(self, text: str) -> tuple[int, int] | None:
+        """(word pieces in `text`, characters of it the model reads) when `text` is longer than `max_length`
+        word pieces and so is cut; None when it is read whole. Lets a caller say so instead of cutting silently."""
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(text, truncation=False, return_offsets_mapping=True, verbose=False)
+        pieces = len(encoded["input_ids"])
+        if pieces <= self.max_length:
+            return None
+        spans = [end for start, end in encoded["offset_mapping"][: self.max_length - 1] if end > start]
+        return pieces - 2, spans[-1] if spans else 0  # without [CLS]/[SEP]; the last piece kept ends here
+
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The word-piece embeddings MiniLM adds positions to (where text attributions enter)."""
         return self.net.embeddings.word_embeddings(input_ids)

@@ -595,3 +595,169 @@ def test_evaluate_writes_spreadsheet_safe_csv(tmp_path, capsys):
         texts = [row["text"] for row in csv.DictReader(handle)]
     assert texts.count("'" + formula) == 2 and texts.count("'-Leather belt") == 2  # one row per direction
     assert not any(t.startswith(("=", "+", "-", "@")) for t in texts)
+
+
+# ---- the dashboard: paths, confinement, progress, long queries, 16-bit query images ----------------------
+
+
+def test_confine_is_off_without_configured_folders_but_always_refuses_nul():
+    from analysis.workspace import allowed_dirs, confine
+
+    assert allowed_dirs({}) is None and allowed_dirs({"CHTN_ALLOWED_DIRS": " "}) is None
+    assert confine("~/runs/best.safetensors", None) == Path.home() / "runs" / "best.safetensors"
+    with pytest.raises(CHTNError, match="contains a NUL byte"):
+        confine("runs/best\x00.safetensors", None)
+
+
+def test_confine_keeps_paths_inside_the_configured_folders(tmp_path):
+    from analysis.workspace import SAMPLE_CHECKPOINTS, allowed_dirs, confine, store_upload
+
+    team, private = tmp_path / "team", tmp_path / "private"
+    (team / "runs").mkdir(parents=True)
+    private.mkdir()
+    secret = private / "secret.safetensors"
+    secret.write_bytes(SAMPLE.read_bytes())
+    (team / "link.safetensors").symlink_to(secret)  # a symlink out of the folder is outside
+    allowed = allowed_dirs({"CHTN_ALLOWED_DIRS": f"{team}{__import__('os').pathsep}{tmp_path / 'other'}"})
+    assert allowed == [team.resolve(), (tmp_path / "other").resolve()]
+    assert confine(team / "runs" / "best.safetensors", allowed) == (team / "runs" / "best.safetensors").resolve()
+    assert confine(SAMPLE_CHECKPOINTS["chtn_no_source"], allowed) == SAMPLE_CHECKPOINTS["chtn_no_source"].resolve()
+    upload = store_upload("mine.safetensors", b"bytes", tmp_path / "cache")
+    assert confine(upload, allowed, tmp_path / "cache") == upload.resolve()  # uploads still work
+    messages = []
+    for outside in (
+        secret,
+        private / "missing.safetensors",
+        team / "link.safetensors",
+        team / ".." / "private" / "secret.safetensors",
+        "/etc/passwd",
+    ):
+        with pytest.raises(CHTNError) as caught:
+            confine(outside, allowed, tmp_path / "cache")
+        messages.append(str(caught.value).replace(repr(str(outside)), "PATH"))
+    assert len(set(messages)) == 1  # one message: existing and missing files look the same
+    assert "opens files only inside the folders it was configured with (CHTN_ALLOWED_DIRS)" in messages[0]
+
+
+def test_a_manifest_inside_cannot_list_images_outside(tmp_path):
+    from analysis.workspace import allowed_dirs, open_dataset
+
+    team, private = tmp_path / "team", tmp_path / "private"
+    team.mkdir()
+    private.mkdir()
+    manifest = tiny_manifest(team)  # its images are the shipped sample's (always allowed) ...
+    text = manifest.read_text(encoding="utf-8")
+    first_image = Path(next(csv.DictReader(io.StringIO(text)))["image"])
+    shutil.copyfile(first_image, private / first_image.name)  # ... but one, which lies in a private folder
+    manifest.write_text(text.replace(str(first_image), str(private / first_image.name), 1), encoding="utf-8")
+    checkpoint = load_checkpoint(SAMPLE)
+    with pytest.raises(CHTNError, match="lists images outside the folders this server opens"):
+        open_dataset(manifest, checkpoint, allowed_dirs({"CHTN_ALLOWED_DIRS": str(team)}))
+    assert len(open_dataset(manifest, checkpoint, allowed_dirs({"CHTN_ALLOWED_DIRS": str(tmp_path)}))) == 40
+    assert len(open_dataset(manifest, checkpoint)) == 40  # no confinement configured
+
+
+def _app(**params: str):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _recovers(at) -> None:
+    """The sidebar still works: choosing the sample again shows the overview without an error."""
+    at.selectbox(key="sb_checkpoint").set_value("chtn_fashion_source").run()
+    assert not at.exception and not at.error and len(at.metric) == 9
+
+
+def test_app_nul_byte_in_a_link_or_the_sidebar_is_a_clear_error(tmp_path):
+    at = _app(checkpoint=f"{tmp_path}/best\x00.safetensors")
+    assert not at.exception and "contains a NUL byte" in at.error[0].value
+    _recovers(at)
+    at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
+    at.text_input(key="sb_dataset_path").input("pairs\x00.csv").run()
+    assert not at.exception and "contains a NUL byte" in at.error[0].value
+
+
+def test_app_confined_to_configured_folders(tmp_path, monkeypatch):
+    team, private = tmp_path / "team", tmp_path / "private"
+    team.mkdir()
+    private.mkdir()
+    (private / "secret.safetensors").write_bytes(SAMPLE.read_bytes())
+    (team / "ok.safetensors").write_bytes(SAMPLE.read_bytes())
+    monkeypatch.setenv("CHTN_ALLOWED_DIRS", str(team))
+    errors = []
+    for link in (
+        private / "secret.safetensors",
+        private / "missing.safetensors",
+        team / ".." / "private" / "secret.safetensors",
+    ):
+        at = _app(checkpoint=str(link))
+        assert not at.exception and len(at.error) == 1
+        errors.append(at.error[0].value.replace(repr(str(link)), "PATH"))
+    assert len(set(errors)) == 1 and "CHTN_ALLOWED_DIRS" in errors[0]
+    at = _app(checkpoint=str(team / "ok.safetensors"))  # inside: opens (the sample dataset is shipped)
+    assert not at.exception and not at.error and len(at.metric) == 9
+    _recovers(_app(checkpoint="/etc/passwd"))  # the samples stay usable
+
+
+def test_app_failed_embedding_leaves_no_progress_bar(tmp_path):
+    manifest = tiny_manifest(tmp_path)
+    text = manifest.read_text(encoding="utf-8")
+    first_image = next(csv.DictReader(io.StringIO(text)))["image"]
+    broken = _truncated(tmp_path)
+    manifest.write_text(text.replace(first_image, str(broken), 1), encoding="utf-8")
+    at = _app()
+    at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
+    at.text_input(key="sb_dataset_path").input(str(manifest)).run()
+    assert not at.exception and "truncated.jpg" in at.error[0].value
+    assert not [p for p in at.get("progress") if p.proto.value < 100]  # no bar stuck above the error
+
+
+def test_app_says_when_a_long_free_text_query_was_cut():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.switch_page("views/explorer.py")
+    at.run()
+    at.radio(key="rx_source").set_value("Free text").run()
+    long_text = " ".join(["black leather wallet with a zip and a card holder"] * 60)
+    at.text_input(key="rx_free_text").input(long_text).run()
+    assert not at.exception and not at.error
+    warning = at.warning[0].value
+    assert (
+        "reads at most 254 word pieces: it used the first" in warning and f"of {len(long_text):,} characters" in warning
+    )
+    at.text_input(key="rx_free_text").input("black leather wallet").run()
+    assert not at.exception and not at.warning and "Top 10 images" in [s.value for s in at.subheader]
+
+
+def test_the_cut_note_names_exactly_what_the_text_model_reads():
+    from analysis.explorer import free_text_note
+    from chtn.tower import create_tower
+
+    tower = create_tower(load_checkpoint(SAMPLE), "cpu")
+    text = " ".join(["black leather wallet with a zip and a card holder"] * 60)
+    pieces, chars = tower.text.minilm.truncation(text)
+    assert pieces > 254 and 0 < chars < len(text)
+    read = tower.text.minilm.tokenize([text])["input_ids"]
+    assert torch.equal(read, tower.text.minilm.tokenize([text[:chars]])["input_ids"])  # the first `chars` characters
+    assert f"first {chars:,} of {len(text):,} characters" in free_text_note(text, tower)
+    assert free_text_note("black leather wallet", tower) is None
+
+
+def test_a_16_bit_png_query_image_is_embedded_like_its_8_bit_version(tmp_path, cache):
+    from chtn.tower import create_tower
+
+    grey = Image.open(_sample_image(5)).convert("L")
+    Image.fromarray(np.asarray(grey, dtype=np.uint16) * 257).save(tmp_path / "deep.png")
+    grey.save(tmp_path / "eight.png")
+    tower = create_tower(load_checkpoint(SAMPLE), "cpu")
+    deep, eight = tower.embed_images([tmp_path / "deep.png", tmp_path / "eight.png"], cache)
+    np.testing.assert_allclose(deep, eight, atol=1e-5)
