@@ -206,10 +206,16 @@ HEADER_SCHEMA: dict[str, tuple[Any, str]] = {
         lambda v: v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
         "a list of strings",
     ),
-    "encoders": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "an object of strings"),
-    "dataset": (lambda v: isinstance(v, dict), "an object"),
+    "encoders": (
+        lambda v: v is None or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+        "an object of strings",
+    ),
+    "dataset": (lambda v: v is None or isinstance(v, dict), "an object"),
     "metrics": (
-        lambda v: isinstance(v, dict) and all(_is_number(v[k]) for k in ("val_map_mean", "best_epoch") if k in v),
+        lambda v: (
+            v is None
+            or (isinstance(v, dict) and all(_is_number(v[k]) for k in ("val_map_mean", "best_epoch") if k in v))
+        ),
         "an object (val_map_mean and best_epoch numbers)",
     ),
     "source": (

@@ -142,6 +142,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return rows
     except UnicodeDecodeError:
         raise CHTNError(f"{path} is not UTF-8 text; save the manifest as UTF-8.") from None
+    except OSError as exc:  # unreadable (permissions, a special file)
+        raise CHTNError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}).") from None
 
 
 def _require_columns(rows: list[dict[str, str]], columns: Sequence[str], path: Path) -> None:

@@ -30,6 +30,8 @@ def open_rgb(source: str | Path | BinaryIO, name: str | None = None) -> Image.Im
             return _to_rgb(image)
     except FileNotFoundError:
         raise CHTNError(f"Image not found: {label}.") from None
+    except IsADirectoryError:
+        raise CHTNError(f"{label} is a folder, not an image file; give a JPEG or PNG file.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         detail = str(exc).splitlines()[0][:120] if str(exc) else ""
         raise CHTNError(
