@@ -53,7 +53,10 @@ def confine(path: str | Path, allowed: Sequence[Path] | None, cache_dir: Path | 
         raise CHTNError("The path contains a NUL byte (\\x00), which no file name can hold; check the link or entry.")
     if allowed is None:
         return Path(text).expanduser()
-    resolved = Path(text).expanduser().resolve()
+    try:
+        resolved = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # a name too long or not encodable, a symlink loop
+        raise CHTNError(OUTSIDE.format(env=ALLOWED_DIRS_ENV, path=text)) from None
     roots = [*allowed, (ROOT / "sample_data").resolve(), ((cache_dir or default_cache_dir()) / "uploads").resolve()]
     if not any(resolved.is_relative_to(root) for root in roots):
         raise CHTNError(OUTSIDE.format(env=ALLOWED_DIRS_ENV, path=text))

@@ -146,6 +146,15 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         raise CHTNError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}).") from None
 
 
+def _resolve(folder: Path, name: str) -> Path:
+    """`folder / name` resolved; a name no file system can hold (too long, a NUL byte) stays as written, so that
+    validation reports it as a missing file instead of the load failing."""
+    try:
+        return (folder / name).resolve()
+    except (OSError, ValueError):
+        return folder.absolute() / name
+
+
 def _require_columns(rows: list[dict[str, str]], columns: Sequence[str], path: Path) -> None:
     if not rows:
         raise CHTNError(f"{path} has no rows.")
@@ -178,7 +187,7 @@ def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> Pa
     labels = [r["label"].strip() for r in rows]
     return PairDataset(
         ids=[r["id"].strip() for r in rows],
-        image_paths=[(path.parent / r["image"]).resolve() for r in rows],
+        image_paths=[_resolve(path.parent, r["image"]) for r in rows],
         texts=[r["text"] for r in rows],
         labels=labels,
         splits=[r["split"].strip().lower() for r in rows],
@@ -269,6 +278,6 @@ def load_source(path: str | Path, label_names: Sequence[str] | None = None) -> S
     else:
         rows = _read_rows(path)
         _require_columns(rows, ("image", "label"), path)
-        images = [(path.parent / r["image"]).resolve() for r in rows]
+        images = [_resolve(path.parent, r["image"]) for r in rows]
         labels = [r["label"].strip() for r in rows]
     return SourceDataset(images, labels, _ordered_labels(labels, label_names), source=str(path))

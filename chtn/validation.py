@@ -42,7 +42,11 @@ class ValidationReport:
 def _check_image(report: ValidationReport, row: int, path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError:  # a name too long for the file system
+        exists = False
+    if not exists:
         report.add("missing image file", row, str(path))
         return
     try:

@@ -8,6 +8,7 @@ checkpoint headers and tensors, manifests and `--set` strings and assert "a `CHT
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import shutil
@@ -23,7 +24,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from chtn.checkpoint import load_checkpoint
+from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.cli import main
 from chtn.config import SECTIONS, CHTNConfig, load_config
 from chtn.errors import CheckpointError, CHTNError
@@ -42,6 +43,12 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 SAMPLE_TENSORS, SAMPLE_RAW = _read(SAMPLE)
 SAMPLE_HEADER = {k: json.loads(v) for k, v in SAMPLE_RAW.items()}
+
+
+@functools.cache
+def sample_checkpoint() -> Checkpoint:
+    """The sample checkpoint, loaded once (tests that only read it)."""
+    return load_checkpoint(SAMPLE)
 
 
 def write_checkpoint(
@@ -384,7 +391,9 @@ def test_wikipedia_text_entry_that_is_a_directory_loads_as_a_missing_text(tmp_pa
     assert sum(t != "" for t in data.texts) == 5
 
 
-manifest_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+manifest_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20) | st.sampled_from(
+    ["x" * 5000, "a\x00b.jpg", "\ud800.jpg", "../../../etc/passwd", str(PAIRS.parent / "images"), "\u202e.gpj"]
+)
 manifest_rows = st.lists(
     st.dictionaries(
         st.sampled_from(["id", "image", "text", "label", "split", "extra"]),
@@ -412,15 +421,16 @@ def test_any_manifest_is_a_dataset_or_a_clean_error(tmp_path_factory, rows, fmt,
         path.write_text("\n".join(lines), encoding="utf-8")
     else:
         columns = sorted({key for row in rows for key in row}) or ["id"]
-        with path.open("w", newline="", encoding="utf-8") as handle:
+        # a lone surrogate is written as the invalid UTF-8 it stands for (a manifest that is not UTF-8)
+        with path.open("w", newline="", encoding="utf-8", errors="surrogatepass") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
             for row in rows:
                 writer.writerow(
                     [row.get(c, "") if isinstance(row.get(c, ""), str) else json.dumps(row[c]) for c in columns]
                 )
-    checkpoint = load_checkpoint(SAMPLE)
-    for load in (load_pairs, lambda p: open_dataset(p, checkpoint)):
+    checkpoint = sample_checkpoint()
+    for load in (load_pairs, lambda p: open_dataset(p, checkpoint), lambda p: open_dataset(p, checkpoint, [folder])):
         try:
             data = load(path)
         except CHTNError as exc:
