@@ -71,6 +71,7 @@ SLOW: dict[str, set[str] | str] = {
         "test_app_confined_to_configured_folders",
         "test_app_failed_embedding_leaves_no_progress_bar",
         "test_app_says_when_a_long_free_text_query_was_cut",
+        "test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k",
         "test_search_uses_the_device_it_is_given",
         "test_the_cli_reports_a_truncated_image_without_a_traceback",
         "test_any_damaged_header_or_tensor_is_a_checkpoint_or_a_clean_error",

@@ -807,3 +807,16 @@ def test_the_cli_on_any_damaged_checkpoint_succeeds_or_prints_one_error(tmp_path
     manifest = folder / "tiny.csv" if (folder / "tiny.csv").exists() else tiny_manifest(folder)
     code, out, _ = run_cli(capsys, "evaluate", "--checkpoint", path, "--data", manifest)
     assert code == 2 or "MAP@all on 40 test pairs" in out
+
+
+@pytest.mark.parametrize("k", ["²", "9" * 5000, "-3", "ten"])
+def test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k(k):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.switch_page("views/explorer.py")
+    at.query_params["k"] = k
+    at.run()
+    assert not at.exception and not at.error and 1 <= at.slider(key="rx_k").value <= 50

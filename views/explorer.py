@@ -30,7 +30,7 @@ url = st.query_params  # a shared link wins; otherwise the last view of this ses
 if "rx_direction" not in st.session_state:  # page (re)opened: the URL's view, if any, is restored
     if url.get("direction") in DIRECTIONS:
         st.session_state["_kept_rx_direction"] = url["direction"]
-    if url.get("k", "").isdigit():
+    if url.get("k", "").isdecimal() and len(url["k"]) < 6:  # "²".isdigit() is True, but int("²") fails
         st.session_state["_kept_rx_k"] = min(max(int(url["k"]), 1), 50)
     if url.get("query") in data.ids:
         st.session_state.rx_row = data.ids.index(url["query"])
