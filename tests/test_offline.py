@@ -163,3 +163,18 @@ def test_image_weights_that_are_a_folder_or_not_a_state_dict(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(CHTNError, match="are not a state dict"):
         ImageTrunk("tf_efficientnet_lite0", tmp_path / "list.pth")
+
+
+def test_a_checkpoint_naming_a_pickled_text_model_folder_is_one_error_line(tmp_path, capsys):
+    import torch
+
+    from chtn.cli import main
+
+    folder = _model_folder(tmp_path, lambda name: name != "model.safetensors")
+    torch.save({"embeddings.word_embeddings.weight": torch.zeros(2, 2)}, folder / "pytorch_model.bin")
+    checkpoint = _hub_checkpoint(tmp_path / "pickled.safetensors", text_model_dir=str(folder))
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(tiny_manifest(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: No model.safetensors in the text model folder {folder}")
+    assert "which CHTN never loads" in err
