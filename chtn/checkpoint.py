@@ -203,8 +203,8 @@ def _is_strings(value: object, distinct: bool = False) -> bool:
 HEADER_SCHEMA: dict[str, tuple[Any, str]] = {
     "label_names": (lambda v: _is_strings(v, distinct=True), "a list of distinct, non-empty category names"),
     "tfidf_vocabulary": (
-        lambda v: v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
-        "a list of strings",
+        lambda v: v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v) and len(set(v)) == len(v)),
+        "a list of distinct strings (the TF-IDF terms)",
     ),
     "encoders": (
         lambda v: v is None or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),

@@ -197,6 +197,10 @@ def test_the_cli_turns_any_set_string_into_an_error_line(tmp_path, capsys, items
         (lambda h: h.update(label_names=[*h["label_names"][:-1], h["label_names"][0]]), "distinct, non-empty"),
         (lambda h: h.update(label_names=[*h["label_names"][:-1], " "]), "distinct, non-empty"),
         (lambda h: h.update(tfidf_vocabulary=[1] * len(h["tfidf_vocabulary"])), "'tfidf_vocabulary' header should be"),
+        (
+            lambda h: h.update(tfidf_vocabulary=[h["tfidf_vocabulary"][0]] * len(h["tfidf_vocabulary"])),
+            "'tfidf_vocabulary' header should be a list of distinct strings",
+        ),
         (lambda h: h.update(encoders=["a", "b"]), "'encoders' header should be an object of strings"),
         (lambda h: h.update(metrics={"val_map_mean": "high"}), "'metrics' header should be"),
         (lambda h: h.update(source={"path": 3}), "'source' header should be"),
@@ -210,6 +214,7 @@ def test_the_cli_turns_any_set_string_into_an_error_line(tmp_path, capsys, items
         "label-duplicate",
         "label-blank",
         "vocabulary",
+        "vocabulary-duplicates",
         "encoders",
         "metrics",
         "source",
