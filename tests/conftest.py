@@ -72,6 +72,7 @@ SLOW: dict[str, set[str] | str] = {
         "test_app_failed_embedding_leaves_no_progress_bar",
         "test_app_says_when_a_long_free_text_query_was_cut",
         "test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k",
+        "test_app_shows_each_class_of_bad_file_as_an_error_box_and_keeps_working",
         "test_search_uses_the_device_it_is_given",
         "test_the_cli_reports_a_truncated_image_without_a_traceback",
         "test_any_damaged_header_or_tensor_is_a_checkpoint_or_a_clean_error",

