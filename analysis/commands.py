@@ -72,7 +72,7 @@ def add_bias_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
     p.add_argument("--resamples", type=int, default=defaults.resamples, help="bootstrap/randomization resamples")
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.set_defaults(func=cmd_bias)
+    p.set_defaults(func=cmd_bias, out_is_folder=True)  # checked writable before any work
 
 
 def cmd_bias(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ Every rank, score and tie group comes from :mod:`chtn.ranking`, as in evaluation
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from chtn.evaluate import EvaluationReport
 from chtn.gallery import Gallery
 from chtn.ranking import cosine_scores
 from chtn.search import query_side
+
+if TYPE_CHECKING:
+    from chtn.tower import Tower
 
 DIRECTIONS = {"i2t": "Image → Text", "t2i": "Text → Image"}
 
@@ -63,3 +67,24 @@ def next_misretrieval(report: EvaluationReport, direction: str, current: int | N
         return None
     later = wrong[wrong > (-1 if current is None else current)]
     return int(later[0] if len(later) else wrong[0])
+
+
+FREE_TEXT_MAX_CHARS = 10_000  # the explorer's free-text box; a longer paste is cut by the browser
+
+
+def free_text_note(text: str, tower: Tower) -> str | None:
+    """What the explorer says about a free-text query that is not read whole (None when it is): the box's character
+    limit was reached, or MiniLM's word-piece limit cut it (how much it read; TF-IDF, when present, reads it all)."""
+    notes = []
+    if len(text) >= FREE_TEXT_MAX_CHARS:
+        notes.append(f"The box holds {FREE_TEXT_MAX_CHARS:,} characters: anything pasted beyond them was cut.")
+    minilm = tower.text.minilm
+    cut = minilm.truncation(text) if minilm is not None else None
+    if cut is not None:
+        pieces, chars = cut
+        rest = " TF-IDF features read the whole text." if tower.text.tfidf is not None else ""
+        notes.append(
+            f"The text model reads at most {minilm.max_length - 2} word pieces: it used the first {chars:,} of "
+            f"{len(text):,} characters ({pieces:,} word pieces in all).{rest} Shorten the query to be read whole."
+        )
+    return " ".join(notes) or None

@@ -6,10 +6,13 @@ The embedded split itself (cached on disk) is `chtn.gallery`, shared with the CL
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset
+from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
 from chtn.validation import ValidationReport, load_checked_pairs
 
@@ -21,6 +24,56 @@ SAMPLE_CHECKPOINTS = {
     "chtn_cifar_source": ROOT / "sample_data" / "checkpoints" / "chtn_cifar_source.safetensors",
 }
 DEFAULT_CHECKPOINT = "chtn_fashion_source"
+
+
+ALLOWED_DIRS_ENV = "CHTN_ALLOWED_DIRS"
+OUTSIDE = (
+    "This server opens files only inside the folders it was configured with ({env}); {path!r} is not one of "
+    "them. Use a shipped sample, upload the file, or ask whoever runs the server to add its folder."
+)
+
+
+def allowed_dirs(environ: dict[str, str] | None = None) -> list[Path] | None:
+    """The folders a team server lets the dashboard open ($CHTN_ALLOWED_DIRS, os.pathsep-separated), resolved;
+    None (no confinement) when the variable is unset or empty."""
+    value = (os.environ if environ is None else environ).get(ALLOWED_DIRS_ENV, "")
+    folders = [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
+    return folders or None
+
+
+def confine(path: str | Path, allowed: Sequence[Path] | None, cache_dir: Path | None = None) -> Path:
+    """`path` (a user's sidebar entry or a `?checkpoint=` link) resolved, or a `CHTNError`.
+
+    A NUL byte is refused always. With `allowed` folders (a team server), the resolved path (symlinks followed,
+    `..` collapsed) must lie inside one of them, the shipped samples or the uploads folder; outside paths get one
+    message, whether or not the file exists, so a link cannot probe the server's disk.
+    """
+    text = str(path)
+    if "\x00" in text:
+        raise CHTNError("The path contains a NUL byte (\\x00), which no file name can hold; check the link or entry.")
+    if allowed is None:
+        return Path(text).expanduser()
+    try:
+        resolved = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # a name too long or not encodable, a symlink loop
+        raise CHTNError(OUTSIDE.format(env=ALLOWED_DIRS_ENV, path=text)) from None
+    roots = [*allowed, (ROOT / "sample_data").resolve(), ((cache_dir or default_cache_dir()) / "uploads").resolve()]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise CHTNError(OUTSIDE.format(env=ALLOWED_DIRS_ENV, path=text))
+    return resolved
+
+
+def confine_images(data: PairDataset, allowed: Sequence[Path] | None, cache_dir: Path | None = None) -> None:
+    """Every image a dataset lists lies inside the allowed folders (a manifest could name any file on the server).
+    Checked before validation, which would tell existing and missing files apart."""
+    for image in data.image_paths:
+        try:
+            confine(image, allowed, cache_dir)
+        except CHTNError:
+            raise CHTNError(
+                f"The dataset {data.source} lists images outside the folders this server opens "
+                f"({ALLOWED_DIRS_ENV}), e.g. {str(image)!r}; keep the images next to the manifest."
+            ) from None
 
 
 def resolve_checkpoint(choice: str) -> Path:
@@ -58,14 +111,21 @@ SKIP_HINT = (
 
 
 def open_dataset(
-    path: str | Path, checkpoint: Checkpoint, skip_invalid: bool = False, split: str = "test"
+    path: str | Path,
+    checkpoint: Checkpoint,
+    skip_invalid: bool = False,
+    split: str | None = "test",
+    allowed: Sequence[Path] | None = None,
 ) -> tuple[PairDataset, ValidationReport]:
-    """The split the dashboard explores, validated for this checkpoint as the CLI validates it.
+    """The split the dashboard explores (None: every row), validated for this checkpoint as the CLI validates it.
 
     Invalid rows are a `DataValidationError` naming them and the sidebar choice, or with `skip_invalid` are
-    dropped; the report returned says what was skipped (`bad_rows`, `skipped_note`).
+    dropped; the report returned says what was skipped (`bad_rows`, `skipped_note`). With `allowed` folders (a
+    team server), every image must lie inside them, checked before validation looks at any file.
     """
-    return load_checked_pairs(path, split, checkpoint.label_names, skip_invalid, SKIP_HINT)
+    return load_checked_pairs(
+        path, split, checkpoint.label_names, skip_invalid, SKIP_HINT, lambda data: confine_images(data, allowed)
+    )
 
 
 def model_card(checkpoint: Checkpoint) -> dict[str, object]:
@@ -84,7 +144,7 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
         f"{dataset.get('n_val', '?')} val / {dataset.get('n_test', '?')} test pairs)",
         "source domain": "none (no-source ablation)"
         if not source
-        else f"{source['path']} ({source['n_images']} images, {len(source['label_names'])} classes)",
+        else f"{source['path']} ({source.get('n_images', '?')} images, {len(source['label_names'])} classes)",
         "source domain fit": "n/a"
         if not meta.get("source_fit")
         else f"relevance {meta['source_fit']['relevance']:.2f} (domain classifier AUC "

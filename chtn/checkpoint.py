@@ -22,6 +22,7 @@ import torch
 
 from chtn import __version__
 from chtn.config import CHTNConfig
+from chtn.encoders import check_local_models
 from chtn.errors import CheckpointError, CHTNError
 from chtn.finetune import TRUNK_PREFIX, FineTunedCHTN
 from chtn.model import CHTN, CHTNEnsemble, build_model
@@ -151,7 +152,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return blob["state_dict"], blob.get("metadata", {})
 
 
-def _decode_header(raw: dict[str, Any]) -> dict[str, Any]:
+def _decode_header(raw: dict[str, Any], name: str = "checkpoint") -> dict[str, Any]:
     """JSON-decode each header value; foreign files (e.g. transformers' {"format": "pt"}) keep raw strings."""
     meta: dict[str, Any] = {}
     for key, value in (raw if isinstance(raw, dict) else {}).items():
@@ -159,7 +160,94 @@ def _decode_header(raw: dict[str, Any]) -> dict[str, Any]:
             meta[key] = json.loads(value) if isinstance(value, str) else value
         except json.JSONDecodeError:
             meta[key] = value
+        except RecursionError:  # json's parser recurses once per nesting level
+            raise CheckpointError(
+                f"{name}: its header field {str(key)[:40]!r} is nested too deeply to read; the file is damaged or "
+                "was not written by `python -m chtn train`."
+            ) from None
     return meta
+
+
+def _check_tensors(tensors: dict[Any, Any], name: str) -> None:
+    """Every stored value is a tensor and every floating-point tensor is finite (a NaN weight ranks nothing)."""
+    for key, value in tensors.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{name}: its state_dict has a key {str(key)[:80]!r} that is not a tensor name.")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{name}: its state_dict entry {str(key)[:80]!r} is a {type(value).__name__}, not a tensor; the "
+                "file is damaged or was not written by `python -m chtn train`."
+            )
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"{name}: tensor {str(key)[:80]!r} holds NaN or infinite values (training diverged, or the file is "
+                "damaged); use an earlier checkpoint or re-train with a lower learning rate."
+            )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_strings(value: object, distinct: bool = False) -> bool:
+    """A list of non-empty strings (all different with `distinct`)."""
+    return (
+        isinstance(value, list)
+        and all(isinstance(v, str) and v.strip() for v in value)
+        and (not distinct or len(set(value)) == len(value))
+    )
+
+
+# The header fields this code reads, each with the test its value must pass and the form it should have.
+# Extra fields (written by a newer version) are kept unread.
+HEADER_SCHEMA: dict[str, tuple[Any, str]] = {
+    "label_names": (lambda v: _is_strings(v, distinct=True), "a list of distinct, non-empty category names"),
+    "tfidf_vocabulary": (
+        lambda v: v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v) and len(set(v)) == len(v)),
+        "a list of distinct strings (the TF-IDF terms)",
+    ),
+    "encoders": (
+        lambda v: v is None or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+        "an object of strings",
+    ),
+    "dataset": (lambda v: v is None or isinstance(v, dict), "an object"),
+    "metrics": (
+        lambda v: (
+            v is None
+            or (isinstance(v, dict) and all(_is_number(v[k]) for k in ("val_map_mean", "best_epoch") if k in v))
+        ),
+        "an object (val_map_mean and best_epoch numbers)",
+    ),
+    "source": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict)
+                and isinstance(v.get("path"), str)
+                and _is_strings(v.get("label_names"))
+                and _is_number(v.get("n_images", 0))
+            )
+        ),
+        "null or an object with path and label_names (and the number n_images)",
+    ),
+    "source_fit": (
+        lambda v: v is None or (isinstance(v, dict) and _is_number(v.get("relevance")) and _is_number(v.get("auc"))),
+        "null or an object with the numbers relevance and auc",
+    ),
+    "preset": (lambda v: isinstance(v, str), "a string"),
+    "created_at": (lambda v: isinstance(v, str), "a string"),
+    "code_version": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_header(meta: dict[str, Any], name: str) -> None:
+    """Each header field this code reads has the type it needs, or a `CheckpointError` names the field."""
+    for key, (valid, form) in HEADER_SCHEMA.items():
+        if key in meta and key != "label_names" and not valid(meta[key]):
+            raise CheckpointError(
+                f"{name}: its {key!r} header should be {form}, got {type(meta[key]).__name__}; the file is damaged "
+                "or was not written by `python -m chtn train`."
+            )
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -170,7 +258,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise CheckpointError(f"{path.name}: unsupported checkpoint type; use a .safetensors (or .pt) file.")
     tensors, raw = _read_file(path)
-    meta = _decode_header(raw)
+    meta = _decode_header(raw, path.name)
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path.name} is not a CHTN checkpoint (no '{FORMAT}' header); it may be another "
@@ -189,6 +277,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{config.model.num_classes} categories; the file is damaged or was not written by "
             "`python -m chtn train`."
         )
+    if not HEADER_SCHEMA["label_names"][0](labels):
+        raise CheckpointError(
+            f"{path.name}: its 'label_names' header should be {HEADER_SCHEMA['label_names'][1]}; got "
+            f"{[x for x in labels if not (isinstance(x, str) and x.strip()) or labels.count(x) > 1][:3]}. The file "
+            "is damaged or was not written by `python -m chtn train`."
+        )
+    _check_header(meta, path.name)
+    try:
+        check_local_models(config.encoder.image_model, config.encoder.image_weights, config.encoder.text_model_dir)
+    except CHTNError as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from None
+    _check_tensors(tensors, path.name)
     idf = tensors.pop(TFIDF_IDF_KEY, None)
     trunk_state = {k[len(TRUNK_PREFIX) :]: tensors.pop(k) for k in [k for k in tensors if k.startswith(TRUNK_PREFIX)]}
     if bool(trunk_state) != (config.encoder.finetune_stages > 0):

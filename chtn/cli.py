@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -34,6 +35,66 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
             value = raw
         overrides.setdefault(section, {})[name] = value
     return overrides
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device string torch cannot use here, before any work (a typo must not fail after an hour)."""
+    if device is None:
+        return
+    import torch
+
+    forms = "cpu, cuda, cuda:N (N = GPU index) or mps"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CHTNError(f"--device {device!r} is not a device; use {forms}.") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise CHTNError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
+        if parsed.index is not None and parsed.index >= count:
+            raise CHTNError(f"--device {device}: this machine has {count} GPU(s) (cuda:0 to cuda:{count - 1}).")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CHTNError(f"--device {device}: Apple MPS is not available on this machine; use --device cpu.")
+    elif parsed.type != "cpu":
+        raise CHTNError(f"--device {device!r} is not supported; use {forms}.")
+
+
+def _check_writable(out: str, folder: bool) -> None:
+    """Make sure `--out` (a folder, or a file's folder) can be written before the computation starts."""
+    path = Path(out)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise CHTNError(f"--out {out} is a folder; give a file name (e.g. {path / 'embeddings.npz'}).")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CHTNError(f"Cannot write to --out {out} ({reason}); choose a folder you can write to.") from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument checked before any work: counts positive, the device usable, the output writable, the
+    query text valid UTF-8."""
+    for flag, name in (("-k", "k"), ("--at-k", "at_k")):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CHTNError(f"{flag} must be a positive number of results (1 or more), got {value}.")
+    check_device(getattr(args, "device", None))
+    text = getattr(args, "text", None)
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CHTNError(
+                f"--text is not valid UTF-8 (an undecodable byte at character {exc.start + 1}); pass the query "
+                "as UTF-8 text (check the terminal's locale, e.g. LANG=C.UTF-8)."
+            ) from None
+    if getattr(args, "out", None):
+        _check_writable(args.out, folder=getattr(args, "out_is_folder", False))
 
 
 def checked_pairs(args: argparse.Namespace, split: str | None, label_names: Sequence[str] | None = None) -> PairDataset:
@@ -139,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from chtn.checkpoint import load_checkpoint
     from chtn.evaluate import evaluate_embeddings
+    from chtn.exports import write_csv
     from chtn.features import FeatureCache
     from chtn.tower import create_tower
 
@@ -161,8 +223,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        report.per_category().to_csv(out / "per_category.csv", index=False)
-        report.per_query(data.ids, data.texts).to_csv(out / "per_query.csv", index=False)
+        write_csv(report.per_category(), out / "per_category.csv")
+        write_csv(report.per_query(data.ids, data.texts), out / "per_query.csv")
         (out / "summary.json").write_text(
             json.dumps(
                 {**summary, "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}, indent=2
@@ -196,7 +258,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     checkpoint = load_checkpoint(args.checkpoint)
     pairs = checked_pairs(args, args.split, checkpoint.label_names)
-    gallery = embed_split(checkpoint, pairs, args.split, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    gallery = embed_split(checkpoint, pairs, args.split, cache_dir=cache_dir, device=args.device)
     names = checkpoint.label_names
     unknown = sorted(set(args.category) - set(names))
     if unknown:
@@ -272,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, out_is_folder=True)
 
     p = sub.add_parser("search", help="top-k results of one query over a split (as the dashboard's explorer)")
     common(p, "pairs manifest or Wikipedia-layout folder")
@@ -298,15 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None if name == "evaluate" else "embeddings.npz", required=name == "embed")
         if name == "evaluate":
             p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, out_is_folder=name == "evaluate")
     for plugin in entry_points(group="chtn.commands"):  # e.g. `project`, from the dashboard layer
         plugin.load()(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name or text that is not valid Unicode prints as \udcff
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
+        check_args(args)
         return args.func(args)
     except CHTNError as exc:
         print(f"error: {exc}", file=sys.stderr)

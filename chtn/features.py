@@ -69,6 +69,9 @@ class FeatureCache:
 
 
 class _ImageFiles(torch.utils.data.Dataset):
+    """Decoded, transformed images; a file that fails to decode yields its error message instead of a tensor,
+    so that a DataLoader worker never dies with a traceback (the main process raises one clear error)."""
+
     def __init__(self, paths: Sequence[Path]) -> None:
         from chtn.encoders import image_transform
 
@@ -77,10 +80,29 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | str:
         from chtn.images import open_rgb
 
-        return self.transform(open_rgb(self.paths[index]))
+        try:
+            return self.transform(open_rgb(self.paths[index]))
+        except CHTNError as exc:
+            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure inside a worker becomes one message
+            return f"{self.paths[index]} cannot be decoded ({type(exc).__name__}: {exc})"
+
+
+def _collate(items: list[torch.Tensor | str]) -> torch.Tensor | list[str]:
+    """A batch of pixels, or the error messages of the files in it that failed (module level: workers pickle it)."""
+    errors = [item for item in items if isinstance(item, str)]
+    return errors if errors else torch.stack(items)
+
+
+def _undecodable(errors: list[str]) -> CHTNError:
+    return CHTNError(
+        f"{errors[0].rstrip('.')}{f' (and {len(errors) - 1} more in the same batch)' if len(errors) > 1 else ''}. "
+        "Run `python -m chtn validate --data ...` to list every unreadable image, then fix or remove them "
+        "(or pass --skip-invalid, or tick the dashboard's skip-invalid choice, to leave them out)."
+    )
 
 
 def _fill(keys: Sequence[str], cached: dict[str, np.ndarray], dim: int) -> np.ndarray:
@@ -119,10 +141,14 @@ def _encode_image_files(
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
             persistent_workers=False,
+            collate_fn=_collate,
         )
         done = 0
         bar = tqdm(total=len(todo), desc=f"image features ({device.type})", unit="img", disable=progress is not None)
         for batch in loader:
+            if isinstance(batch, list):
+                bar.close()
+                raise _undecodable(batch)
             batch = batch.to(device, non_blocking=True).to(memory_format=torch.channels_last)
             with (
                 torch.inference_mode(),

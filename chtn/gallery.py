@@ -115,9 +115,10 @@ def embed_split(
     progress: Callable[[int, int], None] | None = None,
     cache_dir: Path | None = None,
     shipped: bool = True,
+    device: str | None = None,
 ) -> Gallery:
     """Embeddings of one split: shipped with the checkpoint (when `shipped` and the key matches), read from
-    the on-disk cache, or computed once and stored there."""
+    the on-disk cache, or computed once (on `device`) and stored there."""
     part = data.split(split)
     if len(part) == 0:
         raise CHTNError(f"The dataset has no '{split}' rows to explore.")
@@ -129,7 +130,7 @@ def embed_split(
     if path.exists():
         stored = np.load(path)
         return Gallery(part, stored["image"], stored["text"], part.label_index)
-    image, text = create_tower(checkpoint).embed_pairs(part, FeatureCache(cache_dir), progress)
+    image, text = create_tower(checkpoint, device).embed_pairs(part, FeatureCache(cache_dir), progress)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
     with os.fdopen(handle, "wb") as file:
         np.savez(file, image=image, text=text)

@@ -22,7 +22,7 @@ import difflib
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,10 +172,14 @@ def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, n
     """Whether the image opens exactly as training opens it (`open_rgb`: full decode to RGB)."""
     from PIL import Image
 
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError:  # a name too long for the file system: a missing file
+        is_dir = is_file = False
+    if is_dir:
         report.add("image path is a folder", row, item_id, _shown(path, base))
         return False
-    if not path.is_file():
+    if not is_file:
         match = near.find(path)
         if match is None:
             report.add("missing image file", row, item_id, _shown(path, base))
@@ -333,13 +337,17 @@ def load_checked_pairs(
     label_names: Sequence[str] | None = None,
     skip_invalid: bool = False,
     hint: str = CLI_HINT,
+    admit: Callable[[PairDataset], None] | None = None,
 ) -> tuple[PairDataset, ValidationReport]:
     """The rows a command uses (`split`, or None for all), validated: every entry point opens data this way.
 
     Returns those rows (invalid ones dropped with `skip_invalid`, else `DataValidationError`) and the report,
-    whose `bad_rows` are what was skipped.
+    whose `bad_rows` are what was skipped. `admit` may refuse the data before any of its files is looked at
+    (the dashboard's confinement to allowed folders).
     """
     data = load_pairs(path, label_names)
+    if admit is not None:
+        admit(data)
     rows = [r for r, s in enumerate(data.splits) if split is None or s == split]
     if not rows:
         raise CHTNError(f"{path} has no rows with split {split!r} (it has {sorted(set(data.splits))}).")

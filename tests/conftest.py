@@ -72,6 +72,21 @@ SLOW: dict[str, set[str] | str] = {
         "test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped",
     },
     "test_retrieval.py": {"test_million_row_gallery_matches_brute_force_with_bounded_memory[64]"},
+    "test_robustness.py": {  # the first dashboard run embeds the sample's test split; CLI runs embed a few images
+        "test_app_nul_byte_in_a_link_or_the_sidebar_is_a_clear_error",
+        "test_app_confined_to_configured_folders",
+        "test_app_failed_embedding_leaves_no_progress_bar",
+        "test_app_says_when_a_long_free_text_query_was_cut",
+        "test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k",
+        "test_app_shows_each_class_of_bad_file_as_an_error_box_and_keeps_working",
+        "test_search_uses_the_device_it_is_given",
+        "test_the_cli_reports_a_truncated_image_without_a_traceback",
+        "test_any_damaged_header_or_tensor_is_a_checkpoint_or_a_clean_error",
+    },
+    "test_offline.py": {  # each starts `python -m chtn` in a fresh process
+        "test_evaluate_runs_with_the_network_blocked",
+        "test_a_hub_model_id_is_an_error_without_a_connection",
+    },
 }
 
 

@@ -52,9 +52,16 @@ def _checkpoint(ref: str, mtime: float) -> Checkpoint:
 
 @st.cache_resource(show_spinner="Reading dataset…", max_entries=8)
 def _dataset(
-    path: str, mtime: float, checkpoint_digest: str, skip_invalid: bool, _checkpoint: Checkpoint
+    path: str,
+    mtime: float,
+    checkpoint_digest: str,
+    skip_invalid: bool,
+    allowed: tuple[str, ...] | None,
+    _checkpoint: Checkpoint,
 ) -> tuple[PairDataset, ValidationReport]:
-    return ws.open_dataset(path, _checkpoint, skip_invalid)
+    return ws.open_dataset(
+        path, _checkpoint, skip_invalid, allowed=None if allowed is None else [Path(a) for a in allowed]
+    )
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -71,13 +78,15 @@ def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, Ev
     a bar cannot live inside a cached function); every later open reads it through the shared cache."""
     if not gal.split_is_embedded(checkpoint, data):
         bar = st.progress(0.0, text="Embedding the test split (once per checkpoint and dataset)…")
-        gal.embed_split(
-            checkpoint,
-            data,
-            "test",
-            lambda done, total: bar.progress(done / total, text=f"Embedding images {done}/{total}"),
-        )
-        bar.empty()
+        try:
+            gal.embed_split(
+                checkpoint,
+                data,
+                "test",
+                lambda done, total: bar.progress(done / total, text=f"Embedding images {done}/{total}"),
+            )
+        finally:  # a failed embedding shows its error alone, not under a bar stuck at 0%
+            bar.empty()
     return _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)
 
 
@@ -173,9 +182,15 @@ def context() -> Context:
     if not data_path:
         st.info("Give a dataset path in the sidebar.")
         st.stop()
+    allowed = ws.allowed_dirs()  # $CHTN_ALLOWED_DIRS on a team server: sidebar paths and links stay inside
     try:
-        checkpoint = _checkpoint(ref, _mtime(ws.resolve_checkpoint(ref)))
-        data, checked = _dataset(data_path, _mtime(Path(data_path)), checkpoint.digest, skip_invalid, checkpoint)
+        checkpoint_path = ws.confine(ws.resolve_checkpoint(ref), allowed)
+        data_file = ws.confine(data_path, allowed)
+        checkpoint = _checkpoint(str(checkpoint_path), _mtime(checkpoint_path))
+        allowed_key = None if allowed is None else tuple(map(str, allowed))
+        data, checked = _dataset(
+            str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, checkpoint
+        )
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
         st.error(f"**Cannot open this model/data.** {exc}".replace("\n", "  \n"), icon=":material/error:")

@@ -7,7 +7,14 @@ Ranks, scores and tie groups come from chtn.ranking, as the Overview's (analysis
 import numpy as np
 import streamlit as st
 
-from analysis.explorer import DIRECTIONS, next_misretrieval, search_queries, worst_query
+from analysis.explorer import (
+    DIRECTIONS,
+    FREE_TEXT_MAX_CHARS,
+    free_text_note,
+    next_misretrieval,
+    search_queries,
+    worst_query,
+)
 from analysis.workspace import store_upload
 from chtn.errors import CHTNError
 from chtn.images import open_rgb
@@ -23,7 +30,7 @@ url = st.query_params  # a shared link wins; otherwise the last view of this ses
 if "rx_direction" not in st.session_state:  # page (re)opened: the URL's view, if any, is restored
     if url.get("direction") in DIRECTIONS:
         st.session_state["_kept_rx_direction"] = url["direction"]
-    if url.get("k", "").isdigit():
+    if url.get("k", "").isdecimal() and len(url["k"]) < 6:  # "²".isdigit() is True, but int("²") fails
         st.session_state["_kept_rx_k"] = min(max(int(url["k"]), 1), 50)
     if url.get("query") in data.ids:
         st.session_state.rx_row = data.ids.index(url["query"])
@@ -109,13 +116,17 @@ elif source == FREE_TEXT:
     text = st.text_input(
         "Describe what you are looking for",
         key="rx_free_text",
-        max_chars=2000,
+        max_chars=FREE_TEXT_MAX_CHARS,
         placeholder="e.g. black leather wallet for men",
     )
     if not text.strip():
         st.info("Type a text to search the test images with it.")
         st.stop()
-    query = create_tower(ctx.checkpoint).embed_texts([text])[0]
+    tower = create_tower(ctx.checkpoint)
+    note = free_text_note(text, tower)
+    if note:
+        st.warning(note, icon=":material/content_cut:")
+    query = tower.embed_texts([text])[0]
 else:
     from chtn.tower import create_tower
 

@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from analysis.workspace import model_card
+from chtn.exports import csv_bytes
 from chtn.ranking import TIE_TOLERANCE
 from views.common import context
 
@@ -76,4 +77,4 @@ st.dataframe(
         "paired_expected_rank": number("expected rank", help="With exact ties in random order"),
     },
 )
-st.download_button("Download per-query CSV", per_query.to_csv(index=False).encode(), "per_query.csv", "text/csv")
+st.download_button("Download per-query CSV", csv_bytes(per_query), "per_query.csv", "text/csv")
