@@ -12,7 +12,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.tower import create_tower
 
-VERSION = 1  # bump when a diagnostic's definition changes: older cached reports are then recomputed
+VERSION = 2  # bump when a diagnostic's definition changes: older cached reports are then recomputed
 Progress = Callable[[str, float], None]
 
 
@@ -63,23 +62,32 @@ class BiasReport:
         return self.tables.get(name)
 
     def to_json(self) -> str:
-        """Plain JSON (never a pickle): tables in pandas' split orientation."""
+        """Plain, valid JSON (never a pickle): tables in pandas' split layout, floats exact, NaN as null."""
         return json.dumps(
             {
                 **{k: v for k, v in asdict(self).items() if k not in ("tables", "settings")},
                 "settings": asdict(self.settings),
-                "tables": {name: json.loads(t.to_json(orient="split")) for name, t in self.tables.items()},
+                "tables": {name: _table_to_dict(t) for name, t in self.tables.items()},
             },
             indent=1,
+            allow_nan=False,
         )
 
     @classmethod
     def from_json(cls, text: str) -> BiasReport:
         raw = json.loads(text)
-        tables = {name: pd.read_json(StringIO(json.dumps(t)), orient="split") for name, t in raw.pop("tables").items()}
-        if "capture" in tables:
-            tables["capture"] = tables["capture"].astype(float)
+        tables = {
+            name: pd.DataFrame(t["data"], index=t["index"], columns=t["columns"])
+            for name, t in raw.pop("tables").items()
+        }
         return cls(**{**raw, "settings": BiasSettings(**raw["settings"]), "tables": tables})
+
+
+def _table_to_dict(table: pd.DataFrame) -> dict:
+    """pandas' split layout with Python scalars (json writes floats exactly, unlike `to_json`) and NaN as None."""
+    layout = table.to_dict(orient="split")
+    layout["data"] = [[None if isinstance(v, float) and v != v else v for v in row] for row in layout["data"]]
+    return layout
 
 
 def _cache_key(parts: list[object]) -> str:

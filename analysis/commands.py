@@ -53,9 +53,6 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 def add_bias_command(sub: argparse._SubParsersAction) -> None:
     """`chtn bias`: the source-bias report of a checkpoint (the dashboard's "Source bias" page) as files."""
-    from analysis.bias_report import BiasSettings
-
-    defaults = BiasSettings()
     p = sub.add_parser(
         "bias", help="per-category source-bias report (transfer gain, coverage, capture, discrepancy) as CSV/JSON/HTML"
     )
@@ -70,8 +67,8 @@ def add_bias_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
     p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
-    p.add_argument("--resamples", type=int, default=defaults.resamples, help="bootstrap/randomization resamples")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap/randomization resamples (default 10,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every resampling, permutation and subsample")
     p.set_defaults(func=cmd_bias, out_is_folder=True)  # checked writable before any work
 
 
@@ -84,8 +81,9 @@ def cmd_bias(args: argparse.Namespace) -> int:
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError
 
-    if args.resamples < 100:
-        raise CHTNError(f"--resamples must be at least 100 (10,000 is the convention), got {args.resamples}.")
+    resamples = BiasSettings().resamples if args.resamples is None else args.resamples
+    if resamples < 100:
+        raise CHTNError(f"--resamples must be at least 100 (10,000 is the convention), got {resamples}.")
     out = Path(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
     source = open_source(checkpoint, args.source, args.data)  # a clear error when there is none or it is missing
@@ -102,7 +100,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
         print(f"reference: {reference.path if reference else 'none found (pass --reference)'}")
     data = checked_pairs(args, None, checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    settings = BiasSettings(resamples=args.resamples, seed=args.seed)
+    settings = BiasSettings(resamples=resamples, seed=args.seed)
     report = bias_report(
         checkpoint, data, reference, source, settings, cache_dir, progress=lambda step, _: print(step, flush=True)
     )

@@ -170,19 +170,19 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     assert restored.tables["gain"].equals(fashion.tables["gain"]) and restored.settings == settings
 
 
-def test_cli_without_a_source_or_with_its_source_gone_is_a_clear_error(checkpoints, tmp_path, capsys):
+def test_cli_without_a_source_or_with_its_source_gone_is_a_clear_error(tmp_path, capsys):
     from chtn.cli import main
 
     out = tmp_path / "out"
     no_source = CHECKPOINTS / "chtn_no_source.safetensors"
     assert main(["bias", "--checkpoint", str(no_source), "--data", str(PAIRS), "--out", str(out)]) == 2
     assert "trained without a source domain" in capsys.readouterr().err
-    moved = tmp_path / "moved.safetensors"
-    moved.write_bytes((CHECKPOINTS / "chtn_cifar_source.safetensors").read_bytes())
-    assert main(["bias", "--checkpoint", str(moved), "--data", str(PAIRS), "--out", str(out)]) == 2
+    cifar = CHECKPOINTS / "chtn_cifar_source.safetensors"
+    args = ["bias", "--checkpoint", str(cifar), "--data", str(PAIRS), "--out", str(out), "--source", "gone/cifar"]
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "sample_data/cifar10" in err and "--source" in err
-    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+    assert err.startswith("error:") and "gone/cifar" in err and "does not exist" in err
+    assert not any(out.iterdir())  # checked writable before any work, and nothing half-written
 
 
 @pytest.mark.slow

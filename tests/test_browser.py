@@ -220,3 +220,34 @@ def test_a_flawed_dataset_says_what_to_do_and_opens_with_skip_invalid_rows(page,
     page.get_by_text("MAP average").wait_for(timeout=300_000)
     assert_clean(page)
     page.screenshot(path=str(ARTIFACTS / "flawed_dataset_skipped.png"), full_page=True)
+
+
+def test_bad_links_and_a_16_bit_png_query_are_handled(page, server, tmp_path):
+    """A NUL byte in a shared link is an error box (the sidebar still works); a 16-bit PNG is a query like any."""
+    import numpy as np
+    from PIL import Image
+
+    page.goto(f"{server}/?checkpoint=runs%00/x.safetensors", wait_until="networkidle")
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for(timeout=120_000)
+    assert "NUL" in error.inner_text() and page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(ARTIFACTS / "nul_link.png"), full_page=True)
+    deep = tmp_path / "deep.png"
+    Image.fromarray((np.linspace(0, 65535, 224 * 224).reshape(224, 224)).astype(np.uint16)).save(deep)
+    assert Image.open(deep).mode.startswith("I;16")
+    page.goto(f"{server}/explorer?checkpoint=chtn_fashion_source", wait_until="networkidle")
+    page.get_by_text("Top 10 texts").wait_for(timeout=300_000)
+    page.get_by_text("Upload an image").click()
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]').set_input_files(str(deep))
+    page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)
+    assert_clean(page)
+
+
+def test_source_bias_page_shows_the_gate_the_table_and_the_charts(page, server):
+    page.goto(f"{server}/bias?checkpoint=chtn_cifar_source", wait_until="networkidle")
+    page.get_by_text("switched the source off").wait_for(timeout=600_000)
+    page.locator(".js-plotly-plot").nth(3).wait_for(timeout=120_000)
+    page.wait_for_timeout(1500)
+    assert_clean(page)
+    page.screenshot(path=str(ARTIFACTS / "source_bias.png"), full_page=True)
