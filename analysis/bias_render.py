@@ -103,10 +103,13 @@ def gain_figure(report: BiasReport):
 
     gain = report.tables["gain"]
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=[f"ΔAP {a}" for a in ARROWS.values()])
+    in_legend: set[str] = set()
     for col, direction in enumerate(ARROWS, start=1):
         part = gain[gain["direction"] == direction]
         for flag, colour in FLAG_COLOURS.items():
             rows = part[part["flag"] == flag]
+            if rows.empty:
+                continue
             figure.add_trace(
                 go.Scatter(
                     x=rows["ΔAP"],
@@ -121,13 +124,14 @@ def gain_figure(report: BiasReport):
                     ),
                     name=flag,
                     legendgroup=flag,
-                    showlegend=col == 1,
+                    showlegend=flag not in in_legend,
                     customdata=rows[["n", "p_adjusted"]],
                     hovertemplate="%{y}: ΔAP %{x:+.3f} (n %{customdata[0]}, q %{customdata[1]:.3f})<extra></extra>",
                 ),
                 row=1,
                 col=col,
             )
+            in_legend.add(flag)
         figure.add_vline(x=0, line=dict(color="#555", width=1), row=1, col=col)
     figure.update_layout(height=max(360, 22 * gain["category"].nunique() + 120), margin=dict(l=10, r=10, t=40, b=10))
     return figure
