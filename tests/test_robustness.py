@@ -667,9 +667,10 @@ def test_a_manifest_inside_cannot_list_images_outside(tmp_path):
     manifest.write_text(text.replace(str(first_image), str(private / first_image.name), 1), encoding="utf-8")
     checkpoint = load_checkpoint(SAMPLE)
     with pytest.raises(CHTNError, match="lists images outside the folders this server opens"):
-        open_dataset(manifest, checkpoint, allowed_dirs({"CHTN_ALLOWED_DIRS": str(team)}))
-    assert len(open_dataset(manifest, checkpoint, allowed_dirs({"CHTN_ALLOWED_DIRS": str(tmp_path)}))) == 40
-    assert len(open_dataset(manifest, checkpoint)) == 40  # no confinement configured
+        open_dataset(manifest, checkpoint, split=None, allowed=allowed_dirs({"CHTN_ALLOWED_DIRS": str(team)}))
+    inside = allowed_dirs({"CHTN_ALLOWED_DIRS": str(tmp_path)})
+    assert len(open_dataset(manifest, checkpoint, split=None, allowed=inside)[0]) == 40
+    assert len(open_dataset(manifest, checkpoint, split=None)[0]) == 40  # no confinement configured
 
 
 def _app(**params: str):

@@ -92,9 +92,13 @@ def test_shipped_embeddings_equal_freshly_computed_ones(name, pairs, computed):
     shipped = shipped_embeddings(checkpoint, test, "test")
     assert shipped is not None, f"{shipped_embeddings_file(checkpoint.path)} is missing or keyed for other content"
     image, text = computed[name]
-    assert np.array_equal(shipped[0], image) and np.array_equal(shipped[1], text)
+    # MiniLM's features of a text move in the last bits with the batch it was padded in (the session's feature
+    # cache may hold it from another test's batch), so equal to float32 precision, not bit for bit; a fresh
+    # process with an empty cache reproduces the shipped files exactly (scripts/build_sample.py).
+    np.testing.assert_allclose(shipped[0], image, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(shipped[1], text, rtol=1e-4, atol=1e-6)
     gallery = embed_split(checkpoint, pairs, "test")
-    assert np.array_equal(gallery.image, image) and np.array_equal(gallery.text, text)
+    assert np.array_equal(gallery.image, shipped[0]) and np.array_equal(gallery.text, shipped[1])
     assert shipped_embeddings_file(checkpoint.path).stat().st_size < 100_000  # 400 x 2 x 20 float32 and a key
 
 
