@@ -66,6 +66,7 @@ SLOW: dict[str, set[str] | str] = {
         "test_contrastive_mode_attributes_the_difference",
     },
     "test_retrieval.py": {"test_million_row_gallery_matches_brute_force_with_bounded_memory[64]"},
+    "test_text_choice.py": {"test_validation_choice_scores_every_candidate_on_pairs_carved_from_training"},
 }
 
 
