@@ -128,6 +128,56 @@ def open_dataset(
     )
 
 
+def trained_on(provenance: object) -> str:
+    """ "CPU (2 cores) · float32 · 1 process · torch 2.x · 412 s · seed 0", or "unknown" for checkpoints
+    written before training recorded it (each missing part is "?")."""
+    if not isinstance(provenance, dict) or not provenance:
+        return "unknown (not recorded by the code that trained this checkpoint)"
+
+    def part(key: str, form: str) -> str:
+        value = provenance.get(key)
+        return "?" if value is None else form.format(value)
+
+    device = part("device", "{}")
+    if provenance.get("device_type") == "cpu" and provenance.get("cpu_count") is not None:
+        device += f" ({provenance['cpu_count']} cores)"
+    processes = provenance.get("processes")
+    torch_version = part("torch", "torch {}")
+    if provenance.get("device_type") == "cuda":
+        torch_version += f" (CUDA {provenance.get('cuda', '?')}, cuDNN {provenance.get('cudnn', '?')})"
+    resumed = provenance.get("resumed_from_epoch")
+    wall = part("wall_seconds", "{:.0f} s") + (f" (resumed at epoch {resumed})" if resumed else "")
+    return " · ".join(
+        [
+            device,
+            part("precision", "{}"),
+            "?" if processes is None else f"{processes} process{'es' if processes != 1 else ''}",
+            torch_version,
+            wall,
+            part("seed", "seed {}"),
+        ]
+    )
+
+
+def text_features_choice(choice: object) -> str:
+    """How the text features were chosen (`chtn.text_choice`), or "unknown" for older checkpoints."""
+    if not isinstance(choice, dict) or "mode" not in choice:
+        return "unknown (not recorded: set as configured)"
+    features = choice.get("features", "?")
+    if choice["mode"] == "fixed":
+        return f"{features} (as configured)"
+    if choice["mode"] == "language":
+        share = choice.get("cjk_share")
+        shown = "?" if share is None else f"{share:.0%}"
+        how = "switched to character n-grams" if choice.get("chosen") != "configured" else "kept as configured"
+        return f"{features} (language rule: {shown} CJK characters, {how})"
+    scores = ", ".join(f"{c.get('name')} {c.get('val_map')}" for c in choice.get("candidates", []))
+    return (
+        f"{features} (chosen on validation: {choice.get('chosen')}; MAP on {choice.get('n_val', '?')} pairs "
+        f"carved from the training pairs: {scores})"
+    )
+
+
 def model_card(checkpoint: Checkpoint) -> dict[str, object]:
     """The facts a reviewer asks first: what was trained, on what, from which source, when, by which code."""
     meta, config = checkpoint.meta, checkpoint.config
@@ -155,11 +205,16 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
         if not config.encoder.finetune_stages
         else f"last {config.encoder.finetune_stages} unit(s) fine-tuned with CHTN (deviation)",
         "text encoder": (meta.get("encoders") or {}).get("text", "?"),
+        "text features": text_features_choice(meta.get("text_choice")),
         "common representation": f"{config.model.common} "
         f"({'release' if config.model.common == 'softmax' else 'deviation'})",
         "widths": f"hidden {config.model.hidden_dim}, shared {config.model.shared_dim}"
         + (f"; ensemble of {config.model.ensemble} (outputs averaged)" if config.model.ensemble > 1 else ""),
         "MMD estimator": config.loss.mmd_estimator,
+        "trained on": trained_on(meta.get("provenance")),
+        "software": "unknown"
+        if not isinstance(meta.get("provenance"), dict)
+        else f"Python {meta['provenance'].get('python', '?')} · {meta['provenance'].get('platform', '?')}",
         "best epoch": metrics.get("best_epoch", "?"),
         "validation MAP": round(metrics["val_map_mean"], 4) if "val_map_mean" in metrics else "n/a",
     }

@@ -16,6 +16,10 @@ The chosen setting's test numbers then come from one run without `--validation`.
 
     python -m bench.bench_core --only map --validation --preset finetune --regimes 20,full \
         --sources none,catalogue --seeds 1
+
+Each cell picks its text features as `chtn train` does (`encoder.text_choice`, chtn/text_choice.py): with
+"validation" the candidates are scored on a part carved from the cell's own training pairs, never on the
+split the cell is scored on.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from chtn.evaluate import evaluate_embeddings
 from chtn.features import FeatureCache, image_features, transformer_text_features, trunk_prefix_maps
 from chtn.finetune import TrunkTail
 from chtn.splits import stratified_split
+from chtn.text_choice import choose_text_encoder
 from chtn.tower import TextEncoder, create_tower
 from chtn.train import FeatureSet, TrainInputs, train
 
@@ -137,6 +142,22 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     pair_rows = pick_pairs(p, k, seed)
     src = source_for(p, source, pair_rows)
     config = load_config(preset, overrides={**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
+    stages = config.encoder.finetune_stages
+    pooled = p["image"][pair_rows]
+    if stages:  # the text choice trains on the frozen trunk's pooled features (chtn/text_choice.py)
+        pooled = TrunkTail(cached_image_trunk(), stages).pool_maps(pooled)
+    texts = p["meta"].productDisplayName.tolist()
+    encoder, choice = choose_text_encoder(
+        config,
+        [texts[i] for i in pair_rows],
+        pooled,
+        feature_set(p, pair_rows).labels,
+        p["types"],
+        lambda: p["text"][pair_rows],
+        device="cpu",
+        log=lambda _: None,
+    )
+    config = dataclasses.replace(config, encoder=encoder)
     text, tfidf = cell_text_features(p, config, pair_rows)
     image_dim = p.get("feature_dim", p["image"].shape[1])  # prefix-map protocols keep the pooled width
     model = dataclasses.replace(
@@ -148,7 +169,6 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     )
     config = dataclasses.replace(config, model=model)
     inputs = TrainInputs(feature_set(p, pair_rows, text), None, p["types"])
-    stages = config.encoder.finetune_stages
     if stages:
         if p.get("stages") != stages:
             raise SystemExit(f"fine-tuning cells need the protocol's prefix maps for {stages} stage(s)")
@@ -171,6 +191,9 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
         "seed": seed,
         "source": source,
         "train_seconds": round(seconds, 2),
+        "text": choice["chosen"],
+        **({"text_choice_val_maps": {c["name"]: c["val_map"] for c in choice.get("candidates", [])}}),
+        **({"text_choice_seconds": choice["seconds"]} if "seconds" in choice else {}),
         **{key: round(summary[key], 4) for key in ("map_i2t", "map_t2i", "map_mean")},
     }
 

@@ -7,7 +7,10 @@
    compute ceiling measured in the same run. A large gap means the input pipeline is the bottleneck.
 2. `python -m chtn train` on the sample with CUDA + bf16 autocast (small and paper presets, and small with
    the trunk's last two units fine-tuned), timed.
-3. The GPU-trained checkpoint loaded on CPU and evaluated there, to prove portability.
+3. The GPU-trained checkpoint loaded on CPU and evaluated there, to prove portability; its recorded
+   provenance (device, precision, versions, wall time) is copied into the report.
+4. The three sample checkpoints trained on the device with the README's commands, into
+   OUT/sample_checkpoints/<name>.safetensors, to ship next to (or instead of) the CPU-built ones.
 Results are printed and written to OUT/gpu.json. Only sample_data/ is used: ../shared does not travel.
 """
 
@@ -120,13 +123,33 @@ def train_and_reload(device: str, preset: str, out: Path, settings: tuple[str, .
         text=True,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
+    from chtn.checkpoint import load_checkpoint
+
     return {
         "preset": preset,
         "settings": list(settings),
         "device": device,
         "train_seconds_incl_startup": round(seconds, 1),
         "cpu_reload_evaluation": evaluation.stdout.strip(),
+        "provenance": load_checkpoint(run / "best.safetensors").meta.get("provenance"),
     }
+
+
+def sample_checkpoints(device: str, out: Path) -> list[str]:
+    """The sample's three checkpoints trained on `device` with the README's commands (scripts/build_sample.py)."""
+    from scripts.build_sample import CHECKPOINTS
+
+    folder = out / "sample_checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, source in CHECKPOINTS.items():
+        run = out / "sample_runs" / name
+        command = ["--data", "sample_data/fashion/pairs.csv", "--source", source, "--preset", "small"]
+        command += ["--out", str(run), "--device", device]
+        subprocess.run([sys.executable, "-m", "chtn", "train", *command], cwd=ROOT, check=True, capture_output=True)
+        (run / "best.safetensors").replace(folder / f"{name}.safetensors")
+        written.append(str(folder / f"{name}.safetensors"))
+    return written
 
 
 def main() -> None:
@@ -151,6 +174,8 @@ def main() -> None:
     report["training"] = [train_and_reload(args.device, preset, out, settings) for preset, settings in runs]
     for item in report["training"]:
         print(json.dumps(item), flush=True)
+    report["sample_checkpoints"] = sample_checkpoints(args.device, out)
+    print(json.dumps(report["sample_checkpoints"]), flush=True)
     (out / "gpu.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'gpu.json'}")
 

@@ -324,3 +324,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model.eval().requires_grad_(False)  # inference only; shared read-only by every dashboard session
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Checkpoint(model, config, meta, path, digest, trunk_state)
+
+
+def update_header(path: str | Path, fields: dict[str, Any]) -> Path:
+    """Replace or add metadata fields of a saved .safetensors checkpoint in place (atomically), weights untouched.
+
+    Training stamps facts known only at its end (the wall time) on the checkpoint it kept earlier.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as handle:
+        tensors, header = {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    header.update({k: json.dumps(v) for k, v in fields.items()})
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)
+    return path

@@ -20,6 +20,19 @@ from chtn.errors import CHTNError
 if TYPE_CHECKING:
     from chtn.data import PairDataset
 
+TEXT_OPTIONS_HELP = """text features (--set encoder.FIELD=VALUE; chtn/config.py EncoderConfig):
+  encoder.text=minilm+tfidf         minilm (English sentence model), tfidf, or minilm+tfidf (small's default)
+  encoder.tfidf_analyzer=char_wb    word, char_wb (character n-grams inside words) or char (across spaces:
+                                    CJK and other unsegmented text)
+  encoder.tfidf_ngram=[2,4]         n-gram range (JSON list)
+  encoder.tfidf_max_features=1000   TF-IDF vocabulary size
+  encoder.text_choice=language      fixed: as set; language (default): as set unless most characters are CJK
+                                    (then char 1-3-gram TF-IDF, 3,000 terms, no MiniLM); validation: train
+                                    each candidate (as set, MiniLM + char 1-3 TF-IDF, char 1-3 TF-IDF alone) on
+                                    the training pairs minus 20% carved from them, keep the best MAP there
+  encoder.text_choice_epochs=0      epochs per candidate with validation (0 = train.epochs)
+The model card and the checkpoint's 'text_choice' metadata record what was used and why."""
+
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     """`section.field=value` pairs (value parsed as JSON when it can be) -> nested dict."""
@@ -319,7 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-clean", default=None, metavar="PATH", help="write the valid rows as a .csv/.jsonl manifest")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("train", help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl")
+    p = sub.add_parser(
+        "train",
+        help="train CHTN; writes best.safetensors, last.pt, metrics.jsonl",
+        epilog=TEXT_OPTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common(p, "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder")
     p.add_argument(
         "--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation"
@@ -329,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="small",
         choices=sorted(PRESETS),
         help="config preset: small (CPU/sample; default), ensemble (small x 3 averaged), finetune "
-        "(ensemble + the trunk's head conv trained; the benchmark preset) or paper (the release)",
+        "(ensemble + the trunk's head conv trained), finetune2 (finetune with the last block stage trained too; "
+        "the benchmark preset) or paper (the release)",
     )
     p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")

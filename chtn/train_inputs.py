@@ -29,26 +29,40 @@ def build_train_inputs(
     Returns the config with data-dependent widths filled in, the inputs, the checkpoint metadata
     and the TF-IDF state (None for transformer text features).
     """
-    from chtn.encoders import cached_image_trunk
-    from chtn.features import image_features, pick_device, trunk_prefix_maps
+    from chtn.encoders import cached_image_trunk, cached_text_encoder
+    from chtn.features import image_features, pick_device, transformer_text_features, trunk_prefix_maps
     from chtn.finetune import TrunkTail
+    from chtn.text_choice import choose_text_encoder
     from chtn.tower import TextEncoder
 
     train, val = pairs.split("train"), pairs.split("val")
     if len(train) == 0:
         raise CHTNError(f"{pairs.source} has no rows with split 'train'.")
     device = str(pick_device(device))
-    featurizer = TextEncoder.fit(config.encoder, train.texts, device)
     trunk = cached_image_trunk(config.encoder.image_model, config.encoder.image_weights or None, device)
     workers = config.train.num_workers
     stages = config.encoder.finetune_stages
+    tail = TrunkTail(trunk, stages) if stages else None
 
     def feats(paths):  # pooled features of the frozen trunk, or the maps entering the units to fine-tune
         if stages:
             return trunk_prefix_maps(paths, cache, trunk, stages, num_workers=workers)
         return image_features(paths, cache, trunk, num_workers=workers)[0]
 
-    train_set = _feature_set(train, featurizer, feats(train.image_paths), cache)
+    train_images = feats(train.image_paths)
+    encoder_dir = config.encoder.text_model_dir
+    encoder, text_choice = choose_text_encoder(
+        config,
+        train.texts,
+        train_images if tail is None else tail.pool_maps(train_images),
+        train.label_index,
+        list(pairs.label_names),
+        lambda: transformer_text_features(train.texts, cache, cached_text_encoder(encoder_dir, device)),
+        device,
+    )
+    config = dataclasses.replace(config, encoder=encoder)
+    featurizer = TextEncoder.fit(config.encoder, train.texts, device)
+    train_set = _feature_set(train, featurizer, train_images, cache)
     val_set = _feature_set(val, featurizer, feats(val.image_paths), cache) if len(val) else None
     model = dataclasses.replace(
         config.model,
@@ -58,9 +72,7 @@ def build_train_inputs(
         num_source_classes=len(source.label_names) if source is not None else 0,
     )
     config = dataclasses.replace(config, model=model)
-    inputs = TrainInputs(
-        train_set, val_set, list(pairs.label_names), image_tail=TrunkTail(trunk, stages) if stages else None
-    )
+    inputs = TrainInputs(train_set, val_set, list(pairs.label_names), image_tail=tail)
     meta: dict[str, Any] = {
         "label_names": list(pairs.label_names),
         "encoders": {"image": trunk.identity, "text": featurizer.identity},
@@ -72,6 +84,7 @@ def build_train_inputs(
             "n_test": len(pairs.split("test")),
         },
         "source": None,
+        "text_choice": text_choice,
     }
     if source is not None:
         inputs.source_image = feats(source.image_paths)

@@ -87,6 +87,7 @@ SLOW: dict[str, set[str] | str] = {
         "test_evaluate_runs_with_the_network_blocked",
         "test_a_hub_model_id_is_an_error_without_a_connection",
     },
+    "test_text_choice.py": {"test_validation_choice_scores_every_candidate_on_pairs_carved_from_training"},
 }
 
 

@@ -181,6 +181,20 @@ def test_a_loaded_checkpoint_can_be_saved_again(saved, tmp_path):
     assert all(torch.equal(v, checkpoint.model.state_dict()[k]) for k, v in reloaded.model.state_dict().items())
 
 
+def test_update_header_adds_a_field_and_keeps_weights_and_the_rest(saved, tmp_path):
+    from chtn.checkpoint import update_header
+
+    original = load_checkpoint(saved[0])
+    target = update_header(_copy(saved[0], tmp_path, "stamped.safetensors"), {"provenance": {"wall_seconds": 1.5}})
+    stamped = load_checkpoint(target)
+    assert stamped.meta["provenance"] == {"wall_seconds": 1.5} and "provenance" not in original.meta
+    assert {k: v for k, v in stamped.meta.items() if k not in ("provenance", "_tfidf_idf")} == {
+        k: v for k, v in original.meta.items() if k != "_tfidf_idf"
+    }
+    assert all(torch.equal(v, original.model.state_dict()[k]) for k, v in stamped.model.state_dict().items())
+    assert list(tmp_path.iterdir()) == [target]  # atomic: no temporary file left
+
+
 def test_metadata_cannot_overwrite_the_reserved_header_fields(tmp_path):
     config = small_config()
     path = save_checkpoint(

@@ -133,6 +133,54 @@ def test_gated_source_records_its_domain_fit(inputs, tmp_path):
     assert any("AUC" in m for m in messages)
 
 
+def test_checkpoint_records_where_and_how_it_was_trained(inputs, tmp_path):
+    """Provenance for a go/no-go: device, precision, processes, versions, wall time and seed, on the model card."""
+    import dataclasses
+    import platform
+    import time
+
+    import torch
+
+    from analysis.workspace import model_card
+    from chtn.train import train
+
+    config, data, meta, tfidf = inputs
+    seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=3))
+    started = time.perf_counter()
+    result = train(seeded, data, tmp_path, meta, tfidf, log=lambda _: None)
+    elapsed = time.perf_counter() - started
+    checkpoint = load_checkpoint(result.best_path)
+    record = checkpoint.meta["provenance"]
+    assert (record["device"], record["device_type"], record["precision"], record["processes"]) == (
+        "CPU",
+        "cpu",
+        "float32",
+        1,
+    )
+    assert record["seed"] == 3 and record["epochs_run"] == 3 and record["resumed_from_epoch"] == 0
+    assert record["torch"] == torch.__version__ and record["python"] == platform.python_version()
+    assert isinstance(record["platform"], str) and record["platform"]
+    assert isinstance(record["cpu_count"], int) and record["cpu_count"] >= 1
+    assert isinstance(record["torch_threads"], int)
+    assert record["cuda"] is None or isinstance(record["cuda"], str)
+    assert record["cudnn"] is None or isinstance(record["cudnn"], int)
+    assert isinstance(record["wall_seconds"], float) and 0 < record["wall_seconds"] <= elapsed + 0.1
+    assert checkpoint.meta["text_choice"] == {  # English titles: the language rule keeps the preset's features
+        "mode": "language",
+        "cjk_share": 0.0,
+        "threshold": 0.3,
+        "chosen": "configured",
+        "features": "MiniLM + TF-IDF char_wb 2-4-grams (1000)",
+    }
+    card = model_card(checkpoint)
+    cores = record["cpu_count"]
+    assert card["trained on"].startswith(f"CPU ({cores} cores) · float32 · 1 process · torch {torch.__version__} · ")
+    assert card["trained on"].endswith(f" · {record['wall_seconds']:.0f} s · seed 3")
+    assert card["text features"] == (
+        "MiniLM + TF-IDF char_wb 2-4-grams (1000) (language rule: 0% CJK characters, kept as configured)"
+    )
+
+
 def test_an_ensemble_trains_saves_and_reloads_as_one_model(inputs, tmp_path):
     import dataclasses
 
@@ -218,4 +266,5 @@ def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
     history = _lines(tmp_path / "ddp" / "metrics.jsonl")
     assert len(history) == 3 and all(h["world_size"] == 2 for h in history)
     assert history[-1]["val_map_mean"] > 0.3
-    assert load_checkpoint(tmp_path / "ddp" / "best.safetensors").config.model.num_classes == 20
+    checkpoint = load_checkpoint(tmp_path / "ddp" / "best.safetensors")
+    assert checkpoint.config.model.num_classes == 20 and checkpoint.meta["provenance"]["processes"] == 2

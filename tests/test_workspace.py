@@ -40,6 +40,18 @@ def test_model_card_names_data_source_and_provenance():
     assert ws.model_card(ws.open_checkpoint("chtn_no_source"))["source domain"].startswith("none")
 
 
+def test_model_card_says_unknown_for_provenance_older_checkpoints_lack():
+    """The shipped sample checkpoints predate the provenance and text-choice records."""
+    checkpoint = ws.open_checkpoint("chtn_fashion_source")
+    assert "provenance" not in checkpoint.meta and "text_choice" not in checkpoint.meta
+    card = ws.model_card(checkpoint)
+    assert card["trained on"].startswith("unknown") and card["software"] == "unknown"
+    assert card["text features"].startswith("unknown")
+    assert ws.trained_on({"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "processes": 4}) == (
+        "NVIDIA H100 80GB HBM3 · ? · 4 processes · ? (CUDA ?, cuDNN ?) · ? · ?"
+    )
+
+
 def test_uploads_are_content_addressed_and_keep_their_name(tmp_path):
     first = ws.store_upload("my model.safetensors", b"abc", tmp_path)
     assert first.name == "my model.safetensors" and first.read_bytes() == b"abc"
