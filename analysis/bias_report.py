@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.tower import create_tower
 
-VERSION = 2  # bump when a diagnostic's definition changes: older cached reports are then recomputed
+VERSION = 3  # bump when a diagnostic's definition changes: older cached reports are then recomputed
 Progress = Callable[[str, float], None]
 
 
@@ -104,6 +104,9 @@ def bias_report(
     progress: Progress | None = None,
 ) -> BiasReport:
     """The report, read from the disk cache or computed (with `progress(step, fraction)`) and stored there."""
+    checkpoint.check_labels(data.labels)
+    # Class indices follow the checkpoint's label order (a dataset read without it is sorted by name).
+    data = replace(data, label_names=list(checkpoint.label_names))
     test = data.split("test")
     key = _cache_key(
         [VERSION, checkpoint.digest, reference.digest if reference else None, test.fingerprint()]

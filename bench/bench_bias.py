@@ -2,6 +2,7 @@
 
     python -m bench.bench_bias                      # k=5, seed 0, preset small; writes bench/out/bias_k5/
     python -m bench.bench_bias --k 20 --preset ensemble
+    python -m bench.bench_bias --reuse              # the report again on the cells trained before
 
 Trains the two cells exactly as `bench.bench_core` does (same pairs, same catalogue source), writes the
 protocol as a manifest, and runs the report (`analysis.bias_report`) on the 2,425-item test split: the
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--cache-dir", default=None, help="feature cache (the bench_core one is warm)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--reuse", action="store_true", help="keep cells already trained by an earlier run")
     args = parser.parse_args()
     out = Path(args.out or ROOT / "bench" / "out" / f"bias_k{args.k}")
     cache = FeatureCache(args.cache_dir)
@@ -64,12 +66,15 @@ def main() -> None:
     cells = {}
     for source in ("catalogue", "none"):
         work = ROOT / "bench" / "out" / "runs" / f"bias_{args.k}_{args.seed}_{source}_{args.preset}"
-        cells[source] = run_cell(p, args.k, args.seed, source, args.preset, {}, work)
+        if args.reuse and (work / "best.safetensors").exists():
+            cells[source] = {"k": args.k, "seed": args.seed, "source": source, "reused": True}
+        else:
+            cells[source] = run_cell(p, args.k, args.seed, source, args.preset, {}, work)
         cells[source]["checkpoint"] = str(work / "best.safetensors")
         print(json.dumps(cells[source]))
     out.mkdir(parents=True, exist_ok=True)
-    data = load_pairs(write_manifest(p, pair_rows, out / "protocol_pairs.csv"))
     checkpoint, reference = (load_checkpoint(cells[s]["checkpoint"]) for s in ("catalogue", "none"))
+    data = load_pairs(write_manifest(p, pair_rows, out / "protocol_pairs.csv"), checkpoint.label_names)
     source = catalogue_source(p, pair_rows)
     timings = {}
     cache_dir = Path(args.cache_dir) if args.cache_dir else None

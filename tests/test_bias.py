@@ -145,12 +145,12 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     from chtn.data import load_pairs
 
     settings = BiasSettings(resamples=500, permutations=100)
-    reports = {}
+    reports, sources = {}, {}
     for name in ("chtn_fashion_source", "chtn_cifar_source"):
         checkpoint = checkpoints[name]
         source = open_source(checkpoint, None, PAIRS)
         per_class = [np.flatnonzero(source.label_index == c)[:12] for c in range(len(source.label_names))]
-        source = source.select(np.concatenate(per_class))  # a few per class keeps the test quick
+        source = sources[name] = source.select(np.concatenate(per_class))  # a few per class keeps it quick
         data = load_pairs(PAIRS, checkpoint.label_names)
         reports[name] = bias_report(checkpoint, data, checkpoints["chtn_no_source"], source, settings)
     fashion, cifar = reports["chtn_fashion_source"], reports["chtn_cifar_source"]
@@ -166,6 +166,12 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     without = bias_report(checkpoint, data, checkpoints["chtn_no_source"], None, settings)
     assert "coverage" not in without.tables and "gain" in without.tables
     assert any("No source data" in note for note in without.notes)  # says what it cannot show
+    shuffled = dataclasses.replace(data, label_names=data.label_names[::-1])  # a dataset read in another order
+    again = bias_report(
+        checkpoint, shuffled, None, sources["chtn_fashion_source"], dataclasses.replace(settings, seed=1)
+    )
+    best = again.tables["coverage"].query("rank == 1")
+    assert (best["category"] == best["source class"]).all() and (best["similarity"] > 0.9).all()
     restored = BiasReport.from_json(fashion.to_json())
     assert restored.tables["gain"].equals(fashion.tables["gain"]) and restored.settings == settings
 
