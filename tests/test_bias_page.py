@@ -16,6 +16,7 @@ def test_cifar_source_page_says_the_source_was_switched_off_and_shows_every_cate
     table = at.dataframe[0].value
     assert len(table) == 20 and {"ΔAP I->T", "flag T->I", "covering source class", "A-distance"} <= set(table)
     assert table["explore"].str.startswith("/explorer?checkpoint=chtn_cifar_source").all()
+    assert table["explore"].str.contains("search=").all() and table["map"].str.contains("category=").all()
     assert {m.label for m in at.metric} == {
         "helped",
         "negative transfer",
@@ -38,3 +39,10 @@ def test_a_missing_source_still_shows_the_gain_and_says_what_it_cannot_show():
     assert any("does not exist" in w.value for w in at.warning)
     assert any("No source data" in w.value for w in at.warning)
     assert "ΔAP I->T" in at.dataframe[0].value
+
+
+def test_links_open_the_explorer_and_the_map_on_the_category():
+    explorer = _app("views/explorer.py", checkpoint="chtn_fashion_source", search="Heels", direction="i2t")
+    assert not explorer.error and explorer.text_input(key="rx_search").value == "Heels"
+    space = _app("views/space.py", checkpoint="chtn_fashion_source", category="Heels")
+    assert not space.error and space.selectbox(key="sp_category").value == "Heels"

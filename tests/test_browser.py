@@ -251,3 +251,22 @@ def test_source_bias_page_shows_the_gate_the_table_and_the_charts(page, server):
     page.wait_for_timeout(1500)
     assert_clean(page)
     page.screenshot(path=str(ARTIFACTS / "source_bias.png"), full_page=True)
+
+
+def test_the_cli_bias_report_opens_offline_with_its_plots(page, tmp_path):
+    """`chtn bias` writes one self-contained HTML file: opened from disk, every plot draws (plotly.js inlined)."""
+    from chtn.cli import main
+    from tests.conftest import CHECKPOINTS, PAIRS
+
+    out = tmp_path / "bias"
+    cifar = CHECKPOINTS / "chtn_cifar_source.safetensors"
+    assert (
+        main(["bias", "--checkpoint", str(cifar), "--data", str(PAIRS), "--out", str(out), "--resamples", "500"]) == 0
+    )
+    page.route("http*://**", lambda route: route.abort())  # offline: any fetch would fail
+    page.goto((out / "report.html").as_uri())
+    page.locator(".js-plotly-plot .main-svg").nth(6).wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 7
+    assert "switched the source off" in page.inner_text("body")
+    page.screenshot(path=str(ARTIFACTS / "bias_report_html.png"), full_page=False)
+    page.unroute("http*://**")

@@ -4,6 +4,8 @@ The transfer gain against a reference trained without the source is the evidence
 discrepancy and the ImageNet prior are indicative. Everything comes from analysis.bias_report, as `chtn bias`.
 """
 
+from urllib.parse import urlencode
+
 import streamlit as st
 
 from analysis import workspace as ws
@@ -132,16 +134,26 @@ worst = {
 table.insert(
     1,
     "explore",
-    [f"/explorer?checkpoint={ctx.checkpoint_ref}&direction=i2t&query={worst.get(c, '')}" for c in table["category"]],
+    [
+        "/explorer?"
+        + urlencode({"checkpoint": ctx.checkpoint_ref, "direction": "i2t", "query": worst.get(c, ""), "search": c})
+        for c in table["category"]
+    ],
 )
-table.insert(2, "map", [f"/space?checkpoint={ctx.checkpoint_ref}&category={c}" for c in table["category"]])
+table.insert(
+    2, "map", [f"/space?{urlencode({'checkpoint': ctx.checkpoint_ref, 'category': c})}" for c in table["category"]]
+)
 st.dataframe(
     table,
     hide_index=True,
     width="stretch",
     column_config={
-        "explore": st.column_config.LinkColumn("explore", display_text="worst query", help="Its worst I->T query"),
+        "explore": st.column_config.LinkColumn(
+            "explore", display_text="its queries", help="The explorer on this category's queries, at its worst I->T one"
+        ),
         "map": st.column_config.LinkColumn("map", display_text="map", help="The shared space, this category"),
+        **{f"ΔAP {a}": st.column_config.NumberColumn(format="%+.3f") for a in ("I->T", "T->I")},
+        **{f"q {a}": st.column_config.NumberColumn(format="%.3f", help="BH-adjusted p") for a in ("I->T", "T->I")},
     },
 )
 st.caption(

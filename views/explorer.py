@@ -34,6 +34,8 @@ if "rx_direction" not in st.session_state:  # page (re)opened: the URL's view, i
         st.session_state["_kept_rx_k"] = min(max(int(url["k"]), 1), 50)
     if url.get("query") in data.ids:
         st.session_state.rx_row = data.ids.index(url["query"])
+    if url.get("search"):  # e.g. a category, from the Source bias page: its queries only
+        st.session_state.rx_search = url["search"][:200]
 st.session_state.setdefault("rx_row", 0)
 for key, default in (("rx_direction", "i2t"), ("rx_k", 10), ("rx_categories", []), ("rx_source", TEST_ITEM)):
     keep(key, default)
