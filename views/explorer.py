@@ -140,13 +140,13 @@ else:
         st.info("Upload an image to search the test texts with it.")
         st.stop()
     try:
-        open_rgb(upload, name=upload.name)
+        picture = open_rgb(upload, name=upload.name)  # 8-bit RGB whatever the file held (16-bit PNG, palette, ...)
         path = store_upload(upload.name, upload.getvalue())
         query = create_tower(ctx.checkpoint).embed_images([path])[0]
     except CHTNError as exc:
         st.error(str(exc), icon=":material/error:")
         st.stop()
-    st.image(upload, width=160)
+    st.image(picture, width=160)  # the decoded picture: Streamlit cannot re-encode every mode the file may hold
 
 view = retrieve(gallery, direction, query, k, names, categories, query_label, paired_row)
 stats = st.columns(3)
