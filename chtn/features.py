@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -135,10 +136,14 @@ def _encode_image_files(
     todo = [(p, k) for p, k in zip(paths, keys) if k not in cached]
     todo = list({k: (p, k) for p, k in todo}.values())  # identical files are encoded once
     if todo:
+        # Worker processes are forked; forking while other threads run torch or BLAS code (dashboard sessions
+        # embedding at once) can kill a worker. Off the main thread, decode in-process: a 224 px JPEG decodes in
+        # ~2 ms, small beside the trunk's forward pass, so little is lost.
+        in_main_thread = threading.current_thread() is threading.main_thread()
         loader = torch.utils.data.DataLoader(
             _ImageFiles([p for p, _ in todo]),
             batch_size=batch_size,
-            num_workers=num_workers,
+            num_workers=num_workers if in_main_thread else 0,
             pin_memory=device.type == "cuda",
             persistent_workers=False,
             collate_fn=_collate,
