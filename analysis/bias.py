@@ -128,8 +128,8 @@ def resolve_source(
     """Where the checkpoint's source images are: `override`, else the path its training recorded, taken as the
     training command did (relative to the folder it ran in), tried from here, the checkpoint's folders and the
     dataset's folders. Raises a message naming every place looked at and how to point at it."""
-    source = checkpoint.meta.get("source")
-    if not source:
+    source = checkpoint.meta.get("source") or {}
+    if not source and not checkpoint.model.has_source:
         raise CHTNError(
             f"{checkpoint.path.name} was trained without a source domain; source-bias diagnostics need a "
             "checkpoint trained with --source."
@@ -141,7 +141,12 @@ def resolve_source(
                 f"The source given ({path}) does not exist; point at the manifest or folder used in training."
             )
         return path
-    recorded = Path(str(source.get("path", "")))
+    if not source.get("path"):
+        raise CHTNError(
+            f"{checkpoint.path.name} does not record where its source images are; point at them with --source "
+            "(CLI) or the sidebar's source path."
+        )
+    recorded = Path(str(source["path"]))
     if recorded.is_absolute():
         tried = [recorded]
     else:

@@ -25,6 +25,7 @@ from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset, SourceDataset, load_source
 from chtn.domain import proxy_a_distance, source_domain_fit
 from chtn.encoders import cached_image_trunk, imagenet_class_names
+from chtn.errors import CHTNError
 from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.tower import create_tower
@@ -127,7 +128,14 @@ def bias_report(
 def open_source(checkpoint: Checkpoint, override: str | Path | None, data_path: str | Path | None) -> SourceDataset:
     """The checkpoint's source dataset, found as `analysis.bias.resolve_source` says, in its training class order."""
     names = (checkpoint.meta.get("source") or {}).get("label_names")
-    return load_source(resolve_source(checkpoint, override, data_path), names)
+    source = load_source(resolve_source(checkpoint, override, data_path), names)
+    expected = checkpoint.config.model.num_source_classes
+    if expected and len(source.label_names) != expected:
+        raise CHTNError(
+            f"The source {source.source} has {len(source.label_names)} classes; {checkpoint.path.name}'s source "
+            f"classifier has {expected}. Point at the source it was trained with."
+        )
+    return source
 
 
 def _compute(

@@ -210,3 +210,15 @@ def test_cli_writes_tables_json_and_an_offline_html_report(tmp_path, capsys):
     assert report["settings"]["resamples"] == 1000 and report["gate"]["relevance"] == 0.0
     page = (out / "report.html").read_text()
     assert page.count("Plotly.newPlot") >= 4 and "<script src=" not in page  # plots embedded, nothing fetched
+
+
+def test_a_source_checkpoint_without_a_recorded_path_asks_for_one(checkpoints, tmp_path):
+    from chtn.checkpoint import save_checkpoint
+
+    cifar = checkpoints["chtn_cifar_source"]
+    bare = save_checkpoint(
+        tmp_path / "bare.safetensors", cifar.model, cifar.config, {**cifar.meta, "source": None}, cifar.tfidf_state
+    )
+    with pytest.raises(CHTNError, match="does not record where its source images are"):
+        resolve_source(load_checkpoint(bare))
+    assert resolve_source(load_checkpoint(bare), CHECKPOINTS.parent / "cifar10").name == "cifar10"
