@@ -435,7 +435,12 @@ def test_any_manifest_is_a_dataset_or_a_clean_error(tmp_path_factory, rows, fmt,
                     [row.get(c, "") if isinstance(row.get(c, ""), str) else json.dumps(row[c]) for c in columns]
                 )
     checkpoint = sample_checkpoint()
-    for load in (load_pairs, lambda p: open_dataset(p, checkpoint), lambda p: open_dataset(p, checkpoint, [folder])):
+    loaders = (
+        load_pairs,
+        lambda p: open_dataset(p, checkpoint, split=None)[0],  # every row, as load_pairs reads them
+        lambda p: open_dataset(p, checkpoint, split=None, allowed=[folder])[0],
+    )
+    for load in loaders:
         try:
             data = load(path)
         except CHTNError as exc:

@@ -17,12 +17,12 @@ from analysis.bias_render import (
     inputs_statement,
     report_html,
 )
-from analysis.bias_report import BiasSettings, bias_report, open_source
+from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
 from analysis.explorer import worst_query_per_category
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
-from views.common import context, keep, remember
+from views.common import all_rows, context, keep, remember
 
 ctx = context()
 checkpoint = ctx.checkpoint
@@ -50,6 +50,12 @@ def _candidates(digest: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
         except CHTNError:
             continue  # not a readable checkpoint: not a candidate
     return found
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _html(report_json: str, checkpoint_name: str) -> str:
+    """The self-contained report (plotly.js inlined, ~5 MB): built once per report, not on every rerun."""
+    return report_html(BiasReport.from_json(report_json), f"Source bias of {checkpoint_name}")
 
 
 AUTO, NONE = "Automatic (a no-source checkpoint of the same data)", "None"
@@ -83,7 +89,7 @@ try:
         reference = None
     else:
         reference = ws.open_checkpoint(reference_path)
-    data = ws.open_dataset(ctx.data_path, checkpoint, ctx.skip_invalid, split=None)[0]
+    data = all_rows(ctx)
 except CHTNError as exc:
     st.error(f"**Cannot use this reference or dataset.** {exc}".replace("\n", "  \n"), icon=":material/error:")
     st.stop()
@@ -117,7 +123,8 @@ if reference is not None:
     st.caption(f"Reference: **{reference.path.name}** ({reference.digest}).")
 st.caption(inputs_statement(report))
 
-table = category_table(report)
+full_table = category_table(report)
+table = full_table.copy()  # the page adds link columns; the CSV download keeps the report's own
 flags = [HELPED, HURT, NO_EFFECT, INSUFFICIENT]
 if "gain" in report.tables:
     counts = report.tables["gain"]["flag"].value_counts()
@@ -167,8 +174,6 @@ for title, figure in figures(report).items():
 
 name = checkpoint.path.stem
 cols = st.columns(3)
-cols[0].download_button(
-    "HTML report", report_html(report, f"Source bias of {checkpoint.path.name}"), f"bias_{name}.html", "text/html"
-)
+cols[0].download_button("HTML report", _html(report.to_json(), checkpoint.path.name), f"bias_{name}.html", "text/html")
 cols[1].download_button("JSON", report.to_json(), f"bias_{name}.json", "application/json")
-cols[2].download_button("Category table (CSV)", csv_bytes(category_table(report)), f"bias_{name}.csv", "text/csv")
+cols[2].download_button("Category table (CSV)", csv_bytes(full_table), f"bias_{name}.csv", "text/csv")

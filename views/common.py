@@ -30,8 +30,9 @@ class Context:
     data: PairDataset
     gallery: gal.Gallery
     report: EvaluationReport
-    data_path: str  # the dataset as the sidebar gives it (pages that need more than the test split reopen it)
+    data_path: str  # the dataset file, resolved and confined (pages that need more than the test split: `all_rows`)
     skip_invalid: bool
+    allowed: tuple[str, ...] | None  # $CHTN_ALLOWED_DIRS, as the dataset cache keys it
 
     @property
     def label_names(self) -> list[str]:
@@ -57,10 +58,11 @@ def _dataset(
     checkpoint_digest: str,
     skip_invalid: bool,
     allowed: tuple[str, ...] | None,
+    split: str | None,
     _checkpoint: Checkpoint,
 ) -> tuple[PairDataset, ValidationReport]:
     return ws.open_dataset(
-        path, _checkpoint, skip_invalid, allowed=None if allowed is None else [Path(a) for a in allowed]
+        path, _checkpoint, skip_invalid, split, allowed=None if allowed is None else [Path(a) for a in allowed]
     )
 
 
@@ -189,7 +191,7 @@ def context() -> Context:
         checkpoint = _checkpoint(str(checkpoint_path), _mtime(checkpoint_path))
         allowed_key = None if allowed is None else tuple(map(str, allowed))
         data, checked = _dataset(
-            str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, checkpoint
+            str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, "test", checkpoint
         )
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
@@ -198,4 +200,13 @@ def context() -> Context:
     if not checked.ok:
         st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
     st.query_params["checkpoint"] = ref
-    return Context(ref, checkpoint, data, gallery, report, data_path, skip_invalid)
+    return Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
+
+
+def all_rows(ctx: Context) -> PairDataset:
+    """Every row of the dataset, validated and confined like the test split, read once through the shared cache
+    (the Source bias page needs the training images too); raises `CHTNError` as `context` would."""
+    path = Path(ctx.data_path)
+    return _dataset(
+        ctx.data_path, _mtime(path), ctx.checkpoint.digest, ctx.skip_invalid, ctx.allowed, None, ctx.checkpoint
+    )[0]
