@@ -32,6 +32,7 @@ navigation = st.navigation(
         st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
         st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
         st.Page("views/bias.py", title="Source bias", icon=":material/balance:", url_path="bias"),
+        st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="review"),
     ]
 )
 navigation.run()

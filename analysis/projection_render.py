@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 
-def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620):
+def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620, focus: pd.Series | None = None):
     """WebGL scatter of `points_table` rows: colour by a column, shape by modality (● image, ◆ text).
 
     The legend lists the colours only; `custom_data` carries (row, modality) so a selection maps back to items.
+    `focus` (one row of the table) is ringed and the view centred on it, a tenth of the map's extent around it.
     """
     import plotly.express as px
 
@@ -49,6 +50,21 @@ def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620):
         xaxis=dict(visible=False),
         yaxis=dict(visible=False),
     )
+    if focus is not None:
+        figure.add_scatter(
+            x=[focus["x"]],
+            y=[focus["y"]],
+            mode="markers+text",
+            marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="black")),
+            text=[f"{focus['id']} ({focus['modality']})"],
+            textposition="top center",
+            name="focus",
+            showlegend=False,
+            hoverinfo="skip",
+        )
+        span_x, span_y = (table["x"].max() - table["x"].min()) / 10, (table["y"].max() - table["y"].min()) / 10
+        figure.update_xaxes(range=[focus["x"] - span_x, focus["x"] + span_x])
+        figure.update_yaxes(range=[focus["y"] - span_y, focus["y"] + span_y])
     return figure
 
 

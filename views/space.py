@@ -200,10 +200,17 @@ with plot_col:
         )
         or "category"
     )
-    figure = scatter_figure(table, colour)
+    point = table[(table.id == st.query_params.get("point")) & (table.modality == st.query_params.get("modality"))]
+    if len(point):  # a link from the Review page: the map centred on that item (zoom out with a double click)
+        st.caption(f"Centred on {point.iloc[0].id} ({point.iloc[0].modality}); double-click the map to see all of it.")
+    figure = scatter_figure(table, colour, focus=point.iloc[0] if len(point) else None)
     event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
 
-picked = {(int(p["customdata"][0]), p["customdata"][1]) for p in event.selection.points} if event else set()
+picked = (  # the focus ring (no customdata) is not an item
+    {(int(p["customdata"][0]), p["customdata"][1]) for p in event.selection.points if "customdata" in p}
+    if event
+    else set()
+)
 selected = table[[(r, m) in picked for r, m in zip(table.row, table.modality)]]
 st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''}")
 if selected.empty:

@@ -1,0 +1,132 @@
+"""The Review page under AppTest on the sample: counts, saving verdicts (and refusing to lose a note), meeting links
+that reopen the same queue at the same item, and verdicts from another checkpoint shown as history."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis import review_queue as rq
+from analysis.review_store import ReviewStore
+from tests.test_app import _app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def database(tmp_path, monkeypatch):
+    """A fresh review database for the page (through $CHTN_REVIEW_DB, as a team would configure it)."""
+    path = tmp_path / "review.sqlite"
+    monkeypatch.setenv("CHTN_REVIEW_DB", str(path))
+    return path
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _verdict(at, verdict: str, note: str):
+    """Choose a verdict, type a note and press Save."""
+    at.radio(key=next(r.key for r in at.radio if r.key and r.key.endswith("_verdict"))).set_value(verdict)
+    at.text_area(key=next(t.key for t in at.text_area if t.key.endswith("_note"))).input(note)
+    return next(b for b in at.button if b.label == "Save verdict").click().run()
+
+
+def test_saving_a_verdict_counts_it_and_shows_the_note_verbatim(database):
+    at = _app("views/review.py")
+    assert not at.error and _metric(at, "Reviewed") == "0 of 133"
+    assert any("SQLite file" in c.value and str(database) in c.value for c in at.caption)
+    note = "<script>alert(1)</script> '); DROP TABLE verdicts; -- **not bold**"
+    at = _verdict(at, "label noise", note)
+    assert any("type your name" in e.value for e in at.error)  # no name yet: nothing saved, the note stays
+    assert at.text_area(key=next(t.key for t in at.text_area if t.key.endswith("_note"))).value == note
+    at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
+    at = _verdict(at, "label noise", note)
+    assert not at.error and _metric(at, "Reviewed") == "1 of 133" and _metric(at, "Unreviewed") == "132"
+    assert note in [t.value for t in at.text]  # st.text: shown as typed, nothing rendered or run
+    stored = ReviewStore(database).verdicts(*_keys())
+    assert list(stored["note"]) == [note] and list(stored["reviewer"]) == ["Ada"]
+
+
+def _keys() -> tuple[str, str]:
+    from analysis import workspace as ws
+
+    checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
+    data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
+    return data.fingerprint(), checkpoint.digest
+
+
+def test_a_meeting_link_reopens_the_same_queue_at_the_same_item(database):
+    spec = rq.QueueSpec(size=6, seed=2, strata=("category", "kind"))
+    dataset, checkpoint = _keys()
+    queue_id = spec.queue_id(checkpoint, dataset)
+    at = _app("views/review.py", queue=queue_id, item="4", **spec.to_params())
+    assert not at.error and _metric(at, "Reviewed") == "0 of 6"
+    first = next(m.value for m in at.markdown if m.value.startswith("**#4 ·"))
+    stored = ReviewStore(database).queue(queue_id)
+    assert stored is not None and len(stored["spec"]["items"]) == 6
+    query_id = stored["spec"]["items"][3][0]
+    assert f"`{query_id}`" in first
+    again = _app("views/review.py", queue=queue_id, item="4", **spec.to_params())  # another person, same link
+    assert next(m.value for m in again.markdown if m.value.startswith("**#4 ·")) == first
+    next(b for b in again.button if b.label == "Next").click().run()
+    assert again.query_params["item"] == ["5"] or again.query_params["item"] == "5"
+
+
+def test_a_link_whose_queue_does_not_fit_is_a_clear_error(database):
+    at = _app("views/review.py", queue="0123456789ab", size="6")
+    assert any("another checkpoint or dataset" in e.value for e in at.error) and not at.exception
+    bad = _app("views/review.py", queue="0123456789ab", size="lots")
+    assert any("size must be a whole number" in e.value for e in bad.error)
+
+
+def test_an_unusable_database_keeps_the_note_and_says_why(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CHTN_REVIEW_DB", str(blocker / "review.sqlite"))  # its folder is a file: cannot open
+    at = _app("views/review.py")
+    assert any("Verdicts cannot be saved now" in e.value for e in at.error)
+    at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
+    at = _verdict(at, "model error", "keep me")
+    assert any("still in the form" in e.value for e in at.error)
+    assert at.text_area(key=next(t.key for t in at.text_area if t.key.endswith("_note"))).value == "keep me"
+    assert _metric(at, "Reviewed") == "0 of 133"
+
+
+def _mis_retrievals(name: str):
+    from analysis import workspace as ws
+    from chtn import gallery as gal
+
+    checkpoint = ws.open_checkpoint(name)
+    data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
+    gallery = gal.embed_split(checkpoint, data, "test")
+    report = gal.evaluate_gallery(gallery, checkpoint.label_names)
+    return rq.misretrievals(rq.query_outcomes(gallery, report, checkpoint.label_names)).reset_index(drop=True)
+
+
+def test_verdicts_on_another_checkpoint_show_as_history_and_changes_are_filterable(database):
+    before, after = _mis_retrievals("chtn_no_source"), _mis_retrievals("chtn_fashion_source")
+    key = lambda t: list(zip(t["query_id"], t["direction"]))  # noqa: E731
+    shared = next(k for k in key(before) if k in key(after))  # mis-retrieved by both checkpoints
+    at = _app("views/review.py", checkpoint="chtn_no_source", item=str(key(before).index(shared) + 1))
+    at.sidebar.text_input(key="rv_reviewer").input("Bob").run()
+    assert f"`{shared[0]}`" in next(m.value for m in at.markdown if m.value.startswith("**#"))
+    _verdict(at, "label noise", "seen before")
+
+    at = _app("views/review.py", checkpoint="chtn_fashion_source", item=str(key(after).index(shared) + 1))
+    history = next(m.value for m in at.markdown if m.value.startswith("**On other checkpoints"))
+    assert "label noise — 1 reviewer, checkpoint" in history and "(chtn_no_source)" in history
+    new = set(key(after)) - set(key(before))
+    assert _metric(at, "New regressions") == str(len(new)) != "0"
+    at.toggle(key="rv_changed").set_value(True).run()
+    assert "**new regression**" in next(m.value for m in at.markdown if m.value.startswith("**#1 ·"))
+
+
+def test_the_map_link_centres_the_shared_space_on_the_item():
+    from analysis import workspace as ws
+
+    checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
+    query_id = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].ids[5]
+    at = _app("views/space.py", point=query_id, modality="text")
+    assert not at.error and any(c.value.startswith(f"Centred on {query_id} (text)") for c in at.caption)
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert '"name":"focus"' in figure.replace(" ", "")

@@ -1,0 +1,350 @@
+"""Review: the checkpoint's mis-retrieved queries as a queue the meeting walks through, one verdict per reviewer.
+
+Everything that defines what is on screen is in the URL (checkpoint, meeting queue spec and id, item), so a pasted
+link opens the same queue at the same item for everyone. Verdicts go to the review database (SQLite file or a
+PostgreSQL URL): append-only, nothing overwritten; the form keeps an unsaved note when saving fails.
+"""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from analysis import review_queue as rq
+from analysis.explorer import DIRECTIONS
+from analysis.review import history_lines, open_queue, review_state
+from analysis.review_render import ReviewContext, export_table, queue_json, summary_html
+from analysis.review_store import VERDICTS, ReviewStore, ReviewStoreError, default_location
+from chtn.checkpoint import code_version
+from chtn.errors import CHTNError
+from chtn.exports import csv_bytes
+from chtn.ranking import TIE_TOLERANCE, describe_tie
+from chtn.search import query_side, retrieve
+from views.common import context, keep, remember
+
+ctx = context()
+gallery, names, data = ctx.gallery, ctx.label_names, ctx.gallery.data
+dataset, checkpoint = data.fingerprint(), ctx.checkpoint.digest
+ALL, MEETING = "All mis-retrievals", "Meeting queue"
+SPEC_KEYS = tuple(rq.QueueSpec.__dataclass_fields__)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def open_store(location: str) -> ReviewStore:
+    """One store per database for every session (an SQLAlchemy engine is thread-safe); failures are not cached."""
+    return ReviewStore(location)
+
+
+@st.cache_data(show_spinner="Ranking every query…", max_entries=8)
+def outcomes(checkpoint_digest: str, fingerprint: str, label_names: list[str], _gallery, _report) -> pd.DataFrame:
+    return rq.query_outcomes(_gallery, _report, label_names)
+
+
+with st.sidebar:
+    st.subheader("Review database")
+    keep("rv_db", default_location())
+    location = st.text_input(
+        "Location",
+        key="rv_db",
+        on_change=remember,
+        args=("rv_db",),
+        help="An SQLite file path or a PostgreSQL URL (postgresql://user@host/db). Default: $CHTN_REVIEW_DB, "
+        "else ~/.local/share/chtn/review.sqlite.",
+    )
+    reviewer = st.text_input("Your name", key="rv_reviewer", persist_state="session", max_chars=200)
+
+st.title("Review")
+store, store_error = None, None
+try:
+    store = open_store(location.strip() or default_location())
+    st.caption(f"Verdicts are saved to the {store.describe()} (change it in the sidebar).")
+except ReviewStoreError as exc:
+    store_error = str(exc)
+    st.error(f"**Verdicts cannot be saved now.** {exc}", icon=":material/database:")
+
+table_all = outcomes(checkpoint, dataset, names, gallery, ctx.report)
+state = review_state(store, table_all, dataset, checkpoint)
+current, previous_name = state.current, state.previous
+
+# ---------------------------------------------------------------- which queue
+params = st.query_params
+queue_id = params.get("queue")
+mode = st.segmented_control(
+    "Queue", [ALL, MEETING], default=MEETING if queue_id else ALL, key=f"rv_mode_{queue_id}", required=True
+)
+spec, queue = None, None
+if mode == MEETING and not queue_id:
+    with st.form("rv_spec"):
+        st.markdown("**New meeting queue**: everyone who opens its link sees the same items in the same order.")
+        cols = st.columns(4)
+        size = cols[0].number_input("Items", 1, 10_000, 30)
+        seed = cols[1].number_input("Seed", 0, 999_999, 0)
+        strata = cols[2].multiselect("Strata", rq.STRATA, default=list(rq.STRATA))
+        pick = cols[3].selectbox("Within a stratum", ["random", "severe"], format_func=lambda p: f"{p} first")
+        cols = st.columns(3)
+        directions = cols[0].multiselect("Directions", list(DIRECTIONS), default=list(DIRECTIONS))
+        categories = cols[1].multiselect("Categories (none = all)", names)
+        kinds = cols[2].multiselect("Error kinds (none = all)", list(rq.KINDS), format_func=rq.KINDS.get)
+        start = st.form_submit_button("Start the meeting queue", type="primary", icon=":material/groups:")
+    if not start:
+        st.stop()
+    try:
+        spec = rq.QueueSpec(
+            int(size), int(seed), tuple(strata), pick, tuple(directions), tuple(categories), tuple(kinds)
+        )
+    except CHTNError as exc:
+        st.error(str(exc))
+        st.stop()
+    queue_id = spec.queue_id(checkpoint, dataset)
+    params.update(queue=queue_id, item="1", **spec.to_params())
+if mode == MEETING:
+    try:
+        spec = rq.QueueSpec.from_params({k: params[k] for k in SPEC_KEYS if k in params})
+        queue = open_queue(store, state.annotated, spec, queue_id, checkpoint, dataset, reviewer or "")
+    except CHTNError as exc:  # a bad or foreign link; or the database refused to record the queue
+        st.error(f"{exc}", icon=":material/link_off:")
+        st.stop()
+    st.caption(
+        f"Meeting queue `{queue_id}` · {len(queue)} items · seed {spec.seed} · strata "
+        f"{' × '.join(spec.strata) or 'none'} · share this page's address: it opens the same queue at the same item."
+    )
+else:
+    for key in (*SPEC_KEYS, "queue"):
+        params.pop(key, None)
+    cols = st.columns([3, 2, 3, 2])
+    categories = cols[0].multiselect("Categories", names, key="rv_categories")
+    directions = cols[1].multiselect("Directions", list(DIRECTIONS), format_func=DIRECTIONS.get, key="rv_directions")
+    statuses = cols[2].multiselect("Verdict status", rq.STATUSES, key="rv_statuses")
+    changed = cols[3].toggle(
+        "Changed only",
+        key="rv_changed",
+        disabled=previous_name is None,
+        help="Only items whose outcome changed since the last reviewed checkpoint "
+        f"({previous_name or 'none yet'}): new regressions first.",
+    )
+    queue = rq.filter_table(rq.misretrievals(state.annotated), categories, directions, statuses, changed)
+
+# ---------------------------------------------------------------- counts and navigation
+tally = rq.counts(queue)
+cols = st.columns(5)
+cols[0].metric("Reviewed", f"{tally['reviewed'] + tally['disputed']} of {tally['total']}")
+cols[1].metric("Unreviewed", tally["unreviewed"])
+cols[2].metric("Disputed", tally["disputed"], help="Reviewers' current verdicts on the item disagree.")
+cols[3].metric(
+    "New regressions",
+    int((queue["change"] == "new regression").sum()) if len(queue) else 0,
+    help=f"Retrieved well by the last reviewed checkpoint ({previous_name or 'none yet'}), mis-retrieved now.",
+)
+cols[4].metric("Mis-retrieved queries", f"{int(table_all['mis_retrieved'].sum())} of {len(table_all)}")
+if queue.empty:
+    st.info("No item matches: change the filters.")
+    st.stop()
+
+item_text = params.get("item", "1")
+position = int(item_text) if item_text.isdecimal() and len(item_text) < 7 else 1
+position = min(max(position, 1), len(queue))
+
+
+def go(to: int) -> None:
+    st.query_params["item"] = str(min(max(to, 1), len(queue)))
+
+
+nav = st.columns([1, 1, 1.6, 4.4])
+nav[0].button(
+    "Previous",
+    icon=":material/arrow_back:",
+    shortcut="K",
+    on_click=go,
+    args=(position - 1,),
+    disabled=position == 1,
+    help="Keyboard: K",
+)
+nav[1].button(
+    "Next",
+    icon=":material/arrow_forward:",
+    shortcut="J",
+    on_click=go,
+    args=(position + 1,),
+    disabled=position == len(queue),
+    help="Keyboard: J",
+)
+unreviewed = queue.index[(queue["status"] == "unreviewed") & (queue["position"] > position)]
+nav[2].button(
+    "Next unreviewed",
+    icon=":material/skip_next:",
+    shortcut="U",
+    help="Keyboard: U",
+    on_click=go,
+    args=(int(queue.loc[unreviewed[0], "position"]) if len(unreviewed) else position,),
+    disabled=not len(unreviewed),
+)
+choice = nav[3].selectbox(
+    "Item",
+    queue["position"].tolist(),
+    index=position - 1,
+    label_visibility="collapsed",
+    format_func=lambda p: (lambda r: f"#{p} · {r.query_id} · {DIRECTIONS[r.direction]} · {r.category} · {r.status}")(
+        queue.iloc[p - 1]
+    ),
+)
+if choice != position:
+    go(choice)
+    st.rerun()
+st.query_params["item"] = str(position)
+item = queue.iloc[position - 1]
+
+# ---------------------------------------------------------------- the item
+direction, row = item["direction"], int(item["row"])
+query = query_side(gallery, direction)[0][row]
+view = retrieve(gallery, direction, query, 10, names, None, int(gallery.labels[row]), row)
+left, right = st.columns([1, 3])
+left.image(str(data.image_paths[row]), width=180)
+left.caption("The query image" if direction == "i2t" else "The query text's own image (its pair)")
+own_tie = describe_tie(*view.paired_tie) if view.paired_tie else ""
+right.markdown(
+    f"**#{position} · {DIRECTIONS[direction]}** · query `{item['query_id']}` · **{item['category']}** · "
+    f"{rq.KINDS.get(item['kind'], item['kind'] or 'retrieved well')} · severity {item['severity']:.2f}  \n"
+    f"AP {item['ap']:.3f} · its own pair ranks #{view.paired_rank}{' (' + own_tie + ')' if own_tie else ''} · "
+    f"top-1 is *{item['top1_category']}* · since {previous_name or 'no earlier reviewed checkpoint'}: "
+    f"**{item['change']}**"
+)
+right.text(data.texts[row])
+links = right.columns(2)
+links[0].page_link(
+    "views/space.py",
+    label="Show on the shared-space map",
+    icon=":material/scatter_plot:",
+    query_params={
+        "checkpoint": ctx.checkpoint_ref,
+        "point": item["query_id"],
+        "modality": "image" if direction == "i2t" else "text",
+    },
+)
+links[1].page_link(
+    "views/explorer.py",
+    label="Open in the retrieval explorer",
+    icon=":material/manage_search:",
+    query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item["query_id"]},
+)
+
+results, verdict_col = st.columns([3, 2])
+with results:
+    st.markdown(f"**Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}**")
+    st.caption(
+        f"“Tied with N others”: N more items score within {TIE_TOLERANCE:g} of that result; their order "
+        "there is the gallery-order tie-break, not the model's."
+    )
+    for result in view.table.itertuples():
+        with st.container(border=True):
+            cells = st.columns([1, 4, 1]) if direction == "t2i" else st.columns([0.01, 5, 1])
+            if direction == "t2i":
+                cells[0].image(result.image, width=72)
+            tie = describe_tie(result.tied_with, result.tie_first, result.tie_last)
+            mark = ":green[relevant]" if result.relevant else ":red[not relevant]"
+            own = " · **its pair**" if result.row == row else ""
+            cells[1].markdown(
+                f"**#{result.rank}** · {result.score:.4f}{' · ' + tie if tie else ''} · {mark}{own} · "
+                f"*{result.category}*"
+            )
+            cells[1].text(result.text[:300])
+            cells[2].page_link(
+                "views/attribution.py",
+                label="Why?",
+                icon=":material/insights:",
+                query_params={
+                    "checkpoint": ctx.checkpoint_ref,
+                    "direction": direction,
+                    "query": item["query_id"],
+                    "result": result.id,
+                    "contrast": "0" if result.relevant else "1",
+                },
+            )
+
+with verdict_col:
+    mine = (
+        current[(current["query_id"] == item["query_id"]) & (current["direction"] == direction)]
+        if len(current)
+        else current
+    )
+    form_key = f"rv_{item['query_id']}_{direction}"
+    if f"{form_key}_verdict" not in st.session_state:  # pre-filled with this reviewer's current verdict
+        own_rows = mine[mine["reviewer"] == reviewer] if reviewer and len(mine) else pd.DataFrame()
+        if len(own_rows):
+            st.session_state[f"{form_key}_verdict"] = own_rows.iloc[-1]["verdict"]
+            st.session_state[f"{form_key}_note"] = own_rows.iloc[-1]["note"]
+    with st.form(form_key):
+        verdict = st.radio("Verdict", VERDICTS, index=None, key=f"{form_key}_verdict")
+        note = st.text_area("Notes", key=f"{form_key}_note", height=120, placeholder="What the room agreed, and why")
+        save = st.form_submit_button("Save verdict", type="primary", icon=":material/save:", shortcut="Ctrl+Enter")
+    if save:
+        if store is None:
+            st.error(f"Not saved: {store_error} Your note is still in the form.")
+        elif not (reviewer or "").strip():
+            st.error("Not saved: type your name in the sidebar first (it is remembered for this browser session).")
+        elif verdict is None:
+            st.error("Not saved: choose a verdict.")
+        else:
+            try:
+                store.save_outcomes(
+                    dataset=dataset,
+                    checkpoint=checkpoint,
+                    checkpoint_name=ctx.checkpoint.path.stem,
+                    outcomes=rq.snapshot(table_all),
+                )
+                saved = store.save_verdict(
+                    dataset=dataset,
+                    checkpoint=checkpoint,
+                    checkpoint_name=ctx.checkpoint.path.stem,
+                    query_id=item["query_id"],
+                    direction=direction,
+                    verdict=verdict,
+                    note=note or "",
+                    reviewer=reviewer.strip(),
+                    queue_id=queue_id if mode == MEETING else None,
+                )
+                st.toast(f"Saved: {saved.verdict} by {saved.reviewer}", icon=":material/check:")
+                st.rerun()
+            except ReviewStoreError as exc:
+                st.error(f"**Not saved.** {exc} Your note is still in the form: save again when this is fixed.")
+    st.markdown("**Verdicts on this checkpoint**")
+    if len(mine) == 0:
+        st.caption("None yet.")
+    for r in mine.itertuples():
+        st.markdown(f"**{r.verdict}** — {r.reviewer}, {pd.Timestamp(r.created_at):%Y-%m-%d %H:%M} UTC")
+        if r.note:
+            st.text(r.note if len(r.note) <= 2000 else r.note[:2000] + f"… ({len(r.note):,} characters in all)")
+    lines = history_lines(store.query_history(dataset, item["query_id"], direction), checkpoint) if store else []
+    if lines:
+        st.markdown("**On other checkpoints of this dataset**  \n" + "  \n".join(lines))
+
+# ---------------------------------------------------------------- exports
+st.divider()
+review_context = ReviewContext(
+    checkpoint,
+    ctx.checkpoint.path.stem,
+    dataset,
+    ctx.data_path,
+    f"meeting queue {queue_id} ({spec.describe()})" if mode == MEETING else "all mis-retrievals",
+    store.describe() if store else f"none ({store_error})",
+    datetime.now(UTC).isoformat(timespec="seconds"),
+    code_version(),
+)
+history_all = store.verdicts(dataset, checkpoint) if store else pd.DataFrame()
+exports = st.columns(3)
+exports[0].download_button(
+    "Queue as CSV", csv_bytes(export_table(queue)), "review_queue.csv", "text/csv", icon=":material/download:"
+)
+exports[1].download_button(
+    "Queue as JSON",
+    queue_json(queue, current, history_all, review_context),
+    "review_queue.json",
+    "application/json",
+    icon=":material/download:",
+)
+exports[2].download_button(
+    "Meeting summary (HTML)",
+    summary_html(queue, review_context),
+    "review_summary.html",
+    "text/html",
+    icon=":material/download:",
+)
