@@ -32,7 +32,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -284,7 +284,7 @@ class _Checker:
         self.source = source
         self.locate = _Locator(text)
 
-    def fail(self, path: tuple[str, ...], problem: str, fix: str, rule: int | None = None) -> None:
+    def fail(self, path: tuple[str, ...], problem: str, fix: str, rule: int | None = None) -> NoReturn:
         where = f"line {self.locate.field_line(path, rule)}"
         if rule is not None:
             where += f" ([[rule]] #{rule + 1})"
@@ -452,18 +452,7 @@ def decide(results: Sequence[RuleResult], strict: bool = False) -> Decision:
 def rules_table(results: Sequence[RuleResult]) -> pd.DataFrame:
     """The results as the page and the report show them."""
     columns = ["rule", "line", "metric", "slice", "severity", "status", "reason"]
-    rows = [
-        [
-            result.rule.name,
-            result.rule.line,
-            result.metric,
-            result.slice,
-            result.rule.severity,
-            result.status,
-            result.reason,
-        ]
-        for result in results
-    ]
+    rows = [(r.rule.name, r.rule.line, r.metric, r.slice, r.rule.severity, r.status, r.reason) for r in results]
     return pd.DataFrame(rows, columns=columns)
 
 
