@@ -58,7 +58,6 @@ METRICS: dict[str, tuple[str, bool]] = {
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 ON = ("point", "ci_lower")
 SEVERITIES = ("block", "warn")
-STATUSES = ("pass", "fail", "warn", "insufficient evidence", "skipped")
 ALPHA = 0.05  # a family member's change fails only with Holm-adjusted p below this
 FIGURE_COLUMNS = (
     "metric",
