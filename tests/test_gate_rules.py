@@ -1,0 +1,407 @@
+"""analysis.gate_rules: rule files are checked with file, line and field; rules evaluate on hand-built figures as
+DECISIONS.md says; the default rule keeps false NO-GOs rare on null data and catches a real regression."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.gate_rules import (
+    DEFAULT_RULE,
+    FIGURE_COLUMNS,
+    METRICS,
+    RuleFileError,
+    decide,
+    evaluate,
+    load_rules,
+    read_rules,
+    rules_table,
+)
+from analysis.stats import paired_comparison
+from chtn.errors import CHTNError
+
+# DECISIONS.md's example, verbatim.
+EXAMPLE = """\
+[stats]
+resamples = 10000
+seed = 0
+multiplicity = "holm"          # for block rules
+
+[[rule]]
+metric = "map"                 # map | map_i2t | map_t2i | pair_recall@1 | ...
+slice = "overall"              # overall | "category:*" (expanded per category and direction) | "category:Heels"
+value = { lower = 0.40 }       # optional absolute bounds on the candidate: lower <= v <= upper
+change = { direction = "higher_is_better", absolute = -0.005, relative = -0.01, on = "ci_lower" }
+severity = "block"             # block | warn
+min_queries = 20
+"""
+
+GOOD = """\
+[[rule]]
+metric = "map"
+slice = "overall"
+change = { direction = "higher_is_better", absolute = -0.01 }
+severity = "block"
+"""
+
+
+# --- parsing ------------------------------------------------------------------------------------------------------
+
+
+def test_the_default_rule_loads_with_one_block_rule_on_overall_map():
+    rules = read_rules(None)
+    assert rules.source == "default_rule.toml"
+    assert rules.text == DEFAULT_RULE.read_text(encoding="utf-8")
+    assert rules.sha256 == hashlib.sha256(rules.text.encode()).hexdigest()
+    block = [rule for rule in rules.rules if rule.severity == "block"]
+    assert [(rule.metric, rule.slice, rule.on, rule.relative) for rule in block] == [
+        ("map", "overall", "ci_lower", -0.03)
+    ]
+    assert all(rule.metric in METRICS for rule in rules.rules)
+
+
+def test_the_decisions_example_round_trips():
+    rules = load_rules(EXAMPLE, "example.toml")
+    assert (rules.stats.resamples, rules.stats.seed, rules.stats.multiplicity) == (10000, 0, "holm")
+    assert rules.text == EXAMPLE and rules.source == "example.toml"
+    assert rules.sha256 == hashlib.sha256(EXAMPLE.encode()).hexdigest()
+    (rule,) = rules.rules
+    assert (rule.index, rule.line, rule.metric, rule.slice) == (0, 6, "map", "overall")
+    assert (rule.value_lower, rule.value_upper) == (0.40, None)
+    assert (rule.direction, rule.absolute, rule.relative, rule.on) == ("higher_is_better", -0.005, -0.01, "ci_lower")
+    assert (rule.severity, rule.min_queries, rule.name) == ("block", 20, "map on overall")
+    assert load_rules(rules.text, "again.toml").rules == rules.rules
+
+
+def test_defaults_subtables_and_dotted_keys_parse_alike():
+    sub = '[[rule]]\nmetric = "map"\nslice = "category:Ankle boot"\nseverity = "warn"\nname = "boots"\n'
+    sub += '[rule.change]\ndirection = "lower_is_better"\nrelative = 0.1\n'
+    dotted = '[[rule]]\nmetric = "map"\nslice = "category:Ankle boot"\nseverity = "warn"\nname = "boots"\n'
+    dotted += 'change.direction = "lower_is_better"\nchange.relative = 0.1\n'
+    (a,), (b,) = load_rules(sub).rules, load_rules(dotted).rules
+    assert a == b
+    assert (a.slice, a.on, a.min_queries, a.absolute, a.name) == ("category:Ankle boot", "point", 20, None, "boots")
+    assert load_rules(GOOD).stats.resamples == 10000  # [stats] is optional
+
+
+# Each case marks the line the error must name with "# <-"; `field` is the field it must name.
+ERRORS = {
+    "toml syntax": ('[[rule]]\nmetric = "map"\nslice = # <-\n', None, "not valid TOML"),
+    "unknown top-level table": ("[gate] # <-\nx = 1\n" + GOOD, "gate", "unknown top-level key"),
+    "unknown top-level key": ('title = "x" # <-\n' + GOOD, "title", "unknown top-level key"),
+    "unknown rule key (typo)": (GOOD.replace('severity = "block"', 'severty = "block" # <-'), "severty", "typo"),
+    "unknown key in value": (GOOD + "value = { lowr = 0.3 } # <-\n", "value.lowr", "unknown key"),
+    "unknown key in change": (GOOD.replace("absolute = -0.01 }", "absolut = -0.01 } # <-"), "change.absolut", "typo"),
+    "missing metric": ('[[rule]] # <-\nslice = "overall"\nvalue = { lower = 0.1 }\nseverity = "warn"\n', "metric", ""),
+    "missing slice": ('[[rule]] # <-\nmetric = "map"\nvalue = { lower = 0.1 }\nseverity = "warn"\n', "slice", ""),
+    "missing severity": ('[[rule]] # <-\nmetric = "map"\nslice = "overall"\nvalue = { lower = 0.1 }\n', "severity", ""),
+    "neither value nor change": ('[[rule]] # <-\nmetric = "map"\nslice = "overall"\nseverity = "warn"\n', "change", ""),
+    "unknown metric": (GOOD.replace('metric = "map"', 'metric = "mAP" # <-'), "metric", "map_i2t"),
+    "unknown slice form": (GOOD.replace('slice = "overall"', 'slice = "categories:Heels" # <-'), "slice", "category:"),
+    "empty category name": (GOOD.replace('slice = "overall"', 'slice = "category: " # <-'), "slice", ""),
+    "bad severity": (GOOD.replace('severity = "block"', 'severity = "error" # <-'), "severity", "block, warn"),
+    "bad direction": (
+        GOOD.replace("higher_is_better", "up").replace("-0.01 }", "-0.01 } # <-"),
+        "change.direction",
+        '"up" is not one of higher_is_better, lower_is_better.',
+    ),
+    "missing direction": (
+        GOOD.replace('direction = "higher_is_better", ', "").replace("-0.01 }", "-0.01 } # <-"),
+        "change.direction",
+        "never guessed",
+    ),
+    "bad on": (GOOD.replace("absolute = -0.01 }", 'absolute = -0.01, on = "ci" } # <-'), "change.on", "ci_lower"),
+    "non-numeric threshold": (GOOD.replace("-0.01 }", '"-0.01" } # <-'), "change.absolute", "not a number"),
+    "nan threshold": (GOOD.replace("absolute = -0.01 }", "relative = nan } # <-"), "change.relative", "finite"),
+    "inf bound": (GOOD + "value = { lower = -inf } # <-\n", "value.lower", "finite"),
+    "lower above upper": (GOOD + "value = { lower = 0.9, upper = 0.5 } # <-\n", "value", "above upper"),
+    "empty value": (GOOD + "value = {} # <-\n", "value", "no bound"),
+    "change without threshold": (
+        GOOD.replace(", absolute = -0.01 }", " } # <-"),
+        "change",
+        "neither absolute nor relative",
+    ),
+    "min_queries zero": (GOOD + "min_queries = 0 # <-\n", "min_queries", ">= 1"),
+    "min_queries non-integer": (GOOD + "min_queries = 2.5 # <-\n", "min_queries", "whole number"),
+    "resamples too few": ("[stats]\nresamples = 50 # <-\n" + GOOD, "stats.resamples", ">= 100"),
+    "negative seed": ("[stats]\nresamples = 1000\nseed = -1 # <-\n" + GOOD, "stats.seed", ">= 0"),
+    "multiplicity": ('[stats]\nmultiplicity = "bh" # <-\n' + GOOD, "stats.multiplicity", "holm"),
+    "unknown stats key": ("[stats]\nresample = 1000 # <-\n" + GOOD, "stats.resample", "unknown key"),
+    "no rules": ("# <- a file with only settings\n[stats]\nseed = 1\n", "rule", "no rules"),
+    "rule as a table": ('[rule] # <-\nmetric = "map"\n', "rule", "[[rule]]"),
+    "second rule, dotted key": (
+        GOOD + '[[rule]]\nmetric = "map"\nslice = "overall"\nseverity = "warn"\nchange.absolute = 0\n'
+        "change.direction = 'down' # <-\n",
+        "change.direction",
+        '"down" is not one of',
+    ),
+    "second rule, sub-table": (
+        GOOD + '[[rule]]\nmetric = "map"\nslice = "overall"\nseverity = "warn"\n[rule.change]\nabsolute = 0\n'
+        'direction = "higher" # <-\n',
+        "change.direction",
+        "not one of",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
+def test_every_rule_file_error_names_the_file_the_line_and_the_field(case):
+    text, field, fragment = ERRORS[case]
+    line = next(number for number, row in enumerate(text.splitlines(), 1) if "# <-" in row)
+    with pytest.raises(RuleFileError) as raised:
+        load_rules(text, "bad.toml")
+    message = str(raised.value)
+    assert isinstance(raised.value, CHTNError)
+    assert message.startswith("bad.toml")
+    if field is None:  # a syntax error: tomllib's own position, kept
+        assert f"(at line {line}," in message
+    else:
+        assert f"bad.toml, line {line} " in message or message.startswith(f"bad.toml, line {line},")
+        assert f'field "{field}"' in message
+    assert fragment in message
+    if "second rule" in case:
+        assert "([[rule]] #2)" in message
+
+
+def test_read_rules_keeps_the_text_verbatim_and_explains_a_missing_file(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_bytes(GOOD.replace("\n", "\r\n").encode())
+    rules = read_rules(path)
+    assert rules.text == GOOD.replace("\n", "\r\n") and rules.source == str(path)
+    assert rules.rules[0].line == 1
+    with pytest.raises(RuleFileError, match="no such rule file"):
+        read_rules(tmp_path / "absent.toml")
+    (tmp_path / "latin.toml").write_bytes("# caf\xe9\n".encode("latin-1") + GOOD.encode())
+    with pytest.raises(RuleFileError, match="UTF-8"):
+        read_rules(tmp_path / "latin.toml")
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+
+
+def _row(metric="map", slice_="overall", baseline=0.8, delta=0.0, ci=None, p=1.0, n=400, insufficient=False):
+    """One row of the comparison's figures; the CI defaults to delta +- 0.01."""
+    low, high = ci if ci is not None else (delta - 0.01, delta + 0.01)
+    return {
+        "metric": metric,
+        "slice": slice_,
+        "n": n,
+        "baseline": baseline,
+        "candidate": baseline + delta if not math.isnan(baseline) else 0.8,
+        "delta": delta,
+        "relative": delta / baseline,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": p,
+        "insufficient": insufficient,
+    }
+
+
+def _rule(metric="map", slice_="overall", severity="block", **parts: str) -> str:
+    body = "".join(f"{key} = {value}\n" for key, value in parts.items())
+    return f'[[rule]]\nmetric = "{metric}"\nslice = "{slice_}"\nseverity = "{severity}"\n{body}'
+
+
+def _run(text, rows, categories=(), has_baseline=True):
+    return evaluate(load_rules(text), pd.DataFrame(rows, columns=FIGURE_COLUMNS), categories, has_baseline)
+
+
+def _status(text, row, **kw):
+    (result,) = _run(text, [row], **kw)
+    return result.status
+
+
+def test_value_bounds_compare_the_candidates_point_value():
+    text = _rule(value="{ lower = 0.4, upper = 0.9 }")
+    assert _status(text, _row(baseline=0.5)) == "pass"
+    (low,) = _run(text, [_row(baseline=0.3)])
+    assert low.status == "fail" and low.blocking and "below the lower bound 0.4" in low.reason
+    assert _status(text, _row(baseline=0.95)) == "fail"
+
+
+@pytest.mark.parametrize(
+    ("metric", "change", "delta", "expected"),
+    [
+        ("map", '{ direction = "higher_is_better", absolute = -0.01 }', -0.005, "pass"),
+        ("map", '{ direction = "higher_is_better", absolute = -0.01 }', -0.02, "fail"),
+        ("map", '{ direction = "higher_is_better", relative = -0.03 }', -0.02, "pass"),  # -2.5% of 0.8
+        ("map", '{ direction = "higher_is_better", relative = -0.03 }', -0.03, "fail"),  # -3.75%
+        ("map", '{ direction = "higher_is_better", absolute = -0.05, relative = -0.03 }', -0.03, "fail"),  # both hold
+        ("pair_median_rank_i2t", '{ direction = "lower_is_better", absolute = 1.0 }', 0.5, "pass"),
+        ("pair_median_rank_i2t", '{ direction = "lower_is_better", absolute = 1.0 }', 2.0, "fail"),
+        ("pair_median_rank_i2t", '{ direction = "lower_is_better", relative = 0.1 }', 0.2, "pass"),  # +5% of 4
+        ("pair_median_rank_i2t", '{ direction = "lower_is_better", relative = 0.1 }', 1.0, "fail"),  # +25%
+        ("pair_median_rank_i2t", '{ direction = "higher_is_better", absolute = 0 }', 1.0, "pass"),  # asked for
+    ],
+)
+def test_absolute_and_relative_changes_in_both_directions(metric, change, delta, expected):
+    baseline = 4.0 if metric.startswith("pair_median") else 0.8
+    assert _status(_rule(metric, change=change), _row(metric, baseline=baseline, delta=delta)) == expected
+
+
+def test_point_and_ci_lower_give_different_verdicts_on_the_same_figures():
+    row = _row(delta=-0.002, ci=(-0.012, 0.008))
+    point = _rule(change='{ direction = "higher_is_better", absolute = -0.005, on = "point" }')
+    bound = _rule(change='{ direction = "higher_is_better", absolute = -0.005, on = "ci_lower" }')
+    assert _status(point, row) == "pass"
+    (result,) = _run(bound, [row])
+    assert result.status == "fail" and "CI lower bound -0.012 < -0.005 allowed" in result.reason
+    # lower_is_better compares the upper bound: a median rank whose CI reaches +1.5 breaches a margin of +1
+    rank = _rule("pair_median_rank_t2i", change='{ direction = "lower_is_better", absolute = 1, on = "ci_lower" }')
+    (result,) = _run(rank, [_row("pair_median_rank_t2i", baseline=3.0, delta=0.0, ci=(-1.5, 1.5))])
+    assert result.status == "fail" and "CI upper bound +1.500 > 1 allowed" in result.reason
+
+
+def test_the_relative_change_of_a_ci_bound_divides_by_the_baseline():
+    text = _rule(change='{ direction = "higher_is_better", relative = -0.03, on = "ci_lower" }')
+    (result,) = _run(text, [_row(baseline=0.5, delta=0.0, ci=(-0.016, 0.01))])  # -3.2% of 0.5
+    assert result.status == "fail" and "-3.2% < -3% allowed" in result.reason
+    assert _status(text, _row(baseline=0.8, delta=0.0, ci=(-0.016, 0.01))) == "pass"  # -2% of 0.8
+
+
+def test_missing_figures_fail_closed_whatever_the_severity():
+    block = _rule("map_t2i", change='{ direction = "higher_is_better", absolute = -0.01 }')
+    (result,) = _run(block, [_row("map_i2t")])
+    assert result.status == "fail" and result.blocking
+    assert result.reason.startswith("missing:") and "(fails closed)" in result.reason
+    (warned,) = _run(block.replace('"block"', '"warn"'), [_row("map_i2t")])
+    assert warned.status == "warn" and not warned.blocking and "fails closed" in warned.reason
+    nan = _row()
+    nan["candidate"] = float("nan")
+    assert _status(_rule(value="{ lower = 0.1 }"), nan) == "fail"
+    no_ci = _row(ci=(float("nan"), float("nan")))
+    assert _status(_rule(change='{ direction = "higher_is_better", absolute = 0, on = "ci_lower" }'), no_ci) == "fail"
+    everywhere = _rule(slice_="category:*", change='{ direction = "higher_is_better", absolute = -0.01 }')
+    (empty,) = _run(everywhere, [_row()], categories=[])
+    assert empty.status == "fail" and "no categories" in empty.reason
+    named = _run(everywhere.replace("category:*", "category:Heels"), [_row()], categories=["Heels"])
+    assert [(r.metric, r.slice, r.status) for r in named] == [
+        ("map_i2t", "category:Heels", "fail"),
+        ("map_t2i", "category:Heels", "fail"),
+    ]
+
+
+def test_insufficient_evidence_never_blocks_even_strict():
+    text = _rule(change='{ direction = "higher_is_better", absolute = -0.01 }', min_queries="30")
+    results = _run(text, [_row(delta=-0.5, n=29)])
+    assert [r.status for r in results] == ["insufficient evidence"]
+    assert "29 queries < 30 required" in results[0].reason
+    flagged = _run(text, [_row(delta=-0.5, n=400, insufficient=True)])
+    assert flagged[0].status == "insufficient evidence"
+    for strict in (False, True):
+        assert decide(results + flagged, strict=strict).verdict == "GO"
+
+
+def test_without_a_baseline_changes_are_skipped_and_value_bounds_still_apply():
+    change = '{ direction = "higher_is_better", absolute = -0.01 }'
+    (skipped,) = _run(_rule(change=change), [_row(delta=-0.5)], has_baseline=False)
+    assert skipped.status == "skipped" and "first run" in skipped.reason
+    (nan,) = _run(_rule(change=change), [_row(baseline=float("nan"))])
+    assert nan.status == "skipped" and "first run" in nan.reason
+    both = _rule(change=change, value="{ lower = 0.5 }")
+    (passed,) = _run(both, [_row(baseline=0.8, delta=-0.1)], has_baseline=False)  # candidate 0.7
+    assert passed.status == "pass" and "first run" in passed.reason
+    (failed,) = _run(both, [_row(baseline=0.2)], has_baseline=False)
+    assert failed.status == "fail"
+    assert decide([skipped, nan], strict=True).verdict == "GO"
+
+
+def _family(p_heels: float) -> list:
+    """A block rule over every category: Heels breaches the margin with p_heels; Bags and Coats do not."""
+    text = _rule("map_i2t", "category:*", change='{ direction = "higher_is_better", absolute = -0.02, on = "point" }')
+    rows = [
+        _row("map_i2t", "category:Heels", delta=-0.04, p=p_heels, n=60),
+        _row("map_i2t", "category:Bags", delta=0.0, p=0.5, n=60),
+        _row("map_i2t", "category:Coats", delta=0.01, p=0.8, n=60),
+        _row("map_i2t", "category:Tiny", delta=-0.3, p=0.001, n=5),  # insufficient: no part in the adjustment
+    ]
+    return _run(text, rows, categories=["Heels", "Bags", "Coats", "Tiny"])
+
+
+def test_holm_turns_a_breach_significant_only_before_adjustment_into_a_warning():
+    heels, bags, coats, tiny = _family(p_heels=0.03)
+    assert heels.figures["p_adj"] == pytest.approx(0.09)  # 3 x 0.03: three counted members
+    assert heels.status == "warn" and not heels.blocking
+    assert "not significant after Holm (p_adj 0.090" in heels.reason
+    assert (bags.status, coats.status, tiny.status) == ("pass", "pass", "insufficient evidence")
+    assert "p_adj" not in tiny.figures
+    assert decide([heels, bags, coats, tiny]).verdict == "GO"
+
+
+def test_holm_lets_a_strongly_significant_breach_fail():
+    heels, *_ = results = _family(p_heels=0.001)
+    assert heels.status == "fail" and heels.blocking and "Holm-adjusted p 0.003" in heels.reason
+    decision = decide(results)
+    assert (decision.verdict, decision.exit_code) == ("NO-GO", 1)
+    assert decision.summary == "NO-GO: 1 block rule fails (MAP I->T on Heels); 0 warnings"
+
+
+def test_a_single_slice_rule_decides_by_the_comparison_alone():
+    text = _rule(change='{ direction = "higher_is_better", absolute = -0.02, on = "point" }')
+    (result,) = _run(text, [_row(delta=-0.04, p=0.5)])
+    assert result.status == "fail" and "p_adj" not in result.figures
+
+
+def test_strict_turns_a_warning_into_no_go():
+    text = _rule(change='{ direction = "higher_is_better", absolute = -0.01 }', severity="warn")
+    results = _run(text, [_row(delta=-0.05)])
+    assert [r.status for r in results] == ["warn"]
+    assert decide(results).verdict == "GO" and decide(results).summary == "GO: no block rule fails; 1 warning"
+    strict = decide(results, strict=True)
+    assert (strict.verdict, strict.exit_code, len(strict.warnings)) == ("NO-GO", 1, 1)
+    assert "strict" in strict.summary
+
+
+def _identical(categories):
+    """Figures of a checkpoint compared with itself: every change 0, CI [0, 0], p = 1."""
+    overall = [m for m in METRICS if not m.endswith(("_i2t", "_t2i"))] + [m for m in METRICS if m.endswith("_i2t")]
+    overall += [m for m in METRICS if m.endswith("_t2i")]
+    directional = [m for m in METRICS if m.endswith(("_i2t", "_t2i"))]
+    rows = [_row(m, "overall", ci=(0.0, 0.0)) for m in overall]
+    rows += [_row(m, f"category:{c}", ci=(0.0, 0.0), n=40) for c in categories for m in directional]
+    return pd.DataFrame(rows, columns=FIGURE_COLUMNS)
+
+
+def test_identical_checkpoints_are_go_under_the_default_rule():
+    categories = ["Heels", "Ankle boot", "Bags"]
+    results = evaluate(read_rules(None), _identical(categories), categories)
+    assert {r.status for r in results} == {"pass"}
+    assert len(results) == 4 + 2 * len(categories)
+    decision = decide(results, strict=True)
+    assert (decision.verdict, decision.exit_code, decision.blocking, decision.warnings) == ("GO", 0, [], [])
+    table = rules_table(results)
+    assert list(table.columns) == ["rule", "line", "metric", "slice", "severity", "status", "reason"]
+    assert table["line"].iloc[0] == read_rules(None).rules[0].line
+
+
+# --- the default rule on simulated comparisons --------------------------------------------------------------------
+
+
+def _default_verdict(n: int, shift: float, seed: int) -> str:
+    """The default rule's verdict on one simulated comparison: per-query direction-mean AP differences with the
+    measured sd (0.12) around `shift`, baseline MAP ~ 0.84 (the weakest shipped sample checkpoint). Only `map` on
+    overall is in the figures: the other rules then fail closed as warnings, which never change a non-strict verdict."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0.68, 1.0, n)
+    b = a + rng.normal(shift, 0.12, n)
+    c = paired_comparison(a, b, resamples=1000, seed=seed)
+    row = _row(baseline=c.mean_a, delta=c.delta, ci=(c.ci_low, c.ci_high), p=c.p_value, n=n)
+    row.update(candidate=c.mean_b, relative=c.relative)
+    results = evaluate(read_rules(None), pd.DataFrame([row], columns=FIGURE_COLUMNS), [])
+    return decide(results).verdict
+
+
+@pytest.mark.slow
+def test_the_default_rule_rarely_says_no_go_without_a_true_difference():
+    verdicts = [_default_verdict(400, 0.0, seed) for seed in range(400)]
+    assert verdicts.count("NO-GO") / len(verdicts) <= 0.07
+
+
+@pytest.mark.slow
+def test_the_default_rule_catches_a_real_regression_on_a_protocol_sized_split():
+    verdicts = [_default_verdict(2425, -0.05, seed) for seed in range(40)]
+    assert verdicts.count("NO-GO") / len(verdicts) >= 0.95
