@@ -225,3 +225,89 @@ def cmd_review_export(args: argparse.Namespace) -> int:
     print(f"{described}: reviewed {reviewed} of {len(queue)}")
     print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
     return 0
+
+
+def add_compare_command(sub: argparse._SubParsersAction) -> None:
+    """`chtn compare`: the go/no-go gate of a candidate checkpoint against a baseline, for CI pipelines."""
+    p = sub.add_parser(
+        "compare",
+        help="compare a candidate checkpoint with a baseline and gate on the rule file: exit 0 GO, 1 NO-GO, "
+        "2 invalid input or rule file, 3 internal error",
+    )
+    p.add_argument("--baseline", required=True, help="the checkpoint in production (A)")
+    p.add_argument("--candidate", required=True, help="the checkpoint to ship (B)")
+    p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (its test split)")
+    p.add_argument("--rule", default=None, help="go/no-go rule file (TOML, DECISIONS.md); default: the shipped rule")
+    p.add_argument("--out", required=True, help="output folder: report.html, comparison.json, CSVs, BLESSED marker")
+    p.add_argument("--strict", action="store_true", help="a warning is a NO-GO too")
+    p.add_argument(
+        "--review-db",
+        "--db",
+        dest="review_db",
+        default=None,
+        help="review database whose verdicts on the candidate's regressions and decision log go into the report "
+        "(default: $CHTN_REVIEW_DB if set, else none)",
+    )
+    p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
+    p.set_defaults(func=cmd_compare, out_is_folder=True)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Exit codes follow pytest's convention (DECISIONS.md); an unexpected exception is exit 3, not a traceback's 1,
+    so a pipeline never reads a crash as NO-GO."""
+    import sys
+    import traceback
+
+    from chtn.errors import CHTNError
+
+    try:
+        return _compare(args)
+    except CHTNError:
+        raise  # exit 2 with its message (chtn.cli.main)
+    except Exception:  # noqa: BLE001 - anything else is a bug: say so, with the traceback, and exit 3
+        traceback.print_exc()
+        print(
+            "error: internal error in chtn compare (a bug: please report it with the traceback above)", file=sys.stderr
+        )
+        return 3
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import os
+    from datetime import UTC, datetime
+
+    from analysis.compare import check_comparable, compare_checkpoints
+    from analysis.compare_render import ReportContext, report_document, write_outputs
+    from analysis.gate_rules import read_rules
+    from analysis.review import regression_review
+    from chtn.checkpoint import code_version, load_checkpoint
+    from chtn.cli import checked_pairs
+    from chtn.gallery import embed_split, evaluate_gallery
+
+    rules = read_rules(Path(args.rule) if args.rule else None)  # a bad rule file is exit 2 before any work
+    baseline, candidate = load_checkpoint(args.baseline), load_checkpoint(args.candidate)
+    check_comparable(baseline.label_names, candidate.label_names, args.baseline, args.candidate)
+    data = checked_pairs(args, "test", candidate.label_names)
+    checked_pairs(args, "test", baseline.label_names)  # the dataset must fit both checkpoints
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    sides = []
+    for checkpoint in (baseline, candidate):
+        gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
+        sides += [gallery, evaluate_gallery(gallery, checkpoint.label_names)]
+    print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
+    outcome = compare_checkpoints(*sides, rules, strict=args.strict)
+    location = args.review_db or os.environ.get("CHTN_REVIEW_DB")
+    decisions, notes, counts = regression_review(location, outcome, data.fingerprint(), baseline, candidate)
+    context = ReportContext(
+        baseline.path.stem, baseline.digest, candidate.path.stem, candidate.digest, str(data.source),
+        data.fingerprint(), args.strict, datetime.now(UTC).isoformat(timespec="seconds"), code_version(),
+    )  # fmt: skip
+    document = report_document(outcome, context, decisions, notes, counts)
+    written = write_outputs(outcome, document, Path(args.out))
+    for result in outcome.results:
+        if result.status in ("fail", "warn", "insufficient evidence"):
+            print(f"{result.status}: {result.reason}")
+    print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
+    print(outcome.decision.summary)
+    return outcome.decision.exit_code

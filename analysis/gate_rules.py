@@ -16,10 +16,11 @@ Decisions taken here where the spec leaves room:
 - No baseline (a first run, or a NaN baseline): the change part is "skipped" ("first run: no baseline"); value bounds
   still apply.
 - A failing warn rule has status "warn"; only a failing block rule has status "fail" and blocks.
-- Multiplicity: a block rule that expands to several slices (`category:*`, or a direction-mean metric split into I->T
+- Multiplicity: a rule that expands to several slices (`category:*`, or a direction-mean metric split into I->T
   and T->I on a category) is one family. Holm adjusts its members' p-values (insufficient members take no part); a
-  member whose change breaches the threshold fails only if its adjusted p is below 0.05, and is otherwise a warning
-  ("not significant after Holm"). A value bound is a fact about the candidate, not a test of a change: its breach
+  member whose change breaches the threshold fails only if its adjusted p is below 0.05; otherwise a block rule's
+  member is a warning and a warn rule's member passes ("not significant after Holm"), so that forty noisy
+  categories do not flag by chance (with `--strict` a flag would block a release). A value bound is a fact about the candidate, not a test of a change: its breach
   fails as it is. A single-slice rule decides by the comparison alone.
 """
 
@@ -422,7 +423,7 @@ def evaluate(
             reason = f"missing: no categories in the data for {rule.slice} (fails closed)"
             results.append(_failed(rule, rule.metric, rule.slice, reason, {}))
             continue
-        family = rule.severity == "block" and len(targets) > 1
+        family = len(targets) > 1
         assessed = [
             _assess(rule, metric, slice_, rows.get((metric, slice_)), has_baseline, family)
             for metric, slice_ in targets
@@ -526,7 +527,7 @@ def _assess(
         change_failed |= not ok
         shown, limit = (f"{observed:+.1%}", f"{threshold * 100:g}%") if unit else (f"{observed:+.3f}", f"{threshold:g}")
         relation = (">=" if higher else "<=") if ok else ("<" if higher else ">")
-        subject = f"{what} of the relative change" if unit else what
+        subject = ("relative change" if what == "change" else f"{what} of the relative change") if unit else what
         clauses.append(f"{subject} {shown} {relation} {limit}{'' if ok else ' allowed'}")
     context = f"change {row['delta']:+.3f} (95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f})"
     return _Assessment(
@@ -542,7 +543,7 @@ def _assess(
 
 
 def _holm(assessed: list[_Assessment], method: Literal["holm"]) -> list[float | None]:
-    """Holm-adjusted p per member of a block rule's family; None for members that take no part."""
+    """Holm-adjusted p per member of a rule's family; None for members that take no part."""
     counted = [i for i, item in enumerate(assessed) if item.state == "checked" and item.change_checked]
     adjusted = adjust_p_values([assessed[i].figures["p_value"] for i in counted], method)
     p_adj: list[float | None] = [None] * len(assessed)
@@ -565,9 +566,11 @@ def _conclude(rule: Rule, item: _Assessment, p_adj: float | None) -> RuleResult:
         reason += f"; Holm-adjusted p {p_adj:.3f}"
         if change_failed and p_adj >= ALPHA:
             change_failed = False  # a breach without significant evidence of a change after adjustment: a warning
-            if not item.value_failed:
+            if not item.value_failed and rule.severity == "block":
                 reason += f"; not significant after Holm (p_adj {p_adj:.3f} >= {ALPHA:g}): a warning, not a failure"
                 return RuleResult(rule, item.metric, item.slice, "warn", reason, figures)
+            if not item.value_failed:  # a warn family flags only what survives Holm (strict makes flags block)
+                reason += f"; not significant after Holm (p_adj {p_adj:.3f} >= {ALPHA:g}): no warning"
     if item.value_failed or change_failed:
         return _failed(rule, item.metric, item.slice, reason, figures)
     if rule.value_lower is None and rule.value_upper is None and not item.change_checked:

@@ -1,0 +1,294 @@
+"""A checkpoint comparison as things to read: the headline table, the per-category forest plot, the aligned shared
+spaces, and the self-contained report (HTML with plots embedded; JSON laid out like a model card). The page and
+`chtn compare` use these."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.compare import ARROWS, Outcome
+from analysis.gate_rules import rules_table
+
+METRIC_NAMES = {
+    "map": "MAP (mean of directions)",
+    "map_i2t": "MAP I->T",
+    "map_t2i": "MAP T->I",
+    "pair_recall@1": "own-pair recall@1 (mean)",
+    "pair_recall@1_i2t": "own-pair recall@1 I->T",
+    "pair_recall@1_t2i": "own-pair recall@1 T->I",
+    "pair_recall@10": "own-pair recall@10 (mean)",
+    "pair_recall@10_i2t": "own-pair recall@10 I->T",
+    "pair_recall@10_t2i": "own-pair recall@10 T->I",
+    "pair_median_rank_i2t": "own-pair median rank I->T (lower is better)",
+    "pair_median_rank_t2i": "own-pair median rank T->I (lower is better)",
+}
+
+
+def headline_table(figures: pd.DataFrame) -> pd.DataFrame:
+    """The overall figures, one row per metric, as the page and the report show them."""
+    overall = figures[figures["slice"] == "overall"]
+    return pd.DataFrame(
+        {
+            "metric": overall["metric"].map(METRIC_NAMES),
+            "baseline A": overall["baseline"],
+            "candidate B": overall["candidate"],
+            "B − A": overall["delta"],
+            "95% CI": [_interval(lo, hi) for lo, hi in zip(overall["ci_low"], overall["ci_high"])],
+            "relative": overall["relative"],
+            "p (randomization)": overall["p_value"],
+            "effect size d": overall["effect_size"],
+            "wins / ties / losses": [f"{w} / {t} / {x}" for w, t, x in zip(overall.wins, overall.ties, overall.losses)],
+        }
+    ).reset_index(drop=True)
+
+
+def category_table(figures: pd.DataFrame) -> pd.DataFrame:
+    """Per category and direction: ΔAP with its CI, Holm-adjusted p, and whether there is enough evidence."""
+    rows = figures[figures["slice"].str.startswith("category:") & figures["metric"].str.startswith("map_")]
+    return pd.DataFrame(
+        {
+            "category": rows["slice"].str.removeprefix("category:"),
+            "direction": rows["direction"].map(ARROWS),
+            "n": rows["n"],
+            "AP A": rows["baseline"],
+            "AP B": rows["candidate"],
+            "ΔAP": rows["delta"],
+            "95% CI": [_interval(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"])],
+            "p (Holm)": rows["p_holm"],
+            "evidence": np.where(rows["insufficient"], "insufficient (n < 20)", ""),
+        }
+    ).reset_index(drop=True)
+
+
+def _interval(low: float, high: float) -> str:
+    return "n/a" if np.isnan(low) else f"[{low:+.3f}, {high:+.3f}]"
+
+
+def forest_figure(figures: pd.DataFrame):
+    """ΔAP per category and direction with its 95% CI (Holm-adjusted p on hover), zero marked."""
+    import plotly.graph_objects as go
+
+    rows = figures[figures["slice"].str.startswith("category:") & figures["metric"].str.startswith("map_")]
+    figure = go.Figure()
+    for direction, colour in (("i2t", "#1565c0"), ("t2i", "#ef6c00")):
+        part = rows[rows["direction"] == direction]
+        figure.add_scatter(
+            x=part["delta"],
+            y=part["slice"].str.removeprefix("category:"),
+            mode="markers",
+            name=ARROWS[direction],
+            marker=dict(color=colour, size=8),
+            error_x=dict(
+                type="data",
+                symmetric=False,
+                array=(part["ci_high"] - part["delta"]).to_numpy(),
+                arrayminus=(part["delta"] - part["ci_low"]).to_numpy(),
+            ),
+            customdata=np.stack([part["n"], part["p_holm"]], axis=1),
+            hovertemplate="%{y}: ΔAP %{x:+.3f}<br>n %{customdata[0]} · Holm p %{customdata[1]:.3g}<extra>"
+            + ARROWS[direction]
+            + "</extra>",
+        )
+    figure.add_vline(x=0, line=dict(color="#555", dash="dot"))
+    figure.update_layout(
+        height=max(320, 24 * rows["slice"].nunique()),
+        margin=dict(t=10, b=10, l=10, r=10),
+        xaxis_title="ΔAP (candidate − baseline), 95% paired-bootstrap CI",
+        yaxis=dict(autorange="reversed"),
+        legend=dict(orientation="h"),
+    )
+    return figure
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What a comparison report is about, written into it so that it stands on its own."""
+
+    baseline_name: str
+    baseline: str  # content hash
+    candidate_name: str
+    candidate: str
+    dataset_path: str
+    dataset: str  # fingerprint
+    strict: bool
+    generated_at: str  # ISO-8601 UTC
+    code_version: str
+
+
+def changed_queries(queries: pd.DataFrame, change: str) -> pd.DataFrame:
+    """The queries B fixed or broke (or made better / worse), largest AP change first."""
+    rows = queries[queries["change"] == change]
+    rows = rows.sort_values("ap_change", ascending=change in ("broken", "worse"), kind="stable")
+    return rows[["query_id", "direction", "category", "ap_a", "ap_b", "ap_change", "own_rank_a", "own_rank_b"]]
+
+
+def report_document(
+    outcome: Outcome, context: ReportContext, decisions: list[dict], notes: list[dict], verdict_counts: dict
+) -> dict:
+    """The comparison as a JSON document laid out like a model card: details, quantitative analysis (every figure
+    with its interval), the gate, considerations (reviewers' notes on B's regressions) and the decision log."""
+    comparison, rules = outcome.comparison, outcome.rules
+    metrics = []
+    for row in comparison.figures.to_dict("records"):
+        metrics.append(
+            {
+                "type": row["metric"],
+                "slice": row["slice"],
+                "value": row["candidate"],
+                "baseline_value": row["baseline"],
+                "change": row["delta"],
+                "relative_change": row["relative"],
+                "confidence_interval": {"lower_bound": row["ci_low"], "upper_bound": row["ci_high"], "level": 0.95},
+                "p_value": row["p_value"],
+                "p_holm": row["p_holm"],
+                "effect_size": row["effect_size"],
+                "wins": row["wins"],
+                "ties": row["ties"],
+                "losses": row["losses"],
+                "n": row["n"],
+                "insufficient_evidence": row["insufficient"],
+            }
+        )
+    counts = comparison.queries["change"].value_counts()
+    return {
+        "schema": "chtn.comparison/1",
+        "model_details": {
+            "candidate": {"name": context.candidate_name, "content_hash": context.candidate},
+            "baseline": {"name": context.baseline_name, "content_hash": context.baseline},
+            "dataset": {
+                "path": context.dataset_path,
+                "fingerprint": context.dataset,
+                "test_queries": comparison.n_queries,
+            },
+            "code_version": context.code_version,
+            "generated_at": context.generated_at,
+        },
+        "quantitative_analysis": {
+            "statistics": {
+                "unit": "per-query difference candidate - baseline on the identical query set",
+                "interval": "paired bootstrap, percentile 95% CI",
+                "test": "two-sided paired randomization (sign-flip); exact up to 20 queries",
+                "multiplicity": "Holm across categories x directions",
+                "resamples": comparison.resamples,
+                "seed": comparison.seed,
+            },
+            "performance_metrics": metrics,
+            "queries": {name: int(counts.get(name, 0)) for name in ("fixed", "broken", "better", "worse", "same")},
+        },
+        "gate": {
+            "rule_file": rules.source,
+            "rule_sha256": rules.sha256,
+            "rule_text": rules.text,
+            "strict": context.strict,
+            "verdict": outcome.decision.verdict,
+            "exit_code": outcome.decision.exit_code,
+            "summary": outcome.decision.summary,
+            "rules": rules_table(outcome.results).to_dict("records"),
+        },
+        "considerations": {
+            "review_of_regressions": {"verdict_counts": verdict_counts, "notes": notes},
+            "limitations": [
+                "Relevance is category-level: an item is relevant to a query when it has the query's category.",
+                "Figures describe this test split only; the intervals are over its queries, not over training runs.",
+            ],
+        },
+        "decision_log": decisions,
+    }
+
+
+def report_html(outcome: Outcome, document: dict) -> str:
+    """One self-contained page: verdict, headline figures, rules, the forest plot (plotly.js inlined), fixed and
+    broken queries, the reviewers' notes and the decision log. Every user text is escaped."""
+    esc = html.escape
+    details, gate = document["model_details"], document["gate"]
+    table = lambda frame: frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4f}")  # noqa: E731
+    colour = "#2e7d32" if gate["verdict"] == "GO" else "#c62828"
+    parts = [
+        f"<h1>{esc(details['candidate']['name'])} vs {esc(details['baseline']['name'])}</h1>",
+        f"<p class='meta'>candidate {esc(details['candidate']['content_hash'])} · baseline "
+        f"{esc(details['baseline']['content_hash'])} · dataset {esc(details['dataset']['path'])} (fingerprint "
+        f"{esc(details['dataset']['fingerprint'])}, {details['dataset']['test_queries']} test queries) · "
+        f"{esc(details['generated_at'])} · code {esc(details['code_version'])}</p>",
+        f"<p class='verdict' style='border-color:{colour}'><b style='color:{colour}'>Rules say {gate['verdict']}</b>"
+        f"{' (strict)' if gate['strict'] else ''}: {esc(gate['summary'])}</p>",
+        "<h2>Headline figures</h2>",
+        table(headline_table(outcome.comparison.figures)),
+        "<h2>Rules</h2>",
+        f"<p class='meta'>{esc(gate['rule_file'])} (sha256 {esc(gate['rule_sha256'][:16])}…)</p>",
+        table(rules_table(outcome.results)),
+        "<h2>Per category: ΔAP with 95% CI</h2>",
+        forest_figure(outcome.comparison.figures).to_html(full_html=False, include_plotlyjs="inline"),
+        table(category_table(outcome.comparison.figures)),
+    ]
+    for change in ("broken", "fixed"):
+        rows = changed_queries(outcome.comparison.queries, change)
+        parts += [f"<h2>Queries {change} by the candidate ({len(rows)})</h2>", table(rows.head(50))]
+    review = document["considerations"]["review_of_regressions"]
+    parts.append("<h2>Review of the regressions</h2>")
+    parts.append(f"<p>{esc(', '.join(f'{k}: {v}' for k, v in review['verdict_counts'].items()) or 'none')}</p>")
+    parts += [f"<h3>{esc(n['query_id'])} · {esc(n['direction'])} · {esc(n['verdict'])} · {esc(n['reviewer'])}</h3>"
+              f"<pre>{esc(n['note'])}</pre>" for n in review["notes"]]  # fmt: skip
+    parts.append("<h2>Decision log</h2>")
+    if not document["decision_log"]:
+        parts.append("<p>No decision recorded yet.</p>")
+    for record in document["decision_log"]:
+        parts.append(
+            f"<p><b>{esc(record['decision'])}</b> by {esc(record['deciders'])} at {esc(str(record['created_at']))}"
+            f"{' (superseded)' if record.get('superseded_by') else ''}</p><pre>{esc(record['rationale'])}"
+            f"{chr(10) + 'Override: ' + esc(record['override_reason']) if record.get('override_reason') else ''}</pre>"
+        )
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;font-size:12px}"
+        "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left}.meta{color:#555;font-size:12px}"
+        ".verdict{border-left:6px solid;padding:.5em 1em;background:#fafafa}pre{white-space:pre-wrap;"
+        "background:#f6f6f6;padding:.5em}"
+    )
+    title = esc(f"{details['candidate']['name']} vs {details['baseline']['name']}")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )
+
+
+def write_outputs(outcome: Outcome, document: dict, out: Path) -> list[Path]:
+    """comparison.json, report.html, figures.csv, queries.csv, rules.csv and the marker for pipelines: BLESSED
+    when the gate says GO, NOT_BLESSED otherwise (the other marker is removed)."""
+    from chtn.exports import csv_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "comparison.json": json.dumps(_finite(document), indent=2, ensure_ascii=False, default=_plain),
+        "report.html": report_html(outcome, document),
+        "figures.csv": csv_bytes(outcome.comparison.figures).decode("utf-8"),
+        "queries.csv": csv_bytes(outcome.comparison.queries).decode("utf-8"),
+        "rules.csv": csv_bytes(rules_table(outcome.results)).decode("utf-8"),
+    }
+    blessed = outcome.decision.verdict == "GO"
+    marker, other = ("BLESSED", "NOT_BLESSED") if blessed else ("NOT_BLESSED", "BLESSED")
+    files[marker] = f"{outcome.decision.summary}\n"
+    (out / other).unlink(missing_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    return [out / name for name in files]
+
+
+def _finite(value: object) -> object:
+    """The document with NaN and infinities as null (JSON has no NaN; strict parsers refuse it)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _plain(value: object) -> object:
+    """numpy scalars as JSON values; anything else as text (timestamps)."""
+    return value.item() if hasattr(value, "item") else str(value)
