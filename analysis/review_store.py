@@ -228,7 +228,7 @@ class ReviewStore:
             _sqlite_connections(self._engine, busy_timeout_s)
         else:
             self._engine = sa.create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": max(2, CONNECT_TIMEOUT_S)}
+                url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
             )
         self._writer = self._engine.execution_options(chtn_write=True)
         try:
