@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures: a throwaway PostgreSQL server)
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 PAIRS = SAMPLE / "fashion" / "pairs.csv"

@@ -1,0 +1,426 @@
+"""The review database on SQLite and on a real PostgreSQL (tests/postgres.py): behaviour, schema migrations,
+concurrent threads and processes, kill -9 mid-write, and the errors a user sees."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from analysis import review_store
+from analysis.review_store import COLUMNS, SCHEMA_VERSION, ReviewStore, ReviewStoreError, default_location
+from tests.review_writer import note as writer_note
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ["sqlite", pytest.param("postgresql", id="postgresql")]
+TABLES = {"schema_version", "verdicts", "queues", "outcomes"}
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: an SQLite file path, or a new database on the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "reviews" / "review.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(location: str):
+    opened = ReviewStore(location)
+    yield opened
+    opened.close()
+
+
+def save(store: ReviewStore, **fields) -> review_store.Verdict:
+    row = dict(dataset="ds", checkpoint="ck1", checkpoint_name="epoch 1", query_id="q1", direction="i2t")
+    row |= dict(verdict="model error", note="", reviewer="alice")
+    return store.save_verdict(**(row | fields))
+
+
+def table_names(location: str) -> set[str]:
+    engine = sa.create_engine(review_store._database_url(location))
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+# Behaviour -------------------------------------------------------------------------------------------------------
+
+
+def test_a_verdict_round_trips_with_every_field(store: ReviewStore) -> None:
+    before = datetime.now(UTC)
+    saved = save(
+        store,
+        checkpoint_name="final.safetensors",
+        direction="t2i",
+        verdict="label noise",
+        note="n",
+        reviewer=" bo ",
+        queue_id="qq",
+    )
+    assert saved.reviewer == "bo" and saved.queue_id == "qq" and saved.created_at.tzinfo is not None
+    assert before <= saved.created_at <= datetime.now(UTC)
+    frame = store.verdicts("ds")
+    assert list(frame.columns) == COLUMNS and len(frame) == 1
+    row = frame.iloc[0]
+    stored = {name: row[name] for name in COLUMNS}
+    stored["created_at"] = row["created_at"].to_pydatetime()
+    assert stored == {**vars(saved), "id": saved.id}
+    assert stored["created_at"].utcoffset().total_seconds() == 0  # UTC, even on a PostgreSQL session that is not
+
+
+def test_a_changed_verdict_is_a_new_row_and_the_latest_is_current(store: ReviewStore) -> None:
+    first = save(store, verdict="model error")
+    second = save(store, verdict="acceptable", note="on second look")
+    assert second.id > first.id
+    assert store.verdicts("ds")["verdict"].tolist() == ["model error", "acceptable"]
+    current = store.current_verdicts("ds", "ck1")
+    assert current["id"].tolist() == [second.id] and current["note"].tolist() == ["on second look"]
+
+
+def test_current_verdicts_are_per_reviewer_and_direction(store: ReviewStore) -> None:
+    save(store, reviewer="alice", verdict="model error")
+    bob = save(store, reviewer="bob", verdict="label noise")
+    alice = save(store, reviewer="alice", verdict="ambiguous")
+    other_direction = save(store, reviewer="alice", direction="t2i")
+    save(store, checkpoint="ck2", reviewer="alice")
+    current = store.current_verdicts("ds", "ck1")
+    assert current["id"].tolist() == [bob.id, alice.id, other_direction.id]
+    assert list(current.columns) == COLUMNS
+
+
+def test_query_history_spans_checkpoints_newest_first(store: ReviewStore) -> None:
+    old = save(store, checkpoint="ck1", verdict="model error")
+    new = save(store, checkpoint="ck2", checkpoint_name="epoch 2", verdict="acceptable")
+    save(store, query_id="q2")
+    save(store, direction="t2i")
+    save(store, dataset="other")
+    history = store.query_history("ds", "q1", "i2t")
+    assert history["id"].tolist() == [new.id, old.id] and history["checkpoint"].tolist() == ["ck2", "ck1"]
+    assert store.verdicts("ds", "ck2")["id"].tolist() == [new.id]
+    assert len(store.verdicts("ds")) == 4 and store.verdicts("nothing").columns.tolist() == COLUMNS
+
+
+def test_reviewed_checkpoints_newest_first(store: ReviewStore) -> None:
+    save(store, checkpoint="ck1")
+    save(store, checkpoint="ck2", checkpoint_name="epoch 2")
+    last = save(store, checkpoint="ck1", checkpoint_name="epoch 1 (renamed)")
+    save(store, dataset="other", checkpoint="ck3")
+    frame = store.reviewed_checkpoints("ds")
+    assert list(frame.columns) == ["checkpoint", "checkpoint_name", "n_verdicts", "last_id", "last_at"]
+    assert frame["checkpoint"].tolist() == ["ck1", "ck2"] and frame["n_verdicts"].tolist() == [2, 1]
+    assert frame["checkpoint_name"].iloc[0] == "epoch 1 (renamed)" and frame["last_id"].iloc[0] == last.id
+    assert frame["last_at"].iloc[0].to_pydatetime() == last.created_at
+    assert store.reviewed_checkpoints("nothing").empty
+
+
+def test_queues_first_save_wins(store: ReviewStore) -> None:
+    spec = {"direction": "i2t", "k": 10, "filters": ["mis_retrieved"], "name": "ünï ✓"}
+    store.save_queue("abc", dataset="ds", checkpoint="ck1", spec=spec, created_by="alice")
+    store.save_queue("abc", dataset="ds", checkpoint="ck1", spec={"other": True}, created_by="bob")
+    saved = store.queue("abc")
+    assert {k: saved[k] for k in ("id", "dataset", "checkpoint", "spec", "created_by")} == {
+        "id": "abc",
+        "dataset": "ds",
+        "checkpoint": "ck1",
+        "spec": spec,
+        "created_by": "alice",
+    }
+    assert saved["created_at"].tzinfo is not None and saved["created_at"].utcoffset().total_seconds() == 0
+    assert store.queue("missing") is None
+
+
+def test_outcomes_snapshot_is_kept_once_and_round_trips(store: ReviewStore) -> None:
+    outcomes = pd.DataFrame(
+        {
+            "query_id": [f"q{i}" for i in range(5000)],
+            "direction": ["i2t", "t2i"] * 2500,
+            "ap": [i / 5000 for i in range(5000)],
+            "own_rank": list(range(5000)),
+            "mis_retrieved": [i % 3 == 0 for i in range(5000)],
+        }
+    )
+    assert store.outcomes("ds", "ck1").columns.tolist() == review_store.OUTCOME_COLUMNS
+    store.save_outcomes(dataset="ds", checkpoint="ck1", checkpoint_name="epoch 1", outcomes=outcomes)
+    store.save_outcomes(dataset="ds", checkpoint="ck1", checkpoint_name="epoch 1", outcomes=outcomes.assign(ap=0.0))
+    pd.testing.assert_frame_equal(store.outcomes("ds", "ck1"), outcomes, check_dtype=False)
+    assert store.outcomes("ds", "ck1").dtypes.astype(str).tolist()[2:] == ["float64", "int64", "bool"]
+    assert store.outcomes("ds", "ck2").empty and store.outcomes("other", "ck1").empty
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"verdict": "wrong"}, "verdict"),
+        ({"direction": "both"}, "direction"),
+        ({"reviewer": "   "}, "reviewer"),
+        ({"reviewer": "x" * 201}, "reviewer"),
+        ({"note": "x" * (review_store.MAX_NOTE_CHARS + 1)}, "note"),
+        ({"note": "a\x00b"}, "note"),
+        ({"query_id": "q\x00"}, "query_id"),
+    ],
+)
+def test_invalid_fields_are_plain_errors_naming_the_field(store: ReviewStore, fields: dict, named: str) -> None:
+    with pytest.raises(ReviewStoreError, match=named):
+        save(store, **fields)
+    assert store.verdicts("ds").empty
+
+
+def test_any_note_text_is_stored_verbatim(store: ReviewStore, location: str) -> None:
+    notes = [
+        "'); DROP TABLE verdicts; --",
+        '<script>alert(1)</script><img src=x onerror="alert(2)">',
+        "emoji 🧪🔬👩🏽‍🔬 RTL: مرحبا بالعالم שלום עולם, combining é, zero-width \u200b, CRLF\r\nand\ttab '\"\\%_",
+        "".join(chr(c) for c in range(1, 0x3000) if not 0xD800 <= c <= 0xDFFF) * 9 + "x" * 30_000,  # ~100 KB
+        "",
+    ]
+    ids = [save(store, note=text).id for text in notes]
+    stored = store.verdicts("ds")
+    assert stored["id"].tolist() == ids
+    assert [text.encode() for text in stored["note"]] == [text.encode() for text in notes]
+    assert len(notes[3]) >= 100_000
+    assert TABLES <= table_names(location)
+
+
+def test_default_location(tmp_path: Path) -> None:
+    assert default_location({"CHTN_REVIEW_DB": "postgresql://x@h/db", "XDG_DATA_HOME": "/d"}) == "postgresql://x@h/db"
+    assert default_location({"XDG_DATA_HOME": "/data"}) == "/data/chtn/review.sqlite"
+    assert default_location({"HOME": "/home/u"}) == "/home/u/.local/share/chtn/review.sqlite"
+    assert default_location({"HOME": "/home/u", "XDG_DATA_HOME": "rel"}) == "/home/u/.local/share/chtn/review.sqlite"
+
+
+def test_locations_and_descriptions(tmp_path: Path, postgres_cluster) -> None:
+    for location in (tmp_path / "a" / "b" / "review.sqlite", f"sqlite:///{tmp_path}/c/review.sqlite"):
+        opened = ReviewStore(location)
+        assert opened.location == str(location) and opened.describe().startswith(f"SQLite file {tmp_path}/")
+        assert Path(opened.describe().removeprefix("SQLite file ")).is_file()
+        opened.close()
+    url = postgres_cluster.url("postgres").replace("postgres@", "postgres:secret@").replace("+psycopg", "")
+    opened = ReviewStore(url)  # the plain postgresql:// scheme goes through psycopg
+    described = f"PostgreSQL database postgres on {postgres_cluster.socket_dir}:{postgres_cluster.port}"
+    assert opened.describe() == described and "secret" not in opened.describe()
+    opened.close()
+
+
+# Schema ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_fresh_database_is_at_the_latest_version(store: ReviewStore, location: str) -> None:
+    assert store.schema_version() == SCHEMA_VERSION == len(review_store.MIGRATIONS)
+    assert TABLES <= table_names(location)
+
+
+def test_a_version_1_database_migrates_on_open(location: str) -> None:
+    old = ReviewStore(location, migrate_to=1)  # the first migration only: verdicts and queues, no outcomes
+    assert old.schema_version() == 1 and "outcomes" not in table_names(location)
+    kept = save(old)
+    old.close()
+    store = ReviewStore(location)
+    assert store.schema_version() == SCHEMA_VERSION and store.verdicts("ds")["id"].tolist() == [kept.id]
+    store.save_outcomes(
+        dataset="ds",
+        checkpoint="ck1",
+        checkpoint_name="x",
+        outcomes=pd.DataFrame(
+            {"query_id": ["q"], "direction": ["i2t"], "ap": [1.0], "own_rank": [1], "mis_retrieved": [False]}
+        ),
+    )
+    assert len(store.outcomes("ds", "ck1")) == 1
+    store.close()
+
+
+def test_a_database_from_a_newer_version_is_refused(store: ReviewStore, location: str) -> None:
+    engine = sa.create_engine(review_store._database_url(location))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(review_store.schema_versions).values(version=SCHEMA_VERSION + 1, applied_at=datetime.now(UTC))
+        )
+    engine.dispose()
+    with pytest.raises(ReviewStoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer .*upgrade CHTN"):
+        ReviewStore(location)
+
+
+# Concurrency -----------------------------------------------------------------------------------------------------
+
+
+def test_threads_sharing_one_store_lose_nothing(store: ReviewStore) -> None:
+    def write(thread: int) -> None:
+        for i in range(25):
+            save(store, query_id=f"{thread}-{i}", reviewer=f"t{thread}")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = store.verdicts("ds")
+    assert len(stored) == 200 and stored["id"].is_unique
+    assert set(stored["query_id"]) == {f"{t}-{i}" for t in range(8) for i in range(25)}
+
+
+def start_writer(location: str, prefix: str, count: int) -> subprocess.Popen:
+    """tests/review_writer.py in a fresh process (subprocess, not multiprocessing, which breaks under pytest here)."""
+    argv = [sys.executable, "-m", "tests.review_writer", location, prefix, str(count)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def confirmed(line: str) -> tuple[int, int]:
+    """(id, i) of a writer's `saved <id> <i>` line."""
+    word, row_id, i = line.split()
+    assert word == "saved"
+    return int(row_id), int(i)
+
+
+def test_processes_writing_at_once_lose_nothing(location: str) -> None:
+    ReviewStore(location).close()  # created and migrated once; the writers then race on inserts only
+    writers = {f"p{n}": start_writer(location, f"p{n}", 150) for n in range(4)}
+    saved: dict[str, list[tuple[int, int]]] = {}
+    for prefix, writer in writers.items():
+        out, err = writer.communicate(timeout=600)
+        assert writer.returncode == 0, err
+        saved[prefix] = [confirmed(line) for line in out.splitlines()]
+    store = ReviewStore(location)
+    stored = store.verdicts("ds")
+    store.close()
+    assert len(stored) == 600 and stored["id"].is_unique
+    by_id = stored.set_index("id")
+    for prefix, rows in saved.items():
+        assert [i for _, i in rows] == list(range(150))
+        for row_id, i in rows:
+            assert by_id.loc[row_id, "query_id"] == f"{prefix}-{i}" and by_id.loc[row_id, "note"] == writer_note(
+                prefix, i
+            )
+
+
+def test_a_kill_9_mid_write_loses_no_confirmed_verdict(location: str) -> None:
+    writer = start_writer(location, "k", 0)
+    rows = []
+    try:
+        while len(rows) < 50:
+            line = writer.stdout.readline()
+            assert line, writer.stderr.read()
+            rows.append(confirmed(line))
+        time.sleep(random.uniform(0, 0.05))  # an arbitrary moment, most likely inside a write
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    rest = writer.stdout.read().splitlines(keepends=True)
+    rows += [confirmed(line) for line in rest if line.endswith("\n")]  # a line cut by the kill confirmed nothing
+    writer.stdout.close()
+    writer.stderr.close()
+    store = ReviewStore(location)
+    by_id = store.verdicts("ds").set_index("id")
+    for row_id, i in rows:
+        assert by_id.loc[row_id, "note"] == writer_note("k", i)
+    assert save(store).id > max(row_id for row_id, _ in rows)
+    store.close()
+    if not location.startswith("postgresql"):
+        with sqlite3.connect(location) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+# Errors the user sees --------------------------------------------------------------------------------------------
+
+
+def make_read_only(*paths: Path) -> None:
+    """Tests run as root, whom chmod does not stop (nor os.access). `chattr +i` (immutable) stops root too, and the
+    store's own os.access check sees it. Dropping privileges (runuser) is no way out here: the venv's Python lies
+    under /root, which other users cannot enter. Without chattr (a container without CAP_LINUX_IMMUTABLE), skip."""
+    if os.geteuid() != 0:
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return
+    done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a file read-only for root here (chattr +i: {done.stderr.strip()})")
+
+
+def make_writable(*paths: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True)
+    for path in paths:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+READ_ONLY = r"is read-only: choose another location \(--review-db, the sidebar, or \$CHTN_REVIEW_DB\) or make it"
+
+
+def test_a_read_only_database_file_is_a_clear_error(tmp_path: Path) -> None:
+    file_only, both = tmp_path / "file" / "review.sqlite", tmp_path / "both" / "review.sqlite"
+    for path in (file_only, both):
+        ReviewStore(path).close()  # a clean close leaves no -wal/-shm files
+    make_read_only(file_only, both, both.parent)
+    try:
+        store = ReviewStore(file_only)  # reading works: the writable folder takes the -wal and -shm files
+        assert store.verdicts("ds").empty
+        with pytest.raises(ReviewStoreError, match=str(file_only) + " " + READ_ONLY):
+            save(store)
+        store.close()
+        with pytest.raises(ReviewStoreError, match=str(both) + " " + READ_ONLY):  # no -wal/-shm: opening fails
+            ReviewStore(both)
+    finally:
+        make_writable(file_only, both, both.parent)
+
+
+def test_a_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    make_read_only(folder)
+    try:
+        for path in (folder / "review.sqlite", folder / "sub" / "review.sqlite"):  # the file, or a folder to create
+            with pytest.raises(ReviewStoreError, match=str(path) + " " + READ_ONLY):
+                ReviewStore(path)
+    finally:
+        make_writable(folder)
+
+
+def test_a_database_locked_beyond_the_busy_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "review.sqlite"
+    store = ReviewStore(path, busy_timeout_s=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        with pytest.raises(ReviewStoreError, match=rf"{path} is locked: another program .* more than 0.2 s"):
+            save(store)
+        assert store.verdicts("ds").empty  # readers are not blocked (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    save(store)
+    store.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n" * 200)
+    with pytest.raises(ReviewStoreError, match=f"{path} is not a CHTN review database .*choose another location"):
+        ReviewStore(path)
+    assert path.read_text() == "not a database\n" * 200
+
+
+def test_an_unreachable_postgresql_server_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"postgresql://chtn:secret@/reviews?host={tmp_path}&port=5999"  # a socket folder nothing listens in
+    with pytest.raises(
+        ReviewStoreError, match=f"PostgreSQL database reviews on {tmp_path}:5999 cannot be reached"
+    ) as error:
+        ReviewStore(url)
+    assert "secret" not in str(error.value) and "check that the server is running" in str(error.value)
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgresql+psycopg2://u@h/db", "sqlite://", "http://x"])
+def test_an_unknown_url_scheme_is_a_clear_error(url: str) -> None:
+    with pytest.raises(ReviewStoreError, match="is not one CHTN can use: give a file path"):
+        ReviewStore(url)
