@@ -298,7 +298,9 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
     outcome = compare_checkpoints(*sides, rules, strict=args.strict)
     location = args.review_db or os.environ.get("CHTN_REVIEW_DB")
-    decisions, notes, counts = regression_review(location, outcome, data.fingerprint(), baseline, candidate)
+    decisions, notes, counts = regression_review(
+        location, outcome.comparison.queries, data.fingerprint(), baseline.digest, candidate.digest
+    )
     context = ReportContext(
         baseline.path.stem, baseline.digest, candidate.path.stem, candidate.digest, str(data.source),
         data.fingerprint(), args.strict, datetime.now(UTC).isoformat(timespec="seconds"), code_version(),

@@ -20,8 +20,9 @@ Decisions taken here where the spec leaves room:
   and T->I on a category) is one family. Holm adjusts its members' p-values (insufficient members take no part); a
   member whose change breaches the threshold fails only if its adjusted p is below 0.05; otherwise a block rule's
   member is a warning and a warn rule's member passes ("not significant after Holm"), so that forty noisy
-  categories do not flag by chance (with `--strict` a flag would block a release). A value bound is a fact about the candidate, not a test of a change: its breach
-  fails as it is. A single-slice rule decides by the comparison alone.
+  categories do not flag by chance (with `--strict` a flag would block a release). A value bound is a fact about
+  the candidate, not a test of a change: its breach fails as it is. A single-slice rule decides by the comparison
+  alone.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ opens that list, in that order, whatever changes in the code that builds queues.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,3 +107,42 @@ def history_lines(history: pd.DataFrame, checkpoint: str) -> list[str]:
         count = len(group)
         lines.append(f"{verdict} — {count} reviewer{'s' if count > 1 else ''}, checkpoint {digest[:8]} ({name})")
     return lines
+
+
+def regressions_queue(store: ReviewStore, queries: pd.DataFrame, dataset: str, baseline: str, candidate: str) -> str:
+    """Record the candidate's regressions (queries it broke, largest AP loss first) as a meeting queue of the
+    candidate, "regressions of B", and return its id (a content hash: recording it again changes nothing)."""
+    broken = queries[queries["change"] == "broken"].sort_values("ap_change", kind="stable")
+    items = [[q, d] for q, d in zip(broken["query_id"], broken["direction"])]
+    queue_id = hashlib.sha256(json.dumps(["regressions", dataset, baseline, candidate, items]).encode()).hexdigest()
+    spec = {"spec": asdict(rq.QueueSpec(size=max(len(items), 1))), "items": items, "title": "regressions of B"}
+    store.save_queue(queue_id[:12], dataset=dataset, checkpoint=candidate, spec=spec, created_by=f"compare {baseline}")
+    return queue_id[:12]
+
+
+def regression_review(
+    location: str | None, queries: pd.DataFrame, dataset: str, baseline: str, candidate: str
+) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """From the review database at `location` (None: none): the decision log of this comparison (newest first), the
+    reviewers' notes on the candidate's regressions and the count of their current verdicts. Empty without a store."""
+    if not location:
+        return [], [], {}
+    store = ReviewStore(location)
+    try:
+        log = store.decisions(dataset, baseline, candidate)
+        current = store.current_verdicts(dataset, candidate)
+    finally:
+        store.close()
+    broken = queries[queries["change"] == "broken"]
+    keys = set(zip(broken["query_id"], broken["direction"]))
+    on_regressions = (
+        current[[k in keys for k in zip(current["query_id"], current["direction"])]] if len(current) else current
+    )
+    notes = [
+        {"query_id": r.query_id, "direction": r.direction, "verdict": r.verdict, "note": r.note, "reviewer": r.reviewer}
+        for r in on_regressions.itertuples()
+        if r.note.strip()
+    ]
+    counts = {str(k): int(v) for k, v in on_regressions["verdict"].value_counts().items()} if len(current) else {}
+    decisions = [{k: v for k, v in row.items() if k not in ("rule_text",)} for row in log.to_dict("records")]
+    return decisions, notes, counts

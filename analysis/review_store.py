@@ -110,12 +110,71 @@ outcomes_table = sa.Table(
     sa.UniqueConstraint("dataset", "checkpoint", "query_id", "direction", name="one_outcome_per_query"),
 )
 
+decisions_table = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("dataset", sa.Text, nullable=False),  # dataset fingerprint
+    sa.Column("baseline", sa.Text, nullable=False),  # content hashes
+    sa.Column("candidate", sa.Text, nullable=False),
+    sa.Column("baseline_name", sa.Text, nullable=False),
+    sa.Column("candidate_name", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),  # GO | NO-GO | GO with override
+    sa.Column("override_reason", sa.Text, nullable=False),
+    sa.Column("deciders", sa.Text, nullable=False),
+    sa.Column("rationale", sa.Text, nullable=False),
+    sa.Column("rule_source", sa.Text, nullable=False),
+    sa.Column("rule_text", sa.Text, nullable=False),
+    sa.Column("rule_sha256", sa.Text, nullable=False),
+    sa.Column("resamples", sa.Integer, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("gate", sa.Text, nullable=False),  # what the rules said: GO | NO-GO, and the summary
+    sa.Column("rules", sa.Text, nullable=False),  # JSON: every evaluated rule with its figures
+    sa.Column("review_counts", sa.Text, nullable=False),  # JSON: verdict counts on the candidate's regressions
+    sa.Column("code_version", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("decisions_by_pair", "dataset", "baseline", "candidate"),
+    sqlite_autoincrement=True,
+)
+DECISIONS = ("GO", "NO-GO", "GO with override")
+_APPEND_ONLY = ("verdicts", "decisions")
+
+
+def _append_only(conn: sa.Connection) -> None:
+    """Triggers that refuse UPDATE and DELETE on verdicts and decisions: append-only is the database's rule too,
+    not only this module's (fixed DDL; no value of anyone's goes into it)."""
+    if conn.dialect.name == "sqlite":
+        for table in _APPEND_ONLY:
+            for action in ("UPDATE", "DELETE"):
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                        f"BEGIN SELECT RAISE(ABORT, '{table} are append-only: add a new row instead'); END"
+                    )
+                )
+        return
+    conn.execute(
+        sa.text(
+            "CREATE OR REPLACE FUNCTION chtn_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION '% are append-only: add a new row instead', TG_TABLE_NAME; END $$"
+        )
+    )
+    for table in _APPEND_ONLY:
+        conn.execute(
+            sa.text(
+                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION chtn_append_only()"
+            )
+        )
+
+
 # Migrations, hand-written rather than Alembic: one small schema shipped inside the app and migrated on open needs
 # no revision files, autogenerate or CLI. Step i (1-based) brings a database from version i-1 to i; steps are only
 # ever appended. A step that changes an existing table must use ALTER, not today's Table objects.
 MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     lambda conn: metadata.create_all(conn, tables=[schema_versions, verdicts_table, queues_table]),
     lambda conn: outcomes_table.create(conn),  # outcome snapshots, so later checkpoints can say what changed
+    lambda conn: (decisions_table.create(conn), _append_only(conn)),  # go/no-go decision records
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x43_48_54_4E  # PostgreSQL advisory lock key ("CHTN"): one migrator at a time
@@ -379,6 +438,43 @@ class ReviewStore:
         return frame.astype({"ap": "float64", "own_rank": "int64", "mis_retrieved": "bool"})
 
     # Internals --------------------------------------------------------------------------------------------------
+
+    # Decisions ---------------------------------------------------------------------------------------------------
+
+    def save_decision(self, **record: object) -> dict:
+        """Append one go/no-go decision record (columns of the `decisions` table but id and created_at; `rules` and
+        `review_counts` as JSON-ready objects) and return it as stored. A later decision supersedes, never edits."""
+        decision, reason = record.get("decision"), str(record.get("override_reason") or "").strip()
+        if decision not in DECISIONS:
+            raise ReviewStoreError(f"Unknown decision {decision!r}: choose one of {', '.join(DECISIONS)}.")
+        if decision == "GO with override" and not reason:
+            raise ReviewStoreError("A GO with override needs its reason: say why the rules are overridden.")
+        if not str(record.get("deciders") or "").strip():
+            raise ReviewStoreError("Name the deciders (who took this decision) before recording it.")
+        row = {**record, "override_reason": reason, "created_at": datetime.now(UTC)}
+        row["rules"], row["review_counts"] = json.dumps(row["rules"]), json.dumps(row["review_counts"])
+        columns = {c.name for c in decisions_table.columns} - {"id"}
+        if set(row) != columns:
+            raise ValueError(f"decision record fields differ from the table: {sorted(set(row) ^ columns)}")
+        for field, value in row.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ReviewStoreError(f"The {field} contains a NUL character (\\x00), which cannot be stored.")
+        with self._errors(), self._writer.begin() as conn:
+            (row_id,) = conn.execute(sa.insert(decisions_table).values(**row)).inserted_primary_key
+        return {"id": row_id, **row}
+
+    def decisions(self, dataset: str, baseline: str, candidate: str) -> pd.DataFrame:
+        """Every decision on this (dataset, baseline, candidate), newest first; `superseded_by` names the id of the
+        decision that followed each (None for the current one)."""
+        d = decisions_table.c
+        query = sa.select(decisions_table).where(d.dataset == dataset, d.baseline == baseline, d.candidate == candidate)
+        with self._errors(), self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(d.id.desc())).all()
+        frame = pd.DataFrame([row._asdict() for row in rows], columns=[c.name for c in decisions_table.columns])
+        frame["superseded_by"] = pd.Series([None, *frame["id"].tolist()[:-1]][: len(frame)], dtype=object)
+        for column in ("rules", "review_counts"):
+            frame[column] = frame[column].map(json.loads)
+        return frame
 
     def _read_verdicts(self, query: sa.Select) -> pd.DataFrame:
         with self._errors(), self._engine.connect() as conn:

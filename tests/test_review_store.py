@@ -24,7 +24,7 @@ from tests.review_writer import note as writer_note
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["sqlite", pytest.param("postgresql", id="postgresql")]
-TABLES = {"schema_version", "verdicts", "queues", "outcomes"}
+TABLES = {"schema_version", "verdicts", "queues", "outcomes", "decisions"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -424,3 +424,59 @@ def test_an_unreachable_postgresql_server_is_a_clear_error(tmp_path: Path) -> No
 def test_an_unknown_url_scheme_is_a_clear_error(url: str) -> None:
     with pytest.raises(ReviewStoreError, match="is not one CHTN can use: give a file path"):
         ReviewStore(url)
+
+
+# Decision records ------------------------------------------------------------------------------------------------
+
+
+def decide(store: ReviewStore, **fields) -> dict:
+    record = dict(dataset="ds", baseline="a" * 16, candidate="b" * 16, baseline_name="A", candidate_name="B")
+    record |= dict(decision="GO", override_reason="", deciders="ada, bob", rationale="gain holds", rule_source="r")
+    record |= dict(rule_text="[[rule]]", rule_sha256="0" * 64, resamples=10000, seed=0, gate="GO: no block rule fails")
+    record |= dict(rules=[{"rule": "MAP", "status": "pass"}], review_counts={"label noise": 2}, code_version="0.1")
+    return store.save_decision(**(record | fields))
+
+
+def test_decisions_are_appended_and_a_later_one_supersedes(store: ReviewStore) -> None:
+    first = decide(store, decision="NO-GO", rationale="regressions on Heels <b>x</b>")
+    second = decide(store, decision="GO with override", override_reason="Heels is being relabelled")
+    log = store.decisions("ds", "a" * 16, "b" * 16)
+    assert list(log["id"]) == [second["id"], first["id"]]
+    assert list(log["superseded_by"]) == [None, second["id"]]
+    assert log.iloc[1]["rationale"] == "regressions on Heels <b>x</b>" and log.iloc[0]["rules"][0]["status"] == "pass"
+    assert log.iloc[0]["review_counts"] == {"label noise": 2} and log.iloc[0]["created_at"].tzinfo is not None
+    assert store.decisions("ds", "b" * 16, "a" * 16).empty  # the reverse comparison is another pair
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"decision": "MAYBE"}, "Unknown decision"),
+        ({"decision": "GO with override", "override_reason": "  "}, "needs its reason"),
+        ({"deciders": ""}, "deciders"),
+    ],
+)
+def test_a_decision_without_what_it_needs_is_refused(store: ReviewStore, fields: dict, named: str) -> None:
+    with pytest.raises(ReviewStoreError, match=named):
+        decide(store, **fields)
+
+
+def test_verdicts_and_decisions_cannot_be_edited_even_in_sql(store: ReviewStore, location: str) -> None:
+    """Append-only is enforced by the database (triggers), not only by the API, which has no edit method at all."""
+    assert not [name for name in dir(store) if name.startswith(("update", "delete", "edit", "remove"))]
+    decide(store)
+    save(store)
+    engine = sa.create_engine(review_store._database_url(location))
+    try:
+        for statement in (
+            "UPDATE decisions SET decision = 'NO-GO'",
+            "DELETE FROM decisions",
+            "UPDATE verdicts SET verdict = 'acceptable'",
+            "DELETE FROM verdicts",
+        ):
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+    assert store.decisions("ds", "a" * 16, "b" * 16).iloc[0]["decision"] == "GO"
+    assert list(store.verdicts("ds")["verdict"]) == ["model error"]

@@ -1,0 +1,95 @@
+"""`chtn compare`, the CI gate, on the sample: exit 0 GO, 1 NO-GO, 2 invalid input or rule file, 3 internal error;
+the report, the JSON model card and the BLESSED / NOT_BLESSED marker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chtn.cli import main
+from tests.conftest import CHECKPOINTS, PAIRS
+
+pytestmark = pytest.mark.slow  # each run ranks the sample twice and resamples 10,000 times per slice
+
+FASHION, NO_SOURCE = (str(CHECKPOINTS / f"{n}.safetensors") for n in ("chtn_fashion_source", "chtn_no_source"))
+
+
+def _compare(baseline: str, candidate: str, out, *extra: str) -> int:
+    return main(["compare", "--baseline", baseline, "--candidate", candidate, "--data", str(PAIRS), "--out", str(out),
+                 *extra])  # fmt: skip
+
+
+def test_a_checkpoint_against_itself_is_go_with_zero_change(tmp_path, capsys):
+    assert _compare(FASHION, FASHION, tmp_path) == 0
+    assert "GO: no block rule fails" in capsys.readouterr().out
+    assert (tmp_path / "BLESSED").exists() and not (tmp_path / "NOT_BLESSED").exists()
+    document = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))  # strict JSON: no NaN
+    changes = [m["change"] for m in document["quantitative_analysis"]["performance_metrics"]]
+    assert changes and all(c == 0 for c in changes)
+    assert document["gate"]["verdict"] == "GO" and document["gate"]["rule_file"] == "default_rule.toml"
+    assert document["quantitative_analysis"]["statistics"]["resamples"] == 10000
+
+
+def test_losing_the_source_is_no_go_and_the_gain_is_go(tmp_path, capsys):
+    (tmp_path / "BLESSED").write_text("from an earlier run")
+    assert _compare(FASHION, NO_SOURCE, tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "fail: MAP on overall" in out and "NO-GO: 1 block rule fails" in out
+    assert (tmp_path / "NOT_BLESSED").exists() and not (tmp_path / "BLESSED").exists()
+    document = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
+    overall = next(
+        m
+        for m in document["quantitative_analysis"]["performance_metrics"]
+        if (m["type"], m["slice"]) == ("map", "overall")
+    )
+    ci = overall["confidence_interval"]
+    assert ci["lower_bound"] < overall["change"] < ci["upper_bound"] < 0
+    assert document["quantitative_analysis"]["queries"]["broken"] > 0
+    assert _compare(NO_SOURCE, FASHION, tmp_path / "gain") == 0
+
+
+def test_strict_turns_a_warning_into_no_go(tmp_path):
+    rule = tmp_path / "rule.toml"
+    rule.write_text(
+        '[stats]\nresamples = 200\n\n[[rule]]\nmetric = "map"\nslice = "overall"\nvalue = { lower = 0.99 }\n'
+        'severity = "warn"\n'
+    )
+    assert _compare(FASHION, FASHION, tmp_path / "lenient", "--rule", str(rule)) == 0
+    assert _compare(FASHION, FASHION, tmp_path / "strict", "--rule", str(rule), "--strict") == 1
+    assert (tmp_path / "strict" / "NOT_BLESSED").read_text().startswith("NO-GO")
+
+
+@pytest.mark.parametrize(
+    "rule_text, message",
+    [
+        ('[[rule]]\nmetric = "map"\nslice = "overall"\nseverty = "block"\n', 'line 4 ([[rule]] #1), field "severty"'),
+        (
+            '[[rule]]\nmetric = "mAP"\nslice = "overall"\nseverity = "block"\nvalue = { lower = 0.5 }\n',
+            'field "metric"',
+        ),
+        ("[[rule]\n", "line 1"),
+    ],
+)
+def test_a_bad_rule_file_is_exit_2_naming_the_line_and_field(tmp_path, capsys, rule_text, message):
+    rule = tmp_path / "bad.toml"
+    rule.write_text(rule_text)
+    assert _compare(FASHION, NO_SOURCE, tmp_path / "out", "--rule", str(rule)) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and message in err
+    assert not (tmp_path / "out" / "BLESSED").exists() and not (tmp_path / "out" / "NOT_BLESSED").exists()
+
+
+def test_bad_input_is_exit_2_and_a_crash_is_exit_3(tmp_path, capsys, monkeypatch):
+    assert _compare(FASHION, str(tmp_path / "missing.safetensors"), tmp_path / "out") == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    assert _compare(FASHION, NO_SOURCE, tmp_path / "o", "--rule", str(tmp_path / "none.toml")) == 2
+
+    import analysis.compare
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(analysis.compare, "compare_checkpoints", broken)  # an internal error, injected
+    assert _compare(FASHION, NO_SOURCE, tmp_path / "crash") == 3
+    assert "internal error" in capsys.readouterr().err
