@@ -33,6 +33,7 @@ navigation = st.navigation(
         st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
         st.Page("views/bias.py", title="Source bias", icon=":material/balance:", url_path="bias"),
         st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="review"),
+        st.Page("views/compare.py", title="Compare checkpoints", icon=":material/compare:", url_path="compare"),
     ]
 )
 navigation.run()

@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.compare import ARROWS, Outcome
 from analysis.gate_rules import rules_table
 
-METRIC_NAMES = {
+METRIC_NAMES = {  # in the order the headline table shows them
     "map": "MAP (mean of directions)",
     "map_i2t": "MAP I->T",
     "map_t2i": "MAP T->I",
@@ -32,7 +32,8 @@ METRIC_NAMES = {
 
 def headline_table(figures: pd.DataFrame) -> pd.DataFrame:
     """The overall figures, one row per metric, as the page and the report show them."""
-    overall = figures[figures["slice"] == "overall"]
+    overall = figures[figures["slice"] == "overall"].set_index("metric").reindex(list(METRIC_NAMES)).dropna(how="all")
+    overall = overall.reset_index()
     return pd.DataFrame(
         {
             "metric": overall["metric"].map(METRIC_NAMES),
@@ -232,8 +233,11 @@ def report_html(outcome: Outcome, document: dict) -> str:
     review = document["considerations"]["review_of_regressions"]
     parts.append("<h2>Review of the regressions</h2>")
     parts.append(f"<p>{esc(', '.join(f'{k}: {v}' for k, v in review['verdict_counts'].items()) or 'none')}</p>")
-    parts += [f"<h3>{esc(n['query_id'])} · {esc(n['direction'])} · {esc(n['verdict'])} · {esc(n['reviewer'])}</h3>"
-              f"<pre>{esc(n['note'])}</pre>" for n in review["notes"]]  # fmt: skip
+    parts += [
+        f"<h3>{esc(n['query_id'])} · {esc(n['direction'])} · {esc(n['verdict'])} · {esc(n['reviewer'])}</h3>"
+        f"<pre>{esc(n['note'])}</pre>"
+        for n in review["notes"]
+    ]
     parts.append("<h2>Decision log</h2>")
     if not document["decision_log"]:
         parts.append("<p>No decision recorded yet.</p>")
@@ -263,7 +267,7 @@ def write_outputs(outcome: Outcome, document: dict, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "comparison.json": json.dumps(_finite(document), indent=2, ensure_ascii=False, default=_plain),
+        "comparison.json": document_json(document),
         "report.html": report_html(outcome, document),
         "figures.csv": csv_bytes(outcome.comparison.figures).decode("utf-8"),
         "queries.csv": csv_bytes(outcome.comparison.queries).decode("utf-8"),
@@ -276,6 +280,11 @@ def write_outputs(outcome: Outcome, document: dict, out: Path) -> list[Path]:
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     return [out / name for name in files]
+
+
+def document_json(document: dict) -> str:
+    """The report document as strict JSON (NaN and infinities as null)."""
+    return json.dumps(_finite(document), indent=2, ensure_ascii=False, default=_plain)
 
 
 def _finite(value: object) -> object:
@@ -292,3 +301,74 @@ def _finite(value: object) -> object:
 def _plain(value: object) -> object:
     """numpy scalars as JSON values; anything else as text (timestamps)."""
     return value.item() if hasattr(value, "item") else str(value)
+
+
+def aligned_figure(points: pd.DataFrame, follow: int | None = None, height: int = 520):
+    """A's and B's shared spaces side by side in A's coordinates (`projection.project_two`): one row per item with
+    x_a, y_a, x_b, y_b, id, modality, category. Hover says how far the item moved; the followed row is ringed in
+    both panels, and B's panel draws an arrow from where A put it."""
+    import plotly.express as px
+    from plotly.subplots import make_subplots
+
+    moved = np.hypot(points["x_b"] - points["x_a"], points["y_b"] - points["y_a"])
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        shared_xaxes=True,
+        shared_yaxes=True,
+        subplot_titles=("Baseline A", "Candidate B (in A's coordinates)"),
+    )
+    colours = dict(zip(sorted(points["category"].unique()), px.colors.qualitative.Dark24 * 4))
+    for column, (x, y) in enumerate((("x_a", "y_a"), ("x_b", "y_b")), start=1):
+        for category, part in points.groupby("category", sort=True):
+            figure.add_scattergl(
+                x=part[x],
+                y=part[y],
+                mode="markers",
+                name=category,
+                legendgroup=category,
+                showlegend=column == 1,
+                marker=dict(
+                    size=5,
+                    color=colours[category],
+                    opacity=0.75,
+                    symbol=np.where(part["modality"] == "image", "circle", "diamond"),
+                ),
+                customdata=np.stack([part["id"], part["modality"], moved[part.index]], axis=1),
+                hovertemplate="%{customdata[0]} (%{customdata[1]})<br>moved %{customdata[2]:.2f}<extra>"
+                + category
+                + "</extra>",
+                row=1,
+                col=column,
+            )
+    if follow is not None:
+        item = points.loc[follow]
+        for column, (x, y) in enumerate((("x_a", "y_a"), ("x_b", "y_b")), start=1):
+            figure.add_scatter(
+                x=[item[x]],
+                y=[item[y]],
+                mode="markers",
+                showlegend=False,
+                hoverinfo="skip",
+                marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(width=3, color="black")),
+                row=1,
+                col=column,
+            )
+        figure.add_annotation(
+            x=item["x_b"],
+            y=item["y_b"],
+            ax=item["x_a"],
+            ay=item["y_a"],
+            xref="x2",
+            yref="y2",
+            axref="x2",
+            ayref="y2",
+            showarrow=True,
+            arrowhead=3,
+            arrowwidth=2,
+            text="",
+        )
+    figure.update_layout(height=height, margin=dict(t=30, b=10, l=10, r=10), legend=dict(font=dict(size=10)))
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure

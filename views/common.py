@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis import workspace as ws
+from analysis.review_store import ReviewStore, ReviewStoreError, default_location
 from chtn import gallery as gal
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
@@ -210,3 +211,40 @@ def all_rows(ctx: Context) -> PairDataset:
     return _dataset(
         ctx.data_path, _mtime(path), ctx.checkpoint.digest, ctx.skip_invalid, ctx.allowed, None, ctx.checkpoint
     )[0]
+
+
+def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, EvaluationReport]:
+    """A second checkpoint (a sample name or a path, confined like the sidebar's) on the same dataset file,
+    validated for its own labels, embedded and evaluated through the shared caches; `CHTNError` if it cannot be."""
+    path = ws.confine(ws.resolve_checkpoint(ref), ws.allowed_dirs())
+    checkpoint = _checkpoint(str(path), _mtime(path))
+    data, _ = _dataset(
+        ctx.data_path, _mtime(Path(ctx.data_path)), checkpoint.digest, ctx.skip_invalid, ctx.allowed, "test", checkpoint
+    )
+    return (checkpoint, *_gallery(checkpoint, data))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _review_store(location: str) -> ReviewStore:
+    """One store per database for every session (an SQLAlchemy engine is thread-safe); failures are not cached."""
+    return ReviewStore(location)
+
+
+def review_store() -> tuple[ReviewStore | None, str | None]:
+    """The sidebar's "Review database" (kept across pages) opened: (store, None), or (None, the reason) when it
+    cannot be; the page says so and keeps working, unsaved input stays in its form."""
+    with st.sidebar:
+        st.subheader("Review database")
+        keep("rv_db", default_location())
+        location = st.text_input(
+            "Location",
+            key="rv_db",
+            on_change=remember,
+            args=("rv_db",),
+            help="An SQLite file path or a PostgreSQL URL (postgresql://user@host/db). Default: $CHTN_REVIEW_DB, "
+            "else ~/.local/share/chtn/review.sqlite.",
+        )
+    try:
+        return _review_store(location.strip() or default_location()), None
+    except ReviewStoreError as exc:
+        return None, str(exc)

@@ -14,13 +14,13 @@ from analysis import review_queue as rq
 from analysis.explorer import DIRECTIONS
 from analysis.review import history_lines, open_queue, review_state
 from analysis.review_render import ReviewContext, export_table, queue_json, summary_html
-from analysis.review_store import VERDICTS, ReviewStore, ReviewStoreError, default_location
+from analysis.review_store import VERDICTS, ReviewStoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
 from chtn.ranking import TIE_TOLERANCE, describe_tie
 from chtn.search import query_side, retrieve
-from views.common import context, keep, remember
+from views.common import context, review_store
 
 ctx = context()
 gallery, names, data = ctx.gallery, ctx.label_names, ctx.gallery.data
@@ -29,41 +29,28 @@ ALL, MEETING = "All mis-retrievals", "Meeting queue"
 SPEC_KEYS = tuple(rq.QueueSpec.__dataclass_fields__)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def open_store(location: str) -> ReviewStore:
-    """One store per database for every session (an SQLAlchemy engine is thread-safe); failures are not cached."""
-    return ReviewStore(location)
-
-
 @st.cache_data(show_spinner="Ranking every query…", max_entries=8)
 def outcomes(checkpoint_digest: str, fingerprint: str, label_names: list[str], _gallery, _report) -> pd.DataFrame:
     return rq.query_outcomes(_gallery, _report, label_names)
 
 
+store, store_error = review_store()
 with st.sidebar:
-    st.subheader("Review database")
-    keep("rv_db", default_location())
-    location = st.text_input(
-        "Location",
-        key="rv_db",
-        on_change=remember,
-        args=("rv_db",),
-        help="An SQLite file path or a PostgreSQL URL (postgresql://user@host/db). Default: $CHTN_REVIEW_DB, "
-        "else ~/.local/share/chtn/review.sqlite.",
-    )
     reviewer = st.text_input("Your name", key="rv_reviewer", persist_state="session", max_chars=200)
 
 st.title("Review")
-store, store_error = None, None
-try:
-    store = open_store(location.strip() or default_location())
+if store:
     st.caption(f"Verdicts are saved to the {store.describe()} (change it in the sidebar).")
-except ReviewStoreError as exc:
-    store_error = str(exc)
-    st.error(f"**Verdicts cannot be saved now.** {exc}", icon=":material/database:")
+else:
+    st.error(f"**Verdicts cannot be saved now.** {store_error}", icon=":material/database:")
 
 table_all = outcomes(checkpoint, dataset, names, gallery, ctx.report)
-state = review_state(store, table_all, dataset, checkpoint)
+try:
+    state = review_state(store, table_all, dataset, checkpoint)
+except ReviewStoreError as exc:  # opened, but unreadable now (e.g. the server went away): show the queue anyway
+    st.error(f"**Verdicts cannot be read now.** {exc}", icon=":material/database:")
+    store, store_error = None, str(exc)
+    state = review_state(None, table_all, dataset, checkpoint)
 current, previous_name = state.current, state.previous
 
 # ---------------------------------------------------------------- which queue

@@ -1,0 +1,93 @@
+"""The Compare checkpoints page under AppTest on the sample: the gate's verdict and figures, decisions recorded
+append-only with a mandatory override reason, and B's regressions sent to the review queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.review_store import ReviewStore
+from tests.test_app import _app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def database(tmp_path, monkeypatch):
+    path = tmp_path / "review.sqlite"
+    monkeypatch.setenv("CHTN_REVIEW_DB", str(path))
+    return path
+
+
+def _verdict_box(at) -> str:
+    return next(box.value for box in [*at.success, *at.error] if "The rules say" in box.value)
+
+
+def test_the_source_gain_is_go_and_losing_it_is_no_go(database):
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
+    assert "The rules say GO" in _verdict_box(at) and not [e for e in at.error if "Cannot" in e.value]
+    headline = at.dataframe[0].value
+    assert list(headline["metric"][:3]) == ["MAP (mean of directions)", "MAP I->T", "MAP T->I"]
+    assert headline["B − A"].iloc[0] > 0 and headline["95% CI"].iloc[0].startswith("[+0.0")
+    assert {"own-pair recall@1 I->T", "own-pair median rank T->I (lower is better)"} <= set(headline["metric"])
+    rules = at.dataframe[1].value
+    assert rules.iloc[0]["status"] == "pass" and rules.iloc[0]["severity"] == "block"
+    assert len(at.get("plotly_chart")) == 2  # forest plot, aligned spaces
+    reverse = _app("views/compare.py", checkpoint="chtn_no_source", baseline="chtn_fashion_source")
+    assert "The rules say NO-GO" in _verdict_box(reverse) and "MAP on overall" in _verdict_box(reverse)
+
+
+def test_a_checkpoint_against_itself_changes_nothing(database):
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_fashion_source")
+    assert "The rules say GO" in _verdict_box(at)
+    assert (at.dataframe[0].value["B − A"] == 0).all()
+    assert {m.label: m.value for m in at.metric}["same"] == "800"
+
+
+def test_decisions_are_recorded_append_only_and_an_override_needs_its_reason(database):
+    at = _app("views/compare.py", checkpoint="chtn_no_source", baseline="chtn_fashion_source")
+    at.radio(key="cp_verdict").set_value("GO with override")
+    at.text_input(key="cp_deciders").input("ada, bob")
+    at.text_area(key="cp_rationale").input("ship <b>anyway</b>")
+    next(b for b in at.button if b.label == "Record the decision").click().run()
+    assert any("needs its reason" in e.value and "still in the form" in e.value for e in at.error)
+    assert at.text_area(key="cp_rationale").value == "ship <b>anyway</b>"
+    at.text_input(key="cp_override").input("the loss is on categories being relabelled")
+    next(b for b in at.button if b.label == "Record the decision").click().run()
+    at.radio(key="cp_verdict").set_value("NO-GO")
+    next(b for b in at.button if b.label == "Record the decision").click().run()
+    log = next(d.value for d in at.dataframe if "superseded_by" in d.value.columns)
+    assert list(log["decision"]) == ["NO-GO", "GO with override"] and log["superseded_by"].iloc[1] == log["id"].iloc[0]
+    stored = ReviewStore(database)
+    digests = _digests()
+    records = stored.decisions(digests["dataset"], digests["chtn_fashion_source"], digests["chtn_no_source"])
+    assert records.iloc[1]["override_reason"] == "the loss is on categories being relabelled"
+    assert records.iloc[0]["rule_sha256"] and records.iloc[0]["resamples"] == 10000
+    assert records.iloc[0]["rules"][0]["rule"] == "MAP non-inferiority"
+
+
+def _digests() -> dict[str, str]:
+    from analysis import workspace as ws
+
+    out = {name: ws.open_checkpoint(name).digest for name in ("chtn_fashion_source", "chtn_no_source")}
+    checkpoint = ws.open_checkpoint("chtn_no_source")
+    out["dataset"] = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
+    return out
+
+
+def test_regressions_go_to_the_review_queue(database):
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
+    broken = int({m.label: m.value for m in at.metric}["broken"])
+    next(b for b in at.button if b.label == "Send B's regressions to the review queue").click().run()
+    queue_id = at.session_state["cp_queue"]
+    stored = ReviewStore(database).queue(queue_id)
+    assert stored["spec"]["title"] == "regressions of B" and len(stored["spec"]["items"]) == broken
+    review = _app("views/review.py", checkpoint="chtn_fashion_source", queue=queue_id)
+    assert not review.error
+    assert next(m.value for m in review.metric if m.label == "Reviewed") == f"0 of {broken}"
+
+
+def test_a_bad_rule_file_is_a_clear_error(database, tmp_path):
+    rule = tmp_path / "rule.toml"
+    rule.write_text('[[rule]]\nmetric = "map"\nslice = "everything"\nseverity = "block"\nvalue = { lower = 0 }\n')
+    at = _app("views/compare.py", baseline="chtn_no_source", rule=str(rule))
+    assert any("Cannot compare" in e.value and 'field "slice"' in e.value for e in at.error)
