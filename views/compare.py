@@ -83,7 +83,7 @@ st.markdown(
     f"({baseline.digest[:8]}) on {comparison.n_queries} test queries · {comparison.resamples:,} resamples, seed "
     f"{comparison.seed} · same ranking code and query set for both"
 )
-(st.success if decision.verdict == "GO" else st.error)(
+(st.success if decision.verdict == "GO" else st.warning)(  # an error box is for what broke, not a NO-GO
     f"**The rules say {decision.verdict}.** {decision.summary}", icon=":material/gavel:"
 )
 
