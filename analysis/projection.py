@@ -261,6 +261,27 @@ def project_two(a: np.ndarray, b: np.ndarray, params: ProjectionParams) -> tuple
     return coords_a, coords_b
 
 
+def cached_project_two(
+    a: np.ndarray, b: np.ndarray, params: ProjectionParams, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`project_two`, cached on disk by the content of both point sets and the parameters (a UMAP of two
+    checkpoints takes seconds to minutes on a CPU; the Compare page asks for it on every visit)."""
+    digest = hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(b, dtype=np.float32).tobytes())
+    digest.update(json.dumps({"params": asdict(params), "shape": list(a.shape), "aligned": 1}).encode())
+    path = (cache_dir or default_cache_dir()) / "projections" / f"aligned-{digest.hexdigest()[:32]}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            return stored["a"], stored["b"]
+    coords_a, coords_b = project_two(a, b, params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
+    with os.fdopen(handle, "wb") as file:
+        np.savez(file, a=coords_a, b=coords_b)
+    Path(tmp).replace(path)
+    return coords_a, coords_b
+
+
 @dataclass
 class ModalityGap:
     """How far apart images and texts sit in the common space."""

@@ -87,3 +87,19 @@ def test_median_difference_interval_holds_the_point_and_is_exact_for_constants()
     b = a + rng.normal(2, 5, 300)
     low, high = median_difference_ci(a, b, 1000, 0)
     assert low < np.median(b) - np.median(a) < high
+
+
+def test_aligned_projection_is_cached_on_disk_by_content(pair, tmp_path):
+    from analysis.projection import ProjectionParams, cached_project_two, project_two
+
+    (_, gallery_a, _, _), (_, gallery_b, _, _) = pair
+    a, b = np.vstack([gallery_a.image, gallery_a.text]), np.vstack([gallery_b.image, gallery_b.text])
+    params = ProjectionParams(method="pca")
+    first = cached_project_two(a, b, params, tmp_path)
+    assert len(list((tmp_path / "projections").glob("aligned-*.npz"))) == 1
+    again = cached_project_two(a, b, params, tmp_path)
+    direct = project_two(a, b, params)
+    for got, want in zip((*first, *again), (*direct, *direct)):
+        np.testing.assert_array_equal(got, want)
+    cached_project_two(b, a, params, tmp_path)  # other content, another entry
+    assert len(list((tmp_path / "projections").glob("aligned-*.npz"))) == 2

@@ -69,3 +69,35 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
     stored = ReviewStore(database).verdicts(dataset, checkpoint.digest)
     assert sorted(stored["reviewer"]) == ["Ada", "Bob"] and set(stored["queue_id"]) == {queue_id}
     assert dict(zip(stored["reviewer"], stored["note"])) == {name: note for name, (_, note) in people.items()}
+
+
+def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
+    """`chtn compare`'s HTML report, and the page's, in a real browser: no network, the forest plot drawn."""
+    from playwright.sync_api import sync_playwright
+
+    from chtn.cli import main
+    from tests.conftest import CHECKPOINTS, PAIRS
+
+    out = tmp_path / "gate"
+    argv = ["compare", "--baseline", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--candidate",
+            str(CHECKPOINTS / "chtn_no_source.safetensors"), "--data", str(PAIRS), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 1
+    env = {**os.environ, "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite")}
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        requests = []
+        context.on("request", lambda request: requests.append(request.url))
+        report = context.new_page()
+        report.goto((out / "report.html").as_uri())
+        report.locator(".js-plotly-plot .scatterlayer .points path").first.wait_for(timeout=60_000)
+        assert "Rules say NO-GO" in report.locator("body").inner_text()
+        assert all(url.startswith("file://") or url.startswith("data:") for url in requests), requests
+        with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server:
+            page = context.new_page()
+            page.goto(f"{server.url}/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source")
+            _wait_for(page, "The rules say NO-GO")
+            page.get_by_text("Per category").first.scroll_into_view_if_needed()
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            assert_clean(page)
+        browser.close()

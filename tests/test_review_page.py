@@ -130,3 +130,22 @@ def test_the_map_link_centres_the_shared_space_on_the_item():
     assert not at.error and any(c.value.startswith(f"Centred on {query_id} (text)") for c in at.caption)
     figure = at.get("plotly_chart")[0].proto.spec
     assert '"name":"focus"' in figure.replace(" ", "")
+
+
+def test_a_locked_database_says_so_and_keeps_the_note(database):
+    import sqlite3
+
+    at = _app("views/review.py")
+    at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the store's busy timeout
+    try:
+        at = _verdict(at, "ambiguous", "typed while someone else was writing")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert any("Not saved" in e.value and "locked" in e.value and "still in the form" in e.value for e in at.error)
+    note = next(t for t in at.text_area if t.key.endswith("_note"))
+    assert note.value == "typed while someone else was writing" and _metric(at, "Reviewed") == "0 of 133"
+    at = _verdict(at, "ambiguous", note.value)  # the lock is gone: the same form saves
+    assert not at.error and _metric(at, "Reviewed") == "1 of 133"

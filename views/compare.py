@@ -16,7 +16,7 @@ from analysis import compare_render as render
 from analysis import workspace as ws
 from analysis.compare import compare_checkpoints
 from analysis.gate_rules import read_rules, rules_table
-from analysis.projection import ProjectionParams, project_two
+from analysis.projection import ProjectionParams, cached_project_two
 from analysis.review import regression_review, regressions_queue
 from analysis.review_store import DECISIONS, ReviewStoreError
 from chtn.checkpoint import code_version
@@ -48,7 +48,15 @@ with st.sidebar:
         placeholder="default rule",
         help="A go/no-go rule file in the format of DECISIONS.md; empty: the rule shipped with CHTN.",
     )
-    remember("cp_baseline", "cp_baseline_path", "cp_rule")
+    keep("cp_strict")
+    strict = st.checkbox(
+        "Strict (a warning is a NO-GO)",
+        key="cp_strict",
+        on_change=remember,
+        args=("cp_strict",),
+        help="As `chtn compare --strict`: any warning blocks; insufficient evidence never does.",
+    )
+    remember("cp_baseline", "cp_baseline_path", "cp_rule", "cp_strict")
 
 st.title("Compare checkpoints")
 if not baseline_ref:
@@ -65,13 +73,19 @@ candidate, dataset = ctx.checkpoint, ctx.gallery.data.fingerprint()
 
 
 @st.cache_data(show_spinner="Comparing: ranking both checkpoints and resampling every slice…", max_entries=8)
-def outcome_of(digest_a: str, digest_b: str, fingerprint: str, rule_sha256: str, _rules, _sides):
-    return compare_checkpoints(*_sides, _rules)
+def outcome_of(digest_a: str, digest_b: str, fingerprint: str, rule_sha256: str, strict: bool, _rules, _sides):
+    return compare_checkpoints(*_sides, _rules, strict=strict)
 
 
 try:
     outcome = outcome_of(
-        baseline.digest, candidate.digest, dataset, rules.sha256, rules, (gallery_a, report_a, ctx.gallery, ctx.report)
+        baseline.digest,
+        candidate.digest,
+        dataset,
+        rules.sha256,
+        strict,
+        rules,
+        (gallery_a, report_a, ctx.gallery, ctx.report),
     )
 except CHTNError as exc:  # e.g. different label sets, or query sets
     st.error(f"**Cannot compare.** {exc}", icon=":material/error:")
@@ -163,7 +177,7 @@ def aligned(digest_a: str, digest_b: str, fingerprint: str, method: str, _a, _b)
     import numpy as np
 
     points_a, points_b = np.vstack([_a.image, _a.text]), np.vstack([_b.image, _b.text])
-    coords_a, coords_b = project_two(points_a, points_b, ProjectionParams(method=method))
+    coords_a, coords_b = cached_project_two(points_a, points_b, ProjectionParams(method=method))
     n, data = len(_a), _a.data
     return pd.DataFrame(
         {
