@@ -29,6 +29,14 @@ def pairs():
     return load_pairs(PAIRS)
 
 
+@pytest.fixture
+def review_db(tmp_path, monkeypatch):
+    """A fresh review database for the dashboard's pages, given as a team would configure it ($CHTN_REVIEW_DB)."""
+    path = tmp_path / "review.sqlite"
+    monkeypatch.setenv("CHTN_REVIEW_DB", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def cache():
     from chtn.features import FeatureCache

@@ -11,18 +11,11 @@ from tests.test_app import _app
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def database(tmp_path, monkeypatch):
-    path = tmp_path / "review.sqlite"
-    monkeypatch.setenv("CHTN_REVIEW_DB", str(path))
-    return path
-
-
 def _verdict_box(at) -> str:
     return next(box.value for box in [*at.success, *at.warning] if "The rules say" in box.value)
 
 
-def test_the_source_gain_is_go_and_losing_it_is_no_go(database):
+def test_the_source_gain_is_go_and_losing_it_is_no_go(review_db):
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
     assert "The rules say GO" in _verdict_box(at) and not [e for e in at.error if "Cannot" in e.value]
     headline = at.dataframe[0].value
@@ -36,14 +29,14 @@ def test_the_source_gain_is_go_and_losing_it_is_no_go(database):
     assert "The rules say NO-GO" in _verdict_box(reverse) and "MAP on overall" in _verdict_box(reverse)
 
 
-def test_a_checkpoint_against_itself_changes_nothing(database):
+def test_a_checkpoint_against_itself_changes_nothing(review_db):
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_fashion_source")
     assert "The rules say GO" in _verdict_box(at)
     assert (at.dataframe[0].value["B − A"] == 0).all()
     assert {m.label: m.value for m in at.metric}["same"] == "800"
 
 
-def test_decisions_are_recorded_append_only_and_an_override_needs_its_reason(database):
+def test_decisions_are_recorded_append_only_and_an_override_needs_its_reason(review_db):
     at = _app("views/compare.py", checkpoint="chtn_no_source", baseline="chtn_fashion_source")
     at.radio(key="cp_verdict").set_value("GO with override")
     at.text_input(key="cp_deciders").input("ada, bob")
@@ -57,7 +50,7 @@ def test_decisions_are_recorded_append_only_and_an_override_needs_its_reason(dat
     next(b for b in at.button if b.label == "Record the decision").click().run()
     log = next(d.value for d in at.dataframe if "superseded_by" in d.value.columns)
     assert list(log["decision"]) == ["NO-GO", "GO with override"] and log["superseded_by"].iloc[1] == log["id"].iloc[0]
-    stored = ReviewStore(database)
+    stored = ReviewStore(review_db)
     digests = _digests()
     records = stored.decisions(digests["dataset"], digests["chtn_fashion_source"], digests["chtn_no_source"])
     assert records.iloc[1]["override_reason"] == "the loss is on categories being relabelled"
@@ -74,19 +67,19 @@ def _digests() -> dict[str, str]:
     return out
 
 
-def test_regressions_go_to_the_review_queue(database):
+def test_regressions_go_to_the_review_queue(review_db):
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
     broken = int({m.label: m.value for m in at.metric}["broken"])
     next(b for b in at.button if b.label == "Send B's regressions to the review queue").click().run()
     queue_id = at.session_state["cp_queue"]
-    stored = ReviewStore(database).queue(queue_id)
+    stored = ReviewStore(review_db).queue(queue_id)
     assert stored["spec"]["title"] == "regressions of B" and len(stored["spec"]["items"]) == broken
     review = _app("views/review.py", checkpoint="chtn_fashion_source", queue=queue_id)
     assert not review.error
     assert next(m.value for m in review.metric if m.label == "Reviewed") == f"0 of {broken}"
 
 
-def test_a_bad_rule_file_is_a_clear_error(database, tmp_path):
+def test_a_bad_rule_file_is_a_clear_error(review_db, tmp_path):
     rule = tmp_path / "rule.toml"
     rule.write_text('[[rule]]\nmetric = "map"\nslice = "everything"\nseverity = "block"\nvalue = { lower = 0 }\n')
     at = _app("views/compare.py", baseline="chtn_no_source", rule=str(rule))

@@ -12,14 +12,6 @@ from tests.test_app import _app
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def database(tmp_path, monkeypatch):
-    """A fresh review database for the page (through $CHTN_REVIEW_DB, as a team would configure it)."""
-    path = tmp_path / "review.sqlite"
-    monkeypatch.setenv("CHTN_REVIEW_DB", str(path))
-    return path
-
-
 def _metric(at, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
@@ -31,10 +23,10 @@ def _verdict(at, verdict: str, note: str):
     return next(b for b in at.button if b.label == "Save verdict").click().run()
 
 
-def test_saving_a_verdict_counts_it_and_shows_the_note_verbatim(database):
+def test_saving_a_verdict_counts_it_and_shows_the_note_verbatim(review_db):
     at = _app("views/review.py")
     assert not at.error and _metric(at, "Reviewed") == "0 of 133"
-    assert any("SQLite file" in c.value and str(database) in c.value for c in at.caption)
+    assert any("SQLite file" in c.value and str(review_db) in c.value for c in at.caption)
     note = "<script>alert(1)</script> '); DROP TABLE verdicts; -- **not bold**"
     at = _verdict(at, "label noise", note)
     assert any("type your name" in e.value for e in at.error)  # no name yet: nothing saved, the note stays
@@ -43,7 +35,7 @@ def test_saving_a_verdict_counts_it_and_shows_the_note_verbatim(database):
     at = _verdict(at, "label noise", note)
     assert not at.error and _metric(at, "Reviewed") == "1 of 133" and _metric(at, "Unreviewed") == "132"
     assert note in [t.value for t in at.text]  # st.text: shown as typed, nothing rendered or run
-    stored = ReviewStore(database).verdicts(*_keys())
+    stored = ReviewStore(review_db).verdicts(*_keys())
     assert list(stored["note"]) == [note] and list(stored["reviewer"]) == ["Ada"]
 
 
@@ -55,14 +47,14 @@ def _keys() -> tuple[str, str]:
     return data.fingerprint(), checkpoint.digest
 
 
-def test_a_meeting_link_reopens_the_same_queue_at_the_same_item(database):
+def test_a_meeting_link_reopens_the_same_queue_at_the_same_item(review_db):
     spec = rq.QueueSpec(size=6, seed=2, strata=("category", "kind"))
     dataset, checkpoint = _keys()
     queue_id = spec.queue_id(checkpoint, dataset)
     at = _app("views/review.py", queue=queue_id, item="4", **spec.to_params())
     assert not at.error and _metric(at, "Reviewed") == "0 of 6"
     first = next(m.value for m in at.markdown if m.value.startswith("**#4 ·"))
-    stored = ReviewStore(database).queue(queue_id)
+    stored = ReviewStore(review_db).queue(queue_id)
     assert stored is not None and len(stored["spec"]["items"]) == 6
     query_id = stored["spec"]["items"][3][0]
     assert f"`{query_id}`" in first
@@ -72,7 +64,7 @@ def test_a_meeting_link_reopens_the_same_queue_at_the_same_item(database):
     assert again.query_params["item"] == ["5"] or again.query_params["item"] == "5"
 
 
-def test_a_link_whose_queue_does_not_fit_is_a_clear_error(database):
+def test_a_link_whose_queue_does_not_fit_is_a_clear_error(review_db):
     at = _app("views/review.py", queue="0123456789ab", size="6")
     assert any("another checkpoint or dataset" in e.value for e in at.error) and not at.exception
     bad = _app("views/review.py", queue="0123456789ab", size="lots")
@@ -103,7 +95,7 @@ def _mis_retrievals(name: str):
     return rq.misretrievals(rq.query_outcomes(gallery, report, checkpoint.label_names)).reset_index(drop=True)
 
 
-def test_verdicts_on_another_checkpoint_show_as_history_and_changes_are_filterable(database):
+def test_verdicts_on_another_checkpoint_show_as_history_and_changes_are_filterable(review_db):
     before, after = _mis_retrievals("chtn_no_source"), _mis_retrievals("chtn_fashion_source")
     key = lambda t: list(zip(t["query_id"], t["direction"]))  # noqa: E731
     shared = next(k for k in key(before) if k in key(after))  # mis-retrieved by both checkpoints
@@ -132,12 +124,12 @@ def test_the_map_link_centres_the_shared_space_on_the_item():
     assert '"name":"focus"' in figure.replace(" ", "")
 
 
-def test_a_locked_database_says_so_and_keeps_the_note(database):
+def test_a_locked_database_says_so_and_keeps_the_note(review_db):
     import sqlite3
 
     at = _app("views/review.py")
     at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
-    holder = sqlite3.connect(database, isolation_level=None)
+    holder = sqlite3.connect(review_db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the store's busy timeout
     try:
         at = _verdict(at, "ambiguous", "typed while someone else was writing")
