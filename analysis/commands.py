@@ -160,7 +160,7 @@ def add_review_command(sub: argparse._SubParsersAction) -> None:
 def _review_inputs(args: argparse.Namespace):
     """(store, checkpoint, data, state, queue, queue description) as the Review page builds them."""
     from analysis import review_queue as rq
-    from analysis.review import open_queue, review_state, spec_from_text
+    from analysis.review import open_queue, queue_title, review_state, spec_from_text
     from analysis.review_store import ReviewStore, default_location
     from chtn.checkpoint import load_checkpoint
     from chtn.cli import checked_pairs
@@ -180,7 +180,7 @@ def _review_inputs(args: argparse.Namespace):
     spec, queue_id = spec_from_text(args.spec, store)
     queue_id = queue_id or spec.queue_id(checkpoint.digest, dataset)
     queue = open_queue(store, state.annotated, spec, queue_id, checkpoint.digest, dataset, "chtn review")
-    return store, checkpoint, data, state, queue, f"meeting queue {queue_id} ({spec.describe()})"
+    return store, checkpoint, data, state, queue, f"meeting queue {queue_id} ({queue_title(store, queue_id, spec)})"
 
 
 def cmd_review_queue(args: argparse.Namespace) -> int:

@@ -76,6 +76,12 @@ def open_queue(
     return queue
 
 
+def queue_title(store: ReviewStore | None, queue_id: str, spec: rq.QueueSpec) -> str:
+    """What a meeting queue is, in words: its recorded title (e.g. "regressions of B") or its spec."""
+    stored = store.queue(queue_id) if store is not None else None
+    return (stored or {}).get("spec", {}).get("title") or spec.describe()
+
+
 _OTHER = (
     "The meeting queue {queue_id} was made for another checkpoint or dataset, or its spec was edited: open it with "
     "the checkpoint and dataset it was made for, or start a new queue."

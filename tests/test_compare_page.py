@@ -75,7 +75,7 @@ def test_regressions_go_to_the_review_queue(review_db):
     stored = ReviewStore(review_db).queue(queue_id)
     assert stored["spec"]["title"] == "regressions of B" and len(stored["spec"]["items"]) == broken
     review = _app("views/review.py", checkpoint="chtn_fashion_source", queue=queue_id)
-    assert not review.error
+    assert not review.error and any("(regressions of B)" in c.value for c in review.caption)
     assert next(m.value for m in review.metric if m.label == "Reviewed") == f"0 of {broken}"
 
 

@@ -12,7 +12,7 @@ import streamlit as st
 
 from analysis import review_queue as rq
 from analysis.explorer import DIRECTIONS
-from analysis.review import history_lines, open_queue, review_state
+from analysis.review import history_lines, open_queue, queue_title, review_state
 from analysis.review_render import ReviewContext, export_table, queue_json, summary_html
 from analysis.review_store import VERDICTS, ReviewStoreError
 from chtn.checkpoint import code_version
@@ -92,8 +92,8 @@ if mode == MEETING:
         st.error(f"{exc}", icon=":material/link_off:")
         st.stop()
     st.caption(
-        f"Meeting queue `{queue_id}` · {len(queue)} items · seed {spec.seed} · strata "
-        f"{' × '.join(spec.strata) or 'none'} · share this page's address: it opens the same queue at the same item."
+        f"Meeting queue `{queue_id}` ({queue_title(store, queue_id, spec)}) · {len(queue)} items · share this page's "
+        "address: it opens the same queue at the same item."
     )
 else:
     for key in (*SPEC_KEYS, "queue"):
@@ -311,7 +311,7 @@ review_context = ReviewContext(
     ctx.checkpoint.path.stem,
     dataset,
     ctx.data_path,
-    f"meeting queue {queue_id} ({spec.describe()})" if mode == MEETING else "all mis-retrievals",
+    f"meeting queue {queue_id} ({queue_title(store, queue_id, spec)})" if mode == MEETING else "all mis-retrievals",
     store.describe() if store else f"none ({store_error})",
     datetime.now(UTC).isoformat(timespec="seconds"),
     code_version(),
