@@ -117,8 +117,6 @@ def cmd_bias(args: argparse.Namespace) -> int:
 
 def add_review_command(sub: argparse._SubParsersAction) -> None:
     """`chtn review queue|export`: the Review page's meeting queue and its exports, for pipelines."""
-    from analysis.review_store import DB_ENV
-
     review = sub.add_parser("review", help="the meeting review queue: print it, or export it with verdicts and notes")
     actions = review.add_subparsers(dest="action", required=True, metavar="{queue,export}")
 
@@ -130,7 +128,7 @@ def add_review_command(sub: argparse._SubParsersAction) -> None:
             "--db",
             dest="review_db",
             default=None,
-            help=f"review database: an SQLite file or a PostgreSQL URL (default ${DB_ENV}, else "
+            help="review database: an SQLite file or a PostgreSQL URL (default $CHTN_REVIEW_DB, else "
             "~/.local/share/chtn/review.sqlite)",
         )
         p.add_argument(
