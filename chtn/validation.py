@@ -6,11 +6,11 @@ Two severities, so that real catalogues open without hiding what is wrong with t
   (the dashboard: "Skip invalid rows"). A row is invalid when it cannot be read as the model reads it (missing,
   folder, unreadable, truncated or oversized image; empty, over-long, undecodable or NUL-holding text) or cannot
   be used correctly (empty or unknown label, unknown split, repeated id, the same image bytes under two labels,
-  a test image whose bytes are also a train image: only the test rows are flagged, so skipping keeps the training
-  data and removes the leak).
+  a test or validation image whose bytes are also a train image: only the test/val rows are flagged, so skipping
+  keeps the training data and removes the leak).
 - **Warnings** are facts about the dataset that do not block: identical texts with different labels, identical
-  texts in train and test. Product titles repeat in real catalogues (the fashion data: 9,583 images, 7,109
-  titles), so these are counted and shown, never dropped.
+  texts in train and test, the same image bytes listed twice under one label. Product titles repeat in real
+  catalogues (the fashion data: 9,583 images, 7,109 titles), so these are counted and shown, never dropped.
 
 Commands check only the rows they use (`load_checked_pairs`): a split for evaluate/embed/search/project and
 the dashboard, every row for train and validate.
@@ -51,6 +51,9 @@ FIXES = {
     "duplicate id": "give every row its own id",
     "same image, different labels": "keep one label for the image: correct or drop the wrong row",
     "pair split across train/test": "drop the test row or move it to train: its image is also a training image",
+    "pair split across train/val": "drop the validation row or move it to train: its image is also a training image, "
+    "so validation scores (early stopping, presets, text features) would be inflated",
+    "same image twice": "keep one row per image: a duplicate counts twice in training and in every score",
     "same text, different labels": "check the labels; identical texts cannot be told apart by a text query",
     "same text in train and test": "expected for repeated titles; rewrite or move them if they should be unique",
 }
@@ -224,7 +227,8 @@ def _check_text(report: ValidationReport, row: int, item_id: str, text: str, max
 
 
 def _check_content(report: ValidationReport, data: PairDataset, groups: dict[str, list[int]]) -> None:
-    """Rows sharing image bytes: conflicting labels, and test rows whose image is also in train."""
+    """Rows sharing image bytes: conflicting labels (invalid); else test or validation rows whose image is also a
+    training image (invalid, flagged on the test/val side); else the same picture listed twice (a warning)."""
     for rows in groups.values():
         if len(rows) < 2:
             continue
@@ -233,11 +237,18 @@ def _check_content(report: ValidationReport, data: PairDataset, groups: dict[str
                 others = ", ".join(f"id {data.ids[o]} ({data.labels[o]})" for o in rows if o != r)
                 detail = f"id {data.ids[r]} ({data.labels[r]}): same image as {others}"
                 report.add("same image, different labels", r, data.ids[r], detail)
+            continue
         train = [r for r in rows if data.splits[r] == "train"]
-        if train:
-            for r in (r for r in rows if data.splits[r] == "test"):
-                detail = f"{data.image_paths[r].name} is in both (test id {data.ids[r]}, train id {data.ids[train[0]]})"
-                report.add("pair split across train/test", r, data.ids[r], detail)
+        leaked = [r for r in rows if data.splits[r] in ("test", "val")] if train else []
+        for r in leaked:
+            split = data.splits[r]
+            detail = f"{data.image_paths[r].name} is in both ({split} id {data.ids[r]}, train id {data.ids[train[0]]})"
+            report.add(f"pair split across train/{split}", r, data.ids[r], detail)
+        if not leaked:  # one label, one side of the split: the same picture listed more than once
+            for r in rows:
+                others = ", ".join(data.ids[o] for o in rows if o != r)
+                detail = f"id {data.ids[r]} ({data.labels[r]}): also id {others}"
+                report.warn("same image twice", r, data.ids[r], detail)
 
 
 def _check_texts(report: ValidationReport, data: PairDataset, rows: Sequence[int]) -> None:

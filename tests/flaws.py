@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = ROOT / "sample_data" / "fashion"
 LABELS = ("Watches", "Belts", "Tshirts", "Heels")
-PER_SPLIT = {"train": 5, "test": 6}  # rows per label and split: 44 rows in all
+PER_SPLIT = {"train": 5, "val": 1, "test": 6}  # rows per label and split: 48 rows in all
 
 
 def real_rows() -> list[dict[str, str]]:
@@ -51,7 +51,7 @@ def _by(rows: list[dict[str, str]], label: str, split: str, k: int) -> dict[str,
 
 def build_flawed(out: Path) -> dict[str, list[str]]:
     """Write OUT/pairs.csv and OUT/images/; return problem -> ids of the rows that carry it (row problems and
-    warnings alike: "same text in train and test" is the one warning planted)."""
+    warnings alike: "same text in train and test" and "same image twice" are the warnings planted)."""
     rows = real_rows()
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -86,6 +86,12 @@ def build_flawed(out: Path) -> dict[str, list[str]]:
     row = flaw("pair split across train/test", _by(rows, "Belts", "test", 2))  # a test belt = a train belt's bytes
     shutil.copyfile(out / train_belt["image"], out / row["image"])
     flaw("same text in train and test", _by(rows, "Belts", "test", 3))["text"] = train_belt["text"]
+    train_shirt = _by(rows, "Tshirts", "train", 0)
+    row = flaw("pair split across train/val", _by(rows, "Tshirts", "val", 0))  # validation = a train image
+    shutil.copyfile(out / train_shirt["image"], out / row["image"])
+    first, second = _by(rows, "Tshirts", "train", 1), _by(rows, "Tshirts", "train", 2)  # one picture, two train rows
+    flaw("same image twice", first), flaw("same image twice", second)
+    shutil.copyfile(out / first["image"], out / second["image"])
     flaw("text holds NUL bytes", _by(rows, "Heels", "test", 2))["text"] += "\x00"
     flaw("unknown label", _by(rows, "Heels", "test", 3))["label"] = "Capes"  # no sample checkpoint knows it
     with (out / "pairs.csv").open("w", newline="", encoding="utf-8") as handle:

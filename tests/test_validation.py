@@ -18,7 +18,7 @@ from tests.conftest import CHECKPOINTS
 from tests.flaws import build_flawed, build_flawed_wikipedia
 
 CKPT = CHECKPOINTS / "chtn_fashion_source.safetensors"
-WARNINGS = {"same text in train and test"}
+WARNINGS = {"same text in train and test", "same image twice"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def table(flawed) -> pd.DataFrame:
 def _ids(flaws: dict[str, list[str]], split: str | None = None, path: str | None = None) -> set[str]:
     """Ids of the invalid rows (warnings excluded); with `split`, those a check of that split alone finds
     (a leak into train is seen only when train rows are checked too)."""
-    skip = WARNINGS | ({"pair split across train/test"} if split else set())
+    skip = WARNINGS | ({"pair split across train/test", "pair split across train/val"} if split else set())
     ids = {i for problem, found in flaws.items() if problem not in skip for i in found}
     if split is None:
         return ids
@@ -69,6 +69,8 @@ def test_every_planted_flaw_is_found_with_its_severity_and_nothing_else(flawed, 
         ("unknown label", 0, "'Capes'", "'Watches'"),  # the checkpoint's labels are listed
         ("same image, different labels", 1, "(Heels): same image as id", "keep one label"),
         ("pair split across train/test", 0, "is in both (test id {id}, train id", "move it to train"),
+        ("pair split across train/val", 0, "is in both (val id {id}, train id", "validation scores"),
+        ("same image twice", 0, "(Tshirts): also id", "keep one row per image"),
         ("same text in train and test", 0, "Peter England Men Formal Black Belt", "repeated titles"),
     ],
 )
@@ -134,9 +136,9 @@ def test_write_clean_writes_a_manifest_that_validates_clean(flawed, tmp_path, ca
     assert "add --skip-invalid" in capsys.readouterr().err and not clean.exists()
     args = ["validate", "--data", path, "--checkpoint", str(CKPT), "--skip-invalid", "--write-clean", str(clean)]
     assert main(args) == 0
-    assert f"wrote 30 valid rows to {clean}" in capsys.readouterr().out
+    assert f"wrote 33 valid rows to {clean}" in capsys.readouterr().out
     assert main(["validate", "--data", str(clean), "--checkpoint", str(CKPT)]) == 0
-    assert "30 rows, no problems found." in capsys.readouterr().out
+    assert "33 rows, no problems found." in capsys.readouterr().out
     kept, original = load_pairs(clean), load_pairs(path)
     assert set(kept.ids) == set(original.ids) - _ids(flaws)
     where = dict(zip(original.ids, original.image_paths))  # relative paths that resolve from the new folder
@@ -195,7 +197,7 @@ def test_train_skip_invalid_trains_on_the_valid_rows(flawed, tmp_path, capsys):
     assert main(args) == 2
     assert "same image, different labels" in capsys.readouterr().err  # train uses every row, so checks them all
     assert main([*args, "--skip-invalid", "--set", "train.min_steps_per_epoch=2"]) == 0
-    assert "--skip-invalid: Skipped 13 invalid of 44 rows of the dataset." in capsys.readouterr().out
+    assert "--skip-invalid: Skipped 14 invalid of 48 rows of the dataset." in capsys.readouterr().out
     meta = load_checkpoint(tmp_path / "run" / "best.safetensors").meta
     assert meta["dataset"]["n_train"] == 20 - 2 and meta["dataset"]["n_test"] == 24 - 11
 
