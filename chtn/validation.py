@@ -13,7 +13,9 @@ Two severities, so that real catalogues open without hiding what is wrong with t
   catalogues (the fashion data: 9,583 images, 7,109 titles), so these are counted and shown, never dropped.
 
 Commands check only the rows they use (`load_checked_pairs`): a split for evaluate/embed/search/project and
-the dashboard, every row for train and validate.
+the dashboard, every row for train and validate. A command that uses the test (or validation) split also hashes
+the training images, and warns about its rows whose image is also a training image: the leak `validate` reports
+as invalid, seen where the optimistic score is shown.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from chtn.hashing import file_digest
 from chtn.images import MAX_PIXELS, open_rgb
 
 CLI_HINT = "pass --skip-invalid to drop them"
+LEAK = "image also in the training rows"  # the warning of a split-only check (see load_checked_pairs)
 NEAR_NAME_SEARCHES = 200  # difflib look-ups per run: a wrong folder would otherwise cost n_rows x n_files
 
 FIXES = {
@@ -54,6 +57,8 @@ FIXES = {
     "pair split across train/val": "drop the validation row or move it to train: its image is also a training image, "
     "so validation scores (early stopping, presets, text features) would be inflated",
     "same image twice": "keep one row per image: a duplicate counts twice in training and in every score",
+    LEAK: "run validate on the whole dataset: with --skip-invalid it drops the copies "
+    "(until then this split's scores are optimistic for these rows)",
     "same text, different labels": "check the labels; identical texts cannot be told apart by a text query",
     "same text in train and test": "expected for repeated titles; rewrite or move them if they should be unique",
 }
@@ -278,8 +283,11 @@ def validate_pairs(
     check_images: bool = True,
     max_text_chars: int = 100_000,
     rows: Sequence[int] | None = None,
+    reference_rows: Sequence[int] = (),
 ) -> ValidationReport:
-    """Every row problem and warning of `rows` (default: all); cross-row checks compare only those rows."""
+    """Every row problem and warning of `rows` (default: all); cross-row checks compare only those rows, and
+    `reference_rows` (the training rows, for a command that uses one split) are read only to warn about images of
+    `rows` that are also training images: their bytes are hashed, never decoded or judged."""
     rows = range(len(data)) if rows is None else rows
     report = ValidationReport(len(rows))
     known = set(known_labels if known_labels is not None else data.label_names)
@@ -303,6 +311,13 @@ def validate_pairs(
         seen_ids.setdefault(item_id, row)
     _check_content(report, data, content)
     _check_texts(report, data, rows)
+    training = {file_digest(data.image_paths[r]): r for r in reference_rows}
+    for digest, members in content.items():
+        if digest in training and digest != "missing":
+            twin = data.ids[training[digest]]
+            for r in members:
+                detail = f"{data.splits[r]} id {data.ids[r]}: {data.image_paths[r].name} is also train id {twin}"
+                report.warn(LEAK, r, data.ids[r], detail)
     return report
 
 
@@ -362,6 +377,7 @@ def load_checked_pairs(
     rows = [r for r, s in enumerate(data.splits) if split is None or s == split]
     if not rows:
         raise CHTNError(f"{path} has no rows with split {split!r} (it has {sorted(set(data.splits))}).")
-    report = validate_pairs(data, label_names, rows=rows)
+    training = [r for r, s in enumerate(data.splits) if s == "train"] if split not in (None, "train") else []
+    report = validate_pairs(data, label_names, rows=rows, reference_rows=training)
     what = "dataset" if split is None else f"{split} split"
     return ensure_valid(data, report, skip_invalid, what, hint, rows), report

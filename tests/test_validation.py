@@ -14,7 +14,7 @@ from chtn.data import load_pairs
 from chtn.errors import CHTNError, DataValidationError
 from chtn.images import open_rgb
 from chtn.validation import validate_pairs
-from tests.conftest import CHECKPOINTS
+from tests.conftest import CHECKPOINTS, PAIRS
 from tests.flaws import build_flawed, build_flawed_wikipedia
 
 CKPT = CHECKPOINTS / "chtn_fashion_source.safetensors"
@@ -217,5 +217,23 @@ def test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped(flaw
     assert not at.exception and not at.error and len(at.metric) == 9
     n_bad = len(_ids(flaws, "test", path))
     assert at.warning[0].value.startswith(f"Skipped {n_bad} invalid of 24 rows of the test split.")
+    assert "**1 test item has an image that is a training image too**" in at.warning[1].value
     at.switch_page("views/explorer.py").run()  # the choice is kept across pages, like the other sidebar widgets
     assert not at.exception and not at.error and at.checkbox(key="sb_skip_invalid").value is True
+
+
+def test_a_split_command_warns_about_its_images_that_are_training_images(flawed, capsys):
+    """The leak `validate` calls invalid is seen by commands that open one split too, as a warning: the test belt
+    (and the validation shirt) whose bytes are a training image; nothing is dropped for it."""
+    from chtn.validation import LEAK, load_checked_pairs
+
+    path, flaws = flawed
+    _, report = load_checked_pairs(path, "test", skip_invalid=True)
+    assert {f.item_id for f in report.warnings[LEAK]} == set(flaws["pair split across train/test"])
+    assert not set(flaws["pair split across train/test"]) & {f.item_id for fs in report.problems.values() for f in fs}
+    _, report = load_checked_pairs(path, "val", skip_invalid=True)
+    assert {f.item_id for f in report.warnings[LEAK]} == set(flaws["pair split across train/val"])
+    assert main(["evaluate", "--checkpoint", str(CKPT), "--data", path, "--skip-invalid"]) == 0
+    assert f"{LEAK}: 1 — test id {flaws['pair split across train/test'][0]}" in capsys.readouterr().out
+    _, clean = load_checked_pairs(PAIRS, "test")
+    assert LEAK not in clean.warnings  # the sample's test images are not training images

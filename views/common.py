@@ -18,7 +18,7 @@ from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
-from chtn.validation import ValidationReport
+from chtn.validation import FIXES, LEAK, ValidationReport
 
 OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
 SAMPLE_DATA, DATA_PATH = "Sample: fashion, 20 article types", "Manifest or Wikipedia folder (path)…"
@@ -200,6 +200,14 @@ def context() -> Context:
         st.stop()
     if not checked.ok:
         st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
+    leaks = checked.warnings.get(LEAK, [])
+    if leaks:
+        st.warning(
+            f"**{len(leaks)} test item{'s have images that are' if len(leaks) > 1 else ' has an image that is a'} "
+            f"training image{'s' if len(leaks) > 1 else ''} too** (e.g. {leaks[0].detail}): their scores are "
+            f"optimistic. {FIXES[LEAK].capitalize()}.",
+            icon=":material/content_copy:",
+        )
     st.query_params["checkpoint"] = ref
     return Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
 
