@@ -279,6 +279,7 @@ def _compare(args: argparse.Namespace) -> int:
     from analysis.compare_render import ReportContext, report_document, write_outputs
     from analysis.gate_rules import read_rules
     from analysis.review import regression_review
+    from analysis.review_store import ReviewStore
     from chtn.checkpoint import code_version, load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.gallery import embed_split, evaluate_gallery
@@ -296,9 +297,14 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
     outcome = compare_checkpoints(*sides, rules, strict=args.strict)
     location = args.review_db or os.environ.get("CHTN_REVIEW_DB")
-    decisions, notes, counts = regression_review(
-        location, outcome.comparison.queries, data.fingerprint(), baseline.digest, candidate.digest
-    )
+    store = ReviewStore(location) if location else None
+    try:
+        decisions, notes, counts = regression_review(
+            store, outcome.comparison.queries, data.fingerprint(), baseline.digest, candidate.digest
+        )
+    finally:
+        if store is not None:
+            store.close()
     context = ReportContext(
         baseline.path.stem, baseline.digest, candidate.path.stem, candidate.digest, str(data.source),
         data.fingerprint(), args.strict, datetime.now(UTC).isoformat(timespec="seconds"), code_version(),

@@ -127,18 +127,14 @@ def regressions_queue(store: ReviewStore, queries: pd.DataFrame, dataset: str, b
 
 
 def regression_review(
-    location: str | None, queries: pd.DataFrame, dataset: str, baseline: str, candidate: str
+    store: ReviewStore | None, queries: pd.DataFrame, dataset: str, baseline: str, candidate: str
 ) -> tuple[list[dict], list[dict], dict[str, int]]:
-    """From the review database at `location` (None: none): the decision log of this comparison (newest first), the
-    reviewers' notes on the candidate's regressions and the count of their current verdicts. Empty without a store."""
-    if not location:
+    """From the review database (None: none): the decision log of this comparison (newest first), the reviewers'
+    notes on the candidate's regressions and the count of their current verdicts. Empty without a store."""
+    if store is None:
         return [], [], {}
-    store = ReviewStore(location)
-    try:
-        log = store.decisions(dataset, baseline, candidate)
-        current = store.current_verdicts(dataset, candidate)
-    finally:
-        store.close()
+    log = store.decisions(dataset, baseline, candidate)
+    current = store.current_verdicts(dataset, candidate)
     broken = queries[queries["change"] == "broken"]
     keys = set(zip(broken["query_id"], broken["direction"]))
     on_regressions = (

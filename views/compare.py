@@ -206,7 +206,7 @@ st.caption(
 
 st.subheader("Decision")
 decisions, notes, review_counts = regression_review(
-    store.location if store else None, comparison.queries, dataset, baseline.digest, candidate.digest
+    store, comparison.queries, dataset, baseline.digest, candidate.digest
 )
 st.caption(
     "Verdicts of the review queue on B's regressions: "
@@ -263,22 +263,22 @@ context_ = render.ReportContext(
     candidate.digest,
     ctx.data_path,
     dataset,
-    False,
+    strict,
     datetime.now(UTC).isoformat(timespec="seconds"),
     code_version(),
 )
 document = render.report_document(outcome, context_, decisions, notes, review_counts)
 downloads = st.columns(2)
-downloads[0].download_button(
+downloads[0].download_button(  # built when clicked: the report inlines plotly.js (megabytes) and is not per rerun
     "Report (HTML, opens offline)",
-    render.report_html(outcome, document),
+    lambda: render.report_html(outcome, document),
     f"compare_{Path(candidate.path).stem}.html",
     "text/html",
     icon=":material/download:",
 )
 downloads[1].download_button(
     "Model card (JSON)",
-    render.document_json(document),
+    lambda: render.document_json(document),
     "comparison.json",
     "application/json",
     icon=":material/download:",

@@ -316,21 +316,22 @@ review_context = ReviewContext(
     datetime.now(UTC).isoformat(timespec="seconds"),
     code_version(),
 )
-history_all = store.verdicts(dataset, checkpoint) if store else pd.DataFrame()
-exports = st.columns(3)
+exports = st.columns(3)  # each file is built when its button is clicked, not on every rerun
 exports[0].download_button(
-    "Queue as CSV", csv_bytes(export_table(queue)), "review_queue.csv", "text/csv", icon=":material/download:"
+    "Queue as CSV", lambda: csv_bytes(export_table(queue)), "review_queue.csv", "text/csv", icon=":material/download:"
 )
 exports[1].download_button(
     "Queue as JSON",
-    queue_json(queue, current, history_all, review_context),
+    lambda: queue_json(
+        queue, current, store.verdicts(dataset, checkpoint) if store else pd.DataFrame(), review_context
+    ),
     "review_queue.json",
     "application/json",
     icon=":material/download:",
 )
 exports[2].download_button(
     "Meeting summary (HTML)",
-    summary_html(queue, review_context),
+    lambda: summary_html(queue, review_context),
     "review_summary.html",
     "text/html",
     icon=":material/download:",
