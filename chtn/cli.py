@@ -4,7 +4,9 @@ plug in (`project`, from the dashboard layer): user errors print a message, not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -202,11 +204,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from chtn.train_inputs import build_train_inputs
 
     config = load_config(args.preset, args.config, _parse_overrides(args.set))
-    pairs, source = _load_valid_data(args)
-    config, inputs, meta, tfidf = build_train_inputs(config, pairs, source, FeatureCache(args.cache_dir), args.device)
-    meta["preset"] = args.preset
-    result = train(config, inputs, args.out, meta, tfidf, resume=args.resume, device=args.device)
-    print(f"best checkpoint: {result.best_path}")
+    # Under torchrun every process runs this command; only rank 0 reports (validation, the text choice, the best
+    # checkpoint), as the training loop's own progress bars do. Errors still reach stderr from every rank.
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    with open(os.devnull, "w") if quiet else contextlib.nullcontext(sys.stdout) as out, contextlib.redirect_stdout(out):
+        pairs, source = _load_valid_data(args)
+        config, inputs, meta, tfidf = build_train_inputs(
+            config, pairs, source, FeatureCache(args.cache_dir), args.device
+        )
+        meta["preset"] = args.preset
+        result = train(config, inputs, args.out, meta, tfidf, resume=args.resume, device=args.device)
+        print(f"best checkpoint: {result.best_path}")
     return 0
 
 

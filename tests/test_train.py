@@ -240,7 +240,9 @@ def test_cli_train_then_evaluate(tmp_path):
 
 
 def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
-    """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes one consistent checkpoint."""
+    """torchrun with 2 CPU processes (gloo): both ranks choose the same text features on validation pairs carved
+    from the training pairs (different choices would give the ranks models of different widths), both train, rank
+    0 writes one consistent checkpoint and alone reports."""
     run = _cli(
         "-m",
         "torch.distributed.run",
@@ -260,11 +262,23 @@ def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
         "train.epochs=3",
         "--set",
         "train.min_steps_per_epoch=10",
+        "--set",
+        "encoder.text_choice=validation",
+        "--set",
+        "encoder.text_choice_epochs=2",
         env_extra={"OMP_NUM_THREADS": "1"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("best checkpoint:") == 1 and run.stdout.count("text features chosen on 40 pairs") == 1
     history = _lines(tmp_path / "ddp" / "metrics.jsonl")
     assert len(history) == 3 and all(h["world_size"] == 2 for h in history)
     assert history[-1]["val_map_mean"] > 0.3
     checkpoint = load_checkpoint(tmp_path / "ddp" / "best.safetensors")
     assert checkpoint.config.model.num_classes == 20 and checkpoint.meta["provenance"]["processes"] == 2
+    choice = checkpoint.meta["text_choice"]
+    assert choice["mode"] == "validation" and (choice["n_fit"], choice["n_val"]) == (160, 40)
+    scores = {c["name"]: c["val_map"] for c in choice["candidates"]}
+    assert len(scores) == 3 and all(0.0 < s <= 1.0 for s in scores.values())
+    assert choice["chosen"] == max(scores, key=scores.get)
+    chosen = checkpoint.config.encoder  # the trained model's text width matches the chosen features
+    assert choice["features"].startswith("MiniLM") == chosen.uses_minilm
