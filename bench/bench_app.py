@@ -139,6 +139,20 @@ def _start(
     return server, context, tab, timings
 
 
+def _overview_once(browser, tree: Path, env: dict, log: Path, label: str, timeout_ms: int, **start) -> dict:
+    """Start `tree`'s app.py on a new server, wait for a clean overview, stop; the timings of `_start`."""
+    server, context, tab, timings = _start(
+        browser, tree / "app.py", tree, env, log, _wait_overview, timeout_ms, **start
+    )
+    try:
+        _assert_clean(tab, label)
+        _settle(tab)
+    finally:
+        context.close()
+        server.stop()
+    return timings
+
+
 def _start_and_reload(
     browser,
     script: Path,
@@ -233,16 +247,7 @@ def run(repeats: int, switches: int) -> dict:
         try:
             # 1. cold start: a fresh install reads the sample's shipped embeddings
             print("cold start (fresh install; the sample's embeddings are shipped)…", flush=True)
-            server, context, tab, t = _start(
-                browser, ROOT / "app.py", ROOT, env, logs / "cold.log", _wait_overview, timeout_ms
-            )
-            try:
-                _assert_clean(tab, "overview (cold)")
-                res["cold"] = t
-                _settle(tab)
-            finally:
-                context.close()
-                server.stop()
+            res["cold"] = _overview_once(browser, ROOT, env, logs / "cold.log", "overview (cold)", timeout_ms)
             if _embeddings(cache):
                 raise BenchError(f"the cold start embedded the split: {_embeddings(cache)} (shipped embeddings unused)")
 
@@ -251,24 +256,16 @@ def run(repeats: int, switches: int) -> dict:
             own = work / "own" / SAMPLE_CHECKPOINT.name
             own.parent.mkdir()
             shutil.copyfile(SAMPLE_CHECKPOINT, own)
-            server, context, tab, t = _start(
+            res["own"] = _overview_once(
                 browser,
-                ROOT / "app.py",
                 ROOT,
                 env,
                 logs / "own.log",
-                _wait_overview,
+                "overview (own checkpoint, first open)",
                 timeout_ms,
                 watch_progress=True,
                 path="/?checkpoint=" + quote(str(own)),
             )
-            try:
-                _assert_clean(tab, "overview (own checkpoint, first open)")
-                res["own"] = t
-                _settle(tab)
-            finally:
-                context.close()
-                server.stop()
             files = _embeddings(cache)
             if not files:
                 raise BenchError(f"no embeddings .npz under {cache / 'embeddings'} after the own checkpoint opened")
@@ -370,14 +367,7 @@ def first_open(rev: str, repeats: int) -> dict:
                         "PYTHONPATH": str(tree),
                     }
                     log = work / f"first-{i}-{n}.log"
-                    server, context, tab, t = _start(
-                        browser, tree / "app.py", tree, env, log, _wait_overview, timeout_ms
-                    )
-                    try:
-                        _assert_clean(tab, f"overview, first open of {label}")
-                    finally:
-                        context.close()
-                        server.stop()
+                    t = _overview_once(browser, tree, env, log, f"overview, first open of {label}", timeout_ms)
                     res[label]["rendered"].append(t["rendered"])
                     res[label]["health"].append(t["health"])
                     res[label]["load"].append(t["load_to_rendered"])
