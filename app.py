@@ -7,6 +7,7 @@ first would then run its page without this script (no page config, no navigation
 in the folder would be listed as a page. st.navigation itself is not ignored.
 """
 
+import sys
 import threading
 
 import streamlit as st
@@ -14,11 +15,17 @@ import streamlit as st
 
 @st.cache_resource(show_spinner=False)
 def warm_up_projection() -> threading.Thread:
-    """Once per server, in a daemon thread: import umap-learn and fit a small array, so numba's compilation
-    (tens of seconds on a fresh install) is done before anyone opens "Shared space" (the page copes anyway)."""
+    """Once per server, in a daemon thread: import umap-learn and fit a small array, so numba's compilation is
+    done before anyone opens "Shared space" (the page copes anyway). It costs every new server process 10-25 s
+    of CPU on 2 cores, not only a fresh install: numba caches only some of umap-learn's functions on disk. The
+    server's console says when it is done."""
     from analysis.projection import warm_up_umap  # lazy: umap-learn itself is imported in the thread
 
-    thread = threading.Thread(target=warm_up_umap, kwargs={"nice": 10}, name="chtn-umap-warm-up", daemon=True)
+    def warm_up() -> None:
+        seconds = warm_up_umap(nice=10)
+        print(f"chtn: UMAP compiled for the shared space in {seconds:.1f} s", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=warm_up, name="chtn-umap-warm-up", daemon=True)
     thread.start()
     return thread
 
