@@ -306,17 +306,23 @@ def main() -> None:
             for seed in range(args.seeds if k else 1):
                 for source in sources if k else ("none",):
                     cell = run_cell(p, k, seed, source, args.preset, report["overrides"], work / f"{k}_{seed}_{source}")
-                    print(json.dumps(cell))
+                    print(json.dumps(cell), flush=True)
                     cells.append(cell)
+                    report["cells"] = cells
+                    _write(report, args.out)  # after every cell: a stopped run keeps what it measured
         report["cells"] = cells
         print(render_table(cells))
         if not args.validation:  # the reference baselines are test numbers
             report["cca_full_32"] = round(cca_baseline(base), 4)
             report["random"] = round(random_baseline(base), 4)
             print(f"CCA(32) {report['cca_full_32']}, random {report['random']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    _write(report, args.out)
     print(f"wrote {args.out}")
+
+
+def _write(report: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
