@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--set", default="{}", help='JSON config overrides, e.g. \'{"train": {"epochs": 20}}\'')
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="skip the seeds below this one (to finish a table)")
     parser.add_argument("--regimes", default="5,20,full", help="comma-separated: pairs per category, or full")
     parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated subset of {SOURCES}")
     parser.add_argument(
@@ -303,7 +304,7 @@ def main() -> None:
         regimes = [None if r == "full" else int(r) for r in args.regimes.split(",")]
         sources = args.sources.split(",")
         for k in regimes:
-            for seed in range(args.seeds if k else 1):
+            for seed in range(args.first_seed, args.seeds) if k else (0,):
                 for source in sources if k else ("none",):
                     cell = run_cell(p, k, seed, source, args.preset, report["overrides"], work / f"{k}_{seed}_{source}")
                     print(json.dumps(cell), flush=True)
