@@ -440,11 +440,14 @@ warm-up overlaps the end of this measurement (the browser's rendering) at most.
 """
 
 
+def _versus(res: dict, label: str, ours: str, bare: str, samples: bool = True) -> tuple[str, ...]:
+    """A table row: ours and the bare page's median [min-max], their ratio, and (optionally) the sample count."""
+    ratio = statistics.median(res[ours]) / statistics.median(res[bare])
+    return label, _stats(res[ours]), _stats(res[bare]), f"{ratio:.2f}", str(len(res[ours])) if samples else ""
+
+
 def table(res: dict) -> str:
-    med = statistics.median
     cold, own = res["cold"], res["own"]
-    warm_ratio = med(res["warm"]) / med(res["bare"])
-    reload_ratio = med(res["reload"]) / med(res["bare_reload"])
     rows = [
         (
             "Cold start (fresh install): spawn → overview rendered (empty caches, shipped embeddings read)",
@@ -476,40 +479,15 @@ def table(res: dict) -> str:
             "",
             "",
         ),
-        (
-            "Warm start: new server → overview rendered",
-            _stats(res["warm"]),
-            _stats(res["bare"]),
-            f"{warm_ratio:.2f}",
-            str(len(res["warm"])),
-        ),
-        (
-            "  of which spawn → server healthy",
-            _stats(res["warm_health"]),
-            _stats(res["bare_health"]),
-            f"{med(res['warm_health']) / med(res['bare_health']):.2f}",
-            "",
-        ),
-        (
-            "  of which page load → rendered (first script run)",
-            _stats(res["warm_load"]),
-            _stats(res["bare_load"]),
-            f"{med(res['warm_load']) / med(res['bare_load']):.2f}",
-            "",
-        ),
-        (
-            "Warm reload: same server, new page load of / → rendered",
-            _stats(res["reload"]),
-            _stats(res["bare_reload"]),
-            f"{reload_ratio:.2f}",
-            str(len(res["reload"])),
-        ),
-        (
+        _versus(res, "Warm start: new server → overview rendered", "warm", "bare"),
+        _versus(res, "  of which spawn → server healthy", "warm_health", "bare_health", samples=False),
+        _versus(res, "  of which page load → rendered (first script run)", "warm_load", "bare_load", samples=False),
+        _versus(res, "Warm reload: same server, new page load of / → rendered", "reload", "bare_reload"),
+        _versus(
+            res,
             "Warm reload after the server's one-off UMAP compilation (shared-space warm-up) finished",
-            _stats(res["reload_after"]),
-            _stats(res["bare_reload"]),
-            f"{med(res['reload_after']) / med(res['bare_reload']):.2f}",
-            str(len(res["reload_after"])),
+            "reload_after",
+            "bare_reload",
         ),
         (
             "  the warm-up itself: server start → UMAP compiled (background thread, nice 10)",
