@@ -16,7 +16,7 @@ import streamlit as st
 @st.cache_resource(show_spinner=False)
 def warm_up_projection() -> threading.Thread:
     """Once per server, in a daemon thread: import umap-learn and fit a small array, so numba's compilation is
-    done before anyone opens "Shared space" (the page copes anyway). It costs every new server process 10-25 s
+    done before anyone opens "Shared space" (the page copes anyway). It costs every new server process 15-40 s
     of CPU on 2 cores, not only a fresh install: numba caches only some of umap-learn's functions on disk. The
     server's console says when it is done."""
     from analysis.projection import warm_up_umap  # lazy: umap-learn itself is imported in the thread
