@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.stats import MIN_QUERIES, RESAMPLES, compare_slices
+from analysis.stats import MIN_EFFECT, MIN_QUERIES, RESAMPLES, compare_slices
 from chtn.checkpoint import Checkpoint
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
@@ -23,6 +23,8 @@ from chtn.ranking import top_k
 FDR = 0.10  # Benjamini-Hochberg level of the bias page's exploratory flags (DECISIONS.md)
 DIRECTIONS = {"i2t": "I->T", "t2i": "T->I"}
 HELPED, HURT, NO_EFFECT, INSUFFICIENT = "helped", "negative transfer", "no detectable effect", "insufficient evidence"
+NEGLIGIBLE = "negligible effect"  # significant after BH, but |ΔAP| below the minimum practical effect
+FLAGS = (HELPED, HURT, NEGLIGIBLE, NO_EFFECT, INSUFFICIENT)
 
 
 def transfer_gain(
@@ -31,9 +33,15 @@ def transfer_gain(
     resamples: int = RESAMPLES,
     seed: int = 0,
     min_queries: int = MIN_QUERIES,
+    min_effect: float = MIN_EFFECT,
 ) -> pd.DataFrame:
     """Per category and direction: ΔAP = AP(model) - AP(reference) over the category's queries, with its CI,
     p-value, BH q-value across categories x directions, and a flag.
+
+    Flags, in this order: fewer than `min_queries` queries is **insufficient evidence**; q above `FDR` is **no
+    detectable effect**; a significant |ΔAP| below `min_effect` is a **negligible effect** (with hundreds of
+    queries a +0.002 change can be significant, and is still nothing a team acts on); otherwise **helped** or
+    **negative transfer** by the sign. The CI is per slice and unadjusted; the flag uses the BH-adjusted q.
 
     Both reports must come from the same ranking code on the identical query set (same split, same order);
     queries without a relevant item (AP undefined) are left out of both.
@@ -60,9 +68,15 @@ def transfer_gain(
     }
     frame = compare_slices(np.concatenate(a), np.concatenate(b), masks, "bh", resamples, seed, min_queries)
     significant = frame["p_adjusted"].le(FDR) & ~frame["insufficient"]
+    practical = frame["delta"].abs() >= min_effect
     frame["flag"] = np.select(
-        [frame["insufficient"], significant & (frame["delta"] > 0), significant & (frame["delta"] < 0)],
-        [INSUFFICIENT, HELPED, HURT],
+        [
+            frame["insufficient"],
+            significant & ~practical,
+            significant & (frame["delta"] > 0),
+            significant & (frame["delta"] < 0),
+        ],
+        [INSUFFICIENT, NEGLIGIBLE, HELPED, HURT],
         NO_EFFECT,
     )
     frame[["category", "direction"]] = frame.pop("slice").str.rsplit("|", n=1, expand=True)

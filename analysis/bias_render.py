@@ -6,12 +6,20 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from analysis.bias import FDR, HELPED, HURT, INSUFFICIENT, NO_EFFECT
+from analysis.bias import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
 from analysis.bias_report import BiasReport
+from analysis.stats import format_p
 
-FLAG_COLOURS = {HELPED: "#2e7d32", HURT: "#c62828", NO_EFFECT: "#9e9e9e", INSUFFICIENT: "#f9a825"}
+FLAG_COLOURS = {
+    HELPED: "#2e7d32",
+    HURT: "#c62828",
+    NEGLIGIBLE: "#78909c",
+    NO_EFFECT: "#9e9e9e",
+    INSUFFICIENT: "#f9a825",
+}
 ARROWS = {"i2t": "I->T", "t2i": "T->I"}
 
 
@@ -48,11 +56,26 @@ def inputs_statement(report: BiasReport) -> str:
         f"source {source['path']} ({source['images']} images, {source['classes']} classes)" if source else "no source",
         f"gain: paired bootstrap 95% CI and sign-flip randomization test, {s.resamples:,} resamples, seed {s.seed}, "
         f"Benjamini-Hochberg q = {FDR} over categories x directions, fewer than {s.min_queries} queries = "
-        "insufficient evidence",
+        f"insufficient evidence, a significant |ΔAP| below {s.min_effect:g} = negligible effect",
         f"MMD: CHTN's Gaussian kernel rule, {s.permutations} permutations, up to {s.max_source_images} source "
         "images per category; trunk = frozen image trunk, fc6/fc7 = the checkpoint's image stream",
     ]
     return "; ".join(parts) + "."
+
+
+def flags_statement(report: BiasReport) -> str:
+    """How a flag is decided, how it differs from the CI beside it and from Compare's wording, and what one run per
+    side can and cannot say."""
+    s = report.settings
+    return (
+        f"A flag needs a Benjamini-Hochberg-adjusted q ≤ {FDR:g} across all categories × directions and "
+        f"|ΔAP| ≥ {s.min_effect:g} (a significant smaller change is a negligible effect); the CI beside it is the "
+        "slice's own unadjusted 95% interval, so a CI that excludes 0 can still be 'no detectable effect'. Compare "
+        "checkpoints is stricter because it can block a release: a per-category loss counts there when its "
+        "Holm-adjusted p < 0.05, and it warns only beyond the rule file's tolerance (−0.05 AP by default). One "
+        "checkpoint per side: the flags compare these two training runs, not the two recipes; retraining the "
+        "reference with another seed moves many of them."
+    )
 
 
 def category_table(report: BiasReport) -> pd.DataFrame:
@@ -68,7 +91,7 @@ def category_table(report: BiasReport) -> pd.DataFrame:
                     {
                         f"ΔAP {arrow}": part["ΔAP"],
                         f"CI {arrow}": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(part["ci_low"], part["ci_high"])],
-                        f"q {arrow}": part["p_adjusted"],
+                        f"q {arrow}": [format_p(q) for q in part["p_adjusted"]],
                         f"flag {arrow}": part["flag"],
                         f"n {arrow}": part["n"],
                     }
@@ -97,11 +120,14 @@ def category_table(report: BiasReport) -> pd.DataFrame:
 
 
 def gain_figure(report: BiasReport):
-    """ΔAP per category with its 95% CI, one panel per direction, coloured by flag (a forest plot)."""
+    """ΔAP per category with its 95% CI, one panel per direction, coloured by flag (a forest plot). Categories are
+    sorted by their ΔAP averaged over both directions, largest loss on top; a filled marker is significant after
+    BH (q <= FDR), an open one is not."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     gain = report.tables["gain"]
+    order = gain.groupby("category")["ΔAP"].mean().sort_values(kind="stable").index.tolist()
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=[f"ΔAP {a}" for a in ARROWS.values()])
     in_legend: set[str] = set()
     for col, direction in enumerate(ARROWS, start=1):
@@ -110,12 +136,13 @@ def gain_figure(report: BiasReport):
             rows = part[part["flag"] == flag]
             if rows.empty:
                 continue
+            significant = rows["p_adjusted"].le(FDR) & (flag != INSUFFICIENT)
             figure.add_trace(
                 go.Scatter(
                     x=rows["ΔAP"],
                     y=rows["category"],
                     mode="markers",
-                    marker=dict(color=colour, size=9),
+                    marker=dict(color=colour, size=9, symbol=np.where(significant, "circle", "circle-open")),
                     error_x=dict(
                         type="data",
                         symmetric=False,
@@ -125,15 +152,32 @@ def gain_figure(report: BiasReport):
                     name=flag,
                     legendgroup=flag,
                     showlegend=flag not in in_legend,
-                    customdata=rows[["n", "p_adjusted"]],
-                    hovertemplate="%{y}: ΔAP %{x:+.3f} (n %{customdata[0]}, q %{customdata[1]:.3f})<extra></extra>",
+                    customdata=np.stack([rows["n"], [format_p(q) for q in rows["p_adjusted"]]], axis=1),
+                    hovertemplate="%{y}: ΔAP %{x:+.3f} (n %{customdata[0]}, q %{customdata[1]})<extra></extra>",
                 ),
                 row=1,
                 col=col,
             )
             in_legend.add(flag)
         figure.add_vline(x=0, line=dict(color="#555", width=1), row=1, col=col)
-    figure.update_layout(height=max(360, 22 * gain["category"].nunique() + 120), margin=dict(l=10, r=10, t=40, b=10))
+    figure.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed")
+    figure.update_layout(
+        height=max(360, 22 * gain["category"].nunique() + 120),
+        margin=dict(l=10, r=10, t=40, b=50),
+        annotations=[
+            *figure.layout.annotations,
+            dict(
+                text=f"filled: significant (BH q ≤ {FDR:g}); open: not; bars: unadjusted 95% CI",
+                xref="paper",
+                yref="paper",
+                x=0,
+                y=-0.02,
+                yanchor="top",
+                showarrow=False,
+                font=dict(size=11, color="#555"),
+            ),
+        ],
+    )
     return figure
 
 
@@ -198,6 +242,7 @@ def report_html(report: BiasReport, title: str) -> str:
         f"<p class='inputs'>{html.escape(inputs_statement(report))}</p>",
         "<p>ΔAP (checkpoint minus a reference trained without the source) is the direct evidence; coverage, capture, "
         "MMD, A-distance and the ImageNet prior are indicative transferability proxies.</p>",
+        f"<p>{html.escape(flags_statement(report))}</p>" if "gain" in report.tables else "",
         category_table(report).to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0),
     ]
     for number, (name, figure) in enumerate(figures(report).items()):

@@ -20,7 +20,7 @@ import pandas as pd
 from analysis.bias import DIRECTIONS, confusions, resolve_source, transfer_gain
 from analysis.projection import modality_gap
 from analysis.source_fit import capture, capture_summary, coverage, imagenet_prior, mmd_test
-from analysis.stats import MIN_QUERIES, RESAMPLES
+from analysis.stats import MIN_EFFECT, MIN_QUERIES, RESAMPLES
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset, SourceDataset, load_source
 from chtn.domain import proxy_a_distance, source_domain_fit
@@ -30,7 +30,7 @@ from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.tower import create_tower
 
-VERSION = 3  # bump when a diagnostic's definition changes: older cached reports are then recomputed
+VERSION = 4  # bump when a diagnostic's definition changes: older cached reports are then recomputed
 Progress = Callable[[str, float], None]
 
 
@@ -44,6 +44,7 @@ class BiasSettings:
     k: int = 10  # top-k of the confusion table
     max_source_images: int = 500  # source images per category for MMD and the A-distance (seeded subsample)
     min_queries: int = MIN_QUERIES  # below this a category's gain is "insufficient evidence"
+    min_effect: float = MIN_EFFECT  # a significant |ΔAP| below this is a "negligible effect", not helped / hurt
 
 
 @dataclass
@@ -165,7 +166,12 @@ def _compute(
         progress("Transfer gain against the reference", 0.1)
         ref_gallery = embed_split(reference, data, "test", cache_dir=cache_dir)
         tables["gain"] = transfer_gain(
-            evaluation, evaluate_gallery(ref_gallery, names), settings.resamples, settings.seed, settings.min_queries
+            evaluation,
+            evaluate_gallery(ref_gallery, names),
+            settings.resamples,
+            settings.seed,
+            settings.min_queries,
+            settings.min_effect,
         )
     else:
         report.notes.append(

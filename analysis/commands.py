@@ -69,12 +69,18 @@ def add_bias_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
     p.add_argument("--resamples", type=int, default=None, help="bootstrap/randomization resamples (default 10,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of every resampling, permutation and subsample")
+    p.add_argument(
+        "--min-effect",
+        type=float,
+        default=None,
+        help="minimum practical |ΔAP| for 'helped' / 'negative transfer' (default 0.01; smaller: 'negligible effect')",
+    )
     p.set_defaults(func=cmd_bias, out_is_folder=True)  # checked writable before any work
 
 
 def cmd_bias(args: argparse.Namespace) -> int:
     from analysis.bias import pick_reference
-    from analysis.bias_render import gate_statement, write_report
+    from analysis.bias_render import flags_statement, gate_statement, write_report
     from analysis.bias_report import BiasSettings, bias_report, open_source
     from analysis.workspace import reference_candidates
     from chtn.checkpoint import load_checkpoint
@@ -84,6 +90,9 @@ def cmd_bias(args: argparse.Namespace) -> int:
     resamples = BiasSettings().resamples if args.resamples is None else args.resamples
     if resamples < 100:
         raise CHTNError(f"--resamples must be at least 100 (10,000 is the convention), got {resamples}.")
+    min_effect = BiasSettings().min_effect if args.min_effect is None else args.min_effect
+    if not 0 <= min_effect < 1:
+        raise CHTNError(f"--min-effect is a change of AP, from 0 to below 1 (0.01 by default), got {min_effect}.")
     out = Path(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
     source = open_source(checkpoint, args.source, args.data)  # a clear error when there is none or it is missing
@@ -100,7 +109,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
         print(f"reference: {reference.path if reference else 'none found (pass --reference)'}")
     data = checked_pairs(args, None, checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    settings = BiasSettings(resamples=resamples, seed=args.seed)
+    settings = BiasSettings(resamples=resamples, seed=args.seed, min_effect=min_effect)
     report = bias_report(
         checkpoint, data, reference, source, settings, cache_dir, progress=lambda step, _: print(step, flush=True)
     )
@@ -110,6 +119,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
     if "gain" in report.tables:
         counts = report.tables["gain"]["flag"].value_counts()
         print("transfer gain (category x direction): " + ", ".join(f"{n} {flag}" for flag, n in counts.items()))
+        print(flags_statement(report))
     written = write_report(report, out, f"Source bias of {checkpoint.path.name}")
     print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
     return 0

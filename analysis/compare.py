@@ -220,4 +220,4 @@ def compare_checkpoints(
         table, changes, list(report_a.label_names), len(gallery_a), settings.resamples, settings.seed
     )
     results = evaluate(rules, table, report_a.label_names)
-    return Outcome(comparison, results, decide(results, strict), rules)
+    return Outcome(comparison, results, decide(results, strict, settings.min_effect), rules)

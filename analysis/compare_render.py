@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.compare import ARROWS, Outcome
-from analysis.gate_rules import rules_table
+from analysis.gate_rules import ALPHA, rules_table
+from analysis.stats import format_p
 
 METRIC_NAMES = {  # in the order the headline table shows them
     "map": "MAP (mean of directions)",
@@ -42,7 +43,7 @@ def headline_table(figures: pd.DataFrame) -> pd.DataFrame:
             "B − A": overall["delta"],
             "95% CI": [_interval(lo, hi) for lo, hi in zip(overall["ci_low"], overall["ci_high"])],
             "relative": overall["relative"],
-            "p (randomization)": overall["p_value"],
+            "p (randomization)": [format_p(p) for p in overall["p_value"]],
             "effect size d": overall["effect_size"],
             "wins / ties / losses": [f"{w} / {t} / {x}" for w, t, x in zip(overall.wins, overall.ties, overall.losses)],
         }
@@ -61,7 +62,7 @@ def category_table(figures: pd.DataFrame) -> pd.DataFrame:
             "AP B": rows["candidate"],
             "ΔAP": rows["delta"],
             "95% CI": [_interval(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"])],
-            "p (Holm)": rows["p_holm"],
+            "p (Holm)": [format_p(p) for p in rows["p_holm"]],
             "evidence": np.where(rows["insufficient"], "insufficient (n < 20)", ""),
         }
     ).reset_index(drop=True)
@@ -72,27 +73,32 @@ def _interval(low: float, high: float) -> str:
 
 
 def forest_figure(figures: pd.DataFrame):
-    """ΔAP per category and direction with its 95% CI (Holm-adjusted p on hover), zero marked."""
+    """ΔAP per category and direction with its 95% CI (Holm-adjusted p on hover), zero marked. Categories are sorted
+    by their ΔAP averaged over both directions, largest loss on top; a filled marker is significant after Holm
+    (p < ALPHA), an open one is not."""
     import plotly.graph_objects as go
 
     rows = figures[figures["slice"].str.startswith("category:") & figures["metric"].str.startswith("map_")]
+    names = rows["slice"].str.removeprefix("category:")
+    order = rows.groupby(names)["delta"].mean().sort_values(kind="stable").index.tolist()
     figure = go.Figure()
     for direction, colour in (("i2t", "#1565c0"), ("t2i", "#ef6c00")):
         part = rows[rows["direction"] == direction]
+        significant = part["p_holm"].lt(ALPHA) & ~part["insufficient"].astype(bool)
         figure.add_scatter(
             x=part["delta"],
             y=part["slice"].str.removeprefix("category:"),
             mode="markers",
             name=ARROWS[direction],
-            marker=dict(color=colour, size=8),
+            marker=dict(color=colour, size=8, symbol=np.where(significant, "circle", "circle-open")),
             error_x=dict(
                 type="data",
                 symmetric=False,
                 array=(part["ci_high"] - part["delta"]).to_numpy(),
                 arrayminus=(part["delta"] - part["ci_low"]).to_numpy(),
             ),
-            customdata=np.stack([part["n"], part["p_holm"]], axis=1),
-            hovertemplate="%{y}: ΔAP %{x:+.3f}<br>n %{customdata[0]} · Holm p %{customdata[1]:.3g}<extra>"
+            customdata=np.stack([part["n"], [format_p(p) for p in part["p_holm"]]], axis=1),
+            hovertemplate="%{y}: ΔAP %{x:+.3f}<br>n %{customdata[0]} · Holm p %{customdata[1]}<extra>"
             + ARROWS[direction]
             + "</extra>",
         )
@@ -100,8 +106,8 @@ def forest_figure(figures: pd.DataFrame):
     figure.update_layout(
         height=max(320, 24 * rows["slice"].nunique()),
         margin=dict(t=10, b=10, l=10, r=10),
-        xaxis_title="ΔAP (candidate − baseline), 95% paired-bootstrap CI",
-        yaxis=dict(autorange="reversed"),
+        xaxis_title=f"ΔAP (candidate − baseline), 95% paired-bootstrap CI · filled: Holm p < {ALPHA:g}",
+        yaxis=dict(categoryorder="array", categoryarray=order, autorange="reversed", automargin=True),
         legend=dict(orientation="h"),
     )
     return figure

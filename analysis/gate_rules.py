@@ -39,7 +39,7 @@ from typing import Any, Literal, NoReturn
 import numpy as np
 import pandas as pd
 
-from analysis.stats import adjust_p_values
+from analysis.stats import MIN_EFFECT, adjust_p_values, format_p
 from chtn.errors import CHTNError
 
 # name -> (label shown in reasons, higher_is_better). A metric without a direction suffix is, per query, the mean of
@@ -79,7 +79,7 @@ DEFAULT_RULE = Path(__file__).with_name("default_rule.toml")
 _RULE_KEYS = ("metric", "slice", "value", "change", "severity", "min_queries", "name")
 _VALUE_KEYS = ("lower", "upper")
 _CHANGE_KEYS = ("direction", "absolute", "relative", "on")
-_STATS_KEYS = ("resamples", "seed", "multiplicity")
+_STATS_KEYS = ("resamples", "seed", "multiplicity", "min_effect")
 
 
 class RuleFileError(CHTNError):
@@ -93,6 +93,7 @@ class StatsSettings:
     resamples: int = 10_000  # bootstrap and randomization resamples
     seed: int = 0
     multiplicity: Literal["holm"] = "holm"  # adjustment across the slices of a block rule
+    min_effect: float = MIN_EFFECT  # a significant loss at least this large is named even within a rule's tolerance
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class Decision:
     blocking: list[RuleResult]
     warnings: list[RuleResult]
     summary: str
+    tolerated: list[RuleResult] = field(default_factory=list)  # significant losses that pass within a tolerance
 
 
 # --- reading and checking a rule file ----------------------------------------------------------------------------
@@ -306,6 +308,14 @@ class _Checker:
             self.fail(
                 ("stats", "seed"), f"{_show(settings.seed)} is not a whole number >= 0.", "Use 0, or any seed >= 0."
             )
+        if isinstance(settings.min_effect, bool) or not isinstance(settings.min_effect, int | float):
+            self.fail(("stats", "min_effect"), f"{_show(settings.min_effect)} is not a number.", "Use 0.01.")
+        if not 0 <= settings.min_effect < 1:
+            self.fail(
+                ("stats", "min_effect"),
+                f"{_show(settings.min_effect)} is not a change of AP from 0 to below 1.",
+                "Use 0.01 (one AP point).",
+            )
         if settings.multiplicity != "holm":
             self.fail(("stats", "multiplicity"), f"{_show(settings.multiplicity)} is not supported.", 'Use "holm".')
         return settings
@@ -434,10 +444,16 @@ def evaluate(
     return results
 
 
-def decide(results: Sequence[RuleResult], strict: bool = False) -> Decision:
-    """GO unless a block rule fails (or, with strict, anything warns). Insufficient and skipped never block."""
+def decide(results: Sequence[RuleResult], strict: bool = False, min_effect: float = MIN_EFFECT) -> Decision:
+    """GO unless a block rule fails (or, with strict, anything warns). Insufficient and skipped never block.
+
+    The summary also names every significant loss that passed only because it stays within its rule's tolerance
+    (a family member with Holm-adjusted p below ALPHA and a loss of at least `min_effect`): "GO, 0 warnings" must
+    not hide a category that got reliably worse.
+    """
     blocking = [result for result in results if result.blocking]
     warnings = [result for result in results if result.status == "warn"]
+    tolerated = [result for result in results if _tolerated_loss(result, min_effect)]
     verdict = "NO-GO" if blocking or (strict and warnings) else "GO"
     if blocking:
         names = ", ".join(_label(result.metric, result.slice) for result in blocking)
@@ -447,7 +463,37 @@ def decide(results: Sequence[RuleResult], strict: bool = False) -> Decision:
     tail = f"{len(warnings)} warning{'' if len(warnings) == 1 else 's'}"
     if strict and warnings:
         tail += " (strict: warnings block)"
-    return Decision(verdict, 0 if verdict == "GO" else 1, blocking, warnings, f"{verdict}: {head}; {tail}")
+    summary = f"{verdict}: {head}; {tail}"
+    if tolerated:
+        losses = "; ".join(_loss_text(result) for result in tolerated)
+        summary += f"; {len(tolerated)} significant loss{'es' if len(tolerated) > 1 else ''} within tolerance: {losses}"
+    return Decision(verdict, 0 if verdict == "GO" else 1, blocking, warnings, summary, tolerated)
+
+
+def _tolerated_loss(result: RuleResult, min_effect: float) -> bool:
+    """A passing family member whose change is a loss of at least `min_effect`, significant after Holm."""
+    figures, rule = result.figures, result.rule
+    if result.status != "pass" or rule.direction is None or not _finite(figures.get("p_adj")):
+        return False
+    loss = -figures["delta"] if rule.direction == "higher_is_better" else figures["delta"]
+    return bool(figures["p_adj"] < ALPHA and loss >= min_effect)
+
+
+def _loss_text(result: RuleResult) -> str:
+    """ "MAP T->I on Formal Shoes −0.040 [−0.053, −0.025], Holm p 0.004 (tolerance −0.05)"."""
+    f, rule = result.figures, result.rule
+    tolerance = ", ".join(
+        text
+        for text in (
+            f"{rule.absolute:+g}" if rule.absolute is not None else "",
+            f"{rule.relative:+.0%} relative" if rule.relative is not None else "",
+        )
+        if text
+    )
+    return (
+        f"{_label(result.metric, result.slice)} {f['delta']:+.3f} [{f['ci_low']:+.3f}, {f['ci_high']:+.3f}], "
+        f"Holm p {format_p(f['p_adj'])} (tolerance {tolerance})"
+    )
 
 
 def rules_table(results: Sequence[RuleResult]) -> pd.DataFrame:
@@ -564,14 +610,16 @@ def _conclude(rule: Rule, item: _Assessment, p_adj: float | None) -> RuleResult:
     reason = f"{label}: {item.text}"
     change_failed = item.change_failed
     if p_adj is not None:
-        reason += f"; Holm-adjusted p {p_adj:.3f}"
+        reason += f"; Holm-adjusted p {format_p(p_adj)}"
         if change_failed and p_adj >= ALPHA:
             change_failed = False  # a breach without significant evidence of a change after adjustment: a warning
             if not item.value_failed and rule.severity == "block":
-                reason += f"; not significant after Holm (p_adj {p_adj:.3f} >= {ALPHA:g}): a warning, not a failure"
+                reason += (
+                    f"; not significant after Holm (p_adj {format_p(p_adj)} >= {ALPHA:g}): a warning, not a failure"
+                )
                 return RuleResult(rule, item.metric, item.slice, "warn", reason, figures)
             if not item.value_failed:  # a warn family flags only what survives Holm (strict makes flags block)
-                reason += f"; not significant after Holm (p_adj {p_adj:.3f} >= {ALPHA:g}): no warning"
+                reason += f"; not significant after Holm (p_adj {format_p(p_adj)} >= {ALPHA:g}): no warning"
     if item.value_failed or change_failed:
         return _failed(rule, item.metric, item.slice, reason, figures)
     if rule.value_lower is None and rule.value_upper is None and not item.change_checked:

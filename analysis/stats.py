@@ -23,6 +23,7 @@ RESAMPLES = 10_000  # bootstrap and randomization resamples (DECISIONS.md)
 CONFIDENCE = 0.95
 MIN_QUERIES = 20  # below this a slice is "insufficient evidence": shown, never blocking on its own
 EXACT_UP_TO = 20  # the randomization test enumerates all 2^n sign flips up to this many queries
+MIN_EFFECT = 0.01  # minimum practical |change| of AP: a smaller significant change is "negligible", never a flag
 TIE = 1e-12  # |d_q| at or below this is a tie (APs of one ranking code on one query set agree bit for bit)
 _BATCH = 500  # resamples evaluated at once: bounds memory at ~n x 500 floats for large query sets
 
@@ -188,6 +189,14 @@ def _exact_sign_flip_p(d: np.ndarray) -> float:
         sums = np.concatenate([sums + value, sums - value])
     observed = abs(float(d.sum()))
     return float(np.mean(np.abs(sums) >= observed * (1 - 1e-12)))
+
+
+def format_p(p: float) -> str:
+    """A p- or q-value as the pages and reports print it: three decimals, "< 0.001" below that (never "0.000"),
+    "n/a" when undefined."""
+    if not np.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Literal["holm", "bh"]) -> np.ndarray:

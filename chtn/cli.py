@@ -219,16 +219,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """MAP and own-pair figures of one split. The embeddings come from `chtn.gallery.embed_split`, exactly as the
+    dashboard gets them (the checkpoint's shipped file when its key matches, else the on-disk cache, else computed
+    once): the CLI and the dashboard read the same bytes, so they print the same figures on any CPU."""
     from chtn.checkpoint import load_checkpoint
     from chtn.evaluate import evaluate_embeddings
     from chtn.exports import write_csv
-    from chtn.features import FeatureCache
-    from chtn.tower import create_tower
+    from chtn.gallery import embed_split
 
     checkpoint = load_checkpoint(args.checkpoint)
     data = checked_pairs(args, args.split, checkpoint.label_names)
-    image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
-    report = evaluate_embeddings(image, text, data.label_index, checkpoint.label_names, at_k=args.at_k)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    gallery = embed_split(checkpoint, data, args.split, cache_dir=cache_dir, device=args.device)
+    report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, checkpoint.label_names, at_k=args.at_k)
     summary = report.summary()
     print(
         f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "

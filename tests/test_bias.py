@@ -11,6 +11,7 @@ import pytest
 from analysis.bias import (
     HELPED,
     INSUFFICIENT,
+    NEGLIGIBLE,
     NO_EFFECT,
     confusions,
     pick_reference,
@@ -86,6 +87,22 @@ def test_a_known_gain_is_flagged_and_covered_by_its_interval():
     assert row["flag"] == HELPED and row["ci_low"] > 0
     true_delta = np.nanmean(model.i2t.ap[helped]) - np.nanmean(reference.i2t.ap[helped])
     assert row["ci_low"] <= true_delta <= row["ci_high"]
+
+
+def test_a_significant_change_below_the_minimum_effect_is_negligible_not_helped():
+    """Kurtas T->I on the sample: +0.002 [+0.002, +0.002] was "helped" with q printed as 0.000. Every query of a
+    category moved by the same tiny amount is as significant as can be and still nothing to act on."""
+    image, text, labels = _embeddings(1, noise=1.5)
+    reference = evaluate_embeddings(image, text, labels, NAMES)
+    nudged = dataclasses.replace(reference.i2t, ap=np.where(labels == 3, reference.i2t.ap + 0.002, reference.i2t.ap))
+    model = dataclasses.replace(reference, i2t=nudged)
+    gain = transfer_gain(model, reference, resamples=500).set_index(["category", "direction"])
+    row = gain.loc[("c3", "i2t")]
+    assert row["p_adjusted"] <= 0.10 and row["ΔAP"] == pytest.approx(0.002)
+    assert row["flag"] == NEGLIGIBLE
+    assert transfer_gain(model, reference, resamples=500, min_effect=0.001).set_index(
+        ["category", "direction"]
+    ).loc[("c3", "i2t"), "flag"] == HELPED
 
 
 def test_small_categories_are_insufficient_evidence():

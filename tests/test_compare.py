@@ -103,3 +103,39 @@ def test_aligned_projection_is_cached_on_disk_by_content(pair, tmp_path):
         np.testing.assert_array_equal(got, want)
     cached_project_two(b, a, params, tmp_path)  # other content, another entry
     assert len(list((tmp_path / "projections").glob("aligned-*.npz"))) == 2
+
+
+def test_the_sample_comparison_names_its_significant_loss_within_tolerance(pair):
+    """Fashion source (B) against no source (A): "GO … 0 warnings" hid Formal Shoes T->I, a significant loss that
+    the −0.05 tolerance lets pass. The verdict now names every such loss, with its interval and Holm p."""
+    from analysis.gate_rules import read_rules
+
+    (_, gallery_a, a, _), (_, gallery_b, b, _) = pair
+    outcome = compare.compare_checkpoints(gallery_a, a, gallery_b, b, read_rules())
+    decision = outcome.decision
+    assert decision.verdict == "GO" and decision.tolerated
+    for result in decision.tolerated:
+        assert result.status == "pass" and result.figures["p_adj"] < 0.05 and result.figures["delta"] <= -0.01
+        assert result.figures["delta"] >= -0.05  # within the rule's tolerance, else it would warn
+    assert "significant loss" in decision.summary and "within tolerance" in decision.summary
+    assert "MAP T->I on Formal Shoes" in decision.summary
+
+
+def test_the_forest_plot_is_sorted_by_effect_and_marks_significant_rows(pair):
+    from analysis.compare_render import category_table, forest_figure
+
+    (data_a, _, a, _), (data_b, _, b, _) = pair
+    table = compare.figures(a, b, data_a.ids, data_b.ids, resamples=1000)
+    figure = forest_figure(table)
+    rows = table[table["slice"].str.startswith("category:") & table["metric"].str.startswith("map_")]
+    mean_delta = rows.groupby(rows["slice"].str.removeprefix("category:"))["delta"].mean()
+    order = list(figure.layout.yaxis.categoryarray)
+    assert sorted(order) == sorted(mean_delta.index)
+    assert list(mean_delta[order]) == sorted(mean_delta)  # largest loss first (drawn on top)
+    for trace in figure.data:
+        part = rows[rows["direction"] == ("i2t" if trace.name == "I->T" else "t2i")]
+        significant = (part["p_holm"] < 0.05).to_numpy()
+        assert list(trace.marker.symbol) == ["circle" if s else "circle-open" for s in significant]
+    assert significant.any() and not significant.all()
+    shown = category_table(table)["p (Holm)"]
+    assert "0.000" not in set(shown) and (shown == "< 0.001").any()

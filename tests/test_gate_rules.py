@@ -130,6 +130,8 @@ ERRORS = {
     "resamples too few": ("[stats]\nresamples = 50 # <-\n" + GOOD, "stats.resamples", ">= 100"),
     "negative seed": ("[stats]\nresamples = 1000\nseed = -1 # <-\n" + GOOD, "stats.seed", ">= 0"),
     "multiplicity": ('[stats]\nmultiplicity = "bh" # <-\n' + GOOD, "stats.multiplicity", "holm"),
+    "min_effect text": ('[stats]\nmin_effect = "0.01" # <-\n' + GOOD, "stats.min_effect", "not a number"),
+    "min_effect negative": ("[stats]\nmin_effect = -0.01 # <-\n" + GOOD, "stats.min_effect", "from 0 to below 1"),
     "unknown stats key": ("[stats]\nresample = 1000 # <-\n" + GOOD, "stats.resample", "unknown key"),
     "no rules": ("# <- a file with only settings\n[stats]\nseed = 1\n", "rule", "no rules"),
     "rule as a table": ('[rule] # <-\nmetric = "map"\n', "rule", "[[rule]]"),
@@ -338,6 +340,42 @@ def test_holm_lets_a_strongly_significant_breach_fail():
     decision = decide(results)
     assert (decision.verdict, decision.exit_code) == ("NO-GO", 1)
     assert decision.summary == "NO-GO: 1 block rule fails (MAP I->T on Heels); 0 warnings"
+
+
+def _tolerated_family(delta: float, p: float) -> list:
+    """The default rule's per-category warn family: Formal Shoes T->I loses `delta` with raw p `p`."""
+    text = _rule("map", "category:*", "warn", change='{ direction = "higher_is_better", absolute = -0.05 }')
+    rows = [_row("map_t2i", "category:Formal Shoes", delta=delta, ci=(delta - 0.013, delta + 0.015), p=p, n=20)]
+    rows += [_row(m, f"category:{c}", delta=0.0, p=1.0, n=20) for c in ("Heels", "Bags") for m in ("map_i2t",)]
+    rows += [_row("map_t2i", f"category:{c}", delta=0.0, p=1.0, n=20) for c in ("Heels", "Bags")]
+    rows += [_row("map_i2t", "category:Formal Shoes", delta=0.0, p=1.0, n=20)]
+    return _run(text, rows, categories=["Formal Shoes", "Heels", "Bags"])
+
+
+def test_a_significant_loss_within_tolerance_is_named_in_the_verdict():
+    results = _tolerated_family(delta=-0.040, p=0.0005)
+    assert {r.status for r in results} == {"pass"}  # -0.040 is within the -0.05 tolerance
+    decision = decide(results)
+    assert decision.verdict == "GO" and [r.slice for r in decision.tolerated] == ["category:Formal Shoes"]
+    assert decision.summary == (
+        "GO: no block rule fails; 0 warnings; 1 significant loss within tolerance: MAP T->I on Formal Shoes -0.040 "
+        "[-0.053, -0.025], Holm p 0.003 (tolerance -0.05)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("delta", "p", "min_effect"),
+    [(-0.040, 0.2, 0.01), (-0.005, 0.0001, 0.01), (-0.040, 0.0005, 0.05), (0.040, 0.0005, 0.01)],
+    ids=["not significant after Holm", "below the minimum effect", "a larger minimum effect", "a gain"],
+)
+def test_only_significant_practical_losses_are_named(delta, p, min_effect):
+    decision = decide(_tolerated_family(delta=delta, p=p), min_effect=min_effect)
+    assert decision.tolerated == [] and decision.summary == "GO: no block rule fails; 0 warnings"
+
+
+def test_p_values_below_a_thousandth_print_as_such_in_reasons():
+    heels, *_ = _family(p_heels=0.0001)
+    assert "Holm-adjusted p < 0.001" in heels.reason and "0.000" not in heels.reason
 
 
 def test_a_single_slice_rule_decides_by_the_comparison_alone():

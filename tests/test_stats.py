@@ -126,3 +126,18 @@ def test_slices_are_adjusted_together_and_independent_of_each_other():
     assert frame.loc["tiny", "insufficient"] and np.isnan(frame.loc["tiny", "p_adjusted"])
     alone = compare_slices(a, b, {"up": masks["up"]}, "holm").set_index("slice")
     assert alone.loc["up", "ci_low"] == frame.loc["up", "ci_low"]  # its stream does not depend on the others
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"), [(0.0, "< 0.001"), (0.00099, "< 0.001"), (0.001, "0.001"), (0.0424, "0.042"), (1.0, "1.000")]
+)
+def test_p_values_print_with_three_decimals_and_never_as_zero(p, shown):
+    from analysis.stats import format_p
+
+    assert format_p(p) == shown
+
+
+def test_an_undefined_p_value_prints_as_not_available():
+    from analysis.stats import format_p
+
+    assert format_p(float("nan")) == "n/a"

@@ -9,16 +9,18 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from analysis import workspace as ws
-from analysis.bias import HELPED, HURT, INSUFFICIENT, NO_EFFECT, pick_reference
+from analysis.bias import FLAGS, pick_reference
 from analysis.bias_render import (
     category_table,
     figures,
+    flags_statement,
     gate_statement,
     inputs_statement,
     report_html,
 )
 from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
 from analysis.explorer import worst_query_per_category
+from analysis.stats import MIN_EFFECT
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
@@ -59,10 +61,16 @@ def _html(report_json: str, checkpoint_name: str) -> str:
 
 
 AUTO, NONE = "Automatic (a no-source checkpoint of the same data)", "None"
-for key, default in (("bi_reference", AUTO), ("bi_reference_path", ""), ("bi_source", ""), ("bi_resamples", 10_000)):
+for key, default in (
+    ("bi_reference", AUTO),
+    ("bi_reference_path", ""),
+    ("bi_source", ""),
+    ("bi_resamples", 10_000),
+    ("bi_min_effect", MIN_EFFECT),
+):
     keep(key, default)
 with st.expander("Inputs: reference, source, statistics", expanded=False):
-    cols = st.columns([2, 2, 1])
+    cols = st.columns([2, 2, 1, 1])
     choice = cols[0].selectbox(
         "Reference", [AUTO, NONE, "Other file (path)…"], key="bi_reference", on_change=remember, args=("bi_reference",)
     )
@@ -80,6 +88,17 @@ with st.expander("Inputs: reference, source, statistics", expanded=False):
     )
     resamples = cols[2].select_slider(
         "Resamples", [1_000, 2_000, 5_000, 10_000], key="bi_resamples", on_change=remember, args=("bi_resamples",)
+    )
+    min_effect = cols[3].number_input(
+        "Minimum practical |ΔAP|",
+        min_value=0.0,
+        max_value=0.5,
+        step=0.005,
+        format="%.3f",
+        key="bi_min_effect",
+        on_change=remember,
+        args=("bi_min_effect",),
+        help="A significant change smaller than this is a 'negligible effect', not 'helped' or 'negative transfer'.",
     )
 
 try:
@@ -106,7 +125,7 @@ try:
         data,
         reference,
         source,
-        BiasSettings(resamples=resamples),
+        BiasSettings(resamples=resamples, min_effect=float(min_effect)),
         progress=lambda step, fraction: bar.progress(min(fraction, 1.0), text=step),
     )
 except CHTNError as exc:
@@ -125,10 +144,10 @@ st.caption(inputs_statement(report))
 
 full_table = category_table(report)
 table = full_table.copy()  # the page adds link columns; the CSV download keeps the report's own
-flags = [HELPED, HURT, NO_EFFECT, INSUFFICIENT]
+flags = list(FLAGS)
 if "gain" in report.tables:
     counts = report.tables["gain"]["flag"].value_counts()
-    cols = st.columns(4)
+    cols = st.columns(len(flags))
     for col, flag in zip(cols, flags):
         col.metric(flag, int(counts.get(flag, 0)), help="categories x directions")
 shown = st.multiselect("Show categories flagged", flags, default=flags, key="bi_flags")
@@ -160,7 +179,7 @@ st.dataframe(
         ),
         "map": st.column_config.LinkColumn("map", display_text="map", help="The shared space, this category"),
         **{f"ΔAP {a}": st.column_config.NumberColumn(format="%+.3f") for a in ("I->T", "T->I")},
-        **{f"q {a}": st.column_config.NumberColumn(format="%.3f", help="BH-adjusted p") for a in ("I->T", "T->I")},
+        **{f"q {a}": st.column_config.TextColumn(help="Benjamini-Hochberg-adjusted p") for a in ("I->T", "T->I")},
     },
 )
 st.caption(
@@ -168,6 +187,8 @@ st.caption(
     "retrained with another seed shows that spread). Coverage, capture, MMD, A-distance and the ImageNet prior "
     "are indicative transferability proxies."
 )
+if "gain" in report.tables:
+    st.caption(flags_statement(report))
 for title, figure in figures(report).items():
     st.subheader(title)
     st.plotly_chart(figure, width="stretch")

@@ -107,10 +107,7 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("baseline A", "candidate B", "B − A")}
-    | {
-        "relative": st.column_config.NumberColumn(format="percent"),
-        "p (randomization)": st.column_config.NumberColumn(format="%.4f"),
-    },
+    | {"relative": st.column_config.NumberColumn(format="percent")},
 )
 st.caption(
     "B − A over the identical queries; 95% CI: paired bootstrap; p: paired sign-flip randomization test (exact "
@@ -123,6 +120,11 @@ with st.expander(f"The rule file: {rules.source} (sha256 {rules.sha256[:12]}…)
     st.code(rules.text, language="toml")
 
 st.subheader("Per category")
+st.caption(
+    "A per-category loss counts here when its Holm-adjusted p is below 0.05, and it warns only beyond the rule "
+    "file's tolerance; Source bias flags exploratory changes at Benjamini-Hochberg q ≤ 0.10 instead. Both need "
+    f"|ΔAP| ≥ {rules.stats.min_effect:g} before they name a change."
+)
 left, right = st.columns([3, 2])
 left.plotly_chart(render.forest_figure(comparison.figures), width="stretch")
 right.dataframe(render.category_table(comparison.figures), hide_index=True, width="stretch", height=520)
