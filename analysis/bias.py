@@ -20,7 +20,7 @@ from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.ranking import top_k
 
-FDR = 0.10  # Benjamini-Hochberg level of the bias page's exploratory flags (DECISIONS.md)
+FDR = 0.10  # Benjamini-Hochberg level of the bias page's exploratory flags (docs/conventions.md)
 DIRECTIONS = {"i2t": "I->T", "t2i": "T->I"}
 HELPED, HURT, NO_EFFECT, INSUFFICIENT = "helped", "negative transfer", "no detectable effect", "insufficient evidence"
 NEGLIGIBLE = "negligible effect"  # significant after BH, but |ΔAP| below the minimum practical effect

@@ -245,7 +245,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", required=True, help="the checkpoint in production (A)")
     p.add_argument("--candidate", required=True, help="the checkpoint to ship (B)")
     p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (its test split)")
-    p.add_argument("--rule", default=None, help="go/no-go rule file (TOML, DECISIONS.md); default: the shipped rule")
+    p.add_argument("--rule", default=None, help="go/no-go rule file (TOML, docs/conventions.md); default: the shipped rule")
     p.add_argument("--out", required=True, help="output folder: report.html, comparison.json, CSVs, BLESSED marker")
     p.add_argument("--strict", action="store_true", help="a warning is a NO-GO too")
     p.add_argument(
@@ -262,7 +262,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Exit codes follow pytest's convention (DECISIONS.md); an unexpected exception is exit 3, not a traceback's 1,
+    """Exit codes follow pytest's convention (docs/conventions.md); an unexpected exception is exit 3, not a traceback's 1,
     so a pipeline never reads a crash as NO-GO."""
     import sys
     import traceback

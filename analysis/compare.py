@@ -2,7 +2,7 @@
 (overall and per category), and the queries B fixed or broke. The "Compare checkpoints" page, the go/no-go rules
 (:mod:`analysis.gate_rules`) and `chtn compare` all read these tables.
 
-Conventions (../shared/docs/DECISIONS.md): the unit is the per-query difference B - A on the identical query set
+Conventions (docs/conventions.md): the unit is the per-query difference B - A on the identical query set
 (the same dataset fingerprint and ids, ranked by :mod:`chtn.ranking` for both); I->T and T->I are separate
 families and their per-query mean is reported too; intervals, tests and Holm come from :mod:`analysis.stats`.
 

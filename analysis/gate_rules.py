@@ -1,5 +1,5 @@
 """Go/no-go rules: read a rule file (TOML), check every field, evaluate the rules against a comparison's figures, and
-decide GO or NO-GO (format and conventions: ../shared/docs/DECISIONS.md, "Go/no-go rule file").
+decide GO or NO-GO (format and conventions: docs/conventions.md, "The go/no-go rule file").
 
 Decisions taken here where the spec leaves room:
 
@@ -152,7 +152,7 @@ class Decision:
     """GO or NO-GO, with what made it so."""
 
     verdict: Literal["GO", "NO-GO"]
-    exit_code: int  # 0 GO, 1 NO-GO (DECISIONS.md, pytest's convention)
+    exit_code: int  # 0 GO, 1 NO-GO (docs/conventions.md, pytest's convention)
     blocking: list[RuleResult]
     warnings: list[RuleResult]
     summary: str

@@ -1,7 +1,7 @@
 """The meeting-review database: verdicts on queries, review queues and per-checkpoint outcome snapshots.
 
 SQLite by default (one file; WAL, `synchronous=FULL`, a busy timeout), the same code on PostgreSQL through a
-database URL for a team server (docs/DECISIONS.md, "The store"). SQLAlchemy Core with bound parameters only.
+database URL for a team server (docs/conventions.md, "The store"). SQLAlchemy Core with bound parameters only.
 Verdicts are append-only: a changed verdict is a new row, and the latest row (highest id, not the timestamp:
 the clocks of several dashboards may disagree) per (dataset, checkpoint, query, direction, reviewer) is current.
 Every write returns only after its COMMIT returned, so a verdict the UI confirms survives a crash or a kill.

@@ -1,5 +1,5 @@
 """Paired statistics over per-query scores: the one implementation behind the source-bias page, the checkpoint
-comparison and the go/no-go gate (conventions: ../shared/docs/DECISIONS.md).
+comparison and the go/no-go gate (conventions: docs/conventions.md).
 
 The unit is the per-query difference d_q = B(q) - A(q) on the identical query set. Interval: paired bootstrap,
 percentile 95% CI of mean d_q. Test: two-sided paired randomization (sign-flip) test on mean d_q, exact
@@ -19,7 +19,7 @@ import pandas as pd
 
 from chtn.errors import CHTNError
 
-RESAMPLES = 10_000  # bootstrap and randomization resamples (DECISIONS.md)
+RESAMPLES = 10_000  # bootstrap and randomization resamples (docs/conventions.md)
 CONFIDENCE = 0.95
 MIN_QUERIES = 20  # below this a slice is "insufficient evidence": shown, never blocking on its own
 EXACT_UP_TO = 20  # the randomization test enumerates all 2^n sign flips up to this many queries
@@ -51,7 +51,7 @@ class PairedComparison:
 
     @property
     def insufficient(self) -> bool:
-        """Too few queries for the slice to count on its own (DECISIONS.md, small categories)."""
+        """Too few queries for the slice to count on its own (docs/conventions.md, small slices)."""
         return self.n < self.min_queries
 
     def to_dict(self) -> dict[str, float | int | bool]:

@@ -1,10 +1,11 @@
 """analysis.gate_rules: rule files are checked with file, line and field; rules evaluate on hand-built figures as
-DECISIONS.md says; the default rule keeps false NO-GOs rare on null data and catches a real regression."""
+docs/conventions.md says; the default rule keeps false NO-GOs rare on null data and catches a real regression."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -23,22 +24,10 @@ from analysis.gate_rules import (
 )
 from analysis.stats import paired_comparison
 from chtn.errors import CHTNError
+from tests.conftest import ROOT
 
-# DECISIONS.md's example, verbatim.
-EXAMPLE = """\
-[stats]
-resamples = 10000
-seed = 0
-multiplicity = "holm"          # for block rules
-
-[[rule]]
-metric = "map"                 # map | map_i2t | map_t2i | pair_recall@1 | ...
-slice = "overall"              # overall | "category:*" (expanded per category and direction) | "category:Heels"
-value = { lower = 0.40 }       # optional absolute bounds on the candidate: lower <= v <= upper
-change = { direction = "higher_is_better", absolute = -0.005, relative = -0.01, on = "ci_lower" }
-severity = "block"             # block | warn
-min_queries = 20
-"""
+# docs/conventions.md's example, read from the page itself: the documented format is the one the code accepts.
+EXAMPLE = re.search(r"```toml\n(.*?)```", (ROOT / "docs" / "conventions.md").read_text(encoding="utf-8"), re.S)[1]
 
 GOOD = """\
 [[rule]]
@@ -66,14 +55,15 @@ def test_the_default_rule_loads_with_one_block_rule_on_overall_map():
 
 def test_the_decisions_example_round_trips():
     rules = load_rules(EXAMPLE, "example.toml")
-    assert (rules.stats.resamples, rules.stats.seed, rules.stats.multiplicity) == (10000, 0, "holm")
+    settings = rules.stats
+    assert (settings.resamples, settings.seed, settings.multiplicity, settings.min_effect) == (10000, 0, "holm", 0.01)
     assert rules.text == EXAMPLE and rules.source == "example.toml"
     assert rules.sha256 == hashlib.sha256(EXAMPLE.encode()).hexdigest()
     (rule,) = rules.rules
-    assert (rule.index, rule.line, rule.metric, rule.slice) == (0, 6, "map", "overall")
+    assert (rule.index, rule.line, rule.metric, rule.slice) == (0, 7, "map", "overall")
     assert (rule.value_lower, rule.value_upper) == (0.40, None)
     assert (rule.direction, rule.absolute, rule.relative, rule.on) == ("higher_is_better", -0.005, -0.01, "ci_lower")
-    assert (rule.severity, rule.min_queries, rule.name) == ("block", 20, "map on overall")
+    assert (rule.severity, rule.min_queries, rule.name) == ("block", 20, "MAP non-inferiority")
     assert load_rules(rules.text, "again.toml").rules == rules.rules
 
 

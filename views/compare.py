@@ -46,7 +46,7 @@ with st.sidebar:
         on_change=remember,
         args=("cp_rule",),
         placeholder="default rule",
-        help="A go/no-go rule file in the format of DECISIONS.md; empty: the rule shipped with CHTN.",
+        help="A go/no-go rule file in the format of docs/conventions.md; empty: the rule shipped with CHTN.",
     )
     keep("cp_strict")
     strict = st.checkbox(
