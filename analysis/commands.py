@@ -76,14 +76,17 @@ def cmd_bias(args: argparse.Namespace) -> int:
     from analysis.bias import pick_reference
     from analysis.bias_render import gate_statement, write_report
     from analysis.bias_report import BiasSettings, bias_report, open_source
+    from analysis.stats import MAX_RESAMPLES
     from analysis.workspace import reference_candidates
     from chtn.checkpoint import load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError
 
     resamples = BiasSettings().resamples if args.resamples is None else args.resamples
-    if resamples < 100:
-        raise CHTNError(f"--resamples must be at least 100 (10,000 is the convention), got {resamples}.")
+    if not 100 <= resamples <= MAX_RESAMPLES:
+        raise CHTNError(
+            f"--resamples must be from 100 to {MAX_RESAMPLES:,} (10,000 is the convention), got {resamples}."
+        )
     out = Path(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
     source = open_source(checkpoint, args.source, args.data)  # a clear error when there is none or it is missing
