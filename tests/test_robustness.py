@@ -11,8 +11,11 @@ import csv
 import functools
 import io
 import json
+import os
 import shutil
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +31,12 @@ from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.cli import main
 from chtn.config import SECTIONS, CHTNConfig, load_config
 from chtn.errors import CheckpointError, CHTNError
+from chtn.hashing import file_digest
+from chtn.images import open_rgb
 from tests.conftest import CHECKPOINTS, PAIRS
 
 SAMPLE = CHECKPOINTS / "chtn_no_source.safetensors"
+ROOT = Path(__file__).resolve().parents[1]
 PROPERTY = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
@@ -515,6 +521,48 @@ def test_the_cli_reports_a_truncated_image_without_a_traceback(tmp_path, capsys)
     manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
     code, _, err = run_cli(capsys, "evaluate", "--checkpoint", SAMPLE, "--data", manifest)
     assert code == 2 and "truncated.jpg" in err and ("validate" in err or "validation" in err)
+
+
+def _fifo_manifest(folder: Path) -> Path:
+    """The tiny manifest with its first test image replaced by a named pipe that has no writer."""
+    manifest = tiny_manifest(folder)
+    pipe = folder / "pipe.jpg"
+    os.mkfifo(pipe)
+    rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
+    rows[0]["image"] = str(pipe)
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def _chtn(*argv: object) -> subprocess.CompletedProcess:
+    """`python -m chtn` in a subprocess; the timeout is a safety net so that a regression (opening a pipe) fails
+    instead of hanging the suite. A refusal takes the few seconds of starting Python."""
+    return subprocess.run(
+        [sys.executable, "-m", "chtn", *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_named_pipes_are_refused_without_being_opened(tmp_path):
+    pipe = tmp_path / "pairs.csv"
+    os.mkfifo(pipe)
+    run = _chtn("validate", "--data", pipe)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"error: The manifest {pipe} is a named pipe, not a regular file. Give a .csv or .jsonl" in run.stderr
+    run = _chtn("validate", "--data", _fifo_manifest(tmp_path))
+    assert run.returncode == 1 and "image path is not a regular file: 1" in run.stdout
+    run = _chtn("search", "--checkpoint", SAMPLE, "--data", PAIRS, "--image", tmp_path / "pipe.jpg")
+    assert run.returncode == 2 and "pipe.jpg is a named pipe, not a regular file" in run.stderr
+
+
+def test_a_pipe_or_device_never_reaches_a_file_digest(tmp_path):
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    assert file_digest(pipe) == "missing" and file_digest(Path("/dev/zero")) == "missing"
+    with pytest.raises(CHTNError, match="is a named pipe, not a regular file"):
+        open_rgb(pipe)
 
 
 # ---- arguments checked before any work -------------------------------------------------------------------
