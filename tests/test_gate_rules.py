@@ -209,16 +209,8 @@ def test_what_tomllib_cannot_parse_is_a_rule_file_error(text, fragment):
         load_rules(text, "bad.toml")
 
 
-def test_only_a_regular_rule_file_of_bounded_size_is_read(tmp_path):
-    import os
-
-    pipe = tmp_path / "rule.toml"
-    os.mkfifo(pipe)  # no writer: opening it would block forever, so it must be refused before any open
-    with pytest.raises(RuleFileError, match="rule.toml is a named pipe, not a regular file"):
-        read_rules(pipe)
-    with pytest.raises(RuleFileError, match="/dev/zero is a device or socket, not a regular file"):
-        read_rules("/dev/zero")
-    with pytest.raises(RuleFileError, match="is a folder"):
+def test_only_a_rule_file_of_bounded_size_is_read(tmp_path):  # pipes and devices: test_robustness, in a subprocess
+    with pytest.raises(RuleFileError, match="is a folder, not a regular file"):
         read_rules(tmp_path)
     huge = tmp_path / "huge.toml"
     huge.write_text(GOOD + "#" * MAX_RULE_BYTES)

@@ -31,8 +31,6 @@ from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.cli import main
 from chtn.config import SECTIONS, CHTNConfig, load_config
 from chtn.errors import CheckpointError, CHTNError
-from chtn.hashing import file_digest
-from chtn.images import open_rgb
 from tests.conftest import CHECKPOINTS, PAIRS
 
 SAMPLE = CHECKPOINTS / "chtn_no_source.safetensors"
@@ -545,7 +543,7 @@ def _chtn(*argv: object) -> subprocess.CompletedProcess:
     )
 
 
-def test_named_pipes_are_refused_without_being_opened(tmp_path):
+def test_named_pipes_and_devices_are_refused_without_being_opened(tmp_path):
     pipe = tmp_path / "pairs.csv"
     os.mkfifo(pipe)
     run = _chtn("validate", "--data", pipe)
@@ -555,14 +553,20 @@ def test_named_pipes_are_refused_without_being_opened(tmp_path):
     assert run.returncode == 1 and "image path is not a regular file: 1" in run.stdout
     run = _chtn("search", "--checkpoint", SAMPLE, "--data", PAIRS, "--image", tmp_path / "pipe.jpg")
     assert run.returncode == 2 and "pipe.jpg is a named pipe, not a regular file" in run.stderr
-
-
-def test_a_pipe_or_device_never_reaches_a_file_digest(tmp_path):
-    pipe = tmp_path / "pipe.jpg"
-    os.mkfifo(pipe)
-    assert file_digest(pipe) == "missing" and file_digest(Path("/dev/zero")) == "missing"
-    with pytest.raises(CHTNError, match="is a named pipe, not a regular file"):
-        open_rgb(pipe)
+    compare = ["compare", "--baseline", SAMPLE, "--candidate", SAMPLE, "--data", PAIRS, "--out", tmp_path / "out"]
+    run = _chtn(*compare, "--rule", pipe)
+    assert run.returncode == 2 and f"error: The rule file {pipe} is a named pipe, not a regular file" in run.stderr
+    run = _chtn(*compare, "--rule", "/dev/zero")
+    assert run.returncode == 2 and "/dev/zero is a device or socket, not a regular file" in run.stderr
+    os.mkfifo(tmp_path / "spec.json")
+    code = (
+        "import sys; from chtn.hashing import file_digest; from pathlib import Path; "
+        "from analysis.review import spec_from_text\n"
+        "assert file_digest(Path(sys.argv[1]) / 'pipe.jpg') == 'missing'\n"
+        "spec_from_text(str(Path(sys.argv[1]) / 'spec.json'), None)"
+    )
+    run = subprocess.run([sys.executable, "-c", code, tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "CHTNError: The queue spec file" in run.stderr and "spec.json is a named pipe" in run.stderr
 
 
 # ---- arguments checked before any work -------------------------------------------------------------------
