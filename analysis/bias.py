@@ -36,7 +36,8 @@ def transfer_gain(
     p-value, BH q-value across categories x directions, and a flag.
 
     Both reports must come from the same ranking code on the identical query set (same split, same order);
-    queries without a relevant item (AP undefined) are left out of both.
+    queries without a relevant item (AP undefined) are left out of both. Queries of a single category are
+    insufficient evidence throughout (each ranking is perfect).
     """
     if model.label_names != reference.label_names:
         raise CHTNError(
@@ -59,6 +60,9 @@ def transfer_gain(
         for index, name in enumerate(model.label_names)
     }
     frame = compare_slices(np.concatenate(a), np.concatenate(b), masks, "bh", resamples, seed, min_queries)
+    if len(set(labels_all)) < 2:  # one category: every item is relevant to every query, every AP is 1
+        frame["insufficient"] = True
+        frame["p_adjusted"] = np.nan
     significant = frame["p_adjusted"].le(FDR) & ~frame["insufficient"]
     frame["flag"] = np.select(
         [frame["insufficient"], significant & (frame["delta"] > 0), significant & (frame["delta"] < 0)],

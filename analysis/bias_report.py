@@ -30,7 +30,7 @@ from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.tower import create_tower
 
-VERSION = 3  # bump when a diagnostic's definition changes: older cached reports are then recomputed
+VERSION = 4  # bump when a diagnostic's definition changes: older cached reports are then recomputed
 Progress = Callable[[str, float], None]
 
 
@@ -167,6 +167,15 @@ def _compute(
         tables["gain"] = transfer_gain(
             evaluation, evaluate_gallery(ref_gallery, names), settings.resamples, settings.seed, settings.min_queries
         )
+        gain = tables["gain"]
+        if len(gain) and gain["insufficient"].all():
+            categories = gain["category"].nunique()
+            report.notes.append(
+                f"Insufficient evidence: the test split has {len(gallery)} queries in {categories} categor"
+                f"{'y' if categories == 1 else 'ies'}; the transfer gain needs at least two categories and "
+                f"{settings.min_queries} queries in a category and direction, so no category is flagged either way. "
+                "Use a larger test split."
+            )
     else:
         report.notes.append(
             "No reference checkpoint (same dataset and labels, trained without a source): the transfer gain, the "

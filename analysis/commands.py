@@ -278,13 +278,14 @@ def _compare(args: argparse.Namespace) -> int:
     import os
     from datetime import UTC, datetime
 
-    from analysis.compare import check_comparable, compare_checkpoints
+    from analysis.compare import check_comparable, compare_checkpoints, insufficient_statement
     from analysis.compare_render import ReportContext, report_document, write_outputs
     from analysis.gate_rules import read_rules
     from analysis.review import regression_review
     from analysis.review_store import ReviewStore
     from chtn.checkpoint import code_version, load_checkpoint
     from chtn.cli import checked_pairs
+    from chtn.errors import CHTNError
     from chtn.gallery import embed_split, evaluate_gallery
 
     rules = read_rules(Path(args.rule) if args.rule else None)  # a bad rule file is exit 2 before any work
@@ -299,6 +300,8 @@ def _compare(args: argparse.Namespace) -> int:
         sides += [gallery, evaluate_gallery(gallery, checkpoint.label_names)]
     print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
     outcome = compare_checkpoints(*sides, rules, strict=args.strict)
+    if outcome.comparison.figures["insufficient"].all():  # no slice holds evidence: neither GO nor NO-GO
+        raise CHTNError(insufficient_statement(outcome.comparison))
     location = args.review_db or os.environ.get("CHTN_REVIEW_DB")
     store = ReviewStore(location) if location else None
     try:
