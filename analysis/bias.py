@@ -44,7 +44,8 @@ def transfer_gain(
     **negative transfer** by the sign. The CI is per slice and unadjusted; the flag uses the BH-adjusted q.
 
     Both reports must come from the same ranking code on the identical query set (same split, same order);
-    queries without a relevant item (AP undefined) are left out of both.
+    queries without a relevant item (AP undefined) are left out of both. Queries of a single category are
+    insufficient evidence throughout (each ranking is perfect).
     """
     if model.label_names != reference.label_names:
         raise CHTNError(
@@ -67,6 +68,9 @@ def transfer_gain(
         for index, name in enumerate(model.label_names)
     }
     frame = compare_slices(np.concatenate(a), np.concatenate(b), masks, "bh", resamples, seed, min_queries)
+    if len(set(labels_all)) < 2:  # one category: every item is relevant to every query, every AP is 1
+        frame["insufficient"] = True
+        frame["p_adjusted"] = np.nan
     significant = frame["p_adjusted"].le(FDR) & ~frame["insufficient"]
     practical = frame["delta"].abs() >= min_effect
     frame["flag"] = np.select(

@@ -173,6 +173,15 @@ def _compute(
             settings.min_queries,
             settings.min_effect,
         )
+        gain = tables["gain"]
+        if len(gain) and gain["insufficient"].all():
+            categories = gain["category"].nunique()
+            report.notes.append(
+                f"Insufficient evidence: the test split has {len(gallery)} queries in {categories} categor"
+                f"{'y' if categories == 1 else 'ies'}; the transfer gain needs at least two categories and "
+                f"{settings.min_queries} queries in a category and direction, so no category is flagged either way. "
+                "Use a larger test split."
+            )
     else:
         report.notes.append(
             "No reference checkpoint (same dataset and labels, trained without a source): the transfer gain, the "

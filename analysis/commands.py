@@ -82,14 +82,17 @@ def cmd_bias(args: argparse.Namespace) -> int:
     from analysis.bias import pick_reference
     from analysis.bias_render import flags_statement, gate_statement, write_report
     from analysis.bias_report import BiasSettings, bias_report, open_source
+    from analysis.stats import MAX_RESAMPLES
     from analysis.workspace import reference_candidates
     from chtn.checkpoint import load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError
 
     resamples = BiasSettings().resamples if args.resamples is None else args.resamples
-    if resamples < 100:
-        raise CHTNError(f"--resamples must be at least 100 (10,000 is the convention), got {resamples}.")
+    if not 100 <= resamples <= MAX_RESAMPLES:
+        raise CHTNError(
+            f"--resamples must be from 100 to {MAX_RESAMPLES:,} (10,000 is the convention), got {resamples}."
+        )
     min_effect = BiasSettings().min_effect if args.min_effect is None else args.min_effect
     if not 0 <= min_effect < 1:
         raise CHTNError(f"--min-effect is a change of AP, from 0 to below 1 (0.01 by default), got {min_effect}.")
@@ -245,7 +248,9 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", required=True, help="the checkpoint in production (A)")
     p.add_argument("--candidate", required=True, help="the checkpoint to ship (B)")
     p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (its test split)")
-    p.add_argument("--rule", default=None, help="go/no-go rule file (TOML, docs/conventions.md); default: the shipped rule")
+    p.add_argument(
+        "--rule", default=None, help="go/no-go rule file (TOML, docs/conventions.md); default: the shipped rule"
+    )
     p.add_argument("--out", required=True, help="output folder: report.html, comparison.json, CSVs, BLESSED marker")
     p.add_argument("--strict", action="store_true", help="a warning is a NO-GO too")
     p.add_argument(
@@ -262,36 +267,19 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Exit codes follow pytest's convention (docs/conventions.md); an unexpected exception is exit 3, not a traceback's 1,
-    so a pipeline never reads a crash as NO-GO."""
-    import sys
-    import traceback
-
-    from chtn.errors import CHTNError
-
-    try:
-        return _compare(args)
-    except CHTNError:
-        raise  # exit 2 with its message (chtn.cli.main)
-    except Exception:  # noqa: BLE001 - anything else is a bug: say so, with the traceback, and exit 3
-        traceback.print_exc()
-        print(
-            "error: internal error in chtn compare (a bug: please report it with the traceback above)", file=sys.stderr
-        )
-        return 3
-
-
-def _compare(args: argparse.Namespace) -> int:
+    """Exit 0 GO, 1 NO-GO (pytest's convention, docs/conventions.md); invalid input is exit 2 and a crash exit 3,
+    both from `chtn.cli.main`."""
     import os
     from datetime import UTC, datetime
 
-    from analysis.compare import check_comparable, compare_checkpoints
+    from analysis.compare import check_comparable, compare_checkpoints, insufficient_statement
     from analysis.compare_render import ReportContext, report_document, write_outputs
     from analysis.gate_rules import read_rules
     from analysis.review import regression_review
     from analysis.review_store import ReviewStore
     from chtn.checkpoint import code_version, load_checkpoint
     from chtn.cli import checked_pairs
+    from chtn.errors import CHTNError
     from chtn.gallery import embed_split, evaluate_gallery
 
     rules = read_rules(Path(args.rule) if args.rule else None)  # a bad rule file is exit 2 before any work
@@ -306,6 +294,8 @@ def _compare(args: argparse.Namespace) -> int:
         sides += [gallery, evaluate_gallery(gallery, checkpoint.label_names)]
     print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
     outcome = compare_checkpoints(*sides, rules, strict=args.strict)
+    if outcome.comparison.figures["insufficient"].all():  # no slice holds evidence: neither GO nor NO-GO
+        raise CHTNError(insufficient_statement(outcome.comparison))
     location = args.review_db or os.environ.get("CHTN_REVIEW_DB")
     store = ReviewStore(location) if location else None
     try:

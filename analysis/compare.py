@@ -95,6 +95,8 @@ def figures(
     Columns: metric, slice, direction (i2t / t2i / mean), n, baseline, candidate, delta, relative, ci_low, ci_high,
     p_value, p_holm (Holm across the categories x directions of a metric family; NaN on overall), effect_size,
     wins, ties, losses, insufficient. Categories are matched by name (the checkpoints may order them differently).
+    A split whose queries are all of one category is insufficient evidence throughout: every item is relevant to
+    every query, so each ranking is perfect and no difference can show.
     """
     stats.check_same_queries(ids_a, ids_b, "the baseline's and the candidate's test queries")
     check_comparable(a.label_names, b.label_names, "the baseline", "the candidate")
@@ -117,7 +119,26 @@ def figures(
                     "p_holm": record["p_adjusted"],
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(set(query_labels)) < 2:
+        table["insufficient"] = True
+    return table
+
+
+def insufficient_statement(comparison: Comparison) -> str:
+    """Why a comparison whose every slice is insufficient evidence says neither GO nor NO-GO, and the fix."""
+    n, present = comparison.n_queries, comparison.figures
+    categories = int(present.loc[present["slice"] != "overall", "slice"].nunique())
+    why = (
+        "a single category makes every ranking perfect"
+        if categories < 2
+        else f"no slice, not even the whole split, reaches the {stats.MIN_QUERIES} queries the statistics need"
+    )
+    return (
+        f"insufficient evidence: the test split has {n} queries in {categories} categor"
+        f"{'y' if categories == 1 else 'ies'}: {why}; the gate can say neither GO nor NO-GO. Use a test split "
+        f"with at least two categories and {stats.MIN_QUERIES} queries or more."
+    )
 
 
 def _columns(record: dict) -> dict:

@@ -39,8 +39,9 @@ from typing import Any, Literal, NoReturn
 import numpy as np
 import pandas as pd
 
-from analysis.stats import MIN_EFFECT, adjust_p_values, format_p
+from analysis.stats import MAX_RESAMPLES, MIN_EFFECT, adjust_p_values, format_p
 from chtn.errors import CHTNError
+from chtn.files import read_bounded
 
 # name -> (label shown in reasons, higher_is_better). A metric without a direction suffix is, per query, the mean of
 # its I->T and T->I values; the figures carry it on "overall" only, and categories carry the directional ones.
@@ -75,6 +76,8 @@ FIGURE_COLUMNS = (
     "insufficient",
 )
 DEFAULT_RULE = Path(__file__).with_name("default_rule.toml")
+MAX_RULE_BYTES = 1_000_000  # a rule file is a few hundred bytes; a larger one was given by mistake
+MAX_INTEGER = 2**63 - 1  # whole numbers beyond this (in magnitude) are refused: no setting needs one
 
 _RULE_KEYS = ("metric", "slice", "value", "change", "severity", "min_queries", "name")
 _VALUE_KEYS = ("lower", "upper")
@@ -166,8 +169,11 @@ def read_rules(path: Path | None = None) -> RuleSet:
     """The rule file at `path`, or the default rule shipped with the package (None)."""
     path = DEFAULT_RULE if path is None else Path(path)
     source = path.name if path == DEFAULT_RULE else str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")  # bytes, then decode: the text (and its hash) stays verbatim
+    fix = "Point to a rule file (TOML text), or leave it out to use the default rule."
+    try:  # bytes, then decode: the text (and its hash) stays verbatim
+        text = read_bounded(path, MAX_RULE_BYTES, "The rule file", fix).decode("utf-8")
+    except CHTNError as exc:
+        raise RuleFileError(str(exc)) from None
     except FileNotFoundError:
         raise RuleFileError(
             f"{source}: no such rule file. Check the path, or leave it out to use the default rule."
@@ -185,7 +191,19 @@ def load_rules(text: str, source: str = "<rule>") -> RuleSet:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # tomllib's message carries "(at line L, column C)"
         raise RuleFileError(f"{source}: not valid TOML: {exc}. Fix the syntax at that line.") from None
+    except RecursionError:  # tomllib's parser recurses once per nested array or inline table
+        raise RuleFileError(
+            f"{source}: arrays or tables are nested too deeply to read. A rule file nests at most two levels "
+            "(rule = [{ change = { ... } }]): see the default rule."
+        ) from None
+    except ValueError:  # Python refuses to convert integers of over 4,300 digits (sys.get_int_max_str_digits)
+        long = re.search(r"[0-9a-fA-F_]{4000,}", text)
+        where = f", line {text.count(chr(10), 0, long.start()) + 1}" if long else ""
+        raise RuleFileError(
+            f"{source}{where}: a number has too many digits to read. Write thresholds as decimals such as -0.005."
+        ) from None
     check = _Checker(text, source)
+    check.integers(data)
     for key in data:
         if key not in ("stats", "rule"):
             check.fail(
@@ -295,15 +313,36 @@ class _Checker:
             where += " ([stats])"
         raise RuleFileError(f'{self.source}, {where}, field "{".".join(path)}": {problem}' + (f" {fix}" if fix else ""))
 
+    def integers(self, data: dict[str, Any]) -> None:
+        """Refuse any whole number beyond MAX_INTEGER in magnitude, wherever it is (no setting needs one, and
+        `float()` overflows or a resampling loop never ends on one)."""
+        fix = f"Whole numbers may be at most {MAX_INTEGER:,} in magnitude; thresholds are decimals such as -0.005."
+
+        def walk(value: Any, path: tuple[str, ...], rule: int | None) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(item, (*path, key), rule)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item, path, rule)
+            elif _is_int(value) and abs(value) > MAX_INTEGER:
+                self.fail(path or ("rule",), "is a whole number too large to use.", fix, rule)
+
+        for key, value in data.items():
+            if key == "rule" and isinstance(value, list):
+                for index, entry in enumerate(value):
+                    walk(entry, (), index)
+            else:
+                walk(value, (key,), None)
+
     def stats(self, table: Any) -> StatsSettings:
         if not isinstance(table, dict):
             self.fail(("stats",), "must be a table.", "Write it as a [stats] table.")
         self._known(table, _STATS_KEYS, ("stats",), None)
         settings = StatsSettings(**table)
-        if not _is_int(settings.resamples) or settings.resamples < 100:
-            self.fail(
-                ("stats", "resamples"), f"{_show(settings.resamples)} is not a whole number >= 100.", "Use 10000."
-            )
+        if not _is_int(settings.resamples) or not 100 <= settings.resamples <= MAX_RESAMPLES:
+            problem = f"{_show(settings.resamples)} is not a whole number from 100 to {MAX_RESAMPLES:,}."
+            self.fail(("stats", "resamples"), problem, "Use 10000 (the convention).")
         if not _is_int(settings.seed) or settings.seed < 0:
             self.fail(
                 ("stats", "seed"), f"{_show(settings.seed)} is not a whole number >= 0.", "Use 0, or any seed >= 0."

@@ -17,6 +17,10 @@ import pandas as pd
 from analysis import review_queue as rq
 from analysis.review_store import ReviewStore
 from chtn.errors import CHTNError
+from chtn.files import read_bounded
+
+MAX_SPEC_BYTES = 100_000  # a queue spec is a short JSON object; a larger file was given by mistake
+SPEC_FILE_FIX = 'Give a JSON file holding one object such as {"size": 30, "seed": 0}.'
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def spec_from_text(text: str, store: ReviewStore | None) -> tuple[rq.QueueSpec, 
         ), text
     if text.endswith(".json"):
         try:
-            text = Path(text).read_text(encoding="utf-8")
+            text = read_bounded(Path(text), MAX_SPEC_BYTES, "The queue spec file", SPEC_FILE_FIX).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CHTNError(f"Cannot read the queue spec file {text}: {exc}.") from None
     return rq.QueueSpec.parse(text), None

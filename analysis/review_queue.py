@@ -135,23 +135,60 @@ class QueueSpec:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise CHTNError(f"Invalid queue spec: not valid JSON ({exc.msg} at character {exc.pos}).") from None
+            except RecursionError:  # json's parser recurses once per nesting level
+                raise CHTNError("Invalid queue spec: the JSON is nested too deeply; give one flat object.") from None
+            except ValueError:  # an integer of over 4,300 digits
+                raise CHTNError("Invalid queue spec: a number in the JSON has too many digits.") from None
             if not isinstance(obj, dict):
                 raise CHTNError('Invalid queue spec: the JSON must be an object such as {"size": 30, "seed": 0}.')
             unknown = sorted(set(obj) - set(cls.__dataclass_fields__))
             if unknown:
                 raise CHTNError(f"Invalid queue spec: unknown field(s) {', '.join(unknown)}.")
-            params = {k: ",".join(v) if isinstance(v, list) else str(v) for k, v in obj.items()}
-            return cls.from_params(params)
+            return cls.from_params({key: _json_param(key, value) for key, value in obj.items()})
         params = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
+        parts = [p.strip() for p in text.split(",")] if text else []
+        for position, part in enumerate(parts, start=1):
+            if not part:
+                raise CHTNError(
+                    f"Invalid queue spec: item {position} of {len(parts)} is empty (two commas in a row, or a comma "
+                    "at the start or end); write field=value items separated by single commas, e.g. size=30,seed=0."
+                )
             key, eq, value = part.partition("=")
             if not eq or key.strip() not in cls.__dataclass_fields__:
                 raise CHTNError(
                     f"Invalid queue spec: {part!r} is not field=value with a field among "
                     f"{', '.join(cls.__dataclass_fields__)} (e.g. size=30,seed=0,strata=category+direction)."
                 )
+            if value.strip() and "" in (v.strip() for v in value.split("+")):
+                raise CHTNError(
+                    f"Invalid queue spec: {part!r} has an empty value between '+' signs; join the values with single "
+                    "'+' signs, e.g. strata=category+direction."
+                )
             params[key.strip()] = value.replace("+", ",")
         return cls.from_params(params)
+
+
+def _json_param(key: str, value: object) -> str:
+    """A JSON spec field as the text `QueueSpec.from_params` reads: a whole number for size and seed, a string for
+    pick, a list of strings (or one comma-separated string) for the others; a `CHTNError` naming the field else."""
+    if key in ("size", "seed"):
+        if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str):
+            return str(value)  # from_params checks the digits and the range
+        example = 30 if key == "size" else 0
+        raise CHTNError(
+            f'Invalid queue spec: {key} must be a whole number (e.g. "{key}": {example}), got {value!r:.80}.'
+        )
+    if key == "pick":
+        if isinstance(value, str):
+            return value
+        raise CHTNError(f'Invalid queue spec: pick must be "random" or "severe", got {value!r:.80}.')
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    raise CHTNError(
+        f'Invalid queue spec: {key} must be a list of strings (e.g. "{key}": ["a", "b"]), got {value!r:.80}.'
+    )
 
 
 def _first_relevant(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:

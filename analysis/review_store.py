@@ -480,11 +480,19 @@ class ReviewStore:
         with self._errors(), self._engine.connect() as conn:
             return _frame(conn.execute(query).all())
 
-    @staticmethod
-    def _version(conn: sa.Connection) -> int:
+    def _version(self, conn: sa.Connection) -> int:
+        """The highest applied migration; a ReviewStoreError when the table holds something else (SQLite keeps
+        text in an integer column), since then the database was not written by CHTN or was edited by hand."""
         if not sa.inspect(conn).has_table(schema_versions.name):
             return 0
-        return conn.execute(sa.select(sa.func.max(schema_versions.c.version))).scalar_one() or 0
+        version = conn.execute(sa.select(sa.func.max(schema_versions.c.version))).scalar_one() or 0
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ReviewStoreError(
+                f"The review database {self._where} records schema version {version!r}, not a whole number: it "
+                f"was not written by CHTN, or its schema_version table was edited. Restore it from a backup, or "
+                f"{CHANGE_LOCATION}."
+            )
+        return version
 
     def _migrate(self, target: int) -> None:
         """Bring the database to `target` (checked without a write lock first: most opens find it current)."""

@@ -20,6 +20,7 @@ import pandas as pd
 from chtn.errors import CHTNError
 
 RESAMPLES = 10_000  # bootstrap and randomization resamples (docs/conventions.md)
+MAX_RESAMPLES = 1_000_000  # the most a rule file or --resamples may ask for: minutes per slice, never days
 CONFIDENCE = 0.95
 MIN_QUERIES = 20  # below this a slice is "insufficient evidence": shown, never blocking on its own
 EXACT_UP_TO = 20  # the randomization test enumerates all 2^n sign flips up to this many queries

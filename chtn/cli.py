@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -405,6 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         return args.func(args)
-    except CHTNError as exc:
+    except CHTNError as exc:  # the input is at fault: the message names it and the fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - anything else is a bug: exit 3, never 1, which `compare` uses for NO-GO
+        traceback.print_exc()
+        print(
+            f"error: internal error in chtn {args.command} (a bug: please report it with the traceback above)",
+            file=sys.stderr,
+        )
+        return 3

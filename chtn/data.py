@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from chtn.errors import CHTNError
+from chtn.files import require_regular
 from chtn.hashing import file_digest
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -105,6 +106,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 
     "utf-8-sig" accepts the byte-order mark that spreadsheet programs write ("CSV UTF-8").
     """
+    require_regular(path, "The manifest", "Give a .csv or .jsonl manifest file, or a Wikipedia-layout folder.")
     try:
         if path.suffix == ".csv":
             # csv refuses fields over 128 KiB by default; lift that while reading so that a huge text
@@ -202,6 +204,7 @@ def _read_wikipedia_text(path: Path) -> str:
 
     Bytes that are not UTF-8 become U+FFFD, which `validate_pairs` reports as the row problem "text not UTF-8".
     """
+    require_regular(path, "The text file", "Replace it with the item's text file.")
     try:
         raw = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
@@ -214,6 +217,7 @@ def _read_wikipedia_text(path: Path) -> str:
 
 def _read_list(path: Path) -> str:
     """A Wikipedia-layout list file as text, or a `CHTNError` saying how to fix its encoding."""
+    require_regular(path, "The list file", "Replace it with the dataset's text file of that name.")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

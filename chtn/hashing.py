@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
+from stat import S_ISREG
 
 
 def file_digest(path: Path) -> str:
-    """SHA-1 of a file's bytes (memoised on path, mtime and size); "missing" if it cannot be read."""
+    """SHA-1 of a file's bytes (memoised on path, mtime and size); "missing" if it cannot be read or is not a
+    regular file (reading a named pipe would block forever, a device never end)."""
     try:
         stat = path.stat()
+        if not S_ISREG(stat.st_mode):
+            return "missing"
         return _sha1_of_file(str(path), stat.st_mtime_ns, stat.st_size)
     except OSError:  # missing, a directory, or no permission to read (never memoised)
         return "missing"

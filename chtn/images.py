@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from chtn.errors import CHTNError
+from chtn.files import require_regular
 
 MAX_PIXELS = 50_000_000  # larger uploads are refused rather than risking memory exhaustion
 
@@ -17,6 +18,8 @@ MAX_PIXELS = 50_000_000  # larger uploads are refused rather than risking memory
 def open_rgb(source: str | Path | BinaryIO, name: str | None = None) -> Image.Image:
     """Decode an image file or upload to RGB, or raise `CHTNError` naming the file and the problem."""
     label = name or str(source)
+    if isinstance(source, str | Path):
+        require_regular(source, "The image", "Give a JPEG or PNG file.")
     try:
         with warnings.catch_warnings():  # the size is checked below, with a message that says the limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -42,6 +42,7 @@ NEAR_NAME_SEARCHES = 200  # difflib look-ups per run: a wrong folder would other
 FIXES = {
     "missing image file": "restore the file, or correct the row's image path (relative to the manifest's folder)",
     "image path is a folder": "point the row at an image file inside that folder",
+    "image path is not a regular file": "point the row at a JPEG or PNG file (not a named pipe or a device)",
     "unreadable image file": "re-export or download the image again as a complete JPEG or PNG",
     "image too large": f"resize it to at most {MAX_PIXELS:,} pixels (e.g. 7000x7000), the limit for every image",
     "empty text": "give the pair its text (Wikipedia layout: texts/<id>.txt)",
@@ -181,11 +182,14 @@ def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, n
     from PIL import Image
 
     try:
-        is_dir, is_file = path.is_dir(), path.is_file()
+        is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
     except OSError:  # a name too long for the file system: a missing file
-        is_dir = is_file = False
+        is_dir = is_file = exists = False
     if is_dir:
         report.add("image path is a folder", row, item_id, _shown(path, base))
+        return False
+    if exists and not is_file:  # a named pipe, a device or a socket: never opened (a pipe would block)
+        report.add("image path is not a regular file", row, item_id, _shown(path, base))
         return False
     if not is_file:
         match = near.find(path)

@@ -100,9 +100,12 @@ def test_a_significant_change_below_the_minimum_effect_is_negligible_not_helped(
     row = gain.loc[("c3", "i2t")]
     assert row["p_adjusted"] <= 0.10 and row["ΔAP"] == pytest.approx(0.002)
     assert row["flag"] == NEGLIGIBLE
-    assert transfer_gain(model, reference, resamples=500, min_effect=0.001).set_index(
-        ["category", "direction"]
-    ).loc[("c3", "i2t"), "flag"] == HELPED
+    assert (
+        transfer_gain(model, reference, resamples=500, min_effect=0.001)
+        .set_index(["category", "direction"])
+        .loc[("c3", "i2t"), "flag"]
+        == HELPED
+    )
 
 
 def test_small_categories_are_insufficient_evidence():

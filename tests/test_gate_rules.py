@@ -10,10 +10,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analysis.gate_rules import (
     DEFAULT_RULE,
     FIGURE_COLUMNS,
+    MAX_RULE_BYTES,
     METRICS,
     RuleFileError,
     decide,
@@ -117,7 +120,19 @@ ERRORS = {
     ),
     "min_queries zero": (GOOD + "min_queries = 0 # <-\n", "min_queries", ">= 1"),
     "min_queries non-integer": (GOOD + "min_queries = 2.5 # <-\n", "min_queries", "whole number"),
-    "resamples too few": ("[stats]\nresamples = 50 # <-\n" + GOOD, "stats.resamples", ">= 100"),
+    "resamples too few": ("[stats]\nresamples = 50 # <-\n" + GOOD, "stats.resamples", "from 100 to 1,000,000"),
+    "resamples as a huge float": ("[stats]\nresamples = 1e12 # <-\n" + GOOD, "stats.resamples", "1,000,000"),
+    "resamples of 2**63 - 1": (
+        f"[stats]\nresamples = {2**63 - 1} # <-\n" + GOOD,
+        "stats.resamples",
+        "not a whole number from 100 to 1,000,000",
+    ),
+    "integer too large for a float": (
+        GOOD.replace("absolute = -0.01 }", f"relative = {10**400} }} # <-"),
+        "change.relative",
+        "too large",
+    ),
+    "hexadecimal seed beyond any use": (f"[stats]\nseed = 0x{'f' * 5000} # <-\n" + GOOD, "stats.seed", "too large"),
     "negative seed": ("[stats]\nresamples = 1000\nseed = -1 # <-\n" + GOOD, "stats.seed", ">= 0"),
     "multiplicity": ('[stats]\nmultiplicity = "bh" # <-\n' + GOOD, "stats.multiplicity", "holm"),
     "min_effect text": ('[stats]\nmin_effect = "0.01" # <-\n' + GOOD, "stats.min_effect", "not a number"),
@@ -170,6 +185,78 @@ def test_read_rules_keeps_the_text_verbatim_and_explains_a_missing_file(tmp_path
     (tmp_path / "latin.toml").write_bytes("# caf\xe9\n".encode("latin-1") + GOOD.encode())
     with pytest.raises(RuleFileError, match="UTF-8"):
         read_rules(tmp_path / "latin.toml")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n" + GOOD, "nested too deeply"),
+        (GOOD + "value = " + "{ a = " * 3000 + "1" + " }" * 3000 + "\n", "nested too deeply"),
+        (GOOD + "value = { lower = " + "1" * 5000 + " }\n", "bad.toml, line 6: a number has too many digits"),
+    ],
+    ids=["nested arrays", "nested inline tables", "5000-digit integer"],
+)
+def test_what_tomllib_cannot_parse_is_a_rule_file_error(text, fragment):
+    with pytest.raises(RuleFileError, match=fragment):
+        load_rules(text, "bad.toml")
+
+
+def test_only_a_rule_file_of_bounded_size_is_read(tmp_path):  # pipes and devices: test_robustness, in a subprocess
+    with pytest.raises(RuleFileError, match="is a folder, not a regular file"):
+        read_rules(tmp_path)
+    huge = tmp_path / "huge.toml"
+    huge.write_text(GOOD + "#" * MAX_RULE_BYTES)
+    with pytest.raises(RuleFileError, match=f"larger than {MAX_RULE_BYTES:,} bytes"):
+        read_rules(huge)
+
+
+_keys = st.sampled_from(
+    ["stats", "rule", "resamples", "seed", "metric", "slice", "severity", "value", "change", "lower", "upper"]
+    + ["direction", "absolute", "relative", "on", "min_queries", "name"]
+)
+_scalars = st.one_of(
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.sampled_from(["map", "overall", "category:*", "block", "warn", "higher_is_better", "point", "holm", ""]),
+    st.text(max_size=8),
+)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=4), max_leaves=12
+)
+
+
+def _toml(value: object) -> str:
+    """A value written as TOML (inline tables and arrays), hypothesis's raw material for rule files."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+    return str(value)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stats=st.dictionaries(_keys, _values, max_size=3),
+    rules=st.lists(st.dictionaries(_keys, _values, max_size=6), max_size=3),
+    depth=st.one_of(st.none(), st.integers(1, 3000)),
+)
+def test_any_rule_file_is_rules_or_a_rule_file_error(stats, rules, depth):
+    lines = ["[stats]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in stats.items())]
+    for rule in rules:
+        lines.append("[[rule]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in rule.items()))
+    if depth is not None:
+        lines.append("deep = " + "[" * depth + "]" * depth + "\n")
+    try:
+        load_rules("".join(lines), "any.toml")
+    except RuleFileError as exc:
+        assert str(exc).startswith("any.toml")
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------

@@ -104,9 +104,9 @@ def test_the_core_package_imports_neither_analysis_nor_views():
 
 
 def _moved_by_another_cpu(row: np.ndarray, seed: int) -> np.ndarray:
-    """`row` with every component moved by up to a relative 1e-6, as another CPU's rounding moves it. The move is a function of
-    the row's content, as a deterministic kernel's is: identical inputs (duplicate images or texts, whose exact
-    score ties the ranking keeps) stay identical on any one machine."""
+    """`row` with every component moved by up to a relative 1e-6, as another CPU's rounding moves it. The move is a
+    function of the row's content, as a deterministic kernel's is: identical inputs (duplicate images or texts, whose
+    exact score ties the ranking keeps) stay identical on any one machine."""
     content = int.from_bytes(hashlib.sha256(row.tobytes()).digest()[:8], "little")
     return (row * (1 + np.random.default_rng([seed, content]).uniform(-1e-6, 1e-6, row.shape))).astype(np.float32)
 

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis import review_queue as rq
 from analysis.review_render import ReviewContext, export_table, queue_json, summary_html, verdict_counts
@@ -161,11 +163,49 @@ def test_meeting_queue_is_stratified_deterministic_and_survives_a_url_round_trip
         ("sizes=3", "field=value"),
         ("{not json", "JSON"),
         ("[1, 2]", "field=value"),
+        ("size=30,,", "item 2 of 3 is empty"),
+        (",size=30", "item 1 of 2 is empty"),
+        ("strata=category++kind", "empty value between '\\+' signs"),
+        ('{"size": [1]}', "size must be a whole number"),
+        ('{"seed": 1.5}', "seed must be a whole number"),
+        ('{"categories": [1]}', "categories must be a list of strings"),
+        ('{"kinds": null}', "kinds must be a list of strings"),
+        ('{"pick": ["severe"]}', "pick must be"),
+        ('{"size": 1' + "0" * 5000 + "}", "too many digits"),
+        ('{"size": ' * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_specs_name_the_field(text, field):
     with pytest.raises(CHTNError, match=field):
         rq.QueueSpec.parse(text)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+    | st.sampled_from(["category", "i2t", "wrong_top1", "severe", "30"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=st.dictionaries(st.sampled_from(list(rq.QueueSpec.__dataclass_fields__)), _json_values, max_size=4))
+def test_any_json_spec_is_a_spec_or_a_clean_error(spec):
+    try:
+        parsed = rq.QueueSpec.parse(json.dumps(spec))
+    except CHTNError as exc:
+        assert str(exc).startswith("Invalid queue spec: ")
+    else:
+        assert 1 <= parsed.size <= 10_000 and all(isinstance(c, str) for c in parsed.categories)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet="size=30,sed+catgorykindsrpc{}[]\"': ", max_size=40))
+def test_any_spec_string_is_a_spec_or_a_clean_error(text):
+    try:
+        rq.QueueSpec.parse(text)
+    except CHTNError as exc:
+        assert str(exc).startswith("Invalid queue spec: ")
 
 
 def test_exports_keep_notes_verbatim_and_inert(sample):

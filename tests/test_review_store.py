@@ -252,6 +252,17 @@ def test_a_database_from_a_newer_version_is_refused(store: ReviewStore, location
         ReviewStore(location)
 
 
+@pytest.mark.parametrize("version", ["'2.0-beta'", "1.5", "-1"])
+def test_a_schema_version_that_is_not_a_whole_number_is_a_clear_error(tmp_path: Path, version: str) -> None:
+    path = tmp_path / "review.sqlite"
+    with sqlite3.connect(path) as conn:  # another program's schema_version table, whose versions are not ours
+        conn.execute("CREATE TABLE schema_version (version, applied_at)")
+        conn.execute(f"INSERT INTO schema_version VALUES ({version}, '2024-01-01')")
+    conn.close()
+    with pytest.raises(ReviewStoreError, match=r"records schema version .*, not a whole number: it was not written"):
+        ReviewStore(path)
+
+
 # Concurrency -----------------------------------------------------------------------------------------------------
 
 

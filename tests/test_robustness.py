@@ -11,8 +11,11 @@ import csv
 import functools
 import io
 import json
+import os
 import shutil
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from chtn.errors import CheckpointError, CHTNError
 from tests.conftest import CHECKPOINTS, PAIRS
 
 SAMPLE = CHECKPOINTS / "chtn_no_source.safetensors"
+ROOT = Path(__file__).resolve().parents[1]
 PROPERTY = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
@@ -517,6 +521,54 @@ def test_the_cli_reports_a_truncated_image_without_a_traceback(tmp_path, capsys)
     assert code == 2 and "truncated.jpg" in err and ("validate" in err or "validation" in err)
 
 
+def _fifo_manifest(folder: Path) -> Path:
+    """The tiny manifest with its first test image replaced by a named pipe that has no writer."""
+    manifest = tiny_manifest(folder)
+    pipe = folder / "pipe.jpg"
+    os.mkfifo(pipe)
+    rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
+    rows[0]["image"] = str(pipe)
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def _chtn(*argv: object) -> subprocess.CompletedProcess:
+    """`python -m chtn` in a subprocess; the timeout is a safety net so that a regression (opening a pipe) fails
+    instead of hanging the suite. A refusal takes the few seconds of starting Python."""
+    return subprocess.run(
+        [sys.executable, "-m", "chtn", *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_named_pipes_and_devices_are_refused_without_being_opened(tmp_path):
+    pipe = tmp_path / "pairs.csv"
+    os.mkfifo(pipe)
+    run = _chtn("validate", "--data", pipe)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"error: The manifest {pipe} is a named pipe, not a regular file. Give a .csv or .jsonl" in run.stderr
+    run = _chtn("validate", "--data", _fifo_manifest(tmp_path))
+    assert run.returncode == 1 and "image path is not a regular file: 1" in run.stdout
+    run = _chtn("search", "--checkpoint", SAMPLE, "--data", PAIRS, "--image", tmp_path / "pipe.jpg")
+    assert run.returncode == 2 and "pipe.jpg is a named pipe, not a regular file" in run.stderr
+    compare = ["compare", "--baseline", SAMPLE, "--candidate", SAMPLE, "--data", PAIRS, "--out", tmp_path / "out"]
+    run = _chtn(*compare, "--rule", pipe)
+    assert run.returncode == 2 and f"error: The rule file {pipe} is a named pipe, not a regular file" in run.stderr
+    run = _chtn(*compare, "--rule", "/dev/zero")
+    assert run.returncode == 2 and "/dev/zero is a device or socket, not a regular file" in run.stderr
+    os.mkfifo(tmp_path / "spec.json")
+    code = (
+        "import sys; from chtn.hashing import file_digest; from pathlib import Path; "
+        "from analysis.review import spec_from_text\n"
+        "assert file_digest(Path(sys.argv[1]) / 'pipe.jpg') == 'missing'\n"
+        "spec_from_text(str(Path(sys.argv[1]) / 'spec.json'), None)"
+    )
+    run = subprocess.run([sys.executable, "-c", code, tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "CHTNError: The queue spec file" in run.stderr and "spec.json is a named pipe" in run.stderr
+
+
 # ---- arguments checked before any work -------------------------------------------------------------------
 
 
@@ -864,3 +916,16 @@ def test_app_shows_each_class_of_bad_file_as_an_error_box_and_keeps_working(tmp_
         assert not at.exception and len(at.error) == 1 and message in at.error[0].value, path.name
     at.text_input(key="sb_dataset_path").input(str(PAIRS)).run()
     assert not at.exception and not at.error and len(at.metric) == 9
+
+
+def test_a_crash_in_any_command_is_exit_3_never_the_no_go_code(capsys, monkeypatch):
+    """Exit 1 is `compare`'s NO-GO: a bug anywhere must not read as one. Invalid input stays exit 2."""
+    import chtn.evaluate
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(chtn.evaluate, "evaluate_embeddings", broken)  # an internal error, injected
+    assert main(["evaluate", "--checkpoint", str(SAMPLE), "--data", str(PAIRS)]) == 3
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError: a bug" in err and "error: internal error in chtn evaluate (a bug" in err
