@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -96,22 +97,29 @@ def test_bad_input_is_exit_2_and_a_crash_is_exit_3(tmp_path, capsys, monkeypatch
     assert "internal error" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("per_category, categories", [(2, 5), (20, 1)], ids=["10 queries", "one category"])
-def test_a_split_without_evidence_is_exit_2_insufficient_evidence_not_go(tmp_path, capsys, per_category, categories):
+def write_small_split(folder: Path, per_category: int, categories: int) -> tuple[Path, int]:
+    """A manifest of the sample's first `per_category` test rows of its first `categories` categories (images by
+    absolute path): (its path, its number of rows)."""
     rows = [r for r in csv.DictReader(PAIRS.open(newline="", encoding="utf-8")) if r["split"] == "test"]
     picked, seen = [], {}
     for row in rows:
         if seen.get(row["label"], 0) < per_category and (row["label"] in seen or len(seen) < categories):
             seen[row["label"]] = seen.get(row["label"], 0) + 1
             picked.append({**row, "image": str((PAIRS.parent / row["image"]).resolve())})
-    manifest = tmp_path / "small.csv"
+    manifest = folder / "small.csv"
     with manifest.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(picked[0]))
         writer.writeheader()
         writer.writerows(picked)
+    return manifest, len(picked)
+
+
+@pytest.mark.parametrize("per_category, categories", [(2, 5), (20, 1)], ids=["10 queries", "one category"])
+def test_a_split_without_evidence_is_exit_2_insufficient_evidence_not_go(tmp_path, capsys, per_category, categories):
+    manifest, n = write_small_split(tmp_path, per_category, categories)
     code = main(["compare", "--baseline", NO_SOURCE, "--candidate", FASHION, "--data", str(manifest),
                  "--out", str(tmp_path / "out")])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 2 and err.count("insufficient evidence") == 1 and "Traceback" not in err
-    assert f"{len(picked)} queries in {categories} categor" in err and "GO" not in out
+    assert f"{n} queries in {categories} categor" in err and "GO" not in out
     assert not (tmp_path / "out" / "BLESSED").exists()

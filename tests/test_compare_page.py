@@ -7,6 +7,7 @@ import pytest
 
 from analysis.review_store import ReviewStore
 from tests.test_app import _app
+from tests.test_compare_cli import write_small_split
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +85,16 @@ def test_a_bad_rule_file_is_a_clear_error(review_db, tmp_path):
     rule.write_text('[[rule]]\nmetric = "map"\nslice = "everything"\nseverity = "block"\nvalue = { lower = 0 }\n')
     at = _app("views/compare.py", baseline="chtn_no_source", rule=str(rule))
     assert any("Cannot compare" in e.value and 'field "slice"' in e.value for e in at.error)
+
+
+def test_a_split_without_evidence_says_so_instead_of_a_verdict(review_db, tmp_path):
+    from views.common import DATA_PATH
+
+    manifest, n = write_small_split(tmp_path, 20, 1)
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
+    at.sidebar.selectbox(key="sb_dataset").set_value(DATA_PATH).run()
+    at.sidebar.text_input(key="sb_dataset_path").input(str(manifest)).run()
+    assert not at.exception and not at.error
+    (box,) = [w.value for w in at.warning if "insufficient evidence" in w.value]
+    assert f"{n} queries in 1 category" in box and "neither GO nor NO-GO" in box
+    assert not [w for w in [*at.success, *at.warning] if "The rules say" in w.value]

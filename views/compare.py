@@ -14,7 +14,7 @@ import streamlit as st
 
 from analysis import compare_render as render
 from analysis import workspace as ws
-from analysis.compare import compare_checkpoints
+from analysis.compare import compare_checkpoints, insufficient_statement
 from analysis.gate_rules import read_rules, rules_table
 from analysis.projection import ProjectionParams, cached_project_two
 from analysis.review import regression_review, regressions_queue
@@ -91,6 +91,9 @@ except CHTNError as exc:  # e.g. different label sets, or query sets
     st.error(f"**Cannot compare.** {exc}", icon=":material/error:")
     st.stop()
 comparison, decision = outcome.comparison, outcome.decision
+if comparison.figures["insufficient"].all():  # no slice holds evidence: the rules can say neither GO nor NO-GO
+    st.warning(insufficient_statement(comparison), icon=":material/gavel:")
+    st.stop()
 
 st.markdown(
     f"**B** `{candidate.path.stem}` ({candidate.digest[:8]}) against **A** `{baseline.path.stem}` "
