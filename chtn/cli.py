@@ -313,7 +313,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     columns = ["rank", "id", "score", "tied_with", "tie_ranks", "category"]
     columns += (["relevant"] if label is not None else []) + ["text"]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"tied_with: other items scoring within {TIE_TOLERANCE:g} of the result (tie_ranks: the ranks they span)")
+    print(
+        f"tied_with: other items with the result's score to four decimals (the same multiple of {TIE_TOLERANCE:g}; "
+        "tie_ranks: the ranks they span)"
+    )
     if view.paired_rank is not None:
         tie = describe_tie(*view.paired_tie) if view.paired_tie is not None else ""
         print(f"its own pair ranks #{view.paired_rank} of {view.n_allowed}" + (f", {tie}" if tie else ""))

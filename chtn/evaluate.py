@@ -16,8 +16,9 @@ gallery have undefined AP (NaN): they are excluded from the mean and counted in
 ``EvaluationReport.summary()``.
 
 Instance-level figures (query i's own pair is gallery row i): the protocol rank of the
-pair (``paired_rank``, stable tie-break), its tie group within ``TIE_TOLERANCE`` (items
-"tied to four decimals", the order among which the model did not make), and own-pair
+pair (``paired_rank``, stable tie-break), its tie group (items whose score rounds to the
+same multiple of ``TIE_TOLERANCE``: "tied to four decimals", the order among which the model
+did not make), and own-pair
 recall@k and median rank under an explicit tie rule: exactly tied items are taken in a
 uniformly random order (tie-aware expected values, McSherry & Najork, ECIR 2008). A pair
 exactly tied with t other items over ranks [a, a + t] has rank r with probability
@@ -48,7 +49,7 @@ class RetrievalEval:
     top1_correct: np.ndarray  # (n_queries,) bool: is the top-1 result relevant
     at_k: int | None  # None for MAP over the full ranking
     query_labels: np.ndarray  # (n_queries,) category index of each query (for per-category breakdowns)
-    paired_ties: TieGroups | None  # (n_queries,) arrays: the pair's group within TIE_TOLERANCE; None if unpaired
+    paired_ties: TieGroups | None  # (n_queries,) arrays: the pair's four-decimal tie group; None if unpaired
     paired_exact: TieGroups | None  # (n_queries,) arrays: the items scoring exactly as the pair; None if unpaired
 
     def own_pair_recall(self, k: int) -> float:
@@ -164,7 +165,8 @@ class EvaluationReport:
         """One row per query per direction (i2t rows first) for error analysis.
 
         ``paired_rank`` is the protocol rank of the query's own pair; ``paired_tied_with`` the other items
-        within ``TIE_TOLERANCE`` of its score and ``paired_tie_first``/``_last`` the ranks they span together;
+        with its score to four decimals (``chtn.ranking.tie_groups``) and ``paired_tie_first``/``_last`` the ranks
+        they span together;
         ``paired_expected_rank`` its rank with exact ties in random order (the rule of the recall figures).
         Paired columns are -1 when query set and gallery differ.
         """

@@ -27,9 +27,11 @@ a query's scores differ in the last bit between the two, enough to reorder near-
 but without the bit-for-bit guarantee.
 
 Tie groups (:func:`tie_groups`): the softmax common space saturates (many scores near 1), so an order
-among items within ``TIE_TOLERANCE`` (1e-4: "tied to four decimals") of a result's score is not one the
-model made. The group of a result is every allowed row within the tolerance of its score, with the
-ranks the group spans; ``tolerance=0`` gives the exact ties of the ordering convention.
+among items whose scores agree to four decimals is not one the model made. Scores are tied when they
+round to the same multiple of ``TIE_TOLERANCE`` (1e-4): the groups partition each ranking, so two
+results shown side by side are either in one group (with the same ranks) or in disjoint ones, never in
+overlapping windows. The group of a result is every allowed row in its bucket, with the ranks the group
+spans; ``tolerance=0`` gives the exact ties of the ordering convention.
 
 Why this is written by hand: numpy has ``argpartition`` (unordered, and arbitrary about *which*
 tied items it keeps at the k-th boundary) and ``argsort`` (exact but O(n log n) over the whole
@@ -77,13 +79,15 @@ __all__ = [
     "TopK",
     "cosine_scores",
     "describe_tie",
+    "own_pair_headline",
     "normalize_rows",
     "rank_of",
+    "tie_bucket",
     "tie_groups",
     "top_k",
 ]
 
-# Scores closer than this to a result's score are "tied to four decimals" (see tie_groups).
+# Scores that round to the same multiple of this are "tied to four decimals" (see tie_groups).
 TIE_TOLERANCE = 1e-4
 # Unit-vector components are multiples of 1 / _GRID, which makes every score exact in float64.
 _GRID = 2.0**24
@@ -473,18 +477,19 @@ def tie_groups(
     chunk_size: int = 65536,
     normalized: bool = False,
 ) -> TieGroups:
-    """Tie group of each ranked result: the allowed rows scoring within ``tolerance`` of it (inclusive).
+    """Tie group of each ranked result: the allowed rows whose score falls in its :func:`tie_bucket`.
 
-    For result row r of query i, with score s: ``first = 1 + #(allowed rows scoring > s + tolerance)``,
-    ``last = #(allowed rows scoring >= s - tolerance)``, ``others = last - first`` (r itself is in the
-    group). ``tolerance=0`` gives the exact ties (equal float32 scores). Bounds are taken in float64,
-    so "within 1e-4" is not blurred by float32 rounding of s +- 1e-4.
+    For result row r of query i, with bucket b: ``first = 1 + #(allowed rows in a higher bucket)``,
+    ``last = #(allowed rows in bucket b or higher)``, ``others = last - first`` (r itself is in the group).
+    Buckets partition the scores, so the groups of one query never overlap: two results are in one group,
+    with the same ranks, or in disjoint ones. ``tolerance=0`` gives the exact ties (equal float32 scores).
+    Buckets are computed in float64 from the float32 scores, the same way for every row.
 
     Args:
         queries, gallery, mask, chunk_size, normalized: as :func:`top_k`.
         indices: (n_queries, m) allowed gallery rows, e.g. ``top_k(...).indices``; with one (d,) query
             also a (m,) vector.
-        tolerance: half-width of the group, >= 0.
+        tolerance: width of a bucket, >= 0 (0: exact ties).
 
     Returns :class:`TieGroups` of (n_queries, m) arrays. Raises ``ValueError`` for a malformed
     ``indices`` (wrong shape, outside the gallery, or rows the mask excludes) or a negative tolerance.
@@ -510,9 +515,10 @@ def tie_groups(
     qb = _query_block(chunk_size, max(q.shape[0], 1))
     for q0 in range(0, q.shape[0] if idx.size else 0, qb):
         qs = q[q0 : q0 + qb]
-        s = _pair_scores(qs, g, idx[q0 : q0 + qb], normalized).astype(np.float64)
-        upper, lower = s + tolerance, s - tolerance
-        floor = lower.min(axis=1, keepdims=True)  # rows below every lower bound count for no result
+        s = _pair_scores(qs, g, idx[q0 : q0 + qb], normalized)
+        bucket = tie_bucket(s, tolerance)
+        # rows scoring below this count for no result: a row in a bucket >= b scores at least (b - 1/2) * tolerance
+        floor = s.min(axis=1, keepdims=True).astype(np.float64) - tolerance
         above = np.zeros(s.shape, dtype=np.int64)
         within = np.zeros(s.shape, dtype=np.int64)
         q64 = qs.astype(np.float64)
@@ -522,12 +528,19 @@ def tie_groups(
                 _check_finite(sims, block)
             near = sims >= floor
             for i in np.flatnonzero(near.any(axis=1)):
-                values = np.sort(sims[i, near[i]]).astype(np.float64)
-                above[i] += len(values) - np.searchsorted(values, upper[i], side="right")
-                within[i] += len(values) - np.searchsorted(values, lower[i], side="left")
+                buckets = tie_bucket(np.sort(sims[i, near[i]]), tolerance)  # sorted: the bucket is monotone
+                above[i] += len(buckets) - np.searchsorted(buckets, bucket[i], side="right")
+                within[i] += len(buckets) - np.searchsorted(buckets, bucket[i], side="left")
         first[q0 : q0 + qb] = above + 1
         last[q0 : q0 + qb] = within
     return TieGroups(last - first, first, last)
+
+
+def tie_bucket(scores: np.ndarray, tolerance: float = TIE_TOLERANCE) -> np.ndarray:
+    """The tie bucket of float32 scores, as float64: the nearest multiple of ``tolerance`` (in units of it), or the
+    score itself for ``tolerance=0``. Monotone in the score, so sorted scores give sorted buckets."""
+    values = np.asarray(scores, dtype=np.float64)
+    return values if tolerance == 0 else np.floor(values / tolerance + 0.5)
 
 
 def describe_tie(others: int, first: int, last: int) -> str:
@@ -535,6 +548,16 @@ def describe_tie(others: int, first: int, last: int) -> str:
     if others <= 0:
         return ""
     return f"tied with {others} other{'s' if others > 1 else ''} (ranks {first}–{last})"
+
+
+def own_pair_headline(rank: int, tie: tuple[int, int, int] | None) -> str:
+    """What a page shows in large type for the own pair's rank: its tie group's range when it is tied ("ranks 1–14":
+    one number would claim an order the model did not make), else "#rank"; "filtered out" for rank 0."""
+    if rank == 0:
+        return "filtered out"
+    if tie is not None and tie[0] > 0:
+        return f"ranks {tie[1]}–{tie[2]}"
+    return f"#{rank}"
 
 
 def _gallery_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:

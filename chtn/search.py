@@ -26,7 +26,7 @@ class ResultView:
     """Top-k results of one query, ready to render.
 
     ``table`` columns: rank, row, id, score, tied_with, tie_first, tie_last, category, relevant, text, image;
-    ``tied_with`` counts the other allowed items within ``chtn.ranking.TIE_TOLERANCE`` of the result's score and
+    ``tied_with`` counts the other allowed items whose score rounds to the result's (``chtn.ranking.tie_groups``) and
     ``tie_first``..``tie_last`` are the ranks they span together (the order inside is the tie-break).
     """
 

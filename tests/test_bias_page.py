@@ -20,11 +20,16 @@ def test_cifar_source_page_says_the_source_was_switched_off_and_shows_every_cate
     assert {m.label for m in at.metric} == {
         "helped",
         "negative transfer",
+        "negligible effect",
         "no detectable effect",
         "insufficient evidence",
     }
     assert len(at.get("plotly_chart")) >= 5
-    assert "Benjamini-Hochberg" in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Benjamini-Hochberg" in captions and "unadjusted" in captions and "Holm-adjusted p < 0.05" in captions
+    assert "these two training runs, not the two recipes" in captions
+    for column in ("q I->T", "q T->I"):
+        assert "0.000" not in set(table[column])  # below 0.001 it reads "< 0.001"
 
 
 def test_a_checkpoint_without_source_is_told_what_to_pick():

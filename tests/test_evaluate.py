@@ -214,12 +214,13 @@ def test_own_pair_figures_count_exact_ties_in_random_order():
 
 
 def test_paired_tie_group_reaches_four_decimals_but_exact_ties_do_not():
-    angle = np.array([0.0, 0.01, 0.02, np.pi / 2])  # cosines with row 0: 1, 0.99995, 0.9998, 0
+    angle = np.array([0.0, 0.004, 0.008, 0.03])  # cosines with row 0: 1, 0.999992, 0.999968, 0.99955
     gallery = np.stack([np.cos(angle), np.sin(angle)], axis=1)
     r = evaluate_direction(gallery, gallery.copy(), np.zeros(4, int), np.zeros(4, int), "t2i")
-    assert (r.paired_ties.others[0], r.paired_ties.first[0], r.paired_ties.last[0]) == (1, 1, 2)
-    # query 1: its own pair scores 1, rows 0 and 2 score 0.99995, all within 1e-4: ranks 1-3
-    assert (r.paired_ties.others[1], r.paired_ties.first[1], r.paired_ties.last[1]) == (2, 1, 3)
+    # query 0: rows 0-2 all read 1.0000 to four decimals (ranks 1-3); row 3 reads 0.9996
+    assert (r.paired_ties.others[0], r.paired_ties.first[0], r.paired_ties.last[0]) == (2, 1, 3)
+    # query 3: its own pair 1.0000 stands alone; row 2 reads 0.9997 (cos 0.022), not the same to four decimals
+    assert (r.paired_ties.others[3], r.paired_ties.first[3], r.paired_ties.last[3]) == (0, 1, 1)
     assert (r.paired_exact.others == 0).all() and r.own_pair_recall(1) == 1.0
 
 

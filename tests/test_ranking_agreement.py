@@ -111,13 +111,28 @@ def _moved_by_another_cpu(row: np.ndarray, seed: int) -> np.ndarray:
     return (row * (1 + np.random.default_rng([seed, content]).uniform(-1e-6, 1e-6, row.shape))).astype(np.float32)
 
 
+def _assert_only_boundary_scores_crossed(gallery, shifted, direction: str, row: int) -> None:
+    """Query `row`'s tie group moved: some score crossed a four-decimal boundary, and every score that did was
+    within 5e-6 of it before the move."""
+    from chtn.ranking import TIE_TOLERANCE, cosine_scores, tie_bucket
+    from chtn.search import query_side
+
+    (query, targets), (query_moved, targets_moved) = (query_side(g, direction) for g in (gallery, shifted))
+    before = cosine_scores(query[row], targets)
+    after = cosine_scores(query_moved[row], targets_moved)
+    crossed = tie_bucket(before) != tie_bucket(after)
+    assert crossed.any(), row
+    to_edge = np.abs((before[crossed] / TIE_TOLERANCE + 0.5) - np.round(before[crossed] / TIE_TOLERANCE + 0.5))
+    assert (to_edge * TIE_TOLERANCE <= 5e-6).all(), row
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_figures_ties_and_queue_survive_a_last_bits_change_of_the_embeddings(sample, seed):
     """Another CPU's float kernels move embeddings in their last bits (the fashion checkpoint's MAP I->T read
     0.8951995 on an AMD EPYC against 0.8952000 from the shipped embeddings; recomputed there, components differ by
-    up to 1.2e-6, and the ties, tie groups and meeting queue were the same). Moving every component by a relative
-    1e-6 (about 8 float32 ulps) must leave the headline figures within 1e-5 and the displayed tie groups and the
-    meeting queue as they were: what a meeting sees does not depend on the machine."""
+    up to 1.2e-6). Moving every component by a relative 1e-6 (about 8 float32 ulps) must leave the headline figures
+    within 1e-5 and the meeting queue as it was. A tie group may change only where a score sits within the move's
+    reach of a four-decimal boundary: any rule that makes groups out of continuous scores has such boundaries."""
     from analysis.review_queue import QueueSpec, annotate, meeting_queue, query_outcomes
     from chtn.evaluate import evaluate_embeddings
     from chtn.gallery import Gallery
@@ -132,8 +147,10 @@ def test_figures_ties_and_queue_survive_a_last_bits_change_of_the_embeddings(sam
             assert after[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
     for direction in ("i2t", "t2i"):
         old, new = getattr(report, direction).paired_ties, getattr(again, direction).paired_ties
-        for field in ("others", "first", "last"):
-            np.testing.assert_array_equal(getattr(new, field), getattr(old, field))
+        moved_groups = np.flatnonzero((old.first != new.first) | (old.last != new.last))
+        assert len(moved_groups) <= len(gallery) // 100, direction
+        for row in moved_groups:
+            _assert_only_boundary_scores_crossed(gallery, shifted, direction, row)
     empty = pd.DataFrame(columns=["query_id", "direction", "reviewer", "verdict", "note"])
     queues = [
         meeting_queue(annotate(query_outcomes(g, r, names), empty), QueueSpec(size=30))

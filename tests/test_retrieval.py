@@ -9,6 +9,7 @@ bit-identical however the matmul is blocked), duplicated gallery rows, and all-e
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -587,12 +588,18 @@ def test_scores_of_one_query_equal_those_of_a_batch_bit_for_bit():
 
 
 def brute_ties(scores, indices, tolerance, mask=None):
-    """(others, first, last) of each result from the full score rows, bounds in float64."""
+    """(others, first, last) of each result from the full score rows: rows whose float32 score rounds to the same
+    multiple of `tolerance` (in float64) are tied; exactly equal scores for tolerance 0."""
+
+    def bucket(x):
+        x = x.astype(np.float64)
+        return x if tolerance == 0 else np.floor(x / tolerance + 0.5)
+
     allowed = np.ones(scores.shape[1], bool) if mask is None else mask
-    s = scores[:, allowed].astype(np.float64)
-    own = np.take_along_axis(scores, indices, axis=1).astype(np.float64)
-    above = (s[:, None, :] > own[:, :, None] + tolerance).sum(axis=2)
-    within = (s[:, None, :] >= own[:, :, None] - tolerance).sum(axis=2)
+    s = bucket(scores[:, allowed])
+    own = bucket(np.take_along_axis(scores, indices, axis=1))
+    above = (s[:, None, :] > own[:, :, None]).sum(axis=2)
+    within = (s[:, None, :] >= own[:, :, None]).sum(axis=2)
     return within - above - 1, above + 1, within
 
 
@@ -629,6 +636,20 @@ def test_tie_groups_on_random_data_with_a_tolerance_spanning_several_results():
     # one (d,) query with a (m,) vector of rows is one query
     single = tie_groups(queries[0], gallery, targets[0], tolerance=0.01)
     np.testing.assert_array_equal(single.last, groups.last[:1])
+
+
+def test_tie_groups_shown_side_by_side_never_overlap():
+    """Results of one query are in one group (the same ranks) or in disjoint groups: a grid never says "ranks 1–17"
+    on one card and "ranks 3–20" on the next."""
+    rng = np.random.default_rng(14)
+    queries, gallery = rng.standard_normal((6, 8)), rng.standard_normal((3000, 8))
+    best = top_k(queries, gallery, 200)
+    groups = tie_groups(queries, gallery, best.indices, tolerance=0.01)
+    for first, last in zip(groups.first, groups.last):
+        spans = set(zip(first.tolist(), last.tolist()))
+        for a, b in itertools.combinations(sorted(spans), 2):
+            assert a[1] < b[0], (a, b)  # sorted, distinct spans are disjoint
+    assert (groups.others > 0).any()
 
 
 def test_tie_groups_reject_bad_indices_and_tolerance():

@@ -58,8 +58,8 @@ st.plotly_chart(figure, width="stretch")
 
 st.subheader("Every query")
 st.caption(
-    f"“tied with”: other items scoring within {TIE_TOLERANCE:g} of the paired item (the same to about four "
-    "decimals); together they span the tie ranks, and their order there is not one the model made."
+    f"“tied with”: other items with the paired item's score to four decimals (rounded to the same multiple of "
+    f"{TIE_TOLERANCE:g}); together they span the tie ranks, and their order there is not one the model made."
 )
 per_query = ctx.report.per_query(ctx.gallery.data.ids, ctx.gallery.data.texts)
 number = st.column_config.NumberColumn
@@ -74,7 +74,12 @@ st.dataframe(
         "paired_tied_with": number("tied with"),
         "paired_tie_first": number("tie ranks from"),
         "paired_tie_last": number("tie ranks to"),
-        "paired_expected_rank": number("expected rank", help="With exact ties in random order"),
+        "paired_expected_rank": number(
+            "rank, exact ties averaged",
+            help="The middle of the ranks the pair shares with items scoring exactly as it does (the rule of the "
+            "recall and median figures above); the tie ranks beside it span the items that agree with it to four "
+            "decimals, a wider group.",
+        ),
     },
 )
 st.download_button("Download per-query CSV", csv_bytes(per_query), "per_query.csv", "text/csv")
