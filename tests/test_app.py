@@ -140,6 +140,21 @@ def test_choices_survive_a_page_switch():
     assert at.selectbox(key="sb_checkpoint").value == "chtn_cifar_source"
 
 
+def test_explorer_headline_of_a_tied_own_pair_is_its_range(fashion):
+    """One number in large type would claim an order the model did not make: a tied pair's headline is its range."""
+    gallery, report, _ = fashion
+    ties = report.t2i.paired_ties
+    tied, alone = int(np.argmax(ties.others > 0)), int(np.argmax(ties.others == 0))
+    for row, expected in (
+        (tied, f"ranks {ties.first[tied]}–{ties.last[tied]}"),
+        (alone, f"#{report.t2i.paired_rank[alone]}"),
+    ):
+        at = _app("views/explorer.py", direction="t2i", query=gallery.data.ids[row])
+        assert {m.label: m.value for m in at.metric}["Its own pair ranks"] == expected
+    captions = " ".join(c.value for c in at.caption)
+    assert "in gallery order" not in captions and "no other item has its score to four decimals" in captions
+
+
 def test_explorer_opens_the_view_from_a_shared_url(pairs):
     test = pairs.split("test")
     item = test.ids[7]

@@ -44,9 +44,10 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
     from playwright.sync_api import sync_playwright
 
     from analysis.explorer import pair_score
+    from chtn.ranking import own_pair_headline
 
     gallery, report = expected
-    ap, ranks = report.i2t.ap, report.i2t.paired_rank
+    ap, ranks, ties = report.i2t.ap, report.i2t.paired_rank, report.i2t.paired_ties
     rows = [int(np.argmax(ranks == 1)), int(np.argmax(ranks > 5)), int(np.nanargmin(ap))]  # distinct figures
     pairs = [(rows[0], rows[2]), (rows[2], rows[1])]  # (query, result) for the attribution page
     ids = gallery.data.ids
@@ -63,7 +64,8 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
         for tab, row in zip(explorers, rows):
             _wait_for(tab, "Top 5 texts")
             assert _metric(tab, "Query AP") == f"{ap[row]:.3f}"
-            assert _metric(tab, "Its own pair ranks") == f"#{ranks[row]}"
+            tie = (ties.others[row], ties.first[row], ties.last[row])
+            assert _metric(tab, "Its own pair ranks") == own_pair_headline(ranks[row], tie)
         for tab, (query, result) in zip(explainers, pairs):
             _wait_for(tab, "Strongest words")
             assert _metric(tab, "Similarity of the pair") == f"{pair_score(gallery, 'i2t', query, result):.4f}"
