@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -27,6 +27,14 @@ EXACT_UP_TO = 20  # the randomization test enumerates all 2^n sign flips up to t
 MIN_EFFECT = 0.01  # minimum practical |change| of AP: a smaller significant change is "negligible", never a flag
 TIE = 1e-12  # |d_q| at or below this is a tie (APs of one ranking code on one query set agree bit for bit)
 _BATCH = 500  # resamples evaluated at once: bounds memory at ~n x 500 floats for large query sets
+# The unit of resampling. "queries": one checkpoint per side, queries resampled one by one (a slice within one
+# category, whose queries cannot be split further). "clusters": one checkpoint per side, whole categories resampled
+# and sign-flipped (a category's text queries rank the same gallery, so their differences move together; resampling
+# them one by one understated the SE of a same-recipe MAP change 2.2x on the sample). "runs": several checkpoints
+# per side, each run's slice mean is one observation and Welch's t compares the sides: the only unit that holds
+# training-seed variance, so the only one that speaks of recipes.
+Unit = Literal["queries", "clusters", "runs"]
+MIN_UNITS: dict[str, int] = {"queries": 1, "clusters": 5, "runs": 2}  # below these: insufficient evidence
 
 
 @dataclass(frozen=True)
@@ -49,11 +57,14 @@ class PairedComparison:
     resamples: int
     seed: int
     min_queries: int
+    unit: Unit = "queries"  # what the interval and the test resample (see `Unit`)
+    units: int = 0  # how many independent units there were: queries, clusters, or the fewer runs of the two sides
+    runs: tuple[int, int] = (1, 1)  # training runs (checkpoints) of A and of B behind the figures
 
     @property
     def insufficient(self) -> bool:
-        """Too few queries for the slice to count on its own (docs/conventions.md, small slices)."""
-        return self.n < self.min_queries
+        """Too few queries, clusters or runs for the slice to count on its own (docs/conventions.md)."""
+        return self.n < self.min_queries or self.units < MIN_UNITS[self.unit]
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return {**asdict(self), "insufficient": self.insufficient}
@@ -74,6 +85,40 @@ def check_same_queries(ids_a: Sequence[str], ids_b: Sequence[str], what: str = "
         )
 
 
+def _described(a: np.ndarray, b: np.ndarray, min_queries: int) -> PairedComparison:
+    """The figures every comparison shares (means, difference, effect size, wins / ties / losses), with no interval
+    and no test yet; checks that a and b are paired, finite and non-empty."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise CHTNError(f"Paired scores need two equal-length vectors, got shapes {a.shape} and {b.shape}.")
+    if len(a) == 0:
+        raise CHTNError("No queries to compare: the slice is empty.")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise CHTNError("Per-query scores must be finite numbers; some are NaN or infinite.")
+    d, n = b - a, len(a)
+    sd = float(np.std(d, ddof=1)) if n >= 2 else 0.0
+    mean_a = float(a.mean())
+    return PairedComparison(
+        n=n,
+        mean_a=mean_a,
+        mean_b=float(b.mean()),
+        delta=float(d.mean()),
+        relative=float(d.mean() / mean_a) if mean_a else float("nan"),
+        ci_low=float("nan"),
+        ci_high=float("nan"),
+        p_value=float("nan"),
+        exact=False,
+        effect_size=float(d.mean() / sd) if sd > 0 else float("nan"),
+        wins=int((d > TIE).sum()),
+        ties=int((np.abs(d) <= TIE).sum()),
+        losses=int((d < -TIE).sum()),
+        resamples=0,
+        seed=0,
+        min_queries=min_queries,
+        units=n,
+    )
+
+
 def paired_comparison(
     a: np.ndarray,
     b: np.ndarray,
@@ -88,14 +133,8 @@ def paired_comparison(
     """
     from scipy import stats
 
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise CHTNError(f"Paired scores need two equal-length vectors, got shapes {a.shape} and {b.shape}.")
-    if len(a) == 0:
-        raise CHTNError("No queries to compare: the slice is empty.")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise CHTNError("Per-query scores must be finite numbers; some are NaN or infinite.")
-    d = b - a
+    base = _described(a, b, min_queries)
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     n = len(d)
     rng = np.random.default_rng([seed, stream])
     ci_low = ci_high = float("nan")
@@ -130,25 +169,106 @@ def paired_comparison(
                 batch=_BATCH,
             ).pvalue
         )
-    sd = float(np.std(d, ddof=1)) if n >= 2 else 0.0
-    mean_a = float(a.mean())
-    return PairedComparison(
-        n=n,
-        mean_a=mean_a,
-        mean_b=float(b.mean()),
-        delta=float(d.mean()),
-        relative=float(d.mean() / mean_a) if mean_a else float("nan"),
+    return replace(base, ci_low=ci_low, ci_high=ci_high, p_value=p_value, exact=exact, resamples=resamples, seed=seed)
+
+
+def cluster_comparison(
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    min_queries: int = MIN_QUERIES,
+    stream: int = 0,
+) -> PairedComparison:
+    """Mean difference B - A with whole clusters (categories) as the unit: the percentile bootstrap resamples
+    clusters with replacement (the mean over the queries they hold), and the randomization test flips the sign of
+    each cluster's differences together, exactly when there are at most EXACT_UP_TO clusters.
+
+    For one checkpoint per side: a category's queries move together, so resampling them one by one understates the
+    spread. Written here because scipy's bootstrap and permutation test resample single observations only.
+    """
+    base = _described(a, b, min_queries)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    names, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    if len(inverse) != len(a):
+        raise CHTNError(f"One cluster per query is needed: {len(a)} queries, {len(inverse)} cluster labels.")
+    k, d = len(names), b - a
+    sums = np.bincount(inverse, weights=d, minlength=k)
+    sizes = np.bincount(inverse, minlength=k).astype(np.float64)
+    rng = np.random.default_rng([seed, stream])
+    ci_low = ci_high = float("nan")
+    if k >= 2:
+        means = np.concatenate(
+            [
+                sums[draw].sum(axis=1) / sizes[draw].sum(axis=1)
+                for draw in (rng.integers(0, k, (min(_BATCH, resamples - i), k)) for i in range(0, resamples, _BATCH))
+            ]
+        )
+        ci_low, ci_high = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    exact = k <= EXACT_UP_TO
+    if np.all(np.abs(sums) <= TIE):
+        p_value = 1.0
+    elif exact:
+        p_value = _exact_sign_flip_p(sums)
+    else:
+        observed = abs(float(sums.sum())) * (1 - 1e-12)
+        hits = sum(
+            int((np.abs(rng.choice([-1.0, 1.0], (min(_BATCH, resamples - i), k)) @ sums) >= observed).sum())
+            for i in range(0, resamples, _BATCH)
+        )
+        p_value = (hits + 1) / (resamples + 1)  # the observed assignment counts among the resamples
+    return replace(
+        base,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=float(p_value),
+        exact=exact,
+        resamples=resamples,
+        seed=seed,
+        unit="clusters",
+        units=k,
+    )
+
+
+def runs_comparison(
+    a_runs: Sequence[np.ndarray], b_runs: Sequence[np.ndarray], min_queries: int = MIN_QUERIES
+) -> PairedComparison:
+    """B - A with training runs as the unit: each run's mean over the slice's queries is one observation, and
+    Welch's t (scipy) gives the two-sided p and the 95% interval of the difference of the sides' means. The only
+    comparison that holds training-seed variance, so the only one that speaks of recipes; it needs at least two
+    runs per side. Wins / ties / losses and the effect size are those of the per-query means over each side's runs.
+    """
+    from scipy import stats
+
+    a_runs = [np.asarray(x, dtype=np.float64) for x in a_runs]
+    b_runs = [np.asarray(x, dtype=np.float64) for x in b_runs]
+    if not a_runs or not b_runs or len({x.shape for x in a_runs + b_runs}) != 1:
+        raise CHTNError("Runs compared across sides must score the identical query set: equal-length vectors.")
+    per_query = _described(np.mean(a_runs, axis=0), np.mean(b_runs, axis=0), min_queries)
+    means_a, means_b = [float(x.mean()) for x in a_runs], [float(x.mean()) for x in b_runs]
+    delta = float(np.mean(means_b) - np.mean(means_a))
+    ci_low = ci_high = p_value = float("nan")
+    if min(len(a_runs), len(b_runs)) >= 2:
+        if np.ptp(means_a) == 0 and np.ptp(means_b) == 0:  # no spread between runs: the difference is exact
+            ci_low = ci_high = delta
+            p_value = 1.0 if abs(delta) <= TIE else 0.0
+        else:
+            test = stats.ttest_ind(means_b, means_a, equal_var=False)
+            interval = test.confidence_interval(CONFIDENCE)
+            ci_low, ci_high, p_value = float(interval.low), float(interval.high), float(test.pvalue)
+    return replace(
+        per_query,
+        mean_a=float(np.mean(means_a)),
+        mean_b=float(np.mean(means_b)),
+        delta=delta,
+        relative=delta / float(np.mean(means_a)) if np.mean(means_a) else float("nan"),
         ci_low=ci_low,
         ci_high=ci_high,
         p_value=p_value,
-        exact=exact,
-        effect_size=float(d.mean() / sd) if sd > 0 else float("nan"),
-        wins=int((d > TIE).sum()),
-        ties=int((np.abs(d) <= TIE).sum()),
-        losses=int((d < -TIE).sum()),
-        resamples=resamples,
-        seed=seed,
-        min_queries=min_queries,
+        unit="runs",
+        units=min(len(a_runs), len(b_runs)),
+        runs=(len(a_runs), len(b_runs)),
     )
 
 

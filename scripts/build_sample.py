@@ -3,10 +3,15 @@
     python scripts/build_sample.py                 # data + checkpoints
     python scripts/build_sample.py --data-only     # data only
     python scripts/build_sample.py --embeddings-only   # only the checkpoints' shipped test-split embeddings
+    python scripts/build_sample.py --checkpoints-only  # checkpoints and embeddings, the data as it is
 
 Target: the 20 most frequent article types, 10 train / 5 val / 20 test pairs each. Source: 100 other
 fashion images per type, labelled, texts withheld (the image-only catalogue), and 50 CIFAR-10
 images per class (an unrelated source).
+
+Replicates: the no-source and fashion-source recipes are trained again with seeds 1 and 2
+(`--set train.seed=S`, otherwise the same command) into `checkpoints/replicates/<name>_s<S>.safetensors`:
+three runs per recipe, the fewest with which `chtn compare` and `chtn bias` can test across training runs.
 
 Each checkpoint ships its test-split embeddings beside it (`<name>.embeddings.npz`, exact float32, keyed
 as the embedding cache keys them), so the dashboard's first open of the sample embeds nothing; they are
@@ -108,43 +113,58 @@ CHECKPOINTS = {  # name -> source argument; the same commands are in the README
 }
 
 
+REPLICATE_SEEDS = (1, 2)  # further training seeds of these recipes (seed 0 is the checkpoint above)
+REPLICATED = ("chtn_no_source", "chtn_fashion_source")
+REPLICATES = OUT / "checkpoints" / "replicates"
+
+
+def replicate_path(name: str, seed: int) -> Path:
+    """Where the sample's run of recipe `name` with training seed `seed` (1 or 2) is shipped."""
+    return REPLICATES / f"{name}_s{seed}.safetensors"
+
+
+def _train(name: str, source: str, seed: int, target: Path) -> None:
+    """`chtn train` exactly as the README gives it (plus the seed for a replicate), copied to `target`."""
+    run = ROOT / "runs" / (name if seed == 0 else f"{name}_s{seed}")
+    shutil.rmtree(run, ignore_errors=True)
+    seed_args = [] if seed == 0 else ["--set", f"train.seed={seed}"]
+    subprocess.run(
+        [sys.executable, "-m", "chtn", "train", "--data", "sample_data/fashion/pairs.csv", "--source", source,
+         "--preset", "small", *seed_args, "--out", str(run.relative_to(ROOT))],
+        cwd=ROOT,
+        check=True,
+    )  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / "best.safetensors", target)
+    print(f"checkpoint: {target}")
+
+
 def train_checkpoints() -> None:
-    ckpt_dir = OUT / "checkpoints"
-    ckpt_dir.mkdir(exist_ok=True)
     for name, source in CHECKPOINTS.items():
-        run = ROOT / "runs" / name
-        shutil.rmtree(run, ignore_errors=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "chtn",
-                "train",
-                "--data",
-                "sample_data/fashion/pairs.csv",
-                "--source",
-                source,
-                "--preset",
-                "small",
-                "--out",
-                str(run.relative_to(ROOT)),
-            ],
-            cwd=ROOT,
-            check=True,
-        )
-        shutil.copy2(run / "best.safetensors", ckpt_dir / f"{name}.safetensors")
-        print(f"checkpoint: {ckpt_dir / name}.safetensors")
+        _train(name, source, 0, OUT / "checkpoints" / f"{name}.safetensors")
+    for name in REPLICATED:
+        for seed in REPLICATE_SEEDS:
+            _train(name, CHECKPOINTS[name], seed, replicate_path(name, seed))
+
+
+def shipped_checkpoints() -> list[Path]:
+    """Every checkpoint the sample ships: the three of the sidebar and the replicates."""
+    from analysis.workspace import SAMPLE_CHECKPOINTS
+
+    return [SAMPLE_CHECKPOINTS[name] for name in CHECKPOINTS] + [
+        replicate_path(name, seed) for name in REPLICATED for seed in REPLICATE_SEEDS
+    ]
 
 
 def ship_embeddings(split: str = "test") -> None:
     """Embed the sample's `split` with each checkpoint (fresh feature cache, nothing shipped read) and store it
     beside the checkpoint."""
-    from analysis.workspace import SAMPLE_CHECKPOINTS, SAMPLE_DATASET, open_checkpoint, open_dataset
+    from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
     from chtn.gallery import embed_split, write_shipped_embeddings
 
     with tempfile.TemporaryDirectory(prefix="chtn-ship-") as cache:
-        for name in CHECKPOINTS:
-            checkpoint = open_checkpoint(str(SAMPLE_CHECKPOINTS[name]))
+        for path in shipped_checkpoints():
+            checkpoint = open_checkpoint(str(path))
             data, _ = open_dataset(SAMPLE_DATASET, checkpoint)
             gallery = embed_split(checkpoint, data, split, cache_dir=Path(cache), shipped=False)
             path = write_shipped_embeddings(checkpoint, gallery, split)
@@ -155,8 +175,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-only", action="store_true")
     parser.add_argument("--embeddings-only", action="store_true", help="only regenerate the shipped embeddings")
+    parser.add_argument("--checkpoints-only", action="store_true", help="train and embed; keep the data as it is")
     args = parser.parse_args()
-    if not args.embeddings_only:
+    if not args.embeddings_only and not args.checkpoints_only:
         build_data()
     if not args.data_only and not args.embeddings_only:
         train_checkpoints()

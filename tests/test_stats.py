@@ -13,8 +13,10 @@ from analysis.stats import (
     MIN_QUERIES,
     adjust_p_values,
     check_same_queries,
+    cluster_comparison,
     compare_slices,
     paired_comparison,
+    runs_comparison,
 )
 from chtn.errors import CHTNError
 
@@ -141,3 +143,69 @@ def test_an_undefined_p_value_prints_as_not_available():
     from analysis.stats import format_p
 
     assert format_p(float("nan")) == "n/a"
+
+
+def _clustered_null(seed: int, clusters: int = 20, per_cluster: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two checkpoints of one recipe: no true difference, but each category's queries move together (a shared
+    shift per category, as when a category's text queries rank the same gallery), plus query noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(clusters), per_cluster)
+    a = rng.uniform(0.3, 0.9, size=len(labels))
+    shift = rng.normal(0, 0.03, size=clusters)[labels] + rng.normal(0, 0.02, size=len(labels))
+    return a, a + shift, labels
+
+
+def test_clustered_differences_fool_the_query_bootstrap_but_not_the_cluster_one():
+    """On A/A data with a category-level shift, resampling single queries rejects far more often than its 5%;
+    resampling whole categories stays near 5%."""
+    query_rejects = cluster_rejects = 0
+    runs = 120
+    for seed in range(runs):
+        a, b, labels = _clustered_null(seed)
+        query_rejects += paired_comparison(a, b, resamples=300, seed=seed).p_value < 0.05
+        cluster_rejects += cluster_comparison(a, b, labels, resamples=300, seed=seed).p_value < 0.05
+    assert query_rejects / runs > 0.3
+    assert cluster_rejects / runs <= 0.10
+
+
+def test_cluster_test_enumerates_every_sign_pattern_of_whole_clusters():
+    a, b, labels = _clustered_null(3, clusters=6, per_cluster=4)
+    result = cluster_comparison(a, b, labels, resamples=2000)
+    sums = np.bincount(labels, weights=b - a)
+    flips = [abs(np.dot(signs, sums)) for signs in itertools.product([-1, 1], repeat=6)]
+    assert result.exact and result.unit == "clusters" and result.units == 6
+    assert result.p_value == pytest.approx(np.mean(np.array(flips) >= abs(sums.sum()) * (1 - 1e-12)))
+    assert result.ci_low <= result.delta <= result.ci_high
+    assert result.delta == pytest.approx((b - a).mean())
+
+
+def test_cluster_test_needs_five_clusters_and_finds_a_real_shift():
+    a, b, labels = _clustered_null(5, clusters=4)
+    assert cluster_comparison(a, b, labels, resamples=500).insufficient
+    a, b, labels = _clustered_null(6, clusters=30)
+    found = cluster_comparison(a, b + 0.05, labels, resamples=1000)
+    assert not found.insufficient and not found.exact and found.p_value < 0.01 and found.ci_low > 0
+
+
+def test_runs_comparison_is_welch_t_over_each_runs_mean():
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    a_runs = [rng.uniform(size=50) for _ in range(3)]
+    b_runs = [x + 0.02 + rng.normal(0, 0.05, size=50) for x in a_runs]
+    result = runs_comparison(a_runs, b_runs)
+    reference = stats.ttest_ind([x.mean() for x in b_runs], [x.mean() for x in a_runs], equal_var=False)
+    assert result.p_value == pytest.approx(reference.pvalue) and result.unit == "runs"
+    assert result.runs == (3, 3) and result.units == 3 and not result.insufficient
+    assert result.delta == pytest.approx(np.mean(b_runs) - np.mean(a_runs))
+    low, high = reference.confidence_interval(0.95)
+    assert (result.ci_low, result.ci_high) == pytest.approx((low, high))
+
+
+def test_one_run_on_a_side_is_insufficient_and_identical_runs_change_nothing():
+    a = np.linspace(0.1, 0.9, 40)
+    assert runs_comparison([a], [a, a + 0.01]).insufficient
+    same = runs_comparison([a, a], [a, a])
+    assert (same.delta, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(CHTNError, match="identical query set"):
+        runs_comparison([a], [a[:-1], a[:-1]])
