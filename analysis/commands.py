@@ -245,8 +245,19 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         help="compare a candidate checkpoint with a baseline and gate on the rule file: exit 0 GO, 1 NO-GO, "
         "2 invalid input or rule file, 3 internal error",
     )
-    p.add_argument("--baseline", required=True, help="the checkpoint in production (A)")
-    p.add_argument("--candidate", required=True, help="the checkpoint to ship (B)")
+    p.add_argument(
+        "--baseline",
+        required=True,
+        nargs="+",
+        help="the checkpoint in production (A), then optionally more training runs of its recipe (other seeds)",
+    )
+    p.add_argument(
+        "--candidate",
+        required=True,
+        nargs="+",
+        help="the checkpoint to ship (B), then optionally more training runs of its recipe: with 3 or more runs per "
+        "side the block rule decides between the recipes; with fewer it says 'insufficient evidence'",
+    )
     p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (its test split)")
     p.add_argument(
         "--rule", default=None, help="go/no-go rule file (TOML, docs/conventions.md); default: the shipped rule"
@@ -272,7 +283,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import os
     from datetime import UTC, datetime
 
-    from analysis.compare import check_comparable, compare_checkpoints, insufficient_statement
+    from analysis.compare import Evaluated, check_comparable, compare_checkpoints, insufficient_statement
     from analysis.compare_render import ReportContext, report_document, write_outputs
     from analysis.gate_rules import read_rules
     from analysis.review import regression_review
@@ -283,17 +294,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from chtn.gallery import embed_split, evaluate_gallery
 
     rules = read_rules(Path(args.rule) if args.rule else None)  # a bad rule file is exit 2 before any work
-    baseline, candidate = load_checkpoint(args.baseline), load_checkpoint(args.candidate)
-    check_comparable(baseline.label_names, candidate.label_names, args.baseline, args.candidate)
+    runs_a, runs_b = [load_checkpoint(p) for p in args.baseline], [load_checkpoint(p) for p in args.candidate]
+    baseline, candidate = runs_a[0], runs_b[0]
+    for path, checkpoint in zip([*args.baseline, *args.candidate], [*runs_a, *runs_b]):
+        check_comparable(baseline.label_names, checkpoint.label_names, args.baseline[0], path)
     data = checked_pairs(args, "test", candidate.label_names)
     checked_pairs(args, "test", baseline.label_names)  # the dataset must fit both checkpoints
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    sides = []
-    for checkpoint in (baseline, candidate):
+
+    def evaluated(checkpoint) -> Evaluated:
         gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
-        sides += [gallery, evaluate_gallery(gallery, checkpoint.label_names)]
+        return Evaluated(checkpoint.path.stem, gallery, evaluate_gallery(gallery, checkpoint.label_names))
+
     print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
-    outcome = compare_checkpoints(*sides, rules, strict=args.strict)
+    outcome = compare_checkpoints([evaluated(c) for c in runs_a], [evaluated(c) for c in runs_b], rules, args.strict)
+    print(outcome.comparison.statement())
     if outcome.comparison.figures["insufficient"].all():  # no slice holds evidence: neither GO nor NO-GO
         raise CHTNError(insufficient_statement(outcome.comparison))
     location = args.review_db or os.environ.get("CHTN_REVIEW_DB")

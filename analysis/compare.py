@@ -13,6 +13,7 @@ figure is the difference of medians, with a paired bootstrap interval and no tes
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +72,15 @@ def _is_median(metric: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Evaluated:
+    """One checkpoint's test split: its name, its embedded gallery (`chtn.gallery`) and its evaluation."""
+
+    name: str
+    gallery: Gallery
+    report: EvaluationReport
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Everything compared, with the statistics' settings (recorded in every output)."""
 
@@ -80,11 +90,42 @@ class Comparison:
     n_queries: int
     resamples: int
     seed: int
+    runs: tuple[int, int] = (1, 1)  # training runs (checkpoints) of A and of B
+
+    @property
+    def of_recipes(self) -> bool:
+        """Several runs on both sides: the figures hold training-seed variance and speak of the two recipes. With
+        one run on a side they compare these checkpoints only."""
+        return min(self.runs) >= 2
+
+    def statement(self) -> str:
+        """What the figures compare, said on every headline."""
+        a, b = self.runs
+        if self.of_recipes:
+            return (
+                f"{a} training runs of A against {b} of B: intervals and tests are across runs (Welch's t), so the "
+                "figures compare the two recipes, training-seed variance included."
+            )
+        if a == b == 1:
+            return (
+                "One checkpoint per side: the figures compare these two checkpoints, not their recipes (a retrained "
+                "run of the same recipe moves them); overall intervals resample whole categories."
+            )
+        return (
+            f"{a} run{'s' if a > 1 else ''} of A against {b} of B: a side with one run holds no training-seed "
+            "variance, so the figures compare these checkpoints (each side's runs averaged per query), not recipes."
+        )
+
+
+def _values(reports: Sequence[EvaluationReport]) -> dict[str, np.ndarray]:
+    """Metric -> (runs, queries) per-query values of one side's runs."""
+    per_run = [per_query(report) for report in reports]
+    return {metric: np.stack([values[metric] for values in per_run]) for metric in per_run[0]}
 
 
 def figures(
-    a: EvaluationReport,
-    b: EvaluationReport,
+    a: Sequence[EvaluationReport],
+    b: Sequence[EvaluationReport],
     ids_a: Sequence[str],
     ids_b: Sequence[str],
     resamples: int = stats.RESAMPLES,
@@ -92,22 +133,29 @@ def figures(
 ) -> pd.DataFrame:
     """Paired figures of B against A: every metric on `overall`, the directional ones per `category:<name>`.
 
+    `a` and `b` are one side's training runs (one report each, all on the same split). With two or more runs on both
+    sides every figure is compared across runs (Welch's t on each run's mean). Otherwise each side's runs are averaged
+    per query; the overall figures then resample whole categories (`stats.cluster_comparison`) and the per-category
+    ones their queries. Medians of the own pair's rank are a difference of medians with a query bootstrap interval.
+
     Columns: metric, slice, direction (i2t / t2i / mean), n, baseline, candidate, delta, relative, ci_low, ci_high,
-    p_value, p_holm (Holm across the categories x directions of a metric family; NaN on overall), effect_size,
-    wins, ties, losses, insufficient. Categories are matched by name (the checkpoints may order them differently).
-    A split whose queries are all of one category is insufficient evidence throughout: every item is relevant to
-    every query, so each ranking is perfect and no difference can show.
+    p_value, p_holm (Holm across the categories of a metric; NaN on overall), effect_size, wins, ties, losses,
+    insufficient, unit (queries / clusters / runs), runs_a, runs_b. Categories are matched by name (the checkpoints
+    may order them differently). A split whose queries are all of one category is insufficient evidence
+    throughout: every item is relevant to every query, so each ranking is perfect and no difference can show.
     """
     stats.check_same_queries(ids_a, ids_b, "the baseline's and the candidate's test queries")
-    check_comparable(a.label_names, b.label_names, "the baseline", "the candidate")
-    values_a, values_b = per_query(a), per_query(b)
-    query_labels = np.asarray(a.label_names)[a.i2t.query_labels]
+    for report in [*a[1:], *b]:
+        check_comparable(a[0].label_names, report.label_names, "the baseline", "the candidate")
+    values_a, values_b = _values(a), _values(b)
+    query_labels = np.asarray(a[0].label_names)[a[0].i2t.query_labels]
     rows = []
     for metric in values_a:
         direction = metric.rsplit("_", 1)[1] if metric.endswith(DIRECTIONS) else "mean"
-        rows.append(_row(metric, "overall", direction, values_a[metric], values_b[metric], resamples, seed))
+        row = _row(metric, direction, values_a[metric], values_b[metric], query_labels, resamples, seed)
+        rows.append(row)
     for metric in [m for m in values_a if m.endswith(DIRECTIONS) and not _is_median(m)]:
-        slices = {f"category:{name}": query_labels == name for name in a.label_names}
+        slices = {f"category:{name}": query_labels == name for name in a[0].label_names}
         table = stats.compare_slices(values_a[metric], values_b[metric], slices, "holm", resamples, seed)
         for record in table.to_dict("records"):
             rows.append(
@@ -156,22 +204,39 @@ def _columns(record: dict) -> dict:
         "ties": record["ties"],
         "losses": record["losses"],
         "insufficient": record["insufficient"],
+        "unit": record["unit"],
+        "runs_a": record["runs"][0],
+        "runs_b": record["runs"][1],
     }
 
 
-def _row(metric: str, slice_: str, direction: str, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> dict:
-    """One overall figure: the paired comparison of means, or for median ranks the difference of medians."""
-    stream = zlib.crc32(f"{metric}|{slice_}".encode())
+def _row(
+    metric: str,
+    direction: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters: np.ndarray,
+    resamples: int,
+    seed: int,
+) -> dict:
+    """One overall figure from (runs, queries) values: across runs when both sides have two or more, else by category
+    cluster of the per-query means; for median ranks the difference of medians with a query bootstrap interval."""
+    stream = zlib.crc32(f"{metric}|overall".encode())
+    runs = (len(a), len(b))
+    head = {"metric": metric, "slice": "overall", "direction": direction}
     if not _is_median(metric):
-        result = stats.paired_comparison(a, b, resamples, seed, stream=stream).to_dict()
-        return {"metric": metric, "slice": slice_, "direction": direction, **_columns(result), "p_holm": np.nan}
+        if min(runs) >= 2:
+            result = stats.runs_comparison(list(a), list(b))
+        else:
+            result = stats.cluster_comparison(a.mean(axis=0), b.mean(axis=0), clusters, resamples, seed, stream=stream)
+            result = dataclasses.replace(result, runs=runs)
+        return {**head, **_columns(result.to_dict()), "p_holm": np.nan}
+    a, b = a.mean(axis=0), b.mean(axis=0)
     low, high = stats.median_difference_ci(a, b, resamples, seed, stream)
     base, cand = float(np.median(a)), float(np.median(b))
     d = b - a
     return {
-        "metric": metric,
-        "slice": slice_,
-        "direction": direction,
+        **head,
         "n": len(a),
         "baseline": base,
         "candidate": cand,
@@ -185,6 +250,9 @@ def _row(metric: str, slice_: str, direction: str, a: np.ndarray, b: np.ndarray,
         "ties": int((np.abs(d) <= stats.TIE).sum()),
         "losses": int((d > stats.TIE).sum()),
         "insufficient": len(a) < stats.MIN_QUERIES,
+        "unit": "queries",
+        "runs_a": runs[0],
+        "runs_b": runs[1],
         "p_holm": np.nan,
     }
 
@@ -222,23 +290,35 @@ class Outcome:
 
 
 def compare_checkpoints(
-    gallery_a: Gallery,
-    report_a: EvaluationReport,
-    gallery_b: Gallery,
-    report_b: EvaluationReport,
-    rules: RuleSet,
-    strict: bool = False,
+    a: Sequence[Evaluated], b: Sequence[Evaluated], rules: RuleSet, strict: bool = False
 ) -> Outcome:
-    """Both embedded test splits (`chtn.gallery`), compared with the rule file's statistics settings and judged by
-    its rules: exactly what the Compare page shows and what `chtn compare` gates on."""
+    """Baseline A's and candidate B's training runs (one or more each, the first being the checkpoint in question),
+    compared with the rule file's statistics settings and judged by its rules: exactly what the Compare page shows
+    and what `chtn compare` gates on. The queries fixed and broken are those of the two first checkpoints."""
     settings = rules.stats
-    table = figures(report_a, report_b, gallery_a.data.ids, gallery_b.data.ids, settings.resamples, settings.seed)
+    first_a, first_b = a[0], b[0]
+    table = figures(
+        [x.report for x in a],
+        [x.report for x in b],
+        first_a.gallery.data.ids,
+        first_b.gallery.data.ids,
+        settings.resamples,
+        settings.seed,
+    )
+    for side in (*a[1:], *b[1:]):
+        stats.check_same_queries(first_a.gallery.data.ids, side.gallery.data.ids, f"{side.name}'s test queries")
     changes = query_changes(
-        query_outcomes(gallery_a, report_a, report_a.label_names),
-        query_outcomes(gallery_b, report_b, report_b.label_names),
+        query_outcomes(first_a.gallery, first_a.report, first_a.report.label_names),
+        query_outcomes(first_b.gallery, first_b.report, first_b.report.label_names),
     )
     comparison = Comparison(
-        table, changes, list(report_a.label_names), len(gallery_a), settings.resamples, settings.seed
+        table,
+        changes,
+        list(first_a.report.label_names),
+        len(first_a.gallery),
+        settings.resamples,
+        settings.seed,
+        (len(a), len(b)),
     )
-    results = evaluate(rules, table, report_a.label_names)
+    results = evaluate(rules, table, first_a.report.label_names)
     return Outcome(comparison, results, decide(results, strict, settings.min_effect), rules)

@@ -160,6 +160,7 @@ def report_document(
                 "losses": row["losses"],
                 "n": row["n"],
                 "insufficient_evidence": row["insufficient"],
+                "unit": row["unit"],
             }
         )
     counts = comparison.queries["change"].value_counts()
@@ -178,9 +179,17 @@ def report_document(
         },
         "quantitative_analysis": {
             "statistics": {
-                "unit": "per-query difference candidate - baseline on the identical query set",
-                "interval": "paired bootstrap, percentile 95% CI",
-                "test": "two-sided paired randomization (sign-flip); exact up to 20 queries",
+                "compares": comparison.statement(),
+                "training_runs": {"baseline": comparison.runs[0], "candidate": comparison.runs[1]},
+                "unit": "training runs (Welch's t on each run's mean)"
+                if comparison.of_recipes
+                else "per-query difference candidate - baseline on the identical query set; overall figures "
+                "resampled by category cluster, per-category ones by query",
+                "interval": "Welch t 95% CI" if comparison.of_recipes else "percentile bootstrap 95% CI",
+                "test": "Welch's t across runs"
+                if comparison.of_recipes
+                else "two-sided paired randomization (sign-flip) by category cluster overall, by query per "
+                "category; exact up to 20 units",
                 "multiplicity": "Holm across categories x directions",
                 "resamples": comparison.resamples,
                 "seed": comparison.seed,
@@ -202,7 +211,8 @@ def report_document(
             "review_of_regressions": {"verdict_counts": verdict_counts, "notes": notes},
             "limitations": [
                 "Relevance is category-level: an item is relevant to a query when it has the query's category.",
-                "Figures describe this test split only; the intervals are over its queries, not over training runs.",
+                "Figures describe this test split only.",
+                comparison.statement(),
             ],
         },
         "decision_log": decisions,
@@ -215,7 +225,7 @@ def report_html(outcome: Outcome, document: dict) -> str:
     esc = html.escape
     details, gate = document["model_details"], document["gate"]
     table = lambda frame: frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4f}")  # noqa: E731
-    colour = "#2e7d32" if gate["verdict"] == "GO" else "#c62828"
+    colour = {"GO": "#2e7d32", "NO-GO": "#c62828"}.get(gate["verdict"], "#f9a825")
     parts = [
         f"<h1>{esc(details['candidate']['name'])} vs {esc(details['baseline']['name'])}</h1>",
         f"<p class='meta'>candidate {esc(details['candidate']['content_hash'])} · baseline "
@@ -224,6 +234,7 @@ def report_html(outcome: Outcome, document: dict) -> str:
         f"{esc(details['generated_at'])} · code {esc(details['code_version'])}</p>",
         f"<p class='verdict' style='border-color:{colour}'><b style='color:{colour}'>Rules say {gate['verdict']}</b>"
         f"{' (strict)' if gate['strict'] else ''}: {esc(gate['summary'])}</p>",
+        f"<p>{esc(outcome.comparison.statement())}</p>",
         "<h2>Headline figures</h2>",
         table(headline_table(outcome.comparison.figures)),
         "<h2>Rules</h2>",

@@ -4,13 +4,19 @@ decide GO or NO-GO (format and conventions: docs/conventions.md, "The go/no-go r
 Decisions taken here where the spec leaves room:
 
 - Value bounds compare the candidate's point value: lower <= v <= upper.
-- A change compares x = delta (on = "point"), or the CI bound on the losing side (on = "ci_lower": ci_low for
-  higher_is_better, ci_high for lower_is_better). `absolute` compares x itself, `relative` compares x / baseline:
-  relative is defined once, as (candidate - baseline) / baseline, so the relative of the CI bound is ci_low / baseline.
+- A change compares x = delta (on = "point"), the CI bound on the losing side (on = "ci_lower": ci_low for
+  higher_is_better, ci_high for lower_is_better: the change must be shown to be within the threshold), or the bound
+  on the winning side (on = "ci_upper": ci_high for higher_is_better, ci_low for lower_is_better: the rule fails
+  only when the whole interval is beyond the threshold, "with 95% confidence worse than allowed"). `absolute`
+  compares x itself, `relative` compares x / baseline: relative is defined once, as (candidate - baseline) /
+  baseline, so the relative of a CI bound is that bound / baseline.
   higher_is_better passes iff x >= threshold, lower_is_better iff x <= threshold; given both, both must hold.
   `direction` is required in a change (explicit beats implicit, and either may be asked of any metric); `on`
   defaults to "point", the plain reading of "candidate - baseline must be >= absolute".
 - Fail closed: a metric or slice the figures lack, or a NaN figure that a check needs, fails the rule.
+- Fewer training runs per side than the rule's `min_runs` (3 by default for a block rule, 1 for a warn rule): the
+  change is "insufficient evidence for a recipe decision", and a block rule in that state makes the verdict
+  INSUFFICIENT EVIDENCE (exit 2), neither GO nor NO-GO: one checkpoint per side says nothing about a recipe.
 - Fewer queries than the rule's `min_queries`, or a slice the statistics mark insufficient: "insufficient evidence",
   shown, never blocking (not even with strict).
 - No baseline (a first run, or a NaN baseline): the change part is "skipped" ("first run: no baseline"); value bounds
@@ -59,7 +65,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "pair_median_rank_t2i": ("pair median rank T->I", False),
 }
 DIRECTIONS = ("higher_is_better", "lower_is_better")
-ON = ("point", "ci_lower")
+ON = ("point", "ci_lower", "ci_upper")
 SEVERITIES = ("block", "warn")
 ALPHA = 0.05  # a family member's change fails only with Holm-adjusted p below this
 FIGURE_COLUMNS = (
@@ -79,7 +85,9 @@ DEFAULT_RULE = Path(__file__).with_name("default_rule.toml")
 MAX_RULE_BYTES = 1_000_000  # a rule file is a few hundred bytes; a larger one was given by mistake
 MAX_INTEGER = 2**63 - 1  # whole numbers beyond this (in magnitude) are refused: no setting needs one
 
-_RULE_KEYS = ("metric", "slice", "value", "change", "severity", "min_queries", "name")
+_RULE_KEYS = ("metric", "slice", "value", "change", "severity", "min_queries", "min_runs", "name")
+EXIT_CODES = {"GO": 0, "NO-GO": 1, "INSUFFICIENT EVIDENCE": 2}  # `chtn compare`'s exit status per verdict
+MIN_RUNS = {"block": 3, "warn": 1}  # default training runs per side a change rule needs: a block rule decides recipes
 _VALUE_KEYS = ("lower", "upper")
 _CHANGE_KEYS = ("direction", "absolute", "relative", "on")
 _STATS_KEYS = ("resamples", "seed", "multiplicity", "min_effect")
@@ -112,10 +120,11 @@ class Rule:
     direction: Literal["higher_is_better", "lower_is_better"] | None  # None: no change block
     absolute: float | None
     relative: float | None
-    on: Literal["point", "ci_lower"]
+    on: Literal["point", "ci_lower", "ci_upper"]
     severity: Literal["block", "warn"]
     min_queries: int = 20
     name: str = ""  # display name; empty means f"{metric} on {slice}"
+    min_runs: int = 1  # training runs per side the change check needs (MIN_RUNS by severity when not given)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -143,6 +152,7 @@ class RuleResult:
     status: Literal["pass", "fail", "warn", "insufficient evidence", "skipped"]
     reason: str  # one line, with the figures
     figures: dict[str, float | int | bool] = field(default_factory=dict)  # the numbers used, p_adj included
+    too_few_runs: bool = False  # insufficient evidence for a recipe decision: fewer training runs than min_runs
 
     @property
     def blocking(self) -> bool:
@@ -152,10 +162,10 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class Decision:
-    """GO or NO-GO, with what made it so."""
+    """GO, NO-GO, or INSUFFICIENT EVIDENCE (a block rule had too few training runs to decide), with what made it so."""
 
-    verdict: Literal["GO", "NO-GO"]
-    exit_code: int  # 0 GO, 1 NO-GO (docs/conventions.md, pytest's convention)
+    verdict: Literal["GO", "NO-GO", "INSUFFICIENT EVIDENCE"]
+    exit_code: int  # 0 GO, 1 NO-GO, 2 insufficient evidence (docs/conventions.md, pytest's convention)
     blocking: list[RuleResult]
     warnings: list[RuleResult]
     summary: str
@@ -378,6 +388,12 @@ class _Checker:
         min_queries = entry.get("min_queries", 20)
         if not _is_int(min_queries) or min_queries < 1:
             self.fail(("min_queries",), f"{_show(min_queries)} is not a whole number >= 1.", "Use 20.", index)
+        min_runs = entry.get("min_runs", MIN_RUNS[severity])
+        if not _is_int(min_runs) or not 1 <= min_runs <= 1000:
+            fix = (
+                f"Use {MIN_RUNS[severity]} (the default for a {severity} rule), or 1 to decide between two checkpoints."
+            )
+            self.fail(("min_runs",), f"{_show(min_runs)} is not a whole number from 1 to 1000.", fix, index)
         name = entry.get("name", "")
         if not isinstance(name, str):
             self.fail(("name",), f"{_show(name)} is not a string.", 'Write it in quotes: name = "...".', index)
@@ -397,6 +413,7 @@ class _Checker:
             severity=severity,
             min_queries=min_queries,
             name=name,
+            min_runs=min_runs,
         )
 
     def _value(self, table: Any, index: int) -> tuple[float | None, float | None]:
@@ -493,10 +510,22 @@ def decide(results: Sequence[RuleResult], strict: bool = False, min_effect: floa
     blocking = [result for result in results if result.blocking]
     warnings = [result for result in results if result.status == "warn"]
     tolerated = [result for result in results if _tolerated_loss(result, min_effect)]
-    verdict = "NO-GO" if blocking or (strict and warnings) else "GO"
+    short = [result for result in results if result.too_few_runs and result.rule.severity == "block"]
+    if blocking or (strict and warnings):
+        verdict = "NO-GO"
+    else:
+        verdict = "INSUFFICIENT EVIDENCE" if short else "GO"
     if blocking:
         names = ", ".join(_label(result.metric, result.slice) for result in blocking)
         head = f"{len(blocking)} block rule{' fails' if len(blocking) == 1 else 's fail'} ({names})"
+    elif short:
+        f = short[0].figures
+        head = (
+            f"no recipe decision: {len(short)} block rule{'s' if len(short) > 1 else ''} "
+            f"need{'' if len(short) > 1 else 's'} {short[0].rule.min_runs} training runs per side, and there "
+            f"{'is' if f['runs_a'] == 1 else 'are'} {f['runs_a']} of A and {f['runs_b']} of B (train more seeds, or "
+            "set min_runs = 1 to decide between these two checkpoints)"
+        )
     else:
         head = "no block rule fails"
     tail = f"{len(warnings)} warning{'' if len(warnings) == 1 else 's'}"
@@ -506,7 +535,7 @@ def decide(results: Sequence[RuleResult], strict: bool = False, min_effect: floa
     if tolerated:
         losses = "; ".join(_loss_text(result) for result in tolerated)
         summary += f"; {len(tolerated)} significant loss{'es' if len(tolerated) > 1 else ''} within tolerance: {losses}"
-    return Decision(verdict, 0 if verdict == "GO" else 1, blocking, warnings, summary, tolerated)
+    return Decision(verdict, EXIT_CODES[verdict], blocking, warnings, summary, tolerated)
 
 
 def _tolerated_loss(result: RuleResult, min_effect: float) -> bool:
@@ -548,7 +577,7 @@ class _Assessment:
 
     metric: str
     slice: str
-    state: Literal["missing", "insufficient", "checked"]
+    state: Literal["missing", "insufficient", "runs", "checked"]  # runs: too few training runs for the change
     text: str  # the reason, or its clauses for "checked"
     figures: dict[str, float | int | bool]
     value_failed: bool = False
@@ -588,14 +617,24 @@ def _assess(
         clauses.append(f"candidate {row['candidate']:.3f} {relation} {bound:g}")
     if rule.direction is None:
         return _Assessment(metric, slice_, "checked", " and ".join(clauses), numbers, value_failed)
+    runs_a, runs_b = int(row.get("runs_a", 1)), int(row.get("runs_b", 1))
+    if has_baseline and min(runs_a, runs_b) < rule.min_runs and not value_failed:
+        text = (
+            f"{label}: insufficient evidence for a recipe decision: {runs_a} run{'s' if runs_a > 1 else ''} of A and "
+            f"{runs_b} of B, and this rule needs {rule.min_runs} training runs per side (train the recipes with more "
+            "seeds, or set min_runs = 1 in the rule to decide between these two checkpoints)"
+        )
+        return _Assessment(metric, slice_, "runs", text, {**numbers, "runs_a": runs_a, "runs_b": runs_b})
     if not has_baseline or not _finite(row["baseline"]):
         clauses.append("change skipped (first run: no baseline)")
         return _Assessment(metric, slice_, "checked", " and ".join(clauses), numbers, value_failed)
     higher = rule.direction == "higher_is_better"
     if rule.on == "point":
         x, what = row["delta"], "change"
-    else:  # the CI bound on the losing side
-        x, what = (row["ci_low"], "CI lower bound") if higher else (row["ci_high"], "CI upper bound")
+    elif (rule.on == "ci_lower") == higher:  # ci_lower: the losing side's bound; ci_upper: the winning side's
+        x, what = row["ci_low"], "CI lower bound"
+    else:
+        x, what = row["ci_high"], "CI upper bound"
     needed = {what.lower(): x}  # what a check uses must be there: fail closed otherwise
     if family:
         needed["p-value"] = row["p_value"]
@@ -643,8 +682,10 @@ def _conclude(rule: Rule, item: _Assessment, p_adj: float | None) -> RuleResult:
     label = _label(item.metric, item.slice)
     if item.state == "missing":
         return _failed(rule, item.metric, item.slice, item.text, item.figures)
-    if item.state == "insufficient":
-        return RuleResult(rule, item.metric, item.slice, "insufficient evidence", item.text, item.figures)
+    if item.state in ("insufficient", "runs"):
+        return RuleResult(
+            rule, item.metric, item.slice, "insufficient evidence", item.text, item.figures, item.state == "runs"
+        )
     figures = item.figures if p_adj is None else {**item.figures, "p_adj": p_adj}
     reason = f"{label}: {item.text}"
     change_failed = item.change_failed

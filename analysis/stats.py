@@ -352,18 +352,31 @@ def compare_slices(
     seed: int = 0,
     min_queries: int = MIN_QUERIES,
 ) -> pd.DataFrame:
-    """One paired comparison per named slice (a boolean mask over the queries), adjusted across the slices.
+    """One comparison per named slice (a boolean mask over the queries), adjusted across the slices.
 
-    Each slice draws from its own stream, `default_rng([seed, crc32(name)])`, so its figures depend on the seed
-    and its name only, not on which other slices were asked for. Empty slices are left out. Slices with fewer than
-    `min_queries` queries are reported but take no part in the adjustment (they never flag on their own).
+    `a` and `b` hold per-query scores, (n,) for one run or (runs, n) for several training runs of a side. With two
+    or more runs on both sides each slice is compared across runs (`runs_comparison`); otherwise each side's runs are
+    averaged per query and the slice's queries are resampled (`paired_comparison`). Each slice draws from its own
+    stream, `default_rng([seed, crc32(name)])`, so its figures depend on the seed and its name only, not on which
+    other slices were asked for. Empty slices are left out. Insufficient slices (too few queries or runs) are
+    reported but take no part in the adjustment (they never flag on their own).
     """
+    runs_a, runs_b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    across_runs = min(len(runs_a), len(runs_b)) >= 2
     rows = []
     for name, mask in slices.items():
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             continue
-        result = paired_comparison(a[mask], b[mask], resamples, seed, min_queries, stream=zlib.crc32(name.encode()))
+        if across_runs:
+            result = runs_comparison(list(runs_a[:, mask]), list(runs_b[:, mask]), min_queries)
+        else:
+            stream = zlib.crc32(name.encode())
+            mean_a, mean_b = runs_a[:, mask].mean(axis=0), runs_b[:, mask].mean(axis=0)
+            result = replace(
+                paired_comparison(mean_a, mean_b, resamples, seed, min_queries, stream),
+                runs=(len(runs_a), len(runs_b)),
+            )
         rows.append({"slice": name, **result.to_dict()})
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -5,7 +5,9 @@ The embedded split itself (cached on disk) is `chtn.gallery`, shared with the CL
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,10 +96,33 @@ def store_upload(name: str, payload: bytes, cache_dir: Path | None = None) -> Pa
 
 
 def reference_candidates(checkpoint_path: Path) -> list[Path]:
-    """Checkpoints beside this one, and the best checkpoints of sibling training runs (runs/*/best.safetensors)."""
+    """Checkpoints beside this one, in a `replicates/` folder beside it (or the folder it is a replicate of), and the
+    best checkpoints of sibling training runs (runs/*/best.safetensors)."""
     folder = checkpoint_path.resolve().parent
-    found = sorted(folder.glob("*.safetensors")) + sorted(folder.parent.glob("*/best.safetensors"))
+    found = [
+        *sorted(folder.glob("*.safetensors")),
+        *sorted((folder / "replicates").glob("*.safetensors")),
+        *(sorted(folder.parent.glob("*.safetensors")) if folder.name == "replicates" else []),
+        *sorted(folder.parent.glob("*/best.safetensors")),
+    ]
     return [p for p in dict.fromkeys(found) if p != checkpoint_path.resolve()]
+
+
+def recipe_key(checkpoint: Checkpoint) -> str:
+    """What makes two checkpoints runs of one recipe: the same config but for the training seed, the same labels, and
+    the same training data and source (fingerprints)."""
+    config = dataclasses.asdict(checkpoint.config)
+    config["train"].pop("seed", None)
+    meta = checkpoint.meta
+    parts = [config, checkpoint.label_names, (meta.get("dataset") or {}).get("fingerprint")]
+    parts.append((meta.get("source") or {}).get("fingerprint"))
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def recipe_runs(checkpoint: Checkpoint, candidates: Sequence[Checkpoint]) -> list[Checkpoint]:
+    """The other training runs of this checkpoint's recipe among `candidates` (other seeds, same everything else)."""
+    key = recipe_key(checkpoint)
+    return [c for c in dict.fromkeys(candidates) if c != checkpoint and recipe_key(c) == key]
 
 
 def open_checkpoint(choice: str) -> Checkpoint:

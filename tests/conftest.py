@@ -17,6 +17,14 @@ SOURCE = SAMPLE / "fashion" / "source.csv"
 CIFAR = SAMPLE / "cifar10"
 CHECKPOINTS = SAMPLE / "checkpoints"
 
+
+def recipe_runs(name: str) -> list[str]:
+    """The sample's three training runs of a recipe (seed 0, then the replicates with seeds 1 and 2), as paths."""
+    return [str(CHECKPOINTS / f"{name}.safetensors")] + [
+        str(CHECKPOINTS / "replicates" / f"{name}_s{seed}.safetensors") for seed in (1, 2)
+    ]
+
+
 # One feature cache per test session, shared by all tests (and by CLI subprocesses they start),
 # so real features are extracted once per run and never read from a developer's own cache.
 os.environ.setdefault("CHTN_CACHE_DIR", tempfile.mkdtemp(prefix="chtn-test-cache-"))

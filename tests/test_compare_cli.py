@@ -10,20 +10,38 @@ from pathlib import Path
 import pytest
 
 from chtn.cli import main
-from tests.conftest import CHECKPOINTS, PAIRS
+from tests.conftest import CHECKPOINTS, PAIRS, recipe_runs
 
 pytestmark = pytest.mark.slow  # each run ranks the sample twice and resamples 10,000 times per slice
 
 FASHION, NO_SOURCE = (str(CHECKPOINTS / f"{n}.safetensors") for n in ("chtn_fashion_source", "chtn_no_source"))
 
 
-def _compare(baseline: str, candidate: str, out, *extra: str) -> int:
-    return main(["compare", "--baseline", baseline, "--candidate", candidate, "--data", str(PAIRS), "--out", str(out),
+def _compare(baseline: str | list[str], candidate: str | list[str], out, *extra: str) -> int:
+    runs = [[side] if isinstance(side, str) else side for side in (baseline, candidate)]
+    return main(["compare", "--baseline", *runs[0], "--candidate", *runs[1], "--data", str(PAIRS), "--out", str(out),
                  *extra])  # fmt: skip
 
 
-def test_a_checkpoint_against_itself_is_go_with_zero_change(tmp_path, capsys):
-    assert _compare(FASHION, FASHION, tmp_path) == 0
+def test_one_checkpoint_per_side_makes_no_recipe_decision(tmp_path, capsys):
+    """The default block rule needs 3 training runs per side: with one, the gate says neither GO nor NO-GO (exit 2),
+    and every output says the figures compare these two checkpoints, not their recipes."""
+    assert _compare(FASHION, NO_SOURCE, tmp_path) == 2
+    out = capsys.readouterr().out
+    assert "INSUFFICIENT EVIDENCE: no recipe decision" in out and "One checkpoint per side" in out
+    assert (tmp_path / "NOT_BLESSED").exists() and not (tmp_path / "BLESSED").exists()
+    document = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
+    statistics = document["quantitative_analysis"]["statistics"]
+    assert statistics["training_runs"] == {"baseline": 1, "candidate": 1}
+    assert statistics["compares"].startswith("One checkpoint per side: the figures compare these two checkpoints")
+    units = {m["unit"] for m in document["quantitative_analysis"]["performance_metrics"] if m["slice"] == "overall"}
+    assert units == {"clusters", "queries"}  # means by category cluster, median ranks by query
+    assert document["gate"]["verdict"] == "INSUFFICIENT EVIDENCE" and document["gate"]["exit_code"] == 2
+
+
+def test_a_recipe_against_itself_is_go_with_zero_change(tmp_path, capsys):
+    runs = recipe_runs("chtn_fashion_source")
+    assert _compare(runs, runs, tmp_path) == 0
     assert "GO: no block rule fails" in capsys.readouterr().out
     assert (tmp_path / "BLESSED").exists() and not (tmp_path / "NOT_BLESSED").exists()
     document = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))  # strict JSON: no NaN
@@ -33,11 +51,13 @@ def test_a_checkpoint_against_itself_is_go_with_zero_change(tmp_path, capsys):
     assert document["quantitative_analysis"]["statistics"]["resamples"] == 10000
 
 
-def test_losing_the_source_is_no_go_and_the_gain_is_go(tmp_path, capsys):
+def test_losing_the_source_recipe_is_no_go_and_the_gain_is_go(tmp_path, capsys):
     (tmp_path / "BLESSED").write_text("from an earlier run")
-    assert _compare(FASHION, NO_SOURCE, tmp_path) == 1
+    fashion, no_source = recipe_runs("chtn_fashion_source"), recipe_runs("chtn_no_source")
+    assert _compare(fashion, no_source, tmp_path) == 1
     out = capsys.readouterr().out
     assert "fail: MAP on overall" in out and "NO-GO: 1 block rule fails" in out
+    assert "3 training runs of A against 3 of B" in out
     assert (tmp_path / "NOT_BLESSED").exists() and not (tmp_path / "BLESSED").exists()
     document = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
     overall = next(
@@ -46,9 +66,9 @@ def test_losing_the_source_is_no_go_and_the_gain_is_go(tmp_path, capsys):
         if (m["type"], m["slice"]) == ("map", "overall")
     )
     ci = overall["confidence_interval"]
-    assert ci["lower_bound"] < overall["change"] < ci["upper_bound"] < 0
+    assert ci["lower_bound"] < overall["change"] < ci["upper_bound"] < 0 and overall["unit"] == "runs"
     assert document["quantitative_analysis"]["queries"]["broken"] > 0
-    assert _compare(NO_SOURCE, FASHION, tmp_path / "gain") == 0
+    assert _compare(no_source, fashion, tmp_path / "gain") == 0
 
 
 def test_strict_turns_a_warning_into_no_go(tmp_path):

@@ -16,9 +16,17 @@ def _verdict_box(at) -> str:
     return next(box.value for box in [*at.success, *at.warning] if "The rules say" in box.value)
 
 
+def _compared(at) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**What is compared.**"))
+
+
 def test_the_source_gain_is_go_and_losing_it_is_no_go(review_db):
+    """The sample ships three training runs of each recipe: the page finds them and decides between the recipes."""
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
     assert "The rules say GO" in _verdict_box(at) and not [e for e in at.error if "Cannot" in e.value]
+    assert "3 training runs of A against 3 of B" in _compared(at) and "the two recipes" in _compared(at)
+    runs = " ".join(c.value for c in at.caption)
+    assert "`chtn_no_source_s1`" in runs and "`chtn_fashion_source_s2`" in runs
     headline = at.dataframe[0].value
     assert list(headline["metric"][:3]) == ["MAP (mean of directions)", "MAP I->T", "MAP T->I"]
     assert headline["B − A"].iloc[0] > 0 and headline["95% CI"].iloc[0].startswith("[+0.0")
@@ -28,6 +36,14 @@ def test_the_source_gain_is_go_and_losing_it_is_no_go(review_db):
     assert len(at.get("plotly_chart")) == 2  # forest plot, aligned spaces
     reverse = _app("views/compare.py", checkpoint="chtn_no_source", baseline="chtn_fashion_source")
     assert "The rules say NO-GO" in _verdict_box(reverse) and "MAP on overall" in _verdict_box(reverse)
+
+
+def test_one_checkpoint_per_side_says_so_and_makes_no_recipe_decision(review_db):
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source", runs="0")
+    assert "The rules say INSUFFICIENT EVIDENCE" in _verdict_box(at) and not at.error
+    assert "set min_runs = 1" in _verdict_box(at)
+    assert _compared(at).startswith("**What is compared.** One checkpoint per side: the figures compare these two")
+    assert at.checkbox(key="cp_runs").value is False
 
 
 def test_a_checkpoint_against_itself_changes_nothing(review_db):

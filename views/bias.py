@@ -21,10 +21,9 @@ from analysis.bias_render import (
 from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
 from analysis.explorer import worst_query_per_category
 from analysis.stats import MIN_EFFECT
-from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
-from views.common import all_rows, context, keep, remember
+from views.common import all_rows, context, keep, nearby_checkpoints, remember
 
 ctx = context()
 checkpoint = ctx.checkpoint
@@ -40,18 +39,6 @@ if not checkpoint.meta.get("source"):
         "`chtn_cifar_source`); this one can serve them as the no-source reference."
     )
     st.stop()
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _candidates(digest: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
-    """Checkpoints that may serve as the reference: the sample's and those beside this one (read-only, shared)."""
-    found = []
-    for path in [*ws.SAMPLE_CHECKPOINTS.values(), *ws.reference_candidates(_checkpoint.path)]:
-        try:
-            found.append(load_checkpoint(path))
-        except CHTNError:
-            continue  # not a readable checkpoint: not a candidate
-    return found
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -103,7 +90,7 @@ with st.expander("Inputs: reference, source, statistics", expanded=False):
 
 try:
     if choice == AUTO:
-        reference = pick_reference(checkpoint, _candidates(checkpoint.digest, checkpoint))
+        reference = pick_reference(checkpoint, nearby_checkpoints(checkpoint))
     elif choice == NONE or not reference_path:
         reference = None
     else:

@@ -14,7 +14,7 @@ import streamlit as st
 from analysis import workspace as ws
 from analysis.review_store import ReviewStore, ReviewStoreError, default_location
 from chtn import gallery as gal
-from chtn.checkpoint import Checkpoint
+from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
@@ -230,6 +230,24 @@ def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, E
         ctx.data_path, _mtime(Path(ctx.data_path)), checkpoint.digest, ctx.skip_invalid, ctx.allowed, "test", checkpoint
     )
     return (checkpoint, *_gallery(checkpoint, data))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _nearby(digest: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
+    """The sample's checkpoints and those beside this one, loaded (read-only, shared by every session)."""
+    found = []
+    for path in [*ws.SAMPLE_CHECKPOINTS.values(), *ws.reference_candidates(_checkpoint.path)]:
+        try:
+            found.append(load_checkpoint(path))
+        except CHTNError:
+            continue  # not a readable checkpoint: not a candidate
+    return found
+
+
+def nearby_checkpoints(checkpoint: Checkpoint) -> list[Checkpoint]:
+    """Checkpoints that may serve as a reference or as other runs of this one's recipe: the sample's, those beside
+    it, in a `replicates/` folder, and sibling training runs."""
+    return _nearby(checkpoint.digest, checkpoint)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -14,14 +14,14 @@ import streamlit as st
 
 from analysis import compare_render as render
 from analysis import workspace as ws
-from analysis.compare import compare_checkpoints, insufficient_statement
+from analysis.compare import Evaluated, compare_checkpoints, insufficient_statement
 from analysis.gate_rules import read_rules, rules_table
 from analysis.projection import ProjectionParams, cached_project_two
 from analysis.review import regression_review, regressions_queue
 from analysis.review_store import DECISIONS, ReviewStoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
-from views.common import OTHER_PATH, context, keep, other_checkpoint, remember, review_store
+from views.common import OTHER_PATH, context, keep, nearby_checkpoints, other_checkpoint, remember, review_store
 
 ctx = context()
 store, store_error = review_store()
@@ -56,7 +56,17 @@ with st.sidebar:
         args=("cp_strict",),
         help="As `chtn compare --strict`: any warning blocks; insufficient evidence never does.",
     )
-    remember("cp_baseline", "cp_baseline_path", "cp_rule", "cp_strict")
+    keep("cp_runs", st.query_params.get("runs", "1") != "0")
+    use_runs = st.checkbox(
+        "Use the other training runs of each recipe",
+        key="cp_runs",
+        on_change=remember,
+        args=("cp_runs",),
+        help="Checkpoints of the same config and data but another training seed, found beside each checkpoint (and in "
+        "a replicates/ folder). With 3 or more runs per side the block rule decides between the recipes; with one "
+        "checkpoint per side the page compares these two checkpoints only.",
+    )
+    remember("cp_baseline", "cp_baseline_path", "cp_rule", "cp_strict", "cp_runs")
 
 st.title("Compare checkpoints")
 if not baseline_ref:
@@ -65,27 +75,34 @@ if not baseline_ref:
 try:
     rules = read_rules(ws.confine(rule_path, ws.allowed_dirs()) if rule_path.strip() else None)
     baseline, gallery_a, report_a = other_checkpoint(baseline_ref, ctx)
+    runs_a, runs_b = [(baseline, gallery_a, report_a)], [(ctx.checkpoint, ctx.gallery, ctx.report)]
+    for runs in (runs_a, runs_b) if use_runs else ():
+        runs += [
+            other_checkpoint(str(run.path), ctx) for run in ws.recipe_runs(runs[0][0], nearby_checkpoints(runs[0][0]))
+        ]
 except CHTNError as exc:
     st.error(f"**Cannot compare.** {exc}".replace("\n", "  \n"), icon=":material/error:")
     st.stop()
-st.query_params.update(baseline=baseline_ref, **({"rule": rule_path} if rule_path.strip() else {}))
+st.query_params.update(
+    baseline=baseline_ref, runs="1" if use_runs else "0", **({"rule": rule_path} if rule_path.strip() else {})
+)
 candidate, dataset = ctx.checkpoint, ctx.gallery.data.fingerprint()
 
 
-@st.cache_data(show_spinner="Comparing: ranking both checkpoints and resampling every slice…", max_entries=8)
-def outcome_of(digest_a: str, digest_b: str, fingerprint: str, rule_sha256: str, strict: bool, _rules, _sides):
+@st.cache_data(show_spinner="Comparing: ranking both sides and resampling every slice…", max_entries=8)
+def outcome_of(digests_a: tuple, digests_b: tuple, fingerprint: str, rule_sha256: str, strict: bool, _rules, _sides):
     return compare_checkpoints(*_sides, _rules, strict=strict)
 
 
 try:
     outcome = outcome_of(
-        baseline.digest,
-        candidate.digest,
+        tuple(run[0].digest for run in runs_a),
+        tuple(run[0].digest for run in runs_b),
         dataset,
         rules.sha256,
         strict,
         rules,
-        (gallery_a, report_a, ctx.gallery, ctx.report),
+        tuple([Evaluated(c.path.stem, g, r) for c, g, r in runs] for runs in (runs_a, runs_b)),
     )
 except CHTNError as exc:  # e.g. different label sets, or query sets
     st.error(f"**Cannot compare.** {exc}", icon=":material/error:")
@@ -103,6 +120,10 @@ st.markdown(
 (st.success if decision.verdict == "GO" else st.warning)(  # an error box is for what broke, not a NO-GO
     f"**The rules say {decision.verdict}.** {decision.summary}", icon=":material/gavel:"
 )
+st.markdown(f"**What is compared.** {comparison.statement()}")
+if comparison.runs != (1, 1):
+    names = [", ".join(f"`{c.path.stem}`" for c, _, _ in runs) for runs in (runs_a, runs_b)]
+    st.caption(f"Runs of A: {names[0]}. Runs of B: {names[1]}.")
 
 st.subheader("Headline figures")
 st.dataframe(
@@ -113,8 +134,13 @@ st.dataframe(
     | {"relative": st.column_config.NumberColumn(format="percent")},
 )
 st.caption(
-    "B − A over the identical queries; 95% CI: paired bootstrap; p: paired sign-flip randomization test (exact "
-    "up to 20 queries); d: mean difference / its sd. Own-pair recall counts exactly tied items in random order."
+    "B − A over the identical queries. 95% CI and p: a bootstrap and a sign-flip randomization test that resample "
+    "whole categories for the overall figures (exact up to 20) and queries within a category; d: mean difference / "
+    "its sd over queries. Own-pair recall counts exactly tied items in random order."
+    if not comparison.of_recipes
+    else "B − A over the identical queries, each side's runs averaged per query. 95% CI and p: Welch's t across the "
+    "training runs; d: mean difference / its sd over queries. Own-pair recall counts exactly tied items in random "
+    "order."
 )
 
 st.subheader("Go / no-go rules")
