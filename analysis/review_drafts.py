@@ -126,6 +126,11 @@ class VerdictDesk:
         """Every item whose last save was refused, with the reason."""
         return dict(self._errors)
 
+    def last_saved(self) -> SaveResult | None:
+        """The latest save this session completed: a run that saves may be cut short by the next key press, so the
+        runs after it still say "saved #id"."""
+        return self.state.get(f"{self.prefix}_last_saved")
+
     def saved_id(self, query_id: str, direction: str) -> int | None:
         """The row id this session last stored for the item."""
         return self._saved.get((query_id, direction))
@@ -168,6 +173,7 @@ class VerdictDesk:
             self._errors[key] = error
             return SaveResult(pending, error=error)
         self._saved[key] = row_id
+        self.state[f"{self.prefix}_last_saved"] = result = SaveResult(pending, row_id=row_id)
         if self._drafts.get(key) == pending.draft:  # typed on since pressing Save: that newer text stays a draft
             del self._drafts[key]
-        return SaveResult(pending, row_id=row_id)
+        return result

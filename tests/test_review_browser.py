@@ -1,9 +1,14 @@
 """The meeting in a real browser: two people open one meeting link, both save a verdict at the same moment, and
-after a reload both verdicts are there, for both of them."""
+after a reload both verdicts are there, for both of them; a verdict saved with Ctrl+Enter and left at once with J
+while the database is slow (another writer holds its lock) is stored; downloads clicked in quick succession all
+arrive."""
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -100,4 +105,129 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
             page.get_by_text("Per category").first.scroll_into_view_if_needed()
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert_clean(page)
+        browser.close()
+
+
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots to look at (gitignored)
+
+
+def _meeting_link(size: int, seed: int) -> tuple[str, str, str, str]:
+    """A meeting queue's link, with the dataset fingerprint, checkpoint digest and queue id it is about."""
+    from analysis import workspace as ws
+
+    checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
+    dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
+    spec = rq.QueueSpec(size=size, seed=seed)
+    queue_id = spec.queue_id(checkpoint.digest, dataset)
+    link = f"/review?queue={queue_id}&item=1&" + "&".join(f"{k}={v}" for k, v in spec.to_params().items())
+    return link, dataset, checkpoint.digest, queue_id
+
+
+def _hold_lock(database: Path) -> sqlite3.Connection:
+    """Take the database's write lock from this process, as another program writing would: every save waits in
+    SQLite's busy timeout until the returned connection rolls back."""
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def _item(tab) -> str:
+    """The query id of the item on screen."""
+    heading = tab.locator("p").filter(has_text=re.compile(r"^#\d+ · .* · query ")).first.inner_text()
+    return re.search(r" · query (\S+) · ", heading).group(1)
+
+
+@pytest.mark.xfail(
+    reason="Open (issue 21): a Ctrl+Enter pressed while the page is still rerunning from the previous click sometimes "
+    "never reaches the server as a Save (no callback runs); the typed verdict stays an 'unsaved draft', not lost, "
+    "but not saved either.",
+    strict=False,
+)
+def test_save_then_j_at_once_on_a_slow_database_keeps_every_verdict_of_both_reviewers(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    link, dataset, checkpoint, queue_id = _meeting_link(size=6, seed=11)
+    database = tmp_path / "review.sqlite"
+    env = {**os.environ, "CHTN_REVIEW_DB": str(database)}
+    typed: dict[tuple[str, str], str] = {}  # (reviewer, query id) -> note
+    ARTIFACTS.mkdir(exist_ok=True)
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        tabs = {
+            name: browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for name in ("Ada", "Bob")
+        }
+        for name, tab in tabs.items():
+            tab.goto(server.url + link)
+            _wait_for(tab, "Save verdict")
+            tab.get_by_label("Your name").fill(name)
+            tab.get_by_label("Your name").press("Enter")
+            tab.get_by_role("button", name="Save verdict").wait_for()
+        for round_ in range(2):
+            for name, tab in tabs.items():  # both type while nothing is slow yet
+                _wait_for(tab, f"#{round_ + 1} ·")
+                note = f"{name}'s note on item {round_ + 1}: <b>kept</b>"
+                typed[(name, _item(tab))] = note
+                tab.get_by_text("label noise" if name == "Ada" else "model error", exact=True).click()
+                tab.get_by_label("Notes").fill(note)
+            holder = _hold_lock(database)
+            try:
+                for name, tab in tabs.items():  # both press Ctrl+Enter in the note: both saves wait for the lock
+                    tab.get_by_label("Notes").press("Control+Enter")
+                    tab.get_by_text(f"Saving the verdict on #{round_ + 1} ·").first.wait_for(timeout=60_000)
+                    if round_ == 0 and name == "Ada":
+                        tab.screenshot(path=ARTIFACTS / "review-saving.png")
+                for tab in tabs.values():  # and press J before the saves finished
+                    tab.evaluate("document.activeElement && document.activeElement.blur()")
+                    tab.keyboard.press("j")
+                tabs["Bob"].wait_for_timeout(1000)
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            for tab in tabs.values():  # "Saved #7: label noise on #1 · query 1234 (i2t) by Ada."
+                _wait_for(tab, f"on #{round_ + 1} · query")
+                _wait_for(tab, f"#{round_ + 2} ·")
+        for name, tab in tabs.items():
+            assert_clean(tab)
+            tab.screenshot(path=ARTIFACTS / f"review-saved-{name}.png", full_page=True)
+        browser.close()
+    stored = ReviewStore(database).verdicts(dataset, checkpoint)
+    assert {(r.reviewer, r.query_id): r.note for r in stored.itertuples()} == typed and len(stored) == 4
+    assert set(stored["queue_id"]) == {queue_id}
+
+
+def _downloads(tab, labels: list[str]) -> dict[str, bytes]:
+    """Click each download button right after the previous one; every click's file must arrive (by file name)."""
+    arrived: list = []
+    tab.on("download", arrived.append)
+    for label in labels:
+        tab.get_by_role("button", name=label).click()
+    tab.wait_for_timeout(500)
+    deadline = 60
+    while len(arrived) < len(labels) and deadline:
+        tab.wait_for_timeout(1000)
+        deadline -= 1
+    assert len(arrived) == len(labels), [download.suggested_filename for download in arrived]
+    return {download.suggested_filename: Path(download.path()).read_bytes() for download in arrived}
+
+
+def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    link, *_ = _meeting_link(size=6, seed=11)
+    env = {**os.environ, "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite")}
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        tab = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+        tab.goto(server.url + link)
+        _wait_for(tab, "Meeting summary (HTML)")
+        files = _downloads(tab, ["Queue as CSV", "Queue as JSON", "Meeting summary (HTML)", "Queue as CSV"])
+        assert set(files) == {"review_queue.csv", "review_queue.json", "review_summary.html"}
+        assert files["review_queue.csv"].startswith(b"position,") and b'"items"' in files["review_queue.json"]
+        assert_clean(tab)
+        tab.goto(f"{server.url}/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source")
+        _wait_for(tab, "Model card (JSON)")
+        files = _downloads(tab, ["Report (HTML, opens offline)", "Model card (JSON)", "Model card (JSON)"])
+        assert set(files) == {"compare_chtn_no_source.html", "comparison.json"}
+        assert b"Rules say NO-GO" in files["compare_chtn_no_source.html"]
+        assert_clean(tab)
         browser.close()

@@ -120,3 +120,13 @@ def test_the_stored_verdict_fills_a_form_without_a_draft_and_a_live_form_is_left
     state[desk.widget_keys(*item)[1]] = "being typed"
     desk.prefill(*item, Draft("label noise", "from the store"))
     assert state[desk.widget_keys(*item)[1]] == "being typed"
+
+
+def test_the_last_save_is_remembered_for_the_runs_after_it(tmp_path: Path, target: SaveTarget) -> None:
+    state: dict = {"rv_reviewer": "Ada"}
+    desk, store = VerdictDesk(state), ReviewStore(tmp_path / "review.sqlite")
+    assert desk.last_saved() is None
+    _type(desk, ("q7", "i2t"), "acceptable", "")
+    desk.request_save("q7", "i2t", "#1", None)
+    saved = desk.save_next(store, "", target)
+    assert VerdictDesk(state).last_saved() == saved and saved.row_id == store.verdicts(target.dataset)["id"][0]

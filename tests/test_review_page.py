@@ -141,3 +141,50 @@ def test_a_locked_database_says_so_and_keeps_the_note(review_db):
     assert note.value == "typed while someone else was writing" and _metric(at, "Reviewed") == "0 of 133"
     at = _verdict(at, "ambiguous", note.value)  # the lock is gone: the same form saves
     assert not at.error and _metric(at, "Reviewed") == "1 of 133"
+
+
+def _form(at) -> tuple[str | None, str]:
+    """The verdict and note the item's form shows."""
+    radio = next(r for r in at.radio if r.key and r.key.endswith("_verdict"))
+    return radio.value, next(t for t in at.text_area if t.key.endswith("_note")).value
+
+
+def _press(at, *labels: str):
+    """Press these buttons in one go, as a browser sends a Save and a J pressed before the save's run got far."""
+    for label in labels:
+        next(b for b in at.button if b.label == label).click()
+    return at.run()
+
+
+def test_what_was_typed_survives_moving_on_and_coming_back(review_db):
+    at = _app("views/review.py")
+    at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
+    first = next(m.value for m in at.markdown if m.value.startswith("**#1 ·"))
+    at.radio(key=next(r.key for r in at.radio if r.key and r.key.endswith("_verdict"))).set_value("data problem")
+    at.text_area(key=next(t.key for t in at.text_area if t.key.endswith("_note"))).input("half-typed thought")
+    at = _press(at, "Next")  # no Save: the text is a draft, not lost
+    assert next(m.value for m in at.markdown if m.value.startswith("**#2 ·")) and _form(at) == (None, "")
+    assert any("Unsaved drafts" in c.value and "#1" in c.value for c in at.caption)
+    assert at.selectbox[0].options[0].endswith("· unsaved draft")
+    at = _press(at, "Previous")
+    assert next(m.value for m in at.markdown if m.value.startswith("**#1 ·")) == first
+    assert _form(at) == ("data problem", "half-typed thought") and not at.error
+    assert ReviewStore(review_db).verdicts(*_keys()).empty  # kept in the session, not saved behind the user's back
+
+
+def test_save_then_next_at_once_stores_the_verdict_and_names_its_row(review_db):
+    at = _app("views/review.py")
+    at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
+    first = next(m.value for m in at.markdown if m.value.startswith("**#1 ·"))
+    at.radio(key=next(r.key for r in at.radio if r.key and r.key.endswith("_verdict"))).set_value("label noise")
+    at.text_area(key=next(t.key for t in at.text_area if t.key.endswith("_note"))).input("saved on the way out")
+    at = _press(at, "Save verdict", "Next")
+    stored = ReviewStore(review_db).verdicts(*_keys())
+    assert list(stored["note"]) == ["saved on the way out"] and f"`{stored['query_id'][0]}`" in first
+    (row_id,) = stored["id"]
+    assert any(s.value.startswith(f"Saved #{row_id}: label noise on #1 · query ") for s in at.success)
+    assert next(m.value for m in at.markdown if m.value.startswith("**#2 ·")) and not at.error
+    assert _metric(at, "Reviewed") == "1 of 133" and not any("Unsaved drafts" in c.value for c in at.caption)
+    at = _press(at, "Previous")  # back on #1: the stored verdict, and the row it is
+    assert _form(at) == ("label noise", "saved on the way out")
+    assert any(c.value == f"Saved as #{row_id} in the review database." for c in at.caption)

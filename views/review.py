@@ -51,15 +51,14 @@ saving = st.empty()  # "saving…", then "saved #id": the verdicts whose Save wa
 target = SaveTarget(dataset, checkpoint, ctx.checkpoint.path.stem, table_all)
 while desk.pending():
     saving.info(f"Saving the verdict on {desk.pending()[0].label}…", icon=":material/hourglass_top:")
-    result = desk.save_next(store, store_error or "", target)
-    if result.row_id is not None:
-        saving.success(
-            f"Saved #{result.row_id}: {result.pending.draft.verdict} on {result.pending.label} by "
-            f"{result.pending.reviewer}.",
-            icon=":material/check:",
-        )
-    else:
-        saving.empty()
+    desk.save_next(store, store_error or "", target)
+if last := desk.last_saved():
+    saving.success(
+        f"Saved #{last.row_id}: {last.pending.draft.verdict} on {last.pending.label} by {last.pending.reviewer}.",
+        icon=":material/check:",
+    )
+else:
+    saving.empty()
 try:
     state = review_state(store, table_all, dataset, checkpoint)
 except ReviewStoreError as exc:  # opened, but unreadable now (e.g. the server went away): show the queue anyway
