@@ -198,7 +198,7 @@ def test_save_then_j_at_once_on_a_slow_database_keeps_every_verdict_of_both_revi
 def _downloads(tab, labels: list[str]) -> dict[str, bytes]:
     """Click each download button right after the previous one; every click's file must arrive (by file name)."""
     arrived: list = []
-    tab.on("download", arrived.append)
+    tab.on("download", lambda download: arrived.append(download))
     for label in labels:
         tab.get_by_role("button", name=label).click()
     tab.wait_for_timeout(500)
@@ -222,7 +222,7 @@ def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
         _wait_for(tab, "Meeting summary (HTML)")
         files = _downloads(tab, ["Queue as CSV", "Queue as JSON", "Meeting summary (HTML)", "Queue as CSV"])
         assert set(files) == {"review_queue.csv", "review_queue.json", "review_summary.html"}
-        assert files["review_queue.csv"].startswith(b"position,") and b'"items"' in files["review_queue.json"]
+        assert files["review_queue.csv"].startswith(b'"position",') and b'"items"' in files["review_queue.json"]
         assert_clean(tab)
         tab.goto(f"{server.url}/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source")
         _wait_for(tab, "Model card (JSON)")
