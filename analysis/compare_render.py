@@ -4,6 +4,7 @@ spaces, and the self-contained report (HTML with plots embedded; JSON laid out l
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 from dataclasses import dataclass
@@ -297,6 +298,12 @@ def write_outputs(outcome: Outcome, document: dict, out: Path) -> list[Path]:
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     return [out / name for name in files]
+
+
+def content_key(document: dict) -> str:
+    """What a report document says, without when it was built: equal keys, equal reports (a cache key)."""
+    details = {k: v for k, v in document["model_details"].items() if k != "generated_at"}
+    return hashlib.sha256(document_json({**document, "model_details": details}).encode("utf-8")).hexdigest()
 
 
 def document_json(document: dict) -> str:

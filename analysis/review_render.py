@@ -154,16 +154,30 @@ def summary_html(queue: pd.DataFrame, context: ReviewContext) -> str:
     )
 
 
+EXPORTS = (  # file name, what the page's button says, MIME type
+    ("review_queue.csv", "Queue as CSV", "text/csv"),
+    ("review_queue.json", "Queue as JSON", "application/json"),
+    ("review_summary.html", "Meeting summary (HTML)", "text/html"),
+)
+
+
+def export_files(
+    queue: pd.DataFrame, current: pd.DataFrame, history: pd.DataFrame, context: ReviewContext
+) -> dict[str, bytes]:
+    """The three export files by name (`EXPORTS`), as bytes."""
+    return {
+        "review_queue.csv": csv_bytes(export_table(queue)),
+        "review_queue.json": queue_json(queue, current, history, context).encode("utf-8"),
+        "review_summary.html": summary_html(queue, context).encode("utf-8"),
+    }
+
+
 def write_exports(
     queue: pd.DataFrame, current: pd.DataFrame, history: pd.DataFrame, context: ReviewContext, out: Path
 ) -> list[Path]:
     """review_queue.csv, review_queue.json and review_summary.html under `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "review_queue.csv": csv_bytes(export_table(queue)),
-        "review_queue.json": queue_json(queue, current, history, context).encode("utf-8"),
-        "review_summary.html": summary_html(queue, context).encode("utf-8"),
-    }
+    files = export_files(queue, current, history, context)
     for name, payload in files.items():
         (out / name).write_bytes(payload)
     return [out / name for name in files]

@@ -41,6 +41,14 @@ class ReviewStoreError(CHTNError):
     """A database failure the user can act on (read-only, locked, unreachable, not ours, too new), in plain words."""
 
 
+class RepeatedDecision(ReviewStoreError):
+    """The decision asked for is the comparison's current one already (`existing` is its stored row)."""
+
+    def __init__(self, message: str, existing: dict) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 class UTCDateTime(sa.TypeDecorator):
     """Timezone-aware UTC datetimes on both backends: SQLite's DATETIME drops the zone (stored as naive UTC here),
     PostgreSQL's timestamptz returns the session's zone (converted back to UTC)."""
@@ -137,6 +145,8 @@ decisions_table = sa.Table(
     sqlite_autoincrement=True,
 )
 DECISIONS = ("GO", "NO-GO", "GO with override")
+# What makes a decision a new one: a record equal to the comparison's current decision in all of these repeats it.
+DECISION_IDENTITY = ("decision", "override_reason", "deciders", "rationale", "rule_sha256", "gate")
 _APPEND_ONLY = ("verdicts", "decisions")
 
 
@@ -178,6 +188,7 @@ MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x43_48_54_4E  # PostgreSQL advisory lock key ("CHTN"): one migrator at a time
+DECISION_LOCK = MIGRATION_LOCK + 1  # one decision writer at a time, so a repeat is seen (SQLite: BEGIN IMMEDIATE)
 
 
 def default_location(environ: Mapping[str, str] | None = None) -> str:
@@ -443,7 +454,11 @@ class ReviewStore:
 
     def save_decision(self, **record: object) -> dict:
         """Append one go/no-go decision record (columns of the `decisions` table but id and created_at; `rules` and
-        `review_counts` as JSON-ready objects) and return it as stored. A later decision supersedes, never edits."""
+        `review_counts` as JSON-ready objects) and return it as stored. A later decision supersedes, never edits.
+
+        `RepeatedDecision` when it equals the comparison's current decision in every `DECISION_IDENTITY` field
+        (a second click, or a second person recording what the room already recorded): checked inside the write
+        transaction, so two dashboards pressing at once still store it once."""
         decision, reason = record.get("decision"), str(record.get("override_reason") or "").strip()
         if decision not in DECISIONS:
             raise ReviewStoreError(f"Unknown decision {decision!r}: choose one of {', '.join(DECISIONS)}.")
@@ -459,7 +474,22 @@ class ReviewStore:
         for field, value in row.items():
             if isinstance(value, str) and "\x00" in value:
                 raise ReviewStoreError(f"The {field} contains a NUL character (\\x00), which cannot be stored.")
+        d = decisions_table.c
+        pair = (d.dataset == row["dataset"], d.baseline == row["baseline"], d.candidate == row["candidate"])
         with self._errors(), self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already excludes other writers
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DECISION_LOCK)))
+            current = conn.execute(sa.select(decisions_table).where(*pair).order_by(d.id.desc()).limit(1)).first()
+            if current is not None and all(
+                str(getattr(current, f)).strip() == str(row[f]).strip() for f in DECISION_IDENTITY
+            ):
+                raise RepeatedDecision(
+                    f"This decision is already recorded: #{current.id}, {current.decision} by {current.deciders} "
+                    f"at {current.created_at:%Y-%m-%d %H:%M} UTC, is the comparison's current decision, with the "
+                    "same reason, rationale and rules. Nothing was added; to record it again, say in the rationale "
+                    "what is new.",
+                    current._asdict(),
+                )
             (row_id,) = conn.execute(sa.insert(decisions_table).values(**row)).inserted_primary_key
         return {"id": row_id, **row}
 

@@ -36,6 +36,7 @@ ERROR_SELECTORS = {
     "exception": '[data-testid="stException"]',
     "error box": '[data-testid="stAlertContentError"]',
     "dialog": '[role="dialog"]',
+    "download error": '[data-testid="stDownloadButtonError"]',
 }
 
 

@@ -114,3 +114,19 @@ def test_a_split_without_evidence_says_so_instead_of_a_verdict(review_db, tmp_pa
     (box,) = [w.value for w in at.warning if "insufficient evidence" in w.value]
     assert f"{n} queries in 1 category" in box and "neither GO nor NO-GO" in box
     assert not [w for w in [*at.success, *at.warning] if "The rules say" in w.value]
+
+
+def test_the_same_decision_recorded_twice_is_refused_with_the_record_it_repeats(review_db):
+    at = _app("views/compare.py", checkpoint="chtn_no_source", baseline="chtn_fashion_source")
+    at.radio(key="cp_verdict").set_value("NO-GO")
+    at.text_input(key="cp_deciders").input("ada, bob")
+    at.text_area(key="cp_rationale").input("regressions on Heels")
+    next(b for b in at.button if b.label == "Record the decision").click().run()
+    next(b for b in at.button if b.label == "Record the decision").click().run()  # pressed again, same text
+    digests = _digests()
+    records = ReviewStore(review_db).decisions(
+        digests["dataset"], digests["chtn_fashion_source"], digests["chtn_no_source"]
+    )
+    assert len(records) == 1 and not at.error
+    (warning,) = [w.value for w in at.warning if "Not recorded again" in w.value]
+    assert f"already recorded: #{records['id'][0]}, NO-GO by ada, bob" in warning

@@ -1,9 +1,14 @@
 """The meeting in a real browser: two people open one meeting link, both save a verdict at the same moment, and
-after a reload both verdicts are there, for both of them."""
+after a reload both verdicts are there, for both of them; a verdict saved with Ctrl+Enter and left at once with J
+while the database is slow (another writer holds its lock) is stored; downloads clicked in quick succession all
+arrive."""
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -50,8 +55,8 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
             tab.get_by_label("Your name").fill(name)
             tab.get_by_label("Your name").press("Enter")
             verdict, note = people[name]
-            tab.get_by_text(verdict, exact=True).click()
-            tab.get_by_label("Notes").fill(note)
+            tab.get_by_role("radiogroup", name=re.compile(r"^Verdict on #3 ")).get_by_text(verdict, exact=True).click()
+            tab.get_by_label(re.compile(r"^Notes on #3 ")).fill(note)
         for tab in tabs.values():  # both press Save before either page is read
             tab.get_by_role("button", name="Save verdict").click()
         for name, tab in tabs.items():
@@ -100,4 +105,164 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
             page.get_by_text("Per category").first.scroll_into_view_if_needed()
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert_clean(page)
+        browser.close()
+
+
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots to look at (gitignored)
+
+
+def _meeting_link(size: int, seed: int) -> tuple[str, str, str, str]:
+    """A meeting queue's link, with the dataset fingerprint, checkpoint digest and queue id it is about."""
+    from analysis import workspace as ws
+
+    checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
+    dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
+    spec = rq.QueueSpec(size=size, seed=seed)
+    queue_id = spec.queue_id(checkpoint.digest, dataset)
+    link = f"/review?queue={queue_id}&item=1&" + "&".join(f"{k}={v}" for k, v in spec.to_params().items())
+    return link, dataset, checkpoint.digest, queue_id
+
+
+def _hold_lock(database: Path) -> sqlite3.Connection:
+    """Take the database's write lock from this process, as another program writing would: every save waits in
+    SQLite's busy timeout until the returned connection rolls back."""
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def _item(tab) -> str:
+    """The query id of the item on screen."""
+    heading = tab.locator("p").filter(has_text=re.compile(r"^#\d+ · .* · query ")).first.inner_text()
+    return re.search(r" · query (\S+) · ", heading).group(1)
+
+
+def _settled(tab) -> None:
+    """Wait until the page's run has finished and no element of an earlier run is on screen: a reviewer reads the
+    item before typing, and what is typed into the previous item's form, still shown mid-rerun, belongs to it."""
+    tab.wait_for_function(
+        "!document.querySelector('[data-stale=\"true\"]') && "
+        "!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')",
+        timeout=60_000,
+    )
+
+
+def _move_on(tab, position: int, query: str, note: str) -> None:
+    """Wait until the page left item `position`. A key press the browser sends while the page reruns is sometimes
+    dropped by Streamlit's front end; then the item is still on screen with what was typed in its form (asserted:
+    nothing is lost), and the reviewer, seeing nothing happen, presses J again, which saves the draft first."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        try:
+            tab.get_by_text(re.compile(rf"^Notes on #{position + 1} · query ")).first.wait_for(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            tab.screenshot(path=ARTIFACTS / "review-stuck.png", full_page=True)
+            assert tab.get_by_label(f"Notes on #{position} · query {query}", exact=True).input_value() == note
+            tab.evaluate("document.activeElement && document.activeElement.blur()")
+            tab.keyboard.press("j")
+    raise AssertionError(f"the page never left item #{position}")
+
+
+def test_save_then_j_at_once_on_a_slow_database_keeps_every_verdict_of_both_reviewers(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    link, dataset, checkpoint, queue_id = _meeting_link(size=6, seed=11)
+    database = tmp_path / "review.sqlite"
+    env = {**os.environ, "CHTN_REVIEW_DB": str(database)}
+    typed: dict[tuple[str, str], str] = {}  # (reviewer, query id) -> note
+    ARTIFACTS.mkdir(exist_ok=True)
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        tabs = {
+            name: browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for name in ("Ada", "Bob")
+        }
+        for name, tab in tabs.items():
+            tab.goto(server.url + link)
+            _wait_for(tab, "Save verdict")
+            tab.get_by_label("Your name").fill(name)
+            tab.get_by_label("Your name").press("Enter")
+            tab.get_by_role("button", name="Save verdict").wait_for()
+        for round_ in range(2):
+            for name, tab in tabs.items():  # both type while nothing is slow yet
+                _wait_for(tab, f"#{round_ + 1} ·")
+                _settled(tab)
+                note = f"{name}'s note on item {round_ + 1}: <b>kept</b>"
+                label = tab.get_by_text(re.compile(rf"^Notes on #{round_ + 1} · query \S+$")).first  # its own form,
+                query = label.inner_text().rsplit(" ", 1)[1]  # not the previous item's, still on screen mid-rerun
+                typed[(name, query)] = note
+                verdict = "label noise" if name == "Ada" else "model error"
+                group = tab.get_by_role("radiogroup", name=f"Verdict on #{round_ + 1} · query {query}", exact=True)
+                group.get_by_text(verdict, exact=True).click()
+                _settled(tab)  # the verdict's click reruns the page
+                tab.get_by_label(f"Notes on #{round_ + 1} · query {query}", exact=True).fill(note)
+            holder = _hold_lock(database)
+            try:
+                for tab in tabs.values():  # each presses Ctrl+Enter in the note and J at once: the saves wait
+                    tab.get_by_label(re.compile(rf"^Notes on #{round_ + 1} ")).press("Control+Enter")
+                    tab.evaluate("document.activeElement && document.activeElement.blur()")
+                    tab.keyboard.press("j")
+                tabs["Bob"].wait_for_timeout(1500)  # the database stays locked a while: the saves wait for it
+                if round_ == 0:
+                    tabs["Ada"].screenshot(path=ARTIFACTS / "review-saving.png")
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            for name, tab in tabs.items():  # "Saved #7: label noise on #1 · query 1234 (i2t) by Ada."
+                previous = [q for (who, q), _ in typed.items() if who == name][-1]
+                _move_on(tab, round_ + 1, previous, typed[(name, previous)])
+                try:
+                    tab.get_by_text(f"on #{round_ + 1} · query").first.wait_for(timeout=60_000)
+                except Exception:
+                    tab.screenshot(path=ARTIFACTS / f"review-not-saved-{name}.png", full_page=True)
+                    raise
+        for name, tab in tabs.items():
+            assert_clean(tab)
+            tab.screenshot(path=ARTIFACTS / f"review-saved-{name}.png", full_page=True)
+        browser.close()
+    stored = ReviewStore(database).verdicts(dataset, checkpoint)
+    rows = [(r.reviewer, r.query_id, r.verdict, r.note) for r in stored.itertuples()]
+    latest = stored.sort_values("id").groupby(["reviewer", "query_id"]).last()
+    assert {key: row.note for key, row in latest.iterrows()} == typed, rows  # every typed verdict, on its own item
+    # a Save and a J delivered in overlapping runs may store the same verdict twice: a repeat, never a wrong row
+    assert all((who, query) in typed and note == typed[(who, query)] for who, query, _, note in rows), rows
+    assert set(stored["queue_id"]) == {queue_id}
+
+
+def _downloads(tab, labels: list[str]) -> dict[str, bytes]:
+    """Click each download button right after the previous one; every click's file must arrive (by file name)."""
+    arrived: list = []
+    tab.on("download", lambda download: arrived.append(download))
+    for label in labels:
+        tab.get_by_role("button", name=label).click()
+    tab.wait_for_timeout(500)
+    deadline = 60
+    while len(arrived) < len(labels) and deadline:
+        tab.wait_for_timeout(1000)
+        deadline -= 1
+    assert len(arrived) == len(labels), [download.suggested_filename for download in arrived]
+    return {download.suggested_filename: Path(download.path()).read_bytes() for download in arrived}
+
+
+def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    link, *_ = _meeting_link(size=6, seed=11)
+    env = {**os.environ, "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite")}
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        tab = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+        tab.goto(server.url + link)
+        _wait_for(tab, "Meeting summary (HTML)")
+        files = _downloads(tab, ["Queue as CSV", "Queue as JSON", "Meeting summary (HTML)", "Queue as CSV"])
+        assert set(files) == {"review_queue.csv", "review_queue.json", "review_summary.html"}
+        assert files["review_queue.csv"].startswith(b'"position",') and b'"items"' in files["review_queue.json"]
+        assert_clean(tab)
+        tab.goto(f"{server.url}/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source")
+        _wait_for(tab, "Model card (JSON)")
+        files = _downloads(tab, ["Report (HTML, opens offline)", "Model card (JSON)", "Model card (JSON)"])
+        assert set(files) == {"compare_chtn_no_source.html", "comparison.json"}
+        assert b"Rules say NO-GO" in files["compare_chtn_no_source.html"]
+        assert_clean(tab)
         browser.close()

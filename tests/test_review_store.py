@@ -491,3 +491,14 @@ def test_verdicts_and_decisions_cannot_be_edited_even_in_sql(store: ReviewStore,
         engine.dispose()
     assert store.decisions("ds", "a" * 16, "b" * 16).iloc[0]["decision"] == "GO"
     assert list(store.verdicts("ds")["verdict"]) == ["model error"]
+
+
+def test_the_current_decision_recorded_again_is_refused_and_nothing_is_added(store: ReviewStore) -> None:
+    first = decide(store, decision="NO-GO", rationale="regressions on Heels")
+    with pytest.raises(review_store.RepeatedDecision, match=f"already recorded: #{first['id']}, NO-GO") as repeat:
+        decide(store, decision="NO-GO", rationale="  regressions on Heels ")  # a second click, or a second person
+    assert repeat.value.existing["id"] == first["id"]
+    assert len(store.decisions("ds", "a" * 16, "b" * 16)) == 1
+    changed = decide(store, decision="NO-GO", rationale="regressions on Heels; re-checked after relabelling")
+    back = decide(store, decision="NO-GO", rationale="regressions on Heels")  # same as an older one, not the current
+    assert list(store.decisions("ds", "a" * 16, "b" * 16)["id"]) == [back["id"], changed["id"], first["id"]]

@@ -18,7 +18,7 @@ from analysis.compare import Evaluated, compare_checkpoints, insufficient_statem
 from analysis.gate_rules import read_rules, rules_table
 from analysis.projection import ProjectionParams, cached_project_two
 from analysis.review import regression_review, regressions_queue
-from analysis.review_store import DECISIONS, ReviewStoreError
+from analysis.review_store import DECISIONS, RepeatedDecision, ReviewStoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
 from views.common import OTHER_PATH, context, keep, nearby_checkpoints, other_checkpoint, remember, review_store
@@ -278,6 +278,8 @@ if record:
             )
             st.toast("Decision recorded", icon=":material/check:")
             st.rerun()
+        except RepeatedDecision as exc:  # refused, not failed: the record the room wanted is there
+            st.warning(f"**Not recorded again.** {exc}", icon=":material/content_copy:")
         except ReviewStoreError as exc:
             st.error(f"**Not recorded.** {exc} Your text is still in the form.")
 if decisions:
@@ -286,6 +288,14 @@ if decisions:
         ["id", "decision", "deciders", "rationale", "override_reason", "gate", "created_at", "superseded_by"]
     ]
     st.dataframe(log, hide_index=True, width="stretch")
+
+
+@st.cache_data(show_spinner="Building the report…", max_entries=8)
+def report_files(content: str, _outcome, _document: dict) -> tuple[bytes, bytes]:
+    """The HTML report (plotly.js inlined: megabytes) and the model card, once per content: `content` is the
+    document without its build time (render.content_key), and everything the report shows is in the document."""
+    return render.report_html(_outcome, _document).encode("utf-8"), render.document_json(_document).encode("utf-8")
+
 
 context_ = render.ReportContext(
     baseline.path.stem,
@@ -299,18 +309,19 @@ context_ = render.ReportContext(
     code_version(),
 )
 document = render.report_document(outcome, context_, decisions, notes, review_counts)
+# Built with the page (cached per content), not when clicked: a file's address is a hash of its content, so a click
+# never reruns the page, and a second click at once still finds its file (a deferred download's generator is
+# forgotten by the rerun the first click caused, so a quick second click found nothing).
+report, card = report_files(render.content_key(document), outcome, document)
 downloads = st.columns(2)
-downloads[0].download_button(  # built when clicked: the report inlines plotly.js (megabytes) and is not per rerun
+downloads[0].download_button(
     "Report (HTML, opens offline)",
-    lambda: render.report_html(outcome, document),
+    report,
     f"compare_{Path(candidate.path).stem}.html",
     "text/html",
     icon=":material/download:",
+    on_click="ignore",
 )
 downloads[1].download_button(
-    "Model card (JSON)",
-    lambda: render.document_json(document),
-    "comparison.json",
-    "application/json",
-    icon=":material/download:",
+    "Model card (JSON)", card, "comparison.json", "application/json", icon=":material/download:", on_click="ignore"
 )

@@ -2,7 +2,8 @@
 
 Everything that defines what is on screen is in the URL (checkpoint, meeting queue spec and id, item), so a pasted
 link opens the same queue at the same item for everyone. Verdicts go to the review database (SQLite file or a
-PostgreSQL URL): append-only, nothing overwritten; the form keeps an unsaved note when saving fails.
+PostgreSQL URL): append-only, nothing overwritten. What the reviewer types is a draft in the session until the
+database has it (analysis.review_drafts): moving on before a save finished, or a refused save, loses nothing.
 """
 
 from datetime import UTC, datetime
@@ -13,11 +14,11 @@ import streamlit as st
 from analysis import review_queue as rq
 from analysis.explorer import DIRECTIONS
 from analysis.review import history_lines, open_queue, queue_title, review_state
-from analysis.review_render import ReviewContext, export_table, queue_json, summary_html
+from analysis.review_drafts import Draft, SaveTarget, VerdictDesk
+from analysis.review_render import EXPORTS, ReviewContext, export_files
 from analysis.review_store import VERDICTS, ReviewStoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
-from chtn.exports import csv_bytes
 from chtn.ranking import TIE_TOLERANCE, describe_tie
 from chtn.search import query_side, retrieve
 from views.common import context, review_store
@@ -45,6 +46,19 @@ else:
     st.error(f"**Verdicts cannot be saved now.** {store_error}", icon=":material/database:")
 
 table_all = outcomes(checkpoint, dataset, names, gallery, ctx.report)
+desk = VerdictDesk(st.session_state)
+saving = st.empty()  # "saving…", then "saved #id": the verdicts whose Save was pressed, saved before anything else
+target = SaveTarget(dataset, checkpoint, ctx.checkpoint.path.stem, table_all)
+while waiting := desk.pending():
+    saving.info(f"Saving the verdict on {waiting[0].label}…", icon=":material/hourglass_top:")
+    desk.save_next(store, store_error or "", target)
+if last := desk.last_saved():
+    saving.success(
+        f"Saved #{last.row_id}: {last.pending.draft.verdict} on {last.pending.label} by {last.pending.reviewer}.",
+        icon=":material/check:",
+    )
+else:
+    saving.empty()
 try:
     state = review_state(store, table_all, dataset, checkpoint)
 except ReviewStoreError as exc:  # opened, but unreadable now (e.g. the server went away): show the queue anyway
@@ -132,7 +146,15 @@ position = int(item_text) if item_text.isdecimal() and len(item_text) < 7 else 1
 position = min(max(position, 1), len(queue))
 
 
+leaving = queue.iloc[position - 1]
+
+
 def go(to: int) -> None:
+    """Move to item `to`; what was typed on this item is saved first when it holds a verdict (VerdictDesk)."""
+    query_id, direction = leaving["query_id"], leaving["direction"]
+    if desk.widget_keys(query_id, direction)[0] in st.session_state:  # its form was drawn: something may be typed
+        label = f"#{position} · query {query_id} ({direction})"
+        desk.save_on_leave(query_id, direction, label, queue_id if mode == MEETING else None)
     st.query_params["item"] = str(min(max(to, 1), len(queue)))
 
 
@@ -170,15 +192,28 @@ choice = nav[3].selectbox(
     queue["position"].tolist(),
     index=position - 1,
     label_visibility="collapsed",
-    format_func=lambda p: (lambda r: f"#{p} · {r.query_id} · {DIRECTIONS[r.direction]} · {r.category} · {r.status}")(
-        queue.iloc[p - 1]
-    ),
+    format_func=lambda p: (
+        lambda r: (
+            f"#{p} · {r.query_id} · {DIRECTIONS[r.direction]} · {r.category} · {r.status}"
+            + (" · unsaved draft" if desk.draft(r.query_id, r.direction) else "")
+        )
+    )(queue.iloc[p - 1]),
 )
 if choice != position:
     go(choice)
     st.rerun()
 st.query_params["item"] = str(position)
 item = queue.iloc[position - 1]
+where = dict(zip(zip(queue["query_id"], queue["direction"]), queue["position"]))
+elsewhere = [key for key in desk.unsaved() if key != (item["query_id"], item["direction"])]
+if elsewhere:
+    st.caption(
+        "Unsaved drafts, kept in this browser session until you save them: "
+        + ", ".join(f"#{where[k]}" if k in where else f"{k[0]} ({k[1]}, not in this queue)" for k in elsewhere)
+    )
+for (query_id, direction), error in desk.errors().items():
+    if (query_id, direction) != (item["query_id"], item["direction"]):
+        st.error(f"The verdict on {query_id} ({direction}) was not saved. {error}", icon=":material/database:")
 
 # ---------------------------------------------------------------- the item
 direction, row = item["direction"], int(item["row"])
@@ -253,46 +288,42 @@ with verdict_col:
         if len(current)
         else current
     )
-    form_key = f"rv_{item['query_id']}_{direction}"
-    if f"{form_key}_verdict" not in st.session_state:  # pre-filled with this reviewer's current verdict
-        own_rows = mine[mine["reviewer"] == reviewer] if reviewer and len(mine) else pd.DataFrame()
-        if len(own_rows):
-            st.session_state[f"{form_key}_verdict"] = own_rows.iloc[-1]["verdict"]
-            st.session_state[f"{form_key}_note"] = own_rows.iloc[-1]["note"]
-    with st.form(form_key):
-        verdict = st.radio("Verdict", VERDICTS, index=None, key=f"{form_key}_verdict")
-        note = st.text_area("Notes", key=f"{form_key}_note", height=120, placeholder="What the room agreed, and why")
-        save = st.form_submit_button("Save verdict", type="primary", icon=":material/save:", shortcut="Ctrl+Enter")
-    if save:
-        if store is None:
-            st.error(f"Not saved: {store_error} Your note is still in the form.")
-        elif not (reviewer or "").strip():
-            st.error("Not saved: type your name in the sidebar first (it is remembered for this browser session).")
-        elif verdict is None:
-            st.error("Not saved: choose a verdict.")
-        else:
-            try:
-                store.save_outcomes(
-                    dataset=dataset,
-                    checkpoint=checkpoint,
-                    checkpoint_name=ctx.checkpoint.path.stem,
-                    outcomes=rq.snapshot(table_all),
-                )
-                saved = store.save_verdict(
-                    dataset=dataset,
-                    checkpoint=checkpoint,
-                    checkpoint_name=ctx.checkpoint.path.stem,
-                    query_id=item["query_id"],
-                    direction=direction,
-                    verdict=verdict,
-                    note=note or "",
-                    reviewer=reviewer.strip(),
-                    queue_id=queue_id if mode == MEETING else None,
-                )
-                st.toast(f"Saved: {saved.verdict} by {saved.reviewer}", icon=":material/check:")
-                st.rerun()
-            except ReviewStoreError as exc:
-                st.error(f"**Not saved.** {exc} Your note is still in the form: save again when this is fixed.")
+    query_id = item["query_id"]
+    own_rows = mine[mine["reviewer"] == reviewer] if reviewer and len(mine) else pd.DataFrame()
+    stored = Draft(own_rows.iloc[-1]["verdict"], own_rows.iloc[-1]["note"]) if len(own_rows) else None
+    desk.prefill(query_id, direction, stored)  # the unsaved draft, else this reviewer's current verdict
+    verdict_key, note_key = desk.widget_keys(query_id, direction)
+    keep = dict(on_change=desk.keep_draft, args=(query_id, direction))
+    # The labels name the item: while a rerun is on its way, the previous item's form may still be on screen, and
+    # what is typed there belongs to that item; the label says which one it is.
+    st.radio(f"Verdict on #{position} · query {query_id}", VERDICTS, index=None, key=verdict_key, **keep)
+    st.text_area(
+        f"Notes on #{position} · query {query_id}",
+        key=note_key,
+        height=120,
+        placeholder="What the room agreed, and why",
+        **keep,
+    )
+    st.button(
+        "Save verdict",
+        type="primary",
+        icon=":material/save:",
+        shortcut="Ctrl+Enter",
+        on_click=desk.request_save,
+        args=(
+            query_id,
+            direction,
+            f"#{position} · query {query_id} ({direction})",
+            queue_id if mode == MEETING else None,
+        ),
+        help="Keyboard: Ctrl+Enter. Moving on (J, K, U, the picker) saves a chosen verdict too, before anything else.",
+    )
+    if desk.error(query_id, direction):
+        st.error(desk.error(query_id, direction))
+    elif desk.draft(query_id, direction):
+        st.caption("Unsaved draft: kept in this browser session until you save it.")
+    elif desk.saved_id(query_id, direction) is not None:
+        st.caption(f"Saved as #{desk.saved_id(query_id, direction)} in the review database.")
     st.markdown("**Verdicts on this checkpoint**")
     if len(mine) == 0:
         st.caption("None yet.")
@@ -316,23 +347,15 @@ review_context = ReviewContext(
     datetime.now(UTC).isoformat(timespec="seconds"),
     code_version(),
 )
-exports = st.columns(3)  # each file is built when its button is clicked, not on every rerun
-exports[0].download_button(
-    "Queue as CSV", lambda: csv_bytes(export_table(queue)), "review_queue.csv", "text/csv", icon=":material/download:"
-)
-exports[1].download_button(
-    "Queue as JSON",
-    lambda: queue_json(
-        queue, current, store.verdicts(dataset, checkpoint) if store else pd.DataFrame(), review_context
-    ),
-    "review_queue.json",
-    "application/json",
-    icon=":material/download:",
-)
-exports[2].download_button(
-    "Meeting summary (HTML)",
-    lambda: summary_html(queue, review_context),
-    "review_summary.html",
-    "text/html",
-    icon=":material/download:",
-)
+try:
+    history = store.verdicts(dataset, checkpoint) if store else pd.DataFrame()
+except ReviewStoreError as exc:
+    st.warning(f"The JSON file below lacks the verdict history: {exc}", icon=":material/database:")
+    history = pd.DataFrame()
+# Built on every run (small files), not when clicked: a file's address is a hash of its content, so a click never
+# reruns the page nor waits, and a second click at once still finds its file (a deferred download's generator is
+# forgotten by the next rerun, so a quick second click found nothing).
+files = export_files(queue, current, history, review_context)
+exports = st.columns(3)
+for column, (name, label, mime) in zip(exports, EXPORTS):
+    column.download_button(label, files[name], name, mime, icon=":material/download:", on_click="ignore")
