@@ -40,10 +40,16 @@ def test_model_card_names_data_source_and_provenance():
     assert ws.model_card(ws.open_checkpoint("chtn_no_source"))["source domain"].startswith("none")
 
 
-def test_model_card_says_unknown_for_provenance_older_checkpoints_lack():
-    """The shipped sample checkpoints predate the provenance and text-choice records."""
-    checkpoint = ws.open_checkpoint("chtn_fashion_source")
-    assert "provenance" not in checkpoint.meta and "text_choice" not in checkpoint.meta
+def test_model_card_says_unknown_for_provenance_older_checkpoints_lack(tmp_path):
+    """A checkpoint written before the provenance and text-choice records (the sample's, re-saved without them)."""
+    from chtn.checkpoint import save_checkpoint
+
+    shipped = ws.open_checkpoint("chtn_fashion_source")
+    assert shipped.meta["provenance"]["device"] == "CPU" and ws.model_card(shipped)["trained on"].startswith("CPU")
+    older = {k: v for k, v in shipped.meta.items() if k not in ("provenance", "text_choice")}
+    path = tmp_path / "older.safetensors"
+    save_checkpoint(path, shipped.model, shipped.config, older, shipped.tfidf_state)
+    checkpoint = ws.open_checkpoint(str(path))
     card = ws.model_card(checkpoint)
     assert card["trained on"].startswith("unknown") and card["software"] == "unknown"
     assert card["text features"].startswith("unknown")
