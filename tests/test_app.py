@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from chtn.ranking import own_pair_headline
 from tests.conftest import ROOT
 
 TIMEOUT = 300  # the first run embeds the sample's test split (real encoders on CPU)
@@ -105,10 +106,14 @@ def test_explorer_default_view_and_interactions(fashion):
     # the default query is test row 0, image -> text: its own pair's rank is the Overview's, and the grid
     # is the explorer's ranking, with each result's tie group
     assert at.query_params["query"] == gallery.data.ids[0]
-    assert at.metric[1].value == f"#{report.i2t.paired_rank[0]}"
+    ties = report.i2t.paired_ties
+    assert at.metric[1].value == own_pair_headline(
+        int(report.i2t.paired_rank[0]), (ties.others[0], ties.first[0], ties.last[0])
+    )
     view = retrieve(gallery, "i2t", gallery.image[0], 10, names, None, int(gallery.labels[0]), 0)
     assert view.paired_rank == report.i2t.paired_rank[0] and view.paired_tie[0] > 0
-    assert describe_tie(*view.paired_tie) in [c.value for c in at.caption]
+    caption = f"#{view.paired_rank} in gallery order; {describe_tie(*view.paired_tie)}"
+    assert caption in [c.value for c in at.caption]
     cards = _cards(at)
     assert len(cards) == 10
     for card, item in zip(cards, view.table.itertuples()):
