@@ -205,8 +205,8 @@ def _columns(record: dict) -> dict:
         "losses": record["losses"],
         "insufficient": record["insufficient"],
         "unit": record["unit"],
-        "runs_a": record["runs"][0],
-        "runs_b": record["runs"][1],
+        "runs_a": record["runs_a"],
+        "runs_b": record["runs_b"],
     }
 
 

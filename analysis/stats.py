@@ -66,8 +66,11 @@ class PairedComparison:
         """Too few queries, clusters or runs for the slice to count on its own (docs/conventions.md)."""
         return self.n < self.min_queries or self.units < MIN_UNITS[self.unit]
 
-    def to_dict(self) -> dict[str, float | int | bool]:
-        return {**asdict(self), "insufficient": self.insufficient}
+    def to_dict(self) -> dict[str, float | int | bool | str]:
+        """Plain fields for a table row (the runs as runs_a, runs_b: they survive a JSON round trip)."""
+        fields = asdict(self)
+        runs_a, runs_b = fields.pop("runs")
+        return {**fields, "runs_a": runs_a, "runs_b": runs_b, "insufficient": self.insufficient}
 
 
 def check_same_queries(ids_a: Sequence[str], ids_b: Sequence[str], what: str = "the two rankings") -> None:
