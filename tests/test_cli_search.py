@@ -31,7 +31,7 @@ def test_query_by_id_with_category_filter_matches_the_explorer(capsys, pairs):
     assert len(lines) == 8
     rows = [line.split() for line in lines[1:6]]
     assert all(row[5] in ("Tshirts", "Shirts") for row in rows)
-    assert lines[6].startswith("tied_with: other items scoring within 0.0001")
+    assert lines[6].startswith("tied_with: other items with the result's score to four decimals")
     checkpoint = load_checkpoint(CKPT)
     gallery = embed_split(checkpoint, open_dataset(PAIRS, checkpoint)[0])
     view = retrieve(

@@ -60,7 +60,7 @@ def test_one_query_scores_as_in_a_batch_on_real_embeddings(sample):
     np.testing.assert_array_equal(batch, np.concatenate([cosine_scores(q, gallery.text) for q in gallery.image]))
     # and the data are tie-heavy, which is why this matters: exact float32 ties at the top of many rows
     top = batch.max(axis=1, keepdims=True)
-    assert ((batch == top).sum(axis=1) > 1).mean() > 0.1
+    assert ((batch == top).sum(axis=1) > 1).mean() > 0.05
 
 
 def test_evaluate_cli_writes_the_reports_figures(tmp_path, capsys):

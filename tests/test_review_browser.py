@@ -81,11 +81,11 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from chtn.cli import main
-    from tests.conftest import CHECKPOINTS, PAIRS
+    from tests.conftest import PAIRS, recipe_runs
 
     out = tmp_path / "gate"
-    argv = ["compare", "--baseline", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--candidate",
-            str(CHECKPOINTS / "chtn_no_source.safetensors"), "--data", str(PAIRS), "--out", str(out)]  # fmt: skip
+    argv = ["compare", "--baseline", *recipe_runs("chtn_fashion_source"), "--candidate",
+            *recipe_runs("chtn_no_source"), "--data", str(PAIRS), "--out", str(out)]  # fmt: skip
     assert main(argv) == 1
     env = {**os.environ, "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite")}
     with sync_playwright() as playwright:
