@@ -28,8 +28,8 @@ FLAGS = (HELPED, HURT, NEGLIGIBLE, NO_EFFECT, INSUFFICIENT)
 
 
 def transfer_gain(
-    model: EvaluationReport,
-    reference: EvaluationReport,
+    model: EvaluationReport | Sequence[EvaluationReport],
+    reference: EvaluationReport | Sequence[EvaluationReport],
     resamples: int = RESAMPLES,
     seed: int = 0,
     min_queries: int = MIN_QUERIES,
@@ -43,31 +43,39 @@ def transfer_gain(
     queries a +0.002 change can be significant, and is still nothing a team acts on); otherwise **helped** or
     **negative transfer** by the sign. The CI is per slice and unadjusted; the flag uses the BH-adjusted q.
 
-    Both reports must come from the same ranking code on the identical query set (same split, same order);
-    queries without a relevant item (AP undefined) are left out of both. Queries of a single category are
+    Each side may be several training runs of its recipe (one report per run, all on the same split). With two or
+    more runs on both sides a category's ΔAP is tested across runs (Welch's t on each run's mean AP), so the flags
+    compare the recipes, training-seed variance included; otherwise they compare these checkpoints only.
+
+    All reports must come from the same ranking code on the identical query set (same split, same order);
+    queries without a relevant item (AP undefined) are left out of every run. Queries of a single category are
     insufficient evidence throughout (each ranking is perfect).
     """
-    if model.label_names != reference.label_names:
+    models = [model] if isinstance(model, EvaluationReport) else list(model)
+    references = [reference] if isinstance(reference, EvaluationReport) else list(reference)
+    first = models[0]
+    if any(r.label_names != first.label_names for r in [*models, *references]):
         raise CHTNError(
             "The checkpoint and the reference know different categories; pick a reference trained on this label set."
         )
     a, b, labels, directions = [], [], [], []
     for direction in DIRECTIONS:
-        mine, theirs = getattr(model, direction), getattr(reference, direction)
-        if mine.ap.shape != theirs.ap.shape or not np.array_equal(mine.query_labels, theirs.query_labels):
+        sides = [getattr(r, direction) for r in [*models, *references]]
+        mine = sides[0]
+        if any(s.ap.shape != mine.ap.shape or not np.array_equal(s.query_labels, mine.query_labels) for s in sides):
             raise CHTNError("The checkpoint and the reference were not scored on the identical query set.")
-        defined = np.isfinite(mine.ap) & np.isfinite(theirs.ap)
-        a.append(theirs.ap[defined])
-        b.append(mine.ap[defined])
+        defined = np.logical_and.reduce([np.isfinite(s.ap) for s in sides])
+        a.append(np.stack([getattr(r, direction).ap[defined] for r in references]))
+        b.append(np.stack([getattr(r, direction).ap[defined] for r in models]))
         labels.append(mine.query_labels[defined])
         directions += [direction] * int(defined.sum())
     labels_all, directions_all = np.concatenate(labels), np.array(directions)
     masks = {
         f"{name}|{direction}": (labels_all == index) & (directions_all == direction)
         for direction in DIRECTIONS
-        for index, name in enumerate(model.label_names)
+        for index, name in enumerate(first.label_names)
     }
-    frame = compare_slices(np.concatenate(a), np.concatenate(b), masks, "bh", resamples, seed, min_queries)
+    frame = compare_slices(np.hstack(a), np.hstack(b), masks, "bh", resamples, seed, min_queries)
     if len(set(labels_all)) < 2:  # one category: every item is relevant to every query, every AP is 1
         frame["insufficient"] = True
         frame["p_adjusted"] = np.nan

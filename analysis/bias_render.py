@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.bias import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
 from analysis.bias_report import BiasReport
-from analysis.stats import format_p
+from analysis.stats import format_p, interval_label
 
 FLAG_COLOURS = {
     HELPED: "#2e7d32",
@@ -49,14 +49,20 @@ def inputs_statement(report: BiasReport) -> str:
     """What every number was computed from, for a caption and the report's header."""
     s = report.settings
     source = report.source
+    test = (
+        "Welch's t 95% CI and p across training runs"
+        if report.runs and report.reference_runs
+        else f"paired bootstrap 95% CI and sign-flip randomization test, {s.resamples:,} resamples, seed {s.seed}"
+    )
     parts = [
         f"checkpoint {report.checkpoint}",
         f"reference {report.reference}" if report.reference else "no reference",
+        f"other runs of the checkpoint's recipe: {', '.join(report.runs) or 'none'}",
+        f"other runs of the reference's recipe: {', '.join(report.reference_runs) or 'none'}",
         f"test split {report.dataset}",
         f"source {source['path']} ({source['images']} images, {source['classes']} classes)" if source else "no source",
-        f"gain: paired bootstrap 95% CI and sign-flip randomization test, {s.resamples:,} resamples, seed {s.seed}, "
-        f"Benjamini-Hochberg q = {FDR} over categories x directions, fewer than {s.min_queries} queries = "
-        f"insufficient evidence, a significant |ΔAP| below {s.min_effect:g} = negligible effect",
+        f"gain: {test}, Benjamini-Hochberg q = {FDR} over categories x directions, fewer than {s.min_queries} "
+        f"queries = insufficient evidence, a significant |ΔAP| below {s.min_effect:g} = negligible effect",
         f"MMD: CHTN's Gaussian kernel rule, {s.permutations} permutations, up to {s.max_source_images} source "
         "images per category; trunk = frozen image trunk, fc6/fc7 = the checkpoint's image stream",
     ]
@@ -72,9 +78,22 @@ def flags_statement(report: BiasReport) -> str:
         f"|ΔAP| ≥ {s.min_effect:g} (a significant smaller change is a negligible effect); the CI beside it is the "
         "slice's own unadjusted 95% interval, so a CI that excludes 0 can still be 'no detectable effect'. Compare "
         "checkpoints is stricter because it can block a release: a per-category loss counts there when its "
-        "Holm-adjusted p < 0.05, and it warns only beyond the rule file's tolerance (−0.05 AP by default). One "
-        "checkpoint per side: the flags compare these two training runs, not the two recipes; retraining the "
-        "reference with another seed moves many of them."
+        "Holm-adjusted p < 0.05, and it warns only beyond the rule file's tolerance (−0.05 AP by default)."
+    )
+
+
+def runs_statement(report: BiasReport) -> str:
+    """What the flags compare, said beside them: two checkpoints, or two recipes across their training runs."""
+    mine, theirs = 1 + len(report.runs), 1 + len(report.reference_runs)
+    if min(mine, theirs) >= 2:
+        return (
+            f"The flags compare the two recipes: {mine} training runs with the source against {theirs} without it, "
+            "each category tested across runs (Welch's t), so training-seed variance is counted."
+        )
+    return (
+        f"The flags compare these two checkpoints ({mine} run{'s' if mine > 1 else ''} with the source, {theirs} "
+        "without), not the recipes: the intervals resample test queries only, and retraining either side with "
+        "another seed moves many flags. Give 2 or more runs per side (3 for a decision) to compare the recipes."
     )
 
 
@@ -167,7 +186,7 @@ def gain_figure(report: BiasReport):
         annotations=[
             *figure.layout.annotations,
             dict(
-                text=f"filled: significant (BH q ≤ {FDR:g}); open: not; bars: unadjusted 95% CI",
+                text=f"filled: BH q ≤ {FDR:g}; open: not; bars: {interval_label(gain['unit'])} (unadjusted)",
                 xref="paper",
                 yref="paper",
                 x=0,
@@ -242,7 +261,9 @@ def report_html(report: BiasReport, title: str) -> str:
         f"<p class='inputs'>{html.escape(inputs_statement(report))}</p>",
         "<p>ΔAP (checkpoint minus a reference trained without the source) is the direct evidence; coverage, capture, "
         "MMD, A-distance and the ImageNet prior are indicative transferability proxies.</p>",
-        f"<p>{html.escape(flags_statement(report))}</p>" if "gain" in report.tables else "",
+        f"<p><b>{html.escape(runs_statement(report))}</b> {html.escape(flags_statement(report))}</p>"
+        if "gain" in report.tables
+        else "",
         category_table(report).to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0),
     ]
     for number, (name, figure) in enumerate(figures(report).items()):

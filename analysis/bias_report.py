@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.tower import create_tower
 
-VERSION = 4  # bump when a diagnostic's definition changes: older cached reports are then recomputed
+VERSION = 5  # bump when a diagnostic's definition changes: older cached reports are then recomputed
 Progress = Callable[[str, float], None]
 
 
@@ -49,7 +49,8 @@ class BiasSettings:
 
 @dataclass
 class BiasReport:
-    """All diagnostics of one (checkpoint, reference, dataset, source, settings). Tables are per category."""
+    """All diagnostics of one (checkpoint, reference, dataset, source, settings). Tables are per category; the gain
+    alone also uses the other training runs of each side's recipe, when given."""
 
     checkpoint: str  # content hash
     reference: str | None  # content hash of the no-source reference, or None
@@ -57,6 +58,8 @@ class BiasReport:
     settings: BiasSettings
     source: dict | None  # path, fingerprint, images, classes; None when unavailable
     gate: dict | None  # the training's domain gate: auc, relevance (from the checkpoint)
+    runs: list[str] = field(default_factory=list)  # content hashes of other training runs of the checkpoint's recipe
+    reference_runs: list[str] = field(default_factory=list)  # ... and of the reference's recipe
     notes: list[str] = field(default_factory=list)  # what could not be shown, and why
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # gain, coverage, capture, discrepancy, ...
 
@@ -104,8 +107,16 @@ def bias_report(
     settings: BiasSettings = BiasSettings(),
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    runs: Sequence[Checkpoint] = (),
+    reference_runs: Sequence[Checkpoint] = (),
 ) -> BiasReport:
-    """The report, read from the disk cache or computed (with `progress(step, fraction)`) and stored there."""
+    """The report, read from the disk cache or computed (with `progress(step, fraction)`) and stored there.
+
+    `runs` and `reference_runs` are further training runs (other seeds) of the checkpoint's and the reference's
+    recipes: with two or more on each side the transfer gain compares the recipes across runs (`transfer_gain`).
+    """
+    if reference is None:
+        reference_runs = ()
     checkpoint.check_labels(data.labels)
     # Class indices follow the checkpoint's label order (a dataset read without it is sorted by name).
     data = replace(data, label_names=list(checkpoint.label_names))
@@ -113,11 +124,13 @@ def bias_report(
     key = _cache_key(
         [VERSION, checkpoint.digest, reference.digest if reference else None, test.fingerprint()]
         + [source.fingerprint() if source else None, asdict(settings)]
+        + [[c.digest for c in runs], [c.digest for c in reference_runs]]
     )
     path = (cache_dir or default_cache_dir()) / "bias" / f"{key}.json"
     if path.exists():
         return BiasReport.from_json(path.read_text(encoding="utf-8"))
-    report = _compute(checkpoint, data, reference, source, settings, cache_dir, progress or (lambda *_: None))
+    sides = ([checkpoint, *runs], [reference, *reference_runs]) if reference else None
+    report = _compute(sides or ([checkpoint], []), data, source, settings, cache_dir, progress or (lambda *_: None))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # private: concurrent writers never mix
     with os.fdopen(handle, "w", encoding="utf-8") as file:
@@ -140,48 +153,32 @@ def open_source(checkpoint: Checkpoint, override: str | Path | None, data_path: 
 
 
 def _compute(
-    checkpoint: Checkpoint,
+    sides: tuple[list[Checkpoint], list[Checkpoint]],
     data: PairDataset,
-    reference: Checkpoint | None,
     source: SourceDataset | None,
     settings: BiasSettings,
     cache_dir: Path | None,
     progress: Progress,
 ) -> BiasReport:
-    names = checkpoint.label_names
+    """Every diagnostic of `sides[0][0]`; the gain of its runs (`sides[0]`) against the reference's (`sides[1]`)."""
+    checkpoint, names = sides[0][0], sides[0][0].label_names
     cache = FeatureCache(cache_dir)
     progress("Embedding the test split", 0.0)
     gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
-    evaluation = evaluate_gallery(gallery, names)
     report = BiasReport(
         checkpoint.digest,
-        reference.digest if reference else None,
+        sides[1][0].digest if sides[1] else None,
         gallery.data.fingerprint(),
         settings,
         None,
         checkpoint.meta.get("source_fit"),
+        [c.digest for c in sides[0][1:]],
+        [c.digest for c in sides[1][1:]],
     )
     tables = report.tables
-    if reference is not None:
-        progress("Transfer gain against the reference", 0.1)
-        ref_gallery = embed_split(reference, data, "test", cache_dir=cache_dir)
-        tables["gain"] = transfer_gain(
-            evaluation,
-            evaluate_gallery(ref_gallery, names),
-            settings.resamples,
-            settings.seed,
-            settings.min_queries,
-            settings.min_effect,
-        )
-        gain = tables["gain"]
-        if len(gain) and gain["insufficient"].all():
-            categories = gain["category"].nunique()
-            report.notes.append(
-                f"Insufficient evidence: the test split has {len(gallery)} queries in {categories} categor"
-                f"{'y' if categories == 1 else 'ies'}; the transfer gain needs at least two categories and "
-                f"{settings.min_queries} queries in a category and direction, so no category is flagged either way. "
-                "Use a larger test split."
-            )
+    if sides[1]:
+        tables["gain"] = _gain(sides, data, settings, cache_dir, progress)
+        _note_insufficient(report, len(gallery))
     else:
         report.notes.append(
             "No reference checkpoint (same dataset and labels, trained without a source): the transfer gain, the "
@@ -249,6 +246,37 @@ def _compute(
     )
     report.tables = tables
     return report
+
+
+def _gain(
+    sides: tuple[list[Checkpoint], list[Checkpoint]],
+    data: PairDataset,
+    settings: BiasSettings,
+    cache_dir: Path | None,
+    progress: Progress,
+) -> pd.DataFrame:
+    """The transfer gain of the checkpoint's runs (first) against the reference's runs (second)."""
+    names, every = sides[0][0].label_names, [*sides[0], *sides[1]]
+    reports = []
+    for number, run in enumerate(every):
+        progress(f"Transfer gain: ranking the test split with {run.path.name}", 0.05 + 0.25 * number / len(every))
+        reports.append(evaluate_gallery(embed_split(run, data, "test", cache_dir=cache_dir), names))
+    model, reference = reports[: len(sides[0])], reports[len(sides[0]) :]
+    s = settings
+    return transfer_gain(model, reference, s.resamples, s.seed, s.min_queries, s.min_effect)
+
+
+def _note_insufficient(report: BiasReport, queries: int) -> None:
+    """Say once, plainly, when no category of the gain holds evidence either way."""
+    gain = report.tables["gain"]
+    if len(gain) and gain["insufficient"].all():
+        categories = gain["category"].nunique()
+        report.notes.append(
+            f"Insufficient evidence: the test split has {queries} queries in {categories} categor"
+            f"{'y' if categories == 1 else 'ies'}; the transfer gain needs at least two categories and "
+            f"{report.settings.min_queries} queries in a category and direction, so no category is flagged either "
+            "way. Use a larger test split."
+        )
 
 
 def _discrepancy(

@@ -56,11 +56,19 @@ def add_bias_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bias", help="per-category source-bias report (transfer gain, coverage, capture, discrepancy) as CSV/JSON/HTML"
     )
-    p.add_argument("--checkpoint", required=True, help="a checkpoint trained with a source")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a checkpoint trained with a source, then optionally other training runs (seeds) of its recipe: the "
+        "report is the first one's, the transfer gain compares the runs",
+    )
     p.add_argument(
         "--reference",
         default=None,
-        help="checkpoint trained without the source on the same data (default: one found beside the checkpoint)",
+        nargs="+",
+        help="checkpoint(s) trained without the source on the same data, one per training run (default: one found "
+        "beside the checkpoint, with its other runs when --checkpoint gives several)",
     )
     p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (train and test splits)")
     p.add_argument("--source", default=None, help="the source images, when not where training recorded them")
@@ -80,10 +88,10 @@ def add_bias_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bias(args: argparse.Namespace) -> int:
     from analysis.bias import pick_reference
-    from analysis.bias_render import flags_statement, gate_statement, write_report
+    from analysis.bias_render import flags_statement, gate_statement, runs_statement, write_report
     from analysis.bias_report import BiasSettings, bias_report, open_source
     from analysis.stats import MAX_RESAMPLES
-    from analysis.workspace import reference_candidates
+    from analysis.workspace import check_one_recipe, recipe_runs, reference_candidates
     from chtn.checkpoint import load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError
@@ -97,24 +105,36 @@ def cmd_bias(args: argparse.Namespace) -> int:
     if not 0 <= min_effect < 1:
         raise CHTNError(f"--min-effect is a change of AP, from 0 to below 1 (0.01 by default), got {min_effect}.")
     out = Path(args.out)
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint, *runs = [load_checkpoint(path) for path in args.checkpoint]
     source = open_source(checkpoint, args.source, args.data)  # a clear error when there is none or it is missing
+    check_one_recipe([checkpoint, *runs], "--checkpoint")
     if args.reference:
-        reference = load_checkpoint(args.reference)
+        reference, *reference_runs = [load_checkpoint(path) for path in args.reference]
+        check_one_recipe([reference, *reference_runs], "--reference")
     else:
         candidates = []
-        for path in reference_candidates(Path(args.checkpoint)):
+        for path in reference_candidates(checkpoint.path):
             try:
                 candidates.append(load_checkpoint(path))
             except CHTNError:
                 continue  # not a usable checkpoint: not a candidate
         reference = pick_reference(checkpoint, candidates)
-        print(f"reference: {reference.path if reference else 'none found (pass --reference)'}")
+        reference_runs = recipe_runs(reference, candidates) if reference and runs else []
+        found = [str(c.path) for c in [reference, *reference_runs] if c]
+        print(f"reference: {', '.join(found) or 'none found (pass --reference)'}")
     data = checked_pairs(args, None, checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     settings = BiasSettings(resamples=resamples, seed=args.seed, min_effect=min_effect)
     report = bias_report(
-        checkpoint, data, reference, source, settings, cache_dir, progress=lambda step, _: print(step, flush=True)
+        checkpoint,
+        data,
+        reference,
+        source,
+        settings,
+        cache_dir,
+        progress=lambda step, _: print(step, flush=True),
+        runs=runs,
+        reference_runs=reference_runs,
     )
     print(gate_statement(report)[1])
     for note in report.notes:
@@ -122,6 +142,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
     if "gain" in report.tables:
         counts = report.tables["gain"]["flag"].value_counts()
         print("transfer gain (category x direction): " + ", ".join(f"{n} {flag}" for flag, n in counts.items()))
+        print(runs_statement(report))
         print(flags_statement(report))
     written = write_report(report, out, f"Source bias of {checkpoint.path.name}")
     print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
@@ -288,6 +309,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.gate_rules import read_rules
     from analysis.review import regression_review
     from analysis.review_store import ReviewStore
+    from analysis.workspace import check_one_recipe
     from chtn.checkpoint import code_version, load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError
@@ -295,6 +317,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     rules = read_rules(Path(args.rule) if args.rule else None)  # a bad rule file is exit 2 before any work
     runs_a, runs_b = [load_checkpoint(p) for p in args.baseline], [load_checkpoint(p) for p in args.candidate]
+    check_one_recipe(runs_a, "--baseline")
+    check_one_recipe(runs_b, "--candidate")
     baseline, candidate = runs_a[0], runs_b[0]
     for path, checkpoint in zip([*args.baseline, *args.candidate], [*runs_a, *runs_b]):
         check_comparable(baseline.label_names, checkpoint.label_names, args.baseline[0], path)

@@ -163,7 +163,7 @@ def figures(
                     "metric": metric,
                     "slice": record["slice"],
                     "direction": metric.rsplit("_", 1)[1],
-                    **_columns(record),
+                    **figure_columns(record),
                     "p_holm": record["p_adjusted"],
                 }
             )
@@ -189,7 +189,8 @@ def insufficient_statement(comparison: Comparison) -> str:
     )
 
 
-def _columns(record: dict) -> dict:
+def figure_columns(record: dict) -> dict:
+    """A figure row's statistics columns from a `stats.PairedComparison.to_dict()` record."""
     return {
         "n": record["n"],
         "baseline": record["mean_a"],
@@ -230,7 +231,7 @@ def _row(
         else:
             result = stats.cluster_comparison(a.mean(axis=0), b.mean(axis=0), clusters, resamples, seed, stream=stream)
             result = dataclasses.replace(result, runs=runs)
-        return {**head, **_columns(result.to_dict()), "p_holm": np.nan}
+        return {**head, **figure_columns(result.to_dict()), "p_holm": np.nan}
     a, b = a.mean(axis=0), b.mean(axis=0)
     low, high = stats.median_difference_ci(a, b, resamples, seed, stream)
     base, cand = float(np.median(a)), float(np.median(b))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.compare import ARROWS, Outcome
 from analysis.gate_rules import ALPHA, rules_table
-from analysis.stats import format_p
+from analysis.stats import format_p, interval_label
 
 METRIC_NAMES = {  # in the order the headline table shows them
     "map": "MAP (mean of directions)",
@@ -107,7 +107,7 @@ def forest_figure(figures: pd.DataFrame):
     figure.update_layout(
         height=max(320, 24 * rows["slice"].nunique()),
         margin=dict(t=10, b=10, l=10, r=10),
-        xaxis_title=f"ΔAP (candidate − baseline), 95% paired-bootstrap CI · filled: Holm p < {ALPHA:g}",
+        xaxis_title=f"ΔAP (candidate − baseline), {interval_label(rows['unit'])} · filled: Holm p < {ALPHA:g}",
         yaxis=dict(categoryorder="array", categoryarray=order, autorange="reversed", automargin=True),
         legend=dict(orientation="h"),
     )

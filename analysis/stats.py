@@ -9,8 +9,9 @@ what can block a release, Benjamini-Hochberg for exploratory flags. Both resampl
 
 from __future__ import annotations
 
+import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -257,7 +258,10 @@ def runs_comparison(
             ci_low = ci_high = delta
             p_value = 1.0 if abs(delta) <= TIE else 0.0
         else:
-            test = stats.ttest_ind(means_b, means_a, equal_var=False)
+            with warnings.catch_warnings():  # one side without spread (every run perfect on a category) is valid
+                # input, and Welch's t then rests on the other side's variance; scipy warns of precision loss there
+                warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+                test = stats.ttest_ind(means_b, means_a, equal_var=False)
             interval = test.confidence_interval(CONFIDENCE)
             ci_low, ci_high, p_value = float(interval.low), float(interval.high), float(test.pvalue)
     return replace(
@@ -321,6 +325,13 @@ def format_p(p: float) -> str:
     if not np.isfinite(p):
         return "n/a"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def interval_label(units: Iterable[str]) -> str:
+    """What the 95% intervals of comparisons with these units (`PairedComparison.unit`) are, for an axis or caption."""
+    if set(units) == {"runs"}:
+        return "95% CI across training runs (Welch)"
+    return "95% CI over test queries (paired bootstrap)"
 
 
 def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Literal["holm", "bh"]) -> np.ndarray:

@@ -125,6 +125,20 @@ def recipe_runs(checkpoint: Checkpoint, candidates: Sequence[Checkpoint]) -> lis
     return [c for c in dict.fromkeys(candidates) if c != checkpoint and recipe_key(c) == key]
 
 
+def check_one_recipe(runs: Sequence[Checkpoint], side: str) -> None:
+    """Refuse a side whose runs are not distinct training runs of one recipe: the same file twice would count one
+    run as two, and runs of another config or data would mix recipes into one side's variance."""
+    first = runs[0]
+    for run in runs[1:]:
+        if sum(r.digest == run.digest for r in runs) > 1:
+            raise CHTNError(f"{side}: {run.path} is given twice (same content); give each training run once.")
+        if recipe_key(run) != recipe_key(first):
+            raise CHTNError(
+                f"{side}: {run.path.name} is not a run of {first.path.name}'s recipe (its config, labels, training "
+                "data or source differ, not just the seed). Give only runs that differ in train.seed."
+            )
+
+
 def open_checkpoint(choice: str) -> Checkpoint:
     return load_checkpoint(resolve_checkpoint(choice))
 

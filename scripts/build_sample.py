@@ -123,7 +123,7 @@ def replicate_path(name: str, seed: int) -> Path:
     return REPLICATES / f"{name}_s{seed}.safetensors"
 
 
-def _train(name: str, source: str, seed: int, target: Path) -> None:
+def train_run(name: str, source: str, seed: int, target: Path) -> None:
     """`chtn train` exactly as the README gives it (plus the seed for a replicate), copied to `target`."""
     run = ROOT / "runs" / (name if seed == 0 else f"{name}_s{seed}")
     shutil.rmtree(run, ignore_errors=True)
@@ -141,10 +141,10 @@ def _train(name: str, source: str, seed: int, target: Path) -> None:
 
 def train_checkpoints() -> None:
     for name, source in CHECKPOINTS.items():
-        _train(name, source, 0, OUT / "checkpoints" / f"{name}.safetensors")
+        train_run(name, source, 0, OUT / "checkpoints" / f"{name}.safetensors")
     for name in REPLICATED:
         for seed in REPLICATE_SEEDS:
-            _train(name, CHECKPOINTS[name], seed, replicate_path(name, seed))
+            train_run(name, CHECKPOINTS[name], seed, replicate_path(name, seed))
 
 
 def shipped_checkpoints() -> list[Path]:

@@ -232,6 +232,40 @@ def test_cli_writes_tables_json_and_an_offline_html_report(tmp_path, capsys):
     assert page.count("Plotly.newPlot") >= 4 and "<script src=" not in page  # plots embedded, nothing fetched
 
 
+def test_cli_refuses_a_run_given_twice_or_a_run_of_another_recipe(tmp_path, capsys):
+    from chtn.cli import main
+    from tests.conftest import recipe_runs
+
+    fashion, no_source = recipe_runs("chtn_fashion_source"), recipe_runs("chtn_no_source")
+    base = ["bias", "--data", str(PAIRS), "--out", str(tmp_path / "out")]
+    assert main([*base, "--checkpoint", fashion[0], fashion[1], fashion[1]]) == 2
+    assert "--checkpoint" in (err := capsys.readouterr().err) and "given twice" in err
+    assert main([*base, "--checkpoint", *fashion, "--reference", no_source[0], fashion[1]]) == 2
+    err = capsys.readouterr().err
+    assert "--reference" in err and "chtn_fashion_source_s1.safetensors is not a run of chtn_no_source" in err
+
+
+@pytest.mark.slow
+def test_cli_with_three_runs_per_side_compares_the_recipes(tmp_path, capsys):
+    import json
+
+    from chtn.cli import main
+    from tests.conftest import recipe_runs
+
+    out = tmp_path / "bias"
+    fashion = recipe_runs("chtn_fashion_source")
+    args = ["bias", "--checkpoint", *fashion, "--data", str(PAIRS), "--out", str(out), "--resamples", "1000"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "chtn_no_source_s1.safetensors" in printed  # the reference's other runs were found beside it
+    assert "The flags compare the two recipes: 3 training runs with the source against 3 without it" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["runs"]) == 2 and len(report["reference_runs"]) == 2
+    gain = report["tables"]["gain"]
+    assert {row[gain["columns"].index("unit")] for row in gain["data"]} == {"runs"}
+    assert "compare the two recipes" in (out / "report.html").read_text()
+
+
 def test_a_source_checkpoint_without_a_recorded_path_asks_for_one(checkpoints, tmp_path):
     from chtn.checkpoint import save_checkpoint
 

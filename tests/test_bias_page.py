@@ -27,9 +27,20 @@ def test_cifar_source_page_says_the_source_was_switched_off_and_shows_every_cate
     assert len(at.get("plotly_chart")) >= 5
     captions = " ".join(c.value for c in at.caption)
     assert "Benjamini-Hochberg" in captions and "unadjusted" in captions and "Holm-adjusted p < 0.05" in captions
-    assert "these two training runs, not the two recipes" in captions
+    compared = " ".join(m.value for m in at.markdown)
+    assert "The flags compare these two checkpoints (1 run with the source, 3 without), not the recipes" in compared
     for column in ("q I->T", "q T->I"):
         assert "0.000" not in set(table[column])  # below 0.001 it reads "< 0.001"
+
+
+def test_with_each_recipes_runs_the_flags_compare_the_recipes_and_without_them_two_checkpoints():
+    at = _app("views/bias.py", checkpoint="chtn_fashion_source")
+    assert not at.error and at.checkbox(key="bi_runs").value
+    assert "The flags compare the two recipes: 3 training runs" in " ".join(m.value for m in at.markdown)
+    assert "chtn_fashion_source_s2" in " ".join(c.value for c in at.caption)
+    at.checkbox(key="bi_runs").uncheck().run()
+    assert not at.error and at.query_params["runs"] == ["0"]
+    assert "The flags compare these two checkpoints (1 run" in " ".join(m.value for m in at.markdown)
 
 
 def test_a_checkpoint_without_source_is_told_what_to_pick():

@@ -17,6 +17,7 @@ from analysis.bias_render import (
     gate_statement,
     inputs_statement,
     report_html,
+    runs_statement,
 )
 from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
 from analysis.explorer import worst_query_per_category
@@ -54,9 +55,10 @@ for key, default in (
     ("bi_source", ""),
     ("bi_resamples", 10_000),
     ("bi_min_effect", MIN_EFFECT),
+    ("bi_runs", st.query_params.get("runs", "1") != "0"),
 ):
     keep(key, default)
-with st.expander("Inputs: reference, source, statistics", expanded=False):
+with st.expander("Inputs: reference, training runs, source, statistics", expanded=False):
     cols = st.columns([2, 2, 1, 1])
     choice = cols[0].selectbox(
         "Reference", [AUTO, NONE, "Other file (path)…"], key="bi_reference", on_change=remember, args=("bi_reference",)
@@ -87,6 +89,15 @@ with st.expander("Inputs: reference, source, statistics", expanded=False):
         args=("bi_min_effect",),
         help="A significant change smaller than this is a 'negligible effect', not 'helped' or 'negative transfer'.",
     )
+    use_runs = st.checkbox(
+        "Use the other training runs of each recipe",
+        key="bi_runs",
+        on_change=remember,
+        args=("bi_runs",),
+        help="Checkpoints of the same config and data but another training seed, found beside the checkpoint and the "
+        "reference (and in a replicates/ folder). With 2 or more runs per side the flags compare the recipes across "
+        "runs; with one per side they compare these two checkpoints only.",
+    )
 
 try:
     if choice == AUTO:
@@ -95,6 +106,8 @@ try:
         reference = None
     else:
         reference = ws.open_checkpoint(reference_path)
+    runs = ws.recipe_runs(checkpoint, nearby_checkpoints(checkpoint)) if use_runs else []
+    reference_runs = ws.recipe_runs(reference, nearby_checkpoints(reference)) if use_runs and reference else []
     data = all_rows(ctx)
 except CHTNError as exc:
     st.error(f"**Cannot use this reference or dataset.** {exc}".replace("\n", "  \n"), icon=":material/error:")
@@ -114,6 +127,8 @@ try:
         source,
         BiasSettings(resamples=resamples, min_effect=float(min_effect)),
         progress=lambda step, fraction: bar.progress(min(fraction, 1.0), text=step),
+        runs=runs,
+        reference_runs=reference_runs,
     )
 except CHTNError as exc:
     st.error(f"**Cannot compute the report.** {exc}", icon=":material/error:")
@@ -125,8 +140,12 @@ level, gate = gate_statement(report)
 (st.warning if level == "warning" else st.info)(f"**Domain gate.** {gate}", icon=":material/filter_alt:")
 for note in report.notes:
     st.warning(note, icon=":material/info:")
+st.query_params["runs"] = "1" if use_runs else "0"
 if reference is not None:
-    st.caption(f"Reference: **{reference.path.name}** ({reference.digest}).")
+    st.markdown(f"**What is compared.** {runs_statement(report)}")
+    sides = ([checkpoint, *runs], [reference, *reference_runs])
+    named = [", ".join(f"`{c.path.stem}`" for c in side) for side in sides]
+    st.caption(f"Runs with the source: {named[0]}. Reference runs, without it: {named[1]}.")
 st.caption(inputs_statement(report))
 
 full_table = category_table(report)
@@ -170,9 +189,9 @@ st.dataframe(
     },
 )
 st.caption(
-    "ΔAP: the direct evidence (paired per query; intervals do not include training-run variation: a reference "
-    "retrained with another seed shows that spread). Coverage, capture, MMD, A-distance and the ImageNet prior "
-    "are indicative transferability proxies."
+    "ΔAP: the direct evidence (its interval is across training runs when each side has two or more, else across "
+    "test queries only). Coverage, capture, MMD, A-distance and the ImageNet prior are indicative transferability "
+    "proxies."
 )
 if "gain" in report.tables:
     st.caption(flags_statement(report))
