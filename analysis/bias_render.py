@@ -182,7 +182,7 @@ def gain_figure(report: BiasReport):
     figure.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed")
     figure.update_layout(
         height=max(360, 22 * gain["category"].nunique() + 120),
-        margin=dict(l=10, r=10, t=40, b=50),
+        margin=dict(l=10, r=10, t=40, b=70),
         annotations=[
             *figure.layout.annotations,
             dict(
@@ -190,7 +190,8 @@ def gain_figure(report: BiasReport):
                 xref="paper",
                 yref="paper",
                 x=0,
-                y=-0.02,
+                y=0,
+                yshift=-36,  # pixels below the tick labels, whatever the figure's height
                 yanchor="top",
                 showarrow=False,
                 font=dict(size=11, color="#555"),

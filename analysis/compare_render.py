@@ -44,8 +44,8 @@ def headline_table(figures: pd.DataFrame) -> pd.DataFrame:
             "B − A": overall["delta"],
             "95% CI": [_interval(lo, hi) for lo, hi in zip(overall["ci_low"], overall["ci_high"])],
             "relative": overall["relative"],
-            "p (randomization)": [format_p(p) for p in overall["p_value"]],
-            "effect size d": overall["effect_size"],
+            "p": [format_p(p) for p in overall["p_value"]],  # randomization, or Welch's t across runs
+            "effect size d": ["n/a" if d != d else f"{d:+.2f}" for d in overall["effect_size"].astype(float)],
             "wins / ties / losses": [f"{w} / {t} / {x}" for w, t, x in zip(overall.wins, overall.ties, overall.losses)],
         }
     ).reset_index(drop=True)
@@ -106,10 +106,10 @@ def forest_figure(figures: pd.DataFrame):
     figure.add_vline(x=0, line=dict(color="#555", dash="dot"))
     figure.update_layout(
         height=max(320, 24 * rows["slice"].nunique()),
-        margin=dict(t=10, b=10, l=10, r=10),
-        xaxis_title=f"ΔAP (candidate − baseline), {interval_label(rows['unit'])} · filled: Holm p < {ALPHA:g}",
+        margin=dict(t=30, b=10, l=10, r=10),
+        xaxis_title=f"ΔAP (B − A), {interval_label(rows['unit'])}<br>filled: Holm p < {ALPHA:g}; open: not",
         yaxis=dict(categoryorder="array", categoryarray=order, autorange="reversed", automargin=True),
-        legend=dict(orientation="h"),
+        legend=dict(orientation="h", x=0, y=1, yanchor="bottom"),
     )
     return figure
 

@@ -74,6 +74,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "TIE_LEGEND",
     "TIE_TOLERANCE",
     "TieGroups",
     "TopK",
@@ -89,6 +90,12 @@ __all__ = [
 
 # Scores that round to the same multiple of this are "tied to four decimals" (see tie_groups).
 TIE_TOLERANCE = 1e-4
+# The legend every result list shows beside "tied with N others" (explorer, review): one tie language everywhere.
+TIE_LEGEND = (
+    f"“Tied with N others”: N more items have that result's score to four decimals (rounded to the same multiple of "
+    f"{TIE_TOLERANCE:g}); their order there is the gallery-order tie-break, not the model's. Tie groups never "
+    "overlap: results with the same ranks are one group."
+)
 # Unit-vector components are multiples of 1 / _GRID, which makes every score exact in float64.
 _GRID = 2.0**24
 # _similarities casts and multiplies the gallery in pieces of at most _PIECE_ELEMS float64 elements (16 MiB)

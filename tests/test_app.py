@@ -155,7 +155,7 @@ def test_explorer_headline_of_a_tied_own_pair_is_its_range(fashion):
         (alone, f"#{report.t2i.paired_rank[alone]}"),
     ):
         at = _app("views/explorer.py", direction="t2i", query=gallery.data.ids[row])
-        assert {m.label: m.value for m in at.metric}["Its own pair ranks"] == expected
+        assert {m.label: m.value for m in at.metric}["Its own pair"] == expected
     captions = " ".join(c.value for c in at.caption)
     assert "in gallery order" not in captions and "no other item has its score to four decimals" in captions
 

@@ -254,8 +254,8 @@ def test_cli_with_three_runs_per_side_compares_the_recipes(tmp_path, capsys):
 
     out = tmp_path / "bias"
     fashion = recipe_runs("chtn_fashion_source")
-    args = ["bias", "--checkpoint", *fashion, "--data", str(PAIRS), "--out", str(out), "--resamples", "1000"]
-    assert main(args) == 0
+    args = ["bias", "--checkpoint", *fashion, "--data", str(PAIRS), "--out", str(out)]  # the page's settings: the
+    assert main(args) == 0  # Source bias page test then reads this report from the session's cache
     printed = capsys.readouterr().out
     assert "chtn_no_source_s1.safetensors" in printed  # the reference's other runs were found beside it
     assert "The flags compare the two recipes: 3 training runs with the source against 3 without it" in printed

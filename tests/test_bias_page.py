@@ -39,7 +39,7 @@ def test_with_each_recipes_runs_the_flags_compare_the_recipes_and_without_them_t
     assert "The flags compare the two recipes: 3 training runs" in " ".join(m.value for m in at.markdown)
     assert "chtn_fashion_source_s2" in " ".join(c.value for c in at.caption)
     at.checkbox(key="bi_runs").uncheck().run()
-    assert not at.error and at.query_params["runs"] == ["0"]
+    assert not at.error and at.query_params["runs"] == "0"
     assert "The flags compare these two checkpoints (1 run" in " ".join(m.value for m in at.markdown)
 
 

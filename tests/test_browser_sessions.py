@@ -65,7 +65,7 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
             _wait_for(tab, "Top 5 texts")
             assert _metric(tab, "Query AP") == f"{ap[row]:.3f}"
             tie = (ties.others[row], ties.first[row], ties.last[row])
-            assert _metric(tab, "Its own pair ranks") == own_pair_headline(ranks[row], tie)
+            assert _metric(tab, "Its own pair") == own_pair_headline(ranks[row], tie)
         for tab, (query, result) in zip(explainers, pairs):
             _wait_for(tab, "Strongest words")
             assert _metric(tab, "Similarity of the pair") == f"{pair_score(gallery, 'i2t', query, result):.4f}"

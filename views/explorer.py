@@ -18,7 +18,7 @@ from analysis.explorer import (
 from analysis.workspace import store_upload
 from chtn.errors import CHTNError
 from chtn.images import open_rgb
-from chtn.ranking import TIE_TOLERANCE, describe_tie, own_pair_headline
+from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
 from views.common import context, keep, remember
 
@@ -154,7 +154,7 @@ if paired_row is not None:
     stats[0].metric(
         "Query AP", f"{report_side.ap[paired_row]:.3f}", help="Over the whole test gallery (no category filter)."
     )
-    stats[1].metric("Its own pair ranks", own_pair_headline(view.paired_rank, view.paired_tie))
+    stats[1].metric("Its own pair", own_pair_headline(view.paired_rank, view.paired_tie))
     if view.paired_tie is not None:
         stats[1].caption(
             f"#{view.paired_rank} in gallery order; {describe_tie(*view.paired_tie)}"
@@ -164,11 +164,7 @@ if paired_row is not None:
 stats[2].metric("Gallery searched", f"{view.n_allowed} {'texts' if direction == 'i2t' else 'images'}")
 
 st.subheader(f"Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}")
-st.caption(
-    f"“Tied with N others”: N more items have that result's score to four decimals (rounded to the same multiple "
-    f"of {TIE_TOLERANCE:g}); their order there is the gallery-order tie-break, not the model's. Tie groups never "
-    "overlap: results with the same ranks are one group."
-)
+st.caption(TIE_LEGEND)
 for start in range(0, len(view.table), 5):
     cells = st.columns(5)
     for cell, item in zip(cells, view.table.iloc[start : start + 5].itertuples()):

@@ -19,7 +19,7 @@ from analysis.review_render import EXPORTS, ReviewContext, export_files
 from analysis.review_store import VERDICTS, ReviewStoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
-from chtn.ranking import TIE_TOLERANCE, describe_tie
+from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
 from views.common import context, review_store
 
@@ -226,7 +226,8 @@ own_tie = describe_tie(*view.paired_tie) if view.paired_tie else ""
 right.markdown(
     f"**#{position} · {DIRECTIONS[direction]}** · query `{item['query_id']}` · **{item['category']}** · "
     f"{rq.KINDS.get(item['kind'], item['kind'] or 'retrieved well')} · severity {item['severity']:.2f}  \n"
-    f"AP {item['ap']:.3f} · its own pair ranks #{view.paired_rank}{' (' + own_tie + ')' if own_tie else ''} · "
+    f"AP {item['ap']:.3f} · its own pair: {own_pair_headline(view.paired_rank, view.paired_tie)}"
+    f"{f' (#{view.paired_rank} in gallery order)' if own_tie else ''} · "
     f"top-1 is *{item['top1_category']}* · since {previous_name or 'no earlier reviewed checkpoint'}: "
     f"**{item['change']}**"
 )
@@ -252,10 +253,7 @@ links[1].page_link(
 results, verdict_col = st.columns([3, 2])
 with results:
     st.markdown(f"**Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}**")
-    st.caption(
-        f"“Tied with N others”: N more items score within {TIE_TOLERANCE:g} of that result; their order "
-        "there is the gallery-order tie-break, not the model's."
-    )
+    st.caption(TIE_LEGEND)
     for result in view.table.itertuples():
         with st.container(border=True):
             cells = st.columns([1, 4, 1]) if direction == "t2i" else st.columns([0.01, 5, 1])
