@@ -77,15 +77,16 @@ class VerdictDesk:
 
     def __init__(self, state: MutableMapping, prefix: str = "rv") -> None:
         self.state, self.prefix = state, prefix
-        for name, empty in (("drafts", {}), ("pending", []), ("errors", {}), ("saved", {}), ("stored", {})):
-            state.setdefault(f"{prefix}_{name}", empty)
+        for name in ("drafts", "errors", "stored", "written"):
+            state.setdefault(f"{prefix}_{name}", {})
+        state.setdefault(f"{prefix}_pending", [])
         state.setdefault(f"{prefix}_lock", threading.RLock())
         self._lock: threading.RLock = state[f"{prefix}_lock"]
         self._drafts: dict[tuple[str, str], Draft] = state[f"{prefix}_drafts"]
         self._pending: list[PendingVerdict] = state[f"{prefix}_pending"]
         self._errors: dict[tuple[str, str], str] = state[f"{prefix}_errors"]
-        self._saved: dict[tuple[str, str], int] = state[f"{prefix}_saved"]
         self._stored: dict[tuple[str, str], Draft] = state[f"{prefix}_stored"]  # what the database holds, as known
+        self._written: dict[tuple[str, str], tuple] = state[f"{prefix}_written"]  # item -> (what, row) last written
 
     def widget_keys(self, query_id: str, direction: str) -> tuple[str, str]:
         """Session keys of the item's verdict radio and note area."""
@@ -168,7 +169,7 @@ class VerdictDesk:
 
     def saved_id(self, query_id: str, direction: str) -> int | None:
         """The row id this session last stored for the item."""
-        return self._saved.get((query_id, direction))
+        return self._written.get((query_id, direction), (None, None))[1]
 
     def save_next(self, store: ReviewStore | None, store_error: str, target: SaveTarget) -> SaveResult | None:
         """Store the oldest pending verdict (None when none is left, e.g. an overlapping run saved it); it leaves the
@@ -181,7 +182,10 @@ class VerdictDesk:
         pending = self._pending[0]
         key = (pending.query_id, pending.direction)
         error, row_id = None, None
-        if store is None:
+        if self._written.get(key, (None,))[0] == _content(pending):
+            row_id = self._written[key][1]  # the item's latest row holds exactly this (one verdict queued twice by
+            # overlapping runs, a Save and a move-on): the database gets one row
+        elif store is None:
             error = f"Not saved: {store_error} Your note is still in the form."
         elif not pending.reviewer:
             error = f"Not saved: {NO_NAME}."
@@ -212,10 +216,15 @@ class VerdictDesk:
             result = SaveResult(pending, error=error)
             self._errors[key] = error
         else:
-            self._saved[key] = row_id
+            self._written[key] = (_content(pending), row_id)
             self._stored[key] = pending.draft
             self.state[f"{self.prefix}_last_saved"] = result = SaveResult(pending, row_id=row_id)
             if self._drafts.get(key) == pending.draft:  # typed on since pressing Save: that newer text stays a draft
                 del self._drafts[key]
         self._pending.pop(0)  # last: the save leaves the queue with its outcome recorded
         return result
+
+
+def _content(pending: PendingVerdict) -> tuple:
+    """What a save writes, without how messages name the item."""
+    return pending.draft, pending.reviewer, pending.queue_id

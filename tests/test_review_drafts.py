@@ -4,6 +4,7 @@ save keeps the draft, and coming back to an item shows its unsaved draft."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -202,3 +203,24 @@ def test_a_save_delivered_twice_or_of_what_is_stored_adds_no_row(tmp_path: Path,
     desk.request_save(*item, "#1", None)
     desk.save_next(store, "", target)
     assert list(store.verdicts(target.dataset)["note"]) == ["once", "once, and more"]
+
+
+def test_one_verdict_queued_twice_is_one_row_and_a_changed_mind_a_new_row(tmp_path: Path, target: SaveTarget) -> None:
+    """A Save and a move-on delivered in overlapping runs can queue one verdict twice (under different labels): the
+    database gets one row. Changing the verdict and changing it back is three rows, the latest being the last."""
+    store = ReviewStore(tmp_path / "review.sqlite")
+    state: dict = {"rv_reviewer": "Ada"}
+    desk, item = VerdictDesk(state), ("q7", "i2t")
+    _type(desk, item, "label noise", "socks")
+    desk.request_save(*item, "#1 · query q7 (i2t)", None)
+    desk.state["rv_pending"].append(dataclasses.replace(desk.pending()[0], label="#2 · query q7 (i2t)"))
+    first, second = desk.save_next(store, "", target), desk.save_next(store, "", target)
+    assert first.row_id == second.row_id and second.error is None
+    assert len(store.verdicts(target.dataset, target.checkpoint)) == 1
+    for verdict in ("model error", "label noise"):
+        _type(desk, item, verdict, "socks")
+        desk.request_save(*item, "#1 · query q7 (i2t)", None)
+        desk.save_next(store, "", target)
+    stored = store.verdicts(target.dataset, target.checkpoint).sort_values("id")
+    assert stored["verdict"].tolist() == ["label noise", "model error", "label noise"]
+    assert desk.saved_id(*item) == stored["id"].iloc[-1]

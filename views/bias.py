@@ -24,7 +24,7 @@ from analysis.explorer import worst_query_per_category
 from analysis.stats import MIN_EFFECT
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
-from views.common import all_rows, context, keep, nearby_checkpoints, remember
+from views.common import all_rows, context, keep, nearby_checkpoints, recipe_runs_checkbox, remember
 
 ctx = context()
 checkpoint = ctx.checkpoint
@@ -55,7 +55,6 @@ for key, default in (
     ("bi_source", ""),
     ("bi_resamples", 10_000),
     ("bi_min_effect", MIN_EFFECT),
-    ("bi_runs", st.query_params.get("runs", "1") != "0"),
 ):
     keep(key, default)
 with st.expander("Inputs: reference, training runs, source, statistics", expanded=False):
@@ -89,14 +88,10 @@ with st.expander("Inputs: reference, training runs, source, statistics", expande
         args=("bi_min_effect",),
         help="A significant change smaller than this is a 'negligible effect', not 'helped' or 'negative transfer'.",
     )
-    use_runs = st.checkbox(
-        "Use the other training runs of each recipe",
-        key="bi_runs",
-        on_change=remember,
-        args=("bi_runs",),
-        help="Checkpoints of the same config and data but another training seed, found beside the checkpoint and the "
-        "reference (and in a replicates/ folder). With 2 or more runs per side the flags compare the recipes across "
-        "runs; with one per side they compare these two checkpoints only.",
+    use_runs = recipe_runs_checkbox(
+        "bi_runs",
+        "With 2 or more runs per side the flags compare the recipes across runs; with one per side they compare these "
+        "two checkpoints only.",
     )
 
 try:

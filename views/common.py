@@ -93,6 +93,20 @@ def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, Ev
     return _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)
 
 
+def recipe_runs_checkbox(key: str, effect: str) -> bool:
+    """ "Use the other training runs of each recipe" (kept across pages, `?runs=0/1` in the link), on by default;
+    `effect` says what the runs change on this page."""
+    keep(key, st.query_params.get("runs", "1") != "0")
+    return st.checkbox(
+        "Use the other training runs of each recipe",
+        key=key,
+        on_change=remember,
+        args=(key,),
+        help="Checkpoints of the same config and data but another training seed, found beside each checkpoint (and "
+        f"in a replicates/ folder). {effect}",
+    )
+
+
 def keep(key: str, default=None) -> None:
     """Restore a widget's value at the start of a run: Streamlit resets widget state on a page switch.
 

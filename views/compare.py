@@ -21,7 +21,16 @@ from analysis.review import regression_review, regressions_queue
 from analysis.review_store import DECISIONS, RepeatedDecision, ReviewStoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
-from views.common import OTHER_PATH, context, keep, nearby_checkpoints, other_checkpoint, remember, review_store
+from views.common import (
+    OTHER_PATH,
+    context,
+    keep,
+    nearby_checkpoints,
+    other_checkpoint,
+    recipe_runs_checkbox,
+    remember,
+    review_store,
+)
 
 ctx = context()
 store, store_error = review_store()
@@ -56,15 +65,10 @@ with st.sidebar:
         args=("cp_strict",),
         help="As `chtn compare --strict`: any warning blocks; insufficient evidence never does.",
     )
-    keep("cp_runs", st.query_params.get("runs", "1") != "0")
-    use_runs = st.checkbox(
-        "Use the other training runs of each recipe",
-        key="cp_runs",
-        on_change=remember,
-        args=("cp_runs",),
-        help="Checkpoints of the same config and data but another training seed, found beside each checkpoint (and in "
-        "a replicates/ folder). With 3 or more runs per side the block rule decides between the recipes; with one "
-        "checkpoint per side the page compares these two checkpoints only.",
+    use_runs = recipe_runs_checkbox(
+        "cp_runs",
+        "With 3 or more runs per side the block rule decides between the recipes; with one checkpoint per side the "
+        "page compares these two checkpoints only.",
     )
     remember("cp_baseline", "cp_baseline_path", "cp_rule", "cp_strict", "cp_runs")
 
