@@ -401,10 +401,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The dashboard layer's commands, registered through the `chtn.commands` entry points of the installed package
+# (pyproject.toml). Named here, never imported, so that a checkout run without `pip install -e .` can say so.
+PLUGIN_COMMANDS = ("project", "bias", "review", "compare")
+
+
+def installed_plugins() -> set[str]:
+    """The commands that installed packages add (entry point group `chtn.commands`)."""
+    return {plugin.name for plugin in entry_points(group="chtn.commands")}
+
+
+def missing_plugin(argv: Sequence[str]) -> str | None:
+    """The dashboard command `argv` asks for when this Python does not have it installed, else None."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    return command if command in PLUGIN_COMMANDS and command not in installed_plugins() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name or text that is not valid Unicode prints as \udcff
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command := missing_plugin(argv):  # a broken install, not bad input: exit 3, never 2 (a bad rule file) or 1
+        print(
+            f"error: `chtn {command}` comes from the installed CHTN package (entry point group chtn.commands), and "
+            f"this Python ({sys.executable}) does not have it installed. From the checkout's folder run "
+            '`pip install -e ".[test]"` (or `pip install -e .`), then run the command again.',
+            file=sys.stderr,
+        )
+        return 3
     args = build_parser().parse_args(argv)
     try:
         check_args(args)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import chtn
 
 CORE = sorted(p.stem for p in Path(chtn.__file__).parent.glob("*.py") if p.stem != "__main__")
@@ -38,3 +40,16 @@ def test_the_cli_runs_from_any_folder_with_the_plugged_in_commands(tmp_path):
         cwd=tmp_path,
     )
     assert refused.returncode == 2 and "invalid choice: 'huge'" in refused.stderr
+
+
+@pytest.mark.parametrize("command", ["compare", "bias", "review", "project"])
+def test_a_dashboard_command_without_the_installed_package_says_how_to_install_it(command, monkeypatch, capsys):
+    """Run from a checkout without `pip install -e .` (no chtn.commands entry points): not "invalid choice" and
+    exit 2 (a CI gate would read a bad rule file), but exit 3 and how to install."""
+    from chtn import cli
+
+    assert command in cli.installed_plugins()  # this test environment has it installed; a bare checkout would not
+    monkeypatch.setattr(cli, "installed_plugins", set)
+    assert cli.main([command, "--data", "x"]) == 3
+    err = capsys.readouterr().err
+    assert f"`chtn {command}` comes from the installed CHTN package" in err and 'pip install -e ".[test]"' in err
