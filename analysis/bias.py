@@ -16,12 +16,12 @@ import pandas as pd
 
 from analysis.stats import MIN_EFFECT, MIN_QUERIES, RESAMPLES, compare_slices
 from chtn.checkpoint import Checkpoint
+from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.ranking import top_k
 
 FDR = 0.10  # Benjamini-Hochberg level of the bias page's exploratory flags (docs/conventions.md)
-DIRECTIONS = {"i2t": "I->T", "t2i": "T->I"}
 HELPED, HURT, NO_EFFECT, INSUFFICIENT = "helped", "negative transfer", "no detectable effect", "insufficient evidence"
 NEGLIGIBLE = "negligible effect"  # significant after BH, but |ΔAP| below the minimum practical effect
 FLAGS = (HELPED, HURT, NEGLIGIBLE, NO_EFFECT, INSUFFICIENT)

@@ -12,6 +12,7 @@ import pandas as pd
 from analysis.bias import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
 from analysis.bias_report import BiasReport
 from analysis.stats import format_p, interval_label
+from chtn.directions import ARROWS
 
 FLAG_COLOURS = {
     HELPED: "#2e7d32",
@@ -20,7 +21,6 @@ FLAG_COLOURS = {
     NO_EFFECT: "#9e9e9e",
     INSUFFICIENT: "#f9a825",
 }
-ARROWS = {"i2t": "I->T", "t2i": "T->I"}
 
 
 def gate_statement(report: BiasReport) -> tuple[str, str]:

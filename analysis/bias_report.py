@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.bias import DIRECTIONS, confusions, resolve_source, transfer_gain
+from analysis.bias import confusions, resolve_source, transfer_gain
 from analysis.projection import modality_gap
 from analysis.source_fit import capture, capture_summary, coverage, imagenet_prior, mmd_test
 from analysis.stats import MIN_EFFECT, MIN_QUERIES, RESAMPLES
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset, SourceDataset, load_source
+from chtn.directions import ARROWS
 from chtn.domain import proxy_a_distance, source_domain_fit
 from chtn.encoders import cached_image_trunk, imagenet_class_names
 from chtn.errors import CHTNError
@@ -186,7 +187,7 @@ def _compute(
         )
     tables["confusions"] = pd.concat(
         [
-            confusions(query, other, gallery.labels, names, settings.k).assign(direction=DIRECTIONS[d])
+            confusions(query, other, gallery.labels, names, settings.k).assign(direction=ARROWS[d])
             for d, query, other in (("i2t", gallery.image, gallery.text), ("t2i", gallery.text, gallery.image))
         ],
         ignore_index=True,

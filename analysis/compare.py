@@ -24,13 +24,12 @@ import pandas as pd
 from analysis import stats
 from analysis.gate_rules import Decision, RuleResult, RuleSet, decide, evaluate
 from analysis.review_queue import CHANGE_AP, query_outcomes
+from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, RetrievalEval
 from chtn.gallery import Gallery
 
-DIRECTIONS = ("i2t", "t2i")
 RECALL_AT = (1, 10)
-ARROWS = {"i2t": "I->T", "t2i": "T->I"}
 
 
 def check_comparable(labels_a: Sequence[str], labels_b: Sequence[str], name_a: str, name_b: str) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.compare import ARROWS, Outcome
+from analysis.compare import Outcome
 from analysis.gate_rules import ALPHA, rules_table
 from analysis.stats import format_p, interval_label
+from chtn.directions import ARROWS
 
 METRIC_NAMES = {  # in the order the headline table shows them
     "map": "MAP (mean of directions)",

@@ -19,8 +19,6 @@ from chtn.search import query_side
 if TYPE_CHECKING:
     from chtn.tower import Tower
 
-DIRECTIONS = {"i2t": "Image → Text", "t2i": "Text → Image"}
-
 
 def pair_score(gallery: Gallery, direction: str, query_row: int, result_row: int) -> float:
     """Cosine similarity of a query and a result: the very score the explorer ranks by."""

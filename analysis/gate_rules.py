@@ -64,7 +64,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "pair_median_rank_i2t": ("pair median rank I->T", False),
     "pair_median_rank_t2i": ("pair median rank T->I", False),
 }
-DIRECTIONS = ("higher_is_better", "lower_is_better")
+CHANGE_DIRECTIONS = ("higher_is_better", "lower_is_better")
 ON = ("point", "ci_lower", "ci_upper")
 SEVERITIES = ("block", "warn")
 ALPHA = 0.05  # a family member's change fails only with Holm-adjusted p below this
@@ -436,8 +436,10 @@ class _Checker:
         if direction is None:
             fix = 'Add direction = "higher_is_better" or "lower_is_better": it is never guessed.'
             self.fail(("change", "direction"), "is missing.", fix, index)
-        if direction not in DIRECTIONS:
-            self.fail(("change", "direction"), f"{_show(direction)} is not one of {', '.join(DIRECTIONS)}.", "", index)
+        if direction not in CHANGE_DIRECTIONS:
+            self.fail(
+                ("change", "direction"), f"{_show(direction)} is not one of {', '.join(CHANGE_DIRECTIONS)}.", "", index
+            )
         on = table.get("on", "point")
         if on not in ON:
             self.fail(("change", "on"), f"{_show(on)} is not one of {', '.join(ON)}.", "", index)

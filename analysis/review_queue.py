@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.gallery import Gallery
@@ -58,7 +59,7 @@ class QueueSpec:
     seed: int = 0
     strata: tuple[str, ...] = STRATA
     pick: str = "random"  # random | severe
-    directions: tuple[str, ...] = ("i2t", "t2i")
+    directions: tuple[str, ...] = DIRECTIONS
     categories: tuple[str, ...] = field(default=())
     kinds: tuple[str, ...] = field(default=())
 
@@ -68,7 +69,7 @@ class QueueSpec:
             problems.append(f"size must be a whole number from 1 to 10000, got {self.size!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             problems.append(f"seed must be a whole number >= 0, got {self.seed!r}")
-        for name, allowed in (("strata", STRATA), ("directions", ("i2t", "t2i")), ("kinds", tuple(KINDS))):
+        for name, allowed in (("strata", STRATA), ("directions", DIRECTIONS), ("kinds", tuple(KINDS))):
             unknown = [v for v in getattr(self, name) if v not in allowed]
             if unknown:
                 problems.append(f"{name} may hold {', '.join(allowed)}; got {', '.join(map(str, unknown))}")

@@ -22,10 +22,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 
 VERDICTS: tuple[str, ...] = ("model error", "label noise", "ambiguous", "data problem", "acceptable")
-DIRECTIONS = ("i2t", "t2i")
 DB_ENV = "CHTN_REVIEW_DB"
 MAX_NOTE_CHARS = 1_000_000  # notes are stored verbatim up to this; longer -> ReviewStoreError
 MAX_REVIEWER_CHARS = 200

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chtn.config import PRESETS
+from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 
 if TYPE_CHECKING:
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--query-id", help="id of an item of the split (its image or text is the query)")
     query.add_argument("--text", help="free text: searches the images")
     query.add_argument("--image", help="an image file: searches the texts")
-    p.add_argument("--direction", choices=("i2t", "t2i"), default="i2t", help="with --query-id")
+    p.add_argument("--direction", choices=DIRECTIONS, default="i2t", help="with --query-id")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
     p.set_defaults(func=cmd_search)

@@ -9,7 +9,8 @@ import streamlit as st
 from analysis.attribution import PairExplainer, explainer_items
 from analysis.attribution_render import highlighted_html, legend_html, overlay, png_bytes, top_words
 from analysis.attribution_types import BASELINES, IMAGE_METHODS, Settings
-from analysis.explorer import DIRECTIONS, pair_score
+from analysis.explorer import pair_score
+from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from views.common import context, keep, remember
 
@@ -25,7 +26,7 @@ for key, value in (
     ("at_query", url.get("query")),
     ("at_result", url.get("result")),
 ):
-    if value in (DIRECTIONS if key == "at_direction" else ids):
+    if value in (DIRECTION_NAMES if key == "at_direction" else ids):
         st.session_state[f"_kept_{key}"] = value
 for key, default in (
     ("at_direction", "i2t"),
@@ -47,8 +48,8 @@ st.caption(
 row = st.columns([2, 3, 3])
 direction = row[0].radio(
     "Direction",
-    list(DIRECTIONS),
-    format_func=DIRECTIONS.get,
+    list(DIRECTION_NAMES),
+    format_func=DIRECTION_NAMES.get,
     key="at_direction",
     on_change=remember,
     args=("at_direction",),
@@ -155,7 +156,7 @@ def explanation() -> None:
         explain = PairExplainer(ctx.checkpoint)
     verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
     st.markdown(
-        f"**{DIRECTIONS[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
+        f"**{DIRECTION_NAMES[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
         f"`{result_id}` ({names[gallery.labels[r]]}) · {verdict}"
     )
     try:

@@ -8,7 +8,6 @@ import numpy as np
 import streamlit as st
 
 from analysis.explorer import (
-    DIRECTIONS,
     FREE_TEXT_MAX_CHARS,
     free_text_note,
     next_misretrieval,
@@ -16,6 +15,7 @@ from analysis.explorer import (
     worst_query,
 )
 from analysis.workspace import store_upload
+from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.images import open_rgb
 from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
@@ -28,7 +28,7 @@ TEST_ITEM, FREE_TEXT, UPLOAD = "Test item", "Free text", "Upload an image"
 
 url = st.query_params  # a shared link wins; otherwise the last view of this session; otherwise defaults
 if "rx_direction" not in st.session_state:  # page (re)opened: the URL's view, if any, is restored
-    if url.get("direction") in DIRECTIONS:
+    if url.get("direction") in DIRECTION_NAMES:
         st.session_state["_kept_rx_direction"] = url["direction"]
     if url.get("k", "").isdecimal() and len(url["k"]) < 6:  # "²".isdigit() is True, but int("²") fails
         st.session_state["_kept_rx_k"] = min(max(int(url["k"]), 1), 50)
@@ -53,8 +53,8 @@ st.title("Retrieval explorer")
 top = st.columns([2, 2, 3])
 direction = top[0].radio(
     "Direction",
-    list(DIRECTIONS),
-    format_func=DIRECTIONS.get,
+    list(DIRECTION_NAMES),
+    format_func=DIRECTION_NAMES.get,
     key="rx_direction",
     horizontal=True,
     on_change=remember,

@@ -12,12 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from analysis import review_queue as rq
-from analysis.explorer import DIRECTIONS
 from analysis.review import history_lines, open_queue, queue_title, review_state
 from analysis.review_drafts import Draft, SaveTarget, VerdictDesk
 from analysis.review_render import EXPORTS, ReviewContext, export_files
 from analysis.review_store import VERDICTS, ReviewStoreError
 from chtn.checkpoint import code_version
+from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
@@ -83,7 +83,7 @@ if mode == MEETING and not queue_id:
         strata = cols[2].multiselect("Strata", rq.STRATA, default=list(rq.STRATA))
         pick = cols[3].selectbox("Within a stratum", ["random", "severe"], format_func=lambda p: f"{p} first")
         cols = st.columns(3)
-        directions = cols[0].multiselect("Directions", list(DIRECTIONS), default=list(DIRECTIONS))
+        directions = cols[0].multiselect("Directions", list(DIRECTION_NAMES), default=list(DIRECTION_NAMES))
         categories = cols[1].multiselect("Categories (none = all)", names)
         kinds = cols[2].multiselect("Error kinds (none = all)", list(rq.KINDS), format_func=rq.KINDS.get)
         start = st.form_submit_button("Start the meeting queue", type="primary", icon=":material/groups:")
@@ -114,7 +114,9 @@ else:
         params.pop(key, None)
     cols = st.columns([3, 2, 3, 2])
     categories = cols[0].multiselect("Categories", names, key="rv_categories")
-    directions = cols[1].multiselect("Directions", list(DIRECTIONS), format_func=DIRECTIONS.get, key="rv_directions")
+    directions = cols[1].multiselect(
+        "Directions", list(DIRECTION_NAMES), format_func=DIRECTION_NAMES.get, key="rv_directions"
+    )
     statuses = cols[2].multiselect("Verdict status", rq.STATUSES, key="rv_statuses")
     changed = cols[3].toggle(
         "Changed only",
@@ -194,7 +196,7 @@ choice = nav[3].selectbox(
     label_visibility="collapsed",
     format_func=lambda p: (
         lambda r: (
-            f"#{p} · {r.query_id} · {DIRECTIONS[r.direction]} · {r.category} · {r.status}"
+            f"#{p} · {r.query_id} · {DIRECTION_NAMES[r.direction]} · {r.category} · {r.status}"
             + (" · unsaved draft" if desk.draft(r.query_id, r.direction) else "")
         )
     )(queue.iloc[p - 1]),
@@ -224,7 +226,7 @@ left.image(str(data.image_paths[row]), width=180)
 left.caption("The query image" if direction == "i2t" else "The query text's own image (its pair)")
 own_tie = describe_tie(*view.paired_tie) if view.paired_tie else ""
 right.markdown(
-    f"**#{position} · {DIRECTIONS[direction]}** · query `{item['query_id']}` · **{item['category']}** · "
+    f"**#{position} · {DIRECTION_NAMES[direction]}** · query `{item['query_id']}` · **{item['category']}** · "
     f"{rq.KINDS.get(item['kind'], item['kind'] or 'retrieved well')} · severity {item['severity']:.2f}  \n"
     f"AP {item['ap']:.3f} · its own pair: {own_pair_headline(view.paired_rank, view.paired_tie)}"
     f"{f' (#{view.paired_rank} in gallery order)' if own_tie else ''} · "

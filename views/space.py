@@ -11,7 +11,6 @@ from functools import partial
 
 import streamlit as st
 
-from analysis.explorer import DIRECTIONS
 from analysis.projection import (
     COLOUR_BY,
     METHODS,
@@ -26,6 +25,7 @@ from analysis.projection import (
 )
 from analysis.projection_jobs import ProjectionJob, ProjectionJobs
 from analysis.projection_render import scatter_figure, thumbnail_uris
+from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
 from views.common import context, keep, remember
@@ -247,7 +247,7 @@ else:
     links = st.columns(2)
     links[0].page_link(
         "views/explorer.py",
-        label=f"As a query in the retrieval explorer ({DIRECTIONS[direction]})",
+        label=f"As a query in the retrieval explorer ({DIRECTION_NAMES[direction]})",
         icon=":material/manage_search:",
         query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id},
     )
