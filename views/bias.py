@@ -4,8 +4,6 @@ The transfer gain against a reference trained without the source is the evidence
 discrepancy and the ImageNet prior are indicative. Everything comes from analysis.bias_report, as `chtn bias`.
 """
 
-from urllib.parse import urlencode
-
 import streamlit as st
 
 from analysis import workspace as ws
@@ -25,6 +23,7 @@ from analysis.stats import MIN_EFFECT
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
 from views.common import all_rows, context, keep, nearby_checkpoints, recipe_runs_checkbox, remember
+from views.links import explorer_link, space_link
 
 ctx = context()
 checkpoint = ctx.checkpoint
@@ -161,15 +160,9 @@ worst = {
 table.insert(
     1,
     "explore",
-    [
-        "/explorer?"
-        + urlencode({"checkpoint": ctx.checkpoint_ref, "direction": "i2t", "query": worst.get(c, ""), "search": c})
-        for c in table["category"]
-    ],
+    [explorer_link(ctx.checkpoint_ref, "i2t", worst.get(c, ""), search=c) for c in table["category"]],
 )
-table.insert(
-    2, "map", [f"/space?{urlencode({'checkpoint': ctx.checkpoint_ref, 'category': c})}" for c in table["category"]]
-)
+table.insert(2, "map", [space_link(ctx.checkpoint_ref, c) for c in table["category"]])
 st.dataframe(
     table,
     hide_index=True,

@@ -31,6 +31,7 @@ from views.common import (
     remember,
     review_store,
 )
+from views.links import attribution_link, explorer_link
 
 ctx = context()
 store, store_error = review_store()
@@ -171,12 +172,8 @@ which = st.segmented_control("Show", ["broken", "fixed", "worse", "better"], def
 shown = render.changed_queries(comparison.queries, which or "broken")
 concerns = baseline_ref if which in ("fixed", "better") else ctx.checkpoint_ref  # the checkpoint that mis-retrieves
 shown = shown.assign(
-    explorer=[
-        f"/explorer?checkpoint={concerns}&direction={d}&query={q}" for q, d in zip(shown.query_id, shown.direction)
-    ],
-    why=[
-        f"/attribution?checkpoint={concerns}&direction={d}&query={q}" for q, d in zip(shown.query_id, shown.direction)
-    ],
+    explorer=[explorer_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
+    why=[attribution_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
 )
 st.dataframe(
     shown,
