@@ -59,5 +59,5 @@ def write(folder: Path, key: str, result: Attribution) -> None:
     }
     handle, tmp = tempfile.mkstemp(dir=folder, prefix=f"{key}.", suffix=".tmp.npz")
     with os.fdopen(handle, "wb") as file:
-        np.savez(file, meta=json.dumps(meta), **arrays)
+        np.savez(file, allow_pickle=False, meta=json.dumps(meta), **arrays)  # plain arrays: read back without pickle
     Path(tmp).replace(folder / f"{key}.npz")

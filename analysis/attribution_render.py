@@ -26,12 +26,14 @@ def heatmap_rgba(heatmap: np.ndarray, signed: bool) -> np.ndarray:
 
 def overlay(attribution: Attribution, alpha: float = 0.55) -> np.ndarray:
     """(224, 224, 3) uint8: the grey image under the coloured map; weak attributions stay see-through."""
-    heat = attribution.heatmap
+    heat, image = attribution.heatmap, attribution.image
+    if heat is None or image is None:
+        raise ValueError("overlay needs an image attribution (a heatmap and the image the model saw)")
     signed = attribution.method != "gradcam"
     colours = heatmap_rgba(heat, signed)[..., :3]
     scale = float(np.percentile(np.abs(heat), 99)) or 1.0
     strength = np.clip(np.abs(heat) / scale, 0, 1)[..., None] * alpha
-    grey = attribution.image.mean(-1, keepdims=True).repeat(3, -1) / 255.0
+    grey = image.mean(-1, keepdims=True).repeat(3, -1) / 255.0
     return ((grey * (1 - strength) + colours * strength) * 255).round().astype(np.uint8)
 
 

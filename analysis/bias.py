@@ -93,9 +93,9 @@ def transfer_gain(
     )
     frame[["category", "direction"]] = frame.pop("slice").str.rsplit("|", n=1, expand=True)
     frame = frame.rename(columns={"mean_a": "AP reference", "mean_b": "AP model", "delta": "ΔAP"})
-    first = ["category", "direction", "n", "AP model", "AP reference", "ΔAP", "ci_low", "ci_high", "p_value"]
-    first += ["p_adjusted", "flag"]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    leading = ["category", "direction", "n", "AP model", "AP reference", "ΔAP", "ci_low", "ci_high", "p_value"]
+    leading += ["p_adjusted", "flag"]
+    return frame[leading + [c for c in frame.columns if c not in leading]]
 
 
 def confusions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ from analysis.bias import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
 from analysis.bias_report import BiasReport
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS
+
+if TYPE_CHECKING:  # plotly is imported where a figure is drawn: importing this module stays cheap
+    import plotly.graph_objects as go
 
 FLAG_COLOURS = {
     HELPED: "#2e7d32",
@@ -232,10 +236,10 @@ def confusion_matrix(report: BiasReport, direction: str, column: str = "rank-1 s
     return part.pivot(index="query category", columns="retrieved category", values=column)
 
 
-def figures(report: BiasReport) -> dict[str, object]:
+def figures(report: BiasReport) -> dict[str, go.Figure]:
     """Every figure the report can show, by title (those whose inputs it lacks are left out)."""
     table = category_table(report)
-    shown: dict[str, object] = {}
+    shown: dict[str, go.Figure] = {}
     if "gain" in report.tables:
         shown["Transfer gain per category (95% CI)"] = gain_figure(report)
         for proxy in ("coverage", "MMD² trunk", "A-distance"):

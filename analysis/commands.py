@@ -92,7 +92,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
     from analysis.bias_report import BiasSettings, bias_report, open_source
     from analysis.stats import MAX_RESAMPLES
     from analysis.workspace import check_one_recipe, recipe_runs, reference_candidates
-    from chtn.checkpoint import load_checkpoint
+    from chtn.checkpoint import Checkpoint, load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.errors import CHTNError
 
@@ -108,6 +108,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
     checkpoint, *runs = [load_checkpoint(path) for path in args.checkpoint]
     source = open_source(checkpoint, args.source, args.data)  # a clear error when there is none or it is missing
     check_one_recipe([checkpoint, *runs], "--checkpoint")
+    reference: Checkpoint | None
     if args.reference:
         reference, *reference_runs = [load_checkpoint(path) for path in args.reference]
         check_one_recipe([reference, *reference_runs], "--reference")

@@ -46,7 +46,10 @@ def check_comparable(labels_a: Sequence[str], labels_b: Sequence[str], name_a: s
 
 
 def _recall_hits(side: RetrievalEval, k: int) -> np.ndarray:
-    """Per query, the tie-aware chance that its own pair ranks within k (the rule of `own_pair_recall`)."""
+    """Per query, the tie-aware chance that its own pair ranks within k (the rule of `own_pair_recall`; NaN if
+    unpaired)."""
+    if side.paired_exact is None:
+        return np.full(len(side.ap), np.nan)
     first, size = side.paired_exact.first, side.paired_exact.others + 1
     return np.clip((k - first + 1) / size, 0.0, 1.0)
 

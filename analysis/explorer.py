@@ -77,8 +77,7 @@ def free_text_note(text: str, tower: Tower) -> str | None:
     if len(text) >= FREE_TEXT_MAX_CHARS:
         notes.append(f"The box holds {FREE_TEXT_MAX_CHARS:,} characters: anything pasted beyond them was cut.")
     minilm = tower.text.minilm
-    cut = minilm.truncation(text) if minilm is not None else None
-    if cut is not None:
+    if minilm is not None and (cut := minilm.truncation(text)) is not None:
         pieces, chars = cut
         rest = " TF-IDF features read the whole text." if tower.text.tfidf is not None else ""
         notes.append(

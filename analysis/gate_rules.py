@@ -260,7 +260,7 @@ class _Locator:
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
-        starts = [(-1, (), False)]
+        starts: list[tuple[int, tuple[str, ...], bool]] = [(-1, (), False)]
         for number, line in enumerate(self.lines):
             if match := _HEADER.match(line):
                 starts.append((number, _parts(match.group(2)), match.group(1) == "[["))
@@ -513,6 +513,7 @@ def decide(results: Sequence[RuleResult], strict: bool = False, min_effect: floa
     warnings = [result for result in results if result.status == "warn"]
     tolerated = [result for result in results if _tolerated_loss(result, min_effect)]
     short = [result for result in results if result.too_few_runs and result.rule.severity == "block"]
+    verdict: Literal["GO", "NO-GO", "INSUFFICIENT EVIDENCE"]
     if blocking or (strict and warnings):
         verdict = "NO-GO"
     else:

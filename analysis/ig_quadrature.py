@@ -25,6 +25,12 @@ Function = Callable[[torch.Tensor], torch.Tensor]
 Segment = tuple[float, float, int, float, float]  # start alpha, end alpha, steps, f(start), f(end)
 
 
+def _term(terms: Callable[..., torch.Tensor], args: tuple, j: int) -> Function:
+    """The j-th cosine of `terms` as a function of x, signed as it enters f (the first added, the others subtracted)."""
+    sign = 1.0 if j == 0 else -1.0
+    return lambda z: sign * terms(z, *args)[:, j]
+
+
 class SegmentedIntegratedGradients(IntegratedGradients):
     """Captum's IntegratedGradients on probe-chosen segments of the path, refined where the gap is largest.
 
@@ -62,12 +68,13 @@ class SegmentedIntegratedGradients(IntegratedGradients):
             values = torch.cat([values[: worst + 1], fine_values, values[worst + 1 :]])
             jumps = values.diff().abs()
         share = (jumps / jumps.sum().clamp(min=1e-12)).tolist()
-        merged: list[list[float]] = []
+        merged: list[tuple[float, float, float, int, int]] = []  # start, end, share of f's change, probe i, j
         for i, part in enumerate(share):
             if merged and part * n_steps < 1 and merged[-1][2] * n_steps < 1:
-                merged[-1][1], merged[-1][2], merged[-1][4] = float(bounds[i + 1]), merged[-1][2] + part, i + 1
+                start, _, total, first, _ = merged[-1]
+                merged[-1] = (start, float(bounds[i + 1]), total + part, first, i + 1)
             else:
-                merged.append([float(bounds[i]), float(bounds[i + 1]), part, i, i + 1])
+                merged.append((float(bounds[i]), float(bounds[i + 1]), part, i, i + 1))
         return (
             [
                 (start, end, max(1, round(part * n_steps)), float(values[i]), float(values[j]))
@@ -89,7 +96,7 @@ class SegmentedIntegratedGradients(IntegratedGradients):
             with torch.no_grad():
                 count = terms(x, *args).shape[1]
             if count > 1:
-                return [lambda z, j=j: (1.0 if j == 0 else -1.0) * terms(z, *args)[:, j] for j in range(count)]
+                return [_term(terms, args, j) for j in range(count)]
         return [lambda z: self.forward_func(z, *args)]
 
     def _integrate(self, func: Function, x: torch.Tensor, base: torch.Tensor, n_steps: int, batch: int) -> torch.Tensor:

@@ -78,8 +78,8 @@ def thumbnail_uris(paths: Sequence[Path | None], size: int = 64) -> list[str | N
             uris.append(None)
             continue
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
                 image.thumbnail((size, size))
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=80)

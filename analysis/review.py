@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -97,9 +98,8 @@ def spec_from_text(text: str, store: ReviewStore | None) -> tuple[rq.QueueSpec, 
     `size=30,seed=0,strata=category+direction` / JSON text (-> the spec, no id yet)."""
     text = text.strip()
     if store is not None and (stored := store.queue(text)) is not None:
-        return rq.QueueSpec(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in stored["spec"]["spec"].items()}
-        ), text
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["spec"]["spec"].items()}
+        return rq.QueueSpec(**fields), text  # QueueSpec checks the stored values
     if text.endswith(".json"):
         try:
             text = read_bounded(Path(text), MAX_SPEC_BYTES, "The queue spec file", SPEC_FILE_FIX).decode("utf-8")

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,7 +114,7 @@ class QueueSpec:
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> QueueSpec:
         """A spec from URL parameters or `key=value` pairs; a `CHTNError` naming the bad field."""
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # parsed per field below; QueueSpec checks the values it is given
         for key, text in params.items():
             if key not in cls.__dataclass_fields__:
                 continue  # other URL parameters (checkpoint, item, ...)
@@ -374,7 +375,8 @@ def meeting_queue(annotated: pd.DataFrame, spec: QueueSpec) -> pd.DataFrame:
     strata = list(spec.strata)
     groups = [g for _, g in pool.groupby(strata, sort=True)] if strata else [pool]
     groups.sort(key=lambda g: _draw_key(spec.seed, *g.iloc[0][strata]) if strata else "")
-    taken, depth = [], 0
+    taken: list[Hashable] = []  # pool index labels
+    depth = 0
     while len(taken) < spec.size and any(depth < len(g) for g in groups):
         for group in groups:
             if depth < len(group) and len(taken) < spec.size:

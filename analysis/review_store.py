@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -178,13 +179,19 @@ def _append_only(conn: sa.Connection) -> None:
         )
 
 
+def _add_decisions(conn: sa.Connection) -> None:
+    """The go/no-go decision records, append-only (migration 3)."""
+    decisions_table.create(conn)
+    _append_only(conn)
+
+
 # Migrations, hand-written rather than Alembic: one small schema shipped inside the app and migrated on open needs
 # no revision files, autogenerate or CLI. Step i (1-based) brings a database from version i-1 to i; steps are only
 # ever appended. A step that changes an existing table must use ALTER, not today's Table objects.
 MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     lambda conn: metadata.create_all(conn, tables=[schema_versions, verdicts_table, queues_table]),
     lambda conn: outcomes_table.create(conn),  # outcome snapshots, so later checkpoints can say what changed
-    lambda conn: (decisions_table.create(conn), _append_only(conn)),  # go/no-go decision records
+    _add_decisions,  # go/no-go decision records
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x43_48_54_4E  # PostgreSQL advisory lock key ("CHTN"): one migrator at a time
@@ -271,10 +278,18 @@ def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, keys: list
     return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
 
 
-def _frame(rows: list[sa.Row]) -> pd.DataFrame:
+def _frame(rows: Sequence[sa.Row]) -> pd.DataFrame:
     frame = pd.DataFrame([tuple(row) for row in rows], columns=COLUMNS)
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
     return frame
+
+
+def _inserted_id(result: sa.CursorResult) -> int:
+    """The primary key of the one row an INSERT added."""
+    key = result.inserted_primary_key
+    assert key is not None  # set by every single-row INSERT
+    (row_id,) = key
+    return row_id
 
 
 class ReviewStore:
@@ -348,7 +363,9 @@ class ReviewStore:
                 f"The note is {len(note):,} characters: the review database keeps at most {MAX_NOTE_CHARS:,}; "
                 "shorten it or link to the longer text."
             )
-        row = dict(dataset=dataset, checkpoint=checkpoint, checkpoint_name=checkpoint_name, query_id=query_id)
+        row: dict[str, Any] = dict(
+            dataset=dataset, checkpoint=checkpoint, checkpoint_name=checkpoint_name, query_id=query_id
+        )
         row |= dict(direction=direction, verdict=verdict, note=note, reviewer=reviewer, queue_id=queue_id)
         for field, value in row.items():  # PostgreSQL text cannot hold NUL; refused on SQLite too, for one behaviour
             if value is not None and "\x00" in value:
@@ -357,7 +374,7 @@ class ReviewStore:
                 )
         row["created_at"] = datetime.now(UTC)
         with self._errors(), self._writer.begin() as conn:
-            (row_id,) = conn.execute(sa.insert(verdicts_table).values(**row)).inserted_primary_key
+            row_id = _inserted_id(conn.execute(sa.insert(verdicts_table).values(**row)))
         return Verdict(id=row_id, **row)
 
     def verdicts(self, dataset: str, checkpoint: str | None = None) -> pd.DataFrame:
@@ -490,7 +507,7 @@ class ReviewStore:
                     "what is new.",
                     current._asdict(),
                 )
-            (row_id,) = conn.execute(sa.insert(decisions_table).values(**row)).inserted_primary_key
+            row_id = _inserted_id(conn.execute(sa.insert(decisions_table).values(**row)))
         return {"id": row_id, **row}
 
     def decisions(self, dataset: str, baseline: str, candidate: str) -> pd.DataFrame:
@@ -557,7 +574,7 @@ class ReviewStore:
         try:
             yield
         except sa.exc.DBAPIError as error:
-            raise ReviewStoreError(self._explain(error.orig)) from error
+            raise ReviewStoreError(self._explain(error.orig if error.orig is not None else error)) from error
         except OSError as error:
             raise ReviewStoreError(self._explain(error)) from error
 

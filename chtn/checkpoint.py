@@ -104,10 +104,11 @@ def save_checkpoint(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model)  # unwrap DDP
-    if isinstance(model, FineTunedCHTN):
-        model, trunk_state = model.head, model.tail.trunk_state()
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    module: torch.nn.Module = getattr(model, "module", model)  # unwrap DDP
+    if isinstance(module, FineTunedCHTN):
+        trunk_state = module.tail.trunk_state()
+        module = module.head
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     tensors.update({TRUNK_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in (trunk_state or {}).items()})
     # The reserved fields win over `meta`, and load-time extras ("_tfidf_idf") are not re-written, so
     # `save_checkpoint(p, ckpt.model, ckpt.config, ckpt.meta, ckpt.tfidf_state)` re-saves a loaded checkpoint.

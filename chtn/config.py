@@ -111,7 +111,9 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.text not in ("minilm", "tfidf", "minilm+tfidf"):
             raise CHTNError(f"encoder.text must be 'minilm', 'tfidf' or 'minilm+tfidf', got {self.text!r}.")
-        self.tfidf_ngram = tuple(self.tfidf_ngram)
+        if len(self.tfidf_ngram) != 2:
+            raise CHTNError(f"encoder.tfidf_ngram must be two numbers (lowest, highest), got {self.tfidf_ngram!r}.")
+        self.tfidf_ngram = (self.tfidf_ngram[0], self.tfidf_ngram[1])  # TOML gives a list
         if self.tfidf_analyzer not in ("word", "char_wb", "char"):
             raise CHTNError(f"encoder.tfidf_analyzer must be 'word', 'char_wb' or 'char', got {self.tfidf_analyzer!r}.")
         if self.text_choice not in ("fixed", "language", "validation"):

@@ -11,6 +11,7 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +82,7 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         raise CHTNError(f"Image weights {path} is a folder; give the weights file itself (.safetensors).")
     if not path.is_file():
         raise CHTNError(f"Image weights not found: {path}.")
+    state: object  # checked below: a torch file may hold anything weights-only loading allows
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -132,6 +134,8 @@ class ImageTrunk(nn.Module):
         check_local_models(model_name, str(weights or ""), "")  # before timm: a hub id would make it download
         import timm
 
+        # Any: the parts used here (blocks, conv_head, num_features, ...) depend on the architecture timm built.
+        self.net: Any
         try:
             self.net = timm.create_model(model_name, pretrained=False)
         except (RuntimeError, ValueError) as exc:

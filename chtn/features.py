@@ -95,7 +95,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 def _collate(items: list[torch.Tensor | str]) -> torch.Tensor | list[str]:
     """A batch of pixels, or the error messages of the files in it that failed (module level: workers pickle it)."""
     errors = [item for item in items if isinstance(item, str)]
-    return errors if errors else torch.stack(items)
+    return errors if errors else torch.stack([item for item in items if isinstance(item, torch.Tensor)])
 
 
 def _undecodable(errors: list[str]) -> CHTNError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -84,7 +86,7 @@ def chtn_loss(
                 out["src7"], out["img7"], config.mmd_kernels
             )
         terms["mmd"] = source_scale * config.mmd_weight * mmd
-    total = sum(terms.values())
+    total = functools.reduce(operator.add, terms.values())  # a Tensor (sum() would start from the int 0)
     return total, {name: float(value.detach()) for name, value in terms.items()}
 
 
@@ -100,4 +102,4 @@ def ensemble_loss(
     members = outputs if isinstance(outputs, list) else [outputs]
     results = [chtn_loss(out, labels, config, source_labels, generator, source_scale) for out in members]
     terms = {name: sum(r[1][name] for r in results) / len(results) for name in results[0][1]}
-    return sum(r[0] for r in results), terms
+    return functools.reduce(operator.add, (r[0] for r in results)), terms

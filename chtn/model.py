@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import nn
@@ -165,34 +166,39 @@ class CHTNEnsemble(nn.Module):
         self.members = nn.ModuleList(CHTN(member) for _ in range(config.ensemble))
 
     @property
+    def _chtns(self) -> list[CHTN]:
+        """The members as CHTNs (an nn.ModuleList types its items as plain Modules)."""
+        return cast(list[CHTN], list(self.members))
+
+    @property
     def has_source(self) -> bool:
-        return self.members[0].has_source
+        return self._chtns[0].has_source
 
     def _mean(self, outputs: list[torch.Tensor], normalize: bool) -> torch.Tensor:
         out = torch.stack(outputs).mean(0)
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_image(self, image_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        return self._mean([m.encode_image(image_features) for m in self.members], normalize)
+        return self._mean([m.encode_image(image_features) for m in self._chtns], normalize)
 
     def encode_text(self, text_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        return self._mean([m.encode_text(text_features) for m in self.members], normalize)
+        return self._mean([m.encode_text(text_features) for m in self._chtns], normalize)
 
     def image_logits(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self._mean([m.image_logits(image_features) for m in self.members], False)
+        return self._mean([m.image_logits(image_features) for m in self._chtns], False)
 
     def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
-        return self._mean([m.text_logits(text_features) for m in self.members], False)
+        return self._mean([m.text_logits(text_features) for m in self._chtns], False)
 
     def image_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """fc6 and fc7 of the first member (members' hidden units are not aligned, so they are not averaged)."""
-        return self.members[0].image_activations(image_features)
+        return self._chtns[0].image_activations(image_features)
 
     def source_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.members[0].source_activations(image_features)
+        return self._chtns[0].source_activations(image_features)
 
     def source_probabilities(self, image_features: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m.source_probabilities(image_features) for m in self.members]).mean(0)
+        return torch.stack([m.source_probabilities(image_features) for m in self._chtns]).mean(0)
 
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None

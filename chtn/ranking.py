@@ -300,12 +300,14 @@ def _merge(
     if n_queries == 1:  # the dashboard's case: no per-query bookkeeping
         new_idx = _global(rows, flat)
         if best_idx is not None:
+            assert best_val is not None  # the running top-k's indices and scores are set together
             new_idx, new_val = np.concatenate([best_idx[0], new_idx]), np.concatenate([best_val[0], new_val])
         order = np.lexsort((new_idx, -new_val))[:k]
         return new_idx[order][None, :], new_val[order][None, :]
     r, c = np.divmod(flat, n_cols)
     item_row, item_idx, item_val, width = r, _global(rows, c), new_val, 0
     if best_idx is not None:
+        assert best_val is not None  # the running top-k's indices and scores are set together
         width = best_idx.shape[1]
         item_row = np.concatenate([np.repeat(np.arange(n_queries), width), r])
         item_idx = np.concatenate([best_idx.ravel(), item_idx])
@@ -369,7 +371,8 @@ def top_k(
     for q0 in range(0, q.shape[0], qb):
         qs = q[q0 : q0 + qb]
         q64 = qs.astype(np.float64)
-        best_idx = best_val = None
+        best_idx: np.ndarray | None = None
+        best_val: np.ndarray | None = None
         # With many queries, a small first chunk sets each query's running k-th score cheaply; after
         # it, most chunk items fall below that score and are dismissed by one comparison pass instead
         # of a partition of the whole chunk (the partition is the costliest step for a batch).
@@ -380,7 +383,7 @@ def top_k(
                 _check_finite(sims, block)
             # Candidates of this chunk, a superset of what can enter the running top-k, always with at
             # least min(k, c) per query when the running top-k is not yet full.
-            if best_idx is not None and best_idx.shape[1] == k:
+            if best_idx is not None and best_val is not None and best_idx.shape[1] == k:
                 # Only items strictly ABOVE the running k-th score can enter: an equal score loses the
                 # tie-break, since every running index is lower than this chunk's. After the first chunk
                 # these are usually a handful, found by one comparison pass instead of a selection.
@@ -398,6 +401,7 @@ def top_k(
             else:
                 candidates = np.ones(sims.shape, dtype=bool)
             best_idx, best_val = _merge(best_idx, best_val, sims, candidates, rows, k)
+        assert best_idx is not None and best_val is not None  # k_out > 0: at least one chunk was merged
         out_idx[q0 : q0 + qb] = best_idx
         out_val[q0 : q0 + qb] = best_val
     return TopK(out_idx, out_val)
@@ -581,6 +585,7 @@ def _rows_block(
     g: np.ndarray, allowed: np.ndarray | None, lo: int, hi: int, normalized: bool
 ) -> tuple[int | np.ndarray, np.ndarray]:
     """Walked rows lo..hi-1 (of the gallery, or of its allowed rows): (rows, float32 block)."""
+    rows: int | np.ndarray
     if allowed is None:
         rows, block = lo, g[lo:hi]
     else:

@@ -56,7 +56,7 @@ def retrieve(
     found = top_k(query, targets, k, mask=mask)
     rows = found.indices[0]
     pair_allowed = paired_row is not None and (mask is None or bool(mask[paired_row]))
-    probe = np.append(rows, paired_row) if pair_allowed else rows  # one pass gives the pair's group too
+    probe = np.append(rows, [paired_row]) if pair_allowed else rows  # one pass gives the pair's group too
     groups = tie_groups(query, targets, probe[None, :], mask=mask)
     data = gallery.data
     table = pd.DataFrame(

@@ -13,10 +13,10 @@ def stratified_split(labels: Sequence[str], test_fraction: float, seed: int) -> 
     Written by hand because sklearn's stratified split rounds globally (5,660/2,426 on the fashion
     protocol) while the benchmark protocol rounds per class (5,661/2,425).
     """
-    labels = np.asarray(labels)
+    array = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    test = np.zeros(len(labels), dtype=bool)
-    for name in sorted(set(labels.tolist())):
-        rows = np.flatnonzero(labels == name)
+    test = np.zeros(len(array), dtype=bool)
+    for name in sorted(set(array.tolist())):
+        rows = np.flatnonzero(array == name)
         test[rng.permutation(rows)[: int(round(test_fraction * len(rows)))]] = True
     return test

@@ -21,7 +21,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -36,9 +36,19 @@ CJK = re.compile(
 CJK_SHARE = 0.3  # share of the non-space characters above which the "language" rule applies; Chinese or Japanese
 # text is ~0.7-1.0 even with Latin brand names and digits mixed in, English text with a few CJK names ~0.0-0.1
 VALIDATION_FRACTION = 0.2  # per-category share of the training pairs carved out to score the candidates
+
+
+class TfidfSettings(TypedDict):
+    """EncoderConfig's TF-IDF fields, to pass to `dataclasses.replace`."""
+
+    tfidf_analyzer: str
+    tfidf_ngram: tuple[int, int]
+    tfidf_max_features: int
+
+
 # Character 1-3-grams over 3,000 terms: the setting that won on the Chinese news set (issue 12). "char" (not
 # "char_wb") because CJK text has no spaces to bound words, so every n-gram of the running text counts.
-CHARACTER_TFIDF = {"tfidf_analyzer": "char", "tfidf_ngram": (1, 3), "tfidf_max_features": 3000}
+CHARACTER_TFIDF: TfidfSettings = {"tfidf_analyzer": "char", "tfidf_ngram": (1, 3), "tfidf_max_features": 3000}
 
 
 def cjk_share(texts: Sequence[str]) -> float:
@@ -85,7 +95,11 @@ def text_features(
     and the TF-IDF state a checkpoint stores."""
     from chtn.encoders import TfidfTextEncoder
 
-    parts = [minilm] if encoder.uses_minilm else []
+    parts: list[np.ndarray] = []
+    if encoder.uses_minilm:
+        if minilm is None:
+            raise ValueError("text_features: the encoder uses MiniLM, so the MiniLM rows of `texts` must be given")
+        parts.append(minilm)
     state = None
     if encoder.uses_tfidf:
         tfidf = TfidfTextEncoder(encoder.tfidf_analyzer, encoder.tfidf_ngram, encoder.tfidf_max_features)

@@ -113,6 +113,7 @@ def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> t
     """Scale for the source terms (the source's domain relevance) and the record kept in the checkpoint."""
     from chtn.domain import source_domain_fit
 
+    assert inputs.source_image is not None  # called only when training with a source domain
     fit = source_domain_fit(
         pooled_features(inputs, inputs.source_image), pooled_features(inputs, inputs.train.image), seed=seed
     )
@@ -202,9 +203,8 @@ def train(
 
     n = len(inputs.train.labels)
     steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
-    model = build_model(config.model)
-    if inputs.image_tail is not None:
-        model = FineTunedCHTN(model, inputs.image_tail)
+    head = build_model(config.model)
+    model = head if inputs.image_tail is None else FineTunedCHTN(head, inputs.image_tail)
     model = model.to(dev)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = build_optimizer(model, config)
@@ -240,14 +240,16 @@ def train(
         generator = torch.Generator().manual_seed(t.seed * 1000 + epoch)
         batches = _batch_indices(n, t.batch_size, steps, rng)
         source_batches = (
-            rng.integers(0, len(inputs.source_labels), size=(steps, t.source_batch_size)) if use_source else None
+            rng.integers(0, len(inputs.source_labels), size=(steps, t.source_batch_size))
+            if use_source and inputs.source_labels is not None
+            else None
         )
         ddp.train()
         sums: dict[str, float] = {}
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=rank != 0)
         for step in bar:
             idx = torch.from_numpy(batches[step][rank::world]).to(dev)
-            src = torch.from_numpy(source_batches[step][rank::world]).to(dev) if use_source else None
+            src = torch.from_numpy(source_batches[step][rank::world]).to(dev) if source_batches is not None else None
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 outputs = ddp(
                     tensors["image"][idx], tensors["text"][idx], tensors["source"][src] if use_source else None

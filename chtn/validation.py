@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -38,6 +39,7 @@ from chtn.images import MAX_PIXELS, open_rgb
 CLI_HINT = "pass --skip-invalid to drop them"
 LEAK = "image also in the training rows"  # the warning of a split-only check (see load_checked_pairs)
 NEAR_NAME_SEARCHES = 200  # difflib look-ups per run: a wrong folder would otherwise cost n_rows x n_files
+_Data = TypeVar("_Data", PairDataset, SourceDataset)  # ensure_valid gives back the kind of dataset it was given
 
 FIXES = {
     "missing image file": "restore the file, or correct the row's image path (relative to the manifest's folder)",
@@ -206,7 +208,9 @@ def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, n
             with Image.open(path) as image:  # the header only: no decoding yet
                 width, height = image.size
     except Image.DecompressionBombError:
-        detail = f"{path.name}: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, refused as a decompression bomb"
+        limit = Image.MAX_IMAGE_PIXELS
+        assert limit is not None  # Pillow raises the error only while its limit is set
+        detail = f"{path.name}: over {2 * limit:,} pixels, refused as a decompression bomb"
         report.add("image too large", row, item_id, detail)
         return False
     except (OSError, SyntaxError, ValueError):  # not an image: the full decode below says so, as training would
@@ -338,13 +342,13 @@ def validate_source(data: SourceDataset, check_images: bool = True) -> Validatio
 
 
 def ensure_valid(
-    data: PairDataset | SourceDataset,
+    data: _Data,
     report: ValidationReport,
     skip_invalid: bool,
     what: str = "dataset",
     hint: str = CLI_HINT,
     rows: Sequence[int] | None = None,
-) -> PairDataset | SourceDataset:
+) -> _Data:
     """`rows` (default: all) of `data`: stop with the report if some are invalid, or drop those with `skip_invalid`."""
     rows = range(len(data)) if rows is None else rows
     if report.ok:
