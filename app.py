@@ -19,7 +19,7 @@ def warm_up_projection() -> threading.Thread:
     done before anyone opens "Shared space" (the page copes anyway). It costs every new server process 15-40 s
     of CPU on 2 cores, not only a fresh install: numba caches only some of umap-learn's functions on disk. The
     server's console says when it is done."""
-    from analysis.projection import warm_up_umap  # lazy: umap-learn itself is imported in the thread
+    from analysis.projection.project import warm_up_umap  # lazy: umap-learn itself is imported in the thread
 
     def warm_up() -> None:
         seconds = warm_up_umap(nice=10)

@@ -57,7 +57,7 @@ def baseline_passes(explainer, image, text, repeats: int = 10) -> dict[str, floa
     """Median seconds of one forward+backward through the whole image path and the whole text path."""
     import torch
 
-    from analysis.pair_objective import anchors, combine, cosine_terms
+    from analysis.attribution.objective import anchors, combine, cosine_terms
 
     tower = explainer.tower
     pixels = tower.pixels(image.value)
@@ -86,8 +86,8 @@ def baseline_passes(explainer, image, text, repeats: int = 10) -> dict[str, floa
 
 
 def method_rows(checkpoint, pairs, passes: dict[str, float]) -> list[dict]:
-    from analysis.attribution import PairExplainer
-    from analysis.attribution_types import Settings
+    from analysis.attribution.explainer import PairExplainer
+    from analysis.attribution.types import Settings
 
     rows = []
     for label, fields, side in METHODS:
@@ -123,8 +123,8 @@ def plain_captum_row(checkpoint, pairs, passes: dict[str, float], n_steps: int =
     import torch
     from captum.attr import IntegratedGradients
 
-    from analysis.attribution import PairExplainer
-    from analysis.pair_objective import ImageObjective, anchors
+    from analysis.attribution.explainer import PairExplainer
+    from analysis.attribution.objective import ImageObjective, anchors
 
     explainer = PairExplainer(checkpoint, cache_dir=Path(tempfile.mkdtemp(prefix="bench-attr-")))
     objective = ImageObjective(explainer.tower)
@@ -180,7 +180,7 @@ def page_answer(pair_ids: tuple[str, str]) -> dict[str, float]:
         assert not at.exception and not at.error, (at.exception, at.error)
         return elapsed
 
-    from analysis.projection import UMAP_WARMED
+    from analysis.projection.project import UMAP_WARMED
 
     run(*pair_ids)  # warm-up: loads checkpoint, embeddings and encoders into Streamlit's resource cache
     # app.py then compiles UMAP in a background thread (once per server); measured while it runs, the answer would
@@ -213,7 +213,7 @@ def main() -> None:
 
     import torch
 
-    from analysis.attribution import PairExplainer, explainer_items
+    from analysis.attribution.explainer import PairExplainer, explainer_items
     from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -266,7 +266,8 @@ def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, f
         "",
         "Our IG spends more gradient evaluations than its nominal steps: a forward-only probe places the "
         "steps where the saturating similarity changes, and segments whose own completeness gap is large "
-        "are halved and redone, within 3 x n_steps (`analysis/ig_quadrature.py`; the page's 'Refine IG' toggle, "
+        "are halved and redone, within 3 x n_steps (`analysis/attribution/quadrature.py`; the page's 'Refine IG' "
+        "toggle, "
         "on by default; off = n_steps evaluations). The reference row shows "
         "what evenly spaced steps give on the same pairs. Peak memory is the growth of the resident set "
         "(VmHWM) while the method runs after a warm-up pair; a later row can reuse memory the allocator kept "

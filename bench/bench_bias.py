@@ -5,7 +5,7 @@
     python -m bench.bench_bias --reuse              # the report again on the cells trained before
 
 Trains the two cells exactly as `bench.bench_core` does (same pairs, same catalogue source), writes the
-protocol as a manifest, and runs the report (`analysis.bias_report`) on the 2,425-item test split: the
+protocol as a manifest, and runs the report (`analysis.bias.report`) on the 2,425-item test split: the
 per-category transfer gain the seed's claim is judged by. Timed twice in one run: computed (image features
 from the feature cache bench_core filled; the freshly trained cells have no report yet) and read back.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.bias_render import category_table, write_report
-from analysis.bias_report import BiasSettings, bias_report
+from analysis.bias.render import category_table, write_report
+from analysis.bias.report import BiasSettings, bias_report
 from bench.bench_core import DATA, ROOT, load_protocol, pick_pairs, run_cell
 from chtn.checkpoint import load_checkpoint
 from chtn.data import SourceDataset, load_pairs

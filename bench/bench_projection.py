@@ -9,11 +9,11 @@ Points have the real width (the sample checkpoint's 20-d softmax common represen
 smaller than a size, they are synthetic: the sample's real test embeddings resampled with small Gaussian
 noise and renormalised onto the simplex, half images and half texts, with their real categories.
 
-1. projection time: `analysis.projection.project_gallery` (fresh cache folder) against `umap.UMAP(...)
+1. projection time: `analysis.projection.project.project_gallery` (fresh cache folder) against `umap.UMAP(...)
    .fit_transform` on the same points with the same parameters, same run; the ratio is our overhead
    (normalisation, sampling, hashing and writing the cache);
 2. cached reopen: `project_gallery` again on the same inputs (read from disk);
-3. browser render: a Streamlit page that draws `analysis.projection_render.scatter_figure` of N points
+3. browser render: a Streamlit page that draws `analysis.projection.render.scatter_figure` of N points
    (spawned once per size, headless chromium) from page load to the plotly WebGL canvas being drawn;
 4. cold first use (run first, before anything here compiles): fresh processes with an EMPTY numba cache
    (`NUMBA_CACHE_DIR` = a new temp dir) and an empty projection cache, on the sample's 800 real points:
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RENDER_PAGE = """
 import numpy as np, pandas as pd, streamlit as st
-from analysis.projection_render import scatter_figure
+from analysis.projection.render import scatter_figure
 n = int(st.query_params.get("n", 1000))
 rng = np.random.default_rng(0)
 table = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "row": np.arange(n) // 2,
@@ -77,7 +77,7 @@ def points(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def time_projection(n: int) -> dict[str, float]:
     import umap
 
-    from analysis.projection import ProjectionParams, project_gallery
+    from analysis.projection.project import ProjectionParams, project_gallery
     from chtn.ranking import normalize_rows
 
     image, text, labels = points(n)
@@ -107,7 +107,7 @@ import json, sys, time
 started = time.perf_counter()
 from pathlib import Path
 import numpy as np
-from analysis.projection import ProjectionParams, project, project_gallery, warm_up_umap
+from analysis.projection.project import ProjectionParams, project, project_gallery, warm_up_umap
 image, text, labels = (np.load(sys.argv[1])[k] for k in ("image", "text", "labels"))
 out, cache = {"imports": time.perf_counter() - started}, Path(sys.argv[2])
 if sys.argv[3] == "warm-up":
@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--cold-only", action="store_true", help="only the cold first use (section 4)")
     args = parser.parse_args()
-    from analysis.projection import ProjectionParams, project
+    from analysis.projection.project import ProjectionParams, project
 
     runs = cold_first_use()  # before this process compiles anything (the probes are fresh processes anyway)
     print("\n".join(cold_lines(runs)), flush=True)

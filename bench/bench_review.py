@@ -45,9 +45,9 @@ def protocol_inputs() -> tuple[Path, Path, Path]:
 
 def build_queue(manifest: Path, candidate: Path, previous: Path, database: str) -> dict[str, float]:
     """Open both checkpoints and the split, then time the evaluation (baseline) and the queue build."""
-    from analysis import review_queue as rq
-    from analysis.review import open_queue, review_state
-    from analysis.review_store import ReviewStore
+    from analysis.review import queue as rq
+    from analysis.review.store import ReviewStore
+    from analysis.review.workflow import open_queue, review_state
     from chtn.checkpoint import load_checkpoint
     from chtn.data import load_pairs
     from chtn.gallery import embed_split, evaluate_gallery
@@ -104,7 +104,7 @@ def build_queue(manifest: Path, candidate: Path, previous: Path, database: str) 
 
 def save_latency(database: str) -> list[float]:
     """Seconds per `save_verdict` (each a durable transaction) over SAVES saves."""
-    from analysis.review_store import ReviewStore
+    from analysis.review.store import ReviewStore
 
     store = ReviewStore(database)
     times = []

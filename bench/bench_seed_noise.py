@@ -33,9 +33,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis import stats
-from analysis.bias import HELPED, HURT, transfer_gain
-from analysis.compare import figure_columns, figures, per_query
-from analysis.gate_rules import DEFAULT_RULE, decide, evaluate, load_rules
+from analysis.bias.gain import HELPED, HURT, transfer_gain
+from analysis.compare.figures import figure_columns, figures, per_query
+from analysis.compare.rules import DEFAULT_RULE, decide, evaluate, load_rules
 from analysis.workspace import open_dataset
 from bench.bench_core import ROOT
 from chtn.checkpoint import load_checkpoint

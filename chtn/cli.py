@@ -116,7 +116,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def checked_pairs(args: argparse.Namespace, split: str | None, label_names: Sequence[str] | None = None) -> PairDataset:
     """The rows a command uses (`split`; None = all), validated: stop with the report, or with --skip-invalid
-    drop the invalid rows and print what was skipped. `project` (analysis/commands.py) opens data this way too."""
+    drop the invalid rows and print what was skipped. `chtn project` (analysis/projection/cli.py) opens data this
+    way too."""
     from chtn.validation import load_checked_pairs
 
     data, report = load_checked_pairs(args.data, split, label_names, args.skip_invalid)

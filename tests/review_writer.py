@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from analysis.review_store import ReviewStore
+from analysis.review.store import ReviewStore
 
 
 def note(prefix: str, i: int) -> str:

@@ -233,7 +233,7 @@ def test_app_start_warms_umap_in_a_background_thread():
     """app.py starts the numba warm-up once, in a daemon thread, after its first script run."""
     import threading
 
-    from analysis.projection import UMAP_WARMED
+    from analysis.projection.project import UMAP_WARMED
 
     _app()
     warming = [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]
@@ -246,7 +246,7 @@ def test_app_start_warms_umap_in_a_background_thread():
 def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion):
     """First visit: the UMAP is not cached, so the page shows the instant PCA and says so while a background
     job computes the UMAP; once the UMAP is in the disk cache, the page shows it and says which it shows."""
-    from analysis.projection import ProjectionParams, project_gallery
+    from analysis.projection.project import ProjectionParams, project_gallery
 
     at = _app("views/space.py")
     assert not at.error

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attribution import PairExplainer, explainer_items, rank_correlation
-from analysis.attribution_render import highlighted_html, overlay, png_bytes, top_words
-from analysis.attribution_types import Item, Settings
-from analysis.text_spans import tfidf_occurrences, word_scores
+from analysis.attribution.explainer import PairExplainer, explainer_items, rank_correlation
+from analysis.attribution.render import highlighted_html, overlay, png_bytes, top_words
+from analysis.attribution.spans import tfidf_occurrences, word_scores
+from analysis.attribution.types import Item, Settings
 from chtn.checkpoint import load_checkpoint
 from chtn.errors import CHTNError
 from tests.conftest import CHECKPOINTS
@@ -59,7 +59,7 @@ def test_image_ig_is_complete_within_its_delta(explainer, test_split):
 def test_segmented_ig_beats_plain_ig_on_the_saturated_path(explainer, test_split):
     from captum.attr import IntegratedGradients
 
-    from analysis.pair_objective import ImageObjective, anchors
+    from analysis.attribution.objective import ImageObjective, anchors
 
     image, text = _pair(test_split, 5)
     pixels = explainer.tower.pixels(image.value)

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.bias import (
+from analysis.bias.gain import (
     HELPED,
     INSUFFICIENT,
     NEGLIGIBLE,
@@ -161,7 +161,7 @@ def test_the_source_is_found_as_training_recorded_it_or_named_when_missing(check
 
 @pytest.mark.slow
 def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(checkpoints):
-    from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
+    from analysis.bias.report import BiasReport, BiasSettings, bias_report, open_source
     from chtn.data import load_pairs
 
     settings = BiasSettings(resamples=500, permutations=100)

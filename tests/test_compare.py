@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis import compare
-from analysis import review_queue as rq
+from analysis.compare import figures as compare
+from analysis.review import queue as rq
 from analysis.stats import median_difference_ci
 from chtn.errors import CHTNError
 
@@ -91,7 +91,7 @@ def test_median_difference_interval_holds_the_point_and_is_exact_for_constants()
 
 
 def test_aligned_projection_is_cached_on_disk_by_content(pair, tmp_path):
-    from analysis.projection import ProjectionParams, cached_project_two, project_two
+    from analysis.projection.project import ProjectionParams, cached_project_two, project_two
 
     (_, gallery_a, _, _), (_, gallery_b, _, _) = pair
     a, b = np.vstack([gallery_a.image, gallery_a.text]), np.vstack([gallery_b.image, gallery_b.text])
@@ -110,7 +110,7 @@ def test_the_sample_comparison_names_its_significant_loss_within_tolerance(pair)
     """Fashion source (B) against no source (A): "GO … 0 warnings" once hid Formal Shoes T->I, a significant loss that
     the per-category tolerance let pass. With a -0.10 tolerance it passes again, and the verdict names it, with its
     interval and Holm p; under the default -0.05 it is a warning."""
-    from analysis.gate_rules import load_rules
+    from analysis.compare.rules import load_rules
 
     (_, gallery_a, a, _), (_, gallery_b, b, _) = pair
     baseline, candidate = compare.Evaluated("no source", gallery_a, a), compare.Evaluated("fashion", gallery_b, b)
@@ -128,7 +128,7 @@ def test_the_sample_comparison_names_its_significant_loss_within_tolerance(pair)
 
 
 def test_the_forest_plot_is_sorted_by_effect_and_marks_significant_rows(pair):
-    from analysis.compare_render import category_table, forest_figure
+    from analysis.compare.render import category_table, forest_figure
 
     (data_a, _, a, _), (data_b, _, b, _) = pair
     table = compare.figures([a], [b], data_a.ids, data_b.ids, resamples=1000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.review_store import ReviewStore
+from analysis.review.store import ReviewStore
 from tests.test_app import _app
 from tests.test_compare_cli import write_small_split
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attribution import PairExplainer, explainer_items
-from analysis.attribution_types import Settings
+from analysis.attribution.explainer import PairExplainer, explainer_items
+from analysis.attribution.types import Settings
 from chtn.checkpoint import load_checkpoint
 from chtn.features import FeatureCache
 from chtn.tower import create_tower

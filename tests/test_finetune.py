@@ -123,8 +123,8 @@ def test_optimizer_gives_the_tail_a_smaller_learning_rate(inputs, trunk):
 
 
 def test_embedder_and_attribution_use_the_fine_tuned_units(tuned, pairs, cache, trunk):
-    from analysis.attribution import PairExplainer
-    from analysis.attribution_types import Item
+    from analysis.attribution.explainer import PairExplainer
+    from analysis.attribution.types import Item
     from analysis.workspace import model_card
     from chtn.features import image_features
     from chtn.tower import create_tower

@@ -1,4 +1,4 @@
-"""analysis.gate_rules: rule files are checked with file, line and field; rules evaluate on hand-built figures as
+"""analysis.compare.rules: rule files are checked with file, line and field; rules evaluate on hand-built figures as
 docs/conventions.md says; the default rule keeps false NO-GOs rare on null data and catches a real regression."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.gate_rules import (
+from analysis.compare.rules import (
     DEFAULT_RULE,
     FIGURE_COLUMNS,
     MAX_RULE_BYTES,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.projection import ProjectionParams, modality_gap, project, project_gallery, project_two, stratified_sample
+from analysis.projection.project import (
+    ProjectionParams,
+    modality_gap,
+    project,
+    project_gallery,
+    project_two,
+    stratified_sample,
+)
 from chtn.errors import CHTNError
 from tests.conftest import CHECKPOINTS, PAIRS
 
@@ -141,8 +148,8 @@ def test_cli_precomputes_what_the_page_reads(capsys, gallery, tmp_path):
 
 
 def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
-    from analysis.projection import points_table
-    from analysis.projection_render import scatter_figure, thumbnail_uris
+    from analysis.projection.project import points_table
+    from analysis.projection.render import scatter_figure, thumbnail_uris
 
     g, names = gallery
     projection = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca"), tmp_path)
@@ -164,8 +171,8 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
     layout, read back from the disk cache afterwards; the registry then holds nothing running."""
     import threading
 
-    from analysis.projection import cached_projection, projection_key
-    from analysis.projection_jobs import ProjectionJobs
+    from analysis.projection.jobs import ProjectionJobs
+    from analysis.projection.project import cached_projection, projection_key
 
     g, _ = gallery
     points = (g.image, g.text, g.labels)
@@ -201,7 +208,7 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
 def test_a_failed_background_job_stays_for_every_session_to_see(gallery, tmp_path):
     from functools import partial
 
-    from analysis.projection_jobs import ProjectionJobs
+    from analysis.projection.jobs import ProjectionJobs
 
     g, _ = gallery
     jobs = ProjectionJobs()
@@ -216,7 +223,7 @@ WARM_UP_PROBE = """
 import json, sys
 import numpy as np
 from numba.core.registry import CPUDispatcher
-from analysis.projection import ProjectionParams, project, warm_up_umap
+from analysis.projection.project import ProjectionParams, project, warm_up_umap
 
 def compiled():
     return {f"{name}.{attr}": len(obj.signatures) for name, mod in list(sys.modules.items())

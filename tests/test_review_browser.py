@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis import review_queue as rq
-from analysis.review_store import ReviewStore
+from analysis.review import queue as rq
+from analysis.review.store import ReviewStore
 from tests.conftest import ROOT
 from tests.harness import ERROR_SELECTORS, StreamlitServer, assert_clean, launch_chromium, require_chromium
 

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from analysis import review_queue as rq
-from analysis.review_store import ReviewStore
+from analysis.review import queue as rq
+from analysis.review.store import ReviewStore
 from chtn.cli import main
 from tests.conftest import CHECKPOINTS, PAIRS
 

@@ -1,4 +1,4 @@
-"""What a reviewer types on the Review page, kept until the review database has it (analysis.review_drafts), on a
+"""What a reviewer types on the Review page, kept until the review database has it (analysis.review.drafts), on a
 real SQLite file and the sample's outcomes: a save pressed before moving on is stored by the next run, a refused
 save keeps the draft, and coming back to an item shows its unsaved draft."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis import review_queue as rq
-from analysis.review_drafts import NO_NAME, Draft, SaveTarget, VerdictDesk
-from analysis.review_store import ReviewStore
+from analysis.review import queue as rq
+from analysis.review.drafts import NO_NAME, Draft, SaveTarget, VerdictDesk
+from analysis.review.store import ReviewStore
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import functools
 
 import pytest
 
-from analysis import review_queue as rq
-from analysis.review_store import ReviewStore
+from analysis.review import queue as rq
+from analysis.review.store import ReviewStore
 from tests.test_app import _app
 
 pytestmark = pytest.mark.slow

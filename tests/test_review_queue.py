@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import review_queue as rq
-from analysis.review_render import ReviewContext, export_table, queue_json, summary_html, verdict_counts
+from analysis.review import queue as rq
+from analysis.review.render import ReviewContext, export_table, queue_json, summary_html, verdict_counts
 from chtn.errors import CHTNError
 from chtn.ranking import cosine_scores, top_k
 from chtn.search import query_side

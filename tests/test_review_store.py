@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from analysis import review_store
-from analysis.review_store import COLUMNS, SCHEMA_VERSION, ReviewStore, ReviewStoreError, default_location
+from analysis.review import store as review_store
+from analysis.review.store import COLUMNS, SCHEMA_VERSION, ReviewStore, ReviewStoreError, default_location
 from tests.review_writer import note as writer_note
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -561,7 +561,7 @@ def test_named_pipes_and_devices_are_refused_without_being_opened(tmp_path):
     os.mkfifo(tmp_path / "spec.json")
     code = (
         "import sys; from chtn.hashing import file_digest; from pathlib import Path; "
-        "from analysis.review import spec_from_text\n"
+        "from analysis.review.workflow import spec_from_text\n"
         "assert file_digest(Path(sys.argv[1]) / 'pipe.jpg') == 'missing'\n"
         "spec_from_text(str(Path(sys.argv[1]) / 'spec.json'), None)"
     )

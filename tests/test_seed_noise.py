@@ -9,9 +9,9 @@ import itertools
 
 import pytest
 
-from analysis.bias import HELPED, HURT, transfer_gain
-from analysis.compare import figures
-from analysis.gate_rules import DEFAULT_RULE, decide, evaluate, load_rules
+from analysis.bias.gain import HELPED, HURT, transfer_gain
+from analysis.compare.figures import figures
+from analysis.compare.rules import DEFAULT_RULE, decide, evaluate, load_rules
 from tests.conftest import recipe_runs
 
 RESAMPLES = 2_000
@@ -69,8 +69,8 @@ def test_three_runs_per_side_still_find_the_fashion_source_effect():
 
 @pytest.mark.parametrize("sides", [(1, 1), (1, 3), (3, 3)])
 def test_the_bias_flags_say_whether_they_compare_checkpoints_or_recipes(sides):
-    from analysis.bias_render import runs_statement
-    from analysis.bias_report import BiasReport, BiasSettings
+    from analysis.bias.render import runs_statement
+    from analysis.bias.report import BiasReport, BiasSettings
 
     report = BiasReport("c", "r", "d", BiasSettings(), None, None, ["x"] * (sides[0] - 1), ["y"] * (sides[1] - 1))
     statement = runs_statement(report)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.source_fit import (
+from analysis.bias.source_fit import (
     capture,
     capture_summary,
     coverage,

@@ -6,9 +6,9 @@ Opened from the "Explain" link under any result in the retrieval explorer; the U
 
 import streamlit as st
 
-from analysis.attribution import PairExplainer, explainer_items
-from analysis.attribution_render import highlighted_html, legend_html, overlay, png_bytes, top_words
-from analysis.attribution_types import BASELINES, IMAGE_METHODS, Settings
+from analysis.attribution.explainer import PairExplainer, explainer_items
+from analysis.attribution.render import highlighted_html, legend_html, overlay, png_bytes, top_words
+from analysis.attribution.types import BASELINES, IMAGE_METHODS, Settings
 from analysis.explorer import pair_score
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError

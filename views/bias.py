@@ -1,14 +1,14 @@
 """Source bias: per target category, did the image-only source help, hurt, or never cover it?
 
 The transfer gain against a reference trained without the source is the evidence; coverage, capture, domain
-discrepancy and the ImageNet prior are indicative. Everything comes from analysis.bias_report, as `chtn bias`.
+discrepancy and the ImageNet prior are indicative. Everything comes from analysis.bias.report, as `chtn bias`.
 """
 
 import streamlit as st
 
 from analysis import workspace as ws
-from analysis.bias import FLAGS, pick_reference
-from analysis.bias_render import (
+from analysis.bias.gain import FLAGS, pick_reference
+from analysis.bias.render import (
     category_table,
     figures,
     flags_statement,
@@ -17,7 +17,7 @@ from analysis.bias_render import (
     report_html,
     runs_statement,
 )
-from analysis.bias_report import BiasReport, BiasSettings, bias_report, open_source
+from analysis.bias.report import BiasReport, BiasSettings, bias_report, open_source
 from analysis.explorer import worst_query_per_category
 from analysis.stats import MIN_EFFECT
 from chtn.errors import CHTNError

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis import workspace as ws
-from analysis.review_store import ReviewStore, ReviewStoreError, default_location
+from analysis.review.store import ReviewStore, ReviewStoreError, default_location
 from chtn import gallery as gal
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset

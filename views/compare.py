@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis import compare_render as render
 from analysis import workspace as ws
-from analysis.compare import Evaluated, compare_checkpoints, insufficient_statement
-from analysis.gate_rules import read_rules, rules_table
-from analysis.projection import ProjectionParams, cached_project_two
-from analysis.review import regression_review, regressions_queue
-from analysis.review_store import DECISIONS, RepeatedDecision, ReviewStoreError
+from analysis.compare import render as render
+from analysis.compare.figures import Evaluated, compare_checkpoints, insufficient_statement
+from analysis.compare.rules import read_rules, rules_table
+from analysis.projection.project import ProjectionParams, cached_project_two
+from analysis.review.store import DECISIONS, RepeatedDecision, ReviewStoreError
+from analysis.review.workflow import regression_review, regressions_queue
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
 from views.common import (

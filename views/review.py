@@ -3,7 +3,7 @@
 Everything that defines what is on screen is in the URL (checkpoint, meeting queue spec and id, item), so a pasted
 link opens the same queue at the same item for everyone. Verdicts go to the review database (SQLite file or a
 PostgreSQL URL): append-only, nothing overwritten. What the reviewer types is a draft in the session until the
-database has it (analysis.review_drafts): moving on before a save finished, or a refused save, loses nothing.
+database has it (analysis.review.drafts): moving on before a save finished, or a refused save, loses nothing.
 """
 
 from datetime import UTC, datetime
@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
-from analysis import review_queue as rq
-from analysis.review import history_lines, open_queue, queue_title, review_state
-from analysis.review_drafts import Draft, SaveTarget, VerdictDesk
-from analysis.review_render import EXPORTS, ReviewContext, export_files
-from analysis.review_store import VERDICTS, ReviewStoreError
+from analysis.review import queue as rq
+from analysis.review.drafts import Draft, SaveTarget, VerdictDesk
+from analysis.review.render import EXPORTS, ReviewContext, export_files
+from analysis.review.store import VERDICTS, ReviewStoreError
+from analysis.review.workflow import history_lines, open_queue, queue_title, review_state
 from chtn.checkpoint import code_version
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError

@@ -11,7 +11,8 @@ from functools import partial
 
 import streamlit as st
 
-from analysis.projection import (
+from analysis.projection.jobs import ProjectionJob, ProjectionJobs
+from analysis.projection.project import (
     COLOUR_BY,
     METHODS,
     METRICS,
@@ -23,8 +24,7 @@ from analysis.projection import (
     projection_key,
     selection_counts,
 )
-from analysis.projection_jobs import ProjectionJob, ProjectionJobs
-from analysis.projection_render import scatter_figure, thumbnail_uris
+from analysis.projection.render import scatter_figure, thumbnail_uris
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir

@@ -1,5 +1,5 @@
 """The review workflow over a store: what the Review page and `chtn review` share between the queue logic
-(:mod:`analysis.review_queue`) and the database (:mod:`analysis.review_store`).
+(:mod:`analysis.review.queue`) and the database (:mod:`analysis.review.store`).
 
 A meeting queue is recorded in the store with its item list the first time it is opened; from then on its link
 opens that list, in that order, whatever changes in the code that builds queues.
@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import review_queue as rq
-from analysis.review_store import ReviewStore
+from analysis.review import queue as rq
+from analysis.review.store import ReviewStore
 from chtn.errors import CHTNError
 from chtn.files import read_bounded
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.attribution_types import Attribution, Item, Settings
-from analysis.text_spans import Word
+from analysis.attribution.spans import Word
+from analysis.attribution.types import Attribution, Item, Settings
 
 VERSION = 3  # bump when what an attribution means changes (3: SmoothGrad noise from a private generator)
 

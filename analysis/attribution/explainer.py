@@ -7,8 +7,8 @@ EfficientNet trunk -> CHTN image stream -> common representation, or word-piece 
 the TF-IDF vector -> CHTN text stream -> common representation.
 
 One explainer serves every dashboard session at once: it holds only the shared, frozen tower and a cache
-folder; each attribution builds its own objective (`analysis.pair_objective`) and its own noise generator.
-Results are cached on disk (`analysis.attribution_cache`).
+folder; each attribution builds its own objective (`analysis.attribution.objective`) and its own noise generator.
+Results are cached on disk (`analysis.attribution.cache`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis import attribution_cache
-from analysis.attribution_types import Attribution, Item, Settings
-from analysis.pair_objective import ImageObjective, TextObjective, anchors
-from analysis.text_spans import word_scores
+from analysis.attribution import cache as attribution_cache
+from analysis.attribution.objective import ImageObjective, TextObjective, anchors
+from analysis.attribution.spans import word_scores
+from analysis.attribution.types import Attribution, Item, Settings
 from chtn.checkpoint import Checkpoint
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
@@ -131,7 +131,7 @@ class PairExplainer:
         NoiseTunnel, which draws its noise from torch's global generator (shared by every thread, so two
         sessions would perturb each other's noise); this noise comes from a private, seeded generator.
         """
-        from analysis.ig_quadrature import SegmentedIntegratedGradients
+        from analysis.attribution.quadrature import SegmentedIntegratedGradients
 
         ig = SegmentedIntegratedGradients(objective, budget=3 if s.refine else 1)
         copies = [pixels]

@@ -7,8 +7,8 @@ import io
 
 import numpy as np
 
-from analysis.attribution_types import Attribution
-from analysis.text_spans import Word
+from analysis.attribution.spans import Word
+from analysis.attribution.types import Attribution
 
 
 def heatmap_rgba(heatmap: np.ndarray, signed: bool) -> np.ndarray:

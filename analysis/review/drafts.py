@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import review_queue as rq
-from analysis.review_store import ReviewStore, ReviewStoreError
+from analysis.review import queue as rq
+from analysis.review.store import ReviewStore, ReviewStoreError
 
 NO_NAME = "type your name in the sidebar first (it is remembered for this browser session)"
 

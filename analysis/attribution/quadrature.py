@@ -11,7 +11,7 @@ worst segments are then halved and redone within a budget: near the black baseli
 recover between probe points. Result: gaps of 1-3% of f(x) - f(b) at 32 steps where evenly spaced steps
 leave 30-90% (bench/bench_attribution.py).
 
-Imports Captum at the top: `analysis.attribution` imports this module only when an IG is computed.
+Imports Captum at the top: `analysis.attribution.explainer` imports this module only when an IG is computed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Checkpoint A/B comparison on one dataset: per-query figures of both, their paired differences with intervals
 (overall and per category), and the queries B fixed or broke. The "Compare checkpoints" page, the go/no-go rules
-(:mod:`analysis.gate_rules`) and `chtn compare` all read these tables.
+(:mod:`analysis.compare.rules`) and `chtn compare` all read these tables.
 
 Conventions (docs/conventions.md): the unit is the per-query difference B - A on the identical query set
 (the same dataset fingerprint and ids, ranked by :mod:`chtn.ranking` for both); I->T and T->I are separate
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.gate_rules import Decision, RuleResult, RuleSet, decide, evaluate
-from analysis.review_queue import CHANGE_AP, query_outcomes
+from analysis.compare.rules import Decision, RuleResult, RuleSet, decide, evaluate
+from analysis.review.queue import CHANGE_AP, query_outcomes
 from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, RetrievalEval

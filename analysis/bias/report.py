@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.bias import confusions, resolve_source, transfer_gain
-from analysis.projection import modality_gap
-from analysis.source_fit import capture, capture_summary, coverage, imagenet_prior, mmd_test
+from analysis.bias.gain import confusions, resolve_source, transfer_gain
+from analysis.bias.source_fit import capture, capture_summary, coverage, imagenet_prior, mmd_test
+from analysis.projection.project import modality_gap
 from analysis.stats import MIN_EFFECT, MIN_QUERIES, RESAMPLES
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset, SourceDataset, load_source
@@ -141,7 +141,7 @@ def bias_report(
 
 
 def open_source(checkpoint: Checkpoint, override: str | Path | None, data_path: str | Path | None) -> SourceDataset:
-    """The checkpoint's source dataset, found as `analysis.bias.resolve_source` says, in its training class order."""
+    """The checkpoint's source dataset, found as `gain.resolve_source` says, in its training class order."""
     names = (checkpoint.meta.get("source") or {}).get("label_names")
     source = load_source(resolve_source(checkpoint, override, data_path), names)
     expected = checkpoint.config.model.num_source_classes

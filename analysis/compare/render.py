@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.compare import Outcome
-from analysis.gate_rules import ALPHA, rules_table
+from analysis.compare.figures import Outcome
+from analysis.compare.rules import ALPHA, rules_table
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS
 

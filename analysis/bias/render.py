@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analysis.bias import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
-from analysis.bias_report import BiasReport
+from analysis.bias.gain import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
+from analysis.bias.report import BiasReport
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS
 

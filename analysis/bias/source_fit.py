@@ -1,7 +1,7 @@
 """How the image-only source relates to each target category: coverage, capture, domain discrepancy, ImageNet prior.
 
 These are transferability proxies (indicative); the direct evidence of what the source did to a category is
-its transfer gain (`analysis.bias`). Inputs are arrays (trunk features, source-classifier probabilities,
+its transfer gain (`analysis.bias.gain`). Inputs are arrays (trunk features, source-classifier probabilities,
 ImageNet logits) so every function here is pure and testable on constructed cases.
 """
 

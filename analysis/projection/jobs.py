@@ -3,7 +3,7 @@
 UMAP on a fresh server first waits for numba to compile umap-learn (tens of seconds, minutes on a busy
 machine). The shared-space page therefore never computes it in the script run: it submits a job here, shows
 an instant PCA meanwhile and polls. Several sessions asking for the same projection share one job; the
-result goes to the projection disk cache (`analysis.projection.project_gallery`), where the page reads it.
+result goes to the projection disk cache (`analysis.projection.project.project_gallery`), where the page reads it.
 
 Thread-safe: the registry's dictionary is guarded by a lock and jobs carry only their own immutable inputs.
 Failed jobs are kept (every session sees the same error); finished ones are dropped, their result is on disk.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from analysis.projection import Projection
+from analysis.projection.project import Projection
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The direct evidence is the transfer gain: per category and direction, AP of the checkpoint minus AP of a
 reference trained without the source (the negative-transfer gap of Wang et al., CVPR 2019), with a paired
 bootstrap CI, a randomization p-value and Benjamini-Hochberg flags (`analysis.stats`). Coverage, capture,
-domain discrepancy and the ImageNet prior (`analysis.source_fit`) are indicative proxies beside it.
+domain discrepancy and the ImageNet prior (`analysis.bias.source_fit`) are indicative proxies beside it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.text_spans import Word
+from analysis.attribution.spans import Word
 from chtn.errors import CHTNError
 from chtn.hashing import file_digest, text_key
 
