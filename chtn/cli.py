@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -325,8 +325,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """argparse's complaint about a command line, raised instead of printing the usage block and exiting: `main`
+    turns it into one `error:` line and exit 2, as for any other bad input."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are `UsageError`s (its sub-parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chtn", description=__doc__)
+    parser = _Parser(prog="chtn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, data_help: str) -> None:
@@ -432,7 +444,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        message, prog = str(exc), str(exc).split(":")[0]
+        dash = " (a value that starts with '-' is written --option=VALUE)" if "expected one argument" in message else ""
+        print(f"error: {message}{dash}; `{prog} --help` lists the options.", file=sys.stderr)
+        return 2
     try:
         check_args(args)
         return args.func(args)

@@ -141,7 +141,9 @@ def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     count = int(re.search(r"\d+", heading.inner_text()).group())
     assert 0 < count < 800
     assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # gap table, selection, per-category counts
-    assert page.locator('[data-testid="stPageLink"] a', has_text="retrieval explorer").count() == 1
+    explore = page.locator('[data-testid="stPageLink"] a', has_text="retrieval explorer")
+    explore.first.wait_for(timeout=60_000)  # drawn after the tables: on a loaded machine a moment later
+    assert explore.count() == 1
     heading.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "space_selection.png"))
