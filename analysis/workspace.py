@@ -175,7 +175,12 @@ def trained_on(provenance: object) -> str:
 
     def part(key: str, form: str) -> str:
         value = provenance.get(key)
-        return "?" if value is None else form.format(value)
+        if value is None or isinstance(value, (dict, list)):  # missing, or a damaged header's wrong shape
+            return "?"
+        try:
+            return form.format(value)
+        except (TypeError, ValueError):  # e.g. text where seconds belong: say so, never fail the model card
+            return "?"
 
     device = part("device", "{}")
     if provenance.get("device_type") == "cpu" and provenance.get("cpu_count") is not None:

@@ -82,3 +82,11 @@ def test_pair_score_is_the_score_the_explorer_ranks_by(tmp_path):
         view = retrieve(gallery, direction, query_side(gallery, direction)[0][7], 3, checkpoint.label_names)
         for row, score in zip(view.table.row, view.table.score):
             assert pair_score(gallery, direction, 7, int(row)) == pytest.approx(float(score), abs=1e-5)
+
+
+def test_a_damaged_provenance_reads_as_unknown_parts_never_an_error():
+    """Found by test_robustness's damaged headers: a list or text where a number belongs shows "?" in the card."""
+    from analysis.workspace import trained_on
+
+    assert trained_on({"wall_seconds": [None, None], "device": "cpu", "seed": 3}) == "cpu · ? · ? · ? · ? · seed 3"
+    assert trained_on({"wall_seconds": "soon", "precision": {"a": 1}}) == "? · ? · ? · ? · ? · ?"
