@@ -28,7 +28,7 @@ from chtn.domain import proxy_a_distance, source_domain_fit
 from chtn.encoders import cached_image_trunk, imagenet_class_names
 from chtn.errors import CHTNError
 from chtn.features import FeatureCache, default_cache_dir, image_features
-from chtn.gallery import embed_split, evaluate_gallery
+from chtn.gallery import Gallery, embed_split, evaluate_gallery
 from chtn.tower import create_tower
 
 VERSION = 5  # bump when a diagnostic's definition changes: older cached reports are then recomputed
@@ -178,7 +178,7 @@ def _compute(
     )
     tables = report.tables
     if sides[1]:
-        tables["gain"] = _gain(sides, data, settings, cache_dir, progress)
+        tables["gain"] = _gain(sides, gallery, data, settings, cache_dir, progress)
         _note_insufficient(report, len(gallery))
     else:
         report.notes.append(
@@ -251,15 +251,17 @@ def _compute(
 
 def _gain(
     sides: tuple[list[Checkpoint], list[Checkpoint]],
+    gallery: Gallery,
     data: PairDataset,
     settings: BiasSettings,
     cache_dir: Path | None,
     progress: Progress,
 ) -> pd.DataFrame:
-    """The transfer gain of the checkpoint's runs (first) against the reference's runs (second)."""
+    """The transfer gain of the checkpoint's runs (first) against the reference's runs (second); `gallery` is the
+    first run's test split, embedded already."""
     names, every = sides[0][0].label_names, [*sides[0], *sides[1]]
-    reports = []
-    for number, run in enumerate(every):
+    reports = [evaluate_gallery(gallery, names)]
+    for number, run in enumerate(every[1:], start=1):
         progress(f"Transfer gain: ranking the test split with {run.path.name}", 0.05 + 0.25 * number / len(every))
         reports.append(evaluate_gallery(embed_split(run, data, "test", cache_dir=cache_dir), names))
     model, reference = reports[: len(sides[0])], reports[len(sides[0]) :]
