@@ -3,7 +3,7 @@
     python -m bench.bench_review                       # reuses bench.bench_bias's k=5 cells (trains them if absent)
     python -m bench.bench_review --postgres URL        # also times saving to a PostgreSQL server
 
-Queue: every query of both directions ranked and classified (`review_queue.query_outcomes`), joined with the
+Queue: every query of both directions ranked and classified (`analysis.outcomes.query_outcomes`), joined with the
 store's verdicts and the last reviewed checkpoint's snapshot, a 30-item stratified meeting queue drawn and
 recorded. Baseline in the same run: the evaluation of the split (`evaluate_gallery`), which ranks the same scores.
 Cold = a fresh process with empty in-process caches (the embeddings come from the disk cache, as on a server
@@ -45,6 +45,7 @@ def protocol_inputs() -> tuple[Path, Path, Path]:
 
 def build_queue(manifest: Path, candidate: Path, previous: Path, database: str) -> dict[str, float]:
     """Open both checkpoints and the split, then time the evaluation (baseline) and the queue build."""
+    from analysis import outcomes as oc
     from analysis.review import queue as rq
     from analysis.review.store import ReviewStore
     from analysis.review.workflow import open_queue, review_state
@@ -63,14 +64,14 @@ def build_queue(manifest: Path, candidate: Path, previous: Path, database: str) 
     seconds["open checkpoints, data, embeddings (disk cache)"] = time.perf_counter() - started
     checkpoint, data, gallery = ready["previous"]
     dataset = data.fingerprint()
-    previous_outcomes = rq.query_outcomes(
+    previous_outcomes = oc.query_outcomes(
         gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names
     )
     store.save_outcomes(
         dataset=dataset,
         checkpoint=checkpoint.digest,
         checkpoint_name="previous",
-        outcomes=rq.snapshot(previous_outcomes),
+        outcomes=oc.snapshot(previous_outcomes),
     )
     store.save_verdict(
         dataset=dataset,
@@ -88,7 +89,7 @@ def build_queue(manifest: Path, candidate: Path, previous: Path, database: str) 
         report = evaluate_gallery(gallery, checkpoint.label_names)
         seconds[f"{run}: evaluation (baseline)"] = time.perf_counter() - started
         started = time.perf_counter()
-        outcomes = rq.query_outcomes(gallery, report, checkpoint.label_names)
+        outcomes = oc.query_outcomes(gallery, report, checkpoint.label_names)
         state = review_state(store, outcomes, dataset, checkpoint.digest)
         spec = rq.QueueSpec(size=30, seed=len(seconds))  # a new queue each time: built and recorded, not read back
         queue = open_queue(

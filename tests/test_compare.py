@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from analysis import outcomes as oc
 from analysis.compare import figures as compare
-from analysis.review import queue as rq
 from analysis.stats import median_difference_ci
 from chtn.errors import CHTNError
 
@@ -22,7 +22,7 @@ def _open(name: str):
     data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
     gallery = gal.embed_split(checkpoint, data, "test")
     report = gal.evaluate_gallery(gallery, checkpoint.label_names)
-    return data, gallery, report, rq.query_outcomes(gallery, report, checkpoint.label_names)
+    return data, gallery, report, oc.query_outcomes(gallery, report, checkpoint.label_names)
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,8 @@ def test_figures_ties_and_queue_survive_a_last_bits_change_of_the_embeddings(sam
     up to 1.2e-6). Moving every component by a relative 1e-6 (about 8 float32 ulps) must leave the headline figures
     within 1e-5 and the meeting queue as it was. A tie group may change only where a score sits within the move's
     reach of a four-decimal boundary: any rule that makes groups out of continuous scores has such boundaries."""
-    from analysis.review.queue import QueueSpec, annotate, meeting_queue, query_outcomes
+    from analysis.outcomes import query_outcomes
+    from analysis.review.queue import QueueSpec, annotate, meeting_queue
     from chtn.evaluate import evaluate_embeddings
     from chtn.gallery import Gallery
 

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.store import ReviewStore
 from chtn.cli import main
@@ -23,7 +24,7 @@ def sample():
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
     data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
     gallery = gal.embed_split(checkpoint, data, "test")
-    outcomes = rq.query_outcomes(gallery, gal.evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
+    outcomes = oc.query_outcomes(gallery, gal.evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
     return checkpoint, data.fingerprint(), outcomes
 
 
@@ -50,7 +51,7 @@ def test_queue_prints_the_meeting_queue_the_page_shows(sample, tmp_path, capsys)
 def test_export_writes_csv_json_and_summary_with_the_verdicts(sample, tmp_path, capsys):
     checkpoint, dataset, outcomes = sample
     database = str(tmp_path / "review.sqlite")
-    first = rq.misretrievals(outcomes).iloc[0]
+    first = oc.misretrievals(outcomes).iloc[0]
     ReviewStore(database).save_verdict(
         dataset=dataset, checkpoint=checkpoint.digest, checkpoint_name="chtn_fashion_source",
         query_id=first["query_id"], direction=first["direction"], verdict="ambiguous", note="=1+1 <i>x</i>",
@@ -58,7 +59,7 @@ def test_export_writes_csv_json_and_summary_with_the_verdicts(sample, tmp_path, 
     )  # fmt: skip
     out = tmp_path / "export"
     assert main(_review("export", "--review-db", database, "--out", str(out))) == 0
-    assert f"reviewed 1 of {len(rq.misretrievals(outcomes))}" in capsys.readouterr().out
+    assert f"reviewed 1 of {len(oc.misretrievals(outcomes))}" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["review_queue.csv", "review_queue.json", "review_summary.html"]
     document = json.loads((out / "review_queue.json").read_text(encoding="utf-8"))
     assert document["items"][0]["current_verdicts"][0]["note"] == "=1+1 <i>x</i>"

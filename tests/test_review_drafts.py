@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.review import queue as rq
+from analysis import outcomes as oc
 from analysis.review.drafts import NO_NAME, Draft, SaveTarget, VerdictDesk
 from analysis.review.store import ReviewStore
 
@@ -23,7 +23,7 @@ def target() -> SaveTarget:
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
     data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
     gallery = gal.embed_split(checkpoint, data, "test")
-    outcomes = rq.query_outcomes(gallery, gal.evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
+    outcomes = oc.query_outcomes(gallery, gal.evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
     return SaveTarget(data.fingerprint(), checkpoint.digest, checkpoint.path.stem, outcomes)
 
 

@@ -7,6 +7,7 @@ import functools
 
 import pytest
 
+from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.store import ReviewStore
 from tests.test_app import _app
@@ -22,7 +23,7 @@ def mis_retrieved() -> int:
 
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
     gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0], "test")
-    outcomes = rq.query_outcomes(gallery, gal.evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
+    outcomes = oc.query_outcomes(gallery, gal.evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
     return int(outcomes["mis_retrieved"].sum())
 
 
@@ -110,7 +111,7 @@ def _mis_retrievals(name: str):
     data, _ = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)
     gallery = gal.embed_split(checkpoint, data, "test")
     report = gal.evaluate_gallery(gallery, checkpoint.label_names)
-    return rq.misretrievals(rq.query_outcomes(gallery, report, checkpoint.label_names)).reset_index(drop=True)
+    return oc.misretrievals(oc.query_outcomes(gallery, report, checkpoint.label_names)).reset_index(drop=True)
 
 
 def test_verdicts_on_another_checkpoint_show_as_history_and_changes_are_filterable(review_db):

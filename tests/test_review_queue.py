@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.render import ReviewContext, export_table, queue_json, summary_html, verdict_counts
 from chtn.errors import CHTNError
@@ -36,7 +37,7 @@ def _open(name: str):
 @pytest.fixture(scope="module")
 def sample():
     checkpoint, gallery, report = _open("chtn_fashion_source")
-    return checkpoint, gallery, report, rq.query_outcomes(gallery, report, checkpoint.label_names)
+    return checkpoint, gallery, report, oc.query_outcomes(gallery, report, checkpoint.label_names)
 
 
 def _verdicts(rows: list[tuple[str, str, str, str, str]]) -> pd.DataFrame:
@@ -73,22 +74,22 @@ def test_outcomes_agree_with_the_ranking_core(sample):
 
 def test_kinds_and_severity_order(sample):
     _, _, _, outcomes = sample
-    wrong = rq.misretrievals(outcomes)
+    wrong = oc.misretrievals(outcomes)
     assert len(wrong) == int(outcomes["mis_retrieved"].sum()) > 50
-    assert set(wrong["kind"]) == set(rq.KINDS)
+    assert set(wrong["kind"]) == set(oc.KINDS)
     assert (np.diff(wrong["severity"].to_numpy()) <= 0).all()
     assert wrong["severity"].between(0, 1).all()
     low = wrong[wrong["kind"] == "low_ap"]
-    assert (low["ap"] < rq.LOW_AP).all()
+    assert (low["ap"] < oc.LOW_AP).all()
     outranked = wrong[wrong["kind"] == "pair_outranked"]
-    assert (outranked["own_rank"] > outranked["n_relevant"]).all() and (outranked["ap"] >= rq.LOW_AP).all()
+    assert (outranked["own_rank"] > outranked["n_relevant"]).all() and (outranked["ap"] >= oc.LOW_AP).all()
     fine = outcomes[~outcomes["mis_retrieved"]]
-    assert (fine["own_rank"] <= fine["n_relevant"]).all() and (fine["ap"] >= rq.LOW_AP).all()
+    assert (fine["own_rank"] <= fine["n_relevant"]).all() and (fine["ap"] >= oc.LOW_AP).all()
 
 
 def test_status_is_per_reviewer_and_disputes_are_seen(sample):
     _, _, _, outcomes = sample
-    wrong = rq.misretrievals(outcomes)
+    wrong = oc.misretrievals(outcomes)
     (q1, d1), (q2, d2) = wrong[["query_id", "direction"]].iloc[:2].itertuples(index=False)
     current = _verdicts(
         [
@@ -103,25 +104,25 @@ def test_status_is_per_reviewer_and_disputes_are_seen(sample):
     second = table[(table.query_id == q2) & (table.direction == d2)].iloc[0]
     assert (first.status, first.verdict, first.reviewers) == ("reviewed", "label noise ×2", "ada, bob")
     assert second.status == "disputed" and "ada: <b>x</b>" in second.notes
-    counts = rq.counts(rq.misretrievals(table))
+    counts = rq.counts(oc.misretrievals(table))
     assert counts["reviewed"] == 1 and counts["disputed"] == 1 and counts["unreviewed"] == counts["total"] - 2
-    only = rq.filter_table(rq.misretrievals(table), statuses=["disputed"])
+    only = rq.filter_table(oc.misretrievals(table), statuses=["disputed"])
     assert list(only["query_id"]) == [q2]
 
 
 def test_changes_since_the_last_reviewed_checkpoint_put_new_regressions_first(sample):
     checkpoint, gallery, report, outcomes = sample
-    before = rq.query_outcomes(*_open("chtn_no_source")[1:], checkpoint.label_names)
-    table = rq.annotate(outcomes, _verdicts([]), rq.snapshot(before))
-    wrong = rq.misretrievals(table)
+    before = oc.query_outcomes(*_open("chtn_no_source")[1:], checkpoint.label_names)
+    table = rq.annotate(outcomes, _verdicts([]), oc.snapshot(before))
+    wrong = oc.misretrievals(table)
     merged = wrong.merge(before, on=["query_id", "direction"], suffixes=("", "_before"))
     new = merged["change"] == "new regression"
     assert new.any() and (~merged.loc[new, "mis_retrieved_before"]).all()
     worse = merged["change"] == "worse"
-    assert (merged.loc[worse, "ap"] <= merged.loc[worse, "ap_before"] - rq.CHANGE_AP).all()
+    assert (merged.loc[worse, "ap"] <= merged.loc[worse, "ap_before"] - oc.CHANGE_AP).all()
     changed = rq.filter_table(wrong, changed_only=True)
     assert set(changed["change"]) <= {"new regression", "worse", "better"}
-    order = changed["change"].map(rq.CHANGES).to_numpy()
+    order = changed["change"].map(oc.CHANGES).to_numpy()
     assert (np.diff(order) >= 0).all() and changed["change"].iloc[0] == "new regression"
     assert (rq.annotate(outcomes, _verdicts([]))["change"] == "not reviewed before").all()
 
@@ -134,7 +135,7 @@ def test_meeting_queue_is_stratified_deterministic_and_survives_a_url_round_trip
     assert len(queue) == 24 and list(queue["position"]) == list(range(1, 25))
     assert (np.diff(queue["severity"].to_numpy()) <= 0).all()
     # round-robin over strata: no stratum gives a second item before every stratum has given one
-    strata = rq.misretrievals(table).groupby(["category", "direction"]).size()
+    strata = oc.misretrievals(table).groupby(["category", "direction"]).size()
     assert queue.groupby(["category", "direction"]).size().max() == (1 if len(strata) >= 24 else 2)
     again = rq.meeting_queue(rq.annotate(outcomes.sample(frac=1, random_state=3), _verdicts([])), spec)
     assert list(again["query_id"] + again["direction"]) == list(queue["query_id"] + queue["direction"])

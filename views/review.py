@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
+from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.drafts import Draft, SaveTarget, VerdictDesk
 from analysis.review.render import EXPORTS, ReviewContext, export_files
@@ -32,7 +33,7 @@ SPEC_KEYS = tuple(rq.QueueSpec.__dataclass_fields__)
 
 @st.cache_data(show_spinner="Ranking every query…", max_entries=8)
 def outcomes(checkpoint_digest: str, fingerprint: str, label_names: list[str], _gallery, _report) -> pd.DataFrame:
-    return rq.query_outcomes(_gallery, _report, label_names)
+    return oc.query_outcomes(_gallery, _report, label_names)
 
 
 store, store_error = review_store()
@@ -85,7 +86,7 @@ if mode == MEETING and not queue_id:
         cols = st.columns(3)
         directions = cols[0].multiselect("Directions", list(DIRECTION_NAMES), default=list(DIRECTION_NAMES))
         categories = cols[1].multiselect("Categories (none = all)", names)
-        kinds = cols[2].multiselect("Error kinds (none = all)", list(rq.KINDS), format_func=rq.KINDS.get)
+        kinds = cols[2].multiselect("Error kinds (none = all)", list(oc.KINDS), format_func=oc.KINDS.get)
         start = st.form_submit_button("Start the meeting queue", type="primary", icon=":material/groups:")
     if not start:
         st.stop()
@@ -125,7 +126,7 @@ else:
         help="Only items whose outcome changed since the last reviewed checkpoint "
         f"({previous_name or 'none yet'}): new regressions first.",
     )
-    queue = rq.filter_table(rq.misretrievals(state.annotated), categories, directions, statuses, changed)
+    queue = rq.filter_table(oc.misretrievals(state.annotated), categories, directions, statuses, changed)
 
 # ---------------------------------------------------------------- counts and navigation
 tally = rq.counts(queue)
@@ -227,7 +228,7 @@ left.caption("The query image" if direction == "i2t" else "The query text's own 
 own_tie = describe_tie(*view.paired_tie) if view.paired_tie else ""
 right.markdown(
     f"**#{position} · {DIRECTION_NAMES[direction]}** · query `{item['query_id']}` · **{item['category']}** · "
-    f"{rq.KINDS.get(item['kind'], item['kind'] or 'retrieved well')} · severity {item['severity']:.2f}  \n"
+    f"{oc.KINDS.get(item['kind'], item['kind'] or 'retrieved well')} · severity {item['severity']:.2f}  \n"
     f"AP {item['ap']:.3f} · its own pair: {own_pair_headline(view.paired_rank, view.paired_tie)}"
     f"{f' (#{view.paired_rank} in gallery order)' if own_tie else ''} · "
     f"top-1 is *{item['top1_category']}* · since {previous_name or 'no earlier reviewed checkpoint'}: "

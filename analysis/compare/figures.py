@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.compare.rules import Decision, RuleResult, RuleSet, decide, evaluate
-from analysis.review.queue import CHANGE_AP, query_outcomes
+from analysis.outcomes import CHANGE_AP, query_outcomes
 from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, RetrievalEval
@@ -263,7 +263,7 @@ def _row(
 def query_changes(outcomes_a: pd.DataFrame, outcomes_b: pd.DataFrame) -> pd.DataFrame:
     """Per (query, direction): both checkpoints' AP and own-pair rank, their changes, and what B did to it:
     **fixed** (mis-retrieved by A, not by B), **broken** (the reverse), better / worse (AP moved by at least
-    `review_queue.CHANGE_AP`), same. From `review_queue.query_outcomes` of each checkpoint."""
+    `outcomes.CHANGE_AP`), same. From `outcomes.query_outcomes` of each checkpoint."""
     keys = ["query_id", "direction"]
     kept = ["row", "category", "ap", "own_rank", "kind", "mis_retrieved", "severity"]
     both = outcomes_a[keys + kept].merge(outcomes_b[keys + kept], on=keys, suffixes=("_a", "_b"), validate="1:1")

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _review_inputs(args: argparse.Namespace):
     """(store, checkpoint, data, state, queue, queue description) as the Review page builds them."""
+    from analysis import outcomes as oc
     from analysis.review import queue as rq
     from analysis.review.store import ReviewStore, default_location
     from analysis.review.workflow import open_queue, queue_title, review_state, spec_from_text
@@ -63,11 +64,11 @@ def _review_inputs(args: argparse.Namespace):
     data = checked_pairs(args, "test", checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
-    outcomes = rq.query_outcomes(gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
+    outcomes = oc.query_outcomes(gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
     dataset = data.fingerprint()
     state = review_state(store, outcomes, dataset, checkpoint.digest)
     if args.spec is None:
-        return store, checkpoint, data, state, rq.filter_table(rq.misretrievals(state.annotated)), "all mis-retrievals"
+        return store, checkpoint, data, state, rq.filter_table(oc.misretrievals(state.annotated)), "all mis-retrievals"
     spec, queue_id = spec_from_text(args.spec, store)
     queue_id = queue_id or spec.queue_id(checkpoint.digest, dataset)
     queue = open_queue(store, state.annotated, spec, queue_id, checkpoint.digest, dataset, "chtn review")

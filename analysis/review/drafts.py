@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.review import queue as rq
+from analysis import outcomes as oc
 from analysis.review.store import ReviewStore, ReviewStoreError
 
 NO_NAME = "type your name in the sidebar first (it is remembered for this browser session)"
@@ -60,7 +60,7 @@ class SaveTarget:
     dataset: str
     checkpoint: str
     checkpoint_name: str
-    outcomes: pd.DataFrame  # review_queue.query_outcomes
+    outcomes: pd.DataFrame  # outcomes.query_outcomes
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class VerdictDesk:
                     dataset=target.dataset,
                     checkpoint=target.checkpoint,
                     checkpoint_name=target.checkpoint_name,
-                    outcomes=rq.snapshot(target.outcomes),
+                    outcomes=oc.snapshot(target.outcomes),
                 )
                 row_id = store.save_verdict(
                     dataset=target.dataset,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.review.queue import KINDS
+from analysis.outcomes import KINDS
 from chtn.exports import csv_bytes
 
 COLUMNS = {  # export column: source column of the queue table
