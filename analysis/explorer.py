@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from chtn.directions import Direction
 from chtn.evaluate import EvaluationReport
 from chtn.gallery import Gallery
 from chtn.ranking import cosine_scores
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from chtn.tower import Tower
 
 
-def pair_score(gallery: Gallery, direction: str, query_row: int, result_row: int) -> float:
+def pair_score(gallery: Gallery, direction: Direction, query_row: int, result_row: int) -> float:
     """Cosine similarity of a query and a result: the very score the explorer ranks by."""
     queries, targets = query_side(gallery, direction)
     return float(cosine_scores(queries[query_row], targets[result_row : result_row + 1])[0, 0])
@@ -41,13 +42,15 @@ def search_queries(gallery: Gallery, text: str, label_names: Sequence[str]) -> l
     ]
 
 
-def worst_query(report: EvaluationReport, direction: str) -> int:
+def worst_query(report: EvaluationReport, direction: Direction) -> int:
     """The query with the lowest AP in this direction (first one on ties)."""
     ap = getattr(report, direction).ap
     return int(np.nanargmin(ap))
 
 
-def worst_query_per_category(report: EvaluationReport, direction: str, label_names: Sequence[str]) -> dict[str, int]:
+def worst_query_per_category(
+    report: EvaluationReport, direction: Direction, label_names: Sequence[str]
+) -> dict[str, int]:
     """Per category, its query with the lowest AP in this direction (first one on ties)."""
     side = getattr(report, direction)
     worst = {}
@@ -58,7 +61,7 @@ def worst_query_per_category(report: EvaluationReport, direction: str, label_nam
     return worst
 
 
-def next_misretrieval(report: EvaluationReport, direction: str, current: int | None) -> int | None:
+def next_misretrieval(report: EvaluationReport, direction: Direction, current: int | None) -> int | None:
     """The next query after `current` (wrapping around) whose top-1 result is wrong; None if there is none."""
     wrong = np.flatnonzero(~getattr(report, direction).top1_correct)
     if len(wrong) == 0:

@@ -6,7 +6,7 @@
 
 The app is started and driven by the harness tests/test_browser.py uses (tests/harness.py:
 `python -m streamlit run app.py` on a free port, headless, no file watcher; Debian's chromium through
-Playwright, never `playwright install`). "Rendered" means: the overview shows the text "MAP average" AND a
+Playwright, never `playwright install`). "Rendered" means: the overview shows the text "MAP (mean of directions)" AND a
 `.js-plotly-plot` is present; the retrieval explorer shows "Top 10 texts"; the bare page shows "hello".
 Every rendered page is checked for `stException`, `stAlertContentError` and `[role="dialog"]`: the run
 fails loudly on any of them.
@@ -25,7 +25,7 @@ Measurements (one run, all on the same machine, ours and the bare page interleav
 3. warm reload: the same server, a new page load of "/" -> rendered, right after the first render (while
    app.py compiles UMAP in the background), and again once the server log says that compilation finished.
 4. page switch: click the sidebar link "Retrieval explorer" -> "Top 10 texts" visible, and back to
-   "Overview" -> "MAP average" visible (median of --switches each way).
+   "Overview" -> "MAP (mean of directions)" visible (median of --switches each way).
 5. baseline: a bare page (`st.title("bare"); st.write("hello")`), spawn -> rendered and reload -> rendered.
 
 6. first open (`--first-open-against REV`, instead of 1-5): what a new user waits from `streamlit run app.py`
@@ -86,7 +86,7 @@ def _settle(tab) -> None:
 
 
 def _wait_overview(tab, timeout_ms: int) -> None:
-    tab.get_by_text("MAP average").first.wait_for(state="visible", timeout=timeout_ms)
+    tab.get_by_text("MAP (mean of directions)").first.wait_for(state="visible", timeout=timeout_ms)
     tab.locator(".js-plotly-plot").first.wait_for(state="attached", timeout=timeout_ms)
 
 
@@ -315,7 +315,7 @@ def run(repeats: int, switches: int) -> dict:
                             res["to_retrieval"].append(_switch(tab, "Retrieval explorer", "Top 10 texts", timeout_ms))
                             _assert_clean(tab, f"retrieval explorer (switch {j + 1})")
                             _settle(tab)
-                            res["to_overview"].append(_switch(tab, "Overview", "MAP average", timeout_ms))
+                            res["to_overview"].append(_switch(tab, "Overview", "MAP (mean of directions)", timeout_ms))
                             _assert_clean(tab, f"overview (switch back {j + 1})")
                             _settle(tab)
                 finally:
@@ -425,7 +425,7 @@ benchmark during this run: timings are noisy, compare the two columns of the sam
 average per core: {res["load_before"]:.2f} before the run, {res["load_after"]:.2f} after.
 
 Each start is a fresh install: a new server process, an empty `CHTN_CACHE_DIR` (no features, no embeddings)
-and an empty `NUMBA_CACHE_DIR`; a fresh browser context; "usable overview" = "MAP average" visible and the
+and an empty `NUMBA_CACHE_DIR`; a fresh browser context; "usable overview" = "MAP (mean of directions)" visible and the
 Plotly chart present, no exception or error box. Revision `{rev}` (its code and sample, from `git archive`)
 and this tree (`git describe`: `{res["head"]}`) alternate; median of the starts, min-max in brackets.
 
@@ -504,7 +504,7 @@ def table(res: dict) -> str:
             str(len(res["to_retrieval"])),
         ),
         (
-            'Page switch: Retrieval explorer → Overview ("MAP average")',
+            'Page switch: Retrieval explorer → Overview ("MAP (mean of directions)")',
             _stats(res["to_overview"]),
             "n/a",
             "n/a",
@@ -535,7 +535,7 @@ What is measured (seconds; median of the repeats, min-max in brackets):
 
 - **Cold start** (a fresh install): `CHTN_CACHE_DIR` and `NUMBA_CACHE_DIR` set to fresh empty temp dirs;
   time from spawning `python -m streamlit run app.py` (headless, `--server.fileWatcherType none`) to the
-  overview rendered in the browser ("MAP average" visible and a `.js-plotly-plot` present). The sample
+  overview rendered in the browser ("MAP (mean of directions)" visible and a `.js-plotly-plot` present). The sample
   checkpoint ships its test split's embeddings, so nothing is embedded (asserted: no `.npz` in the cache).
 - **Own checkpoint, first open**: a copy of the sample checkpoint in a temp folder, with no embeddings
   shipped beside it, opened by `/?checkpoint=<path>` on a new server (same cache dir): what a user waits the
@@ -552,7 +552,7 @@ What is measured (seconds; median of the repeats, min-max in brackets):
   (every new server process: numba caches only some of umap-learn's functions on disk); then again once the
   server log says it finished, and the time that took.
 - **Page switch**: click the sidebar link, until "Top 10 texts" (retrieval explorer, image → text) or
-  "MAP average" (overview) is visible; on the last warm server, after its warm-up.
+  "MAP (mean of directions)" (overview) is visible; on the last warm server, after its warm-up.
 - **Baseline**: a bare page (`st.title("bare"); st.write("hello")`) started and reloaded the same way,
   interleaved with ours; rendered = "hello" visible. Ratios are ours / bare.
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from chtn.directions import Direction
+from chtn.metrics import RECALL_AT
 from chtn.ranking import TIE_TOLERANCE, TieGroups, cosine_scores, normalize_rows, rank_of, tie_groups
 
 
@@ -42,7 +44,7 @@ from chtn.ranking import TIE_TOLERANCE, TieGroups, cosine_scores, normalize_rows
 class RetrievalEval:
     """Per-direction result."""
 
-    direction: str  # "i2t" or "t2i"
+    direction: Direction
     map: float  # mean AP over queries that have >=1 relevant item
     ap: np.ndarray  # (n_queries,) AP per query, NaN where undefined
     paired_rank: np.ndarray  # (n_queries,) 1-based rank of the paired item (same row), -1 if unpaired
@@ -92,7 +94,7 @@ def evaluate_direction(
     gallery: np.ndarray,
     query_labels: np.ndarray,
     gallery_labels: np.ndarray,
-    direction: str,
+    direction: Direction,
     at_k: int | None = None,
     chunk_size: int = 1024,
 ) -> RetrievalEval:
@@ -213,8 +215,8 @@ class EvaluationReport:
         }
         for r in (self.i2t, self.t2i):
             paired, d = r.paired_exact is not None, r.direction
-            out[f"pair_recall@1_{d}"] = r.own_pair_recall(1)
-            out[f"pair_recall@10_{d}"] = r.own_pair_recall(10)
+            for k in RECALL_AT:
+                out[f"pair_recall@{k}_{d}"] = r.own_pair_recall(k)
             out[f"pair_median_rank_{d}"] = float(np.median(r.own_pair_expected_rank())) if paired else float("nan")
             out[f"pair_median_stable_rank_{d}"] = float(np.median(r.paired_rank)) if paired else float("nan")
         out["pair_tie_rule"] = "exactly tied items in random order (tie-aware expected values, McSherry & Najork 2008)"

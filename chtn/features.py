@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 
 from chtn.errors import CHTNError
 from chtn.hashing import file_digest, text_key
-
-Progress = Callable[[int, int], None]  # (done, total) -> None; the dashboard passes st.progress
+from chtn.progress import Progress, of_count
 
 
 def default_cache_dir() -> Path:
@@ -166,7 +165,7 @@ def _encode_image_files(
             done += len(vectors)
             bar.update(len(vectors))
             if progress:
-                progress(done, len(todo))
+                progress(*of_count(done, len(todo), "Embedding images"))
         bar.close()
     if not keys:  # np.stack refuses an empty list
         return np.zeros((0, dim), dtype)
@@ -259,5 +258,5 @@ def transformer_text_features(
         cache.put(encoder.identity, fresh)
         cached.update(fresh)
         if progress:
-            progress(min(start + batch_size, len(todo)), len(todo))
+            progress(*of_count(min(start + batch_size, len(todo)), len(todo), "Embedding texts"))
     return _fill(keys, cached, encoder.feature_dim)

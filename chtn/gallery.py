@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, evaluate_embeddings
 from chtn.features import FeatureCache, default_cache_dir
+from chtn.progress import Progress
 from chtn.tower import create_tower
 
 
@@ -112,7 +112,7 @@ def embed_split(
     checkpoint: Checkpoint,
     data: PairDataset,
     split: str = "test",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     cache_dir: Path | None = None,
     shipped: bool = True,
     device: str | None = None,

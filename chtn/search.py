@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from chtn.directions import Direction
 from chtn.gallery import Gallery
 from chtn.ranking import rank_of, tie_groups, top_k
 
 
-def query_side(gallery: Gallery, direction: str) -> tuple[np.ndarray, np.ndarray]:
+def query_side(gallery: Gallery, direction: Direction) -> tuple[np.ndarray, np.ndarray]:
     """(query embeddings, gallery embeddings) for a direction."""
     return (gallery.image, gallery.text) if direction == "i2t" else (gallery.text, gallery.image)
 
@@ -38,7 +39,7 @@ class ResultView:
 
 def retrieve(
     gallery: Gallery,
-    direction: str,
+    direction: Direction,
     query: np.ndarray,
     k: int,
     label_names: Sequence[str],

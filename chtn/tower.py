@@ -33,7 +33,8 @@ from chtn.encoders import (
     cached_text_encoder,
     image_transform,
 )
-from chtn.features import FeatureCache, Progress, image_features, pick_device, transformer_text_features
+from chtn.features import FeatureCache, image_features, pick_device, transformer_text_features
+from chtn.progress import Progress
 
 
 @dataclass(frozen=True)

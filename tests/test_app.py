@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from chtn.directions import DIRECTION_NAMES
 from chtn.ranking import own_pair_headline
 from tests.conftest import ROOT
 
@@ -48,13 +49,13 @@ def test_overview_shows_card_metrics_chart_and_table(fashion):
     at = _app()
     assert not at.error
     labels = {m.label: m.value for m in at.metric}
-    maps = {"MAP Image → Text", "MAP Text → Image", "MAP average"}
+    maps = {"MAP Image → Text", "MAP Text → Image", "MAP (mean of directions)"}
     assert maps < set(labels) and all(0.5 < float(labels[m]) <= 1 for m in maps)
     summary = report.summary()
-    for direction, arrow in (("i2t", "I → T"), ("t2i", "T → I")):
-        assert labels[f"Own pair recall@1 {arrow}"] == f"{summary[f'pair_recall@1_{direction}']:.3f}"
-        assert labels[f"Own pair recall@10 {arrow}"] == f"{summary[f'pair_recall@10_{direction}']:.3f}"
-        assert labels[f"Own pair median rank {arrow}"] == f"{summary[f'pair_median_rank_{direction}']:g}"
+    for direction, name in DIRECTION_NAMES.items():
+        assert labels[f"own-pair recall@1 {name}"] == f"{summary[f'pair_recall@1_{direction}']:.3f}"
+        assert labels[f"own-pair recall@10 {name}"] == f"{summary[f'pair_recall@10_{direction}']:.3f}"
+        assert labels[f"own-pair median rank {name}"] == f"{summary[f'pair_median_rank_{direction}']:g}"
     assert len(labels) == 9
     assert "McSherry & Najork" in " ".join(c.value for c in at.caption)  # the tie rule is stated
     card = at.table[0].value

@@ -54,7 +54,7 @@ def _images_loaded(tab) -> list[int]:
 
 def test_overview_renders(page, server):
     page.goto(f"{server}/", wait_until="networkidle")
-    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.get_by_text("MAP (mean of directions)").wait_for(timeout=300_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     assert_clean(page)
@@ -82,7 +82,7 @@ def test_retrieval_explorer_renders_with_loaded_images(page, server):
 
 def test_navigation_and_image_to_text(page, server):
     page.goto(f"{server}/", wait_until="networkidle")
-    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.get_by_text("MAP (mean of directions)").wait_for(timeout=300_000)
     page.locator('[data-testid="stSidebarNav"] a', has_text="Retrieval explorer").click()
     page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
     page.wait_for_timeout(1000)
@@ -180,7 +180,7 @@ def test_upload_a_checkpoint_then_a_corrupt_one(page, server, tmp_path):
     from tests.conftest import CHECKPOINTS
 
     page.goto(f"{server}/", wait_until="networkidle")
-    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.get_by_text("MAP (mean of directions)").wait_for(timeout=300_000)
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
     page.get_by_role("option", name="Upload a file…").click()
     uploader = page.locator('[data-testid="stSidebar"] [data-testid="stFileUploader"] input[type="file"]')
@@ -205,7 +205,7 @@ def test_a_flawed_dataset_says_what_to_do_and_opens_with_skip_invalid_rows(page,
 
     build_flawed(tmp_path / "flawed")
     page.goto(f"{server}/", wait_until="networkidle")
-    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.get_by_text("MAP (mean of directions)").wait_for(timeout=300_000)
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(1).click()
     page.get_by_role("option", name="Manifest or Wikipedia folder (path)…").click()
     path_box = page.get_by_label("Dataset path")
@@ -221,7 +221,7 @@ def test_a_flawed_dataset_says_what_to_do_and_opens_with_skip_invalid_rows(page,
     warning.wait_for(timeout=300_000)
     assert "Skipped 11 invalid of 24 rows of the test split." in warning.inner_text()
     assert "a training image too" in warnings.filter(has_text="test item").inner_text()  # the leak, seen here too
-    page.get_by_text("MAP average").wait_for(timeout=300_000)
+    page.get_by_text("MAP (mean of directions)").wait_for(timeout=300_000)
     assert_clean(page)
     page.screenshot(path=str(ARTIFACTS / "flawed_dataset_skipped.png"), full_page=True)
 

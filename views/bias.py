@@ -120,7 +120,7 @@ try:
         reference,
         source,
         BiasSettings(resamples=resamples, min_effect=float(min_effect)),
-        progress=lambda step, fraction: bar.progress(min(fraction, 1.0), text=step),
+        progress=lambda fraction, step: bar.progress(min(fraction, 1.0), text=step),
         runs=runs,
         reference_runs=reference_runs,
     )

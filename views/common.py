@@ -86,7 +86,7 @@ def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, Ev
                 checkpoint,
                 data,
                 "test",
-                lambda done, total: bar.progress(done / total, text=f"Embedding images {done}/{total}"),
+                lambda fraction, text: bar.progress(fraction, text=text),
             )
         finally:  # a failed embedding shows its error alone, not under a bar stuck at 0%
             bar.empty()

@@ -7,7 +7,9 @@ import plotly.express as px
 import streamlit as st
 
 from analysis.workspace import model_card
+from chtn.directions import DIRECTION_NAMES, DIRECTIONS
 from chtn.exports import csv_bytes
+from chtn.metrics import METRICS, RECALL_AT
 from chtn.ranking import TIE_TOLERANCE
 from views.common import context
 
@@ -19,10 +21,10 @@ st.caption(
 )
 
 summary = ctx.report.summary()
-col_i2t, col_t2i, col_mean = st.columns(3)
-col_i2t.metric("MAP Image → Text", f"{summary['map_i2t']:.3f}")
-col_t2i.metric("MAP Text → Image", f"{summary['map_t2i']:.3f}")
-col_mean.metric("MAP average", f"{summary['map_mean']:.3f}")
+columns = st.columns(3)
+for column, d in zip(columns, DIRECTIONS):
+    column.metric(METRICS[f"map_{d}"].label(DIRECTION_NAMES), f"{summary[f'map_{d}']:.3f}")
+columns[2].metric(METRICS["map"].headline(), f"{summary['map_mean']:.3f}")
 
 st.caption(
     "Own pair: where each query's own pair (the image's text, the text's image) ranks. Exactly tied items "
@@ -30,14 +32,14 @@ st.caption(
     "as the chance it lands in the top k, and its rank as the middle of the tie (tie-aware expected "
     "values, McSherry & Najork 2008). The table's paired rank breaks ties by gallery order instead."
 )
-for d, arrow in (("i2t", "I → T"), ("t2i", "T → I")):
+for d in DIRECTIONS:
     col_r1, col_r10, col_median = st.columns(3)
-    col_r1.metric(f"Own pair recall@1 {arrow}", f"{summary[f'pair_recall@1_{d}']:.3f}")
-    col_r10.metric(f"Own pair recall@10 {arrow}", f"{summary[f'pair_recall@10_{d}']:.3f}")
+    for column, k in zip((col_r1, col_r10), RECALL_AT):
+        column.metric(METRICS[f"pair_recall@{k}_{d}"].label(DIRECTION_NAMES), f"{summary[f'pair_recall@{k}_{d}']:.3f}")
     col_median.metric(
-        f"Own pair median rank {arrow}",
+        METRICS[f"pair_median_rank_{d}"].label(DIRECTION_NAMES),
         f"{summary[f'pair_median_rank_{d}']:g}",
-        help="Median over queries of the expected rank with exact ties in random order; with "
+        help="Median over queries of the expected rank with exact ties in random order (lower is better); with "
         f"the table's gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g}.",
     )
 

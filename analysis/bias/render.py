@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.bias.gain import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_EFFECT
 from analysis.bias.report import BiasReport
 from analysis.stats import format_p, interval_label
-from chtn.directions import ARROWS
+from chtn.directions import ARROWS, DIRECTIONS, Direction
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn: importing this module stays cheap
     import plotly.graph_objects as go
@@ -230,7 +230,7 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, x_title: str):
     return figure
 
 
-def confusion_matrix(report: BiasReport, direction: str, column: str = "rank-1 share") -> pd.DataFrame:
+def confusion_matrix(report: BiasReport, direction: Direction, column: str = "rank-1 share") -> pd.DataFrame:
     table = report.tables["confusions"]
     part = table[table["direction"] == ARROWS[direction]]
     return part.pivot(index="query category", columns="retrieved category", values=column)
@@ -249,7 +249,8 @@ def figures(report: BiasReport) -> dict[str, go.Figure]:
         shown["Source capture"] = heatmap_figure(
             report.tables["capture"], "Source classes the checkpoint's source classifier assigns", "source class"
         )
-    for direction, arrow in ARROWS.items():
+    for direction in DIRECTIONS:
+        arrow = ARROWS[direction]
         shown[f"Confusions {arrow} (rank 1)"] = heatmap_figure(
             confusion_matrix(report, direction), f"Where {arrow} queries land at rank 1", "retrieved category"
         )

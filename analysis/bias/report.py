@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,10 +29,10 @@ from chtn.encoders import cached_image_trunk, imagenet_class_names
 from chtn.errors import CHTNError
 from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import Gallery, embed_split, evaluate_gallery
+from chtn.progress import Progress
 from chtn.tower import create_tower
 
 VERSION = 5  # bump when a diagnostic's definition changes: older cached reports are then recomputed
-Progress = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def bias_report(
     runs: Sequence[Checkpoint] = (),
     reference_runs: Sequence[Checkpoint] = (),
 ) -> BiasReport:
-    """The report, read from the disk cache or computed (with `progress(step, fraction)`) and stored there.
+    """The report, read from the disk cache or computed (with `progress(fraction, step)`) and stored there.
 
     `runs` and `reference_runs` are further training runs (other seeds) of the checkpoint's and the reference's
     recipes: with two or more on each side the transfer gain compares the recipes across runs (`transfer_gain`).
@@ -164,7 +164,7 @@ def _compute(
     """Every diagnostic of `sides[0][0]`; the gain of its runs (`sides[0]`) against the reference's (`sides[1]`)."""
     checkpoint, names = sides[0][0], sides[0][0].label_names
     cache = FeatureCache(cache_dir)
-    progress("Embedding the test split", 0.0)
+    progress(0.0, "Embedding the test split")
     gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
     report = BiasReport(
         checkpoint.digest,
@@ -193,7 +193,7 @@ def _compute(
         ignore_index=True,
     )
     tables["gap"] = modality_gap(gallery.image, gallery.text, gallery.labels, names).per_category
-    progress("ImageNet prior of the target images", 0.3)
+    progress(0.3, "ImageNet prior of the target images")
     frozen = cached_image_trunk(checkpoint.config.encoder.image_model, checkpoint.config.encoder.image_weights or None)
     target_frozen, target_logits = image_features(gallery.data.image_paths, cache, frozen)
     tables["prior"] = imagenet_prior(target_logits, gallery.labels, names, imagenet_class_names())
@@ -209,7 +209,7 @@ def _compute(
         "images": len(source),
         "classes": len(source.label_names),
     }
-    progress("Source image features", 0.4)
+    progress(0.4, "Source image features")
     source_frozen = image_features(source.image_paths, cache, frozen)[0]
     tables["coverage"] = coverage(
         target_frozen, gallery.labels, names, source_frozen, source.label_index, source.label_names
@@ -222,7 +222,7 @@ def _compute(
         matrix = capture(tower.source_probabilities(target_own), gallery.labels, names, source.label_names)
         tables["capture"] = matrix
         tables["capture_summary"] = capture_summary(matrix)
-    progress("Domain discrepancy per category", 0.6)
+    progress(0.6, "Domain discrepancy per category")
     train_paths = data.split("train").image_paths
     p_target = None
     if train_paths:  # the gate was fitted against the training images, as here
@@ -262,7 +262,7 @@ def _gain(
     names, every = sides[0][0].label_names, [*sides[0], *sides[1]]
     reports = [evaluate_gallery(gallery, names)]
     for number, run in enumerate(every[1:], start=1):
-        progress(f"Transfer gain: ranking the test split with {run.path.name}", 0.05 + 0.25 * number / len(every))
+        progress(0.05 + 0.25 * number / len(every), f"Transfer gain: ranking the test split with {run.path.name}")
         reports.append(evaluate_gallery(embed_split(run, data, "test", cache_dir=cache_dir), names))
     model, reference = reports[: len(sides[0])], reports[len(sides[0]) :]
     s = settings
@@ -305,7 +305,7 @@ def _discrepancy(
     rng = np.random.default_rng(settings.seed)
     rows = []
     for done, (name, source_class) in enumerate(best.items()):
-        progress(f"Domain discrepancy: {name}", 0.6 + 0.4 * done / max(len(best), 1))
+        progress(0.6 + 0.4 * done / max(len(best), 1), f"Domain discrepancy: {name}")
         target_rows = np.flatnonzero(target_labels == names.index(name))
         source_rows = np.flatnonzero(source.label_index == source_index[source_class])
         if len(source_rows) > settings.max_source_images:

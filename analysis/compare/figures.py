@@ -28,8 +28,7 @@ from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport, RetrievalEval
 from chtn.gallery import Gallery
-
-RECALL_AT = (1, 10)
+from chtn.metrics import METRICS, RECALL_AT
 
 
 def check_comparable(labels_a: Sequence[str], labels_b: Sequence[str], name_a: str, name_b: str) -> None:
@@ -153,7 +152,7 @@ def figures(
     query_labels = np.asarray(a[0].label_names)[a[0].i2t.query_labels]
     rows = []
     for metric in values_a:
-        direction = metric.rsplit("_", 1)[1] if metric.endswith(DIRECTIONS) else "mean"
+        direction = METRICS[metric].direction or "mean"
         row = _row(metric, direction, values_a[metric], values_b[metric], query_labels, resamples, seed)
         rows.append(row)
     for metric in [m for m in values_a if m.endswith(DIRECTIONS) and not _is_median(m)]:
@@ -215,7 +214,7 @@ def figure_columns(record: dict) -> dict:
 
 def _row(
     metric: str,
-    direction: str,
+    direction: str,  # i2t, t2i or mean
     a: np.ndarray,
     b: np.ndarray,
     clusters: np.ndarray,

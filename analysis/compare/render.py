@@ -17,29 +17,16 @@ from analysis.compare.figures import Outcome
 from analysis.compare.rules import ALPHA, rules_table
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS
-
-METRIC_NAMES = {  # in the order the headline table shows them
-    "map": "MAP (mean of directions)",
-    "map_i2t": "MAP I->T",
-    "map_t2i": "MAP T->I",
-    "pair_recall@1": "own-pair recall@1 (mean)",
-    "pair_recall@1_i2t": "own-pair recall@1 I->T",
-    "pair_recall@1_t2i": "own-pair recall@1 T->I",
-    "pair_recall@10": "own-pair recall@10 (mean)",
-    "pair_recall@10_i2t": "own-pair recall@10 I->T",
-    "pair_recall@10_t2i": "own-pair recall@10 T->I",
-    "pair_median_rank_i2t": "own-pair median rank I->T (lower is better)",
-    "pair_median_rank_t2i": "own-pair median rank T->I (lower is better)",
-}
+from chtn.metrics import METRICS
 
 
 def headline_table(figures: pd.DataFrame) -> pd.DataFrame:
     """The overall figures, one row per metric, as the page and the report show them."""
-    overall = figures[figures["slice"] == "overall"].set_index("metric").reindex(list(METRIC_NAMES)).dropna(how="all")
+    overall = figures[figures["slice"] == "overall"].set_index("metric").reindex(list(METRICS)).dropna(how="all")
     overall = overall.reset_index()
     return pd.DataFrame(
         {
-            "metric": overall["metric"].map(METRIC_NAMES),
+            "metric": overall["metric"].map(lambda name: METRICS[name].headline()),
             "baseline A": overall["baseline"],
             "candidate B": overall["candidate"],
             "B − A": overall["delta"],

@@ -48,22 +48,8 @@ import pandas as pd
 from analysis.stats import MAX_RESAMPLES, MIN_EFFECT, adjust_p_values, format_p
 from chtn.errors import CHTNError
 from chtn.files import read_bounded
+from chtn.metrics import METRICS
 
-# name -> (label shown in reasons, higher_is_better). A metric without a direction suffix is, per query, the mean of
-# its I->T and T->I values; the figures carry it on "overall" only, and categories carry the directional ones.
-METRICS: dict[str, tuple[str, bool]] = {
-    "map": ("MAP", True),
-    "map_i2t": ("MAP I->T", True),
-    "map_t2i": ("MAP T->I", True),
-    "pair_recall@1": ("pair recall@1", True),
-    "pair_recall@1_i2t": ("pair recall@1 I->T", True),
-    "pair_recall@1_t2i": ("pair recall@1 T->I", True),
-    "pair_recall@10": ("pair recall@10", True),
-    "pair_recall@10_i2t": ("pair recall@10 I->T", True),
-    "pair_recall@10_t2i": ("pair recall@10 T->I", True),
-    "pair_median_rank_i2t": ("pair median rank I->T", False),
-    "pair_median_rank_t2i": ("pair median rank T->I", False),
-}
 CHANGE_DIRECTIONS = ("higher_is_better", "lower_is_better")
 ON = ("point", "ci_lower", "ci_upper")
 SEVERITIES = ("block", "warn")
@@ -718,7 +704,7 @@ def _failed(rule: Rule, metric: str, slice_: str, reason: str, figures: dict[str
 
 
 def _label(metric: str, slice_: str) -> str:
-    return f"{METRICS[metric][0] if metric in METRICS else metric} on {slice_.removeprefix('category:')}"
+    return f"{METRICS[metric].label() if metric in METRICS else metric} on {slice_.removeprefix('category:')}"
 
 
 def _finite(value: Any) -> bool:

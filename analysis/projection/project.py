@@ -22,6 +22,7 @@ import pandas as pd
 
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
+from chtn.progress import Progress
 from chtn.ranking import normalize_rows, top_k
 
 METHODS = {"umap": "UMAP (umap-learn)", "pca": "PCA (instant)"}
@@ -178,7 +179,7 @@ def project_gallery(
     labels: np.ndarray,
     params: ProjectionParams,
     cache_dir: Path | None = None,
-    progress=None,
+    progress: Progress | None = None,
 ) -> Projection:
     """Images and texts of a gallery in one projection; sampled (stratified) only above `params.max_points`.
 

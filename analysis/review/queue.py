@@ -70,7 +70,7 @@ class QueueSpec:
         filters = [
             f"{name} {', '.join(getattr(self, name))}" for name in ("categories", "kinds") if getattr(self, name)
         ]
-        if set(self.directions) != {"i2t", "t2i"}:
+        if set(self.directions) != set(DIRECTIONS):
             filters.append(f"directions {', '.join(self.directions)}")
         return " · ".join(
             [
