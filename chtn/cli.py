@@ -1,5 +1,27 @@
-"""`chtn` / `python -m chtn` {validate,train,evaluate,embed,search} and the commands that installed packages
-plug in (`project`, from the dashboard layer): user errors print a message, not a traceback."""
+"""The `chtn` command line (`python -m chtn`): the core's commands (validate, train, evaluate, embed, search) and
+the commands that installed packages plug in (project, bias, review, compare: the dashboard layer's).
+
+The plug-in contract. A plug-in is an entry point of the group `chtn.commands` (pyproject.toml) whose name is its
+command and whose object is `register(subcommands)`. `build_parser` calls it with the sub-parser action of `chtn`
+(`sub.add_parser(...)` makes a parser whose errors are `UsageError`s). `register` must:
+
+- add one sub-parser named as its entry point (it may have sub-commands of its own: `chtn review queue|export`)
+  and list that name in `PLUGIN_COMMANDS`, so that a Python without the entry point says how to install it;
+- declare the options that commands share with the functions of this module, never by hand, so that a flag has
+  one name, default and meaning everywhere: `add_data_options` (--data, --skip-invalid, --cache-dir),
+  `add_split_option` (--split), `add_checkpoint_option` (--checkpoint), `add_out_option` (--out),
+  `add_device_option` (--device) and `add_review_db_option` (--review-db, alias --db);
+- set `func`, the command, `func(args) -> int` (the exit code), and import nothing heavy at register time: the
+  feature's own modules are imported inside `func`, so `chtn --help` stays fast (tests/test_package.py checks).
+
+Before `func` runs, `check_args` checks what the shared options carry (the device usable, --out writable); `func`
+opens the data with `checked_pairs` (validated; --skip-invalid drops the invalid rows) and raises `CHTNError` for
+anything the user can fix. Exit codes, the same for every command: 0 success (GO); 1 the finding the command is
+there to report (invalid rows for `validate`, NO-GO for `compare`); 2 invalid input (a bad command line, a
+`CHTNError`: the message names the input and the fix; for `compare` also evidence that cannot decide); 3 an internal
+error (a bug: the traceback is printed) or a plug-in command this Python has not installed (`pip install -e .`; the
+message says so), never 1 or 2, which a CI gate would read as a verdict or a bad rule file.
+"""
 
 from __future__ import annotations
 
@@ -116,8 +138,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def checked_pairs(args: argparse.Namespace, split: str | None, label_names: Sequence[str] | None = None) -> PairDataset:
     """The rows a command uses (`split`; None = all), validated: stop with the report, or with --skip-invalid
-    drop the invalid rows and print what was skipped. `chtn project` (analysis/projection/cli.py) opens data this
-    way too."""
+    drop the invalid rows and print what was skipped. The plug-ins open their data this way too (the plug-in
+    contract, module docstring)."""
     from chtn.validation import load_checked_pairs
 
     data, report = load_checked_pairs(args.data, split, label_names, args.skip_invalid)
@@ -337,27 +359,90 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+DESCRIPTION = (
+    "CHTN image<->text retrieval: the core's commands and those the installed dashboard layer plugs in. Bad input "
+    "prints one error line (exit 2), not a traceback."
+)
+
+# The shared options of the plug-in contract (module docstring): each flag is declared here once, for the core's
+# commands and the plug-ins alike.
+
+DATA_HELP = "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder"
+SKIP_INVALID_HELP = "drop invalid rows (with a summary) instead of stopping"
+
+
+def add_data_options(
+    parser: argparse.ArgumentParser, *, uses: str, cache: bool = True, skip_invalid_help: str = SKIP_INVALID_HELP
+) -> None:
+    """--data (required; `uses` says which of its splits the command reads), --skip-invalid (`checked_pairs` applies
+    it) and, unless `cache` is False, --cache-dir."""
+    parser.add_argument("--data", required=True, help=f"{DATA_HELP}; uses {uses}")
+    parser.add_argument("--skip-invalid", action="store_true", help=skip_invalid_help)
+    if cache:
+        parser.add_argument(
+            "--cache-dir",
+            default=None,
+            help="cache folder of features, embeddings and projections (default $CHTN_CACHE_DIR or ~/.cache/chtn)",
+        )
+
+
+def add_split_option(parser: argparse.ArgumentParser, *, all_splits: bool = False) -> None:
+    """--split, default test; with `all_splits` the value 'all' stands for every row (the command maps it)."""
+    parser.add_argument(
+        "--split", default="test", help="a split of --data" + (", or all" if all_splits else "") + " (default test)"
+    )
+
+
+def add_checkpoint_option(
+    parser: argparse.ArgumentParser,
+    *,
+    many: bool = False,
+    required: bool = True,
+    help: str = "a checkpoint written by `chtn train` (.safetensors or .pt)",
+) -> None:
+    """--checkpoint: one file, or with `many` one or more (a list)."""
+    parser.add_argument("--checkpoint", required=required, default=None, nargs="+" if many else None, help=help)
+
+
+def add_out_option(
+    parser: argparse.ArgumentParser, *, folder: bool = True, required: bool = True, writes: str = ""
+) -> None:
+    """--out, a folder or (folder=False) a file; `check_args` makes sure it can be written before any work (the
+    `out_is_folder` default set here tells it which)."""
+    kind = "output folder" if folder else "output file"
+    parser.add_argument("--out", required=required, default=None, help=f"{kind}: {writes}" if writes else kind)
+    parser.set_defaults(out_is_folder=folder)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device; `check_args` refuses one that torch cannot use here before any work."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+
+
+def add_review_db_option(parser: argparse.ArgumentParser, *, use: str = "", fallback: str) -> None:
+    """--review-db (alias --db), default None. The flag only: the plug-in resolves the location ($CHTN_REVIEW_DB,
+    then `fallback`) with the review store, which the core does not import."""
+    parser.add_argument(
+        "--review-db",
+        "--db",
+        dest="review_db",
+        default=None,
+        help=f"review database: an SQLite file or a PostgreSQL URL{use} (default $CHTN_REVIEW_DB, else {fallback})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="chtn", description=__doc__)
+    parser = _Parser(prog="chtn", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser, data_help: str) -> None:
-        p.add_argument("--data", required=True, help=data_help)
-        p.add_argument(
-            "--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping"
-        )
-        p.add_argument(
-            "--cache-dir", default=None, help="feature cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)"
-        )
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-
     p = sub.add_parser("validate", help="check a dataset (and a source) before training; list what to fix")
-    p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder")
+    add_data_options(
+        p, uses="every split", cache=False, skip_invalid_help="exit 0 when valid rows remain; needed by --write-clean"
+    )
     p.add_argument("--source", default=None, help="source images: manifest (image,label) or folder per class")
-    p.add_argument("--checkpoint", default=None, help="also report labels this checkpoint does not know")
+    add_checkpoint_option(p, required=False, help="also report labels this checkpoint does not know")
     p.add_argument("--show", type=_show, default=5, help="offenders listed per problem: a number (default 5) or all")
     p.add_argument("--problems-csv", default=None, metavar="PATH", help="write every offender (problem,row,id,...)")
-    p.add_argument("--skip-invalid", action="store_true", help="exit 0 when valid rows remain; needed by --write-clean")
     p.add_argument("--write-clean", default=None, metavar="PATH", help="write the valid rows as a .csv/.jsonl manifest")
     p.set_defaults(func=cmd_validate)
 
@@ -367,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=TEXT_OPTIONS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    common(p, "pairs manifest (.csv/.jsonl: id,image,text,label,split) or Wikipedia-layout folder")
+    add_data_options(p, uses="every split")
+    add_device_option(p)
     p.add_argument(
         "--source", default=None, help="source images: manifest (image,label) or folder per class; 'none' = ablation"
     )
@@ -381,14 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
-    p.add_argument("--out", required=True, help="output folder")
+    add_out_option(p, writes="best.safetensors, last.pt, metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.set_defaults(func=cmd_train, out_is_folder=True)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("search", help="top-k results of one query over a split (as the dashboard's explorer)")
-    common(p, "pairs manifest or Wikipedia-layout folder")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--split", default="test")
+    add_data_options(p, uses="the split --split names")
+    add_device_option(p)
+    add_checkpoint_option(p)
+    add_split_option(p)
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--query-id", help="id of an item of the split (its image or text is the query)")
     query.add_argument("--text", help="free text: searches the images")
@@ -398,18 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
     p.set_defaults(func=cmd_search)
 
-    for name, func, help_text in (
-        ("evaluate", cmd_evaluate, "MAP I->T / T->I on a split; per-category and per-query CSV"),
-        ("embed", cmd_embed, "write common-space embeddings of a split to .npz"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        common(p, "pairs manifest or Wikipedia-layout folder")
-        p.add_argument("--checkpoint", required=True)
-        p.add_argument("--split", default="test")
-        p.add_argument("--out", default=None if name == "evaluate" else "embeddings.npz", required=name == "embed")
-        if name == "evaluate":
-            p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
-        p.set_defaults(func=func, out_is_folder=name == "evaluate")
+    p = sub.add_parser("evaluate", help="MAP I->T / T->I on a split; per-category and per-query CSV")
+    add_data_options(p, uses="the split --split names")
+    add_device_option(p)
+    add_checkpoint_option(p)
+    add_split_option(p)
+    add_out_option(p, required=False, writes="per_category.csv, per_query.csv, summary.json (default: print only)")
+    p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("embed", help="write common-space embeddings of a split to .npz")
+    add_data_options(p, uses="the split --split names")
+    add_device_option(p)
+    add_checkpoint_option(p)
+    add_split_option(p, all_splits=True)
+    add_out_option(p, folder=False, writes=".npz with ids, labels, image and text embeddings")
+    p.set_defaults(func=cmd_embed)
     for plugin in entry_points(group="chtn.commands"):  # e.g. `project`, from the dashboard layer
         plugin.load()(sub)
     return parser

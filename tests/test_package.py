@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ast
+import os
+import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
 import chtn
 
+ROOT = Path(chtn.__file__).parent.parent
 CORE = sorted(p.stem for p in Path(chtn.__file__).parent.glob("*.py") if p.stem != "__main__")
 
 
@@ -60,3 +64,46 @@ def test_a_dashboard_command_without_the_installed_package_says_how_to_install_i
     assert cli.main([command, "--data", "x"]) == 3
     err = capsys.readouterr().err
     assert f"`chtn {command}` comes from the installed CHTN package" in err and 'pip install -e ".[test]"' in err
+
+
+def test_a_checkout_that_was_not_installed_runs_the_core_and_says_how_to_install_the_rest(tmp_path):
+    """The same without monkeypatching: a Python that sees the checkout's packages and the dependencies but no
+    installed CHTN (no metadata, so no chtn.commands entry points), as `python -m chtn` in a fresh clone. The core's
+    commands work; a dashboard command exits 3 with the install line, never 2 (invalid choice) or 1."""
+    path = tmp_path / "path"
+    path.mkdir()
+    for site in {Path(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}:
+        for entry in site.iterdir():
+            installed_chtn = entry.name.startswith(("chtn", "__editable__")) or entry.name in ("analysis", "views")
+            if not (installed_chtn or entry.suffix == ".pth" or (path / entry.name).exists()):
+                (path / entry.name).symlink_to(entry)
+    for package in ("chtn", "analysis"):  # the checkout's own folder may hold chtn.egg-info: link the packages only
+        (path / package).symlink_to(ROOT / package)
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-S", "-m", "chtn", *argv]  # -S: no site-packages, no .pth, no editable finder
+        env = {**os.environ, "PYTHONPATH": str(path)}
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+
+    shown = run("--help")
+    assert shown.returncode == 0 and "validate" in shown.stdout and "compare" not in shown.stdout, shown.stderr
+    refused = run("compare", "--baseline", "a.safetensors", "--candidate", "b.safetensors", "--data", "x", "--out", "o")
+    assert refused.returncode == 3, refused.stderr
+    assert "`chtn compare` comes from the installed CHTN package" in refused.stderr
+    assert 'pip install -e ".[test]"' in refused.stderr
+
+
+def test_every_shared_option_is_declared_once_by_the_plugin_contract():
+    """--data, --checkpoint, --out ... come from `chtn.cli`'s add_*_option(s) functions, for the core's commands and
+    the plug-ins alike: no command declares one by hand. Every installed plug-in is named in PLUGIN_COMMANDS, so a
+    checkout without it says how to install it."""
+    from chtn import cli
+
+    shared = ("--data", "--skip-invalid", "--cache-dir", "--split", "--checkpoint", "--out", "--device", "--review-db")
+    declared = {
+        str(module.relative_to(ROOT)): re.findall(r'add_argument\(\s*"(--[\w-]+)"', module.read_text())
+        for module in [*ROOT.glob("chtn/*.py"), *ROOT.glob("analysis/**/*.py")]
+    }
+    for flag in shared:
+        assert [m for m, flags in declared.items() for f in flags if f == flag] == ["chtn/cli.py"], flag
+    assert cli.installed_plugins() == set(cli.PLUGIN_COMMANDS)

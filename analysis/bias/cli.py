@@ -7,16 +7,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chtn.cli import add_checkpoint_option, add_data_options, add_out_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """`chtn bias`: the source-bias report of a checkpoint (the dashboard's "Source bias" page) as files."""
     p = sub.add_parser(
         "bias", help="per-category source-bias report (transfer gain, coverage, capture, discrepancy) as CSV/JSON/HTML"
     )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        nargs="+",
+    add_checkpoint_option(
+        p,
+        many=True,
         help="a checkpoint trained with a source, then optionally other training runs (seeds) of its recipe: the "
         "report is the first one's, the transfer gain compares the runs",
     )
@@ -27,11 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="checkpoint(s) trained without the source on the same data, one per training run (default: one found "
         "beside the checkpoint, with its other runs when --checkpoint gives several)",
     )
-    p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (train and test splits)")
+    add_data_options(p, uses="its train and test splits")
     p.add_argument("--source", default=None, help="the source images, when not where training recorded them")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
+    add_out_option(p, writes="a CSV per table, report.json, report.html")
     p.add_argument("--resamples", type=int, default=None, help="bootstrap/randomization resamples (default 10,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of every resampling, permutation and subsample")
     p.add_argument(
@@ -40,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="minimum practical |ΔAP| for 'helped' / 'negative transfer' (default 0.01; smaller: 'negligible effect')",
     )
-    p.set_defaults(func=cmd_bias, out_is_folder=True)  # checked writable before any work
+    p.set_defaults(func=cmd_bias)
 
 
 def cmd_bias(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chtn.cli import add_data_options, add_out_option, add_review_db_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """`chtn compare`: the go/no-go gate of a candidate checkpoint against a baseline, for CI pipelines."""
@@ -28,23 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the checkpoint to ship (B), then optionally more training runs of its recipe: with 3 or more runs per "
         "side the block rule decides between the recipes; with fewer it says 'insufficient evidence'",
     )
-    p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (its test split)")
+    add_data_options(p, uses="its test split")
     p.add_argument(
         "--rule", default=None, help="go/no-go rule file (TOML, docs/conventions.md); default: the shipped rule"
     )
-    p.add_argument("--out", required=True, help="output folder: report.html, comparison.json, CSVs, BLESSED marker")
+    add_out_option(p, writes="report.html, comparison.json, CSVs, BLESSED marker")
     p.add_argument("--strict", action="store_true", help="a warning is a NO-GO too")
-    p.add_argument(
-        "--review-db",
-        "--db",
-        dest="review_db",
-        default=None,
-        help="review database whose verdicts on the candidate's regressions and decision log go into the report "
-        "(default: $CHTN_REVIEW_DB if set, else none)",
+    add_review_db_option(
+        p, use="; its verdicts on the candidate's regressions and its decision log go into the report", fallback="none"
     )
-    p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
-    p.set_defaults(func=cmd_compare, out_is_folder=True)
+    p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -56,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.compare.figures import Evaluated, check_comparable, compare_checkpoints, insufficient_statement
     from analysis.compare.render import ReportContext, report_document, write_outputs
     from analysis.compare.rules import read_rules
-    from analysis.review.store import ReviewStore
+    from analysis.review.store import DB_ENV, ReviewStore
     from analysis.review.workflow import regression_review
     from analysis.workspace import check_one_recipe
     from chtn.checkpoint import code_version, load_checkpoint
@@ -84,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(outcome.comparison.statement())
     if outcome.comparison.figures["insufficient"].all():  # no slice holds evidence: neither GO nor NO-GO
         raise CHTNError(insufficient_statement(outcome.comparison))
-    location = args.review_db or os.environ.get("CHTN_REVIEW_DB")
+    location = args.review_db or os.environ.get(DB_ENV)
     store = ReviewStore(location) if location else None
     try:
         decisions, notes, counts = regression_review(

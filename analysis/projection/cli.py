@@ -7,15 +7,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chtn.cli import add_checkpoint_option, add_data_options, add_split_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """`chtn project`: precompute the shared-space projection of a split, so the dashboard opens it from the cache."""
     p = sub.add_parser("project", help="precompute the dashboard's shared-space projection (UMAP/PCA) of a split")
-    p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder")
-    p.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--split", default="test")
+    add_data_options(p, uses="the split --split names")
+    add_checkpoint_option(p)
+    add_split_option(p)
     p.add_argument("--method", choices=("umap", "pca"), default="umap")
     p.add_argument("--n-neighbors", type=int, default=15)
     p.add_argument("--min-dist", type=float, default=0.1)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chtn.cli import add_checkpoint_option, add_data_options, add_out_option, add_review_db_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """`chtn review queue|export`: the Review page's meeting queue and its exports, for pipelines."""
@@ -14,20 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = review.add_subparsers(dest="action", required=True, metavar="{queue,export}")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", required=True)
-        p.add_argument("--data", required=True, help="pairs manifest or Wikipedia-layout folder (its test split)")
-        p.add_argument(
-            "--review-db",
-            "--db",
-            dest="review_db",
-            default=None,
-            help="review database: an SQLite file or a PostgreSQL URL (default $CHTN_REVIEW_DB, else "
-            "~/.local/share/chtn/review.sqlite)",
-        )
-        p.add_argument(
-            "--skip-invalid", action="store_true", help="drop invalid rows (with a summary) instead of stopping"
-        )
-        p.add_argument("--cache-dir", default=None, help="cache folder (default $CHTN_CACHE_DIR or ~/.cache/chtn)")
+        add_checkpoint_option(p)
+        add_data_options(p, uses="its test split")
+        add_review_db_option(p, fallback="~/.local/share/chtn/review.sqlite")
 
     p = actions.add_parser("queue", help="print a meeting queue (the items everyone who opens its link sees)")
     common(p)
@@ -44,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("export", help="write the queue with verdicts and notes as CSV, JSON and an HTML summary")
     common(p)
     p.add_argument("--spec", default=None, help="a meeting queue (as for `review queue`); default: every mis-retrieval")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=cmd_review_export, out_is_folder=True)
+    add_out_option(p, writes="review_queue.csv, review_queue.json, review_summary.html")
+    p.set_defaults(func=cmd_review_export)
 
 
 def _review_inputs(args: argparse.Namespace):
