@@ -12,6 +12,8 @@ import threading
 
 import streamlit as st
 
+from analysis.projection.project import warm_up_umap
+
 
 @st.cache_resource(show_spinner=False)
 def warm_up_projection() -> threading.Thread:
@@ -19,7 +21,6 @@ def warm_up_projection() -> threading.Thread:
     done before anyone opens "Shared space" (the page copes anyway). It costs every new server process 15-40 s
     of CPU on 2 cores, not only a fresh install: numba caches only some of umap-learn's functions on disk. The
     server's console says when it is done."""
-    from analysis.projection.project import warm_up_umap  # lazy: umap-learn itself is imported in the thread
 
     def warm_up() -> None:
         seconds = warm_up_umap(nice=10)

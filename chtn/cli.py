@@ -11,11 +11,14 @@ command and whose object is `register(subcommands)`. `build_parser` calls it wit
   one name, default and meaning everywhere: `add_data_options` (--data, --skip-invalid, --cache-dir),
   `add_split_option` (--split), `add_checkpoint_option` (--checkpoint), `add_out_option` (--out),
   `add_device_option` (--device) and `add_review_db_option` (--review-db, alias --db);
-- set `func`, the command, `func(args) -> int` (the exit code), and import nothing heavy at register time: the
-  feature's own modules are imported inside `func`, so `chtn --help` stays fast (tests/test_package.py checks).
+- set `func` to the command's dotted name, "package.module:function" (e.g. "analysis.bias.commands:cmd_bias"),
+  a function `(args) -> int` returning the exit code. `main` imports that module only when the command runs, so
+  `register`'s own module stays light (argparse and this module) and `chtn --help` imports neither torch nor pandas
+  (tests/test_package.py checks), while the command's module imports what it uses at its top.
 
-Before `func` runs, `check_args` checks what the shared options carry (the device usable, --out writable); `func`
-opens the data with `checked_pairs` (validated; --skip-invalid drops the invalid rows) and raises `CHTNError` for
+Before the command runs, `check_args` checks what the shared options carry (the device usable, --out writable); it
+opens the data with `chtn.data_commands.checked_pairs` (validated; --skip-invalid drops the invalid rows) and raises
+`CHTNError` for
 anything the user can fix. Exit codes, the same for every command: 0 success (GO); 1 the finding the command is
 there to report (invalid rows for `validate`, NO-GO for `compare`); 2 invalid input (a bad command line, a
 `CHTNError`: the message names the input and the fix; for `compare` also evidence that cannot decide); 3 an internal
@@ -26,25 +29,18 @@ message says so), never 1 or 2, which a CI gate would read as a verdict or a bad
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
+import importlib
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
-
-import numpy as np
+from typing import NoReturn
 
 from chtn.config import PRESETS
 from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
-
-if TYPE_CHECKING:
-    from chtn.data import PairDataset
 
 TEXT_OPTIONS_HELP = """text features (--set encoder.FIELD=VALUE; chtn/config.py EncoderConfig):
   encoder.text=minilm+tfidf         minilm (English sentence model), tfidf, or minilm+tfidf (small's default)
@@ -58,22 +54,6 @@ TEXT_OPTIONS_HELP = """text features (--set encoder.FIELD=VALUE; chtn/config.py 
                                     the training pairs minus 20% carved from them, keep the best MAP there
   encoder.text_choice_epochs=0      epochs per candidate with validation (0 = train.epochs)
 The model card and the checkpoint's 'text_choice' metadata record what was used and why."""
-
-
-def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """`section.field=value` pairs (value parsed as JSON when it can be) -> nested dict."""
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise CHTNError(f"--set expects section.field=value (e.g. train.epochs=20), got {item!r}.")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        overrides.setdefault(section, {})[name] = value
-    return overrides
 
 
 def check_device(device: str | None) -> None:
@@ -136,36 +116,6 @@ def check_args(args: argparse.Namespace) -> None:
         _check_writable(args.out, folder=getattr(args, "out_is_folder", False))
 
 
-def checked_pairs(args: argparse.Namespace, split: str | None, label_names: Sequence[str] | None = None) -> PairDataset:
-    """The rows a command uses (`split`; None = all), validated: stop with the report, or with --skip-invalid
-    drop the invalid rows and print what was skipped. The plug-ins open their data this way too (the plug-in
-    contract, module docstring)."""
-    from chtn.validation import load_checked_pairs
-
-    data, report = load_checked_pairs(args.data, split, label_names, args.skip_invalid)
-    if not report.ok:
-        print(f"--skip-invalid: {report.skipped_note('dataset' if split is None else f'{split} split')}")
-    elif report.warnings:
-        print(report.summary())
-    return data
-
-
-def _load_valid_data(args: argparse.Namespace):
-    """Every pair (training uses all splits) and the source images, validated."""
-    from chtn.data import load_source
-    from chtn.validation import ensure_valid, validate_source
-
-    pairs = checked_pairs(args, None)
-    source = None
-    if args.source and args.source != "none":
-        source = load_source(args.source)
-        report = validate_source(source)
-        source = ensure_valid(source, report, args.skip_invalid, "source dataset")
-        if not report.ok:
-            print(f"--skip-invalid: {report.skipped_note('source dataset')}")
-    return pairs, source
-
-
 def _show(value: str) -> int | None:
     """`--show`: a positive number of offenders per problem, or 'all'."""
     if value == "all":
@@ -173,178 +123,6 @@ def _show(value: str) -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {value!r}")
     return int(value)
-
-
-def _writable(path: str) -> Path:
-    """An output file whose folder exists, checked before any work (a typo costs nothing)."""
-    out = Path(path)
-    if not out.parent.resolve().is_dir() or out.is_dir():
-        raise CHTNError(f"Cannot write {out}: {out.parent} is not an existing folder (or {out} is one).")
-    return out
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from chtn.data import MANIFEST_SUFFIXES, load_pairs, load_source, save_pairs
-    from chtn.validation import ensure_valid, validate_pairs, validate_source
-
-    problems_csv = _writable(args.problems_csv) if args.problems_csv else None
-    clean = _writable(args.write_clean) if args.write_clean else None
-    if clean and clean.suffix not in MANIFEST_SUFFIXES:
-        raise CHTNError(f"--write-clean {clean}: give a .csv or .jsonl file name.")
-    label_names = None
-    if args.checkpoint:  # torch is imported only then: validate alone starts in under a second
-        from chtn.checkpoint import load_checkpoint
-
-        label_names = load_checkpoint(args.checkpoint).label_names
-    pairs = load_pairs(args.data, label_names)
-    report = validate_pairs(pairs, label_names)
-    print(f"target {args.data}: {report.summary(args.show)}")
-    if problems_csv:
-        table = report.table()
-        try:
-            table.to_csv(problems_csv, index=False)
-        except OSError as exc:
-            raise CHTNError(f"Cannot write {problems_csv} ({exc.strerror}); choose a writable folder.") from None
-        print(f"wrote {len(table)} problems and warnings to {problems_csv}")
-    if clean:
-        if not (report.ok or args.skip_invalid):
-            raise CHTNError(f"{len(report.bad_rows)} rows are invalid; add --skip-invalid to write the others.")
-        kept = ensure_valid(pairs, report, skip_invalid=True)
-        save_pairs(kept, clean)
-        print(f"wrote {len(kept)} valid rows to {clean}")
-    elif args.skip_invalid and not report.ok:
-        print(f"--skip-invalid: {len(pairs) - len(report.bad_rows)} of {len(pairs)} rows are valid.")
-    ok = report.ok or args.skip_invalid
-    if args.source:
-        source_report = validate_source(load_source(args.source))
-        print(f"source {args.source}: {source_report.summary(args.show)}")
-        ok = ok and (source_report.ok or args.skip_invalid)
-    return 0 if ok else 1
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from chtn.config import load_config
-    from chtn.features import FeatureCache
-    from chtn.train import train
-    from chtn.train_inputs import build_train_inputs
-
-    config = load_config(args.preset, args.config, _parse_overrides(args.set))
-    # Under torchrun every process runs this command; only rank 0 reports (validation, the text choice, the best
-    # checkpoint), as the training loop's own progress bars do. Errors still reach stderr from every rank.
-    quiet = int(os.environ.get("RANK", "0")) != 0
-    with open(os.devnull, "w") if quiet else contextlib.nullcontext(sys.stdout) as out, contextlib.redirect_stdout(out):
-        pairs, source = _load_valid_data(args)
-        config, inputs, meta, tfidf = build_train_inputs(
-            config, pairs, source, FeatureCache(args.cache_dir), args.device
-        )
-        meta["preset"] = args.preset
-        result = train(config, inputs, args.out, meta, tfidf, resume=args.resume, device=args.device)
-        print(f"best checkpoint: {result.best_path}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """MAP and own-pair figures of one split. The embeddings come from `chtn.gallery.embed_split`, exactly as the
-    dashboard gets them (the checkpoint's shipped file when its key matches, else the on-disk cache, else computed
-    once): the CLI and the dashboard read the same bytes, so they print the same figures on any CPU."""
-    from chtn.checkpoint import load_checkpoint
-    from chtn.evaluate import evaluate_embeddings
-    from chtn.exports import write_csv
-    from chtn.gallery import embed_split
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    data = checked_pairs(args, args.split, checkpoint.label_names)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    gallery = embed_split(checkpoint, data, args.split, cache_dir=cache_dir, device=args.device)
-    report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, checkpoint.label_names, at_k=args.at_k)
-    summary = report.summary()
-    print(
-        f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "
-        f"I->T {summary['map_i2t']:.4f}  T->I {summary['map_t2i']:.4f}  mean {summary['map_mean']:.4f}"
-    )
-    for d, arrow in (("i2t", "I->T"), ("t2i", "T->I")):
-        print(
-            f"own pair {arrow}: recall@1 {summary[f'pair_recall@1_{d}']:.4f}  recall@10 "
-            f"{summary[f'pair_recall@10_{d}']:.4f}  median rank {summary[f'pair_median_rank_{d}']:g} "
-            f"(gallery-order tie-break: {summary[f'pair_median_stable_rank_{d}']:g})"
-        )
-    print(f"own-pair tie rule: {summary['pair_tie_rule']}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(report.per_category(), out / "per_category.csv")
-        write_csv(report.per_query(data.ids, data.texts), out / "per_query.csv")
-        (out / "summary.json").write_text(
-            json.dumps(
-                {**summary, "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}, indent=2
-            )
-        )
-        print(f"wrote {out}/per_category.csv, per_query.csv, summary.json")
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from chtn.checkpoint import load_checkpoint
-    from chtn.features import FeatureCache
-    from chtn.tower import create_tower
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    data = checked_pairs(args, None if args.split == "all" else args.split, checkpoint.label_names)
-    image, text = create_tower(checkpoint, args.device).embed_pairs(data, FeatureCache(args.cache_dir))
-    np.savez_compressed(args.out, ids=np.array(data.ids), labels=np.array(data.labels), image=image, text=text)
-    print(f"wrote {len(data)} image and text embeddings ({image.shape[1]}-d) to {args.out}")
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    """Top-k of one query over a split: `chtn.search`, exactly what the dashboard's explorer shows."""
-    from chtn.checkpoint import load_checkpoint
-    from chtn.features import FeatureCache
-    from chtn.gallery import embed_split
-    from chtn.ranking import TIE_TOLERANCE, describe_tie
-    from chtn.search import query_side, retrieve
-    from chtn.tower import create_tower
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    pairs = checked_pairs(args, args.split, checkpoint.label_names)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    gallery = embed_split(checkpoint, pairs, args.split, cache_dir=cache_dir, device=args.device)
-    names = checkpoint.label_names
-    unknown = sorted(set(args.category) - set(names))
-    if unknown:
-        raise CHTNError(
-            f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; this checkpoint knows {names}."
-        )
-    tower, cache = create_tower(checkpoint, args.device), FeatureCache(args.cache_dir)
-    label = row = None
-    if args.query_id is not None:
-        if args.query_id not in gallery.data.ids:
-            raise CHTNError(f"No {args.split} item has id {args.query_id!r}.")
-        row = gallery.data.ids.index(args.query_id)
-        direction, label = args.direction, int(gallery.labels[row])
-        query = query_side(gallery, direction)[0][row]
-    elif args.text is not None:
-        if not args.text.strip():
-            raise CHTNError("The query text is empty; give some words to search the images with.")
-        direction, query = "t2i", tower.embed_texts([args.text], cache)[0]
-    else:
-        from chtn.images import open_rgb
-
-        open_rgb(args.image)  # a clear message for a missing or non-image file
-        direction, query = "i2t", tower.embed_images([Path(args.image)], cache)[0]
-    view = retrieve(gallery, direction, query, args.k, names, args.category, label, row)
-    table = view.table.assign(tie_ranks=[f"{a}-{b}" for a, b in zip(view.table.tie_first, view.table.tie_last)])
-    columns = ["rank", "id", "score", "tied_with", "tie_ranks", "category"]
-    columns += (["relevant"] if label is not None else []) + ["text"]
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(
-        f"tied_with: other items with the result's score to four decimals (the same multiple of {TIE_TOLERANCE:g}; "
-        "tie_ranks: the ranks they span)"
-    )
-    if view.paired_rank is not None:
-        tie = describe_tie(*view.paired_tie) if view.paired_tie is not None else ""
-        print(f"its own pair ranks #{view.paired_rank} of {view.n_allowed}" + (f", {tie}" if tie else ""))
-    return 0
 
 
 class UsageError(Exception):
@@ -444,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=_show, default=5, help="offenders listed per problem: a number (default 5) or all")
     p.add_argument("--problems-csv", default=None, metavar="PATH", help="write every offender (problem,row,id,...)")
     p.add_argument("--write-clean", default=None, metavar="PATH", help="write the valid rows as a .csv/.jsonl manifest")
-    p.set_defaults(func=cmd_validate)
+    p.set_defaults(func="chtn.data_commands:cmd_validate")
 
     p = sub.add_parser(
         "train",
@@ -469,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
     add_out_option(p, writes="best.safetensors, last.pt, metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func="chtn.commands:cmd_train")
 
     p = sub.add_parser("search", help="top-k results of one query over a split (as the dashboard's explorer)")
     add_data_options(p, uses="the split --split names")
@@ -483,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=DIRECTIONS, default="i2t", help="with --query-id")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--category", action="append", default=[], help="only this category in the gallery (repeatable)")
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func="chtn.commands:cmd_search")
 
     p = sub.add_parser("evaluate", help="MAP I->T / T->I on a split; per-category and per-query CSV")
     add_data_options(p, uses="the split --split names")
@@ -492,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_split_option(p)
     add_out_option(p, required=False, writes="per_category.csv, per_query.csv, summary.json (default: print only)")
     p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func="chtn.commands:cmd_evaluate")
 
     p = sub.add_parser("embed", help="write common-space embeddings of a split to .npz")
     add_data_options(p, uses="the split --split names")
@@ -500,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_option(p)
     add_split_option(p, all_splits=True)
     add_out_option(p, folder=False, writes=".npz with ids, labels, image and text embeddings")
-    p.set_defaults(func=cmd_embed)
+    p.set_defaults(func="chtn.commands:cmd_embed")
     for plugin in entry_points(group="chtn.commands"):  # e.g. `project`, from the dashboard layer
         plugin.load()(sub)
     return parser
@@ -520,6 +298,12 @@ def missing_plugin(argv: Sequence[str]) -> str | None:
     """The dashboard command `argv` asks for when this Python does not have it installed, else None."""
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     return command if command in PLUGIN_COMMANDS and command not in installed_plugins() else None
+
+
+def load_command(target: str) -> Callable[[argparse.Namespace], int]:
+    """The command function a parser names as "package.module:function", imported now (see the plug-in contract)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -544,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         check_args(args)
-        return args.func(args)
+        return load_command(args.func)(args)
     except CHTNError as exc:  # the input is at fault: the message names it and the fix
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from chtn.encoders import IMAGE_SIZE, cached_image_trunk, cached_text_encoder, image_transform, module_device
 from chtn.errors import CHTNError
 from chtn.hashing import file_digest, text_key
+from chtn.images import open_rgb
 from chtn.progress import Progress, of_count
 
 
@@ -73,7 +75,6 @@ class _ImageFiles(torch.utils.data.Dataset):
     so that a DataLoader worker never dies with a traceback (the main process raises one clear error)."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
-        from chtn.encoders import image_transform
 
         self.paths, self.transform = list(paths), image_transform()
 
@@ -81,7 +82,6 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor | str:
-        from chtn.images import open_rgb
 
         try:
             return self.transform(open_rgb(self.paths[index]))
@@ -185,7 +185,6 @@ def image_features(
     Runs on the device the trunk lives on (the trunk is shared: it is never moved). The ImageNet
     logits are cached with the features: the source-bias diagnostics read them.
     """
-    from chtn.encoders import cached_image_trunk, module_device
 
     trunk = trunk or cached_image_trunk()
     dim = trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000))
@@ -213,7 +212,6 @@ def trunk_prefix_maps(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """(n, C, h, w) float16 feature maps entering the trunk's last `stages` units (inputs of fine-tuning)."""
-    from chtn.encoders import IMAGE_SIZE, module_device
 
     device = module_device(trunk)
     with torch.inference_mode():
@@ -237,7 +235,6 @@ def transformer_text_features(
     texts: Sequence[str], cache: FeatureCache, encoder=None, batch_size: int = 128, progress: Progress | None = None
 ) -> np.ndarray:
     """Sentence embeddings (n, d) of texts, from the cache or the encoder (on the device it lives on)."""
-    from chtn.encoders import cached_text_encoder, module_device
 
     encoder = encoder or cached_text_encoder()
     keys = [text_key(t) for t in texts]

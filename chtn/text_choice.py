@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from chtn.config import CHTNConfig, EncoderConfig
+from chtn.encoders import TfidfTextEncoder
 from chtn.splits import stratified_split
+from chtn.train import FeatureSet, TrainInputs, train
 
 # Han ideographs (incl. extension A and compatibility), kana, Hangul syllables and jamo, CJK punctuation.
 CJK = re.compile(
@@ -93,7 +95,6 @@ def text_features(
 ) -> tuple[np.ndarray, tuple[list[str], np.ndarray] | None]:
     """Features of `texts` as `encoder` asks (TF-IDF fitted on `fit_texts`; `minilm` = MiniLM rows of `texts`),
     and the TF-IDF state a checkpoint stores."""
-    from chtn.encoders import TfidfTextEncoder
 
     parts: list[np.ndarray] = []
     if encoder.uses_minilm:
@@ -151,7 +152,6 @@ def _choose_on_validation(
     device: str | None,
     log: Callable[[str], None],
 ) -> tuple[EncoderConfig, dict[str, Any]]:
-    from chtn.train import FeatureSet, TrainInputs, train
 
     started = time.perf_counter()
     candidates = text_candidates(config.encoder)

@@ -34,6 +34,7 @@ from chtn.encoders import (
     image_transform,
 )
 from chtn.features import FeatureCache, image_features, pick_device, transformer_text_features
+from chtn.images import open_rgb
 from chtn.progress import Progress
 
 
@@ -145,7 +146,6 @@ class Tower:
     # ---- differentiable paths (attributions); every input is an argument ----------------------------
     def pixels(self, image: str | Path | BinaryIO, name: str | None = None) -> torch.Tensor:
         """(1, 3, 224, 224) model input of an image file or upload, on the tower's device."""
-        from chtn.images import open_rgb
 
         return self.transform(open_rgb(image, name=name))[None].to(self.device)
 

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from chtn.checkpoint import save_checkpoint, update_header
 from chtn.config import CHTNConfig
+from chtn.domain import source_domain_fit
 from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
 from chtn.finetune import FineTunedCHTN, TrunkTail
@@ -111,7 +112,6 @@ def pooled_features(inputs: TrainInputs, images: np.ndarray) -> np.ndarray:
 
 def source_gate(inputs: TrainInputs, seed: int, log: Callable[[str], None]) -> tuple[float, dict[str, float]]:
     """Scale for the source terms (the source's domain relevance) and the record kept in the checkpoint."""
-    from chtn.domain import source_domain_fit
 
     assert inputs.source_image is not None  # called only when training with a source domain
     fit = source_domain_fit(

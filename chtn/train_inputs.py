@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from chtn.config import CHTNConfig
 from chtn.data import PairDataset, SourceDataset
+from chtn.encoders import cached_image_trunk, cached_text_encoder
 from chtn.errors import CHTNError
-from chtn.features import FeatureCache
+from chtn.features import FeatureCache, image_features, pick_device, transformer_text_features, trunk_prefix_maps
+from chtn.finetune import TrunkTail
+from chtn.text_choice import choose_text_encoder
+from chtn.tower import TextEncoder
 from chtn.train import FeatureSet, TrainInputs
-
-if TYPE_CHECKING:
-    from chtn.tower import TextEncoder
 
 
 def _feature_set(data: PairDataset, text: TextEncoder, image_feats: np.ndarray, cache: FeatureCache) -> FeatureSet:
@@ -29,12 +30,6 @@ def build_train_inputs(
     Returns the config with data-dependent widths filled in, the inputs, the checkpoint metadata
     and the TF-IDF state (None for transformer text features).
     """
-    from chtn.encoders import cached_image_trunk, cached_text_encoder
-    from chtn.features import image_features, pick_device, transformer_text_features, trunk_prefix_maps
-    from chtn.finetune import TrunkTail
-    from chtn.text_choice import choose_text_encoder
-    from chtn.tower import TextEncoder
-
     train, val = pairs.split("train"), pairs.split("val")
     if len(train) == 0:
         raise CHTNError(f"{pairs.source} has no rows with split 'train'.")

@@ -126,7 +126,7 @@ def test_set_values_are_checked_before_any_work(tmp_path, capsys, item, message)
 
 
 def test_right_forms_of_the_same_values_are_accepted():
-    from chtn.cli import _parse_overrides
+    from chtn.commands import _parse_overrides
 
     config = load_config(
         "small", overrides=_parse_overrides(["encoder.tfidf_analyzer=char", "encoder.tfidf_ngram=[1,3]", "train.lr=1"])
@@ -167,7 +167,7 @@ set_strings = st.one_of(
 @PROPERTY
 @given(items=st.lists(set_strings, min_size=1, max_size=3))
 def test_any_set_string_is_a_config_or_a_clean_error(items):
-    from chtn.cli import _parse_overrides
+    from chtn.commands import _parse_overrides
 
     try:
         config = load_config("small", overrides=_parse_overrides(items))
@@ -920,12 +920,12 @@ def test_app_shows_each_class_of_bad_file_as_an_error_box_and_keeps_working(tmp_
 
 def test_a_crash_in_any_command_is_exit_3_never_the_no_go_code(capsys, monkeypatch):
     """Exit 1 is `compare`'s NO-GO: a bug anywhere must not read as one. Invalid input stays exit 2."""
-    import chtn.evaluate
+    import chtn.commands
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(chtn.evaluate, "evaluate_embeddings", broken)  # an internal error, injected
+    monkeypatch.setattr(chtn.commands, "evaluate_embeddings", broken)  # an internal error, injected
     assert main(["evaluate", "--checkpoint", str(SAMPLE), "--data", str(PAIRS)]) == 3
     err = capsys.readouterr().err
     assert "ZeroDivisionError: a bug" in err and "error: internal error in chtn evaluate (a bug" in err

@@ -131,6 +131,7 @@ class PairExplainer:
         NoiseTunnel, which draws its noise from torch's global generator (shared by every thread, so two
         sessions would perturb each other's noise); this noise comes from a private, seeded generator.
         """
+        # Lazy: quadrature imports Captum (seconds), which only the IG and SmoothGrad methods need.
         from analysis.attribution.quadrature import SegmentedIntegratedGradients
 
         ig = SegmentedIntegratedGradients(objective, budget=3 if s.refine else 1)

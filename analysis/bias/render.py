@@ -14,6 +14,7 @@ from analysis.bias.gain import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_E
 from analysis.bias.report import BiasReport
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS, DIRECTIONS, Direction
+from chtn.exports import write_csv
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn: importing this module stays cheap
     import plotly.graph_objects as go
@@ -288,8 +289,6 @@ def report_html(report: BiasReport, title: str) -> str:
 
 def write_report(report: BiasReport, out: Path, title: str) -> list[Path]:
     """CSV per table, the category table, report.json and report.html under `out`; returns the files written."""
-    from chtn.exports import write_csv
-
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in {"categories": category_table(report), **report.tables}.items():

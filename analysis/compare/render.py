@@ -17,6 +17,7 @@ from analysis.compare.figures import Outcome
 from analysis.compare.rules import ALPHA, rules_table
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS
+from chtn.exports import csv_bytes
 from chtn.metrics import METRICS
 
 
@@ -269,8 +270,6 @@ def report_html(outcome: Outcome, document: dict) -> str:
 def write_outputs(outcome: Outcome, document: dict, out: Path) -> list[Path]:
     """comparison.json, report.html, figures.csv, queries.csv, rules.csv and the marker for pipelines: BLESSED
     when the gate says GO, NOT_BLESSED otherwise (the other marker is removed)."""
-    from chtn.exports import csv_bytes
-
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "comparison.json": document_json(document),
