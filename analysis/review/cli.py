@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _review_inputs(args: argparse.Namespace):
     """(store, checkpoint, data, state, queue, queue description) as the Review page builds them."""
     from analysis.review import queue as rq
-    from analysis.review.store import ReviewStore, default_location
+    from analysis.review.store import ReviewStore
     from analysis.review.workflow import open_queue, queue_title, review_state, spec_from_text
+    from analysis.store import default_location
     from chtn.checkpoint import load_checkpoint
     from chtn.cli import checked_pairs
     from chtn.gallery import embed_split, evaluate_gallery
