@@ -82,6 +82,36 @@ def test_strict_turns_a_warning_into_no_go(tmp_path):
     assert (tmp_path / "strict" / "NOT_BLESSED").read_text().startswith("NO-GO")
 
 
+def test_the_review_database_gives_the_report_its_decision_log(tmp_path):
+    """`chtn compare --review-db` opens the decisions schema too: on a database `chtn review` made (review's tables
+    only) it adds the decisions, and a decision recorded on this comparison appears in the next report."""
+    from analysis.compare import decisions
+    from analysis.review.store import ReviewStore
+
+    rule = tmp_path / "rule.toml"
+    rule.write_text(
+        '[stats]\nresamples = 200\n\n[[rule]]\nmetric = "map"\nslice = "overall"\nvalue = { lower = -1 }\n'
+        'severity = "block"\n'
+    )
+    database = tmp_path / "review.sqlite"
+    ReviewStore(database).close()
+    assert _compare(FASHION, NO_SOURCE, tmp_path / "first", "--rule", str(rule), "--review-db", str(database)) == 0
+    document = json.loads((tmp_path / "first" / "comparison.json").read_text(encoding="utf-8"))
+    assert document["decision_log"] == []
+    store = ReviewStore(database, also=(decisions.SCHEMA,))
+    assert store.schema_versions() == {"review": 3, "decisions": 1}
+    details = document["model_details"]
+    record = dict(dataset=details["dataset"]["fingerprint"], baseline=details["baseline"]["content_hash"])
+    record |= dict(candidate=details["candidate"]["content_hash"], baseline_name="A", candidate_name="B")
+    record |= dict(decision="NO-GO", override_reason="", deciders="ada", rationale="Heels", rule_source="r")
+    record |= dict(rule_text="", rule_sha256="0" * 64, resamples=200, seed=0, gate="GO", rules=[], review_counts={})
+    decisions.save_decision(store, **record, code_version="0.1")
+    store.close()
+    assert _compare(FASHION, NO_SOURCE, tmp_path / "second", "--rule", str(rule), "--review-db", str(database)) == 0
+    document = json.loads((tmp_path / "second" / "comparison.json").read_text(encoding="utf-8"))
+    assert [(d["decision"], d["rationale"]) for d in document["decision_log"]] == [("NO-GO", "Heels")]
+
+
 @pytest.mark.parametrize(
     "rule_text, message",
     [

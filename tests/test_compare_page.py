@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from analysis.compare import decisions
 from analysis.review.store import ReviewStore
 from tests.test_app import _app
 from tests.test_compare_cli import write_small_split
@@ -67,9 +68,9 @@ def test_decisions_are_recorded_append_only_and_an_override_needs_its_reason(rev
     next(b for b in at.button if b.label == "Record the decision").click().run()
     log = next(d.value for d in at.dataframe if "superseded_by" in d.value.columns)
     assert list(log["decision"]) == ["NO-GO", "GO with override"] and log["superseded_by"].iloc[1] == log["id"].iloc[0]
-    stored = ReviewStore(review_db)
+    stored = ReviewStore(review_db, also=(decisions.SCHEMA,))
     digests = _digests()
-    records = stored.decisions(digests["dataset"], digests["chtn_fashion_source"], digests["chtn_no_source"])
+    records = decisions.decisions(stored, digests["dataset"], digests["chtn_fashion_source"], digests["chtn_no_source"])
     assert records.iloc[1]["override_reason"] == "the loss is on categories being relabelled"
     assert records.iloc[0]["rule_sha256"] and records.iloc[0]["resamples"] == 10000
     assert records.iloc[0]["rules"][0]["rule"] == "MAP non-inferiority"
@@ -124,8 +125,11 @@ def test_the_same_decision_recorded_twice_is_refused_with_the_record_it_repeats(
     next(b for b in at.button if b.label == "Record the decision").click().run()
     next(b for b in at.button if b.label == "Record the decision").click().run()  # pressed again, same text
     digests = _digests()
-    records = ReviewStore(review_db).decisions(
-        digests["dataset"], digests["chtn_fashion_source"], digests["chtn_no_source"]
+    records = decisions.decisions(
+        ReviewStore(review_db, also=(decisions.SCHEMA,)),
+        digests["dataset"],
+        digests["chtn_fashion_source"],
+        digests["chtn_no_source"],
     )
     assert len(records) == 1 and not at.error
     (warning,) = [w.value for w in at.warning if "Not recorded again" in w.value]

@@ -12,7 +12,9 @@ from pathlib import Path
 import streamlit as st
 
 from analysis import workspace as ws
-from analysis.review.store import ReviewStore, ReviewStoreError, default_location
+from analysis.compare import decisions
+from analysis.review.store import ReviewStore
+from analysis.store import StoreError, default_location
 from chtn import gallery as gal
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset
@@ -266,8 +268,9 @@ def nearby_checkpoints(checkpoint: Checkpoint) -> list[Checkpoint]:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _review_store(location: str) -> ReviewStore:
-    """One store per database for every session (an SQLAlchemy engine is thread-safe); failures are not cached."""
-    return ReviewStore(location)
+    """One store per database for every session (an SQLAlchemy engine is thread-safe), with the Compare page's
+    decisions as well as the verdicts; failures are not cached."""
+    return ReviewStore(location, also=(decisions.SCHEMA,))
 
 
 def review_store() -> tuple[ReviewStore | None, str | None]:
@@ -286,5 +289,5 @@ def review_store() -> tuple[ReviewStore | None, str | None]:
         )
     try:
         return _review_store(location.strip() or default_location()), None
-    except ReviewStoreError as exc:
+    except StoreError as exc:
         return None, str(exc)

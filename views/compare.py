@@ -14,11 +14,12 @@ import streamlit as st
 
 from analysis import workspace as ws
 from analysis.compare import render as render
+from analysis.compare.decisions import DECISIONS, RepeatedDecision, regression_review, save_decision
 from analysis.compare.figures import Evaluated, compare_checkpoints, insufficient_statement
 from analysis.compare.rules import read_rules, rules_table
 from analysis.projection.project import ProjectionParams, cached_project_two
-from analysis.review.store import DECISIONS, RepeatedDecision, ReviewStoreError
-from analysis.review.workflow import regression_review, regressions_queue
+from analysis.review.workflow import regressions_queue
+from analysis.store import StoreError
 from chtn.checkpoint import code_version
 from chtn.errors import CHTNError
 from views.common import (
@@ -190,7 +191,7 @@ if store and int(counts.get("broken", 0)):
         try:
             queue_id = regressions_queue(store, comparison.queries, dataset, baseline.digest, candidate.digest)
             st.session_state["cp_queue"] = queue_id
-        except ReviewStoreError as exc:
+        except StoreError as exc:
             st.error(str(exc))
     if "cp_queue" in st.session_state:
         st.page_link(
@@ -257,7 +258,8 @@ if record:
         st.error("Not recorded: choose a decision.")
     else:
         try:
-            store.save_decision(
+            save_decision(
+                store,
                 dataset=dataset,
                 baseline=baseline.digest,
                 candidate=candidate.digest,
@@ -281,7 +283,7 @@ if record:
             st.rerun()
         except RepeatedDecision as exc:  # refused, not failed: the record the room wanted is there
             st.warning(f"**Not recorded again.** {exc}", icon=":material/content_copy:")
-        except ReviewStoreError as exc:
+        except StoreError as exc:
             st.error(f"**Not recorded.** {exc} Your text is still in the form.")
 if decisions:
     st.markdown("**Decisions on this comparison** (newest first; a later one supersedes, none is edited)")

@@ -15,8 +15,9 @@ from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.drafts import Draft, SaveTarget, VerdictDesk
 from analysis.review.render import EXPORTS, ReviewContext, export_files
-from analysis.review.store import VERDICTS, ReviewStoreError
+from analysis.review.store import VERDICTS
 from analysis.review.workflow import history_lines, open_queue, queue_title, review_state
+from analysis.store import StoreError
 from chtn.checkpoint import code_version
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
@@ -62,7 +63,7 @@ else:
     saving.empty()
 try:
     state = review_state(store, table_all, dataset, checkpoint)
-except ReviewStoreError as exc:  # opened, but unreadable now (e.g. the server went away): show the queue anyway
+except StoreError as exc:  # opened, but unreadable now (e.g. the server went away): show the queue anyway
     st.error(f"**Verdicts cannot be read now.** {exc}", icon=":material/database:")
     store, store_error = None, str(exc)
     state = review_state(None, table_all, dataset, checkpoint)
@@ -350,7 +351,7 @@ review_context = ReviewContext(
 )
 try:
     history = store.verdicts(dataset, checkpoint) if store else pd.DataFrame()
-except ReviewStoreError as exc:
+except StoreError as exc:
     st.warning(f"The JSON file below lacks the verdict history: {exc}", icon=":material/database:")
     history = pd.DataFrame()
 # Built on every run (small files), not when clicked: a file's address is a hash of its content, so a click never

@@ -7,11 +7,12 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from analysis.compare.decisions import SCHEMA, regression_review
 from analysis.compare.figures import Evaluated, check_comparable, compare_checkpoints, insufficient_statement
 from analysis.compare.render import ReportContext, report_document, write_outputs
 from analysis.compare.rules import read_rules
-from analysis.review.store import DB_ENV, ReviewStore
-from analysis.review.workflow import regression_review
+from analysis.review.store import ReviewStore
+from analysis.store import DB_ENV
 from analysis.workspace import check_one_recipe
 from chtn.checkpoint import code_version, load_checkpoint
 from chtn.data_commands import checked_pairs
@@ -43,7 +44,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if outcome.comparison.figures["insufficient"].all():  # no slice holds evidence: neither GO nor NO-GO
         raise CHTNError(insufficient_statement(outcome.comparison))
     location = args.review_db or os.environ.get(DB_ENV)
-    store = ReviewStore(location) if location else None
+    store = ReviewStore(location, also=(SCHEMA,)) if location else None
     try:
         decisions, notes, counts = regression_review(
             store, outcome.comparison.queries, data.fingerprint(), baseline.digest, candidate.digest

@@ -1,2 +1,2 @@
 """Meeting review: the queue of items to review (queue), the use cases of the Review page (workflow), verdicts being
-typed (drafts), the review database (store), exports (render), and `chtn review` (cli)."""
+typed (drafts), the review records (store) and their tables (schema), exports (render), and `chtn review` (cli)."""

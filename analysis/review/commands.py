@@ -10,8 +10,9 @@ from pathlib import Path
 from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.render import ReviewContext, export_table, write_exports
-from analysis.review.store import ReviewStore, default_location
+from analysis.review.store import ReviewStore
 from analysis.review.workflow import open_queue, queue_title, review_state, spec_from_text
+from analysis.store import default_location
 from chtn.checkpoint import code_version, load_checkpoint
 from chtn.data_commands import checked_pairs
 from chtn.exports import csv_bytes

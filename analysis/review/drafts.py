@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import outcomes as oc
-from analysis.review.store import ReviewStore, ReviewStoreError
+from analysis.review.store import ReviewStore
+from analysis.store import StoreError
 
 NO_NAME = "type your name in the sidebar first (it is remembered for this browser session)"
 
@@ -210,7 +211,7 @@ class VerdictDesk:
                     reviewer=pending.reviewer,
                     queue_id=pending.queue_id,
                 ).id
-            except ReviewStoreError as exc:
+            except StoreError as exc:
                 error = f"**Not saved.** {exc} Your note is still in the form: save again when this is fixed."
         if error is not None:
             result = SaveResult(pending, error=error)

@@ -128,27 +128,3 @@ def regressions_queue(store: ReviewStore, queries: pd.DataFrame, dataset: str, b
     spec = {"spec": asdict(rq.QueueSpec(size=max(len(items), 1))), "items": items, "title": "regressions of B"}
     store.save_queue(queue_id[:12], dataset=dataset, checkpoint=candidate, spec=spec, created_by=f"compare {baseline}")
     return queue_id[:12]
-
-
-def regression_review(
-    store: ReviewStore | None, queries: pd.DataFrame, dataset: str, baseline: str, candidate: str
-) -> tuple[list[dict], list[dict], dict[str, int]]:
-    """From the review database (None: none): the decision log of this comparison (newest first), the reviewers'
-    notes on the candidate's regressions and the count of their current verdicts. Empty without a store."""
-    if store is None:
-        return [], [], {}
-    log = store.decisions(dataset, baseline, candidate)
-    current = store.current_verdicts(dataset, candidate)
-    broken = queries[queries["change"] == "broken"]
-    keys = set(zip(broken["query_id"], broken["direction"]))
-    on_regressions = (
-        current[[k in keys for k in zip(current["query_id"], current["direction"])]] if len(current) else current
-    )
-    notes = [
-        {"query_id": r.query_id, "direction": r.direction, "verdict": r.verdict, "note": r.note, "reviewer": r.reviewer}
-        for r in on_regressions.itertuples()
-        if r.note.strip()
-    ]
-    counts = {str(k): int(v) for k, v in on_regressions["verdict"].value_counts().items()} if len(current) else {}
-    decisions = [{k: v for k, v in row.items() if k not in ("rule_text",)} for row in log.to_dict("records")]
-    return decisions, notes, counts
