@@ -137,12 +137,12 @@ def test_bad_input_is_exit_2_and_a_crash_is_exit_3(tmp_path, capsys, monkeypatch
     assert "missing.safetensors" in capsys.readouterr().err
     assert _compare(FASHION, NO_SOURCE, tmp_path / "o", "--rule", str(tmp_path / "none.toml")) == 2
 
-    import analysis.compare.figures
+    import analysis.compare.commands
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(analysis.compare.figures, "compare_checkpoints", broken)  # an internal error, injected
+    monkeypatch.setattr(analysis.compare.commands, "compare_checkpoints", broken)  # an internal error, injected
     assert _compare(FASHION, NO_SOURCE, tmp_path / "crash") == 3
     assert "internal error" in capsys.readouterr().err
 
