@@ -25,9 +25,19 @@ def recipe_runs(name: str) -> list[str]:
     ]
 
 
-# One feature cache per test session, shared by all tests (and by CLI subprocesses they start),
-# so real features are extracted once per run and never read from a developer's own cache.
+# One feature cache per test session (under pytest-xdist: per worker), shared by all its tests and by the CLI
+# subprocesses and servers they start, so real features are extracted once per worker and never read from a
+# developer's own cache.
 os.environ.setdefault("CHTN_CACHE_DIR", tempfile.mkdtemp(prefix="chtn-test-cache-"))
+
+# Under pytest-xdist the workers share the cores: torch, BLAS and numba each start one thread per core, so N
+# workers would run N threads each on N cores and spend the difference switching. Each worker, and every process
+# it starts (the variables are inherited), gets its share. Set before any test module imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _WORKERS > 1:
+    _SHARE = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_variable, _SHARE)
 
 
 @pytest.fixture(scope="session")
