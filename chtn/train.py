@@ -176,6 +176,79 @@ def validation_map(
     return {k: summary[k] for k in ("map_i2t", "map_t2i", "map_mean")}
 
 
+def _pick_device(device: str | None) -> torch.device:
+    """The given device, else this process's GPU under torchrun (LOCAL_RANK), else the CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+
+
+def _resume(
+    state_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, dev: torch.device
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """Load `last.pt` into the model, optimizer and scheduler; (epochs done, best validation MAP, history)."""
+    state = torch.load(state_path, map_location=dev, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"], state["best_map"], json.loads(state["history"])
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """One epoch's batches: pair rows per step, and source rows per step (None without a source)."""
+
+    number: int  # 0-based
+    batches: np.ndarray
+    source_batches: np.ndarray | None
+
+
+def _run_epoch(
+    ddp: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    tensors: dict[str, torch.Tensor],
+    epoch: _Epoch,
+    config: CHTNConfig,
+    source_scale: float,
+    amp: bool,
+) -> dict[str, float]:
+    """The optimisation steps of one epoch on this rank's share of each batch; the summed loss terms."""
+    t, (rank, world) = config.train, distributed_context()
+    dev = tensors["image"].device
+    torch.manual_seed(t.seed * 1000 + epoch.number * world + rank)
+    generator = torch.Generator().manual_seed(t.seed * 1000 + epoch.number)
+    ddp.train()
+    sums: dict[str, float] = {}
+    steps = len(epoch.batches)
+    bar = tqdm(range(steps), desc=f"epoch {epoch.number + 1}/{t.epochs}", leave=False, disable=rank != 0)
+    for step in bar:
+        idx = torch.from_numpy(epoch.batches[step][rank::world]).to(dev)
+        src = (
+            None if epoch.source_batches is None else torch.from_numpy(epoch.source_batches[step][rank::world]).to(dev)
+        )
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = ddp(tensors["image"][idx], tensors["text"][idx], None if src is None else tensors["source"][src])
+        loss, terms = ensemble_loss(
+            outputs,
+            tensors["labels"][idx],
+            config.loss,
+            None if src is None else tensors["source_labels"][src],
+            generator,
+            source_scale,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value
+        bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+    return sums
+
+
 def train(
     config: CHTNConfig,
     inputs: TrainInputs,
@@ -193,9 +266,7 @@ def train(
     meta = dict(meta)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(
-        device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    )
+    dev = _pick_device(device)
     seed_everything(t.seed)
     use_source = inputs.source_image is not None and config.model.num_source_classes > 0
     if t.batch_size % world or t.batch_size // world < 2:
@@ -204,8 +275,7 @@ def train(
     n = len(inputs.train.labels)
     steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
     head = build_model(config.model)
-    model = head if inputs.image_tail is None else FineTunedCHTN(head, inputs.image_tail)
-    model = model.to(dev)
+    model = (head if inputs.image_tail is None else FineTunedCHTN(head, inputs.image_tail)).to(dev)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, t.epochs * steps)
@@ -213,12 +283,7 @@ def train(
     start_epoch, best_map = 0, -math.inf
     state_path, best_path = out / "last.pt", out / "best.safetensors"
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_map, history = state["epoch"], state["best_map"], json.loads(state["history"])
+        start_epoch, best_map, history = _resume(state_path, model, optimizer, scheduler, dev)
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
     tensors = {
@@ -233,77 +298,50 @@ def train(
         source_scale, meta["source_fit"] = source_gate(inputs, t.seed, log)
     amp = t.amp and dev.type == "cuda"
     meta["provenance"] = {**training_environment(dev, world, amp), "seed": t.seed}
-    for epoch in range(start_epoch, t.epochs):
+    for number in range(start_epoch, t.epochs):
         started = time.perf_counter()
-        rng = np.random.default_rng([t.seed, epoch])  # same batches on every rank and after a resume
-        torch.manual_seed(t.seed * 1000 + epoch * world + rank)
-        generator = torch.Generator().manual_seed(t.seed * 1000 + epoch)
+        rng = np.random.default_rng([t.seed, number])  # same batches on every rank and after a resume
         batches = _batch_indices(n, t.batch_size, steps, rng)
         source_batches = (
             rng.integers(0, len(inputs.source_labels), size=(steps, t.source_batch_size))
             if use_source and inputs.source_labels is not None
             else None
         )
-        ddp.train()
-        sums: dict[str, float] = {}
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=rank != 0)
-        for step in bar:
-            idx = torch.from_numpy(batches[step][rank::world]).to(dev)
-            src = torch.from_numpy(source_batches[step][rank::world]).to(dev) if source_batches is not None else None
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                outputs = ddp(
-                    tensors["image"][idx], tensors["text"][idx], tensors["source"][src] if use_source else None
-                )
-            loss, terms = ensemble_loss(
-                outputs,
-                tensors["labels"][idx],
-                config.loss,
-                tensors["source_labels"][src] if use_source else None,
-                generator,
-                source_scale,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value
-            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+        epoch = _Epoch(number, batches, source_batches)
+        sums = _run_epoch(ddp, optimizer, scheduler, tensors, epoch, config, source_scale, amp)
         record: dict[str, Any] = {
-            "epoch": epoch + 1,
+            "epoch": number + 1,
             "steps": steps,
             "world_size": world,
             **{f"loss_{k}": v / steps for k, v in sums.items()},
         }
-        if rank == 0:
-            if inputs.val is not None:
-                record.update(
-                    {f"val_{k}": v for k, v in validation_map(model, inputs.val, inputs.label_names, dev).items()}
-                )
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            history.append(record)
-            with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            score = record.get("val_map_mean", float(epoch))  # no validation split: the last epoch is kept
-            if score > best_map:
-                best_map = score
-                save_checkpoint(
-                    best_path, model, config, {**meta, "metrics": {"best_epoch": epoch + 1, **record}}, tfidf
-                )
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "best_map": best_map,
-                    "history": json.dumps(history),
-                },
-                state_path,
+        if rank != 0:
+            continue
+        if inputs.val is not None:
+            record.update(
+                {f"val_{k}": v for k, v in validation_map(model, inputs.val, inputs.label_names, dev).items()}
             )
-            shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("loss_", "val_"))}
-            log(f"epoch {epoch + 1}/{t.epochs} {shown}")
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(record)
+        with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        score = record.get("val_map_mean", float(number))  # no validation split: the last epoch is kept
+        if score > best_map:
+            best_map = score
+            save_checkpoint(best_path, model, config, {**meta, "metrics": {"best_epoch": number + 1, **record}}, tfidf)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": number + 1,
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "best_map": best_map,
+                "history": json.dumps(history),
+            },
+            state_path,
+        )
+        shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("loss_", "val_"))}
+        log(f"epoch {number + 1}/{t.epochs} {shown}")
     if rank == 0 and best_path.exists():  # the wall time is known only now: stamp it on the kept checkpoint
         provenance = {
             **meta["provenance"],

@@ -107,10 +107,11 @@ def test_randomised_chtn_weights_change_the_image_map(checkpoint, test_split, tm
     randomised_checkpoint = dataclasses.replace(checkpoint, model=random_model, digest="randomised")
     randomised = PairExplainer(randomised_checkpoint, cache_dir=tmp_path / "b")
     correlations = []
+    plain = dataclasses.replace(FAST, refine=False)  # the maps' dependence on the weights, not their completeness
     for row in (0, 40, 80):
         image, text = _pair(test_split, row)
-        a = trained.explain(image, text, FAST)
-        b = randomised.explain(image, text, FAST)  # its own reference embedding of the text, too
+        a = trained.explain(image, text, plain)
+        b = randomised.explain(image, text, plain)  # its own reference embedding of the text, too
         correlations.append(rank_correlation(a.heatmap, b.heatmap))
     assert np.mean(correlations) < 0.5, correlations
 
