@@ -2,10 +2,10 @@
 go/no-go. Paired figures with intervals, per-category forest plot, queries fixed and broken, both shared spaces
 in A's coordinates, the rule file's verdict, and the team's decision recorded (append-only) in the review database.
 
-The URL carries checkpoint (B), baseline (A) and the rule file, so a pasted link reopens the same comparison;
-`chtn compare` computes exactly these figures and gates on them. The use cases (recording a decision, the review
-evidence on B's regressions) are in analysis.compare.workflow; this page draws them, part by part, in the order of
-the screen (the end of this file).
+The URL carries checkpoint (B), baseline (A), the rule file, strict and runs, so a pasted link reopens the same
+comparison; `chtn compare` computes exactly these figures and gates on them. The use cases (recording a decision, the
+review evidence on B's regressions) are in analysis.compare.workflow; this page draws them, part by part, in the
+order of the screen (the end of this file).
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ from views.common import (
     OTHER_PATH,
     Context,
     context,
-    keep,
     nearby_checkpoints,
     other_checkpoint,
     recipe_runs_checkbox,
-    remember,
     review_store,
 )
 from views.links import attribution_link, explorer_link
@@ -102,44 +100,48 @@ def report_files(content: str, _outcome, _document: dict) -> tuple[bytes, bytes]
 
 
 def sidebar() -> Choices:
-    """ "Compare with": baseline A, the rule file, strict, and the other training runs of each recipe."""
+    """ "Compare with": baseline A, the rule file, strict, and the other training runs of each recipe. The rule
+    file, strict and runs are bound to the URL (`?rule=`, `?strict=true`, `?runs=false`); the baseline is written
+    by `compare` (a sample name or a path: not one widget's value)."""
     with st.sidebar:
         st.subheader("Compare with")
         url = st.query_params.get("baseline", "chtn_no_source")
-        keep("cp_baseline", url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH)
-        keep("cp_baseline_path", "" if url in ws.SAMPLE_CHECKPOINTS else url)
+        options = [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH]
         choice = st.selectbox(
             "Baseline A (in production)",
-            [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH],
+            options,
+            index=options.index(url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH),
             key="cp_baseline",
-            on_change=remember,
-            args=("cp_baseline",),
+            persist_state="session",
             help="The sidebar's checkpoint above is the candidate B.",
         )
-        baseline = choice if choice != OTHER_PATH else st.text_input("Baseline path", key="cp_baseline_path")
-        keep("cp_rule", st.query_params.get("rule", ""))
+        baseline = (
+            choice
+            if choice != OTHER_PATH
+            else st.text_input(
+                "Baseline path",
+                value="" if url in ws.SAMPLE_CHECKPOINTS else url,
+                key="cp_baseline_path",
+                persist_state="session",
+            )
+        )
         rule_path = st.text_input(
             "Rule file (TOML)",
-            key="cp_rule",
-            on_change=remember,
-            args=("cp_rule",),
+            key="rule",
+            bind="query-params",
             placeholder="default rule",
             help="A go/no-go rule file in the format of docs/conventions.md; empty: the rule shipped with CHTN.",
         )
-        keep("cp_strict")
         strict = st.checkbox(
             "Strict (a warning is a NO-GO)",
-            key="cp_strict",
-            on_change=remember,
-            args=("cp_strict",),
+            key="strict",
+            bind="query-params",
             help="As `chtn compare --strict`: any warning blocks; insufficient evidence never does.",
         )
         use_runs = recipe_runs_checkbox(
-            "cp_runs",
             "With 3 or more runs per side the block rule decides between the recipes; with one checkpoint per side "
             "the page compares these two checkpoints only.",
         )
-        remember("cp_baseline", "cp_baseline_path", "cp_rule", "cp_strict", "cp_runs")
     return Choices(baseline, rule_path, strict, use_runs)
 
 
@@ -159,11 +161,7 @@ def compare(ctx: Context, choices: Choices, store: ReviewStore | None, store_err
     except CHTNError as exc:
         st.error(f"**Cannot compare.** {exc}".replace("\n", "  \n"), icon=":material/error:")
         st.stop()
-    st.query_params.update(
-        baseline=choices.baseline,
-        runs="1" if choices.use_runs else "0",
-        **({"rule": choices.rule_path} if choices.rule_path.strip() else {}),
-    )
+    st.query_params["baseline"] = choices.baseline  # see sidebar: not one widget's value
     baseline, candidate = runs_a[0][0], ctx.checkpoint
     dataset = ctx.gallery.data.fingerprint()
     pair = wf.Pair(dataset, baseline.digest, candidate.digest, baseline.path.stem, candidate.path.stem)
