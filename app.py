@@ -13,6 +13,7 @@ import threading
 import streamlit as st
 
 from analysis.projection.project import warm_up_umap
+from views.common import sidebar
 
 
 @st.cache_resource(show_spinner=False)
@@ -44,5 +45,6 @@ navigation = st.navigation(
         st.Page("views/compare.py", title="Compare checkpoints", icon=":material/compare:", url_path="compare"),
     ]
 )
+sidebar(review_database=navigation.url_path in ("review", "compare"))  # here: the same widgets on every page
 navigation.run()
 warm_up_projection()  # after the first page's script run, which it would otherwise slow down

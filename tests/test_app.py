@@ -123,9 +123,9 @@ def test_explorer_default_view_and_interactions(fashion):
         assert ("**its pair**" in card) == (item.row == 0)
     assert (view.table.tied_with > 0).any()
     at.radio(key="rx_direction").set_value("t2i").run()
-    at.slider(key="rx_k").set_value(5).run()
+    at.slider(key="k").set_value(5).run()  # bound to ?k= (the browser's address bar shows it: test_browser.py)
     assert not at.exception and "Top 5 images" in [s.value for s in at.subheader]
-    assert at.query_params["direction"] == "t2i" and at.query_params["k"] == "5"
+    assert at.query_params["direction"] == "t2i" and at.query_params["query"] == gallery.data.ids[0]
     next(b for b in at.button if "Next mis-retrieval" in b.label).click().run()
     expected = next_misretrieval(report, "t2i", 0)
     assert not at.exception and expected != 0 and at.query_params["query"] == gallery.data.ids[expected]
@@ -144,6 +144,27 @@ def test_choices_survive_a_page_switch():
     at.switch_page("views/explorer.py").run()
     assert at.radio(key="rx_direction").value == "t2i"
     assert at.selectbox(key="sb_checkpoint").value == "chtn_cifar_source"
+
+
+def test_a_link_from_another_page_opens_its_view_over_the_sessions_choices(fashion):
+    """The session chose Text → Image and a search; a link (here from the Overview) to a query in the other direction
+    opens that query, in the link's direction, unfiltered: Streamlit would keep the session's values otherwise."""
+    gallery, _, _ = fashion
+    at = _app("views/explorer.py")
+    at.radio(key="rx_direction").set_value("t2i").run()
+    at.text_input(key="search").input("watches").run()
+    at.switch_page("views/overview.py").run()
+    at.switch_page("views/explorer.py")
+    at.query_params.clear()
+    at.query_params.update(checkpoint="chtn_fashion_source", direction="i2t", query=gallery.data.ids[7])
+    at.run()
+    assert not at.exception and at.radio(key="rx_direction").value == "i2t" and at.text_input(key="search").value == ""
+    assert f"`{gallery.data.ids[7]}`" in _texts(at) and "Top 10 texts" in [s.value for s in at.subheader]
+    at.switch_page("views/overview.py").run()  # back through the navigation, no link: the session's view again
+    at.switch_page("views/explorer.py")
+    at.query_params.clear()
+    at.run()
+    assert at.radio(key="rx_direction").value == "i2t" and f"`{gallery.data.ids[7]}`" in _texts(at)
 
 
 def test_explorer_headline_of_a_tied_own_pair_is_its_range(fashion):
@@ -166,13 +187,13 @@ def test_explorer_opens_the_view_from_a_shared_url(pairs):
     item = test.ids[7]
     at = _app("views/explorer.py", checkpoint="chtn_no_source", direction="t2i", query=item, k="3")
     assert at.selectbox(key="sb_checkpoint").value == "chtn_no_source"
-    assert at.radio(key="rx_direction").value == "t2i" and at.slider(key="rx_k").value == 3
+    assert at.radio(key="rx_direction").value == "t2i" and at.slider(key="k").value == 3
     assert f"`{item}`" in _texts(at) and "Top 3 images" in [s.value for s in at.subheader]
 
 
 def test_explorer_search_category_filter_and_free_text():
     at = _app("views/explorer.py")
-    at.text_input(key="rx_search").input("watches").run()
+    at.text_input(key="search").input("watches").run()
     options = at.main.selectbox[0].options
     assert not at.exception and 20 <= len(options) < 400 and all("watch" in o.lower() for o in options)
     at.multiselect(key="rx_categories").set_value(["Watches"]).run()
@@ -205,10 +226,10 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
 
     test = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0]
     query, wrong = test.ids[0], next(i for i, label in zip(test.ids, test.labels) if label != test.labels[0])
-    at = _app("views/attribution.py", direction="i2t", query=query, result=wrong, contrast="1")
+    at = _app("views/attribution.py", direction="i2t", query=query, result=wrong, contrast="true")
     assert not at.error
     assert at.selectbox(key="at_query").value == query and at.selectbox(key="at_result").value == wrong
-    assert at.toggle(key="at_contrast").value is True
+    assert at.toggle(key="contrast").value is True
     assert "mis-retrieval" in _texts(at)
     assert len(at.get("image")) == 1 and len(at.get("download_button")) == 1
     assert "f = -" in " ".join(c.value for c in at.caption)  # contrastive: sim(wrong) - sim(own pair) < 0

@@ -35,11 +35,11 @@ def test_cifar_source_page_says_the_source_was_switched_off_and_shows_every_cate
 
 def test_with_each_recipes_runs_the_flags_compare_the_recipes_and_without_them_two_checkpoints():
     at = _app("views/bias.py", checkpoint="chtn_fashion_source")
-    assert not at.error and at.checkbox(key="bi_runs").value
+    assert not at.error and at.checkbox(key="runs").value
     assert "The flags compare the two recipes: 3 training runs" in " ".join(m.value for m in at.markdown)
     assert "chtn_fashion_source_s2" in " ".join(c.value for c in at.caption)
-    at.checkbox(key="bi_runs").uncheck().run()
-    assert not at.error and at.query_params["runs"] == "0"
+    at.checkbox(key="runs").uncheck().run()  # bound to ?runs= : the address bar says runs=false
+    assert not at.error and at.checkbox(key="runs").value is False
     assert "The flags compare these two checkpoints (1 run" in " ".join(m.value for m in at.markdown)
 
 
@@ -59,6 +59,6 @@ def test_a_missing_source_still_shows_the_gain_and_says_what_it_cannot_show():
 
 def test_links_open_the_explorer_and_the_map_on_the_category():
     explorer = _app("views/explorer.py", checkpoint="chtn_fashion_source", search="Heels", direction="i2t")
-    assert not explorer.error and explorer.text_input(key="rx_search").value == "Heels"
+    assert not explorer.error and explorer.text_input(key="search").value == "Heels"
     space = _app("views/space.py", checkpoint="chtn_fashion_source", category="Heels")
-    assert not space.error and space.selectbox(key="sp_category").value == "Heels"
+    assert not space.error and space.selectbox(key="category").value == "Heels"

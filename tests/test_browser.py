@@ -92,6 +92,20 @@ def test_navigation_and_image_to_text(page, server):
     page.screenshot(path=str(ARTIFACTS / "retrieval_i2t.png"), full_page=True)
 
 
+def test_a_bound_widget_writes_the_address_bar(page, server):
+    """Streamlit's query-parameter binding: a search typed in the explorer is in the URL at once, so the address bar
+    is the link to share; the query the page writes itself is there too."""
+    page.goto(f"{server}/explorer?direction=i2t", wait_until="networkidle")
+    page.get_by_text("Top 10 texts").wait_for(timeout=300_000)
+    search = page.locator('input[aria-label="Search by id, title or category"]')
+    search.fill("watches")
+    search.press("Enter")
+    page.wait_for_function("location.search.includes('search=watches')", timeout=60_000)
+    page.wait_for_timeout(1500)
+    assert_clean(page)
+    assert "query=" in page.url and "direction=i2t" in page.url
+
+
 def test_explain_link_opens_the_attribution_of_that_result(page, server):
     """One click from a result card to its explanation: heatmap image, highlighted words, no error."""
     page.goto(f"{server}/explorer?direction=t2i&k=10", wait_until="networkidle")

@@ -39,12 +39,13 @@ def test_the_source_gain_is_go_and_losing_it_is_no_go(review_db):
     assert "The rules say NO-GO" in _verdict_box(reverse) and "MAP on overall" in _verdict_box(reverse)
 
 
-def test_one_checkpoint_per_side_says_so_and_makes_no_recipe_decision(review_db):
-    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source", runs="0")
+@pytest.mark.parametrize("runs", ["false", "0"])  # "0": a link written before ?runs= was bound to its checkbox
+def test_one_checkpoint_per_side_says_so_and_makes_no_recipe_decision(review_db, runs):
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source", runs=runs)
     assert "The rules say INSUFFICIENT EVIDENCE" in _verdict_box(at) and not at.error
     assert "set min_runs = 1" in _verdict_box(at)
     assert _compared(at).startswith("**What is compared.** One checkpoint per side: the figures compare these two")
-    assert at.checkbox(key="cp_runs").value is False
+    assert at.checkbox(key="runs").value is False
 
 
 def test_a_checkpoint_against_itself_changes_nothing(review_db):

@@ -882,7 +882,7 @@ def test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k(k):
     at.switch_page("views/explorer.py")
     at.query_params["k"] = k
     at.run()
-    assert not at.exception and not at.error and 1 <= at.slider(key="rx_k").value <= 50
+    assert not at.exception and not at.error and 1 <= at.slider(key="k").value <= 50
 
 
 def test_app_shows_each_class_of_bad_file_as_an_error_box_and_keeps_working(tmp_path):

@@ -1,7 +1,7 @@
 """Why did this query retrieve this result? Heatmap on the image, highlighted words on the text.
 
 Opened from the "Explain" link under any result in the retrieval explorer; the URL carries the pair
-(checkpoint, direction, query id, result id), so a shared link reopens the same explanation.
+(checkpoint, direction, query id, result id) and `contrast=true`, so a shared link reopens the same explanation.
 """
 
 import streamlit as st
@@ -12,7 +12,7 @@ from analysis.attribution.types import BASELINES, IMAGE_METHODS, Settings
 from analysis.explorer import pair_score
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
-from views.common import context, keep, remember
+from views.common import context, from_link, legacy_flag, to_url
 
 ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
@@ -20,25 +20,16 @@ ids = data.ids
 row_of = {item_id: row for row, item_id in enumerate(ids)}
 
 
-url = st.query_params
-for key, value in (
-    ("at_direction", url.get("direction")),
-    ("at_query", url.get("query")),
-    ("at_result", url.get("result")),
-):
-    if value in (DIRECTION_NAMES if key == "at_direction" else ids):
-        st.session_state[f"_kept_{key}"] = value
-for key, default in (
-    ("at_direction", "i2t"),
-    ("at_query", ids[0]),
-    ("at_result", None),
-    ("at_method", "gradcam"),
-    ("at_baseline", "black"),
-    ("at_steps", 32),
-    ("at_refine", True),
-    ("at_contrast", url.get("contrast") == "1"),
-):
-    keep(key, default)
+# The query and the result are ids, shown with their category and text, so no widget's value is the URL's id, and the
+# direction travels in the explorer's links (never bound: see views.common): the page writes the three itself. A
+# link's pair wins over the session's; a link without a result opens the query's top one, contrastive only if it says.
+if (linked_direction := from_link("at", "direction", DIRECTION_NAMES)) is not None:
+    st.session_state.at_direction = linked_direction
+if (query_link := from_link("at", "query", row_of)) is not None:
+    st.session_state.at_query, st.session_state.at_result, st.session_state.contrast = query_link, None, False
+if (result_link := from_link("at", "result", row_of)) is not None:
+    st.session_state.at_result = result_link
+legacy_flag("contrast")
 
 st.title("Why this result?")
 st.caption(
@@ -47,12 +38,7 @@ st.caption(
 )
 row = st.columns([2, 3, 3])
 direction = row[0].radio(
-    "Direction",
-    list(DIRECTION_NAMES),
-    format_func=DIRECTION_NAMES.get,
-    key="at_direction",
-    on_change=remember,
-    args=("at_direction",),
+    "Direction", list(DIRECTION_NAMES), format_func=DIRECTION_NAMES.get, key="at_direction", persist_state="session"
 )
 
 
@@ -61,16 +47,14 @@ def _describe(item_id: str) -> str:
     return f"{item_id} · {names[gallery.labels[i]]} · {data.texts[i][:60]}"
 
 
-query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, on_change=remember, args=("at_query",))
+query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, persist_state="session")
 q = row_of[query_id]
 if st.session_state.get("at_result") not in ids:  # default: the query's top-1 result
     from chtn.search import query_side, retrieve
 
     top = retrieve(gallery, direction, query_side(gallery, direction)[0][q], 1, names)
     st.session_state.at_result = ids[int(top.table.row[0])]
-result_id = row[2].selectbox(
-    "Result", ids, key="at_result", format_func=_describe, on_change=remember, args=("at_result",)
-)
+result_id = row[2].selectbox("Result", ids, key="at_result", format_func=_describe, persist_state="session")
 r = row_of[result_id]
 wrong = gallery.labels[r] != gallery.labels[q]
 
@@ -81,43 +65,40 @@ with st.expander("Method and parameters", expanded=False):
         list(IMAGE_METHODS),
         format_func=IMAGE_METHODS.get,
         key="at_method",
-        on_change=remember,
-        args=("at_method",),
+        persist_state="session",
     )
     baseline = cols[1].selectbox(
         "Baseline (IG, occlusion)",
         list(BASELINES),
         format_func=BASELINES.get,
         key="at_baseline",
-        on_change=remember,
-        args=("at_baseline",),
+        persist_state="session",
     )
     steps = cols[2].select_slider(
         "IG steps",
         [16, 32, 64, 128],
+        value=32,
         key="at_steps",
-        on_change=remember,
-        args=("at_steps",),
+        persist_state="session",
         help="Text attributions always use Layer IG with these steps.",
     )
     refine = cols[3].toggle(
         "Refine IG (up to 3× steps)",
+        value=True,
         key="at_refine",
-        on_change=remember,
-        args=("at_refine",),
+        persist_state="session",
         help="Halve the path segments whose own completeness gap is largest, within 3× the "
         "steps. Off: exactly the steps above, faster, larger gaps.",
     )
     contrast = cols[4].toggle(
         "Contrastive (wrong − correct)",
-        key="at_contrast",
+        key="contrast",
+        bind="query-params",
         disabled=not wrong,
-        on_change=remember,
-        args=("at_contrast",),
         help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
         "pair), i.e. what pulled the wrong item ahead.",
     )
-st.query_params.update(direction=direction, query=query_id, result=result_id)
+to_url("at", direction=direction, query=query_id, result=result_id)
 settings = Settings(method=method, baseline=baseline, n_steps=steps, refine=refine)
 query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
 result_image, result_text = explainer_items(ids, data.texts, data.image_paths, r)

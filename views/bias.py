@@ -22,7 +22,7 @@ from analysis.explorer import worst_query_per_category
 from analysis.stats import MIN_EFFECT
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
-from views.common import all_rows, context, keep, nearby_checkpoints, recipe_runs_checkbox, remember
+from views.common import all_rows, context, nearby_checkpoints, recipe_runs_checkbox
 from views.links import explorer_link, space_link
 
 ctx = context()
@@ -48,47 +48,37 @@ def _html(report_json: str, checkpoint_name: str) -> str:
 
 
 AUTO, NONE = "Automatic (a no-source checkpoint of the same data)", "None"
-for key, default in (
-    ("bi_reference", AUTO),
-    ("bi_reference_path", ""),
-    ("bi_source", ""),
-    ("bi_resamples", 10_000),
-    ("bi_min_effect", MIN_EFFECT),
-):
-    keep(key, default)
 with st.expander("Inputs: reference, training runs, source, statistics", expanded=False):
     cols = st.columns([2, 2, 1, 1])
     choice = cols[0].selectbox(
-        "Reference", [AUTO, NONE, "Other file (path)…"], key="bi_reference", on_change=remember, args=("bi_reference",)
+        "Reference", [AUTO, NONE, "Other file (path)…"], key="bi_reference", persist_state="session"
     )
     reference_path = (
-        cols[0].text_input("Reference path", key="bi_reference_path", on_change=remember, args=("bi_reference_path",))
+        cols[0].text_input("Reference path", key="bi_reference_path", persist_state="session")
         if choice not in (AUTO, NONE)
         else ""
     )
     source_override = cols[1].text_input(
         "Source images (when not where training recorded them)",
         key="bi_source",
-        on_change=remember,
-        args=("bi_source",),
+        persist_state="session",
         placeholder=str((checkpoint.meta.get("source") or {}).get("path", "")),
     )
     resamples = cols[2].select_slider(
-        "Resamples", [1_000, 2_000, 5_000, 10_000], key="bi_resamples", on_change=remember, args=("bi_resamples",)
+        "Resamples", [1_000, 2_000, 5_000, 10_000], value=10_000, key="bi_resamples", persist_state="session"
     )
     min_effect = cols[3].number_input(
         "Minimum practical |ΔAP|",
         min_value=0.0,
         max_value=0.5,
+        value=MIN_EFFECT,
         step=0.005,
         format="%.3f",
         key="bi_min_effect",
-        on_change=remember,
-        args=("bi_min_effect",),
+        persist_state="session",
         help="A significant change smaller than this is a 'negligible effect', not 'helped' or 'negative transfer'.",
     )
     use_runs = recipe_runs_checkbox(
-        "bi_runs",
         "With 2 or more runs per side the flags compare the recipes across runs; with one per side they compare these "
         "two checkpoints only.",
     )
@@ -134,7 +124,6 @@ level, gate = gate_statement(report)
 (st.warning if level == "warning" else st.info)(f"**Domain gate.** {gate}", icon=":material/filter_alt:")
 for note in report.notes:
     st.warning(note, icon=":material/info:")
-st.query_params["runs"] = "1" if use_runs else "0"
 if reference is not None:
     st.markdown(f"**What is compared.** {runs_statement(report)}")
     sides = ([checkpoint, *runs], [reference, *reference_runs])

@@ -1,11 +1,20 @@
 """Shared Streamlit glue: cached loading, the sidebar (checkpoint + dataset), and URL state.
 
-Pages call `context()`; it returns everything they show or stops the page with a clear `st.error`
-(the sidebar stays usable, so the user can pick another file without restarting).
+URL state uses Streamlit's own mechanisms: a widget whose value is a URL parameter is bound to it
+(`bind="query-params"`, the key being the parameter's name), and a page's other widgets keep their values for when
+the user comes back with `persist_state="session"`. A page writes a parameter itself (`to_url`, read back with
+`from_link`) only where no single widget's value is it (the checkpoint, a baseline, an explorer query, a review
+item) or where a link from another page carries it: Streamlit drops from a page-switching link every parameter that
+is bound on the page being left, so `direction`, which the explorer's links carry, is bound nowhere.
+
+The entrypoint draws the sidebar's shared part (`sidebar`); pages call `context()`, which returns everything they
+show or stops the page with a clear `st.error` (the sidebar stays usable, so the user can pick another file without
+restarting).
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,62 +104,69 @@ def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, Ev
     return _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)
 
 
-def recipe_runs_checkbox(key: str, effect: str) -> bool:
-    """ "Use the other training runs of each recipe" (kept across pages, `?runs=0/1` in the link), on by default;
-    `effect` says what the runs change on this page."""
-    keep(key, st.query_params.get("runs", "1") != "0")
+def recipe_runs_checkbox(effect: str) -> bool:
+    """ "Use the other training runs of each recipe", on by default; `effect` says what the runs change on this page.
+    Bound to `?runs=` (Streamlit's query-parameter binding: `runs=false` when off), so it is kept across pages and a
+    link opens with it."""
+    legacy_flag("runs")
     return st.checkbox(
         "Use the other training runs of each recipe",
-        key=key,
-        on_change=remember,
-        args=(key,),
+        value=True,
+        key="runs",
+        bind="query-params",
         help="Checkpoints of the same config and data but another training seed, found beside each checkpoint (and "
         f"in a replicates/ folder). {effect}",
     )
 
 
-def keep(key: str, default=None) -> None:
-    """Restore a widget's value at the start of a run: Streamlit resets widget state on a page switch.
-
-    The copy is written by `remember` (the widgets' on_change callback, which runs before the script),
-    so it always holds the user's latest choice.
-    """
-    shadow = f"_kept_{key}"
-    if shadow in st.session_state:
-        st.session_state[key] = st.session_state[shadow]
-    elif default is not None and key not in st.session_state:
-        st.session_state[key] = default
+def legacy_flag(key: str) -> None:
+    """A link written before the flag `key` was bound to its widget says `?key=1` or `?key=0`; the binding reads only
+    true/false and would drop it, opening the page with the default. Give its value to the widget instead (before
+    the widget is drawn; the binding then writes it back as true/false)."""
+    if (old := st.query_params.get(key)) in ("0", "1"):
+        st.session_state[key] = old == "1"
 
 
-def remember(*keys: str) -> None:
-    """Copy widget values aside so `keep` can restore them on any page."""
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_kept_{key}"] = st.session_state[key]
+def from_link(page: str, name: str, valid: Container[str]) -> str | None:
+    """The URL's `name` when a link (or the browser's history) brought a value that this page did not write itself
+    (`to_url`): the value to open with. None when the URL holds what the page last wrote, nothing, or an invalid
+    value. For parameters that are not one widget's value (bound widgets need none of this)."""
+    value = st.query_params.get(name)
+    if value is None or value not in valid or value == st.session_state.get(f"_{page}_url_{name}"):
+        return None
+    return value
+
+
+def to_url(page: str, **params: str) -> None:
+    """Write URL parameters that are not one widget's value, remembered so that `from_link` tells them from a
+    link's."""
+    st.query_params.update(params)
+    for name, value in params.items():
+        st.session_state[f"_{page}_url_{name}"] = value
 
 
 def _checkpoint_choice() -> str | None:
-    """Sidebar widgets for the checkpoint; returns a sample name or a path (None until one is given)."""
+    """Sidebar widgets for the checkpoint; returns a sample name or a path (None until one is given).
+
+    The URL's `checkpoint` is either widget's value (a sample name, or a path typed under "Other file"), so no
+    single widget can be bound to it: a link gives their first value, and `context` writes it back on every run."""
     url = st.query_params.get("checkpoint", ws.DEFAULT_CHECKPOINT)
     options = [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH, UPLOAD]
-    keep("sb_checkpoint", url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH)
-    keep("sb_checkpoint_path", "" if url in ws.SAMPLE_CHECKPOINTS else url)
     choice = st.selectbox(
         "Checkpoint",
         options,
+        index=options.index(url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH),
         key="sb_checkpoint",
-        on_change=remember,
-        args=("sb_checkpoint",),
         help="A sample checkpoint, a .safetensors/.pt file on this machine, or an upload.",
     )
     if choice == OTHER_PATH:
         return (
             st.text_input(
                 "Checkpoint path",
+                value="" if url in ws.SAMPLE_CHECKPOINTS else url,
                 key="sb_checkpoint_path",
+                persist_state="session",  # kept while a sample is chosen
                 placeholder="runs/x/best.safetensors",
-                on_change=remember,
-                args=("sb_checkpoint_path",),
             )
             or None
         )
@@ -161,18 +177,13 @@ def _checkpoint_choice() -> str | None:
 
 
 def _dataset_choice() -> str:
-    keep("sb_dataset")
-    keep("sb_dataset_path")
-    choice = st.selectbox(
-        "Dataset", [SAMPLE_DATA, DATA_PATH], key="sb_dataset", on_change=remember, args=("sb_dataset",)
-    )
+    choice = st.selectbox("Dataset", [SAMPLE_DATA, DATA_PATH], key="sb_dataset")
     if choice == DATA_PATH:
         return (
             st.text_input(
                 "Dataset path",
                 key="sb_dataset_path",
-                on_change=remember,
-                args=("sb_dataset_path",),
+                persist_state="session",  # kept while the sample is chosen
                 placeholder="data/pairs.csv or a Wikipedia-layout folder",
             )
             or ""
@@ -180,21 +191,52 @@ def _dataset_choice() -> str:
     return str(ws.SAMPLE_DATASET)
 
 
-def context() -> Context:
-    """Sidebar + loading. Shows a clear error and stops the page when something cannot be opened."""
+@dataclass(frozen=True)
+class Choice:
+    """What the sidebar's shared part asks for: the checkpoint (a sample name or a path; None until one is given), the
+    dataset file ("" until one is given), and whether to skip invalid rows."""
+
+    checkpoint: str | None
+    data_path: str
+    skip_invalid: bool
+
+
+def sidebar(review_database: bool) -> None:
+    """The sidebar's shared part, drawn by the entrypoint (app.py) before the page: Streamlit ties a widget to the
+    page that draws it, so only the entrypoint's widgets keep their values on every page (a page's own widgets keep
+    theirs with `persist_state`, for that page). The checkpoint and dataset, and with `review_database` (the pages
+    that save to it) the review database's location."""
     with st.sidebar:
         st.subheader("Model and data")
-        ref = _checkpoint_choice()
-        data_path = _dataset_choice()
-        keep("sb_skip_invalid")
-        skip_invalid = st.checkbox(
-            "Skip invalid rows",
-            key="sb_skip_invalid",
-            on_change=remember,
-            args=("sb_skip_invalid",),
-            help="Open the dataset without the rows that fail validation (the page says which were skipped).",
+        st.session_state[_CHOICE] = Choice(
+            _checkpoint_choice(),
+            _dataset_choice(),
+            st.checkbox(
+                "Skip invalid rows",
+                key="sb_skip_invalid",
+                help="Open the dataset without the rows that fail validation (the page says which were skipped).",
+            ),
         )
-        remember("sb_checkpoint", "sb_checkpoint_path", "sb_dataset", "sb_dataset_path", "sb_skip_invalid")
+        if review_database:
+            st.subheader("Review database")
+            st.text_input(
+                "Location",
+                value=default_location(),
+                key="rv_db",
+                persist_state="session",  # kept while pages without it are shown
+                help="An SQLite file path or a PostgreSQL URL (postgresql://user@host/db). Default: $CHTN_REVIEW_DB, "
+                "else ~/.local/share/chtn/review.sqlite.",
+            )
+
+
+_CHOICE = "sb_choice"
+
+
+def context() -> Context:
+    """The sidebar's checkpoint and dataset, loaded. Shows a clear error and stops the page when something cannot be
+    opened (the sidebar stays usable)."""
+    choice: Choice = st.session_state[_CHOICE]
+    ref, data_path, skip_invalid = choice.checkpoint, choice.data_path, choice.skip_invalid
     if not ref:
         st.info("Choose a checkpoint in the sidebar.")
         st.stop()
@@ -224,7 +266,7 @@ def context() -> Context:
             f"optimistic. {FIXES[LEAK].capitalize()}.",
             icon=":material/content_copy:",
         )
-    st.query_params["checkpoint"] = ref
+    st.query_params["checkpoint"] = ref  # see _checkpoint_choice: not one widget's value
     return Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
 
 
@@ -274,19 +316,9 @@ def _review_store(location: str) -> ReviewStore:
 
 
 def review_store() -> tuple[ReviewStore | None, str | None]:
-    """The sidebar's "Review database" (kept across pages) opened: (store, None), or (None, the reason) when it
-    cannot be; the page says so and keeps working, unsaved input stays in its form."""
-    with st.sidebar:
-        st.subheader("Review database")
-        keep("rv_db", default_location())
-        location = st.text_input(
-            "Location",
-            key="rv_db",
-            on_change=remember,
-            args=("rv_db",),
-            help="An SQLite file path or a PostgreSQL URL (postgresql://user@host/db). Default: $CHTN_REVIEW_DB, "
-            "else ~/.local/share/chtn/review.sqlite.",
-        )
+    """The sidebar's "Review database" (`sidebar`, kept across pages) opened: (store, None), or (None, the reason)
+    when it cannot be; the page says so and keeps working, unsaved input stays in its form."""
+    location = str(st.session_state.get("rv_db") or "")
     try:
         return _review_store(location.strip() or default_location()), None
     except StoreError as exc:

@@ -2,97 +2,82 @@
 go/no-go. Paired figures with intervals, per-category forest plot, queries fixed and broken, both shared spaces
 in A's coordinates, the rule file's verdict, and the team's decision recorded (append-only) in the review database.
 
-The URL carries checkpoint (B), baseline (A) and the rule file, so a pasted link reopens the same comparison;
-`chtn compare` computes exactly these figures and gates on them.
+The URL carries checkpoint (B), baseline (A), the rule file, strict and runs, so a pasted link reopens the same
+comparison; `chtn compare` computes exactly these figures and gates on them. The use cases (recording a decision, the
+review evidence on B's regressions) are in analysis.compare.workflow; this page draws them, part by part, in the
+order of the screen (the end of this file).
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from analysis import workspace as ws
 from analysis.compare import render as render
-from analysis.compare.decisions import DECISIONS, RepeatedDecision, regression_review, save_decision
-from analysis.compare.figures import Evaluated, compare_checkpoints, insufficient_statement
-from analysis.compare.rules import read_rules, rules_table
+from analysis.compare import workflow as wf
+from analysis.compare.decisions import DECISIONS, regression_review
+from analysis.compare.figures import Evaluated, Outcome, compare_checkpoints, insufficient_statement
+from analysis.compare.rules import RuleSet, read_rules, rules_table
 from analysis.projection.project import ProjectionParams, cached_project_two
+from analysis.review.store import ReviewStore
 from analysis.review.workflow import regressions_queue
 from analysis.store import StoreError
-from chtn.checkpoint import code_version
+from chtn.checkpoint import Checkpoint, code_version
 from chtn.errors import CHTNError
+from chtn.evaluate import EvaluationReport
+from chtn.gallery import Gallery
 from views.common import (
     OTHER_PATH,
+    Context,
     context,
-    keep,
     nearby_checkpoints,
     other_checkpoint,
     recipe_runs_checkbox,
-    remember,
     review_store,
 )
 from views.links import attribution_link, explorer_link
 
-ctx = context()
-store, store_error = review_store()
-with st.sidebar:
-    st.subheader("Compare with")
-    url = st.query_params.get("baseline", "chtn_no_source")
-    keep("cp_baseline", url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH)
-    keep("cp_baseline_path", "" if url in ws.SAMPLE_CHECKPOINTS else url)
-    choice = st.selectbox(
-        "Baseline A (in production)",
-        [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH],
-        key="cp_baseline",
-        on_change=remember,
-        args=("cp_baseline",),
-        help="The sidebar's checkpoint above is the candidate B.",
-    )
-    baseline_ref = choice if choice != OTHER_PATH else st.text_input("Baseline path", key="cp_baseline_path")
-    keep("cp_rule", st.query_params.get("rule", ""))
-    rule_path = st.text_input(
-        "Rule file (TOML)",
-        key="cp_rule",
-        on_change=remember,
-        args=("cp_rule",),
-        placeholder="default rule",
-        help="A go/no-go rule file in the format of docs/conventions.md; empty: the rule shipped with CHTN.",
-    )
-    keep("cp_strict")
-    strict = st.checkbox(
-        "Strict (a warning is a NO-GO)",
-        key="cp_strict",
-        on_change=remember,
-        args=("cp_strict",),
-        help="As `chtn compare --strict`: any warning blocks; insufficient evidence never does.",
-    )
-    use_runs = recipe_runs_checkbox(
-        "cp_runs",
-        "With 3 or more runs per side the block rule decides between the recipes; with one checkpoint per side the "
-        "page compares these two checkpoints only.",
-    )
-    remember("cp_baseline", "cp_baseline_path", "cp_rule", "cp_strict", "cp_runs")
+Run = tuple[Checkpoint, Gallery, EvaluationReport]
 
-st.title("Compare checkpoints")
-if not baseline_ref:
-    st.info("Give the baseline checkpoint's path in the sidebar.")
-    st.stop()
-try:
-    rules = read_rules(ws.confine(rule_path, ws.allowed_dirs()) if rule_path.strip() else None)
-    baseline, gallery_a, report_a = other_checkpoint(baseline_ref, ctx)
-    runs_a, runs_b = [(baseline, gallery_a, report_a)], [(ctx.checkpoint, ctx.gallery, ctx.report)]
-    for runs in (runs_a, runs_b) if use_runs else ():
-        runs += [
-            other_checkpoint(str(run.path), ctx) for run in ws.recipe_runs(runs[0][0], nearby_checkpoints(runs[0][0]))
-        ]
-except CHTNError as exc:
-    st.error(f"**Cannot compare.** {exc}".replace("\n", "  \n"), icon=":material/error:")
-    st.stop()
-st.query_params.update(
-    baseline=baseline_ref, runs="1" if use_runs else "0", **({"rule": rule_path} if rule_path.strip() else {})
-)
-candidate, dataset = ctx.checkpoint, ctx.gallery.data.fingerprint()
+
+@dataclass(frozen=True)
+class Choices:
+    """The sidebar's "Compare with": the baseline (a sample name or a path), the rule file, strict, runs."""
+
+    baseline: str
+    rule_path: str
+    strict: bool
+    use_runs: bool
+
+
+@dataclass(frozen=True)
+class Comparing:
+    """What the parts of the page share: the candidate's context, both sides' training runs (the checkpoint in
+    question first), the rule file, the comparison's outcome, and the review database."""
+
+    ctx: Context
+    choices: Choices
+    runs_a: list[Run]
+    runs_b: list[Run]
+    rules: RuleSet
+    outcome: Outcome
+    pair: wf.Pair
+    store: ReviewStore | None
+    store_error: str | None
+
+    @property
+    def baseline(self) -> Checkpoint:
+        return self.runs_a[0][0]
+
+    @property
+    def candidate(self) -> Checkpoint:
+        return self.ctx.checkpoint
 
 
 @st.cache_data(show_spinner="Comparing: ranking both sides and resampling every slice…", max_entries=8)
@@ -100,197 +85,11 @@ def outcome_of(digests_a: tuple, digests_b: tuple, fingerprint: str, rule_sha256
     return compare_checkpoints(*_sides, _rules, strict=strict)
 
 
-try:
-    outcome = outcome_of(
-        tuple(run[0].digest for run in runs_a),
-        tuple(run[0].digest for run in runs_b),
-        dataset,
-        rules.sha256,
-        strict,
-        rules,
-        tuple([Evaluated(c.path.stem, g, r) for c, g, r in runs] for runs in (runs_a, runs_b)),
-    )
-except CHTNError as exc:  # e.g. different label sets, or query sets
-    st.error(f"**Cannot compare.** {exc}", icon=":material/error:")
-    st.stop()
-comparison, decision = outcome.comparison, outcome.decision
-if comparison.figures["insufficient"].all():  # no slice holds evidence: the rules can say neither GO nor NO-GO
-    st.warning(insufficient_statement(comparison), icon=":material/gavel:")
-    st.stop()
-
-st.markdown(
-    f"**B** `{candidate.path.stem}` ({candidate.digest[:8]}) against **A** `{baseline.path.stem}` "
-    f"({baseline.digest[:8]}) on {comparison.n_queries} test queries · {comparison.resamples:,} resamples, seed "
-    f"{comparison.seed} · same ranking code and query set for both"
-)
-(st.success if decision.verdict == "GO" else st.warning)(  # an error box is for what broke, not a NO-GO
-    f"**The rules say {decision.verdict}.** {decision.summary}", icon=":material/gavel:"
-)
-st.markdown(f"**What is compared.** {comparison.statement()}")
-if comparison.runs != (1, 1):
-    names = [", ".join(f"`{c.path.stem}`" for c, _, _ in runs) for runs in (runs_a, runs_b)]
-    st.caption(f"Runs of A: {names[0]}. Runs of B: {names[1]}.")
-
-st.subheader("Headline figures")
-st.dataframe(
-    render.headline_table(comparison.figures),
-    hide_index=True,
-    width="stretch",
-    column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("baseline A", "candidate B", "B − A")}
-    | {"relative": st.column_config.NumberColumn(format="percent")},
-)
-st.caption(
-    "B − A over the identical queries. 95% CI and p: a bootstrap and a sign-flip randomization test that resample "
-    "whole categories for the overall figures (exact up to 20) and queries within a category; d: mean difference / "
-    "its sd over queries. Own-pair recall counts exactly tied items in random order."
-    if not comparison.of_recipes
-    else "B − A over the identical queries, each side's runs averaged per query. 95% CI and p: Welch's t across the "
-    "training runs; d: mean difference / its sd over queries. Own-pair recall counts exactly tied items in random "
-    "order."
-)
-
-st.subheader("Go / no-go rules")
-st.dataframe(rules_table(outcome.results), hide_index=True, width="stretch")
-with st.expander(f"The rule file: {rules.source} (sha256 {rules.sha256[:12]}…)"):
-    st.code(rules.text, language="toml")
-
-st.subheader("Per category")
-st.caption(
-    "A per-category loss counts here when its Holm-adjusted p is below 0.05, and it warns only beyond the rule "
-    "file's tolerance; Source bias flags exploratory changes at Benjamini-Hochberg q ≤ 0.10 instead. Both need "
-    f"|ΔAP| ≥ {rules.stats.min_effect:g} before they name a change."
-)
-left, right = st.columns([3, 2])
-left.plotly_chart(render.forest_figure(comparison.figures), width="stretch")
-right.dataframe(render.category_table(comparison.figures), hide_index=True, width="stretch", height=520)
-
-st.subheader("Queries fixed and broken by B")
-counts = comparison.queries["change"].value_counts()
-cols = st.columns(5)
-for column, name in zip(cols, ("fixed", "broken", "better", "worse", "same")):
-    column.metric(name, int(counts.get(name, 0)))
-which = st.segmented_control("Show", ["broken", "fixed", "worse", "better"], default="broken", key="cp_show")
-shown = render.changed_queries(comparison.queries, which or "broken")
-concerns = baseline_ref if which in ("fixed", "better") else ctx.checkpoint_ref  # the checkpoint that mis-retrieves
-shown = shown.assign(
-    explorer=[explorer_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
-    why=[attribution_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
-)
-st.dataframe(
-    shown,
-    hide_index=True,
-    width="stretch",
-    height=320,
-    column_config={
-        "explorer": st.column_config.LinkColumn("explorer", display_text="open"),
-        "why": st.column_config.LinkColumn("why?", display_text="explain top result"),
-    },
-)
-if store and int(counts.get("broken", 0)):
-    if st.button("Send B's regressions to the review queue", icon=":material/rate_review:"):
-        try:
-            queue_id = regressions_queue(store, comparison.queries, dataset, baseline.digest, candidate.digest)
-            st.session_state["cp_queue"] = queue_id
-        except StoreError as exc:
-            st.error(str(exc))
-    if "cp_queue" in st.session_state:
-        st.page_link(
-            "views/review.py",
-            label="Open the meeting queue “regressions of B”",
-            icon=":material/groups:",
-            query_params={"checkpoint": ctx.checkpoint_ref, "queue": st.session_state["cp_queue"]},
-        )
-
-st.subheader("Shared spaces, aligned")
-method = st.segmented_control("Projection", ["pca", "umap"], default="pca", key="cp_method") or "pca"
-
-
 @st.cache_data(show_spinner="Projecting both checkpoints into A's coordinates…", max_entries=8)
-def aligned(digest_a: str, digest_b: str, fingerprint: str, method: str, _a, _b) -> pd.DataFrame:
-    import numpy as np
-
+def aligned(digest_a: str, digest_b: str, fingerprint: str, method: str, _a, _b, _names) -> pd.DataFrame:
     points_a, points_b = np.vstack([_a.image, _a.text]), np.vstack([_b.image, _b.text])
     coords_a, coords_b = cached_project_two(points_a, points_b, ProjectionParams(method=method))
-    n, data = len(_a), _a.data
-    return pd.DataFrame(
-        {
-            "x_a": coords_a[:, 0],
-            "y_a": coords_a[:, 1],
-            "x_b": coords_b[:, 0],
-            "y_b": coords_b[:, 1],
-            "id": list(data.ids) * 2,
-            "modality": ["image"] * n + ["text"] * n,
-            "category": [ctx.label_names[label] for label in _a.labels] * 2,
-        }
-    )
-
-
-points = aligned(baseline.digest, candidate.digest, dataset, method, gallery_a, ctx.gallery)
-follow = st.selectbox(
-    "Follow an item (ringed in both; the arrow shows where B moved it)",
-    [None, *points.index],
-    format_func=lambda i: "none" if i is None else f"{points.id[i]} · {points.modality[i]} · {points.category[i]}",
-)
-st.plotly_chart(render.aligned_figure(points, follow), width="stretch")
-st.caption(
-    "A is fitted; B's points are placed where A's map puts them (fit on A, transform B): items whose embedding "
-    "did not change keep their place. Hover a point for how far it moved."
-)
-
-st.subheader("Decision")
-decisions, notes, review_counts = regression_review(
-    store, comparison.queries, dataset, baseline.digest, candidate.digest
-)
-st.caption(
-    "Verdicts of the review queue on B's regressions: "
-    + (", ".join(f"{k} {v}" for k, v in review_counts.items()) or "none yet")
-)
-with st.form("cp_decision"):
-    verdict = st.radio("Decision", DECISIONS, horizontal=True, index=None, key="cp_verdict")
-    override = st.text_input("Override reason (required for GO with override)", key="cp_override")
-    deciders = st.text_input("Deciders", key="cp_deciders", placeholder="names of everyone deciding")
-    rationale = st.text_area("Rationale", key="cp_rationale")
-    record = st.form_submit_button("Record the decision", type="primary", icon=":material/gavel:")
-if record:
-    if store is None:
-        st.error(f"Not recorded: {store_error} Your text is still in the form.")
-    elif verdict is None:
-        st.error("Not recorded: choose a decision.")
-    else:
-        try:
-            save_decision(
-                store,
-                dataset=dataset,
-                baseline=baseline.digest,
-                candidate=candidate.digest,
-                baseline_name=baseline.path.stem,
-                candidate_name=candidate.path.stem,
-                decision=verdict,
-                override_reason=override,
-                deciders=deciders,
-                rationale=rationale,
-                rule_source=rules.source,
-                rule_text=rules.text,
-                rule_sha256=rules.sha256,
-                resamples=comparison.resamples,
-                seed=comparison.seed,
-                gate=decision.summary,
-                rules=rules_table(outcome.results).to_dict("records"),
-                review_counts=review_counts,
-                code_version=code_version(),
-            )
-            st.toast("Decision recorded", icon=":material/check:")
-            st.rerun()
-        except RepeatedDecision as exc:  # refused, not failed: the record the room wanted is there
-            st.warning(f"**Not recorded again.** {exc}", icon=":material/content_copy:")
-        except StoreError as exc:
-            st.error(f"**Not recorded.** {exc} Your text is still in the form.")
-if decisions:
-    st.markdown("**Decisions on this comparison** (newest first; a later one supersedes, none is edited)")
-    log = pd.DataFrame(decisions)[
-        ["id", "decision", "deciders", "rationale", "override_reason", "gate", "created_at", "superseded_by"]
-    ]
-    st.dataframe(log, hide_index=True, width="stretch")
+    return wf.aligned_points(coords_a, coords_b, _a.data.ids, _a.labels, _names)
 
 
 @st.cache_data(show_spinner="Building the report…", max_entries=8)
@@ -300,31 +99,284 @@ def report_files(content: str, _outcome, _document: dict) -> tuple[bytes, bytes]
     return render.report_html(_outcome, _document).encode("utf-8"), render.document_json(_document).encode("utf-8")
 
 
-context_ = render.ReportContext(
-    baseline.path.stem,
-    baseline.digest,
-    candidate.path.stem,
-    candidate.digest,
-    ctx.data_path,
-    dataset,
-    strict,
-    datetime.now(UTC).isoformat(timespec="seconds"),
-    code_version(),
-)
-document = render.report_document(outcome, context_, decisions, notes, review_counts)
-# Built with the page (cached per content), not when clicked: a file's address is a hash of its content, so a click
-# never reruns the page, and a second click at once still finds its file (a deferred download's generator is
-# forgotten by the rerun the first click caused, so a quick second click found nothing).
-report, card = report_files(render.content_key(document), outcome, document)
-downloads = st.columns(2)
-downloads[0].download_button(
-    "Report (HTML, opens offline)",
-    report,
-    f"compare_{Path(candidate.path).stem}.html",
-    "text/html",
-    icon=":material/download:",
-    on_click="ignore",
-)
-downloads[1].download_button(
-    "Model card (JSON)", card, "comparison.json", "application/json", icon=":material/download:", on_click="ignore"
-)
+def sidebar() -> Choices:
+    """ "Compare with": baseline A, the rule file, strict, and the other training runs of each recipe. The rule
+    file, strict and runs are bound to the URL (`?rule=`, `?strict=true`, `?runs=false`); the baseline is written
+    by `compare` (a sample name or a path: not one widget's value)."""
+    with st.sidebar:
+        st.subheader("Compare with")
+        url = st.query_params.get("baseline", "chtn_no_source")
+        options = [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH]
+        choice = st.selectbox(
+            "Baseline A (in production)",
+            options,
+            index=options.index(url if url in ws.SAMPLE_CHECKPOINTS else OTHER_PATH),
+            key="cp_baseline",
+            persist_state="session",
+            help="The sidebar's checkpoint above is the candidate B.",
+        )
+        baseline = (
+            choice
+            if choice != OTHER_PATH
+            else st.text_input(
+                "Baseline path",
+                value="" if url in ws.SAMPLE_CHECKPOINTS else url,
+                key="cp_baseline_path",
+                persist_state="session",
+            )
+        )
+        rule_path = st.text_input(
+            "Rule file (TOML)",
+            key="rule",
+            bind="query-params",
+            placeholder="default rule",
+            help="A go/no-go rule file in the format of docs/conventions.md; empty: the rule shipped with CHTN.",
+        )
+        strict = st.checkbox(
+            "Strict (a warning is a NO-GO)",
+            key="strict",
+            bind="query-params",
+            help="As `chtn compare --strict`: any warning blocks; insufficient evidence never does.",
+        )
+        use_runs = recipe_runs_checkbox(
+            "With 3 or more runs per side the block rule decides between the recipes; with one checkpoint per side "
+            "the page compares these two checkpoints only.",
+        )
+    return Choices(baseline, rule_path, strict, use_runs)
+
+
+def compare(ctx: Context, choices: Choices, store: ReviewStore | None, store_error: str | None) -> Comparing:
+    """Both sides opened and compared under the rule file; a clear error, and the page stops, when they cannot be
+    (a missing file, a bad rule file, other labels or queries), or a warning when no slice holds evidence."""
+    if not choices.baseline:
+        st.info("Give the baseline checkpoint's path in the sidebar.")
+        st.stop()
+    try:
+        rule_file = ws.confine(choices.rule_path, ws.allowed_dirs()) if choices.rule_path.strip() else None
+        rules = read_rules(rule_file)
+        runs_a, runs_b = [other_checkpoint(choices.baseline, ctx)], [(ctx.checkpoint, ctx.gallery, ctx.report)]
+        for runs in (runs_a, runs_b) if choices.use_runs else ():
+            nearby = nearby_checkpoints(runs[0][0])
+            runs += [other_checkpoint(str(run.path), ctx) for run in ws.recipe_runs(runs[0][0], nearby)]
+    except CHTNError as exc:
+        st.error(f"**Cannot compare.** {exc}".replace("\n", "  \n"), icon=":material/error:")
+        st.stop()
+    st.query_params["baseline"] = choices.baseline  # see sidebar: not one widget's value
+    baseline, candidate = runs_a[0][0], ctx.checkpoint
+    dataset = ctx.gallery.data.fingerprint()
+    pair = wf.Pair(dataset, baseline.digest, candidate.digest, baseline.path.stem, candidate.path.stem)
+    try:
+        outcome = outcome_of(
+            tuple(run[0].digest for run in runs_a),
+            tuple(run[0].digest for run in runs_b),
+            dataset,
+            rules.sha256,
+            choices.strict,
+            rules,
+            tuple([Evaluated(c.path.stem, g, r) for c, g, r in runs] for runs in (runs_a, runs_b)),
+        )
+    except CHTNError as exc:  # e.g. different label sets, or query sets
+        st.error(f"**Cannot compare.** {exc}", icon=":material/error:")
+        st.stop()
+    if outcome.comparison.figures["insufficient"].all():  # no slice holds evidence: neither GO nor NO-GO
+        st.warning(insufficient_statement(outcome.comparison), icon=":material/gavel:")
+        st.stop()
+    return Comparing(ctx, choices, runs_a, runs_b, rules, outcome, pair, store, store_error)
+
+
+def verdict(page: Comparing) -> None:
+    """Which checkpoints, the rules' GO or NO-GO, and what is compared (two checkpoints, or two recipes' runs)."""
+    comparison, decision = page.outcome.comparison, page.outcome.decision
+    candidate, baseline = page.candidate, page.baseline
+    st.markdown(
+        f"**B** `{candidate.path.stem}` ({candidate.digest[:8]}) against **A** `{baseline.path.stem}` "
+        f"({baseline.digest[:8]}) on {comparison.n_queries} test queries · {comparison.resamples:,} resamples, seed "
+        f"{comparison.seed} · same ranking code and query set for both"
+    )
+    (st.success if decision.verdict == "GO" else st.warning)(  # an error box is for what broke, not a NO-GO
+        f"**The rules say {decision.verdict}.** {decision.summary}", icon=":material/gavel:"
+    )
+    st.markdown(f"**What is compared.** {comparison.statement()}")
+    if comparison.runs != (1, 1):
+        names = [", ".join(f"`{c.path.stem}`" for c, _, _ in runs) for runs in (page.runs_a, page.runs_b)]
+        st.caption(f"Runs of A: {names[0]}. Runs of B: {names[1]}.")
+
+
+def headline_figures(page: Comparing) -> None:
+    comparison = page.outcome.comparison
+    st.subheader("Headline figures")
+    st.dataframe(
+        render.headline_table(comparison.figures),
+        hide_index=True,
+        width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("baseline A", "candidate B", "B − A")}
+        | {"relative": st.column_config.NumberColumn(format="percent")},
+    )
+    st.caption(render.method_note(comparison))
+
+
+def gate_rules(page: Comparing) -> None:
+    st.subheader("Go / no-go rules")
+    st.dataframe(rules_table(page.outcome.results), hide_index=True, width="stretch")
+    with st.expander(f"The rule file: {page.rules.source} (sha256 {page.rules.sha256[:12]}…)"):
+        st.code(page.rules.text, language="toml")
+
+
+def per_category(page: Comparing) -> None:
+    figures = page.outcome.comparison.figures
+    st.subheader("Per category")
+    st.caption(
+        "A per-category loss counts here when its Holm-adjusted p is below 0.05, and it warns only beyond the rule "
+        "file's tolerance; Source bias flags exploratory changes at Benjamini-Hochberg q ≤ 0.10 instead. Both need "
+        f"|ΔAP| ≥ {page.rules.stats.min_effect:g} before they name a change."
+    )
+    left, right = st.columns([3, 2])
+    left.plotly_chart(render.forest_figure(figures), width="stretch")
+    right.dataframe(render.category_table(figures), hide_index=True, width="stretch", height=520)
+
+
+def fixed_and_broken(page: Comparing) -> None:
+    """The queries B fixed, broke, made better or worse, each linked to the explorer and the attribution of the
+    checkpoint that mis-retrieves it; B's regressions can be sent to the review queue."""
+    queries = page.outcome.comparison.queries
+    st.subheader("Queries fixed and broken by B")
+    counts = queries["change"].value_counts()
+    for column, name in zip(st.columns(5), ("fixed", "broken", "better", "worse", "same")):
+        column.metric(name, int(counts.get(name, 0)))
+    which = st.segmented_control("Show", ["broken", "fixed", "worse", "better"], default="broken", key="cp_show")
+    shown = render.changed_queries(queries, which or "broken")
+    concerns = wf.concerned_checkpoint(which or "broken", page.choices.baseline, page.ctx.checkpoint_ref)
+    shown = shown.assign(
+        explorer=[explorer_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
+        why=[attribution_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
+    )
+    st.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        height=320,
+        column_config={
+            "explorer": st.column_config.LinkColumn("explorer", display_text="open"),
+            "why": st.column_config.LinkColumn("why?", display_text="explain top result"),
+        },
+    )
+    if page.store and int(counts.get("broken", 0)):
+        send_regressions(page, page.store)
+
+
+def send_regressions(page: Comparing, store: ReviewStore) -> None:
+    """B's regressions as a meeting queue of B, "regressions of B", and the link that opens it."""
+    if st.button("Send B's regressions to the review queue", icon=":material/rate_review:"):
+        pair = page.pair
+        try:
+            st.session_state["cp_queue"] = regressions_queue(
+                store, page.outcome.comparison.queries, pair.dataset, pair.baseline, pair.candidate
+            )
+        except StoreError as exc:
+            st.error(str(exc))
+    if "cp_queue" in st.session_state:
+        st.page_link(
+            "views/review.py",
+            label="Open the meeting queue “regressions of B”",
+            icon=":material/groups:",
+            query_params={"checkpoint": page.ctx.checkpoint_ref, "queue": st.session_state["cp_queue"]},
+        )
+
+
+def aligned_spaces(page: Comparing) -> None:
+    """Both checkpoints' shared spaces in A's coordinates, one item followed across them."""
+    st.subheader("Shared spaces, aligned")
+    method = st.segmented_control("Projection", ["pca", "umap"], default="pca", key="cp_method") or "pca"
+    gallery_a, gallery_b = page.runs_a[0][1], page.ctx.gallery
+    pair = page.pair
+    points = aligned(pair.baseline, pair.candidate, pair.dataset, method, gallery_a, gallery_b, page.ctx.label_names)
+    follow = st.selectbox(
+        "Follow an item (ringed in both; the arrow shows where B moved it)",
+        [None, *points.index],
+        format_func=lambda i: "none" if i is None else f"{points.id[i]} · {points.modality[i]} · {points.category[i]}",
+    )
+    st.plotly_chart(render.aligned_figure(points, follow), width="stretch")
+    st.caption(
+        "A is fitted; B's points are placed where A's map puts them (fit on A, transform B): items whose embedding "
+        "did not change keep their place. Hover a point for how far it moved."
+    )
+
+
+def decision(page: Comparing) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """The review evidence, the decision form and the comparison's decision log; returns the log, the reviewers'
+    notes on the regressions and their verdict counts (the report carries them)."""
+    pair = page.pair
+    st.subheader("Decision")
+    decisions, notes, review_counts = regression_review(
+        page.store, page.outcome.comparison.queries, pair.dataset, pair.baseline, pair.candidate
+    )
+    st.caption(wf.review_evidence(review_counts))
+    with st.form("cp_decision"):
+        form = wf.DecisionForm(
+            st.radio("Decision", DECISIONS, horizontal=True, index=None, key="cp_verdict"),
+            st.text_input("Override reason (required for GO with override)", key="cp_override"),
+            st.text_input("Deciders", key="cp_deciders", placeholder="names of everyone deciding"),
+            st.text_area("Rationale", key="cp_rationale"),
+        )
+        record = st.form_submit_button("Record the decision", type="primary", icon=":material/gavel:")
+    if record:
+        recorded = wf.record_decision(page.store, page.store_error, pair, form, page.outcome, review_counts)
+        if recorded.outcome == "recorded":
+            st.toast(recorded.message, icon=":material/check:")
+            st.rerun()
+        elif recorded.outcome == "repeated":
+            st.warning(recorded.message, icon=":material/content_copy:")
+        else:
+            st.error(recorded.message)
+    if decisions:
+        st.markdown("**Decisions on this comparison** (newest first; a later one supersedes, none is edited)")
+        st.dataframe(wf.decision_log(decisions), hide_index=True, width="stretch")
+    return decisions, notes, review_counts
+
+
+def downloads(page: Comparing, decisions: list[dict], notes: list[dict], review_counts: dict[str, int]) -> None:
+    """The HTML report (opens offline) and the model card (JSON)."""
+    pair, candidate = page.pair, page.candidate
+    report_context = render.ReportContext(
+        pair.baseline_name,
+        pair.baseline,
+        pair.candidate_name,
+        pair.candidate,
+        page.ctx.data_path,
+        pair.dataset,
+        page.choices.strict,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        code_version(),
+    )
+    document = render.report_document(page.outcome, report_context, decisions, notes, review_counts)
+    # Built with the page (cached per content), not when clicked: a file's address is a hash of its content, so a
+    # click never reruns the page, and a second click at once still finds its file (a deferred download's generator
+    # is forgotten by the rerun the first click caused, so a quick second click found nothing).
+    report, card = report_files(render.content_key(document), page.outcome, document)
+    columns = st.columns(2)
+    columns[0].download_button(
+        "Report (HTML, opens offline)",
+        report,
+        f"compare_{Path(candidate.path).stem}.html",
+        "text/html",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+    columns[1].download_button(
+        "Model card (JSON)", card, "comparison.json", "application/json", icon=":material/download:", on_click="ignore"
+    )
+
+
+ctx = context()
+store, store_error = review_store()
+choices = sidebar()
+st.title("Compare checkpoints")
+page = compare(ctx, choices, store, store_error)
+verdict(page)
+headline_figures(page)
+gate_rules(page)
+per_category(page)
+fixed_and_broken(page)
+aligned_spaces(page)
+decisions, notes, review_counts = decision(page)
+downloads(page, decisions, notes, review_counts)

@@ -1,6 +1,7 @@
 """Retrieval explorer: pick a query (test item, free text or an uploaded image), see its top-k, judge them.
 
-Every view is in the URL (checkpoint, direction, query, k), so a link pasted in a meeting reopens it.
+Every view is in the URL (checkpoint, direction, query, k, search), so a link pasted in a meeting reopens it: k and
+the search are bound to their widgets, the direction and the query are written here.
 Ranks, scores and tie groups come from chtn.ranking, as the Overview's (analysis.explorer.retrieve).
 """
 
@@ -20,25 +21,20 @@ from chtn.errors import CHTNError
 from chtn.images import open_rgb
 from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
-from views.common import context, keep, remember
+from views.common import context, from_link, to_url
 
 ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
 TEST_ITEM, FREE_TEXT, UPLOAD = "Test item", "Free text", "Upload an image"
 
-url = st.query_params  # a shared link wins; otherwise the last view of this session; otherwise defaults
-if "rx_direction" not in st.session_state:  # page (re)opened: the URL's view, if any, is restored
-    if url.get("direction") in DIRECTION_NAMES:
-        st.session_state["_kept_rx_direction"] = url["direction"]
-    if url.get("k", "").isdecimal() and len(url["k"]) < 6:  # "²".isdigit() is True, but int("²") fails
-        st.session_state["_kept_rx_k"] = min(max(int(url["k"]), 1), 50)
-    if url.get("query") in data.ids:
-        st.session_state.rx_row = data.ids.index(url["query"])
-    if url.get("search"):  # e.g. a category, from the Source bias page: its queries only
-        st.session_state.rx_search = url["search"][:200]
+# The query is a test row picked with the buttons (Random, Worst, Next mis-retrieval) or from the list the search
+# filters, not one widget's value, and the direction travels in the Explain links (never bound: see views.common), so
+# the page writes both to the URL itself; a link's win over the session's, and open unfiltered unless they say so.
+if (linked_direction := from_link("rx", "direction", DIRECTION_NAMES)) is not None:
+    st.session_state.rx_direction = linked_direction
+if (linked := from_link("rx", "query", data.ids)) is not None:  # a test item; a link's search is bound (below)
+    st.session_state.update(rx_row=data.ids.index(linked), rx_source=TEST_ITEM, search="")
 st.session_state.setdefault("rx_row", 0)
-for key, default in (("rx_direction", "i2t"), ("rx_k", 10), ("rx_categories", []), ("rx_source", TEST_ITEM)):
-    keep(key, default)
 
 
 def _set_row(row: int | None) -> None:
@@ -46,7 +42,7 @@ def _set_row(row: int | None) -> None:
         st.toast("No mis-retrieval in this direction.")
     else:
         st.session_state.rx_row = row
-        st.session_state.rx_search = ""
+        st.session_state.search = ""
 
 
 st.title("Retrieval explorer")
@@ -56,28 +52,24 @@ direction = top[0].radio(
     list(DIRECTION_NAMES),
     format_func=DIRECTION_NAMES.get,
     key="rx_direction",
+    persist_state="session",
     horizontal=True,
-    on_change=remember,
-    args=("rx_direction",),
 )
-k = top[1].slider("Results (k)", 1, 50, key="rx_k", on_change=remember, args=("rx_k",))
+k = top[1].slider("Results (k)", 1, 50, 10, key="k", bind="query-params")
 categories = top[2].multiselect(
-    "Only these categories in the gallery", names, key="rx_categories", on_change=remember, args=("rx_categories",)
+    "Only these categories in the gallery", names, key="rx_categories", persist_state="session"
 )
 source = st.radio(
-    "Query from",
-    [TEST_ITEM, FREE_TEXT, UPLOAD],
-    horizontal=True,
-    key="rx_source",
-    on_change=remember,
-    args=("rx_source",),
+    "Query from", [TEST_ITEM, FREE_TEXT, UPLOAD], horizontal=True, key="rx_source", persist_state="session"
 )
 report_side = getattr(ctx.report, direction)
 
 query, query_label, paired_row = None, None, None
 if source == TEST_ITEM:
     pick = st.columns([3, 1, 1, 1])
-    search = pick[0].text_input("Search by id, title or category", key="rx_search")
+    search = pick[0].text_input(
+        "Search by id, title or category", key="search", bind="query-params", max_chars=200
+    )  # a link from the Source bias page gives a category: its queries only
     matches = search_queries(gallery, search, names)
     if not matches:
         st.warning(f"No test item matches “{search}”.")
@@ -102,9 +94,9 @@ if source == TEST_ITEM:
         format_func=lambda r: f"{data.ids[r]} · {names[gallery.labels[r]]} · {data.texts[r]}",
     )
     st.session_state.rx_row = row
+    to_url("rx", direction=direction, query=data.ids[row])
     query = query_side(gallery, direction)[0][row]
     query_label, paired_row = int(gallery.labels[row]), row
-    st.query_params.update(direction=direction, query=data.ids[row], k=str(k))
     left, right = st.columns([1, 4])
     left.image(str(data.image_paths[row]), width=160)
     right.markdown(
@@ -194,6 +186,6 @@ for start in range(0, len(view.table), 5):
                         "direction": direction,
                         "query": data.ids[paired_row],
                         "result": item.id,
-                        "contrast": "1" if item.relevant is False else "0",
+                        "contrast": "true" if item.relevant is False else "false",
                     },
                 )

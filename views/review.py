@@ -4,8 +4,14 @@ Everything that defines what is on screen is in the URL (checkpoint, meeting que
 link opens the same queue at the same item for everyone. Verdicts go to the review database (SQLite file or a
 PostgreSQL URL): append-only, nothing overwritten. What the reviewer types is a draft in the session until the
 database has it (analysis.review.drafts): moving on before a save finished, or a refused save, loses nothing.
+
+The use cases (reading the review state, opening a queue, walking it, saving a verdict) are in
+analysis.review.workflow; this page draws them, part by part, in the order of the screen (the end of this file).
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -13,23 +19,45 @@ import streamlit as st
 
 from analysis import outcomes as oc
 from analysis.review import queue as rq
-from analysis.review.drafts import Draft, SaveTarget, VerdictDesk
+from analysis.review import workflow as wf
+from analysis.review.drafts import SaveTarget, VerdictDesk
 from analysis.review.render import EXPORTS, ReviewContext, export_files
-from analysis.review.store import VERDICTS
-from analysis.review.workflow import history_lines, open_queue, queue_title, review_state
-from analysis.store import StoreError
+from analysis.review.store import VERDICTS, ReviewStore
 from chtn.checkpoint import code_version
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
-from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
-from chtn.search import query_side, retrieve
-from views.common import context, review_store
+from chtn.ranking import TIE_LEGEND, describe_tie
+from chtn.search import ResultView, query_side, retrieve
+from views.common import Context, context, review_store
 
-ctx = context()
-gallery, names, data = ctx.gallery, ctx.label_names, ctx.gallery.data
-dataset, checkpoint = data.fingerprint(), ctx.checkpoint.digest
 ALL, MEETING = "All mis-retrievals", "Meeting queue"
-SPEC_KEYS = tuple(rq.QueueSpec.__dataclass_fields__)
+
+
+@dataclass
+class Review:
+    """What the parts of the page share: the checkpoint and data on screen, the review database (None when it cannot
+    be used now, with the reason), every query's outcome and the reviewer's drafts."""
+
+    ctx: Context
+    store: ReviewStore | None
+    store_error: str | None
+    outcomes: pd.DataFrame
+    desk: VerdictDesk
+    dataset: str  # fingerprint
+    checkpoint: str  # content hash
+
+    def offline(self, reason: str) -> None:
+        """The database opened but cannot be read now: go on without it, saying why nothing is saved."""
+        self.store, self.store_error = None, reason
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The queue on screen: its items (1-based `position`), and the meeting queue's id and spec (None outside one)."""
+
+    items: pd.DataFrame
+    meeting: str | None = None
+    spec: rq.QueueSpec | None = None
 
 
 @st.cache_data(show_spinner="Ranking every query…", max_entries=8)
@@ -37,46 +65,75 @@ def outcomes(checkpoint_digest: str, fingerprint: str, label_names: list[str], _
     return oc.query_outcomes(_gallery, _report, label_names)
 
 
-store, store_error = review_store()
-with st.sidebar:
-    reviewer = st.text_input("Your name", key="rv_reviewer", persist_state="session", max_chars=200)
+def open_review() -> Review:
+    """The sidebar's model, data and review database, the title and where verdicts go, and every query's outcome."""
+    ctx = context()
+    store, store_error = review_store()
+    header(store, store_error)
+    data = ctx.gallery.data
+    dataset, checkpoint = data.fingerprint(), ctx.checkpoint.digest
+    table = outcomes(checkpoint, dataset, ctx.label_names, ctx.gallery, ctx.report)
+    return Review(ctx, store, store_error, table, VerdictDesk(st.session_state), dataset, checkpoint)
 
-st.title("Review")
-if store:
-    st.caption(f"Verdicts are saved to the {store.describe()} (change it in the sidebar).")
-else:
-    st.error(f"**Verdicts cannot be saved now.** {store_error}", icon=":material/database:")
 
-table_all = outcomes(checkpoint, dataset, names, gallery, ctx.report)
-desk = VerdictDesk(st.session_state)
-saving = st.empty()  # "saving…", then "saved #id": the verdicts whose Save was pressed, saved before anything else
-target = SaveTarget(dataset, checkpoint, ctx.checkpoint.path.stem, table_all)
-while waiting := desk.pending():
-    saving.info(f"Saving the verdict on {waiting[0].label}…", icon=":material/hourglass_top:")
-    desk.save_next(store, store_error or "", target)
-if last := desk.last_saved():
-    saving.success(
-        f"Saved #{last.row_id}: {last.pending.draft.verdict} on {last.pending.label} by {last.pending.reviewer}.",
-        icon=":material/check:",
+def your_name() -> str:
+    """The reviewer's name, in the sidebar (kept for the browser session, across pages)."""
+    with st.sidebar:
+        return st.text_input("Your name", key="rv_reviewer", persist_state="session", max_chars=200)
+
+
+def header(store: ReviewStore | None, store_error: str | None) -> None:
+    st.title("Review")
+    if store:
+        st.caption(f"Verdicts are saved to the {store.describe()} (change it in the sidebar).")
+    else:
+        st.error(f"**Verdicts cannot be saved now.** {store_error}", icon=":material/database:")
+
+
+def save_typed_verdicts(review: Review) -> None:
+    """The verdicts whose Save was pressed, saved before anything else: "saving…", then "saved #id"."""
+    saving = st.empty()
+    target = SaveTarget(review.dataset, review.checkpoint, review.ctx.checkpoint.path.stem, review.outcomes)
+    last = wf.save_pending(
+        review.desk,
+        review.store,
+        review.store_error or "",
+        target,
+        lambda pending: saving.info(f"Saving the verdict on {pending.label}…", icon=":material/hourglass_top:"),
     )
-else:
-    saving.empty()
-try:
-    state = review_state(store, table_all, dataset, checkpoint)
-except StoreError as exc:  # opened, but unreadable now (e.g. the server went away): show the queue anyway
-    st.error(f"**Verdicts cannot be read now.** {exc}", icon=":material/database:")
-    store, store_error = None, str(exc)
-    state = review_state(None, table_all, dataset, checkpoint)
-current, previous_name = state.current, state.previous
+    if last:
+        saving.success(
+            f"Saved #{last.row_id}: {last.pending.draft.verdict} on {last.pending.label} by {last.pending.reviewer}.",
+            icon=":material/check:",
+        )
+    else:
+        saving.empty()
 
-# ---------------------------------------------------------------- which queue
-params = st.query_params
-queue_id = params.get("queue")
-mode = st.segmented_control(
-    "Queue", [ALL, MEETING], default=MEETING if queue_id else ALL, key=f"rv_mode_{queue_id}", required=True
-)
-spec, queue = None, None
-if mode == MEETING and not queue_id:
+
+def read_state(review: Review) -> wf.ReviewState:
+    """Every query with its verdict status; without verdicts, saying why, when the database cannot be read now."""
+    state, error = wf.open_review_state(review.store, review.outcomes, review.dataset, review.checkpoint)
+    if error:
+        st.error(f"**Verdicts cannot be read now.** {error}", icon=":material/database:")
+        review.offline(error)
+    return state
+
+
+def which_queue(review: Review, state: wf.ReviewState, reviewer: str) -> Queue:
+    """All mis-retrievals (filtered), or the meeting queue the URL names (a new one is started with a form)."""
+    queue_id = st.query_params.get("queue")
+    mode = st.segmented_control(
+        "Queue", [ALL, MEETING], default=MEETING if queue_id else ALL, key=f"rv_mode_{queue_id}", required=True
+    )
+    if mode == ALL:
+        return Queue(queue_filters(review, state))
+    if not queue_id:
+        new_meeting_form(review)
+    return meeting_queue(review, state, reviewer)
+
+
+def new_meeting_form(review: Review) -> None:
+    """The spec of a new meeting queue; the page waits here until it is submitted, then puts the queue in the URL."""
     with st.form("rv_spec"):
         st.markdown("**New meeting queue**: everyone who opens its link sees the same items in the same order.")
         cols = st.columns(4)
@@ -86,7 +143,7 @@ if mode == MEETING and not queue_id:
         pick = cols[3].selectbox("Within a stratum", ["random", "severe"], format_func=lambda p: f"{p} first")
         cols = st.columns(3)
         directions = cols[0].multiselect("Directions", list(DIRECTION_NAMES), default=list(DIRECTION_NAMES))
-        categories = cols[1].multiselect("Categories (none = all)", names)
+        categories = cols[1].multiselect("Categories (none = all)", review.ctx.label_names)
         kinds = cols[2].multiselect("Error kinds (none = all)", list(oc.KINDS), format_func=oc.KINDS.get)
         start = st.form_submit_button("Start the meeting queue", type="primary", icon=":material/groups:")
     if not start:
@@ -98,24 +155,32 @@ if mode == MEETING and not queue_id:
     except CHTNError as exc:
         st.error(str(exc))
         st.stop()
-    queue_id = spec.queue_id(checkpoint, dataset)
-    params.update(queue=queue_id, item="1", **spec.to_params())
-if mode == MEETING:
+    st.query_params.update(wf.start_meeting(spec, review.checkpoint, review.dataset))
+
+
+def meeting_queue(review: Review, state: wf.ReviewState, reviewer: str) -> Queue:
+    """The meeting queue of the URL, or a clear error for a bad or foreign link (or a store that refused it)."""
     try:
-        spec = rq.QueueSpec.from_params({k: params[k] for k in SPEC_KEYS if k in params})
-        queue = open_queue(store, state.annotated, spec, queue_id, checkpoint, dataset, reviewer or "")
-    except CHTNError as exc:  # a bad or foreign link; or the database refused to record the queue
+        spec, items = wf.open_meeting(
+            review.store, state.annotated, st.query_params.to_dict(), review.checkpoint, review.dataset, reviewer
+        )
+    except CHTNError as exc:
         st.error(f"{exc}", icon=":material/link_off:")
         st.stop()
+    queue_id = st.query_params["queue"]
     st.caption(
-        f"Meeting queue `{queue_id}` ({queue_title(store, queue_id, spec)}) · {len(queue)} items · share this page's "
-        "address: it opens the same queue at the same item."
+        f"Meeting queue `{queue_id}` ({wf.queue_title(review.store, queue_id, spec)}) · {len(items)} items · share "
+        "this page's address: it opens the same queue at the same item."
     )
-else:
-    for key in (*SPEC_KEYS, "queue"):
-        params.pop(key, None)
+    return Queue(items, queue_id, spec)
+
+
+def queue_filters(review: Review, state: wf.ReviewState) -> pd.DataFrame:
+    """Outside a meeting: the mis-retrievals, by category, direction, verdict status, and changed only."""
+    for key in (*rq.QueueSpec.__dataclass_fields__, "queue"):  # a meeting's link, left: its spec no longer applies
+        st.query_params.pop(key, None)
     cols = st.columns([3, 2, 3, 2])
-    categories = cols[0].multiselect("Categories", names, key="rv_categories")
+    categories = cols[0].multiselect("Categories", review.ctx.label_names, key="rv_categories")
     directions = cols[1].multiselect(
         "Directions", list(DIRECTION_NAMES), format_func=DIRECTION_NAMES.get, key="rv_directions"
     )
@@ -123,139 +188,138 @@ else:
     changed = cols[3].toggle(
         "Changed only",
         key="rv_changed",
-        disabled=previous_name is None,
+        disabled=state.previous is None,
         help="Only items whose outcome changed since the last reviewed checkpoint "
-        f"({previous_name or 'none yet'}): new regressions first.",
+        f"({state.previous or 'none yet'}): new regressions first.",
     )
-    queue = rq.filter_table(oc.misretrievals(state.annotated), categories, directions, statuses, changed)
-
-# ---------------------------------------------------------------- counts and navigation
-tally = rq.counts(queue)
-cols = st.columns(5)
-cols[0].metric("Reviewed", f"{tally['reviewed'] + tally['disputed']} of {tally['total']}")
-cols[1].metric("Unreviewed", tally["unreviewed"])
-cols[2].metric("Disputed", tally["disputed"], help="Reviewers' current verdicts on the item disagree.")
-cols[3].metric(
-    "New regressions",
-    int((queue["change"] == "new regression").sum()) if len(queue) else 0,
-    help=f"Retrieved well by the last reviewed checkpoint ({previous_name or 'none yet'}), mis-retrieved now.",
-)
-cols[4].metric("Mis-retrieved queries", f"{int(table_all['mis_retrieved'].sum())} of {len(table_all)}")
-if queue.empty:
-    st.info("No item matches: change the filters.")
-    st.stop()
-
-item_text = params.get("item", "1")
-position = int(item_text) if item_text.isdecimal() and len(item_text) < 7 else 1
-position = min(max(position, 1), len(queue))
+    return wf.all_misretrievals(state.annotated, categories, directions, statuses, changed)
 
 
-leaving = queue.iloc[position - 1]
-
-
-def go(to: int) -> None:
-    """Move to item `to`; what was typed on this item is saved first when it holds a verdict (VerdictDesk)."""
-    query_id, direction = leaving["query_id"], leaving["direction"]
-    if desk.widget_keys(query_id, direction)[0] in st.session_state:  # its form was drawn: something may be typed
-        label = f"#{position} · query {query_id} ({direction})"
-        desk.save_on_leave(query_id, direction, label, queue_id if mode == MEETING else None)
-    st.query_params["item"] = str(min(max(to, 1), len(queue)))
-
-
-nav = st.columns([1, 1, 1.6, 4.4])
-nav[0].button(
-    "Previous",
-    icon=":material/arrow_back:",
-    shortcut="K",
-    on_click=go,
-    args=(position - 1,),
-    disabled=position == 1,
-    help="Keyboard: K",
-)
-nav[1].button(
-    "Next",
-    icon=":material/arrow_forward:",
-    shortcut="J",
-    on_click=go,
-    args=(position + 1,),
-    disabled=position == len(queue),
-    help="Keyboard: J",
-)
-unreviewed = queue.index[(queue["status"] == "unreviewed") & (queue["position"] > position)]
-nav[2].button(
-    "Next unreviewed",
-    icon=":material/skip_next:",
-    shortcut="U",
-    help="Keyboard: U",
-    on_click=go,
-    args=(int(queue.loc[unreviewed[0], "position"]) if len(unreviewed) else position,),
-    disabled=not len(unreviewed),
-)
-choice = nav[3].selectbox(
-    "Item",
-    queue["position"].tolist(),
-    index=position - 1,
-    label_visibility="collapsed",
-    format_func=lambda p: (
-        lambda r: (
-            f"#{p} · {r.query_id} · {DIRECTION_NAMES[r.direction]} · {r.category} · {r.status}"
-            + (" · unsaved draft" if desk.draft(r.query_id, r.direction) else "")
-        )
-    )(queue.iloc[p - 1]),
-)
-if choice != position:
-    go(choice)
-    st.rerun()
-st.query_params["item"] = str(position)
-item = queue.iloc[position - 1]
-where = dict(zip(zip(queue["query_id"], queue["direction"]), queue["position"]))
-elsewhere = [key for key in desk.unsaved() if key != (item["query_id"], item["direction"])]
-if elsewhere:
-    st.caption(
-        "Unsaved drafts, kept in this browser session until you save them: "
-        + ", ".join(f"#{where[k]}" if k in where else f"{k[0]} ({k[1]}, not in this queue)" for k in elsewhere)
+def counts(review: Review, queue: Queue, previous: str | None) -> None:
+    """Reviewed, unreviewed, disputed, new regressions; the page stops here when no item is left to show."""
+    tally = wf.tally(queue.items, review.outcomes)
+    cols = st.columns(5)
+    cols[0].metric("Reviewed", f"{tally.reviewed} of {tally.total}")
+    cols[1].metric("Unreviewed", tally.unreviewed)
+    cols[2].metric("Disputed", tally.disputed, help="Reviewers' current verdicts on the item disagree.")
+    cols[3].metric(
+        "New regressions",
+        tally.new_regressions,
+        help=f"Retrieved well by the last reviewed checkpoint ({previous or 'none yet'}), mis-retrieved now.",
     )
-for (query_id, direction), error in desk.errors().items():
-    if (query_id, direction) != (item["query_id"], item["direction"]):
-        st.error(f"The verdict on {query_id} ({direction}) was not saved. {error}", icon=":material/database:")
+    cols[4].metric("Mis-retrieved queries", f"{tally.mis_retrieved} of {tally.queries}")
+    if queue.items.empty:
+        st.info("No item matches: change the filters.")
+        st.stop()
 
-# ---------------------------------------------------------------- the item
-direction, row = item["direction"], int(item["row"])
-query = query_side(gallery, direction)[0][row]
-view = retrieve(gallery, direction, query, 10, names, None, int(gallery.labels[row]), row)
-left, right = st.columns([1, 3])
-left.image(str(data.image_paths[row]), width=180)
-left.caption("The query image" if direction == "i2t" else "The query text's own image (its pair)")
-own_tie = describe_tie(*view.paired_tie) if view.paired_tie else ""
-right.markdown(
-    f"**#{position} · {DIRECTION_NAMES[direction]}** · query `{item['query_id']}` · **{item['category']}** · "
-    f"{oc.KINDS.get(item['kind'], item['kind'] or 'retrieved well')} · severity {item['severity']:.2f}  \n"
-    f"AP {item['ap']:.3f} · its own pair: {own_pair_headline(view.paired_rank, view.paired_tie)}"
-    f"{f' (#{view.paired_rank} in gallery order)' if own_tie else ''} · "
-    f"top-1 is *{item['top1_category']}* · since {previous_name or 'no earlier reviewed checkpoint'}: "
-    f"**{item['change']}**"
-)
-right.text(data.texts[row])
-links = right.columns(2)
-links[0].page_link(
-    "views/space.py",
-    label="Show on the shared-space map",
-    icon=":material/scatter_plot:",
-    query_params={
-        "checkpoint": ctx.checkpoint_ref,
-        "point": item["query_id"],
-        "modality": "image" if direction == "i2t" else "text",
-    },
-)
-links[1].page_link(
-    "views/explorer.py",
-    label="Open in the retrieval explorer",
-    icon=":material/manage_search:",
-    query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item["query_id"]},
-)
 
-results, verdict_col = st.columns([3, 2])
-with results:
+def go(to: int, leaving: tuple[str, str], label: str, meeting: str | None, length: int) -> None:
+    """Navigation's callback: move to item `to`; what was typed on the item being left is saved first when it holds
+    a verdict (VerdictDesk.save_on_leave)."""
+    desk = VerdictDesk(st.session_state)
+    if desk.widget_keys(*leaving)[0] in st.session_state:  # its form was drawn: something may be typed
+        desk.save_on_leave(*leaving, label, meeting)
+    # The item is a position in the queue, moved by four controls (J, K, U, the picker): not one widget's value,
+    # so the page keeps it in the URL itself.
+    st.query_params["item"] = str(min(max(to, 1), length))
+
+
+def navigation(review: Review, queue: Queue) -> pd.Series:
+    """Previous, Next, Next unreviewed (J, K, U) and the item picker; returns the item on screen."""
+    items = queue.items
+    position = wf.item_position(st.query_params.get("item"), len(items))
+    leaving = items.iloc[position - 1]
+    key = (leaving["query_id"], leaving["direction"])
+    moving = (key, wf.item_label(position, *key), queue.meeting, len(items))
+    nav = st.columns([1, 1, 1.6, 4.4])
+    nav[0].button(
+        "Previous",
+        icon=":material/arrow_back:",
+        shortcut="K",
+        on_click=go,
+        args=(position - 1, *moving),
+        disabled=position == 1,
+        help="Keyboard: K",
+    )
+    nav[1].button(
+        "Next",
+        icon=":material/arrow_forward:",
+        shortcut="J",
+        on_click=go,
+        args=(position + 1, *moving),
+        disabled=position == len(items),
+        help="Keyboard: J",
+    )
+    unreviewed = wf.next_unreviewed(items, position)
+    nav[2].button(
+        "Next unreviewed",
+        icon=":material/skip_next:",
+        shortcut="U",
+        help="Keyboard: U",
+        on_click=go,
+        args=(unreviewed or position, *moving),
+        disabled=unreviewed is None,
+    )
+
+    def label(p: int) -> str:
+        row = items.iloc[p - 1]
+        return wf.choice_label(row, review.desk.draft(row["query_id"], row["direction"]) is not None)
+
+    choice = nav[3].selectbox(
+        "Item", items["position"].tolist(), index=position - 1, label_visibility="collapsed", format_func=label
+    )
+    if choice != position:
+        go(choice, *moving)
+        st.rerun()
+    st.query_params["item"] = str(position)
+    return items.iloc[position - 1]
+
+
+def unsaved_elsewhere(review: Review, queue: Queue, item: pd.Series) -> None:
+    """Drafts and refused saves on other items, so none is forgotten."""
+    here = (item["query_id"], item["direction"])
+    elsewhere = wf.drafts_elsewhere(review.desk.unsaved(), here, queue.items)
+    if elsewhere:
+        st.caption("Unsaved drafts, kept in this browser session until you save them: " + ", ".join(elsewhere))
+    for (query_id, direction), error in review.desk.errors().items():
+        if (query_id, direction) != here:
+            st.error(f"The verdict on {query_id} ({direction}) was not saved. {error}", icon=":material/database:")
+
+
+def item_panel(review: Review, item: pd.Series, previous: str | None) -> ResultView:
+    """The query (its image, heading and text) with links to the map and the explorer; returns its top 10."""
+    ctx, direction, row = review.ctx, item["direction"], int(item["row"])
+    gallery = ctx.gallery
+    query = query_side(gallery, direction)[0][row]
+    view = retrieve(gallery, direction, query, 10, ctx.label_names, None, int(gallery.labels[row]), row)
+    left, right = st.columns([1, 3])
+    left.image(str(gallery.data.image_paths[row]), width=180)
+    left.caption("The query image" if direction == "i2t" else "The query text's own image (its pair)")
+    right.markdown(wf.item_headline(item, view.paired_rank or 0, view.paired_tie, previous))
+    right.text(gallery.data.texts[row])
+    links = right.columns(2)
+    links[0].page_link(
+        "views/space.py",
+        label="Show on the shared-space map",
+        icon=":material/scatter_plot:",
+        query_params={
+            "checkpoint": ctx.checkpoint_ref,
+            "point": item["query_id"],
+            "modality": "image" if direction == "i2t" else "text",
+        },
+    )
+    links[1].page_link(
+        "views/explorer.py",
+        label="Open in the retrieval explorer",
+        icon=":material/manage_search:",
+        query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item["query_id"]},
+    )
+    return view
+
+
+def top_results(review: Review, item: pd.Series, view: ResultView) -> None:
+    """The query's top 10, each with its score, tie group, relevance and a "Why?" link."""
+    direction, row = item["direction"], int(item["row"])
     st.markdown(f"**Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}**")
     st.caption(TIE_LEGEND)
     for result in view.table.itertuples():
@@ -276,7 +340,7 @@ with results:
                 label="Why?",
                 icon=":material/insights:",
                 query_params={
-                    "checkpoint": ctx.checkpoint_ref,
+                    "checkpoint": review.ctx.checkpoint_ref,
                     "direction": direction,
                     "query": item["query_id"],
                     "result": result.id,
@@ -284,20 +348,18 @@ with results:
                 },
             )
 
-with verdict_col:
-    mine = (
-        current[(current["query_id"] == item["query_id"]) & (current["direction"] == direction)]
-        if len(current)
-        else current
-    )
-    query_id = item["query_id"]
-    own_rows = mine[mine["reviewer"] == reviewer] if reviewer and len(mine) else pd.DataFrame()
-    stored = Draft(own_rows.iloc[-1]["verdict"], own_rows.iloc[-1]["note"]) if len(own_rows) else None
-    desk.prefill(query_id, direction, stored)  # the unsaved draft, else this reviewer's current verdict
+
+def verdict_form(review: Review, queue: Queue, item: pd.Series, reviewer: str, verdicts: pd.DataFrame) -> None:
+    """The reviewer's verdict and note on the item (their unsaved draft, else their current verdict) and Save."""
+    desk, query_id, direction = review.desk, item["query_id"], item["direction"]
+    desk.prefill(query_id, direction, wf.reviewer_verdict(verdicts, reviewer))
     verdict_key, note_key = desk.widget_keys(query_id, direction)
+    # Not persist_state: every change is copied into the item's draft (VerdictDesk), which outlives the widgets, a
+    # rerun cut short and a save refused, and which the Save button and moving on both read.
     keep = dict(on_change=desk.keep_draft, args=(query_id, direction))
     # The labels name the item: while a rerun is on its way, the previous item's form may still be on screen, and
     # what is typed there belongs to that item; the label says which one it is.
+    position = int(item["position"])
     st.radio(f"Verdict on #{position} · query {query_id}", VERDICTS, index=None, key=verdict_key, **keep)
     st.text_area(
         f"Notes on #{position} · query {query_id}",
@@ -312,12 +374,7 @@ with verdict_col:
         icon=":material/save:",
         shortcut="Ctrl+Enter",
         on_click=desk.request_save,
-        args=(
-            query_id,
-            direction,
-            f"#{position} · query {query_id} ({direction})",
-            queue_id if mode == MEETING else None,
-        ),
+        args=(query_id, direction, wf.item_label(position, query_id, direction), queue.meeting),
         help="Keyboard: Ctrl+Enter. Moving on (J, K, U, the picker) saves a chosen verdict too, before anything else.",
     )
     if desk.error(query_id, direction):
@@ -326,38 +383,62 @@ with verdict_col:
         st.caption("Unsaved draft: kept in this browser session until you save it.")
     elif desk.saved_id(query_id, direction) is not None:
         st.caption(f"Saved as #{desk.saved_id(query_id, direction)} in the review database.")
+
+
+def verdicts_so_far(review: Review, item: pd.Series, verdicts: pd.DataFrame) -> None:
+    """Every reviewer's current verdict on the item, and the verdicts it got on other checkpoints."""
     st.markdown("**Verdicts on this checkpoint**")
-    if len(mine) == 0:
+    if len(verdicts) == 0:
         st.caption("None yet.")
-    for r in mine.itertuples():
+    for r in verdicts.itertuples():
         st.markdown(f"**{r.verdict}** — {r.reviewer}, {pd.Timestamp(r.created_at):%Y-%m-%d %H:%M} UTC")
         if r.note:
-            st.text(r.note if len(r.note) <= 2000 else r.note[:2000] + f"… ({len(r.note):,} characters in all)")
-    lines = history_lines(store.query_history(dataset, item["query_id"], direction), checkpoint) if store else []
+            st.text(wf.note_excerpt(r.note))
+    store = review.store
+    history = store.query_history(review.dataset, item["query_id"], item["direction"]) if store else None
+    lines = wf.history_lines(history, review.checkpoint) if history is not None else []
     if lines:
         st.markdown("**On other checkpoints of this dataset**  \n" + "  \n".join(lines))
 
-# ---------------------------------------------------------------- exports
-st.divider()
-review_context = ReviewContext(
-    checkpoint,
-    ctx.checkpoint.path.stem,
-    dataset,
-    ctx.data_path,
-    f"meeting queue {queue_id} ({queue_title(store, queue_id, spec)})" if mode == MEETING else "all mis-retrievals",
-    store.describe() if store else f"none ({store_error})",
-    datetime.now(UTC).isoformat(timespec="seconds"),
-    code_version(),
-)
-try:
-    history = store.verdicts(dataset, checkpoint) if store else pd.DataFrame()
-except StoreError as exc:
-    st.warning(f"The JSON file below lacks the verdict history: {exc}", icon=":material/database:")
-    history = pd.DataFrame()
-# Built on every run (small files), not when clicked: a file's address is a hash of its content, so a click never
-# reruns the page nor waits, and a second click at once still finds its file (a deferred download's generator is
-# forgotten by the next rerun, so a quick second click found nothing).
-files = export_files(queue, current, history, review_context)
-exports = st.columns(3)
-for column, (name, label, mime) in zip(exports, EXPORTS):
-    column.download_button(label, files[name], name, mime, icon=":material/download:", on_click="ignore")
+
+def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
+    """The queue with its verdicts as CSV, JSON and an HTML summary."""
+    st.divider()
+    review_context = ReviewContext(
+        review.checkpoint,
+        review.ctx.checkpoint.path.stem,
+        review.dataset,
+        review.ctx.data_path,
+        wf.queue_name(review.store, queue.meeting, queue.spec),
+        review.store.describe() if review.store else f"none ({review.store_error})",
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        code_version(),
+    )
+    history, error = wf.verdict_history(review.store, review.dataset, review.checkpoint)
+    if error:
+        st.warning(f"The JSON file below lacks the verdict history: {error}", icon=":material/database:")
+    # Built on every run (small files), not when clicked: a file's address is a hash of its content, so a click
+    # never reruns the page nor waits, and a second click at once still finds its file (a deferred download's
+    # generator is forgotten by the next rerun, so a quick second click found nothing).
+    files = export_files(queue.items, current, history, review_context)
+    for column, (name, label, mime) in zip(st.columns(3), EXPORTS):
+        column.download_button(label, files[name], name, mime, icon=":material/download:", on_click="ignore")
+
+
+review = open_review()
+reviewer = your_name()
+save_typed_verdicts(review)
+state = read_state(review)
+queue = which_queue(review, state, reviewer)
+counts(review, queue, state.previous)
+item = navigation(review, queue)
+unsaved_elsewhere(review, queue, item)
+view = item_panel(review, item, state.previous)
+verdicts = wf.item_verdicts(state.current, item["query_id"], item["direction"])
+results_column, verdict_column = st.columns([3, 2])
+with results_column:
+    top_results(review, item, view)
+with verdict_column:
+    verdict_form(review, queue, item, reviewer, verdicts)
+    verdicts_so_far(review, item, verdicts)
+exports(review, queue, state.current)

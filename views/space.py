@@ -28,21 +28,11 @@ from analysis.projection.render import scatter_figure, thumbnail_uris
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
-from views.common import context, keep, remember
+from views.common import context
 
 ctx = context()
 gallery, names, report = ctx.gallery, ctx.label_names, ctx.report
 data = gallery.data
-for key, default in (
-    ("sp_method", "umap"),
-    ("sp_neighbors", 15),
-    ("sp_min_dist", 0.1),
-    ("sp_metric", "cosine"),
-    ("sp_seed", 0),
-    ("sp_limit", 20000),
-    ("sp_colour", "category"),
-):
-    keep(key, default)
 
 THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
 POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether its UMAP is ready
@@ -82,31 +72,24 @@ st.caption(
 with st.expander("Projection parameters", expanded=False):
     cols = st.columns(6)
     method = cols[0].selectbox(
-        "Method", list(METHODS), format_func=METHODS.get, key="sp_method", on_change=remember, args=("sp_method",)
+        "Method", list(METHODS), format_func=METHODS.get, key="sp_method", persist_state="session"
     )
     neighbors = cols[1].number_input(
-        "n_neighbors", 2, 200, key="sp_neighbors", on_change=remember, args=("sp_neighbors",), disabled=method != "umap"
+        "n_neighbors", 2, 200, 15, key="sp_neighbors", disabled=method != "umap", persist_state="session"
     )
     min_dist = cols[2].number_input(
-        "min_dist",
-        0.0,
-        1.0,
-        step=0.05,
-        key="sp_min_dist",
-        on_change=remember,
-        args=("sp_min_dist",),
-        disabled=method != "umap",
+        "min_dist", 0.0, 1.0, 0.1, step=0.05, key="sp_min_dist", disabled=method != "umap", persist_state="session"
     )
-    metric = cols[3].selectbox("Metric", list(METRICS), key="sp_metric", on_change=remember, args=("sp_metric",))
-    seed = cols[4].number_input("Seed", 0, 10_000, key="sp_seed", on_change=remember, args=("sp_seed",))
+    metric = cols[3].selectbox("Metric", list(METRICS), key="sp_metric", persist_state="session")
+    seed = cols[4].number_input("Seed", 0, 10_000, 0, key="sp_seed", persist_state="session")
     limit = cols[5].number_input(
         "Point limit",
         100,
         1_000_000,
+        20_000,
         step=1000,
         key="sp_limit",
-        on_change=remember,
-        args=("sp_limit",),
+        persist_state="session",
         help="Above this many points a stratified sample is shown.",
     )
 
@@ -146,15 +129,11 @@ table = points_table(
 )
 
 ALL = "All categories"
-if "sp_category" not in st.session_state and st.query_params.get("category") in names:  # a shared link's focus
-    st.session_state["_kept_sp_category"] = st.query_params["category"]
-keep("sp_category", ALL)
 focus = st.selectbox(
     "Category",
     [ALL, *names],
-    key="sp_category",
-    on_change=remember,
-    args=("sp_category",),
+    key="category",
+    bind="query-params",  # a link from the Source bias page opens its category (?category=Heels)
     help="Show one category's images and texts (the projection stays the one of the whole split).",
 )
 if focus != ALL:
@@ -194,9 +173,9 @@ with plot_col:
             "Colour by",
             list(COLOUR_BY),
             format_func=COLOUR_BY.get,
+            default="category",
             key="sp_colour",
-            on_change=remember,
-            args=("sp_colour",),
+            persist_state="session",
         )
         or "category"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.compare.figures import Outcome
+from analysis.compare.figures import Comparison, Outcome
 from analysis.compare.rules import ALPHA, rules_table
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS
@@ -56,6 +56,21 @@ def category_table(figures: pd.DataFrame) -> pd.DataFrame:
             "evidence": np.where(rows["insufficient"], "insufficient (n < 20)", ""),
         }
     ).reset_index(drop=True)
+
+
+def method_note(comparison: Comparison) -> str:
+    """How the headline figures' intervals and p-values were computed, under the headline table."""
+    if comparison.of_recipes:
+        return (
+            "B − A over the identical queries, each side's runs averaged per query. 95% CI and p: Welch's t across "
+            "the training runs; d: mean difference / its sd over queries. Own-pair recall counts exactly tied items "
+            "in random order."
+        )
+    return (
+        "B − A over the identical queries. 95% CI and p: a bootstrap and a sign-flip randomization test that resample "
+        "whole categories for the overall figures (exact up to 20) and queries within a category; d: mean difference "
+        "/ its sd over queries. Own-pair recall counts exactly tied items in random order."
+    )
 
 
 def _interval(low: float, high: float) -> str:

@@ -1,24 +1,33 @@
-"""The review workflow over a store: what the Review page and `chtn review` share between the queue logic
-(:mod:`analysis.review.queue`) and the database (:mod:`analysis.review.store`).
+"""The review workflow over a store: the use cases of the Review page and `chtn review` between the queue logic
+(:mod:`analysis.review.queue`), the drafts (:mod:`analysis.review.drafts`) and the database
+(:mod:`analysis.review.store`): reading the review state, opening a queue, walking it, saving the verdicts typed.
 
 A meeting queue is recorded in the store with its item list the first time it is opened; from then on its link
 opens that list, in that order, whatever changes in the code that builds queues.
+
+No Streamlit here: the page only draws what these functions return, so tests reach every decision without a browser.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis import outcomes as oc
 from analysis.review import queue as rq
+from analysis.review.drafts import Draft, PendingVerdict, SaveResult, SaveTarget, VerdictDesk
 from analysis.review.store import ReviewStore
+from analysis.store import StoreError
+from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.files import read_bounded
+from chtn.ranking import describe_tie, own_pair_headline
 
 MAX_SPEC_BYTES = 100_000  # a queue spec is a short JSON object; a larger file was given by mistake
 SPEC_FILE_FIX = 'Give a JSON file holding one object such as {"size": 30, "seed": 0}.'
@@ -48,6 +57,17 @@ def review_state(store: ReviewStore | None, outcomes: pd.DataFrame, dataset: str
             f"{last['checkpoint_name']} ({last['checkpoint'][:8]})",
         )
     return ReviewState(rq.annotate(outcomes, current, previous), current, name)
+
+
+def open_review_state(
+    store: ReviewStore | None, outcomes: pd.DataFrame, dataset: str, checkpoint: str
+) -> tuple[ReviewState, str | None]:
+    """`review_state`, or when the store opened but cannot be read now (e.g. the server went away) the state
+    without verdicts and the reason: the queue is still shown, and the page says why nothing can be saved."""
+    try:
+        return review_state(store, outcomes, dataset, checkpoint), None
+    except StoreError as exc:
+        return review_state(None, outcomes, dataset, checkpoint), str(exc)
 
 
 def open_queue(
@@ -81,10 +101,49 @@ def open_queue(
     return queue
 
 
+def start_meeting(spec: rq.QueueSpec, checkpoint: str, dataset: str) -> dict[str, str]:
+    """The URL parameters of a new meeting queue on this checkpoint and dataset, at its first item: the link everyone
+    in the meeting opens (the queue id is a hash of the spec, so the same spec gives the same link)."""
+    return {"queue": spec.queue_id(checkpoint, dataset), "item": "1", **spec.to_params()}
+
+
+def open_meeting(
+    store: ReviewStore | None,
+    annotated: pd.DataFrame,
+    params: Mapping[str, str],
+    checkpoint: str,
+    dataset: str,
+    created_by: str = "",
+) -> tuple[rq.QueueSpec, pd.DataFrame]:
+    """The meeting queue a link names (`queue` and the spec's parameters): its spec and items, recorded in the store
+    the first time (`open_queue`). `CHTNError` for a bad spec, a link made for another checkpoint or dataset, or a
+    store that refused to record it."""
+    spec = rq.QueueSpec.from_params(params)
+    return spec, open_queue(store, annotated, spec, str(params.get("queue", "")), checkpoint, dataset, created_by)
+
+
+def all_misretrievals(
+    annotated: pd.DataFrame,
+    categories: Sequence[str] = (),
+    directions: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+    changed_only: bool = False,
+) -> pd.DataFrame:
+    """The queue outside a meeting: every mis-retrieved query passing the filters (`queue.filter_table`)."""
+    return rq.filter_table(oc.misretrievals(annotated), categories, directions, statuses, changed_only)
+
+
 def queue_title(store: ReviewStore | None, queue_id: str, spec: rq.QueueSpec) -> str:
     """What a meeting queue is, in words: its recorded title (e.g. "regressions of B") or its spec."""
     stored = store.queue(queue_id) if store is not None else None
     return (stored or {}).get("spec", {}).get("title") or spec.describe()
+
+
+def queue_name(store: ReviewStore | None, queue_id: str | None, spec: rq.QueueSpec | None) -> str:
+    """Which queue an export holds: "meeting queue <id> (<title>)", or "all mis-retrievals" outside a meeting."""
+    if queue_id is None or spec is None:
+        return "all mis-retrievals"
+    return f"meeting queue {queue_id} ({queue_title(store, queue_id, spec)})"
 
 
 _OTHER = (
@@ -128,3 +187,125 @@ def regressions_queue(store: ReviewStore, queries: pd.DataFrame, dataset: str, b
     spec = {"spec": asdict(rq.QueueSpec(size=max(len(items), 1))), "items": items, "title": "regressions of B"}
     store.save_queue(queue_id[:12], dataset=dataset, checkpoint=candidate, spec=spec, created_by=f"compare {baseline}")
     return queue_id[:12]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The counts at the top of the Review page."""
+
+    reviewed: int  # reviewed or disputed: someone gave a verdict
+    total: int  # items in the queue
+    unreviewed: int
+    disputed: int
+    new_regressions: int  # retrieved well by the last reviewed checkpoint, mis-retrieved now
+    mis_retrieved: int  # over every query of the checkpoint, not only the queue's
+    queries: int
+
+
+def tally(queue: pd.DataFrame, outcomes: pd.DataFrame) -> Tally:
+    """The queue's items by verdict status and change, and the checkpoint's mis-retrieved queries in all."""
+    counts = rq.counts(queue)
+    return Tally(
+        reviewed=counts["reviewed"] + counts["disputed"],
+        total=counts["total"],
+        unreviewed=counts["unreviewed"],
+        disputed=counts["disputed"],
+        new_regressions=int((queue["change"] == "new regression").sum()) if len(queue) else 0,
+        mis_retrieved=int(outcomes["mis_retrieved"].sum()),
+        queries=len(outcomes),
+    )
+
+
+def item_position(text: str | None, length: int) -> int:
+    """The URL's `item` (1-based) within a queue of `length` items: clamped into it; anything but a short whole
+    number opens the first item (a link is never an error)."""
+    position = int(text) if text is not None and text.isdecimal() and len(text) < 7 else 1
+    return min(max(position, 1), max(length, 1))
+
+
+def next_unreviewed(queue: pd.DataFrame, position: int) -> int | None:
+    """The position of the first unreviewed item after `position`, None when none is left."""
+    later = queue[(queue["status"] == "unreviewed") & (queue["position"] > position)]
+    return int(later["position"].iloc[0]) if len(later) else None
+
+
+def item_label(position: int, query_id: str, direction: str) -> str:
+    """How messages name an item: "#3 · query 1234 (i2t)"."""
+    return f"#{position} · query {query_id} ({direction})"
+
+
+def choice_label(item: pd.Series, unsaved: bool) -> str:
+    """An item in the picker: "#3 · 1234 · Image → Text · Heels · unreviewed", flagged when it holds a draft."""
+    direction = DIRECTION_NAMES[item["direction"]]
+    text = f"#{item['position']} · {item['query_id']} · {direction} · {item['category']} · {item['status']}"
+    return text + (" · unsaved draft" if unsaved else "")
+
+
+def drafts_elsewhere(unsaved: Sequence[tuple[str, str]], here: tuple[str, str], queue: pd.DataFrame) -> list[str]:
+    """The other items holding an unsaved draft, by their position in this queue ("#3"), or by query id and
+    direction when this queue does not hold them."""
+    where = dict(zip(zip(queue["query_id"], queue["direction"]), queue["position"]))
+    return [f"#{where[k]}" if k in where else f"{k[0]} ({k[1]}, not in this queue)" for k in unsaved if k != here]
+
+
+def item_headline(
+    item: pd.Series, paired_rank: int, paired_tie: tuple[int, int, int] | None, previous: str | None
+) -> str:
+    """The item's heading (Markdown): position, direction, query, category, error kind, severity, AP, where its own
+    pair ranks (a tie group as its range) and what changed since the last reviewed checkpoint."""
+    kind = oc.KINDS.get(item["kind"], item["kind"] or "retrieved well")
+    gallery_order = f" (#{paired_rank} in gallery order)" if paired_tie and describe_tie(*paired_tie) else ""
+    return (
+        f"**#{item['position']} · {DIRECTION_NAMES[item['direction']]}** · query `{item['query_id']}` · "
+        f"**{item['category']}** · {kind} · severity {item['severity']:.2f}  \n"
+        f"AP {item['ap']:.3f} · its own pair: {own_pair_headline(paired_rank, paired_tie)}{gallery_order} · "
+        f"top-1 is *{item['top1_category']}* · since {previous or 'no earlier reviewed checkpoint'}: "
+        f"**{item['change']}**"
+    )
+
+
+def item_verdicts(current: pd.DataFrame, query_id: str, direction: str) -> pd.DataFrame:
+    """The current verdicts (one per reviewer) on one item."""
+    if current.empty:
+        return current
+    return current[(current["query_id"] == query_id) & (current["direction"] == direction)]
+
+
+def reviewer_verdict(verdicts: pd.DataFrame, reviewer: str) -> Draft | None:
+    """This reviewer's current verdict on the item as a draft (what the form shows), None when they gave none."""
+    if not reviewer or verdicts.empty:
+        return None
+    own = verdicts[verdicts["reviewer"] == reviewer]
+    return Draft(own.iloc[-1]["verdict"], own.iloc[-1]["note"]) if len(own) else None
+
+
+def note_excerpt(note: str, limit: int = 2000) -> str:
+    """A stored note as the page shows it: whole up to `limit` characters, else cut, saying how long it is."""
+    return note if len(note) <= limit else note[:limit] + f"… ({len(note):,} characters in all)"
+
+
+def save_pending(
+    desk: VerdictDesk,
+    store: ReviewStore | None,
+    store_error: str,
+    target: SaveTarget,
+    announce: Callable[[PendingVerdict], None] = lambda pending: None,
+) -> SaveResult | None:
+    """Save a verdict: store every verdict whose Save was pressed (or that was left with a verdict chosen), oldest
+    first, before anything else is drawn; `announce` is told which one is being saved. Returns the latest save this
+    session completed (a run cut short by the next key press leaves it for the next run to report)."""
+    while waiting := desk.pending():
+        announce(waiting[0])
+        desk.save_next(store, store_error, target)
+    return desk.last_saved()
+
+
+def verdict_history(store: ReviewStore | None, dataset: str, checkpoint: str) -> tuple[pd.DataFrame, str | None]:
+    """Every verdict on this checkpoint, superseded ones too (what the JSON export keeps), or an empty table and the
+    reason when the store cannot give it."""
+    if store is None:
+        return pd.DataFrame(), None
+    try:
+        return store.verdicts(dataset, checkpoint), None
+    except StoreError as exc:
+        return pd.DataFrame(), str(exc)
