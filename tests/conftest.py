@@ -25,10 +25,13 @@ def recipe_runs(name: str) -> list[str]:
     ]
 
 
-# One feature cache per test session (under pytest-xdist: per worker), shared by all its tests and by the CLI
-# subprocesses and servers they start, so real features are extracted once per worker and never read from a
-# developer's own cache.
-os.environ.setdefault("CHTN_CACHE_DIR", tempfile.mkdtemp(prefix="chtn-test-cache-"))
+# One cache folder per test session, shared by all its tests and by the CLI subprocesses and servers they start,
+# so real features are extracted once per session and never read from a developer's own cache. Under pytest-xdist
+# each worker gets its own (a sub-folder of the controller's), so no test sees another worker's cache warm or cold.
+if "CHTN_CACHE_DIR" not in os.environ:
+    os.environ["CHTN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chtn-test-cache-")
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["CHTN_CACHE_DIR"] = os.path.join(os.environ["CHTN_CACHE_DIR"], worker)
 
 # Under pytest-xdist the workers share the cores: torch, BLAS and numba each start one thread per core, so N
 # workers would run N threads each on N cores and spend the difference switching. Each worker, and every process
