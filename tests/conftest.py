@@ -32,6 +32,7 @@ if "CHTN_CACHE_DIR" not in os.environ:
     os.environ["CHTN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chtn-test-cache-")
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["CHTN_CACHE_DIR"] = os.path.join(os.environ["CHTN_CACHE_DIR"], worker)
+    os.makedirs(os.environ["CHTN_CACHE_DIR"], exist_ok=True)
 
 # Under pytest-xdist the workers share the cores: torch, BLAS and numba each start one thread per core, so N
 # workers would run N threads each on N cores and spend the difference switching. Each worker, and every process
