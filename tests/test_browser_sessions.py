@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.workspace import DEFAULT_CHECKPOINT
 from tests.conftest import ROOT
 from tests.harness import ERROR_SELECTORS, StreamlitServer, assert_clean, launch_chromium, require_chromium
+from views.links import attribution_link, explorer_link
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -56,11 +58,10 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
         explorers = [browser.new_context().new_page() for _ in rows]
         explainers = [browser.new_context().new_page() for _ in pairs]
         for tab, row in zip(explorers, rows):  # all requests go out before any page is read
-            tab.goto(f"{server.url}/explorer?direction=i2t&k=5&query={ids[row]}", wait_until="commit")
+            tab.goto(server.url + explorer_link(DEFAULT_CHECKPOINT, "i2t", ids[row], k=5).url, wait_until="commit")
         for tab, (query, result) in zip(explainers, pairs):
-            tab.goto(
-                f"{server.url}/attribution?direction=i2t&query={ids[query]}&result={ids[result]}", wait_until="commit"
-            )
+            link = attribution_link(DEFAULT_CHECKPOINT, "i2t", ids[query], ids[result])
+            tab.goto(server.url + link.url, wait_until="commit")
         for tab, row in zip(explorers, rows):
             _wait_for(tab, "Top 5 texts")
             assert _metric(tab, "Query AP") == f"{ap[row]:.3f}"

@@ -48,6 +48,13 @@ def test_one_checkpoint_per_side_says_so_and_makes_no_recipe_decision(review_db,
     assert at.checkbox(key="runs").value is False
 
 
+def test_odd_flags_in_a_link_open_with_their_defaults(review_db):
+    """Bound widgets drop a URL value they cannot read: the page opens as without it, no error."""
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source", runs="yes", strict="2")
+    assert not at.exception and not at.error and "The rules say GO" in _verdict_box(at)
+    assert at.checkbox(key="runs").value is True and at.checkbox(key="strict").value is False
+
+
 def test_a_checkpoint_against_itself_changes_nothing(review_db):
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_fashion_source")
     assert "The rules say GO" in _verdict_box(at)

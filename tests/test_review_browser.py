@@ -16,6 +16,7 @@ from analysis.review import queue as rq
 from analysis.review.store import ReviewStore
 from tests.conftest import ROOT
 from tests.harness import ERROR_SELECTORS, StreamlitServer, assert_clean, launch_chromium, require_chromium
+from views.links import compare_link, review_link
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
     dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
     spec = rq.QueueSpec(size=8, seed=5)
     queue_id = spec.queue_id(checkpoint.digest, dataset)
-    link = f"/review?queue={queue_id}&item=3&" + "&".join(f"{k}={v}" for k, v in spec.to_params().items())
+    link = review_link(ws.DEFAULT_CHECKPOINT, queue_id, 3, spec).url
     database = tmp_path / "review.sqlite"
     env = {**os.environ, "CHTN_REVIEW_DB": str(database)}
     people = {
@@ -100,7 +101,7 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
         assert all(url.startswith("file://") or url.startswith("data:") for url in requests), requests
         with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server:
             page = context.new_page()
-            page.goto(f"{server.url}/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source")
+            page.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
             _wait_for(page, "The rules say NO-GO")
             page.get_by_text("Per category").first.scroll_into_view_if_needed()
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -119,7 +120,7 @@ def _meeting_link(size: int, seed: int) -> tuple[str, str, str, str]:
     dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
     spec = rq.QueueSpec(size=size, seed=seed)
     queue_id = spec.queue_id(checkpoint.digest, dataset)
-    link = f"/review?queue={queue_id}&item=1&" + "&".join(f"{k}={v}" for k, v in spec.to_params().items())
+    link = review_link(ws.DEFAULT_CHECKPOINT, queue_id, 1, spec).url
     return link, dataset, checkpoint.digest, queue_id
 
 
@@ -259,7 +260,7 @@ def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
         assert set(files) == {"review_queue.csv", "review_queue.json", "review_summary.html"}
         assert files["review_queue.csv"].startswith(b'"position",') and b'"items"' in files["review_queue.json"]
         assert_clean(tab)
-        tab.goto(f"{server.url}/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source")
+        tab.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
         _wait_for(tab, "Model card (JSON)")
         files = _downloads(tab, ["Report (HTML, opens offline)", "Model card (JSON)", "Model card (JSON)"])
         assert set(files) == {"compare_chtn_no_source.html", "comparison.json"}

@@ -41,7 +41,7 @@ from views.common import (
     recipe_runs_checkbox,
     review_store,
 )
-from views.links import attribution_link, explorer_link
+from views.links import attribution_link, explorer_link, review_link
 
 Run = tuple[Checkpoint, Gallery, EvaluationReport]
 
@@ -247,8 +247,8 @@ def fixed_and_broken(page: Comparing) -> None:
     shown = render.changed_queries(queries, which or "broken")
     concerns = wf.concerned_checkpoint(which or "broken", page.choices.baseline, page.ctx.checkpoint_ref)
     shown = shown.assign(
-        explorer=[explorer_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
-        why=[attribution_link(concerns, d, q) for q, d in zip(shown.query_id, shown.direction)],
+        explorer=[explorer_link(concerns, d, q).url for q, d in zip(shown.query_id, shown.direction)],
+        why=[attribution_link(concerns, d, q).url for q, d in zip(shown.query_id, shown.direction)],
     )
     st.dataframe(
         shown,
@@ -275,11 +275,12 @@ def send_regressions(page: Comparing, store: ReviewStore) -> None:
         except StoreError as exc:
             st.error(str(exc))
     if "cp_queue" in st.session_state:
+        meeting = review_link(page.ctx.checkpoint_ref, queue=st.session_state["cp_queue"])
         st.page_link(
-            "views/review.py",
+            meeting.page,
             label="Open the meeting queue “regressions of B”",
             icon=":material/groups:",
-            query_params={"checkpoint": page.ctx.checkpoint_ref, "queue": st.session_state["cp_queue"]},
+            query_params=meeting.params,
         )
 
 

@@ -22,6 +22,7 @@ from chtn.images import open_rgb
 from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
 from views.common import context, from_link, to_url
+from views.links import attribution_link
 
 ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
@@ -177,15 +178,7 @@ for start in range(0, len(view.table), 5):
                 f"*{item.category}*  \n{item.text}"
             )
             if paired_row is not None:
-                st.page_link(
-                    "views/attribution.py",
-                    label="Explain",
-                    icon=":material/insights:",
-                    query_params={
-                        "checkpoint": ctx.checkpoint_ref,
-                        "direction": direction,
-                        "query": data.ids[paired_row],
-                        "result": item.id,
-                        "contrast": "true" if item.relevant is False else "false",
-                    },
+                explain = attribution_link(
+                    ctx.checkpoint_ref, direction, data.ids[paired_row], item.id, contrast=item.relevant is False
                 )
+                st.page_link(explain.page, label="Explain", icon=":material/insights:", query_params=explain.params)

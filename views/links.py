@@ -1,25 +1,111 @@
-"""Deep links into the dashboard's pages, one builder per page, every value URL-encoded (a checkpoint path or a
-category may hold spaces, '&' or '#'). For `st.page_link`, pass the same parameters as `query_params`."""
+"""Deep links into the dashboard's pages: one builder per page that is linked to, so a page's URL parameters are
+spelled in one place. A `Link` serves both ways of linking: `st.page_link(link.page, query_params=link.params)`
+(Streamlit URL-encodes them) and `link.url`, the address itself with every value URL-encoded (a checkpoint path or
+a category may hold spaces, '&', '#' or any other character), for link columns and pasted links.
+
+The parameter names are those the pages read: the values a page writes itself (`checkpoint`, `direction`, `query`,
+`result`, `baseline`, `queue`, `item` and a meeting queue's spec, `point`, `modality`) and bound widgets (`k`,
+`search`, `contrast`, `category`, `rule`, `strict`, `runs`: Streamlit's query-parameter binding, whose flags read
+true/false). A flag at its default is left out, as the binding leaves it out of the address bar; a link that opens a
+query opens it with the defaults of what it leaves out (views/explorer.py, views/attribution.py).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
-
-def _link(page: str, params: dict[str, str]) -> str:
-    return f"/{page}?{urlencode({k: v for k, v in params.items() if v is not None})}"
+from analysis.review.queue import QueueSpec
 
 
-def explorer_link(checkpoint: str, direction: str, query: str, search: str | None = None) -> str:
-    """The retrieval explorer on one test query (and, with `search`, its query list filtered to that text)."""
-    return _link("explorer", {"checkpoint": checkpoint, "direction": direction, "query": query, "search": search})
+@dataclass(frozen=True)
+class Link:
+    """A page of the dashboard and the query parameters that open it in a given state."""
+
+    page: str  # the page script, as st.page_link and st.switch_page name it
+    params: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        """The link as an address relative to the server root, every value URL-encoded."""
+        return f"/{Path(self.page).stem}?{urlencode(self.params)}"
 
 
-def attribution_link(checkpoint: str, direction: str, query: str) -> str:
-    """ "Why this result?" on one test query's top result."""
-    return _link("attribution", {"checkpoint": checkpoint, "direction": direction, "query": query})
+def _link(page: str, **params: str | None) -> Link:
+    return Link(f"views/{page}.py", {key: value for key, value in params.items() if value is not None})
 
 
-def space_link(checkpoint: str, category: str) -> str:
-    """The shared-space map, on one category."""
-    return _link("space", {"checkpoint": checkpoint, "category": category})
+def _flag(value: bool, default: bool) -> str | None:
+    """A bound checkbox or toggle in a link: true/false as the binding reads them, nothing at the default."""
+    return None if value == default else str(value).lower()
+
+
+def explorer_link(checkpoint: str, direction: str, query: str, search: str | None = None, k: int | None = None) -> Link:
+    """The retrieval explorer on one test query (with `search`, its query list filtered to that text; with `k`, that
+    many results)."""
+    return _link(
+        "explorer",
+        checkpoint=checkpoint,
+        direction=direction,
+        query=query,
+        search=search,
+        k=None if k is None else str(k),
+    )
+
+
+def attribution_link(
+    checkpoint: str, direction: str, query: str, result: str | None = None, contrast: bool = False
+) -> Link:
+    """ "Why this result?" on one query and one of its results (without `result`: its top result); `contrast`
+    attributes what pulled a wrong result ahead of the query's own pair."""
+    return _link(
+        "attribution",
+        checkpoint=checkpoint,
+        direction=direction,
+        query=query,
+        result=result,
+        contrast=_flag(contrast, False),
+    )
+
+
+def space_link(
+    checkpoint: str, category: str | None = None, point: str | None = None, modality: str | None = None
+) -> Link:
+    """The shared-space map, on one category, or centred on one item (`point`, an id, of `modality` image/text)."""
+    return _link("space", checkpoint=checkpoint, category=category, point=point, modality=modality)
+
+
+def review_link(
+    checkpoint: str, queue: str | None = None, item: int | None = None, spec: QueueSpec | None = None
+) -> Link:
+    """The Review page: all mis-retrieved queries, or the meeting queue `queue`, at item `item`. A queue recorded in
+    the review database opens by its id; one not recorded yet needs its `spec` (whoever opens the link first
+    records it)."""
+    return _link(
+        "review",
+        checkpoint=checkpoint,
+        queue=queue,
+        item=None if item is None else str(item),
+        **(spec.to_params() if spec else {}),
+    )
+
+
+def compare_link(
+    checkpoint: str, baseline: str, rule: str | None = None, runs: bool = True, strict: bool = False
+) -> Link:
+    """Compare checkpoints: candidate `checkpoint` against `baseline`, with a rule file (None: the default rule),
+    the other training runs of each recipe or not, strict or not."""
+    return _link(
+        "compare",
+        checkpoint=checkpoint,
+        baseline=baseline,
+        rule=rule or None,
+        runs=_flag(runs, True),
+        strict=_flag(strict, False),
+    )
+
+
+def bias_link(checkpoint: str, runs: bool = True) -> Link:
+    """Source bias of `checkpoint`, with the other training runs of each recipe or not."""
+    return _link("bias", checkpoint=checkpoint, runs=_flag(runs, True))

@@ -29,6 +29,7 @@ from chtn.errors import CHTNError
 from chtn.ranking import TIE_LEGEND, describe_tie
 from chtn.search import ResultView, query_side, retrieve
 from views.common import Context, context, review_store
+from views.links import attribution_link, explorer_link, space_link
 
 ALL, MEETING = "All mis-retrievals", "Meeting queue"
 
@@ -66,7 +67,8 @@ def outcomes(checkpoint_digest: str, fingerprint: str, label_names: list[str], _
 
 
 def open_review() -> Review:
-    """The sidebar's model, data and review database, the title and where verdicts go, and every query's outcome."""
+    """The sidebar's checkpoint, data and review database opened, the title saying where verdicts go, and every
+    query's outcome."""
     ctx = context()
     store, store_error = review_store()
     header(store, store_error)
@@ -77,7 +79,7 @@ def open_review() -> Review:
 
 
 def your_name() -> str:
-    """The reviewer's name, in the sidebar (kept for the browser session, across pages)."""
+    """The reviewer's name, in the sidebar (kept for the browser session: it is back when the reviewer comes back)."""
     with st.sidebar:
         return st.text_input("Your name", key="rv_reviewer", persist_state="session", max_chars=200)
 
@@ -297,22 +299,17 @@ def item_panel(review: Review, item: pd.Series, previous: str | None) -> ResultV
     left.caption("The query image" if direction == "i2t" else "The query text's own image (its pair)")
     right.markdown(wf.item_headline(item, view.paired_rank or 0, view.paired_tie, previous))
     right.text(gallery.data.texts[row])
+    to_map = space_link(ctx.checkpoint_ref, point=item["query_id"], modality="image" if direction == "i2t" else "text")
+    to_explorer = explorer_link(ctx.checkpoint_ref, direction, item["query_id"])
     links = right.columns(2)
     links[0].page_link(
-        "views/space.py",
-        label="Show on the shared-space map",
-        icon=":material/scatter_plot:",
-        query_params={
-            "checkpoint": ctx.checkpoint_ref,
-            "point": item["query_id"],
-            "modality": "image" if direction == "i2t" else "text",
-        },
+        to_map.page, label="Show on the shared-space map", icon=":material/scatter_plot:", query_params=to_map.params
     )
     links[1].page_link(
-        "views/explorer.py",
+        to_explorer.page,
         label="Open in the retrieval explorer",
         icon=":material/manage_search:",
-        query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item["query_id"]},
+        query_params=to_explorer.params,
     )
     return view
 
@@ -335,18 +332,10 @@ def top_results(review: Review, item: pd.Series, view: ResultView) -> None:
                 f"*{result.category}*"
             )
             cells[1].text(result.text[:300])
-            cells[2].page_link(
-                "views/attribution.py",
-                label="Why?",
-                icon=":material/insights:",
-                query_params={
-                    "checkpoint": review.ctx.checkpoint_ref,
-                    "direction": direction,
-                    "query": item["query_id"],
-                    "result": result.id,
-                    "contrast": "0" if result.relevant else "1",
-                },
+            why = attribution_link(
+                review.ctx.checkpoint_ref, direction, item["query_id"], result.id, contrast=not result.relevant
             )
+            cells[2].page_link(why.page, label="Why?", icon=":material/insights:", query_params=why.params)
 
 
 def verdict_form(review: Review, queue: Queue, item: pd.Series, reviewer: str, verdicts: pd.DataFrame) -> None:

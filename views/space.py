@@ -29,6 +29,7 @@ from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
 from views.common import context
+from views.links import attribution_link, explorer_link
 
 ctx = context()
 gallery, names, report = ctx.gallery, ctx.label_names, ctx.report
@@ -223,16 +224,13 @@ else:
     )
     item = selected.iloc[choice]
     direction = "i2t" if item.modality == "image" else "t2i"
+    as_query = explorer_link(ctx.checkpoint_ref, direction, item.id)
+    why = attribution_link(ctx.checkpoint_ref, direction, item.id)
     links = st.columns(2)
     links[0].page_link(
-        "views/explorer.py",
+        as_query.page,
         label=f"As a query in the retrieval explorer ({DIRECTION_NAMES[direction]})",
         icon=":material/manage_search:",
-        query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id},
+        query_params=as_query.params,
     )
-    links[1].page_link(
-        "views/attribution.py",
-        label="Why its top result?",
-        icon=":material/insights:",
-        query_params={"checkpoint": ctx.checkpoint_ref, "direction": direction, "query": item.id},
-    )
+    links[1].page_link(why.page, label="Why its top result?", icon=":material/insights:", query_params=why.params)
