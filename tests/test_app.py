@@ -265,10 +265,12 @@ def test_app_start_warms_umap_in_a_background_thread():
     assert UMAP_WARMED.is_set()
 
 
-def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion):
+def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion, tmp_path, monkeypatch):
     """First visit: the UMAP is not cached, so the page shows the instant PCA and says so while a background
     job computes the UMAP; once the UMAP is in the disk cache, the page shows it and says which it shows."""
     from analysis.projection.project import ProjectionParams, project_gallery
+
+    monkeypatch.setenv("CHTN_CACHE_DIR", str(tmp_path))  # an empty cache, whichever test of this worker ran before
 
     at = _app("views/space.py")
     assert not at.error
