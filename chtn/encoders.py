@@ -201,9 +201,13 @@ class ImageTrunk(nn.Module):
         """Pooled features (B, feature_dim) of a feature map: what CHTN's image streams read."""
         return self.net.forward_head(feature_map, pre_logits=True)
 
+    def imagenet_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, logit_dim) of pooled features: the trunk's own classifier."""
+        return self.net.get_classifier()(pooled)
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.pool(self.forward_features(pixels))
-        return pooled, self.net.get_classifier()(pooled)
+        return pooled, self.imagenet_logits(pooled)
 
 
 def image_transform():

@@ -3,13 +3,20 @@
 The cache is one SQLite file: (encoder identity, content key) -> float32 vector. Keys are the SHA-1
 of an image file's bytes or of a text, so the same image under another path, another dataset or
 another run is never encoded twice, and a changed file is never served stale.
+
+A dataset may ship its frozen image features as a feature pack (`features.npz`, written by
+`write_feature_pack`) in its images' folder or the folder above it: a cache that lacks an image's vector takes
+it from the pack when the pack was made by the same trunk (identity) from the same bytes (key), before running
+the trunk. The sample ships one for each image-only source, so its source diagnostics need no extraction.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -172,6 +179,70 @@ def _encode_image_files(
     return np.stack([cached[k] for k in keys])
 
 
+PACK = "features.npz"  # a dataset's shipped image features, in its images' folder or the folder above it
+
+
+def write_feature_pack(paths: Sequence[Path], cache: FeatureCache, out: Path, trunk=None) -> Path:
+    """Write the frozen trunk's pooled features of image files as a feature pack (see the module docstring).
+
+    float16 halves the file: the diagnostics that read it (centroids, MMD, domain classifiers, ImageNet prior)
+    do not move at that precision. The ImageNet logits are left out: the trunk's classifier recomputes them.
+    """
+    trunk = trunk or cached_image_trunk()
+    unique = dict(zip((file_digest(Path(p)) for p in paths), paths))
+    pooled, _ = image_features(list(unique.values()), cache, trunk)
+    np.savez_compressed(
+        out, encoder=np.array(trunk.identity), keys=np.array(list(unique)), pooled=pooled.astype(np.float16)
+    )
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _read_pack(path: str, mtime_ns: int, size: int) -> tuple[str, dict[str, int], np.ndarray]:
+    """(encoder identity, key -> row, read-only pooled features) of a feature pack; memoised per file version
+    (immutable values: sessions share them). Never unpickles: only string and number arrays are read."""
+    try:
+        with np.load(path, allow_pickle=False) as pack:
+            encoder, keys, pooled = str(pack["encoder"]), [str(k) for k in pack["keys"]], pack["pooled"]
+        if pooled.ndim != 2 or len(keys) != len(pooled):
+            raise ValueError(f"{len(keys)} keys for pooled features of shape {pooled.shape}")
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:  # TypeError: an .npy
+        raise CHTNError(
+            f"{path} is not a readable feature pack ({error}). Delete it (the images are then encoded instead) "
+            "or write it again with chtn.features.write_feature_pack."
+        ) from None
+    pooled.setflags(write=False)
+    return encoder, {key: row for row, key in enumerate(keys)}, pooled
+
+
+def _packs_near(paths: Sequence[Path]) -> list[Path]:
+    """The feature packs in the folders of `paths` or the folders above them."""
+    folders = {Path(p).parent for p in paths}
+    candidates = sorted({folder / PACK for folder in folders} | {folder.parent / PACK for folder in folders})
+    return [pack for pack in candidates if pack.is_file()]
+
+
+def _take_from_packs(paths: Sequence[Path], cache: FeatureCache, trunk) -> None:
+    """Put into `cache` the vectors (pooled features + recomputed ImageNet logits) that nearby packs made by
+    `trunk` hold for `paths` and the cache lacks."""
+    packs = _packs_near(paths)
+    if not packs:
+        return
+    keys = {file_digest(Path(p)) for p in paths} - {"missing"}
+    keys -= set(cache.get(trunk.identity, list(keys)))
+    for pack in packs:
+        stat = pack.stat()
+        encoder, rows, pooled = _read_pack(str(pack), stat.st_mtime_ns, stat.st_size)
+        found = [key for key in keys if key in rows] if encoder == trunk.identity else []
+        if not found:
+            continue
+        features = torch.from_numpy(pooled[[rows[key] for key in found]].astype(np.float32))
+        with torch.inference_mode():
+            logits = trunk.imagenet_logits(features.to(module_device(trunk))).float().cpu().numpy()
+        cache.put(trunk.identity, dict(zip(found, np.concatenate([features.numpy(), logits], 1))))
+        keys -= set(found)
+
+
 def image_features(
     paths: Sequence[Path],
     cache: FeatureCache,
@@ -183,10 +254,12 @@ def image_features(
     """(pooled features (n, d), ImageNet logits (n, 1000)) of image files, from the cache or the trunk.
 
     Runs on the device the trunk lives on (the trunk is shared: it is never moved). The ImageNet
-    logits are cached with the features: the source-bias diagnostics read them.
+    logits are cached with the features: the source-bias diagnostics read them. Vectors a nearby feature pack
+    holds for this trunk are taken from it instead of running the trunk.
     """
 
     trunk = trunk or cached_image_trunk()
+    _take_from_packs(paths, cache, trunk)
     dim = trunk.feature_dim + int(getattr(trunk, "logit_dim", 1000))
     both = _encode_image_files(
         paths,
