@@ -7,6 +7,7 @@ first would then run its page without this script (no page config, no navigation
 in the folder would be listed as a page. st.navigation itself is not ignored.
 """
 
+import os
 import sys
 import threading
 
@@ -47,4 +48,5 @@ navigation = st.navigation(
 )
 sidebar(review_database=navigation.url_path in ("review", "compare"))  # here: the same widgets on every page
 navigation.run()
-warm_up_projection()  # after the first page's script run, which it would otherwise slow down
+if os.environ.get("CHTN_UMAP_WARM_UP", "1") != "0":  # "0": compile on the first Shared space visit instead
+    warm_up_projection()  # after the first page's script run, which it would otherwise slow down

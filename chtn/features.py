@@ -4,10 +4,10 @@ The cache is one SQLite file: (encoder identity, content key) -> float32 vector.
 of an image file's bytes or of a text, so the same image under another path, another dataset or
 another run is never encoded twice, and a changed file is never served stale.
 
-A dataset may ship its frozen image features as a feature pack (`features.npz`, written by
-`write_feature_pack`) in its images' folder or the folder above it: a cache that lacks an image's vector takes
-it from the pack when the pack was made by the same trunk (identity) from the same bytes (key), before running
-the trunk. The sample ships one for each image-only source, so its source diagnostics need no extraction.
+A dataset may ship its frozen image features as feature packs (`features.npz` or `<name>.features.npz`, written
+by `write_feature_pack`) in its images' folder or the folder above it: a cache that lacks an image's vector takes
+it from a pack made by the same trunk (identity) from the same bytes (key), before running the trunk. The sample
+ships one for its pairs and one for each image-only source, so a fresh install encodes none of its images.
 """
 
 from __future__ import annotations
@@ -179,21 +179,22 @@ def _encode_image_files(
     return np.stack([cached[k] for k in keys])
 
 
-PACK = "features.npz"  # a dataset's shipped image features, in its images' folder or the folder above it
+PACK = "features.npz"  # a dataset's shipped image features (or `<name>.features.npz`), beside or above its images
 
 
-def write_feature_pack(paths: Sequence[Path], cache: FeatureCache, out: Path, trunk=None) -> Path:
+def write_feature_pack(
+    paths: Sequence[Path], cache: FeatureCache, out: Path, trunk=None, dtype: type = np.float32
+) -> Path:
     """Write the frozen trunk's pooled features of image files as a feature pack (see the module docstring).
 
-    float16 halves the file: the diagnostics that read it (centroids, MMD, domain classifiers, ImageNet prior)
-    do not move at that precision. The ImageNet logits are left out: the trunk's classifier recomputes them.
+    float32 keeps them exactly as the trunk computed them (what a model trains on); float16 halves the file where
+    that precision is all its readers need (source diagnostics: centroids, MMD, domain classifiers, ImageNet
+    prior). The ImageNet logits are left out: the trunk's classifier recomputes them.
     """
     trunk = trunk or cached_image_trunk()
     unique = dict(zip((file_digest(Path(p)) for p in paths), paths))
     pooled, _ = image_features(list(unique.values()), cache, trunk)
-    np.savez_compressed(
-        out, encoder=np.array(trunk.identity), keys=np.array(list(unique)), pooled=pooled.astype(np.float16)
-    )
+    np.savez_compressed(out, encoder=np.array(trunk.identity), keys=np.array(list(unique)), pooled=pooled.astype(dtype))
     return out
 
 
@@ -204,8 +205,8 @@ def _read_pack(path: str, mtime_ns: int, size: int) -> tuple[str, dict[str, int]
     try:
         with np.load(path, allow_pickle=False) as pack:
             encoder, keys, pooled = str(pack["encoder"]), [str(k) for k in pack["keys"]], pack["pooled"]
-        if pooled.ndim != 2 or len(keys) != len(pooled):
-            raise ValueError(f"{len(keys)} keys for pooled features of shape {pooled.shape}")
+        if pooled.ndim != 2 or len(keys) != len(pooled) or pooled.dtype.kind != "f":
+            raise ValueError(f"{len(keys)} keys for pooled features of shape {pooled.shape} and type {pooled.dtype}")
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:  # TypeError: an .npy
         raise CHTNError(
             f"{path} is not a readable feature pack ({error}). Delete it (the images are then encoded instead) "
@@ -218,8 +219,9 @@ def _read_pack(path: str, mtime_ns: int, size: int) -> tuple[str, dict[str, int]
 def _packs_near(paths: Sequence[Path]) -> list[Path]:
     """The feature packs in the folders of `paths` or the folders above them."""
     folders = {Path(p).parent for p in paths}
-    candidates = sorted({folder / PACK for folder in folders} | {folder.parent / PACK for folder in folders})
-    return [pack for pack in candidates if pack.is_file()]
+    folders |= {folder.parent for folder in folders}
+    candidates = {pack for folder in folders for pack in (folder / PACK, *folder.glob(f"*.{PACK}"))}
+    return sorted(pack for pack in candidates if pack.is_file())
 
 
 def _take_from_packs(paths: Sequence[Path], cache: FeatureCache, trunk) -> None:

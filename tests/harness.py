@@ -54,10 +54,19 @@ def free_port() -> int:
 class StreamlitServer:
     """`python -m streamlit run SCRIPT` on a free port of 127.0.0.1; its output goes to a log file.
 
-    Use as a context manager, or call `wait_healthy()` and then `stop()`.
+    Use as a context manager, or call `wait_healthy()` and then `stop()`. `warm_up_umap=False` starts it with
+    CHTN_UMAP_WARM_UP=0: the 15-40 s of CPU its start-up would spend compiling umap-learn go to the tests running
+    beside it (a page that needs UMAP compiles it then; tests/test_app.py checks the warm-up itself).
     """
 
-    def __init__(self, script: Path, cwd: Path, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        script: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        warm_up_umap: bool = True,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or Path(tempfile.mkstemp(prefix="streamlit-", suffix=".log")[1])
@@ -84,7 +93,7 @@ class StreamlitServer:
             cwd=cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**(os.environ if env is None else env), "CHTN_UMAP_WARM_UP": "1" if warm_up_umap else "0"},
         )
 
     def wait_healthy(self, timeout: float = 120.0) -> float:

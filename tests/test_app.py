@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from chtn.directions import DIRECTION_NAMES
@@ -263,6 +264,17 @@ def test_app_start_warms_umap_in_a_background_thread():
     for thread in warming:
         thread.join()
     assert UMAP_WARMED.is_set()
+
+
+def test_app_start_skips_the_umap_warm_up_when_told(monkeypatch):
+    """CHTN_UMAP_WARM_UP=0: a fresh server (no cached resources) starts no warm-up thread."""
+    import threading
+
+    st.cache_resource.clear()  # as on a fresh server: the warm-up is a cached resource of the process
+    monkeypatch.setenv("CHTN_UMAP_WARM_UP", "0")
+    at = _app()
+    assert not at.exception and not at.error
+    assert not [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]
 
 
 def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
-"""Feature packs: the frozen image features a dataset ships (the sample's sources), read instead of encoding.
+"""Feature packs: the frozen image features a dataset ships (the sample's pairs and sources), read instead of
+encoding.
 
-Image budget: 6 CIFAR images go through the trunk once (the reference), plus 2 in the refusal checks.
+Image budget: 6 CIFAR images go through the trunk once (the reference), 2 pair images, 2 in the refusal checks.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import shutil
 import numpy as np
 import pytest
 
-from chtn.data import load_source
+from chtn.data import load_pairs, load_source
 from chtn.encoders import cached_image_trunk
 from chtn.errors import CHTNError
 from chtn.features import PACK, FeatureCache, image_features, write_feature_pack
 from chtn.hashing import file_digest
-from tests.conftest import CIFAR, SOURCE
+from tests.conftest import CIFAR, PAIRS, SOURCE
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,31 @@ def _steps(paths, trunk, cache_dir) -> list[str]:
     return steps
 
 
-@pytest.mark.parametrize("source", [SOURCE, CIFAR], ids=["fashion-catalogue", "cifar10"])
-def test_the_sample_ships_a_pack_of_every_source_image_for_the_default_trunk(source, trunk):
-    with np.load(CIFAR / PACK if source == CIFAR else SOURCE.parent / PACK, allow_pickle=False) as pack:
+SHIPPED = {  # the sample's packs: the images each covers, and the precision it ships them at
+    "pairs": (PAIRS.parent / "pairs.features.npz", lambda: load_pairs(PAIRS).image_paths, np.float32),
+    "fashion-catalogue": (SOURCE.parent / "source.features.npz", lambda: load_source(SOURCE).image_paths, np.float16),
+    "cifar10": (CIFAR / PACK, lambda: load_source(CIFAR).image_paths, np.float16),
+}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_sample_ships_a_pack_of_every_image_for_the_default_trunk(name, trunk):
+    path, images, dtype = SHIPPED[name]
+    with np.load(path, allow_pickle=False) as pack:
         assert str(pack["encoder"]) == trunk.identity
         keys = set(pack["keys"].tolist())
-        assert pack["pooled"].dtype == np.float16 and pack["pooled"].shape == (len(keys), trunk.feature_dim)
-    assert {file_digest(p) for p in load_source(source).image_paths} <= keys
+        assert pack["pooled"].dtype == dtype and pack["pooled"].shape == (len(keys), trunk.feature_dim)
+    assert {file_digest(p) for p in images()} <= keys
+
+
+def test_the_pairs_pack_holds_what_the_trunk_computes_now(trunk, tmp_path):
+    """Exact (float32) features of the pairs, as the shipped checkpoints were trained on: two test images encoded
+    here from copies (no pack beside them) agree with the pack up to CPU rounding."""
+    paths = load_pairs(PAIRS).split("test").image_paths[:2]
+    copies = [shutil.copy(p, tmp_path / p.name) for p in paths]
+    encoded, _ = image_features(copies, FeatureCache(tmp_path / "cache"), trunk)
+    packed, _ = image_features(paths, FeatureCache(tmp_path / "packed"), trunk)
+    np.testing.assert_allclose(packed, encoded, rtol=1e-4, atol=1e-5)
 
 
 def test_a_pack_serves_what_the_trunk_computes_without_encoding(encoded, trunk, tmp_path):
