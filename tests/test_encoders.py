@@ -10,6 +10,7 @@ import collections
 import shutil
 import socket
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -377,8 +378,14 @@ def test_feature_cache_round_trips_vectors_per_encoder(tmp_path):
     assert FeatureCache(tmp_path / "fc").get("enc-a", ["k7"])["k7"].tolist() == [7, 7, 7]  # persisted
 
 
+def _copies(paths, folder):
+    """Copies of sample images in a folder of their own: no feature pack beside them, so the trunk encodes them."""
+    folder.mkdir()
+    return [Path(shutil.copy(p, folder / p.name)) for p in paths]
+
+
 def test_image_features_are_cached_by_content(trunk, probe, probe_outputs, tmp_path):
-    paths = probe[1][:8]
+    paths = _copies(probe[1][:8], tmp_path / "images")
     cache = FeatureCache(tmp_path / "fc")
     counting = _CountingTrunk(trunk)
     pooled, logits = image_features(paths + [paths[0]], cache, counting, num_workers=0)
@@ -408,7 +415,7 @@ def test_image_features_are_cached_by_content(trunk, probe, probe_outputs, tmp_p
 
 
 def test_image_features_of_a_missing_file_asks_for_validation(trunk, probe, tmp_path):
-    paths = [probe[1][0], tmp_path / "gone.jpg"]
+    paths = [*_copies(probe[1][:1], tmp_path / "images"), tmp_path / "gone.jpg"]
     with pytest.raises(CHTNError, match=r"1 image file\(s\) cannot be read.*gone\.jpg.*[Vv]alidate"):
         image_features(paths, FeatureCache(tmp_path / "fc"), _RefusingTrunk(trunk), num_workers=0)
 

@@ -20,6 +20,8 @@ from views.links import compare_link, review_link
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots to look at (gitignored)
+
 require_chromium()
 
 
@@ -99,6 +101,8 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
         report.locator(".js-plotly-plot .scatterlayer .points path").first.wait_for(timeout=60_000)
         assert "Rules say NO-GO" in report.locator("body").inner_text()
         assert all(url.startswith("file://") or url.startswith("data:") for url in requests), requests
+        ARTIFACTS.mkdir(exist_ok=True)
+        report.screenshot(path=ARTIFACTS / "compare_report_cli.png", full_page=True)
         with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as server:
             page = context.new_page()
             page.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
@@ -106,10 +110,8 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
             page.get_by_text("Per category").first.scroll_into_view_if_needed()
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert_clean(page)
+            page.screenshot(path=ARTIFACTS / "compare.png", full_page=True)
         browser.close()
-
-
-ARTIFACTS = ROOT / "test-artifacts"  # screenshots to look at (gitignored)
 
 
 def _meeting_link(size: int, seed: int) -> tuple[str, str, str, str]:
