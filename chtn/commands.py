@@ -126,33 +126,39 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    """Top-k of one query over a split: `chtn.search`, exactly what the dashboard's explorer shows."""
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    pairs = checked_pairs(args, args.split, checkpoint.label_names)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    gallery = embed_split(checkpoint, pairs, args.split, cache_dir=cache_dir, device=args.device)
-    names = checkpoint.label_names
+def _check_query(args: argparse.Namespace, ids: list[str], names: list[str]) -> None:
+    """The query and the category filter of `chtn search`, checked against the split and the checkpoint."""
     unknown = sorted(set(args.category) - set(names))
     if unknown:
         raise CHTNError(
             f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; this checkpoint knows {names}."
         )
+    if args.query_id is not None and args.query_id not in ids:
+        raise CHTNError(f"No {args.split} item has id {args.query_id!r}.")
+    if args.query_id is None and args.text is not None and not args.text.strip():
+        raise CHTNError("The query text is empty; give some words to search the images with.")
+    if args.query_id is None and args.text is None:
+        open_rgb(args.image)  # a clear message for a missing or non-image file
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Top-k of one query over a split: `chtn.search`, exactly what the dashboard's explorer shows."""
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    pairs = checked_pairs(args, args.split, checkpoint.label_names)
+    _check_query(args, pairs.ids, checkpoint.label_names)  # before any model is loaded or anything embedded
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    gallery = embed_split(checkpoint, pairs, args.split, cache_dir=cache_dir, device=args.device)
+    names = checkpoint.label_names
     tower, cache = create_tower(checkpoint, args.device), FeatureCache(args.cache_dir)
     label = row = None
     if args.query_id is not None:
-        if args.query_id not in gallery.data.ids:
-            raise CHTNError(f"No {args.split} item has id {args.query_id!r}.")
         row = gallery.data.ids.index(args.query_id)
         direction, label = args.direction, int(gallery.labels[row])
         query = query_side(gallery, direction)[0][row]
     elif args.text is not None:
-        if not args.text.strip():
-            raise CHTNError("The query text is empty; give some words to search the images with.")
         direction, query = "t2i", tower.embed_texts([args.text], cache)[0]
     else:
-        open_rgb(args.image)  # a clear message for a missing or non-image file
         direction, query = "i2t", tower.embed_images([Path(args.image)], cache)[0]
     view = retrieve(gallery, direction, query, args.k, names, args.category, label, row)
     table = view.table.assign(tie_ranks=[f"{a}-{b}" for a, b in zip(view.table.tie_first, view.table.tie_last)])

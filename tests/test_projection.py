@@ -239,7 +239,8 @@ print(json.dumps({k: [before.get(k, 0), n] for k, n in compiled().items() if bef
 
 def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_path):
     """What app.py runs at server start: afterwards the sample's UMAP (page defaults) compiles nothing more.
-    A fresh process with an empty numba cache, as on a fresh install."""
+    A fresh process. It shares numba's disk cache with the rest of the session: a signature loaded from that cache
+    is counted like one compiled, so a warm cache cannot hide one that the warm-up leaves out."""
     import json
     import os
     import subprocess
@@ -249,7 +250,7 @@ def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_pa
 
     g, _ = gallery
     np.save(tmp_path / "points.npy", np.concatenate([g.image, g.text]))
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", WARM_UP_PROBE, str(tmp_path / "points.npy")],
         env=env,
