@@ -31,6 +31,7 @@ from chtn.encoders import (
     TransformerTextEncoder,
     cached_image_trunk,
     cached_text_encoder,
+    check_local_models,
     image_transform,
 )
 from chtn.features import FeatureCache, image_features, pick_device, transformer_text_features
@@ -136,6 +137,8 @@ class Tower:
     """Image trunk + text encoder + CHTN head of one checkpoint, on one device, frozen, in eval mode."""
 
     def __init__(self, checkpoint: Checkpoint, device: str = "cpu") -> None:
+        encoder = checkpoint.config.encoder  # both models' references, refused before either one is built
+        check_local_models(encoder.image_model, encoder.image_weights, encoder.text_model_dir, encoder.text)
         self.checkpoint, self.device = checkpoint, torch.device(device)
         self.trunk = _image_trunk(checkpoint, device)
         self.text = TextEncoder.from_checkpoint(checkpoint, device)
