@@ -176,6 +176,32 @@ def paired_comparison(
     return replace(base, ci_low=ci_low, ci_high=ci_high, p_value=p_value, exact=exact, resamples=resamples, seed=seed)
 
 
+def mean_interval(
+    values: np.ndarray, resamples: int = RESAMPLES, seed: int = 0, stream: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap 95% CI of the mean of one sample (NaN below 2 values; the value itself when all agree).
+
+    The resamples come from `default_rng([seed, stream])`, drawn in batches, as in `paired_comparison`.
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    if np.ptp(values) == 0:
+        return float(values[0]), float(values[0])
+    ci = stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng([seed, stream]),
+        batch=_BATCH,
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
 def cluster_comparison(
     a: np.ndarray,
     b: np.ndarray,

@@ -1,4 +1,5 @@
-"""What the dashboard opens: the sample or a user's checkpoint and dataset, uploads, and the model card.
+"""What the dashboard opens: the sample or a user's checkpoint and dataset, uploads, the model card and the
+Overview's per-category figures.
 
 The embedded split itself (cached on disk) is `chtn.gallery`, shared with the CLI.
 """
@@ -12,9 +13,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from analysis.stats import RESAMPLES, mean_interval
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset
+from chtn.directions import DIRECTION_NAMES, DIRECTIONS
 from chtn.errors import CHTNError
+from chtn.evaluate import EvaluationReport
 from chtn.features import default_cache_dir
 from chtn.validation import ValidationReport, load_checked_pairs
 
@@ -262,3 +269,23 @@ def model_card(checkpoint: Checkpoint) -> dict[str, object]:
         "best epoch": metrics.get("best_epoch", "?"),
         "validation MAP": round(metrics["val_map_mean"], 4) if "val_map_mean" in metrics else "n/a",
     }
+
+
+def category_ap(report: EvaluationReport, resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """Mean AP per category and direction with its percentile bootstrap 95% CI over the category's queries, one
+    row per (category, direction), categories sorted by their mean AP over both directions, lowest first (where
+    to look first). Queries without an AP (no relevant item) are left out, as MAP leaves them out."""
+    rows = []
+    for d in DIRECTIONS:
+        result = getattr(report, d)
+        for label, name in enumerate(report.label_names):
+            ap = np.asarray(result.ap)[np.asarray(result.query_labels) == label]
+            ap = ap[~np.isnan(ap)]
+            low, high = mean_interval(ap, resamples, seed, stream=label)
+            mean = float(ap.mean()) if len(ap) else float("nan")
+            rows.append(
+                {"category": name, "direction": DIRECTION_NAMES[d], "AP": mean, "low": low, "high": high, "n": len(ap)}
+            )
+    table = pd.DataFrame(rows)
+    order = table.groupby("category", sort=False)["AP"].mean().sort_values(kind="stable").index
+    return table.set_index("category").loc[order].reset_index()

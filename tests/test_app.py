@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pytest
 import streamlit as st
@@ -45,6 +48,13 @@ def fashion():
     return gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names
 
 
+def _values(array: list | dict) -> np.ndarray:
+    """A number array of a plotly JSON spec: a list, or a typed array (dtype + base64 bytes)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array, dtype=float)
+
+
 def test_overview_shows_card_metrics_chart_and_table(fashion):
     _, report, _ = fashion
     at = _app()
@@ -72,6 +82,14 @@ def test_overview_shows_card_metrics_chart_and_table(fashion):
         table.paired_tied_with, np.r_[report.i2t.paired_ties.others, report.t2i.paired_ties.others]
     )
     assert (table.paired_tied_with > 0).mean() > 0.5  # the saturated softmax space: most pairs share their score
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)  # AP per category: lowest first, with intervals
+    bars = {trace["name"]: trace for trace in chart["data"]}
+    assert set(bars) == set(DIRECTION_NAMES.values())
+    i2t, t2i = bars["Image → Text"], bars["Text → Image"]
+    assert list(i2t["x"]) == list(t2i["x"]) and len(i2t["x"]) == 20
+    assert (np.diff((_values(i2t["y"]) + _values(t2i["y"])) / 2) >= -1e-12).all()
+    assert all(len(_values(bar["error_y"][side])) == 20 for bar in bars.values() for side in ("array", "arrayminus"))
+    assert any("Lowest first" in c.value and "own-pair recall" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("checkpoint", ["chtn_no_source", "chtn_cifar_source"])

@@ -160,6 +160,11 @@ def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
     assert len(figure.data) == 20 and all(t.type == "scattergl" for t in figure.data)  # one legend entry per category
     symbols = np.concatenate([t.marker.symbol for t in figure.data])
     assert sorted(set(symbols)) == ["circle", "diamond"] and (symbols == "circle").sum() == 400
+    assert len({t.marker.color for t in figure.data}) == 20  # a colour of its own for each category
+    assert figure.layout.margin.t >= 40  # room above the plot for the toolbar: it does not cover the legend
+    mixed = table.assign(outcome=np.where(np.arange(len(table)) % 3 == 0, "top-1 correct", "mis-retrieved"))
+    outcome = {t.name: t.marker.color for t in scatter_figure(mixed, "outcome").data}
+    assert outcome == {"mis-retrieved": "#d62728", "top-1 correct": "#c7c7c7"}  # red against grey
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not a picture")
     uris = thumbnail_uris([g.data.image_paths[0], None, not_an_image])

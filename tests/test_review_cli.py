@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
@@ -36,16 +37,21 @@ def test_queue_prints_the_meeting_queue_the_page_shows(sample, tmp_path, capsys)
     checkpoint, dataset, outcomes = sample
     database = str(tmp_path / "review.sqlite")
     assert main(_review("queue", "--db", database, "--spec", "size=7,seed=4,strata=category", "--format", "json")) == 0
-    out = capsys.readouterr().out
-    printed = pd.DataFrame(json.loads(out[out.index("[") :]))
+    printed_streams = capsys.readouterr()
+    out, err = printed_streams.out, printed_streams.err
+    printed = pd.DataFrame(json.loads(out))  # stdout is the JSON alone: the status lines went to stderr
     spec = rq.QueueSpec(size=7, seed=4, strata=("category",))
     expected = rq.meeting_queue(rq.annotate(outcomes, pd.DataFrame()), spec)
     assert list(printed["query_id"]) == list(expected["query_id"]) and list(printed["position"]) == list(range(1, 8))
     queue_id = spec.queue_id(checkpoint.digest, dataset)
-    assert f"meeting queue {queue_id}" in out and ReviewStore(database).queue(queue_id) is not None
+    assert f"meeting queue {queue_id}" in err and ReviewStore(database).queue(queue_id) is not None
+    assert err.startswith("review database: ")
     assert main(_review("queue", "--db", database, "--spec", queue_id)) == 0  # the recorded queue, by its id
     table = capsys.readouterr().out
     assert all(q in table for q in expected["query_id"])
+    assert main(_review("queue", "--db", database, "--spec", queue_id, "--format", "csv")) == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype=str)  # the CSV alone
+    assert list(printed["query_id"]) == list(expected["query_id"])
 
 
 def test_export_writes_csv_json_and_summary_with_the_verdicts(sample, tmp_path, capsys):
@@ -59,7 +65,7 @@ def test_export_writes_csv_json_and_summary_with_the_verdicts(sample, tmp_path, 
     )  # fmt: skip
     out = tmp_path / "export"
     assert main(_review("export", "--review-db", database, "--out", str(out))) == 0
-    assert f"reviewed 1 of {len(oc.misretrievals(outcomes))}" in capsys.readouterr().out
+    assert f"reviewed 1 of {len(oc.misretrievals(outcomes))}" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["review_queue.csv", "review_queue.json", "review_summary.html"]
     document = json.loads((out / "review_queue.json").read_text(encoding="utf-8"))
     assert document["items"][0]["current_verdicts"][0]["note"] == "=1+1 <i>x</i>"

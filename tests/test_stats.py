@@ -209,3 +209,17 @@ def test_one_run_on_a_side_is_insufficient_and_identical_runs_change_nothing():
     assert (same.delta, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
     with pytest.raises(CHTNError, match="identical query set"):
         runs_comparison([a], [a[:-1], a[:-1]])
+
+
+def test_mean_interval_brackets_the_mean_and_handles_degenerate_samples():
+    from analysis.stats import mean_interval
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(0.6, 0.2, 400)
+    low, high = mean_interval(values, resamples=4_000)
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    assert low < values.mean() < high
+    assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.1)  # the normal approximation at n = 400
+    assert mean_interval(values, resamples=4_000) == (low, high)  # seeded
+    assert mean_interval(np.full(5, 0.25)) == (0.25, 0.25)
+    assert all(np.isnan(mean_interval(np.array([0.5]))))

@@ -90,3 +90,21 @@ def test_a_damaged_provenance_reads_as_unknown_parts_never_an_error():
 
     assert trained_on({"wall_seconds": [None, None], "device": "cpu", "seed": 3}) == "cpu · ? · ? · ? · ? · seed 3"
     assert trained_on({"wall_seconds": "soon", "precision": {"a": 1}}) == "? · ? · ? · ? · ? · ?"
+
+
+def test_category_ap_sorts_lowest_first_and_brackets_each_mean():
+    checkpoint = ws.open_checkpoint("chtn_no_source")  # the shipped embeddings: nothing is encoded
+    gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0])
+    report = gal.evaluate_gallery(gallery, checkpoint.label_names)
+    table = ws.category_ap(report, resamples=2_000)
+    assert len(table) == 2 * len(checkpoint.label_names) and set(table.n) == {20}  # 20 test queries per category
+    expected = report.per_category().set_index("category")
+    for row in table.itertuples():
+        column = "ap_i2t" if row.direction == "Image → Text" else "ap_t2i"
+        assert row.AP == pytest.approx(expected.loc[row.category, column], abs=1e-12)
+        assert row.low <= row.AP + 1e-12 and row.AP <= row.high + 1e-12
+    order = table.groupby("category", sort=False)["AP"].mean()
+    assert (np.diff(order.to_numpy()) >= -1e-12).all() and list(order.index) == list(dict.fromkeys(table.category))
+    assert (table.high - table.low).max() > 0  # some category's queries disagree: a real interval
+    again = ws.category_ap(report, resamples=2_000)
+    np.testing.assert_allclose(again[["low", "high"]], table[["low", "high"]], atol=1e-12)  # seeded

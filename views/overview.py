@@ -3,15 +3,26 @@
 Ranks and tie groups come from chtn.evaluate, which ranks with chtn.ranking like the explorer.
 """
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from analysis.workspace import model_card
+from analysis.workspace import category_ap, model_card
 from chtn.directions import DIRECTION_NAMES, DIRECTIONS
+from chtn.evaluate import EvaluationReport
 from chtn.exports import csv_bytes
 from chtn.metrics import METRICS, RECALL_AT
 from chtn.ranking import TIE_TOLERANCE
 from views.common import context
+
+DIRECTION_COLOURS = ["#4C78A8", "#72B7B2"]  # two calm blues: no red for a figure that is not a warning
+
+
+@st.cache_data(show_spinner="Bootstrapping each category's interval…", max_entries=8)
+def category_intervals(checkpoint_digest: str, fingerprint: str, _report: EvaluationReport) -> pd.DataFrame:
+    """Per-category AP with intervals, once per (checkpoint, test split): every session shares it."""
+    return category_ap(_report)
+
 
 ctx = context()
 st.title("Overview")
@@ -48,14 +59,26 @@ with st.expander("Model card", expanded=True):
     st.table({"field": list(card), "value": [str(v) for v in card.values()]})
 
 st.subheader("Average precision per category")
-per_category = ctx.report.per_category().melt(
-    id_vars=["category", "n"], value_vars=["ap_i2t", "ap_t2i"], var_name="direction", value_name="AP"
+st.caption(
+    "Lowest first. Bars: mean AP of the category's queries; whiskers: percentile bootstrap 95% interval over "
+    "those queries (10,000 resamples, seed 0). MAP asks whether a query's results are of its category; own-pair "
+    "recall asks whether its one paired item comes first, which is why it is far lower when a category holds many "
+    "near-identical items."
 )
-per_category["direction"] = per_category.direction.map({"ap_i2t": "Image → Text", "ap_t2i": "Text → Image"})
+per_category = category_intervals(ctx.checkpoint.digest, ctx.gallery.data.fingerprint(), ctx.report)
 figure = px.bar(
-    per_category, x="category", y="AP", color="direction", barmode="group", hover_data=["n"], range_y=[0, 1]
+    per_category,
+    x="category",
+    y="AP",
+    color="direction",
+    barmode="group",
+    error_y=per_category["high"] - per_category["AP"],
+    error_y_minus=per_category["AP"] - per_category["low"],
+    hover_data={"n": True, "low": ":.3f", "high": ":.3f", "AP": ":.3f"},
+    range_y=[0, 1.05],
+    color_discrete_sequence=DIRECTION_COLOURS,
 )
-figure.update_layout(height=380, margin=dict(t=10, b=10), legend_title_text="")
+figure.update_layout(height=400, margin=dict(t=10, b=10), legend_title_text="")
 st.plotly_chart(figure, width="stretch")
 
 st.subheader("Every query")
@@ -71,7 +94,7 @@ st.dataframe(
     hide_index=True,
     height=360,
     column_config={
-        "ap": st.column_config.ProgressColumn("AP", min_value=0.0, max_value=1.0, format="%.3f"),
+        "ap": st.column_config.ProgressColumn("AP", min_value=0.0, max_value=1.0, format="%.3f", color="blue"),
         "paired_rank": number("paired item rank"),
         "paired_tied_with": number("tied with"),
         "paired_tie_first": number("tie ranks from"),

@@ -9,6 +9,18 @@ from pathlib import Path
 
 import pandas as pd
 
+OUTCOME_COLOURS = {"mis-retrieved": "#d62728", "top-1 correct": "#c7c7c7"}  # the errors stand out, red on grey
+MODEBAR_ROOM = 40  # px above the plot for plotly's toolbar, so that it never covers the legend's first entries
+
+
+def category_colours(names: Sequence[str]) -> dict[str, str]:
+    """A distinct colour per category, in order (plotly's Dark24 then Light24: 48 before any repeats). Ten colours
+    for twenty categories made neighbours such as T-shirts and Sweaters share one."""
+    from plotly.express.colors import qualitative
+
+    palette = qualitative.Dark24 + qualitative.Light24
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
 
 def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620, focus: pd.Series | None = None):
     """WebGL scatter of `points_table` rows: colour by a column, shape by modality (● image, ◆ text).
@@ -18,11 +30,13 @@ def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620, focus: p
     """
     import plotly.express as px
 
+    colours = {"category": category_colours(sorted(table["category"].unique())), "outcome": OUTCOME_COLOURS}
     figure = px.scatter(
         table,
         x="x",
         y="y",
         color=colour,
+        color_discrete_map=colours.get(colour, {}),
         render_mode="webgl",
         custom_data=["row", "modality"],
         hover_data={
@@ -44,7 +58,7 @@ def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620, focus: p
     )
     figure.update_layout(
         height=height,
-        margin=dict(t=10, b=10, l=10, r=10),
+        margin=dict(t=MODEBAR_ROOM, b=10, l=10, r=10),
         legend_title_text="",
         dragmode="lasso",
         xaxis=dict(visible=False),

@@ -4,6 +4,7 @@ one of them runs)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +20,15 @@ from chtn.exports import csv_bytes
 from chtn.gallery import embed_split, evaluate_gallery
 
 
+def _status(line: str) -> None:
+    """A status line goes to stderr: stdout carries only the queue (CSV and JSON parse as printed)."""
+    print(line, file=sys.stderr)
+
+
 def _review_inputs(args: argparse.Namespace):
     """(store, checkpoint, data, state, queue, queue description) as the Review page builds them."""
     store = ReviewStore(args.review_db or default_location())
-    print(f"review database: {store.describe()}")
+    _status(f"review database: {store.describe()}")
     checkpoint = load_checkpoint(args.checkpoint)
     data = checked_pairs(args, "test", checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
@@ -40,7 +46,7 @@ def _review_inputs(args: argparse.Namespace):
 
 def cmd_review_queue(args: argparse.Namespace) -> int:
     _, _, _, state, queue, described = _review_inputs(args)
-    print(f"{described}: {len(queue)} items; since the last reviewed checkpoint: {state.previous or 'none'}")
+    _status(f"{described}: {len(queue)} items; since the last reviewed checkpoint: {state.previous or 'none'}")
     table = export_table(queue)
     if args.format == "csv":
         print(csv_bytes(table).decode("utf-8"), end="")
@@ -68,6 +74,6 @@ def cmd_review_export(args: argparse.Namespace) -> int:
     history = store.verdicts(dataset, checkpoint.digest)
     written = write_exports(queue, state.current, history, context, Path(args.out))
     reviewed = int((queue["status"] != "unreviewed").sum())
-    print(f"{described}: reviewed {reviewed} of {len(queue)}")
+    _status(f"{described}: reviewed {reviewed} of {len(queue)}")
     print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
     return 0
