@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis import workspace as ws
 from analysis.review import queue as rq
 from analysis.review.store import ReviewStore
 from tests.conftest import ROOT
@@ -33,8 +34,6 @@ def _wait_for(tab, text: str) -> None:
 
 def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
     from playwright.sync_api import sync_playwright
-
-    from analysis import workspace as ws
 
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
     dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
@@ -116,7 +115,6 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
 
 def _meeting_link(size: int, seed: int) -> tuple[str, str, str, str]:
     """A meeting queue's link, with the dataset fingerprint, checkpoint digest and queue id it is about."""
-    from analysis import workspace as ws
 
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
     dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
@@ -251,7 +249,7 @@ def _downloads(tab, labels: list[str]) -> dict[str, bytes]:
 def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    link, *_ = _meeting_link(size=6, seed=11)
+    link, _, _, queue_id = _meeting_link(size=6, seed=11)
     env = {**os.environ, "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite")}
     with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as server, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
@@ -259,8 +257,10 @@ def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
         tab.goto(server.url + link)
         _wait_for(tab, "Meeting summary (HTML)")
         files = _downloads(tab, ["Queue as CSV", "Queue as JSON", "Meeting summary (HTML)", "Queue as CSV"])
-        assert set(files) == {"review_queue.csv", "review_queue.json", "review_summary.html"}
-        assert files["review_queue.csv"].startswith(b'"position",') and b'"items"' in files["review_queue.json"]
+        stem = f"review_{ws.DEFAULT_CHECKPOINT}_{queue_id}"  # the checkpoint and the queue name every file
+        assert set(files) == {f"{stem}.csv", f"{stem}.json", f"{stem}_summary.html"}
+        assert files[f"{stem}.csv"].startswith(b'"checkpoint","checkpoint_hash","queue_id","position",')
+        assert b'"items"' in files[f"{stem}.json"]
         assert_clean(tab)
         tab.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
         _wait_for(tab, "Model card (JSON)")

@@ -66,13 +66,24 @@ def test_export_writes_csv_json_and_summary_with_the_verdicts(sample, tmp_path, 
     out = tmp_path / "export"
     assert main(_review("export", "--review-db", database, "--out", str(out))) == 0
     assert f"reviewed 1 of {len(oc.misretrievals(outcomes))}" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["review_queue.csv", "review_queue.json", "review_summary.html"]
-    document = json.loads((out / "review_queue.json").read_text(encoding="utf-8"))
+    stem = "review_chtn_fashion_source_all-misretrievals"  # the checkpoint and the queue name every file
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.csv", f"{stem}.json", f"{stem}_summary.html"]
+    document = json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))
     assert document["items"][0]["current_verdicts"][0]["note"] == "=1+1 <i>x</i>"
     assert document["context"]["checkpoint"] == checkpoint.digest and document["context"]["dataset"] == dataset
-    csv = (out / "review_queue.csv").read_text(encoding="utf-8")
+    csv = (out / f"{stem}.csv").read_text(encoding="utf-8")
     assert '"ada: =1+1 <i>x</i>"' in csv  # verbatim; the cell starts with the reviewer, so it is never a formula
-    assert "&lt;i&gt;x&lt;/i&gt;" in (out / "review_summary.html").read_text(encoding="utf-8")
+    rows = pd.read_csv(out / f"{stem}.csv", dtype=str, keep_default_na=False)
+    assert list(rows.columns[:4]) == ["checkpoint", "checkpoint_hash", "queue_id", "position"]
+    assert set(rows.checkpoint) == {"chtn_fashion_source"} and set(rows.checkpoint_hash) == {checkpoint.digest}
+    assert set(rows.queue_id) == {""}  # all mis-retrievals: no meeting queue
+    assert "&lt;i&gt;x&lt;/i&gt;" in (out / f"{stem}_summary.html").read_text(encoding="utf-8")
+    spec = "size=5,seed=2"
+    queue_id = rq.QueueSpec(size=5, seed=2).queue_id(checkpoint.digest, dataset)
+    assert main(_review("export", "--review-db", database, "--out", str(out), "--spec", spec)) == 0
+    meeting = pd.read_csv(out / f"review_chtn_fashion_source_{queue_id}.csv", dtype=str)
+    assert set(meeting.queue_id) == {queue_id} and len(meeting) == 5  # beside the first export, not over it
+    assert len(list(out.iterdir())) == 6
 
 
 @pytest.mark.parametrize(

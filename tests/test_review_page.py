@@ -83,6 +83,23 @@ def test_a_meeting_link_reopens_the_same_queue_at_the_same_item(review_db):
     assert again.query_params["item"] == ["5"] or again.query_params["item"] == "5"
 
 
+def _meeting_titles(at) -> list[str]:
+    return [s.value for s in at.subheader if s.value.startswith("Meeting queue: ")]
+
+
+def test_a_started_meeting_queue_replaces_its_form_with_a_title_and_a_link_to_copy(review_db):
+    at = _app("views/review.py")
+    at.segmented_control(key="rv_mode_None").set_value("Meeting queue").run()
+    assert [b for b in at.button if b.label == "Start the meeting queue"] and not _meeting_titles(at)
+    next(b for b in at.button if b.label == "Start the meeting queue").click().run()
+    assert not at.exception and not at.error
+    assert not [b for b in at.button if b.label == "Start the meeting queue"]  # the spec is gone once it started
+    queue_id = at.query_params["queue"][0] if isinstance(at.query_params["queue"], list) else at.query_params["queue"]
+    assert _meeting_titles(at)
+    link = next(c.value for c in at.code if "/review?" in c.value)  # the "Copy link" box
+    assert f"queue={queue_id}" in link and "item=1" in link and "checkpoint=chtn_fashion_source" in link
+
+
 def test_a_link_whose_queue_does_not_fit_is_a_clear_error(review_db):
     at = _app("views/review.py", queue="0123456789ab", size="6")
     assert any("another checkpoint or dataset" in e.value for e in at.error) and not at.exception

@@ -4,6 +4,7 @@ the last reviewed checkpoint, meeting queues that are the same for everyone, and
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,14 @@ from hypothesis import strategies as st
 
 from analysis import outcomes as oc
 from analysis.review import queue as rq
-from analysis.review.render import ReviewContext, export_table, queue_json, summary_html, verdict_counts
+from analysis.review.render import (
+    ReviewContext,
+    export_files,
+    export_table,
+    queue_json,
+    summary_html,
+    verdict_counts,
+)
 from chtn.errors import CHTNError
 from chtn.ranking import cosine_scores, top_k
 from chtn.search import query_side
@@ -226,3 +234,7 @@ def test_exports_keep_notes_verbatim_and_inert(sample):
     assert "Reviewed 1 of 10" in page
     csv = export_table(queue)
     assert list(csv.columns)[:3] == ["position", "query_id", "direction"] and len(csv) == 10
+    names = [f.name for f in export_files(queue, current, current, replace(context, checkpoint_name="ck 1/x"))]
+    assert names == ["review_ck-1-x_all-misretrievals.csv", "review_ck-1-x_all-misretrievals.json",
+                     "review_ck-1-x_all-misretrievals_summary.html"]  # fmt: skip
+    assert export_files(queue, current, current, replace(context, queue_id="q7"))[0].name == "review_ck_q7.csv"

@@ -21,7 +21,7 @@ from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review import workflow as wf
 from analysis.review.drafts import SaveTarget, VerdictDesk
-from analysis.review.render import EXPORTS, ReviewContext, export_files
+from analysis.review.render import ReviewContext, export_files
 from analysis.review.store import VERDICTS, ReviewStore
 from chtn.checkpoint import code_version
 from chtn.directions import DIRECTION_NAMES
@@ -29,7 +29,7 @@ from chtn.errors import CHTNError
 from chtn.ranking import TIE_LEGEND, describe_tie
 from chtn.search import ResultView, query_side, retrieve
 from views.common import Context, context, review_store
-from views.links import attribution_link, explorer_link, space_link
+from views.links import attribution_link, explorer_link, review_link, space_link
 
 ALL, MEETING = "All mis-retrievals", "Meeting queue"
 
@@ -158,6 +158,7 @@ def new_meeting_form(review: Review) -> None:
         st.error(str(exc))
         st.stop()
     st.query_params.update(wf.start_meeting(spec, review.checkpoint, review.dataset))
+    st.rerun()  # the queue's own run: the form is gone and the first item is on screen
 
 
 def meeting_queue(review: Review, state: wf.ReviewState, reviewer: str) -> Queue:
@@ -170,10 +171,12 @@ def meeting_queue(review: Review, state: wf.ReviewState, reviewer: str) -> Queue
         st.error(f"{exc}", icon=":material/link_off:")
         st.stop()
     queue_id = st.query_params["queue"]
-    st.caption(
-        f"Meeting queue `{queue_id}` ({wf.queue_title(review.store, queue_id, spec)}) · {len(items)} items · share "
-        "this page's address: it opens the same queue at the same item."
-    )
+    st.subheader(f"Meeting queue: {wf.queue_title(review.store, queue_id, spec)}")
+    link = review_link(review.ctx.checkpoint_ref, queue_id, wf.item_position(st.query_params.get("item"), len(items)))
+    with st.popover("Copy link", icon=":material/link:"):
+        st.caption("Everyone who opens it sees this queue, in this order, at this item (copy it with the icon).")
+        st.code(f"{(st.context.url or '').rstrip('/')}{link.url}", language=None, wrap_lines=True)
+    st.caption(f"Queue `{queue_id}` · {len(items)} items · its spec is in the link")
     return Queue(items, queue_id, spec)
 
 
@@ -402,6 +405,7 @@ def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
         review.store.describe() if review.store else f"none ({review.store_error})",
         datetime.now(UTC).isoformat(timespec="seconds"),
         code_version(),
+        queue.meeting,
     )
     history, error = wf.verdict_history(review.store, review.dataset, review.checkpoint)
     if error:
@@ -410,8 +414,10 @@ def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
     # never reruns the page nor waits, and a second click at once still finds its file (a deferred download's
     # generator is forgotten by the next rerun, so a quick second click found nothing).
     files = export_files(queue.items, current, history, review_context)
-    for column, (name, label, mime) in zip(st.columns(3), EXPORTS):
-        column.download_button(label, files[name], name, mime, icon=":material/download:", on_click="ignore")
+    for column, file in zip(st.columns(3), files):
+        column.download_button(
+            file.label, file.payload, file.name, file.mime, icon=":material/download:", on_click="ignore"
+        )
 
 
 review = open_review()

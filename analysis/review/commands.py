@@ -26,7 +26,8 @@ def _status(line: str) -> None:
 
 
 def _review_inputs(args: argparse.Namespace):
-    """(store, checkpoint, data, state, queue, queue description) as the Review page builds them."""
+    """(store, checkpoint, data, state, queue, queue description, meeting queue id or None) as the Review page
+    builds them."""
     store = ReviewStore(args.review_db or default_location())
     _status(f"review database: {store.describe()}")
     checkpoint = load_checkpoint(args.checkpoint)
@@ -37,15 +38,17 @@ def _review_inputs(args: argparse.Namespace):
     dataset = data.fingerprint()
     state = review_state(store, outcomes, dataset, checkpoint.digest)
     if args.spec is None:
-        return store, checkpoint, data, state, rq.filter_table(oc.misretrievals(state.annotated)), "all mis-retrievals"
+        queue = rq.filter_table(oc.misretrievals(state.annotated))
+        return store, checkpoint, data, state, queue, "all mis-retrievals", None
     spec, queue_id = spec_from_text(args.spec, store)
     queue_id = queue_id or spec.queue_id(checkpoint.digest, dataset)
     queue = open_queue(store, state.annotated, spec, queue_id, checkpoint.digest, dataset, "chtn review")
-    return store, checkpoint, data, state, queue, f"meeting queue {queue_id} ({queue_title(store, queue_id, spec)})"
+    described = f"meeting queue {queue_id} ({queue_title(store, queue_id, spec)})"
+    return store, checkpoint, data, state, queue, described, queue_id
 
 
 def cmd_review_queue(args: argparse.Namespace) -> int:
-    _, _, _, state, queue, described = _review_inputs(args)
+    _, _, _, state, queue, described, _ = _review_inputs(args)
     _status(f"{described}: {len(queue)} items; since the last reviewed checkpoint: {state.previous or 'none'}")
     table = export_table(queue)
     if args.format == "csv":
@@ -59,7 +62,7 @@ def cmd_review_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_review_export(args: argparse.Namespace) -> int:
-    store, checkpoint, data, state, queue, described = _review_inputs(args)
+    store, checkpoint, data, state, queue, described, queue_id = _review_inputs(args)
     dataset = data.fingerprint()
     context = ReviewContext(
         checkpoint.digest,
@@ -70,6 +73,7 @@ def cmd_review_export(args: argparse.Namespace) -> int:
         store.describe(),
         datetime.now(UTC).isoformat(timespec="seconds"),
         code_version(),
+        queue_id,
     )
     history = store.verdicts(dataset, checkpoint.digest)
     written = write_exports(queue, state.current, history, context, Path(args.out))

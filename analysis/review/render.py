@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -47,10 +49,18 @@ class ReviewContext:
     checkpoint_name: str
     dataset: str  # fingerprint
     dataset_path: str
-    queue: str  # "all mis-retrievals" or "meeting queue <id> (spec ...)"
+    queue: str  # "all mis-retrieved" or "meeting queue <id> (spec ...)"
     store: str  # the review database, described
     generated_at: str  # ISO-8601 UTC
     code_version: str
+    queue_id: str | None = None  # the meeting queue's id; None for all mis-retrievals
+
+    @property
+    def file_stem(self) -> str:
+        """`review_<checkpoint>_<queue id or all-misretrievals>`, in characters safe in any file system, so that
+        the exports of two checkpoints or two queues never overwrite each other in a downloads folder."""
+        stem = f"review_{self.checkpoint_name}_{self.queue_id or 'all-misretrievals'}"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
 
 
 def export_table(queue: pd.DataFrame) -> pd.DataFrame:
@@ -154,30 +164,39 @@ def summary_html(queue: pd.DataFrame, context: ReviewContext) -> str:
     )
 
 
-EXPORTS = (  # file name, what the page's button says, MIME type
-    ("review_queue.csv", "Queue as CSV", "text/csv"),
-    ("review_queue.json", "Queue as JSON", "application/json"),
-    ("review_summary.html", "Meeting summary (HTML)", "text/html"),
-)
+class ExportFile(NamedTuple):
+    """One export: its file name, what the page's button says, its MIME type and its bytes."""
+
+    name: str
+    label: str
+    mime: str
+    payload: bytes
 
 
 def export_files(
     queue: pd.DataFrame, current: pd.DataFrame, history: pd.DataFrame, context: ReviewContext
-) -> dict[str, bytes]:
-    """The three export files by name (`EXPORTS`), as bytes."""
-    return {
-        "review_queue.csv": csv_bytes(export_table(queue)),
-        "review_queue.json": queue_json(queue, current, history, context).encode("utf-8"),
-        "review_summary.html": summary_html(queue, context).encode("utf-8"),
-    }
+) -> list[ExportFile]:
+    """The queue as CSV (each row names the checkpoint and the queue), JSON and the HTML summary, named after the
+    checkpoint and the queue (`ReviewContext.file_stem`)."""
+    table = export_table(queue)
+    table.insert(0, "queue_id", context.queue_id or "")
+    table.insert(0, "checkpoint_hash", context.checkpoint)
+    table.insert(0, "checkpoint", context.checkpoint_name)
+    stem = context.file_stem
+    document, summary = queue_json(queue, current, history, context), summary_html(queue, context)
+    return [
+        ExportFile(f"{stem}.csv", "Queue as CSV", "text/csv", csv_bytes(table)),
+        ExportFile(f"{stem}.json", "Queue as JSON", "application/json", document.encode("utf-8")),
+        ExportFile(f"{stem}_summary.html", "Meeting summary (HTML)", "text/html", summary.encode("utf-8")),
+    ]
 
 
 def write_exports(
     queue: pd.DataFrame, current: pd.DataFrame, history: pd.DataFrame, context: ReviewContext, out: Path
 ) -> list[Path]:
-    """review_queue.csv, review_queue.json and review_summary.html under `out`; returns the files written."""
+    """The three `export_files` under `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     files = export_files(queue, current, history, context)
-    for name, payload in files.items():
-        (out / name).write_bytes(payload)
-    return [out / name for name in files]
+    for file in files:
+        (out / file.name).write_bytes(file.payload)
+    return [out / file.name for file in files]
