@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,3 +58,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         values = values * 255.0 if values.size and np.nanmax(values) <= 1.0 else values
         return Image.fromarray(np.clip(np.nan_to_num(values), 0, 255).astype(np.uint8), "L").convert("RGB")
     return image.convert("RGB")
+
+
+def thumbnail_uris(paths: Sequence[Path | None], size: int = 64) -> list[str | None]:
+    """Small JPEG data URIs of images (None stays None, an unreadable file gives None), for table image columns."""
+    uris: list[str | None] = []
+    for path in paths:
+        if path is None:
+            uris.append(None)
+            continue
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+                image.thumbnail((size, size))
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=80)
+        except OSError:
+            uris.append(None)
+            continue
+        uris.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return uris

@@ -96,12 +96,15 @@ def _digests() -> dict[str, str]:
 def test_regressions_go_to_the_review_queue(review_db):
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
     broken = int({m.label: m.value for m in at.metric}["broken"])
+    listed = next(d.value for d in at.dataframe if "ap_change" in d.value.columns)  # the broken queries, shown
+    assert len(listed) == broken and list(listed.columns[:3]) == ["image", "query_id", "title"]
+    assert listed.image.str.startswith("data:image/jpeg;base64,").all() and listed.title.str.len().gt(0).all()
     next(b for b in at.button if b.label == "Send B's regressions to the review queue").click().run()
     queue_id = at.session_state["cp_queue"]
     stored = ReviewStore(review_db).queue(queue_id)
     assert stored["spec"]["title"] == "regressions of B" and len(stored["spec"]["items"]) == broken
     review = _app("views/review.py", checkpoint="chtn_fashion_source", queue=queue_id)
-    assert not review.error and any("(regressions of B)" in c.value for c in review.caption)
+    assert not review.error and "Meeting queue: regressions of B" in [h.value for h in review.subheader]
     assert next(m.value for m in review.metric if m.label == "Reviewed") == f"0 of {broken}"
 
 

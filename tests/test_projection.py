@@ -149,7 +149,8 @@ def test_cli_precomputes_what_the_page_reads(capsys, gallery, tmp_path):
 
 def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
     from analysis.projection.project import points_table
-    from analysis.projection.render import scatter_figure, thumbnail_uris
+    from analysis.projection.render import scatter_figure
+    from chtn.images import thumbnail_uris
 
     g, names = gallery
     projection = project_gallery(g.image, g.text, g.labels, ProjectionParams(method="pca"), tmp_path)

@@ -32,6 +32,7 @@ from chtn.checkpoint import Checkpoint, code_version
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.gallery import Gallery
+from chtn.images import thumbnail_uris
 from views.common import (
     OTHER_PATH,
     Context,
@@ -44,6 +45,7 @@ from views.common import (
 from views.links import attribution_link, explorer_link, review_link
 
 Run = tuple[Checkpoint, Gallery, EvaluationReport]
+LISTED = 200  # fixed / broken queries listed, with thumbnails, largest AP change first
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,11 @@ def per_category(page: Comparing) -> None:
     right.dataframe(render.category_table(figures), hide_index=True, width="stretch", height=520)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def thumbnails(paths: tuple[str, ...]) -> list[str | None]:
+    return thumbnail_uris([Path(p) for p in paths])
+
+
 def fixed_and_broken(page: Comparing) -> None:
     """The queries B fixed, broke, made better or worse, each linked to the explorer and the attribution of the
     checkpoint that mis-retrieves it; B's regressions can be sent to the review queue."""
@@ -245,17 +252,27 @@ def fixed_and_broken(page: Comparing) -> None:
         column.metric(name, int(counts.get(name, 0)))
     which = st.segmented_control("Show", ["broken", "fixed", "worse", "better"], default="broken", key="cp_show")
     shown = render.changed_queries(queries, which or "broken")
+    if len(shown) > LISTED:
+        st.caption(f"The {LISTED} largest AP changes of {len(shown)}; the report's CSV lists every one.")
+        shown = shown.head(LISTED)
     concerns = wf.concerned_checkpoint(which or "broken", page.choices.baseline, page.ctx.checkpoint_ref)
+    data = page.ctx.gallery.data
+    row_of = {item: row for row, item in enumerate(data.ids)}
+    rows = [row_of[q] for q in shown.query_id]
     shown = shown.assign(
+        image=thumbnails(tuple(str(data.image_paths[r]) for r in rows)),
+        title=[data.texts[r] for r in rows],
         explorer=[explorer_link(concerns, d, q).url for q, d in zip(shown.query_id, shown.direction)],
         why=[attribution_link(concerns, d, q).url for q, d in zip(shown.query_id, shown.direction)],
     )
     st.dataframe(
-        shown,
+        shown[["image", "query_id", "title", *[c for c in shown.columns if c not in ("image", "query_id", "title")]]],
         hide_index=True,
         width="stretch",
-        height=320,
+        height=360,
+        row_height=48,
         column_config={
+            "image": st.column_config.ImageColumn("item", help="The query's item: its image and its title"),
             "explorer": st.column_config.LinkColumn("explorer", display_text="open"),
             "why": st.column_config.LinkColumn("why?", display_text="explain top result"),
         },

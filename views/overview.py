@@ -37,16 +37,24 @@ for column, d in zip(columns, DIRECTIONS):
     column.metric(METRICS[f"map_{d}"].label(DIRECTION_NAMES), f"{summary[f'map_{d}']:.3f}")
 columns[2].metric(METRICS["map"].headline(), f"{summary['map_mean']:.3f}")
 
+TIE_RULE = (
+    "Exactly tied items (equal scores) count in a random order: a pair tied with t others across the k-th place "
+    "counts as the chance it lands in the top k (tie-aware expected values). The table's paired rank breaks ties "
+    "by gallery order instead."
+)
 st.caption(
-    "Own pair: where each query's own pair (the image's text, the text's image) ranks. Exactly tied items "
-    "(equal scores) count in a random order: a pair tied with t others across the k-th place counts "
-    "as the chance it lands in the top k, and its rank as the middle of the tie (tie-aware expected "
-    "values, McSherry & Najork 2008). The table's paired rank breaks ties by gallery order instead."
+    "MAP asks whether a query's results are of its category; own-pair recall asks whether its one paired item (the "
+    "image's own text, the text's own image) comes first among many items of that category, so it is far lower. "
+    "Exact ties count in random order (McSherry & Najork 2008)."
 )
 for d in DIRECTIONS:
     col_r1, col_r10, col_median = st.columns(3)
     for column, k in zip((col_r1, col_r10), RECALL_AT):
-        column.metric(METRICS[f"pair_recall@{k}_{d}"].label(DIRECTION_NAMES), f"{summary[f'pair_recall@{k}_{d}']:.3f}")
+        column.metric(
+            METRICS[f"pair_recall@{k}_{d}"].label(DIRECTION_NAMES),
+            f"{summary[f'pair_recall@{k}_{d}']:.3f}",
+            help=TIE_RULE,
+        )
     col_median.metric(
         METRICS[f"pair_median_rank_{d}"].label(DIRECTION_NAMES),
         f"{summary[f'pair_median_rank_{d}']:g}",
@@ -61,9 +69,7 @@ with st.expander("Model card", expanded=True):
 st.subheader("Average precision per category")
 st.caption(
     "Lowest first. Bars: mean AP of the category's queries; whiskers: percentile bootstrap 95% interval over "
-    "those queries (10,000 resamples, seed 0). MAP asks whether a query's results are of its category; own-pair "
-    "recall asks whether its one paired item comes first, which is why it is far lower when a category holds many "
-    "near-identical items."
+    "those queries (10,000 resamples, seed 0)."
 )
 per_category = category_intervals(ctx.checkpoint.digest, ctx.gallery.data.fingerprint(), ctx.report)
 figure = px.bar(

@@ -24,10 +24,11 @@ from analysis.projection.project import (
     projection_key,
     selection_counts,
 )
-from analysis.projection.render import scatter_figure, thumbnail_uris
+from analysis.projection.render import scatter_figure
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
+from chtn.images import thumbnail_uris
 from views.common import context
 from views.links import attribution_link, explorer_link
 

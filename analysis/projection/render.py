@@ -1,11 +1,8 @@
-"""The shared-space map as things to look at: the plotly scatter and thumbnails for the selection table."""
+"""The shared-space map as things to look at: the plotly scatter, its colours and its toolbar room."""
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
@@ -80,25 +77,3 @@ def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620, focus: p
         figure.update_xaxes(range=[focus["x"] - span_x, focus["x"] + span_x])
         figure.update_yaxes(range=[focus["y"] - span_y, focus["y"] + span_y])
     return figure
-
-
-def thumbnail_uris(paths: Sequence[Path | None], size: int = 64) -> list[str | None]:
-    """Small JPEG data URIs of images (None stays None, an unreadable file gives None), for table image columns."""
-    from PIL import Image
-
-    uris: list[str | None] = []
-    for path in paths:
-        if path is None:
-            uris.append(None)
-            continue
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-                image.thumbnail((size, size))
-                buffer = io.BytesIO()
-                image.save(buffer, format="JPEG", quality=80)
-        except OSError:
-            uris.append(None)
-            continue
-        uris.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode())
-    return uris
