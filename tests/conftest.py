@@ -25,6 +25,13 @@ def recipe_runs(name: str) -> list[str]:
     ]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the cores this process may use (pyproject caps it at 4). Many tests wait on
+    a subprocess (a CLI run, a Streamlit server, chromium) while it works; the extra worker fills those gaps.
+    Measured on 2 cores, a fresh clone: 419 s with 2 workers, 382 s with 3."""
+    return len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1
+
+
 # One cache folder per test session, shared by all its tests and by the CLI subprocesses and servers they start,
 # so real features are extracted once per session and never read from a developer's own cache. Under pytest-xdist
 # each worker gets its own (a sub-folder of the controller's), so no test sees another worker's cache warm or cold.
