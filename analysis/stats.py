@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -143,16 +143,7 @@ def paired_comparison(
     rng = np.random.default_rng([seed, stream])
     ci_low = ci_high = float("nan")
     if n >= 2 and np.ptp(d) > 0:
-        ci = stats.bootstrap(
-            (d,),
-            np.mean,
-            n_resamples=resamples,
-            confidence_level=CONFIDENCE,
-            method="percentile",
-            rng=rng,
-            batch=_BATCH,
-        ).confidence_interval
-        ci_low, ci_high = float(ci.low), float(ci.high)
+        ci_low, ci_high = _percentile_ci((d,), np.mean, resamples, rng)
     elif n >= 2:  # every query moved by the same amount: every resample has that mean
         ci_low = ci_high = float(d[0])
     exact = n <= EXACT_UP_TO
@@ -183,20 +174,28 @@ def mean_interval(
 
     The resamples come from `default_rng([seed, stream])`, drawn in batches, as in `paired_comparison`.
     """
-    from scipy import stats
-
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return float("nan"), float("nan")
     if np.ptp(values) == 0:
         return float(values[0]), float(values[0])
+    return _percentile_ci((values,), np.mean, resamples, np.random.default_rng([seed, stream]))
+
+
+def _percentile_ci(
+    samples: tuple, statistic: Callable, resamples: int, rng: np.random.Generator, paired: bool = False
+) -> tuple[float, float]:
+    """The project's interval: scipy's percentile bootstrap at CONFIDENCE, resamples drawn in batches of _BATCH."""
+    from scipy import stats
+
     ci = stats.bootstrap(
-        (values,),
-        np.mean,
+        samples,
+        statistic,
+        paired=paired,
         n_resamples=resamples,
         confidence_level=CONFIDENCE,
         method="percentile",
-        rng=np.random.default_rng([seed, stream]),
+        rng=rng,
         batch=_BATCH,
     ).confidence_interval
     return float(ci.low), float(ci.high)
@@ -310,7 +309,6 @@ def median_difference_ci(
 ) -> tuple[float, float]:
     """Percentile 95% CI of median(b) - median(a) by the paired bootstrap (queries resampled together), for figures
     such as the own pair's median rank, whose difference is not a mean of per-query differences. NaN below 2."""
-    from scipy import stats
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) < 2:
@@ -321,17 +319,7 @@ def median_difference_ci(
     def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.median(y, axis=axis) - np.median(x, axis=axis)
 
-    ci = stats.bootstrap(
-        (a, b),
-        statistic,
-        paired=True,
-        n_resamples=resamples,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=np.random.default_rng([seed, stream]),
-        batch=_BATCH,
-    ).confidence_interval
-    return float(ci.low), float(ci.high)
+    return _percentile_ci((a, b), statistic, resamples, np.random.default_rng([seed, stream]), paired=True)
 
 
 def _exact_sign_flip_p(d: np.ndarray) -> float:
