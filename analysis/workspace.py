@@ -211,7 +211,8 @@ def trained_on(provenance: object) -> str:
 
 
 def text_features_choice(choice: object) -> str:
-    """How the text features were chosen (`chtn.text_choice`), or "unknown" for older checkpoints."""
+    """How the text features were chosen (`chtn.text_choice`), or "unknown" for older checkpoints. The record comes
+    from a checkpoint's header, which may be damaged: a field of the wrong type is shown as "?", never raised on."""
     if not isinstance(choice, dict) or "mode" not in choice:
         return "unknown (not recorded: set as configured)"
     features = choice.get("features", "?")
@@ -219,13 +220,18 @@ def text_features_choice(choice: object) -> str:
         return f"{features} (as configured)"
     if choice["mode"] == "language":
         share = choice.get("cjk_share")
-        shown = "?" if share is None else f"{share:.0%}"
+        shown = f"{share:.0%}" if isinstance(share, int | float) and not isinstance(share, bool) else "?"
         how = "switched to character n-grams" if choice.get("chosen") != "configured" else "kept as configured"
         return f"{features} (language rule: {shown} CJK characters, {how})"
-    scores = ", ".join(f"{c.get('name')} {c.get('val_map')}" for c in choice.get("candidates", []))
+    candidates = choice.get("candidates")
+    scores = ", ".join(
+        f"{c.get('name')} {c.get('val_map')}"
+        for c in (candidates if isinstance(candidates, list) else [])
+        if isinstance(c, dict)
+    )
     return (
         f"{features} (chosen on validation: {choice.get('chosen')}; MAP on {choice.get('n_val', '?')} pairs "
-        f"carved from the training pairs: {scores})"
+        f"carved from the training pairs: {scores or '?'})"
     )
 
 

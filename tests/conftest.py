@@ -50,6 +50,11 @@ if _WORKERS > 1:
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(_variable, _SHARE)
 
+# app.py compiles UMAP's numba code in a background thread of every new server process: in each worker that runs
+# an AppTest that is half a minute to a minute of CPU taken from the other tests. Off for the session; the tests of
+# the warm-up itself (test_app, test_projection's probe) turn it on or run it directly.
+os.environ["CHTN_UMAP_WARM_UP"] = "0"
+
 
 @pytest.fixture(scope="session")
 def pairs():

@@ -272,18 +272,25 @@ def test_explorer_results_link_to_their_explanation():
     assert first.label == "Explain" and "attribution" in first.page
 
 
-def test_app_start_warms_umap_in_a_background_thread():
-    """app.py starts the numba warm-up once, in a daemon thread, after its first script run."""
+def test_app_start_warms_umap_once_in_a_background_thread(monkeypatch):
+    """app.py starts the warm-up once per server, in a daemon thread, after its first script run. What the warm-up
+    compiles is test_projection's probe (a fresh process); here it is replaced by a recorder, so this test does
+    not spend a minute of CPU compiling numba in-process."""
     import threading
 
-    from analysis.projection.project import UMAP_WARMED
+    import analysis.projection.project as project
 
-    _app()
-    warming = [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]
-    assert UMAP_WARMED.is_set() or (len(warming) == 1 and warming[0].daemon)
-    for thread in warming:
-        thread.join()
-    assert UMAP_WARMED.is_set()
+    calls: list[threading.Thread] = []
+    monkeypatch.setenv("CHTN_UMAP_WARM_UP", "1")  # off for the test session (conftest)
+    monkeypatch.setattr(project, "warm_up_umap", lambda nice=0: calls.append(threading.current_thread()) or 0.0)
+    st.cache_resource.clear()  # as on a fresh server: the warm-up is a cached resource of the process
+    for _ in range(2):
+        at = _app()
+        assert not at.exception and not at.error
+    for thread in [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]:
+        thread.join()  # the recorder's own: it returns at once
+    assert len(calls) == 1, "one warm-up per server, not one per script run"
+    assert calls[0].name == "chtn-umap-warm-up" and calls[0].daemon and calls[0] is not threading.main_thread()
 
 
 def test_app_start_skips_the_umap_warm_up_when_told(monkeypatch):

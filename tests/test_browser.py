@@ -19,7 +19,7 @@ require_chromium()
 
 @pytest.fixture(scope="module")
 def server():
-    with StreamlitServer(ROOT / "app.py", ROOT, warm_up_umap=False) as running:
+    with StreamlitServer(ROOT / "app.py", ROOT) as running:
         yield running.url
 
 
@@ -30,7 +30,7 @@ def fresh_server(tmp_path_factory):
     import os
 
     env = {**os.environ, "CHTN_CACHE_DIR": str(tmp_path_factory.mktemp("fresh-cache"))}
-    with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as running:
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as running:
         yield running.url
 
 

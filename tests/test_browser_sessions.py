@@ -53,7 +53,7 @@ def test_concurrent_sessions_each_see_their_own_query(expected):
     rows = [int(np.argmax(ranks == 1)), int(np.argmax(ranks > 5)), int(np.nanargmin(ap))]  # distinct figures
     pairs = [(rows[0], rows[2]), (rows[2], rows[1])]  # (query, result) for the attribution page
     ids = gallery.data.ids
-    with StreamlitServer(ROOT / "app.py", ROOT, warm_up_umap=False) as server, sync_playwright() as playwright:
+    with StreamlitServer(ROOT / "app.py", ROOT) as server, sync_playwright() as playwright:
         browser = launch_chromium(playwright)  # the split is embedded (above); the pages race to build the tower
         explorers = [browser.new_context().new_page() for _ in rows]
         explainers = [browser.new_context().new_page() for _ in pairs]

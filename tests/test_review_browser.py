@@ -46,7 +46,7 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
         "Ada": ("label noise", "Ada's note: the caption says socks"),
         "Bob": ("model error", "Bob <b>disagrees</b>"),
     }
-    with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as server, sync_playwright() as playwright:
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         tabs = {name: browser.new_context(viewport={"width": 1400, "height": 1200}).new_page() for name in people}
         for tab in tabs.values():
@@ -102,7 +102,7 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
         assert all(url.startswith("file://") or url.startswith("data:") for url in requests), requests
         ARTIFACTS.mkdir(exist_ok=True)
         report.screenshot(path=ARTIFACTS / "compare_report_cli.png", full_page=True)
-        with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as server:
+        with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server:
             page = context.new_page()
             page.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
             _wait_for(page, "The rules say NO-GO")
@@ -174,7 +174,7 @@ def test_save_then_j_at_once_on_a_slow_database_keeps_every_verdict_of_both_revi
     env = {**os.environ, "CHTN_REVIEW_DB": str(database)}
     typed: dict[tuple[str, str], str] = {}  # (reviewer, query id) -> note
     ARTIFACTS.mkdir(exist_ok=True)
-    with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as server, sync_playwright() as playwright:
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         tabs = {
             name: browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for name in ("Ada", "Bob")
@@ -251,7 +251,7 @@ def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
 
     link, _, _, queue_id = _meeting_link(size=6, seed=11)
     env = {**os.environ, "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite")}
-    with StreamlitServer(ROOT / "app.py", ROOT, env=env, warm_up_umap=False) as server, sync_playwright() as playwright:
+    with StreamlitServer(ROOT / "app.py", ROOT, env=env) as server, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         tab = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
         tab.goto(server.url + link)

@@ -92,6 +92,16 @@ def test_a_damaged_provenance_reads_as_unknown_parts_never_an_error():
     assert trained_on({"wall_seconds": "soon", "precision": {"a": 1}}) == "? · ? · ? · ? · ? · ?"
 
 
+def test_a_damaged_text_choice_reads_as_question_marks_never_an_error():
+    """Found by test_robustness's damaged headers: `cjk_share: []` raised a TypeError in the model card."""
+    shown = ws.text_features_choice({"mode": "language", "cjk_share": [], "features": "char"})
+    assert shown == "char (language rule: ? CJK characters, switched to character n-grams)"
+    assert "91% CJK" in ws.text_features_choice({"mode": "language", "cjk_share": 0.91, "chosen": "configured"})
+    damaged = ws.text_features_choice({"mode": "validation", "candidates": [3, {"name": "word", "val_map": 0.5}]})
+    assert "word 0.5" in damaged
+    assert ws.text_features_choice({"mode": "validation", "candidates": "x"}).endswith("training pairs: ?)")
+
+
 def test_category_ap_sorts_lowest_first_and_brackets_each_mean():
     checkpoint = ws.open_checkpoint("chtn_no_source")  # the shipped embeddings: nothing is encoded
     gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0])
