@@ -99,6 +99,13 @@ def test_regressions_go_to_the_review_queue(review_db):
     listed = next(d.value for d in at.dataframe if "ap_change" in d.value.columns)  # the broken queries, shown
     assert len(listed) == broken and list(listed.columns[:3]) == ["image", "query_id", "title"]
     assert listed.image.str.startswith("data:image/jpeg;base64,").all() and listed.title.str.len().gt(0).all()
+    card = next(d.value for d in at.dataframe if list(d.value.columns) == ["A (baseline)", "B (candidate)"])
+    first = listed.iloc[0]  # the card shows the largest regression until another row is picked
+    assert float(card.loc["AP", "A (baseline)"]) == pytest.approx(first.ap_a, abs=5e-4)
+    assert float(card.loc["AP", "B (candidate)"]) == pytest.approx(first.ap_b, abs=5e-4)
+    assert card.loc["own-pair rank", "B (candidate)"] == str(int(first.own_rank_b))
+    assert card.loc["top-1 category", "B (candidate)"].endswith("(not relevant)")  # broken: B's top-1 is wrong
+    assert any(first.query_id in m.value and "broken by B" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Send B's regressions to the review queue").click().run()
     queue_id = at.session_state["cp_queue"]
     stored = ReviewStore(review_db).queue(queue_id)

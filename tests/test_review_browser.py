@@ -1,5 +1,6 @@
-"""The meeting in a real browser: two people open one meeting link, both save a verdict at the same moment, and
-after a reload both verdicts are there, for both of them; a verdict saved with Ctrl+Enter and left at once with J
+"""The meeting in a real browser: two people open one meeting link, both save a verdict at the same moment, each
+sees the other's appear without a click, and after a reload both verdicts are there, for both of them, and each
+browser still knows its reviewer's name; a verdict saved with Ctrl+Enter and left at once with J
 while the database is slow (another writer holds its lock) is stored; downloads clicked in quick succession all
 arrive."""
 
@@ -63,10 +64,14 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
             tab.get_by_role("button", name="Save verdict").click()
         for name, tab in tabs.items():
             _wait_for(tab, f"— {name},")
+        for name, tab in tabs.items():  # the other's verdict appears by itself, nothing clicked (a refresh every 5 s)
+            other = next(n for n in people if n != name)
+            tab.get_by_text(f"— {other},").first.wait_for(timeout=30_000)
         for tab in tabs.values():
             tab.reload()
-        for tab in tabs.values():
+        for name, tab in tabs.items():
             _wait_for(tab, "Verdicts on this checkpoint")
+            assert tab.get_by_label("Your name").input_value() == name  # kept by this browser, not by the link
             _wait_for(tab, "— Bob,")
             text = tab.locator("body").inner_text()
             assert "— Ada," in text and "Ada's note: the caption says socks" in text

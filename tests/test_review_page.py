@@ -233,3 +233,23 @@ def test_save_then_next_at_once_stores_the_verdict_and_names_its_row(review_db):
     at = _press(at, "Previous")  # back on #1: the stored verdict, and the row it is
     assert _form(at) == ("label noise", "saved on the way out")
     assert any(c.value == f"Saved as #{row_id} in the review database." for c in at.caption)
+
+
+def test_two_reviewers_give_agreement_a_dispute_link_and_a_changed_verdict_its_history(review_db):
+    """Ada, then Bo (another session) on the same item; Ada changes her verdict: the item shows the trail, and the
+    agreement panel counts one disputed item and links to it."""
+    at = _app("views/review.py")
+    at.sidebar.text_input(key="rv_reviewer").input("Ada").run()
+    at = _verdict(at, "label noise", "")
+    bo = _app("views/review.py")
+    bo.sidebar.text_input(key="rv_reviewer").input("Bo").run()
+    bo = _verdict(bo, "model error", "not noise")
+    at = _verdict(at.run(), "ambiguous", "changed my mind")
+    assert not at.error and _metric(at, "Disputed") == "1"
+    texts = " ".join(m.value for m in at.markdown)
+    assert "**History on this checkpoint**" in texts and "Ada: label noise (replaced)" in texts
+    assert "Bo: model error" in texts and "Ada: ambiguous" in texts
+    panel = next(e for e in at.expander if e.label.startswith("Agreement between reviewers"))
+    assert panel.label.endswith("1 items with two or more")
+    assert any("1 disputed" in c.value for c in at.caption)
+    assert _metric(at, "Krippendorff's alpha") == "0.00"  # one item, two verdicts: no agreement beyond chance

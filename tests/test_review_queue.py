@@ -229,7 +229,7 @@ def test_exports_keep_notes_verbatim_and_inert(sample):
     first = document["items"][0]
     assert first["current_verdicts"][0]["note"] == note and first["verdict"] == "data problem"
     assert document["counts"] == verdict_counts(queue) and document["counts"]["data problem"] == 1
-    page = summary_html(queue, context)
+    page = summary_html(queue, current, current, context)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Reviewed 1 of 10" in page
     csv = export_table(queue)

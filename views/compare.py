@@ -265,7 +265,7 @@ def fixed_and_broken(page: Comparing) -> None:
         explorer=[explorer_link(concerns, d, q).url for q, d in zip(shown.query_id, shown.direction)],
         why=[attribution_link(concerns, d, q).url for q, d in zip(shown.query_id, shown.direction)],
     )
-    st.dataframe(
+    picked = st.dataframe(
         shown[["image", "query_id", "title", *[c for c in shown.columns if c not in ("image", "query_id", "title")]]],
         hide_index=True,
         width="stretch",
@@ -276,9 +276,35 @@ def fixed_and_broken(page: Comparing) -> None:
             "explorer": st.column_config.LinkColumn("explorer", display_text="open"),
             "why": st.column_config.LinkColumn("why?", display_text="explain top result"),
         },
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"cp_rows_{which}",
     )
+    if len(shown):
+        chosen = picked.selection.rows[0] if picked.selection.rows else 0
+        change_card(page, queries.loc[shown.index[chosen]])
     if page.store and int(counts.get("broken", 0)):
         send_regressions(page, page.store)
+
+
+def change_card(page: Comparing, query: pd.Series) -> None:
+    """One changed query (the row picked in the list, else its first) with A's result beside B's: the query, then
+    per checkpoint its AP, own-pair rank and top-1 result, the top-1's picture and title."""
+    data = page.ctx.gallery.data
+    row = int(query["row"])
+    with st.container(border=True):
+        st.markdown(
+            f"**{query['query_id']}** · {query['direction']} · *{query['category']}* · {query['change']} by B "
+            f"(AP {query['ap_change']:+.3f}) · pick another row above to see it here"
+        )
+        cells = st.columns([1, 2, 2, 2])
+        cells[0].image(str(data.image_paths[row]), width=120, caption="the query's item")
+        cells[0].caption(data.texts[row][:160])
+        cells[1].dataframe(render.side_by_side(query), width="stretch")
+        for cell, side, name in ((cells[2], "a", "A"), (cells[3], "b", "B")):
+            top = int(query[f"top1_row_{side}"])
+            cell.image(str(data.image_paths[top]), width=120, caption=f"{name}'s top-1: {query[f'top1_id_{side}']}")
+            cell.caption(data.texts[top][:160])
 
 
 def send_regressions(page: Comparing, store: ReviewStore) -> None:

@@ -11,6 +11,7 @@ analysis.review.workflow; this page draws them, part by part, in the order of th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,9 +21,10 @@ import streamlit as st
 from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review import workflow as wf
+from analysis.review.agreement import agreement
 from analysis.review.drafts import SaveTarget, VerdictDesk
 from analysis.review.render import ReviewContext, export_files
-from analysis.review.store import VERDICTS, ReviewStore
+from analysis.review.store import MAX_REVIEWER_CHARS, VERDICTS, ReviewStore
 from chtn.checkpoint import code_version
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
@@ -32,6 +34,8 @@ from views.common import Context, context, review_store
 from views.links import attribution_link, explorer_link, review_link, space_link
 
 ALL, MEETING = "All mis-retrievals", "Meeting queue"
+REVIEWER_COOKIE = "chtn_reviewer"
+LIVE_SECONDS = 5  # how often an item's verdicts are read again, so that other reviewers' appear by themselves
 
 
 @dataclass
@@ -79,9 +83,26 @@ def open_review() -> Review:
 
 
 def your_name() -> str:
-    """The reviewer's name, in the sidebar (kept for the browser session: it is back when the reviewer comes back)."""
+    """The reviewer's name, in the sidebar. The browser keeps it (a cookie of this site, never in the URL: a copied
+    link must not carry one reviewer's name to another), so it is back after a reload or a new tab."""
     with st.sidebar:
-        return st.text_input("Your name", key="rv_reviewer", persist_state="session", max_chars=200)
+        if "rv_reviewer" not in st.session_state:
+            st.session_state["rv_reviewer"] = wf.reviewer_from_cookie(st.context.cookies.get(REVIEWER_COOKIE))
+        name = st.text_input("Your name", key="rv_reviewer", max_chars=MAX_REVIEWER_CHARS)
+        if name != wf.reviewer_from_cookie(st.context.cookies.get(REVIEWER_COOKIE)):
+            remember(name)
+    return name
+
+
+def remember(name: str) -> None:
+    """Store the name in this browser for a year (a first-party cookie the page script sets; JSON-quoted and with
+    `<` escaped, so no name can close the script)."""
+    value = json.dumps(name).replace("<", "\\u003c")
+    st.html(
+        f"<script>document.cookie = '{REVIEWER_COOKIE}=' + encodeURIComponent({value}) + "
+        "'; path=/; max-age=31536000; SameSite=Strict';</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def header(store: ReviewStore | None, store_error: str | None) -> None:
@@ -377,20 +398,64 @@ def verdict_form(review: Review, queue: Queue, item: pd.Series, reviewer: str, v
         st.caption(f"Saved as #{desk.saved_id(query_id, direction)} in the review database.")
 
 
-def verdicts_so_far(review: Review, item: pd.Series, verdicts: pd.DataFrame) -> None:
-    """Every reviewer's current verdict on the item, and the verdicts it got on other checkpoints."""
+@st.fragment(run_every=LIVE_SECONDS)
+def verdicts_so_far(online: bool, dataset: str, checkpoint: str, query_id: str, direction: str) -> None:
+    """Every reviewer's current verdict on the item, its verdict history when one was changed, and the verdicts it
+    got on other checkpoints: read again every few seconds (this part only), so that what other reviewers save
+    appears without a click and without disturbing what is being typed. Plain arguments: a fragment keeps a copy
+    of them for its reruns, and the store (shared, with its locks) is fetched again instead."""
+    store = review_store()[0] if online else None
+    record, error = wf.item_record(store, dataset, query_id, direction)
+    current = wf.current_on(record, checkpoint)
     st.markdown("**Verdicts on this checkpoint**")
-    if len(verdicts) == 0:
+    if error and store is not None:
+        st.caption(f"Cannot be read now: {error}")
+    elif len(current) == 0:
         st.caption("None yet.")
-    for r in verdicts.itertuples():
+    for r in current.itertuples():
         st.markdown(f"**{r.verdict}** — {r.reviewer}, {pd.Timestamp(r.created_at):%Y-%m-%d %H:%M} UTC")
         if r.note:
             st.text(wf.note_excerpt(r.note))
-    store = review.store
-    history = store.query_history(review.dataset, item["query_id"], item["direction"]) if store else None
-    lines = wf.history_lines(history, review.checkpoint) if history is not None else []
+    trail = wf.trail_lines(record, checkpoint)
+    if trail:
+        st.markdown("**History on this checkpoint**  \n" + "  \n".join(trail))
+    lines = wf.history_lines(record, checkpoint) if len(record) else []
     if lines:
         st.markdown("**On other checkpoints of this dataset**  \n" + "  \n".join(lines))
+    st.caption(f"Refreshed every {LIVE_SECONDS} s.")
+
+
+def agreement_panel(review: Review, queue: Queue, current: pd.DataFrame) -> None:
+    """Krippendorff's alpha and Cohen's kappa over the queue's items with two or more reviewers, per verdict class,
+    and the items still disputed, each a link to it."""
+    agreed = agreement(current, queue.items)
+    with st.expander(
+        f"Agreement between reviewers · {agreed.items} items with two or more", expanded=bool(agreed.items)
+    ):
+        st.caption(agreed.summary())
+        if not agreed.items:
+            return
+        cols = st.columns(3)
+        cols[0].metric("Krippendorff's alpha", "—" if agreed.alpha is None else f"{agreed.alpha:.2f}")
+        cols[1].metric(
+            "Cohen's kappa",
+            "—" if agreed.kappa is None else f"{agreed.kappa:.2f}",
+            help=f"Mean over the {agreed.kappa_pairs} reviewer pairs that share two or more items.",
+        )
+        cols[2].metric("Disputed", len(agreed.disputed))
+        st.dataframe(
+            agreed.per_class,
+            hide_index=True,
+            column_config={
+                "alpha": st.column_config.NumberColumn("alpha (this class against the rest)", format="%.2f")
+            },
+        )
+        positions = dict(zip(zip(queue.items["query_id"], queue.items["direction"]), queue.items["position"]))
+        for row in agreed.disputed.itertuples():
+            position = int(positions[(row.query_id, row.direction)])
+            to = review_link(review.ctx.checkpoint_ref, queue.meeting, position)
+            st.page_link(to.page, label=f"#{position} · {row.query_id} ({row.direction}): {row.verdicts}",
+                         query_params=to.params)  # fmt: skip
 
 
 def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
@@ -413,7 +478,7 @@ def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
     # Built on every run (small files), not when clicked: a file's address is a hash of its content, so a click
     # never reruns the page nor waits, and a second click at once still finds its file (a deferred download's
     # generator is forgotten by the next rerun, so a quick second click found nothing).
-    files = export_files(queue.items, current, history, review_context)
+    files = export_files(queue.items, current, history, review_context, review.ctx.gallery.data.image_paths)
     for column, file in zip(st.columns(3), files):
         column.download_button(
             file.label, file.payload, file.name, file.mime, icon=":material/download:", on_click="ignore"
@@ -426,6 +491,7 @@ save_typed_verdicts(review)
 state = read_state(review)
 queue = which_queue(review, state, reviewer)
 counts(review, queue, state.previous)
+agreement_panel(review, queue, state.current)
 item = navigation(review, queue)
 unsaved_elsewhere(review, queue, item)
 view = item_panel(review, item, state.previous)
@@ -435,5 +501,5 @@ with results_column:
     top_results(review, item, view)
 with verdict_column:
     verdict_form(review, queue, item, reviewer, verdicts)
-    verdicts_so_far(review, item, verdicts)
+    verdicts_so_far(review.store is not None, review.dataset, review.checkpoint, item["query_id"], item["direction"])
 exports(review, queue, state.current)

@@ -260,11 +260,12 @@ def _row(
 
 
 def query_changes(outcomes_a: pd.DataFrame, outcomes_b: pd.DataFrame) -> pd.DataFrame:
-    """Per (query, direction): both checkpoints' AP and own-pair rank, their changes, and what B did to it:
+    """Per (query, direction): both checkpoints' AP, own-pair rank and top-1 result, the changes, and what B did:
     **fixed** (mis-retrieved by A, not by B), **broken** (the reverse), better / worse (AP moved by at least
     `outcomes.CHANGE_AP`), same. From `outcomes.query_outcomes` of each checkpoint."""
     keys = ["query_id", "direction"]
     kept = ["row", "category", "ap", "own_rank", "kind", "mis_retrieved", "severity"]
+    kept += ["top1_row", "top1_id", "top1_category", "top1_score"]  # what each checkpoint put first
     both = outcomes_a[keys + kept].merge(outcomes_b[keys + kept], on=keys, suffixes=("_a", "_b"), validate="1:1")
     both["ap_change"] = both["ap_b"] - both["ap_a"]
     both["rank_change"] = both["own_rank_b"] - both["own_rank_a"]

@@ -140,6 +140,22 @@ def changed_queries(queries: pd.DataFrame, change: str) -> pd.DataFrame:
     return rows[["query_id", "direction", "category", "ap_a", "ap_b", "ap_change", "own_rank_a", "own_rank_b"]]
 
 
+def side_by_side(query: pd.Series) -> pd.DataFrame:
+    """One changed query as A and B see it: AP, own-pair rank and the top-1 result (id, category, score, and whether
+    it is relevant: same category), one column per checkpoint, for the regression card."""
+    sides = {}
+    for side, name in (("a", "A (baseline)"), ("b", "B (candidate)")):
+        sides[name] = {
+            "AP": f"{query[f'ap_{side}']:.3f}",
+            "own-pair rank": str(int(query[f"own_rank_{side}"])),
+            "top-1": str(query[f"top1_id_{side}"]),
+            "top-1 category": str(query[f"top1_category_{side}"])
+            + (" (relevant)" if query[f"top1_category_{side}"] == query["category"] else " (not relevant)"),
+            "top-1 score": f"{query[f'top1_score_{side}']:.4f}",
+        }
+    return pd.DataFrame(sides)
+
+
 def report_document(
     outcome: Outcome, context: ReportContext, decisions: list[dict], notes: list[dict], verdict_counts: dict
 ) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from analysis import outcomes as oc
 from analysis.review import queue as rq
+from analysis.review.agreement import agreement
 from analysis.review.render import ReviewContext, export_table, write_exports
 from analysis.review.store import ReviewStore
 from analysis.review.workflow import open_queue, queue_title, review_state, spec_from_text
@@ -76,8 +77,8 @@ def cmd_review_export(args: argparse.Namespace) -> int:
         queue_id,
     )
     history = store.verdicts(dataset, checkpoint.digest)
-    written = write_exports(queue, state.current, history, context, Path(args.out))
+    written = write_exports(queue, state.current, history, context, Path(args.out), data.image_paths)
     reviewed = int((queue["status"] != "unreviewed").sum())
-    _status(f"{described}: reviewed {reviewed} of {len(queue)}")
+    _status(f"{described}: reviewed {reviewed} of {len(queue)}; {agreement(state.current, queue).summary()}")
     print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
     return 0

@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pandas as pd
 
 from analysis import outcomes as oc
 from analysis.review import queue as rq
 from analysis.review.drafts import Draft, PendingVerdict, SaveResult, SaveTarget, VerdictDesk
-from analysis.review.store import ReviewStore
+from analysis.review.store import MAX_REVIEWER_CHARS, ReviewStore
 from analysis.store import StoreError
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
@@ -178,6 +179,38 @@ def history_lines(history: pd.DataFrame, checkpoint: str) -> list[str]:
     return lines
 
 
+def item_record(store: ReviewStore | None, dataset: str, query_id: str, direction: str) -> tuple[pd.DataFrame, str]:
+    """Every checkpoint's verdict rows on one item, newest first (`store.query_history`), or an empty table and the
+    reason when there is no store or it cannot be read now."""
+    if store is None:
+        return pd.DataFrame(), "no review database"
+    try:
+        return store.query_history(dataset, query_id, direction), ""
+    except StoreError as exc:
+        return pd.DataFrame(), str(exc)
+
+
+def current_on(record: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
+    """The current verdict (latest row) of each reviewer of an item on `checkpoint`, from its `item_record`."""
+    if record.empty:
+        return record
+    return record[record["checkpoint"] == checkpoint].drop_duplicates("reviewer").sort_values("id")
+
+
+def trail_lines(record: pd.DataFrame, checkpoint: str) -> list[str]:
+    """An item's verdicts on `checkpoint`, oldest first, a changed one marked as replaced; empty when no reviewer
+    changed their verdict (the current verdicts then say it all)."""
+    rows = record[record["checkpoint"] == checkpoint].sort_values("id") if len(record) else record
+    if rows.empty or len(rows) == rows["reviewer"].nunique():
+        return []
+    latest = set(rows.drop_duplicates("reviewer", keep="last")["id"])
+    return [
+        f"{pd.Timestamp(r.created_at):%Y-%m-%d %H:%M} UTC · {r.reviewer}: {r.verdict}"
+        + ("" if r.id in latest else " (replaced)")
+        for r in rows.itertuples()
+    ]
+
+
 def regressions_queue(store: ReviewStore, queries: pd.DataFrame, dataset: str, baseline: str, candidate: str) -> str:
     """Record the candidate's regressions (queries it broke, largest AP loss first) as a meeting queue of the
     candidate, "regressions of B", and return its id (a content hash: recording it again changes nothing)."""
@@ -277,6 +310,12 @@ def reviewer_verdict(verdicts: pd.DataFrame, reviewer: str) -> Draft | None:
         return None
     own = verdicts[verdicts["reviewer"] == reviewer]
     return Draft(own.iloc[-1]["verdict"], own.iloc[-1]["note"]) if len(own) else None
+
+
+def reviewer_from_cookie(value: object) -> str:
+    """The name the browser kept (URL-encoded in its cookie), cut to the name field's length; "" when none (or when
+    the value is not text: Streamlit's AppTest has no browser and answers with a stand-in object)."""
+    return unquote(value).strip()[:MAX_REVIEWER_CHARS] if isinstance(value, str) else ""
 
 
 def note_excerpt(note: str, limit: int = 2000) -> str:
