@@ -252,11 +252,15 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
     assert at.selectbox(key="at_query").value == query and at.selectbox(key="at_result").value == wrong
     assert at.toggle(key="contrast").value is True
     assert "mis-retrieval" in _texts(at)
-    assert len(at.get("image")) == 1 and len(at.get("download_button")) == 1
+    # the result's pair and the query's own pair, each as the colour image beside its map
+    assert len(at.get("image")) == 4 and len(at.get("download_button")) == 2
     assert "f = -" in " ".join(c.value for c in at.caption)  # contrastive: sim(wrong) - sim(own pair) < 0
     captions = " ".join(c.value for c in at.caption)
-    assert "image:" in captions and "text (Layer IG) · " not in captions  # the text side is the plain result
-    assert "Strongest words" in captions
+    assert "image:" in captions and "Strongest words" in captions
+    assert "Contrastive: cos(query, this result) − cos(query, its own pair)" in captions  # the image side
+    assert "Not contrastive" in captions  # the text side says it is the plain result
+    assert any("Own pair:" in m.value for m in at.markdown)
+    assert sum("Colour scale:" in h.proto.body for h in at.get("html")) == 1
     # switching the image method reruns only the attribution with new parameters
     at.selectbox(key="at_method").set_value("ig").run()
     assert not at.exception and not at.error

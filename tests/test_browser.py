@@ -107,17 +107,19 @@ def test_a_bound_widget_writes_the_address_bar(page, server):
 
 
 def test_explain_link_opens_the_attribution_of_that_result(page, server):
-    """One click from a result card to its explanation: heatmap image, highlighted words, no error."""
+    """One click from a result card to its explanation: the result's pair and the query's own pair, each image in
+    colour beside its heat map, one colour scale, highlighted words, no error."""
     page.goto(f"{server}/explorer?direction=t2i&k=10", wait_until="networkidle")
     page.get_by_text("Top 10 images").wait_for(timeout=300_000)
     page.locator('[data-testid="stPageLink"] a', has_text="Explain").nth(1).click()
     page.get_by_text("Why this result?").first.wait_for(timeout=120_000)
-    page.get_by_text("Strongest words").wait_for(timeout=300_000)
+    page.get_by_text("Strongest words").first.wait_for(timeout=300_000)
     page.wait_for_timeout(1500)
     assert_clean(page)
     assert "attribution" in page.url and "result=" in page.url
     assert all(w > 0 for w in _images_loaded(page))
-    assert page.get_by_text("Download PNG").count() == 1
+    assert page.get_by_text("Download PNG").count() == 2 and page.get_by_text("Colour scale:").count() == 1
+    assert page.get_by_text("In colour, as the model saw it").count() == 2
     page.screenshot(path=str(ARTIFACTS / "attribution.png"), full_page=True)
 
 

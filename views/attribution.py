@@ -7,7 +7,15 @@ Opened from the "Explain" link under any result in the retrieval explorer; the U
 import streamlit as st
 
 from analysis.attribution.explainer import PairExplainer, explainer_items
-from analysis.attribution.render import highlighted_html, legend_html, overlay, png_bytes, top_words
+from analysis.attribution.render import (
+    highlighted_html,
+    legend_html,
+    map_scale,
+    overlay,
+    png_bytes,
+    scale_html,
+    top_words,
+)
 from analysis.attribution.types import BASELINES, IMAGE_METHODS, Settings
 from analysis.explorer import pair_score
 from chtn.directions import DIRECTION_NAMES
@@ -131,8 +139,39 @@ def _numbers(result, label: str) -> None:
         )
 
 
+def image_panel(result, picture_scale: float, heading: str, plain: str) -> None:
+    """One image attribution: the map over the image, what it explains (contrastive or plain), its download and
+    its numbers."""
+    st.markdown(f"**{heading}**")
+    picture = overlay(result, scale=picture_scale)
+    original, mapped = st.columns(2)
+    original.image(result.image, width="stretch", caption="In colour, as the model saw it")
+    mapped.image(picture, width="stretch", caption=IMAGE_METHODS[result.method])
+    st.caption(plain)
+    st.download_button(
+        "Download PNG",
+        png_bytes(picture),
+        file_name=f"attribution_{heading.split()[0].lower()}_{result.method}.png",
+        mime="image/png",
+        icon=":material/download:",
+        key=f"at_png_{heading}",
+    )
+    _numbers(result, "image")
+
+
+def text_panel(result, heading: str, plain: str) -> None:
+    """One text attribution: highlighted words, what it explains, the strongest words and its numbers."""
+    st.markdown(f"**{heading}**")
+    st.html(highlighted_html(result.words, result.text))
+    st.caption(plain)
+    st.caption("Strongest words: " + ", ".join(f"{w} ({s:+.3f})" for w, s in top_words(result.words, 3)))
+    _numbers(result, "text (Layer IG)")
+
+
 @st.fragment
 def explanation() -> None:
+    """The pair's attributions; for a mis-retrieval, the query's own pair's beside them, so the room sees what
+    differs. Grad-CAM and the text's Layer IG come first (about a second); IG and the others on request (Method)."""
     with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
         explain = PairExplainer(ctx.checkpoint)
     verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
@@ -145,36 +184,49 @@ def explanation() -> None:
             image_result = explain.explain(image_side, image_other, settings, image_contrast)
         with st.spinner("Attributing the text…"):
             text_result = explain.explain(text_side, text_other, settings, text_contrast)
+        own = None
+        if r != q:
+            with st.spinner("Attributing the query's own pair…"):
+                own = (
+                    explain.explain(query_image, query_text, settings),
+                    explain.explain(query_text, query_image, settings),
+                )
     except CHTNError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    st.metric("Similarity of the pair (cosine, common space)", f"{pair_score(gallery, direction, q, r):.4f}")
-    left, right = st.columns(2)
-    with left:
-        st.subheader(f"Image ({'query' if direction == 'i2t' else 'result'})")
-        picture = overlay(image_result)
-        st.image(
-            picture, caption=f"{IMAGE_METHODS[method]}" + (" · contrastive" if image_contrast else ""), width="stretch"
+    figures = st.columns(3)
+    figures[0].metric("Similarity of the pair (cosine, common space)", f"{pair_score(gallery, direction, q, r):.4f}")
+    figures[1].metric("Similarity of the query's own pair", f"{pair_score(gallery, direction, q, q):.4f}")
+    if image_result.target == "logits":
+        figures[2].caption(
+            "Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "
+            "confident pair the softmax is saturated and its gradient would leave the map blank."
         )
-        st.download_button(
-            "Download PNG",
-            png_bytes(picture),
-            file_name=f"attribution_{image_side.name}_{method}.png",
-            mime="image/png",
-            icon=":material/download:",
-        )
-        _numbers(image_result, "image")
-        if image_result.target == "logits":
-            st.caption(
-                "Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "
-                "confident pair the softmax is saturated and its gradient would leave the map blank."
-            )
-    with right:
-        st.subheader(f"Text ({'result' if direction == 'i2t' else 'query'})")
-        st.html(highlighted_html(text_result.words, text_result.text))
-        st.html(legend_html())
-        st.caption("Strongest words: " + ", ".join(f"{w} ({s:+.3f})" for w, s in top_words(text_result.words, 3)))
-        _numbers(text_result, "text (Layer IG)" + (" · contrastive" if text_contrast else ""))
+    plain = "Plain: what raises or lowers cos(query, result)."
+    contrastive = "Contrastive: cos(query, this result) − cos(query, its own pair): what pulled the wrong item ahead."
+    own_note = "Plain: what raises or lowers the similarity of the query's own image and text."
+    image_what = "query" if direction == "i2t" else "result"
+    st.subheader(f"Image ({image_what})" + ("" if own else ": the result is the query's own pair"))
+    scale = map_scale(image_result, *(own[:1] if own else ()))
+    cols = st.columns(2)
+    with cols[0]:
+        image_panel(image_result, scale, f"Against the result {result_id}", contrastive if image_contrast else plain)
+    if own:
+        with cols[1]:
+            image_panel(own[0], scale, f"Own pair: {query_id}'s image against its text", own_note)
+    st.html(scale_html(method, scale))
+    text_what, text_against = ("result", "the query image") if direction == "i2t" else ("query", "the result image")
+    text_note = contrastive if text_contrast else plain
+    if wrong and direction == "i2t":  # the contrast is on the query's side: the image
+        text_note += " Not contrastive: another text has other words; the query's own text is beside it."
+    st.subheader(f"Text ({text_what})")
+    cols = st.columns(2)
+    with cols[0]:
+        text_panel(text_result, f"{text_what.capitalize()} text against {text_against}", text_note)
+    if own:
+        with cols[1]:
+            text_panel(own[1], f"Own pair: {query_id}'s text against its image", own_note)
+    st.html(legend_html())
 
 
 explanation()
