@@ -12,3 +12,8 @@ Progress = Callable[[float, str], None]
 def of_count(done: int, total: int, what: str) -> tuple[float, str]:
     """(fraction, message) for `done` of `total` items, e.g. (0.25, "Embedding images 250/1,000")."""
     return done / max(total, 1), f"{what} {done:,}/{total:,}"
+
+
+def within(progress: Progress, start: float, end: float) -> Progress:
+    """`progress` for one stage of a longer job: the stage's own fraction mapped into [start, end] of the whole."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -177,7 +179,7 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
     layout, read back from the disk cache afterwards; the registry then holds nothing running."""
     import threading
 
-    from analysis.projection.jobs import ProjectionJobs
+    from analysis.jobs import BackgroundJobs
     from analysis.projection.project import cached_projection, projection_key
 
     g, _ = gallery
@@ -185,12 +187,13 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
     assert cached_projection(*points, FAST, tmp_path) is None
     gate, calls = threading.Event(), []
 
-    def compute():
+    def compute(progress):
         calls.append(threading.get_ident())
+        progress(0.5, "Projecting 800 points")
         gate.wait()  # still running while every session submits
         return project_gallery(*points, FAST, tmp_path)
 
-    jobs = ProjectionJobs()
+    jobs = BackgroundJobs()
     key = projection_key(*points, FAST)
     found = []
     sessions = [threading.Thread(target=lambda: found.append(jobs.submit(key, compute))) for _ in range(8)]
@@ -200,7 +203,11 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
         session.join()
     assert len(found) == 8 and all(job is found[0] for job in found) and jobs.running() == [key]
     assert not found[0].done()
-    workers = [t for t in threading.enumerate() if t.name == f"chtn-projection-{key[:8]}"]
+    while found[0].progress.snapshot()[1] == "queued":
+        time.sleep(0.01)
+    fraction, step, _ = found[0].progress.snapshot()  # every session reads the job's own progress
+    assert (fraction, step) == (0.5, "Projecting 800 points")
+    workers = [t for t in threading.enumerate() if t.name == f"chtn-job-{key[:8]}"]
     assert len(workers) == 1 and workers[0].daemon  # a stopping server does not wait for it
     gate.set()
     result = found[0].future.result()
@@ -212,13 +219,14 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
 
 
 def test_a_failed_background_job_stays_for_every_session_to_see(gallery, tmp_path):
-    from functools import partial
-
-    from analysis.projection.jobs import ProjectionJobs
+    from analysis.jobs import BackgroundJobs
 
     g, _ = gallery
-    jobs = ProjectionJobs()
-    too_few = partial(project_gallery, g.image[:1], g.text[:1], g.labels[:1], FAST, tmp_path)  # 2 points
+    jobs = BackgroundJobs()
+
+    def too_few(progress):
+        return project_gallery(g.image[:1], g.text[:1], g.labels[:1], FAST, tmp_path)  # 2 points
+
     job = jobs.submit("too-few", too_few)
     with pytest.raises(CHTNError, match="At least 3 points"):
         job.future.result()

@@ -4,6 +4,8 @@ The transfer gain against a reference trained without the source is the evidence
 discrepancy and the ImageNet prior are indicative. Everything comes from analysis.bias.report, as `chtn bias`.
 """
 
+from functools import partial
+
 import streamlit as st
 
 from analysis import workspace as ws
@@ -17,13 +19,17 @@ from analysis.bias.render import (
     report_html,
     runs_statement,
 )
-from analysis.bias.report import BiasReport, BiasSettings, bias_report, open_source
+from analysis.bias.report import NO_SOURCE_NOTE, BiasReport, BiasSettings, bias_report, open_source, report_path
 from analysis.explorer import worst_query_per_category
+from analysis.jobs import BackgroundJobs, Job, eta_text
 from analysis.stats import MIN_EFFECT
+from chtn.data import SourceDataset
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
 from views.common import all_rows, context, nearby_checkpoints, recipe_runs_checkbox
 from views.links import explorer_link, space_link
+
+POLL_SECONDS = 2.0  # how often a page waiting for the source diagnostics reads the job's progress
 
 ctx = context()
 checkpoint = ctx.checkpoint
@@ -102,28 +108,70 @@ except CHTNError as exc:
     source = None
     st.warning(str(exc), icon=":material/folder_off:")
 
-bar = st.progress(0.0, text="Source-bias report (once per checkpoint, reference, data and settings)…")
+
+@st.cache_resource(show_spinner=False)
+def bias_jobs() -> BackgroundJobs[BiasReport]:
+    """One registry per server: every session asking for the same report shares its background job."""
+    return BackgroundJobs()
+
+
+def with_bar(source_data: SourceDataset | None) -> BiasReport:
+    """The report in this script run, with a progress bar: from the disk cache, or computed (without the source:
+    seconds, the test embeddings are at hand)."""
+    bar = st.progress(0.0, text="Transfer gain per category (once per checkpoint, reference, data and settings)…")
+    try:
+        return bias_report(
+            checkpoint,
+            data,
+            reference,
+            source_data,
+            settings,
+            progress=lambda fraction, step: bar.progress(min(fraction, 1.0), text=step),
+            runs=runs,
+            reference_runs=reference_runs,
+        )
+    finally:
+        bar.empty()
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def wait_for(job: Job[BiasReport]) -> None:
+    """The background job's count and ETA, the same for every session; once it is done, the page reruns to show
+    the complete report."""
+    if job.done():
+        st.rerun(scope="app")
+    fraction, _, _ = job.progress.snapshot()
+    st.progress(fraction, text=f"Source diagnostics in the background: {eta_text(job)}")
+
+
+settings = BiasSettings(resamples=resamples, min_effect=float(min_effect))
+pending: Job[BiasReport] | None = None
 try:
-    report = bias_report(
-        checkpoint,
-        data,
-        reference,
-        source,
-        BiasSettings(resamples=resamples, min_effect=float(min_effect)),
-        progress=lambda fraction, step: bar.progress(min(fraction, 1.0), text=step),
-        runs=runs,
-        reference_runs=reference_runs,
-    )
+    complete = report_path(checkpoint, data, reference, source, settings, None, runs, reference_runs)
+    if source is None or complete.exists():
+        report = with_bar(source)
+    else:  # answer first: the transfer gain now, the source diagnostics (minutes at scale) in the background
+        compute = partial(bias_report, checkpoint, data, reference, source, settings, None)  # + the job's progress
+        job = bias_jobs().submit(complete.name, partial(compute, runs=runs, reference_runs=reference_runs))
+        report = job.result() if job.done() else with_bar(None)
+        pending = None if job.done() else job
 except CHTNError as exc:
     st.error(f"**Cannot compute the report.** {exc}", icon=":material/error:")
     st.stop()
-finally:
-    bar.empty()
+if pending is not None:
+    st.info(
+        "The transfer gain below is complete. Coverage, capture and domain discrepancy need the source images' "
+        "features: they compute in the background (shared by everyone who opens this report) and appear here by "
+        "themselves.",
+        icon=":material/hourglass_top:",
+    )
+    wait_for(pending)
 
 level, gate = gate_statement(report)
 (st.warning if level == "warning" else st.info)(f"**Domain gate.** {gate}", icon=":material/filter_alt:")
 for note in report.notes:
-    st.warning(note, icon=":material/info:")
+    if not (pending and note == NO_SOURCE_NOTE):  # the source is there: its diagnostics are on their way
+        st.warning(note, icon=":material/info:")
 if reference is not None:
     st.markdown(f"**What is compared.** {runs_statement(report)}")
     sides = ([checkpoint, *runs], [reference, *reference_runs])

@@ -7,15 +7,15 @@ use): the page shows the instant PCA meanwhile, says so, and switches to the UMA
 """
 
 from dataclasses import replace
-from functools import partial
 
 import streamlit as st
 
-from analysis.projection.jobs import ProjectionJob, ProjectionJobs
+from analysis.jobs import BackgroundJobs, Job
 from analysis.projection.project import (
     COLOUR_BY,
     METHODS,
     METRICS,
+    Projection,
     ProjectionParams,
     cached_projection,
     modality_gap,
@@ -41,13 +41,13 @@ POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether it
 
 
 @st.cache_resource(show_spinner=False)
-def projection_jobs() -> ProjectionJobs:
+def projection_jobs() -> BackgroundJobs[Projection]:
     """One registry per server: every session asking for the same UMAP shares its background job."""
-    return ProjectionJobs()
+    return BackgroundJobs()
 
 
 @st.fragment(run_every=POLL_SECONDS)
-def wait_for(job: ProjectionJob) -> None:
+def wait_for(job: Job[Projection]) -> None:
     """While the UMAP computes, say for how long; once it is done, rerun the page to show it."""
     if job.done():
         st.rerun(scope="app")
@@ -102,7 +102,7 @@ try:
     projection = cached_projection(*points, params) if method == "umap" else None
     if method == "umap" and projection is None:
         job = projection_jobs().submit(
-            projection_key(*points, params), partial(project_gallery, *points, params, default_cache_dir())
+            projection_key(*points, params), lambda _progress: project_gallery(*points, params, default_cache_dir())
         )
         if job.done():
             projection = job.result()

@@ -50,9 +50,7 @@ def scale_html(method: str, scale: float) -> str:
 
     signed = method != "gradcam"
     cmap = colormaps["RdBu_r" if signed else "inferno"]
-    stops = ", ".join(
-        "#{:02x}{:02x}{:02x}".format(*(int(round(c * 255)) for c in cmap(i / 10)[:3])) for i in range(11)
-    )
+    stops = ", ".join("#{:02x}{:02x}{:02x}".format(*(int(round(c * 255)) for c in cmap(i / 10)[:3])) for i in range(11))
     low, middle, high = (f"{-scale:+.3g} lowers", "0", f"{scale:+.3g} raises") if signed else ("0", "", f"{scale:.3g}")
     what = "attribution to the similarity" if signed else "Grad-CAM weight (pre-softmax scores)"
     return (

@@ -29,9 +29,12 @@ from chtn.encoders import cached_image_trunk, imagenet_class_names
 from chtn.errors import CHTNError
 from chtn.features import FeatureCache, default_cache_dir, image_features
 from chtn.gallery import Gallery, embed_split, evaluate_gallery
-from chtn.progress import Progress
+from chtn.progress import Progress, within
 from chtn.tower import create_tower
 
+NO_SOURCE_NOTE = (
+    "No source data: coverage, capture and domain discrepancy need the source images the checkpoint was trained with."
+)
 VERSION = 5  # bump when a diagnostic's definition changes: older cached reports are then recomputed
 
 
@@ -121,13 +124,7 @@ def bias_report(
     checkpoint.check_labels(data.labels)
     # Class indices follow the checkpoint's label order (a dataset read without it is sorted by name).
     data = replace(data, label_names=list(checkpoint.label_names))
-    test = data.split("test")
-    key = _cache_key(
-        [VERSION, checkpoint.digest, reference.digest if reference else None, test.fingerprint()]
-        + [source.fingerprint() if source else None, asdict(settings)]
-        + [[c.digest for c in runs], [c.digest for c in reference_runs]]
-    )
-    path = (cache_dir or default_cache_dir()) / "bias" / f"{key}.json"
+    path = report_path(checkpoint, data, reference, source, settings, cache_dir, runs, reference_runs)
     if path.exists():
         return BiasReport.from_json(path.read_text(encoding="utf-8"))
     sides = ([checkpoint, *runs], [reference, *reference_runs]) if reference else None
@@ -138,6 +135,25 @@ def bias_report(
         file.write(report.to_json())
     Path(tmp).replace(path)
     return report
+
+
+def report_path(
+    checkpoint: Checkpoint,
+    data: PairDataset,
+    reference: Checkpoint | None = None,
+    source: SourceDataset | None = None,
+    settings: BiasSettings = BiasSettings(),
+    cache_dir: Path | None = None,
+    runs: Sequence[Checkpoint] = (),
+    reference_runs: Sequence[Checkpoint] = (),
+) -> Path:
+    """Where `bias_report` keeps the report of these inputs: a content hash of everything it depends on."""
+    key = _cache_key(
+        [VERSION, checkpoint.digest, reference.digest if reference else None, data.split("test").fingerprint()]
+        + [source.fingerprint() if source else None, asdict(settings)]
+        + [[c.digest for c in runs], [c.digest for c in reference_runs if reference]]
+    )
+    return (cache_dir or default_cache_dir()) / "bias" / f"{key}.json"
 
 
 def open_source(checkpoint: Checkpoint, override: str | Path | None, data_path: str | Path | None) -> SourceDataset:
@@ -198,10 +214,7 @@ def _compute(
     target_frozen, target_logits = image_features(gallery.data.image_paths, cache, frozen)
     tables["prior"] = imagenet_prior(target_logits, gallery.labels, names, imagenet_class_names())
     if source is None:
-        report.notes.append(
-            "No source data: coverage, capture and domain discrepancy need the source images the checkpoint was "
-            "trained with."
-        )
+        report.notes.append(NO_SOURCE_NOTE)
         return report
     report.source = {
         "path": source.source,
@@ -210,7 +223,7 @@ def _compute(
         "classes": len(source.label_names),
     }
     progress(0.4, "Source image features")
-    source_frozen = image_features(source.image_paths, cache, frozen)[0]
+    source_frozen = image_features(source.image_paths, cache, frozen, progress=within(progress, 0.4, 0.55))[0]
     tables["coverage"] = coverage(
         target_frozen, gallery.labels, names, source_frozen, source.label_index, source.label_names
     )
@@ -226,7 +239,7 @@ def _compute(
     train_paths = data.split("train").image_paths
     p_target = None
     if train_paths:  # the gate was fitted against the training images, as here
-        train_frozen = image_features(train_paths, cache, frozen)[0]
+        train_frozen = image_features(train_paths, cache, frozen, progress=within(progress, 0.6, 0.65))[0]
         p_target = source_domain_fit(source_frozen, train_frozen, seed=settings.seed).source_p_target
     else:
         report.notes.append(

@@ -1,0 +1,125 @@
+"""Long computations in the background, one job per content key, shared by every dashboard session.
+
+A page never runs a computation of minutes in its script run: it submits a job here, shows what it already has
+(an instant PCA for the shared space, the transfer gain for source bias) and polls. Several sessions asking for the
+same result share one job; the result goes to a disk cache keyed by content, where the page reads it next time.
+Each job reports its progress (fraction and step, e.g. "Embedding images 1,200/2,600"), from which every session
+shows the same count and an ETA.
+
+Thread-safe: the registry's dictionary is guarded by a lock, a job's progress by its own, and jobs carry only
+their own immutable inputs. Failed jobs are kept (every session sees the same error); finished ones are dropped,
+their result is on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from chtn.progress import Progress
+
+T = TypeVar("T")
+
+
+class JobProgress:
+    """The latest `progress(fraction, step)` of a job, readable from any thread, with the time since it started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fraction, self._step = 0.0, "queued"
+        self._started: float | None = None
+
+    def __call__(self, fraction: float, step: str) -> None:
+        with self._lock:
+            if self._started is None:
+                self._started = time.monotonic()
+            self._fraction, self._step = min(max(float(fraction), 0.0), 1.0), step
+
+    def snapshot(self) -> tuple[float, str, float | None]:
+        """(fraction done, current step, estimated seconds left or None while too early to say)."""
+        with self._lock:
+            fraction, step, started = self._fraction, self._step, self._started
+        if started is None or fraction < 0.05:
+            return fraction, step, None
+        elapsed = time.monotonic() - started
+        return fraction, step, elapsed * (1 - fraction) / fraction
+
+
+@dataclass(frozen=True)
+class Job(Generic[T]):
+    """One background computation: its content key, its progress, when it was submitted, and its future result."""
+
+    key: str
+    future: Future = field(compare=False)
+    progress: JobProgress = field(default_factory=JobProgress, compare=False)
+    submitted: float = field(default_factory=time.monotonic)  # time.monotonic() at submission
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self) -> T:
+        """The result (raises what the computation raised); only call once `done()`."""
+        return self.future.result()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.submitted
+
+
+class BackgroundJobs(Generic[T]):
+    """A registry of background jobs keyed by content; `workers` compute at a time (one by default: the work is
+    CPU-bound, and a small server should keep cores for the sessions' own script runs).
+
+    Each job runs in its own daemon thread (a stopping server does not wait for a result nobody will see), queued
+    on a semaphore.
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        self._lock = threading.RLock()  # a job already done when submitted runs its callback in this thread
+        self._jobs: dict[str, Job[T]] = {}
+        self._slots = threading.BoundedSemaphore(workers)
+
+    def submit(self, key: str, compute: Callable[[Progress], T]) -> Job[T]:
+        """The job for `key`: the running (or failed) one if there is one, else a new job running
+        `compute(progress)`, whose progress calls every session reads from `job.progress`."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                job = Job(key, Future())
+                self._jobs[key] = job
+                job.future.add_done_callback(lambda future: self._finished(key, future))
+                threading.Thread(target=self._run, args=(job, compute), name=f"chtn-job-{key[:8]}", daemon=True).start()
+            return job
+
+    def running(self) -> list[str]:
+        """Keys of the jobs not finished yet (queued or computing)."""
+        with self._lock:
+            return [key for key, job in self._jobs.items() if not job.done()]
+
+    def _run(self, job: Job[T], compute: Callable[[Progress], T]) -> None:
+        with self._slots:
+            if not job.future.set_running_or_notify_cancel():
+                return
+            try:
+                result = compute(job.progress)
+            except BaseException as exc:  # noqa: BLE001 - handed to every session through the future
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+
+    def _finished(self, key: str, future: Future) -> None:
+        if future.exception() is None:  # the result is in the disk cache now; a failure stays for everyone to see
+            with self._lock:
+                if self._jobs.get(key) is not None and self._jobs[key].future is future:
+                    del self._jobs[key]
+
+
+def eta_text(job: Job) -> str:
+    """ "Step 1,200/2,600 · 46% · about 40 s left (running 35 s)", the same words for every session."""
+    fraction, step, left = job.progress.snapshot()
+    remaining = "estimating the time left" if left is None else f"about {left:,.0f} s left"
+    return f"{step} · {fraction:.0%} · {remaining} (running {job.elapsed:,.0f} s)"
