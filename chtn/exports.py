@@ -18,6 +18,11 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 QUOTING = csv.QUOTE_NONNUMERIC
 
 
+# The plotly template of the HTML reports, named, whatever the process's default is: a Streamlit server replaces
+# plotly's default template, and a report a page downloads must be the one the CLI writes.
+REPORT_TEMPLATE = "plotly_white"
+
+
 def spreadsheet_safe(value: object) -> object:
     """`value`, with a leading single quote when it is text a spreadsheet would run as a formula."""
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value

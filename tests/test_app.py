@@ -312,6 +312,7 @@ def test_app_start_skips_the_umap_warm_up_when_told(monkeypatch):
     assert not warming() - before
 
 
+@pytest.mark.xdist_group("umap")  # with test_projection: UMAP compiles once per worker (tests/test_projection.py)
 def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion, tmp_path, monkeypatch):
     """First visit: the UMAP is not cached, so the page shows the instant PCA and says so while a background
     job computes the UMAP; once the UMAP is in the disk cache, the page shows it and says which it shows."""
@@ -338,3 +339,30 @@ def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion,
     at.number_input(key="sp_limit").set_value(200).run()
     assert not at.exception and not at.error
     assert any("sample of 200 of 800 points" in w.value for w in at.warning)
+
+
+def test_a_shared_space_link_reopens_its_selection_on_the_same_projection_only():
+    """`region` in the URL (what a drawn box leaves there) selects its points again on a new visit; a region drawn
+    on another projection selects nothing and says so."""
+    from dataclasses import replace
+
+    from analysis.projection.project import ProjectionParams
+    from analysis.projection.region import Region, projection_tag
+
+    pca = projection_tag(replace(ProjectionParams(), method="pca"))
+    everything = Region("box", (-1e6, 1e6), (-1e6, 1e6), pca).param()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("views/space.py")
+    at.session_state["sp_method"] = "pca"  # instant, and no UMAP job in this process
+    at.query_params["region"] = everything
+    at.run()
+    assert not at.exception and not at.error
+    assert "Selection: 800 items" in [h.value for h in at.subheader]
+    assert any("The selection of the link" in c.value for c in at.caption)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("views/space.py")
+    at.session_state["sp_method"] = "pca"
+    at.query_params["region"] = Region("box", (-1e6, 1e6), (-1e6, 1e6), "umap-00000000").param()
+    at.run()
+    assert "Selection: 0 items" in [h.value for h in at.subheader]
+    assert any("drawn on another projection" in c.value for c in at.caption)

@@ -125,7 +125,7 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
 
 def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     """The first visit shows the PCA with a note, then the UMAP by itself; a lasso drawn with the mouse over the
-    UMAP map fills the selection table and its per-category counts."""
+    UMAP map fills the selection table and its per-category counts, and Back from the explorer reopens it."""
     import re
 
     page.goto(f"{fresh_server}/space", wait_until="networkidle")
@@ -168,6 +168,11 @@ def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     page.get_by_text(re.compile(r"Top 10 (texts|images)")).wait_for(timeout=120_000)
     assert_clean(page)
     assert "explorer" in page.url and "query=" in page.url
+    page.go_back()  # the lasso is in the map's URL: Back reopens the same selection
+    page.get_by_text("The selection of the link").wait_for(timeout=120_000)
+    again = int(re.search(r"\d+", page.get_by_text(re.compile(r"Selection: \d+ items?")).inner_text()).group())
+    assert "region=" in page.url and abs(again - count) <= max(3, count // 20)  # the lasso's shape, thinned
+    page.screenshot(path=str(ARTIFACTS / "space_back.png"), full_page=True)
 
 
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):

@@ -19,6 +19,9 @@ from chtn.errors import CHTNError
 from tests.conftest import CHECKPOINTS, PAIRS
 
 FAST = ProjectionParams(n_neighbors=10)
+# UMAP's numba code compiles once per process (tens of seconds of CPU): one xdist worker runs every test that fits a
+# UMAP in-process (`--dist loadgroup`, pyproject.toml), so it is compiled once, not once per worker.
+pytestmark = pytest.mark.xdist_group("umap")
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,20 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert_clean(page)
             page.screenshot(path=ARTIFACTS / "compare.png", full_page=True)
+            with page.expect_download() as download:
+                page.get_by_role("button", name=re.compile("Report \\(HTML")).click()
+            downloaded = Path(download.value.path()).read_text(encoding="utf-8")
         browser.close()
+    cli = (out / "report.html").read_text(encoding="utf-8")
+    assert "data:image/jpeg;base64," in cli and re.search(r"<td>[+-]\d+\.\d%</td>", cli)  # thumbnails; relative in %
+    assert _comparable(downloaded) == _comparable(cli)  # the page's download is the CLI's report
+
+
+def _comparable(report: str) -> str:
+    """A report without what differs between two builds of the same comparison: its build time and plotly's
+    random element ids."""
+    report = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", "<time>", report)
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", report)
 
 
 def _meeting_link(size: int, seed: int) -> tuple[str, str, str, str]:

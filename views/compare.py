@@ -95,10 +95,12 @@ def aligned(digest_a: str, digest_b: str, fingerprint: str, method: str, _a, _b,
 
 
 @st.cache_data(show_spinner="Building the report…", max_entries=8)
-def report_files(content: str, _outcome, _document: dict) -> tuple[bytes, bytes]:
+def report_files(content: str, _outcome, _document: dict, _split) -> tuple[bytes, bytes]:
     """The HTML report (plotly.js inlined: megabytes) and the model card, once per content: `content` is the
-    document without its build time (render.content_key), and everything the report shows is in the document."""
-    return render.report_html(_outcome, _document).encode("utf-8"), render.document_json(_document).encode("utf-8")
+    document without its build time (render.content_key), and everything the report shows is in the document
+    (the split's pictures are those of its fingerprint, which the document holds)."""
+    html = render.report_html(_outcome, _document, _split)
+    return html.encode("utf-8"), render.document_json(_document).encode("utf-8")
 
 
 def sidebar() -> Choices:
@@ -396,7 +398,7 @@ def downloads(page: Comparing, decisions: list[dict], notes: list[dict], review_
     # Built with the page (cached per content), not when clicked: a file's address is a hash of its content, so a
     # click never reruns the page, and a second click at once still finds its file (a deferred download's generator
     # is forgotten by the rerun the first click caused, so a quick second click found nothing).
-    report, card = report_files(render.content_key(document), page.outcome, document)
+    report, card = report_files(render.content_key(document), page.outcome, document, page.ctx.gallery.data)
     columns = st.columns(2)
     columns[0].download_button(
         "Report (HTML, opens offline)",

@@ -11,6 +11,7 @@ from dataclasses import replace
 import streamlit as st
 
 from analysis.jobs import BackgroundJobs, Job
+from analysis.projection import region
 from analysis.projection.project import (
     COLOUR_BY,
     METHODS,
@@ -63,6 +64,27 @@ def thumbnails(paths: tuple) -> list:
 def cached_gap(digest: str, fingerprint: str):
     """Once per checkpoint and dataset: every lasso selection reruns the page, and the gap needs a k-NN pass."""
     return modality_gap(gallery.image, gallery.text, gallery.labels, names)
+
+
+def chosen_points(table, event, drawn_before: bool, shown_on: str) -> tuple:
+    """The items selected on the map, and whether they come from the URL. The drawn box or lasso goes into the
+    URL (`region`: its shape and the projection it was drawn on, not its items), so a link or the browser's Back
+    reopens the same selection; a cleared selection clears it; a region of another projection selects nothing."""
+    drawn = region.from_selection(event.selection, shown_on) if event else None
+    if drawn is not None:
+        st.query_params["region"] = drawn.param()
+    elif drawn_before:
+        st.query_params.pop("region", None)
+    elif (linked := region.parse(st.query_params.get("region"))) is not None:
+        if linked.on == shown_on:
+            return table[linked.contains(table.x.to_numpy(), table.y.to_numpy())], True
+        st.caption("The link's selection was drawn on another projection (method or parameters); draw it again.")
+    picked = (  # the focus ring (no customdata) is not an item
+        {(int(p["customdata"][0]), p["customdata"][1]) for p in event.selection.points if "customdata" in p}
+        if event
+        else set()
+    )
+    return table[[(r, m) in picked for r, m in zip(table.row, table.modality)]], False
 
 
 st.title("Shared space")
@@ -185,15 +207,14 @@ with plot_col:
     if len(point):  # a link from the Review page: the map centred on that item (zoom out with a double click)
         st.caption(f"Centred on {point.iloc[0].id} ({point.iloc[0].modality}); double-click the map to see all of it.")
     figure = scatter_figure(table, colour, focus=point.iloc[0] if len(point) else None)
+    drawn_before = "sp_chart" in st.session_state  # else a new visit: the URL's region is the selection
     event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
 
-picked = (  # the focus ring (no customdata) is not an item
-    {(int(p["customdata"][0]), p["customdata"][1]) for p in event.selection.points if "customdata" in p}
-    if event
-    else set()
-)
-selected = table[[(r, m) in picked for r, m in zip(table.row, table.modality)]]
+shown_params = replace(params, method="pca") if pending is not None else params  # the interim PCA, if shown
+selected, restored = chosen_points(table, event, drawn_before, region.projection_tag(shown_params))
 st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''}")
+if restored:
+    st.caption("The selection of the link (the region drawn when it was made); draw a new one to replace it.")
 if selected.empty:
     st.caption("Nothing selected yet: drag a lasso or a box over the map.")
 else:

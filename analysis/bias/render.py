@@ -14,7 +14,7 @@ from analysis.bias.gain import FDR, HELPED, HURT, INSUFFICIENT, NEGLIGIBLE, NO_E
 from analysis.bias.report import BiasReport
 from analysis.stats import format_p, interval_label
 from chtn.directions import ARROWS, DIRECTIONS, Direction
-from chtn.exports import write_csv
+from chtn.exports import REPORT_TEMPLATE, write_csv
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn: importing this module stays cheap
     import plotly.graph_objects as go
@@ -275,6 +275,7 @@ def report_html(report: BiasReport, title: str) -> str:
     ]
     for number, (name, figure) in enumerate(figures(report).items()):
         parts.append(f"<h2>{html.escape(name)}</h2>")
+        figure.update_layout(template=REPORT_TEMPLATE)
         parts.append(figure.to_html(full_html=False, include_plotlyjs="inline" if number == 0 else False))
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"

@@ -57,7 +57,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         data.fingerprint(), args.strict, datetime.now(UTC).isoformat(timespec="seconds"), code_version(),
     )  # fmt: skip
     document = report_document(outcome, context, decisions, notes, counts)
-    written = write_outputs(outcome, document, Path(args.out))
+    written = write_outputs(outcome, document, Path(args.out), data)
     for result in outcome.results:
         if result.status in ("fail", "warn", "insufficient evidence"):
             print(f"{result.status}: {result.reason}")

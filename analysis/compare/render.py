@@ -16,8 +16,10 @@ import pandas as pd
 from analysis.compare.figures import Comparison, Outcome
 from analysis.compare.rules import ALPHA, rules_table
 from analysis.stats import format_p, interval_label
+from chtn.data import PairDataset
 from chtn.directions import ARROWS
-from chtn.exports import csv_bytes
+from chtn.exports import REPORT_TEMPLATE, csv_bytes
+from chtn.images import thumbnail_uris
 from chtn.metrics import METRICS
 
 
@@ -240,9 +242,29 @@ def report_document(
     }
 
 
-def report_html(outcome: Outcome, document: dict) -> str:
+def _as_percent(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`column` as the page shows it: a signed percentage ("+4.1%"), "n/a" where undefined."""
+    return frame.assign(**{column: ["n/a" if v != v else f"{v:+.1%}" for v in frame[column].astype(float)]})
+
+
+def _pictured(rows: pd.DataFrame, queries: pd.DataFrame, split: PairDataset | None) -> str:
+    """Changed queries as an HTML table, each led by its item's thumbnail (embedded) and title when the test
+    `split` is given; every cell escaped but the thumbnail, a data URI this code made."""
+    shown = rows.assign(**{c: rows[c].map(lambda v: f"{v:.4f}") for c in ("ap_a", "ap_b", "ap_change")})
+    if split is not None:
+        at = queries.loc[rows.index, "row"].astype(int).tolist()
+        shown.insert(1, "title", [split.texts[r][:120] for r in at])
+    shown = shown.map(lambda v: html.escape(str(v)))
+    if split is not None:
+        thumbs = thumbnail_uris([split.image_paths[r] for r in at], size=48)
+        shown.insert(0, "item", [f"<img src='{t}' width='48' alt=''>" if t else "" for t in thumbs])
+    return shown.to_html(index=False, border=0, escape=False)
+
+
+def report_html(outcome: Outcome, document: dict, split: PairDataset | None = None) -> str:
     """One self-contained page: verdict, headline figures, rules, the forest plot (plotly.js inlined), fixed and
-    broken queries, the reviewers' notes and the decision log. Every user text is escaped."""
+    broken queries (each with its thumbnail and title when the test `split` is given), the reviewers' notes and the
+    decision log. The page's download and `chtn compare` write the same. Every user text is escaped."""
     esc = html.escape
     details, gate = document["model_details"], document["gate"]
     table = lambda frame: frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4f}")  # noqa: E731
@@ -257,17 +279,22 @@ def report_html(outcome: Outcome, document: dict) -> str:
         f"{' (strict)' if gate['strict'] else ''}: {esc(gate['summary'])}</p>",
         f"<p>{esc(outcome.comparison.statement())}</p>",
         "<h2>Headline figures</h2>",
-        table(headline_table(outcome.comparison.figures)),
+        table(_as_percent(headline_table(outcome.comparison.figures), "relative")),
         "<h2>Rules</h2>",
         f"<p class='meta'>{esc(gate['rule_file'])} (sha256 {esc(gate['rule_sha256'][:16])}…)</p>",
         table(rules_table(outcome.results)),
         "<h2>Per category: ΔAP with 95% CI</h2>",
-        forest_figure(outcome.comparison.figures).to_html(full_html=False, include_plotlyjs="inline"),
+        forest_figure(outcome.comparison.figures)
+        .update_layout(template=REPORT_TEMPLATE)
+        .to_html(full_html=False, include_plotlyjs="inline"),
         table(category_table(outcome.comparison.figures)),
     ]
     for change in ("broken", "fixed"):
         rows = changed_queries(outcome.comparison.queries, change)
-        parts += [f"<h2>Queries {change} by the candidate ({len(rows)})</h2>", table(rows.head(50))]
+        parts += [
+            f"<h2>Queries {change} by the candidate ({len(rows)})</h2>",
+            _pictured(rows.head(50), outcome.comparison.queries, split),
+        ]
     review = document["considerations"]["review_of_regressions"]
     parts.append("<h2>Review of the regressions</h2>")
     parts.append(f"<p>{esc(', '.join(f'{k}: {v}' for k, v in review['verdict_counts'].items()) or 'none')}</p>")
@@ -298,13 +325,13 @@ def report_html(outcome: Outcome, document: dict) -> str:
     )
 
 
-def write_outputs(outcome: Outcome, document: dict, out: Path) -> list[Path]:
+def write_outputs(outcome: Outcome, document: dict, out: Path, split: PairDataset | None = None) -> list[Path]:
     """comparison.json, report.html, figures.csv, queries.csv, rules.csv and the marker for pipelines: BLESSED
     when the gate says GO, NOT_BLESSED otherwise (the other marker is removed)."""
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "comparison.json": document_json(document),
-        "report.html": report_html(outcome, document),
+        "report.html": report_html(outcome, document, split),
         "figures.csv": csv_bytes(outcome.comparison.figures).decode("utf-8"),
         "queries.csv": csv_bytes(outcome.comparison.queries).decode("utf-8"),
         "rules.csv": csv_bytes(rules_table(outcome.results)).decode("utf-8"),

@@ -1,0 +1,182 @@
+"""Time to each dashboard page's main answer in a real browser, cold and warm, against a bare Streamlit page.
+
+    python -m bench.bench_pages                 # writes the section "Time to each page's main answer" of
+                                                # docs/app_benchmark.md and prints its table
+    python -m bench.bench_pages --repeats 1 --no-markdown   # quick smoke run
+
+Per page, as a new user meets it on the sample:
+- **cold**: a new server (`python -m streamlit run app.py`, the harness of the browser tests) with an empty
+  `CHTN_CACHE_DIR` and `NUMBA_CACHE_DIR` (a fresh install) and a new review database; the time from the page load to
+  its main answer on screen, after the server answered /_stcore/health. Each page gets its own fresh server, so each
+  figure is that page opened first.
+- **warm**: the same server, the page loaded again (`--repeats` times; median, min-max in brackets).
+- **complete** (pages that answer first and fill in the rest in the background): until the rest is there too.
+- **bare**: a page of two lines (`st.title`, `st.write`) started and reloaded the same way, interleaved.
+
+The main answer is a text each page shows once its answer is drawn (MAIN below); every page is checked for
+exceptions, error boxes and dialogs (the run fails on any). The sample's embeddings and source features are
+shipped, so no cold page embeds the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_app import BARE_SCRIPT, BenchError, _assert_clean, _stats, _wait_bare, _wait_quiet
+from tests.harness import StreamlitServer, launch_chromium
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "app_benchmark.md"
+HEADING = "## Time to each page's main answer"
+# page: (path, the text that says its main answer is on screen, the text shown while the rest computes, or None)
+MAIN: dict[str, tuple[str, str, str | None]] = {
+    "Overview": ("/", "MAP (mean of directions)", None),
+    "Retrieval explorer": ("/explorer", "Top 10 texts", None),
+    "Why this result?": ("/attribution?direction=i2t&query=13501&result=11375", "Strongest words", None),
+    "Shared space": ("/space", "Selection: 0 items", "Showing PCA while UMAP"),
+    "Source bias": ("/bias?checkpoint=chtn_fashion_source", "Domain gate.", "they compute in the background"),
+    "Review": ("/review", "Save verdict", None),
+    "Compare checkpoints": ("/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source", "The rules say", None),
+}
+
+
+def _answer(tab, url: str, marker: str, timeout_ms: int) -> float:
+    """Seconds from starting a page load of `url` to `marker` visible (the page is then checked clean)."""
+    start = time.perf_counter()
+    tab.goto(url, wait_until="commit", timeout=timeout_ms)
+    tab.get_by_text(marker).first.wait_for(state="visible", timeout=timeout_ms)
+    seconds = time.perf_counter() - start
+    _assert_clean(tab, url)
+    return seconds
+
+
+def _complete(tab, pending: str, timeout_ms: int, started: float) -> float:
+    """Seconds from `started` until the interim note `pending` has gone (the rest arrived by itself)."""
+    note = tab.get_by_text(pending)
+    if note.count():
+        note.first.wait_for(state="detached", timeout=timeout_ms)
+    return time.perf_counter() - started
+
+
+def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, timeout_ms: int) -> dict:
+    path, marker, pending = MAIN[name]
+    cache = work / re.sub(r"\W+", "-", name)
+    fresh = {
+        **env,
+        "CHTN_CACHE_DIR": str(cache / "chtn"),
+        "NUMBA_CACHE_DIR": str(cache / "numba"),
+        "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
+    }
+    with StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log") as server:
+        healthy = server.wait_healthy()
+        tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        started = time.perf_counter()
+        cold = _answer(tab, server.url + path, marker, timeout_ms)
+        complete = _complete(tab, pending, timeout_ms, started) if pending else None
+        time.sleep(1.0)  # let the page's last run finish before the reloads
+        warm = [_answer(tab, server.url + path, marker, timeout_ms) for _ in range(repeats)]
+    return {"health": healthy, "cold": cold, "complete": complete, "warm": warm}
+
+
+def _bare(browser, work: Path, repeats: int, timeout_ms: int) -> dict:
+    folder = work / "bare"
+    folder.mkdir()
+    (folder / "bare.py").write_text(BARE_SCRIPT)
+    with StreamlitServer(folder / "bare.py", folder, dict(os.environ), folder / "server.log") as server:
+        healthy = server.wait_healthy()
+        tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+
+        def load() -> float:
+            start = time.perf_counter()
+            tab.goto(server.url + "/", wait_until="commit", timeout=timeout_ms)
+            _wait_bare(tab, timeout_ms)
+            return time.perf_counter() - start
+
+        cold = load()
+        return {"health": healthy, "cold": cold, "warm": [load() for _ in range(repeats)]}
+
+
+def run(repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pages-"))
+    env = {**os.environ, "CHTN_UMAP_WARM_UP": "1"}  # as a user starts it
+    res: dict = {"load_before": _wait_quiet(), "pages": {}}
+    timeout_ms = 600_000
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            res["bare"] = _bare(browser, work, repeats, timeout_ms)
+            for name in MAIN:
+                print(f"{name}: cold, then {repeats} warm loads…", flush=True)
+                res["pages"][name] = _page(browser, name, env, work, repeats, timeout_ms)
+        finally:
+            browser.close()
+    res["load_after"] = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return res
+
+
+def table(res: dict) -> str:
+    bare = res["bare"]
+    rows = [
+        "| page (main answer) | cold: load → answer, s | complete, s | warm reload, s | warm / bare |",
+        "|---|---:|---:|---:|---:|",
+        f'| bare Streamlit page ("hello") | {bare["cold"]:.2f} | | {_stats(bare["warm"])} | 1.00 |',
+    ]
+    bare_warm = sorted(bare["warm"])[len(bare["warm"]) // 2]
+    for name, page in res["pages"].items():
+        marker = MAIN[name][1]
+        complete = "" if page["complete"] is None else f"{page['complete']:.2f}"
+        warm = sorted(page["warm"])[len(page["warm"]) // 2]
+        rows.append(
+            f'| {name} ("{marker}") | {page["cold"]:.2f} | {complete} | {_stats(page["warm"])} '
+            f"| {warm / bare_warm:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def markdown(res: dict, when: str) -> str:
+    return f"""{HEADING}
+
+Generated by `python -m bench.bench_pages` on {when}; reproduce from the repository root with that command.
+Machine: 2-core CPU, no GPU ({os.cpu_count()} cores reported, {platform.machine()}, Linux {platform.release()});
+1-minute load average per core {res["load_before"]:.2f} before the run, {res["load_after"]:.2f} after.
+
+Per page: **cold** is a new server with empty caches (a fresh install: `CHTN_CACHE_DIR` and `NUMBA_CACHE_DIR` empty,
+a new review database), from the page load to its main answer on screen (the text in brackets); each page is the
+first one opened on its own server. **Complete** is, for the pages that answer first and fill in the rest in the
+background, until the rest is there (the shared space's UMAP in place of the interim PCA; source bias's coverage,
+capture and discrepancy after its transfer gain). **Warm** reloads the page on the same server (median, min-max).
+The bare page is two lines of Streamlit, loaded the same way in the same run.
+
+{table(res)}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="warm reloads per page, default 3")
+    parser.add_argument("--no-markdown", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    res = run(args.repeats)
+    print(table(res))
+    if not args.no_markdown:
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        text = DOC.read_text(encoding="utf-8")
+        kept = text.split(HEADING)[0].rstrip() + "\n\n"
+        DOC.write_text(kept + markdown(res, when), encoding="utf-8")
+        print(f"wrote {DOC}")
+    if any(page["cold"] > 600 for page in res["pages"].values()):
+        raise BenchError("a page took over 10 minutes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
