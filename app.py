@@ -13,6 +13,7 @@ import threading
 
 import streamlit as st
 
+from analysis.jobs import serialise_ast_parsing
 from analysis.projection.project import warm_up_umap
 from views.common import sidebar
 
@@ -33,6 +34,7 @@ def warm_up_projection() -> threading.Thread:
     return thread
 
 
+serialise_ast_parsing()  # before any background thread: sessions and jobs parse at once (CPython 3.11)
 st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
 
 navigation = st.navigation(

@@ -7,12 +7,15 @@ Each job reports its progress (fraction and step, e.g. "Embedding images 1,200/2
 shows the same count and an ETA.
 
 Thread-safe: the registry's dictionary is guarded by a lock, a job's progress by its own, and jobs carry only
-their own immutable inputs. Failed jobs are kept (every session sees the same error); finished ones are dropped,
-their result is on disk.
+their own immutable inputs. Failed jobs are kept (every session sees the same error) until someone asks to try
+again; finished ones are dropped, their result is on disk.
 """
 
 from __future__ import annotations
 
+import ast
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +26,31 @@ from typing import Generic, TypeVar
 from chtn.progress import Progress
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_AST_LOCK = threading.RLock()  # re-entrant: a finalizer run by the GC inside one parse may parse again
+
+
+def serialise_ast_parsing() -> None:
+    """Let one thread at a time build an AST, on CPython 3.11 (idempotent; 3.12 and later need nothing).
+
+    CPython 3.11 counts the AST constructor's recursion depth in interpreter-wide state, and the garbage collector
+    can switch threads in the middle of a construction (CPython gh-106905): two threads parsing at once then fail
+    with "SystemError: AST constructor recursion depth mismatch". A dashboard server parses in many threads:
+    Streamlit compiles each page script, numpy reads every .npy header with `ast.literal_eval`, and background
+    jobs load embeddings while sessions run. No library offers the lock, so it is wrapped around `ast.parse` here,
+    which both of those call through the `ast` module's namespace. Parsing takes microseconds; the lock costs
+    nothing a person notices.
+    """
+    if sys.version_info >= (3, 12) or getattr(ast.parse, "serialised", False):
+        return
+    parse = ast.parse
+
+    def serialised_parse(*args, **kwargs):
+        with _AST_LOCK:
+            return parse(*args, **kwargs)
+
+    serialised_parse.serialised = True  # type: ignore[attr-defined]
+    ast.parse = serialised_parse
 
 
 class JobProgress:
@@ -65,6 +93,10 @@ class Job(Generic[T]):
         """The result (raises what the computation raised); only call once `done()`."""
         return self.future.result()
 
+    def error(self) -> BaseException | None:
+        """What the computation raised, or None (also while it runs)."""
+        return self.future.exception() if self.future.done() else None
+
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.submitted
@@ -95,6 +127,13 @@ class BackgroundJobs(Generic[T]):
                 threading.Thread(target=self._run, args=(job, compute), name=f"chtn-job-{key[:8]}", daemon=True).start()
             return job
 
+    def retry(self, key: str) -> None:
+        """Forget the failed job for `key`, so that the next `submit` computes it again (a running one stays)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.error() is not None:
+                del self._jobs[key]
+
     def running(self) -> list[str]:
         """Keys of the jobs not finished yet (queued or computing)."""
         with self._lock:
@@ -107,6 +146,7 @@ class BackgroundJobs(Generic[T]):
             try:
                 result = compute(job.progress)
             except BaseException as exc:  # noqa: BLE001 - handed to every session through the future
+                log.exception("background job %s failed", job.key)  # the traceback, for the server's log
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)

@@ -366,3 +366,45 @@ def test_a_shared_space_link_reopens_its_selection_on_the_same_projection_only()
     at.run()
     assert "Selection: 0 items" in [h.value for h in at.subheader]
     assert any("drawn on another projection" in c.value for c in at.caption)
+
+
+def _failing_job_page() -> None:
+    """A page whose background job fails the first time (a fault) and succeeds when tried again."""
+    import time
+
+    import streamlit as st
+
+    from analysis.jobs import BackgroundJobs
+    from views.common import job_failed
+
+    @st.cache_resource
+    def registry() -> tuple[BackgroundJobs, list[int]]:
+        return BackgroundJobs(), []
+
+    jobs, attempts = registry()
+
+    def compute(progress) -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("disk full")
+        return "the answer"
+
+    job = jobs.submit("answer", compute)
+    while not job.done():
+        time.sleep(0.05)
+    if job.error() is None:
+        st.success(job.result())
+    else:
+        job_failed(jobs, job, "Computing the answer")
+
+
+def test_a_failed_background_job_says_why_and_offers_to_try_again():
+    at = AppTest.from_function(_failing_job_page, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    (error,) = at.error
+    assert "**Computing the answer failed.**" in error.value and "OSError: disk full" in error.value
+    assert "fault in CHTN" in error.value and "traceback" in error.value
+    at.run()  # another look (or another session): the same failure, not a silent recomputation
+    assert len(at.error) == 1 and not at.success
+    at.button[0].click().run()
+    assert not at.error and at.success[0].value == "the answer"

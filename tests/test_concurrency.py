@@ -7,6 +7,8 @@ or a shape error). Each round below uses a fresh cache folder, so every result i
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +20,7 @@ from analysis.attribution.types import Settings
 from chtn.checkpoint import load_checkpoint
 from chtn.features import FeatureCache
 from chtn.tower import create_tower
-from tests.conftest import CHECKPOINTS
+from tests.conftest import CHECKPOINTS, ROOT
 
 ROWS = (0, 57, 123, 301)  # test pairs of four different categories
 JOBS = [
@@ -83,3 +85,65 @@ def test_a_tower_on_another_device_never_moves_the_shared_modules(checkpoint):
     assert not any(p.requires_grad for p in cpu.head.parameters())  # shared read-only
     with torch.no_grad():
         assert cpu.encode_image(torch.zeros(1, 3, 224, 224)).shape == (1, len(checkpoint.label_names))
+
+
+AST_RACE = """
+import ast, gc, sys, threading
+from analysis.jobs import serialise_ast_parsing
+
+if sys.argv[1] == "serialised":
+    serialise_ast_parsing()
+gc.set_threshold(5, 1, 1)  # collections inside every AST construction ...
+sys.setswitchinterval(1e-6)  # ... whose finalizers switch threads at once
+
+
+class Finalized:
+    def __del__(self):
+        sum(range(50))
+
+
+def churn():
+    for _ in range(100_000):
+        item = Finalized()
+        item.cycle = [item]  # garbage only the cyclic collector frees, running __del__ in whichever thread collects
+
+
+NESTED = "x = " + "(" * 40 + "1" + ")" * 40 + "\\n"
+SOURCE = NESTED + "def f(a, b=[1, {2: 3}]):\\n    return [a for a in b if a]\\n" * 200
+errors = []
+
+
+def parse():
+    for _ in range(60):
+        try:
+            ast.literal_eval("{'descr': '<f4', 'fortran_order': False, 'shape': (2425, 20)}")  # a .npy header
+            ast.parse(SOURCE)  # a page script
+        except SystemError as exc:
+            errors.append(str(exc))
+            return
+
+
+threads = [threading.Thread(target=parse) for _ in range(3)] + [threading.Thread(target=churn)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(len(errors), errors[:1])
+"""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="CPython 3.12 collects garbage only between bytecodes")
+def test_threads_parsing_at_once_never_fail_once_parsing_is_serialised():
+    """CPython 3.11's AST constructor keeps its recursion depth in shared state (gh-106905): a Streamlit script run
+    parsing its page while a background job reads a .npy header failed CI with "AST constructor recursion depth
+    mismatch". The stress below reproduces it unguarded (so it has the power to fail) and never once serialised."""
+
+    def errors(mode: str) -> str:
+        run = subprocess.run([sys.executable, "-c", AST_RACE, mode], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    unguarded = [errors("plain") for _ in range(3)]
+    assert any("recursion depth mismatch" in out for out in unguarded), unguarded
+    for _ in range(3):
+        assert errors("serialised").startswith("0 []"), "a thread failed to parse"

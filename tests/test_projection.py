@@ -221,19 +221,27 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
     assert jobs.running() == []
 
 
-def test_a_failed_background_job_stays_for_every_session_to_see(gallery, tmp_path):
+def test_a_failed_background_job_stays_for_every_session_to_see_until_someone_tries_again(gallery, tmp_path):
     from analysis.jobs import BackgroundJobs
 
     g, _ = gallery
     jobs = BackgroundJobs()
+    rows = [1]
 
-    def too_few(progress):
-        return project_gallery(g.image[:1], g.text[:1], g.labels[:1], FAST, tmp_path)  # 2 points
+    def few(progress):
+        return project_gallery(g.image[: rows[0]], g.text[: rows[0]], g.labels[: rows[0]], FAST, tmp_path)
 
-    job = jobs.submit("too-few", too_few)
+    job = jobs.submit("few", few)  # 2 points
     with pytest.raises(CHTNError, match="At least 3 points"):
         job.future.result()
-    assert jobs.submit("too-few", too_few) is job and job.done()  # not retried behind the sessions' backs
+    assert isinstance(job.error(), CHTNError)
+    assert jobs.submit("few", few) is job and job.done()  # not retried behind the sessions' backs
+    rows[0] = 20  # the cause is gone (a transient fault, or fixed input); a session asks to try again
+    jobs.retry("few")
+    again = jobs.submit("few", few)
+    assert again is not job
+    assert again.future.result(timeout=120).coords.shape == (40, 2) and again.error() is None
+    jobs.retry("few")  # a succeeded or unknown job: nothing to forget, nothing raised
 
 
 WARM_UP_PROBE = """

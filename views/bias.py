@@ -26,7 +26,7 @@ from analysis.stats import MIN_EFFECT
 from chtn.data import SourceDataset
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
-from views.common import all_rows, context, nearby_checkpoints, recipe_runs_checkbox
+from views.common import all_rows, context, job_failed, nearby_checkpoints, recipe_runs_checkbox
 from views.links import explorer_link, space_link
 
 POLL_SECONDS = 2.0  # how often a page waiting for the source diagnostics reads the job's progress
@@ -145,7 +145,7 @@ def wait_for(job: Job[BiasReport]) -> None:
 
 
 settings = BiasSettings(resamples=resamples, min_effect=float(min_effect))
-pending: Job[BiasReport] | None = None
+job: Job[BiasReport] | None = None  # the source diagnostics' background job, until it has succeeded
 try:
     complete = report_path(checkpoint, data, reference, source, settings, None, runs, reference_runs)
     if source is None or complete.exists():
@@ -153,11 +153,16 @@ try:
     else:  # answer first: the transfer gain now, the source diagnostics (minutes at scale) in the background
         compute = partial(bias_report, checkpoint, data, reference, source, settings, None)  # + the job's progress
         job = bias_jobs().submit(complete.name, partial(compute, runs=runs, reference_runs=reference_runs))
-        report = job.result() if job.done() else with_bar(None)
-        pending = None if job.done() else job
+        if job.done() and job.error() is None:
+            report, job = job.result(), None
+        else:
+            report = with_bar(None)
 except CHTNError as exc:
     st.error(f"**Cannot compute the report.** {exc}", icon=":material/error:")
     st.stop()
+pending = job if job is not None and not job.done() else None
+if job is not None and job.done():
+    job_failed(bias_jobs(), job, "Computing the source diagnostics")
 if pending is not None:
     st.info(
         "The transfer gain below is complete. Coverage, capture and domain discrepancy need the source images' "
@@ -170,7 +175,7 @@ if pending is not None:
 level, gate = gate_statement(report)
 (st.warning if level == "warning" else st.info)(f"**Domain gate.** {gate}", icon=":material/filter_alt:")
 for note in report.notes:
-    if not (pending and note == NO_SOURCE_NOTE):  # the source is there: its diagnostics are on their way
+    if not (job and note == NO_SOURCE_NOTE):  # the source is there: its diagnostics are on their way (or failed)
         st.warning(note, icon=":material/info:")
 if reference is not None:
     st.markdown(f"**What is compared.** {runs_statement(report)}")

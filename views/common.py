@@ -22,6 +22,7 @@ import streamlit as st
 
 from analysis import workspace as ws
 from analysis.compare import decisions
+from analysis.jobs import BackgroundJobs, Job
 from analysis.review.store import ReviewStore
 from analysis.store import StoreError, default_location
 from chtn import gallery as gal
@@ -323,3 +324,19 @@ def review_store() -> tuple[ReviewStore | None, str | None]:
         return _review_store(location.strip() or default_location()), None
     except StoreError as exc:
         return None, str(exc)
+
+
+def job_failed(jobs: BackgroundJobs, job: Job, what: str) -> None:
+    """A failed background job, said once for everyone who opens it, with a button that computes it again: an
+    input problem (CHTNError) carries its own fix; anything else is a fault here, whose traceback is in the
+    server's log."""
+    exc = job.error()
+    if isinstance(exc, CHTNError):
+        reason = str(exc)
+    else:
+        reason = f"`{type(exc).__name__}: {exc}`. This is a fault in CHTN, not in your data; the server's log has its "
+        reason += "traceback."
+    st.error(f"**{what} failed.** {reason}".replace("\n", "  \n"), icon=":material/error:")
+    if st.button("Try again", key=f"job_retry_{job.key}", icon=":material/refresh:"):
+        jobs.retry(job.key)
+        st.rerun()

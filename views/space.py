@@ -30,7 +30,7 @@ from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
 from chtn.images import thumbnail_uris
-from views.common import context
+from views.common import context, job_failed
 from views.links import attribution_link, explorer_link
 
 ctx = context()
@@ -118,6 +118,7 @@ with st.expander("Projection parameters", expanded=False):
     )
 
 pending = None
+on_screen = method  # the method on screen: PCA stands in while the UMAP computes, or when it failed
 try:
     params = ProjectionParams(method, int(neighbors), float(min_dist), metric, int(seed), int(limit))
     points = (gallery.image, gallery.text, gallery.labels)
@@ -126,12 +127,14 @@ try:
         job = projection_jobs().submit(
             projection_key(*points, params), lambda _progress: project_gallery(*points, params, default_cache_dir())
         )
-        if job.done():
+        if job.done() and job.error() is None:
             projection = job.result()
+        elif job.done():
+            job_failed(projection_jobs(), job, "Computing the UMAP")  # the PCA below stands in
         else:
             pending = job
     if projection is None:  # PCA chosen, or the interim map while the UMAP computes: milliseconds
-        projection = project_gallery(*points, replace(params, method="pca"))
+        projection, on_screen = project_gallery(*points, replace(params, method="pca")), "pca"
 except CHTNError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
@@ -145,7 +148,7 @@ if pending is not None:
     wait_for(pending)
 else:
     how = "read from the cache" if projection.from_cache else f"computed in {projection.seconds:.1f} s"
-    st.caption(f"Showing **{METHODS[method]}** ({how}).")
+    st.caption(f"Showing **{METHODS[on_screen]}** ({how}).")
 note = projection.sampling_note(gallery.labels, names)
 (st.warning if projection.sampled else st.caption)(note)
 table = points_table(
@@ -210,8 +213,7 @@ with plot_col:
     drawn_before = "sp_chart" in st.session_state  # else a new visit: the URL's region is the selection
     event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
 
-shown_params = replace(params, method="pca") if pending is not None else params  # the interim PCA, if shown
-selected, restored = chosen_points(table, event, drawn_before, region.projection_tag(shown_params))
+selected, restored = chosen_points(table, event, drawn_before, region.projection_tag(replace(params, method=on_screen)))
 st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''}")
 if restored:
     st.caption("The selection of the link (the region drawn when it was made); draw a new one to replace it.")
