@@ -68,6 +68,21 @@ class BenchError(RuntimeError):
     pass
 
 
+def write_sections(doc: Path, text: str) -> None:
+    """Write `text`'s `## ` sections (and its title part, if any) into `doc`, replacing the ones of the same heading
+    and keeping every other in place: each benchmark script owns its own sections of a doc they share."""
+
+    def split(markdown: str) -> tuple[str, dict[str, str]]:
+        head, *sections = markdown.split("\n## ")
+        return head, {s.split("\n", 1)[0]: "## " + s.rstrip() + "\n" for s in sections}
+
+    old_head, old = split(doc.read_text(encoding="utf-8") if doc.exists() else "")
+    new_head, new = split("\n" + text.strip() + "\n")
+    merged = {**old, **new}  # old order, replaced in place; new headings at the end
+    head = new_head.strip() or old_head.strip()
+    doc.write_text("\n".join(filter(None, [head + "\n" if head else "", *merged.values()])), encoding="utf-8")
+
+
 def _assert_clean(tab, where: str) -> None:
     problems = page_problems(tab)
     if problems:
@@ -596,7 +611,7 @@ def main() -> int:
     print(table(res))
     print(f"\nembeddings: {res['npz']}; logs under {res['work']}/logs")
     if not args.no_markdown:
-        Path(args.markdown).write_text(markdown(res, when))
+        write_sections(Path(args.markdown), markdown(res, when))  # keeps bench_pages' and walk_meeting's sections
         print(f"wrote {args.markdown}")
     return 0
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_app import BARE_SCRIPT, BenchError, _assert_clean, _stats, _wait_bare, _wait_quiet
+from bench.bench_app import BARE_SCRIPT, BenchError, _assert_clean, _stats, _wait_bare, _wait_quiet, write_sections
 from tests.harness import StreamlitServer, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,9 +169,7 @@ def main() -> int:
     print(table(res))
     if not args.no_markdown:
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        text = DOC.read_text(encoding="utf-8")
-        kept = text.split(HEADING)[0].rstrip() + "\n\n"
-        DOC.write_text(kept + markdown(res, when), encoding="utf-8")
+        write_sections(DOC, markdown(res, when))
         print(f"wrote {DOC}")
     if any(page["cold"] > 600 for page in res["pages"].values()):
         raise BenchError("a page took over 10 minutes")

@@ -98,10 +98,14 @@ def _check_writable(out: str, folder: bool) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Every argument checked before any work: counts positive, the device usable, the output writable, the
     query text valid UTF-8."""
-    for flag, name in (("-k", "k"), ("--at-k", "at_k")):
+    for flag, name, what in (
+        ("-k", "k", "results"),
+        ("--at-k", "at_k", "results"),
+        ("--block-queries", "block_queries", "queries"),
+    ):
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise CHTNError(f"{flag} must be a positive number of results (1 or more), got {value}.")
+            raise CHTNError(f"{flag} must be a positive number of {what} (1 or more), got {value}.")
     check_device(getattr(args, "device", None))
     text = getattr(args, "text", None)
     if text is not None:
@@ -270,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_split_option(p)
     add_out_option(p, required=False, writes="per_category.csv, per_query.csv, summary.json (default: print only)")
     p.add_argument("--at-k", type=int, default=None, help="report MAP@k instead of MAP over the full ranking")
+    p.add_argument(
+        "--block-queries",
+        type=int,
+        default=None,
+        help="queries ranked at a time, and the unit torchrun shares out (default: 4M scores per block)",
+    )
     p.set_defaults(func="chtn.commands:cmd_evaluate")
 
     p = sub.add_parser("embed", help="write common-space embeddings of a split to .npz")

@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from chtn.data_commands import checked_pairs
 from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
 from chtn.exports import write_csv
-from chtn.features import FeatureCache
+from chtn.features import FeatureCache, pick_device
 from chtn.gallery import embed_split
 from chtn.images import open_rgb
 from chtn.ranking import TIE_TOLERANCE, describe_tie
 from chtn.search import query_side, retrieve
 from chtn.tower import create_tower
-from chtn.train import train
+from chtn.train import shard_device, train
 from chtn.train_inputs import build_train_inputs
 from chtn.validation import ensure_valid, validate_source
 
@@ -63,13 +63,20 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
+@contextlib.contextmanager
+def _rank_zero_reports() -> Iterator[None]:
+    """Standard output for rank 0 alone: under torchrun every process runs the command, one reports."""
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    with open(os.devnull, "w") if quiet else contextlib.nullcontext(sys.stdout) as out, contextlib.redirect_stdout(out):
+        yield
+
+
 def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.preset, args.config, _parse_overrides(args.set))
     # Under torchrun every process runs this command; only rank 0 reports (validation, the text choice, the best
     # checkpoint), as the training loop's own progress bars do. Errors still reach stderr from every rank.
-    quiet = int(os.environ.get("RANK", "0")) != 0
-    with open(os.devnull, "w") if quiet else contextlib.nullcontext(sys.stdout) as out, contextlib.redirect_stdout(out):
+    with _rank_zero_reports():
         pairs, source = _load_valid_data(args)
         config, inputs, meta, tfidf = build_train_inputs(
             config, pairs, source, FeatureCache(args.cache_dir), args.device
@@ -83,13 +90,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """MAP and own-pair figures of one split. The embeddings come from `chtn.gallery.embed_split`, exactly as the
     dashboard gets them (the checkpoint's shipped file when its key matches, else the on-disk cache, else computed
-    once): the CLI and the dashboard read the same bytes, so they print the same figures on any CPU."""
+    once): the CLI and the dashboard read the same bytes, so they print the same figures on any CPU. Under
+    `torchrun --nproc_per_node N` the N processes rank a share of the queries each (one GPU each on CUDA) and
+    rank 0 reports."""
+    with _rank_zero_reports():
+        return _evaluate(args)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     data = checked_pairs(args, args.split, checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    gallery = embed_split(checkpoint, data, args.split, cache_dir=cache_dir, device=args.device)
-    report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, checkpoint.label_names, at_k=args.at_k)
+    device = shard_device(pick_device(args.device))
+    gallery = embed_split(checkpoint, data, args.split, cache_dir=cache_dir, device=str(device))
+    labels, names = gallery.labels, checkpoint.label_names
+    report = evaluate_embeddings(
+        gallery.image, gallery.text, labels, names, args.at_k, device, args.block_queries, sharded=True
+    )
     summary = report.summary()
     print(
         f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "

@@ -29,15 +29,20 @@ favour pairs that happen to come first in the file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from chtn.directions import Direction
+from chtn.engine import BlockResult, block_rows, block_scorer, rank_block
 from chtn.metrics import RECALL_AT
-from chtn.ranking import TIE_TOLERANCE, TieGroups, cosine_scores, normalize_rows, rank_of, tie_groups
+from chtn.progress import Progress, of_count, within
+from chtn.ranking import TIE_TOLERANCE, TieGroups, normalize_rows
 
 
 @dataclass(frozen=True)
@@ -96,45 +101,72 @@ def evaluate_direction(
     gallery_labels: np.ndarray,
     direction: Direction,
     at_k: int | None = None,
-    chunk_size: int = 1024,
+    device: str | torch.device | None = None,
+    block_queries: int | None = None,
+    progress: Progress | None = None,
+    sharded: bool = False,
 ) -> RetrievalEval:
     """Rank the gallery for every query by cosine similarity and score it.
 
-    Scores come from :func:`chtn.ranking.cosine_scores` ``chunk_size`` query rows at a
-    time, so memory stays O(chunk_size * n_gallery) however large the test split is.
-    Query i's paired item is gallery row i; its rank and tie groups come from
-    :func:`chtn.ranking.rank_of` and :func:`chtn.ranking.tie_groups`, the functions the
-    explorer uses. If the sets differ in size ``paired_rank`` is all -1 and there are no
-    tie groups.
+    Scores are :func:`chtn.ranking.cosine_scores` (the same bits on every device), computed and ranked by
+    :mod:`chtn.engine` one block of queries at a time, so memory stays bounded however large the split is. On
+    the CPU (``device`` None or "cpu") the engine counts, one block per core at once; on another torch device
+    (e.g. "cuda") it scores and sorts there. ``block_queries`` (default :func:`chtn.engine.block_rows`) sets the
+    block; ``sharded`` (every process of a torchrun launch calls this at once, as ``chtn evaluate`` does): each
+    process ranks every world-th block, and all of them receive every result. Query i's paired item is gallery
+    row i; if the sets differ in size ``paired_rank`` is all -1 and there are no tie groups. ``progress`` hears
+    after each block.
     """
     q_labels, g_labels = np.asarray(query_labels), np.asarray(gallery_labels)
     if len(query) != len(q_labels) or len(gallery) != len(g_labels):
         raise ValueError("embeddings and labels must have the same number of rows")
     q, g = normalize_rows(query), normalize_rows(gallery)
-    n_q, paired = len(q), len(q) == len(g)
-    ap = np.full(n_q, np.nan)
-    top1 = np.zeros(n_q, dtype=bool)
-    for start in range(0, n_q, chunk_size):
-        rows = np.arange(start, min(start + chunk_size, n_q))
-        order = np.argsort(-cosine_scores(q[rows], g, normalized=True), axis=1, kind="stable")
-        relevant = q_labels[rows, None] == g_labels[None, :]
-        rel_sorted = np.take_along_axis(relevant, order, axis=1)
-        ap[rows] = _ranked_ap(rel_sorted, relevant.sum(axis=1), at_k)
-        top1[rows] = rel_sorted[:, 0] if len(g) else False
-    rank, ties, exact = np.full(n_q, -1, dtype=np.int64), None, None
-    if paired and n_q:
-        own = np.arange(n_q)
-        rank = rank_of(q, g, own, normalized=True)
-        ties = _single(tie_groups(q, g, own[:, None], normalized=True))
-        exact = _single(tie_groups(q, g, own[:, None], tolerance=0.0, normalized=True))
+    n_q, paired = len(q), len(q) == len(g) and len(q) > 0
+    ap, top1 = np.full(n_q, np.nan), np.zeros(n_q, dtype=bool)
+    rank = np.full(n_q, -1, dtype=np.int64)
+    ties, exact = (TieGroups(*np.zeros((3, n_q), dtype=np.int64)) for _ in range(2))
+    target = None if device is None else torch.device(device)
+    on_device = target is not None and target.type != "cpu"
+    score = block_scorer(g, target if on_device else None)
+    step = block_queries or block_rows(len(g))
+    blocks = [np.arange(start, min(start + step, n_q)) for start in range(0, n_q if len(g) else 0, step)]
+
+    def rank_rows(rows: np.ndarray) -> BlockResult:
+        return rank_block(score(q[rows]), q_labels[rows], g_labels, at_k, rows if paired else None)
+
+    shard, shards = _shard() if sharded else (0, 1)
+    mine = blocks[shard::shards]
+    # numpy's sorts, searches and element-wise passes release the GIL: one thread per core ranks its own blocks
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    results, done, total = [], 0, sum(len(rows) for rows in mine)
+    with ThreadPoolExecutor(1 if on_device or len(mine) < 2 else cores) as pool:
+        for rows, block in zip(mine, pool.map(rank_rows, mine)):
+            results.append((rows, block))
+            done += len(rows)
+            if progress is not None:
+                progress(*of_count(done, total, f"Ranking {direction.replace('2', '→').upper()} queries"))
+    if shards > 1:
+        gathered: list[list[tuple[np.ndarray, BlockResult]]] = [[] for _ in range(shards)]
+        torch.distributed.all_gather_object(gathered, results)
+        results = [result for part in gathered for result in part]
+    for rows, block in results:
+        ap[rows], top1[rows] = block.ap, block.top1
+        if block.pair_rank is not None and block.pair_ties is not None and block.pair_exact is not None:
+            rank[rows] = block.pair_rank
+            for whole, part in ((ties, block.pair_ties), (exact, block.pair_exact)):
+                whole.others[rows], whole.first[rows], whole.last[rows] = part.others, part.first, part.last
     defined = ~np.isnan(ap)
     mean_ap = float(ap[defined].mean()) if defined.any() else float("nan")
+    if not paired:
+        return RetrievalEval(direction, mean_ap, ap, rank, top1, at_k, q_labels, None, None)
     return RetrievalEval(direction, mean_ap, ap, rank, top1, at_k, q_labels, ties, exact)
 
 
-def _single(groups: TieGroups) -> TieGroups:
-    """Tie groups of one result per query as (n_queries,) arrays."""
-    return TieGroups(groups.others[:, 0], groups.first[:, 0], groups.last[:, 0])
+def _shard() -> tuple[int, int]:
+    """(rank, world size) of this process when torchrun started it and its process group is up, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 @dataclass(frozen=True)
@@ -225,12 +257,23 @@ class EvaluationReport:
 
 
 def evaluate_embeddings(
-    image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray, label_names: Sequence[str], at_k: int | None = None
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    at_k: int | None = None,
+    device: str | torch.device | None = None,
+    block_queries: int | None = None,
+    progress: Progress | None = None,
+    sharded: bool = False,
 ) -> EvaluationReport:
-    """Evaluate I->T and T->I retrieval; row i of each modality is a pair with category labels[i]."""
+    """Evaluate I->T and T->I retrieval; row i of each modality is a pair with category labels[i]. ``device``: where
+    to score and rank (None: the CPU, by counting; "cuda": on the GPU), with the same figures either way; the other
+    options as :func:`evaluate_direction`."""
     labels = np.asarray(labels)
+    halves = (None, None) if progress is None else (within(progress, 0, 0.5), within(progress, 0.5, 1))
     return EvaluationReport(
-        evaluate_direction(image_emb, text_emb, labels, labels, "i2t", at_k),
-        evaluate_direction(text_emb, image_emb, labels, labels, "t2i", at_k),
+        evaluate_direction(image_emb, text_emb, labels, labels, "i2t", at_k, device, block_queries, halves[0], sharded),
+        evaluate_direction(text_emb, image_emb, labels, labels, "t2i", at_k, device, block_queries, halves[1], sharded),
         list(label_names),
     )

@@ -76,6 +76,16 @@ def distributed_context() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+def shard_device(device: torch.device) -> torch.device:
+    """This process's device: under torchrun on CUDA, the GPU of its local rank (initialising the process group);
+    otherwise ``device`` itself (gloo processes share the CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)  # before the process group: NCCL binds each rank to its current GPU
+    distributed_context()
+    return device
+
+
 def build_optimizer(model: nn.Module, config: CHTNConfig) -> torch.optim.Optimizer:
     """Weights get weight decay; biases and norm parameters get lr x bias_lr_mult and no decay (release).
 

@@ -247,8 +247,13 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
 
     test = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0]
     query, wrong = test.ids[0], next(i for i, label in zip(test.ids, test.labels) if label != test.labels[0])
-    at = _app("views/attribution.py", direction="i2t", query=query, result=wrong, contrast="true")
-    assert not at.error
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("views/attribution.py")
+    for key, value in dict(direction="i2t", query=query, result=wrong, contrast="true").items():
+        at.query_params[key] = value
+    at.session_state["at_steps"], at.session_state["at_refine"] = 16, False  # the fewest gradient evaluations
+    at.run()
+    assert not at.exception and not at.error
     assert at.selectbox(key="at_query").value == query and at.selectbox(key="at_result").value == wrong
     assert at.toggle(key="contrast").value is True
     assert "mis-retrieval" in _texts(at)

@@ -84,6 +84,7 @@ def test_a_missing_source_still_shows_the_gain_and_says_what_it_cannot_show():
     assert "ΔAP I->T" in at.dataframe[0].value
 
 
+@pytest.mark.xdist_group("umap")  # the map starts a UMAP job: compiled once, on the worker of tests/test_projection.py
 def test_links_open_the_explorer_and_the_map_on_the_category():
     explorer = _app("views/explorer.py", checkpoint="chtn_fashion_source", search="Heels", direction="i2t")
     assert not explorer.error and explorer.text_input(key="search").value == "Heels"

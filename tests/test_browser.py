@@ -114,6 +114,7 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
     page.locator('[data-testid="stPageLink"] a', has_text="Explain").nth(1).click()
     page.get_by_text("Why this result?").first.wait_for(timeout=120_000)
     page.get_by_text("Strongest words").first.wait_for(timeout=300_000)
+    page.get_by_text("Download PNG").nth(1).wait_for(timeout=300_000)  # the second pair's map, drawn after the first
     page.wait_for_timeout(1500)
     assert_clean(page)
     assert "attribution" in page.url and "result=" in page.url

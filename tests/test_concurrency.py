@@ -143,7 +143,9 @@ def test_threads_parsing_at_once_never_fail_once_parsing_is_serialised():
         assert run.returncode == 0, run.stderr
         return run.stdout
 
-    unguarded = [errors("plain") for _ in range(3)]
-    assert any("recursion depth mismatch" in out for out in unguarded), unguarded
+    unguarded = []
+    while len(unguarded) < 3 and not any("recursion depth mismatch" in out for out in unguarded):
+        unguarded.append(errors("plain"))  # until the first failure: usually the first run
+    assert "recursion depth mismatch" in unguarded[-1], unguarded
     for _ in range(3):
         assert errors("serialised").startswith("0 []"), "a thread failed to parse"

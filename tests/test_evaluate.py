@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from chtn import engine
 from chtn.evaluate import average_precision, evaluate_direction, evaluate_embeddings
 
 # ---- average_precision: hand-computed cases ----
@@ -74,13 +75,14 @@ def _brute_force(query, gallery, ql, gl, at_k):
 
 
 @pytest.mark.parametrize("at_k", [None, 5])
-@pytest.mark.parametrize("chunk_size", [7, 1024])
-def test_evaluate_direction_matches_brute_force(at_k, chunk_size):
+@pytest.mark.parametrize("block_rows", [7, 1024])
+def test_evaluate_direction_matches_brute_force(at_k, block_rows, monkeypatch):
+    monkeypatch.setattr(engine, "BLOCK_ELEMS", block_rows * 33)  # queries per block of the 33-item gallery
     rng = np.random.default_rng(0)
     query, gallery = rng.normal(size=(40, 6)), rng.normal(size=(33, 6))
     ql, gl = rng.integers(0, 4, 40), rng.integers(0, 4, 33)
     ql[0] = 9  # a query with no relevant item in the gallery
-    res = evaluate_direction(query, gallery, ql, gl, "i2t", at_k=at_k, chunk_size=chunk_size)
+    res = evaluate_direction(query, gallery, ql, gl, "i2t", at_k=at_k)
     expected = _brute_force(query, gallery, ql, gl, at_k)
     np.testing.assert_allclose(res.ap, expected, equal_nan=True)
     assert math.isnan(res.ap[0]) and np.isnan(res.ap).sum() == 1
@@ -89,7 +91,8 @@ def test_evaluate_direction_matches_brute_force(at_k, chunk_size):
     assert res.at_k == at_k and res.direction == "i2t"
 
 
-def test_evaluate_direction_paired_rank_top1_and_zero_query():
+def test_evaluate_direction_paired_rank_top1_and_zero_query(monkeypatch):
+    monkeypatch.setattr(engine, "BLOCK_ELEMS", 2 * 3)  # blocks of 2 queries
     gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     query = np.array(
         [
@@ -99,7 +102,7 @@ def test_evaluate_direction_paired_rank_top1_and_zero_query():
         ]
     )  # zero vector: all scores 0, stable order 0, 1, 2 -> own item rank 3
     labels = np.array([0, 1, 1])
-    res = evaluate_direction(query, gallery, labels, labels, "t2i", chunk_size=2)
+    res = evaluate_direction(query, gallery, labels, labels, "t2i")
     np.testing.assert_array_equal(res.paired_rank, [1, 3, 3])
     np.testing.assert_array_equal(res.top1_correct, [True, False, False])
     assert not np.isnan(res.ap).any()

@@ -12,6 +12,9 @@ from chtn.config import load_config
 from chtn.errors import CheckpointError, CHTNError
 from tests.conftest import SOURCE
 
+# One worker runs the module, so its fixtures (prefix maps, a 3-epoch fine-tune) are built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("finetune")
+
 FINETUNE = {"train": {"epochs": 3, "min_steps_per_epoch": 20}, "encoder": {"finetune_stages": 1}}
 
 

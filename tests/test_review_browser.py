@@ -111,7 +111,7 @@ def test_the_comparison_report_opens_offline_with_its_plots(tmp_path):
             page = context.new_page()
             page.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
             _wait_for(page, "The rules say NO-GO")
-            page.get_by_text("Per category").first.scroll_into_view_if_needed()
+            page.get_by_role("heading", name="Per category").scroll_into_view_if_needed()  # not a table cell
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert_clean(page)
             page.screenshot(path=ARTIFACTS / "compare.png", full_page=True)

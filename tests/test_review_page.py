@@ -151,6 +151,7 @@ def test_verdicts_on_another_checkpoint_show_as_history_and_changes_are_filterab
     assert "**new regression**" in next(m.value for m in at.markdown if m.value.startswith("**#1 ·"))
 
 
+@pytest.mark.xdist_group("umap")  # the page starts a UMAP job: compiled once, on the worker of tests/test_projection.py
 def test_the_map_link_centres_the_shared_space_on_the_item():
     from analysis import workspace as ws
 

@@ -1,0 +1,225 @@
+"""The evaluation engine: exact full-ranking AP, top-1 relevance, own-pair rank and tie groups, a block of queries
+at a time, on CPU (numpy, by counting) or on a torch device (a stable sort, which GPUs do fast).
+
+:func:`chtn.evaluate.evaluate_direction` is its one caller, and every page and command that scores a split
+(Overview, ``chtn evaluate``, review queues, Compare, source bias) goes through that function.
+
+The ranking is the protocol's (:mod:`chtn.ranking`): float32 cosine scores with the same bits however they are
+computed, higher first, exactly equal scores in gallery order (lower row first). Stable position of item j in
+query i's ranking::
+
+    pos(j) = 1 + #{g : s_g > s_j} + #{g < j : s_g == s_j}
+
+and AP = mean over the relevant items j of hits(j) / pos(j), where hits(j) is j's position among the relevant
+items alone (the same formula with g restricted to relevant items). Both counts are exact integers, so AP computed
+from them equals AP read off ``np.argsort(-s, kind="stable")`` (the old evaluation, kept in the tests as the
+reference) up to the float64 rounding of the final sum.
+
+Why counting on CPU: a stable ``argsort`` of a 100,000-score row costs ~11 ms here, and the positions of the m
+relevant items are all AP needs. A value-only ``np.sort`` of the row (numpy's vectorised sort) costs ~1 ms; with the
+relevant scores sorted too, two ``searchsorted`` calls give, for every relevant item, the rows scoring strictly above
+it and the rows scoring exactly as it does. Only among the latter does the gallery index matter: those rows (none or
+a handful, except in a saturated space) are ordered by (score, index) with a stable sort of them alone. numpy has no
+"rank these m values within that row" primitive, hence this. Blocks run one per core (the sorts and searches
+release the GIL). Measured: ``docs/scale_benchmark.md``.
+
+Own pair (query i's gallery row i): its stable rank, its exact tie group (equal float32 scores) and its four-decimal
+tie group (:func:`chtn.ranking.tie_bucket`), by comparisons over the row, as :func:`chtn.ranking.rank_of` and
+:func:`chtn.ranking.tie_groups` define them.
+
+Memory: the caller scores ``block_rows(n_gallery)`` queries at a time, so one block is at most ``BLOCK_ELEMS``
+scores (16 MiB of float32, plus a bool mask or two of it) whatever the split size; a row's sort is one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from chtn.ranking import TIE_TOLERANCE, TieGroups, cosine_scores, tie_bucket
+
+# Scores of one block (queries x gallery): 2**22 float32 = 16 MiB.
+BLOCK_ELEMS = 1 << 22
+
+
+def block_rows(n_gallery: int) -> int:
+    """How many queries one block holds for a gallery of ``n_gallery`` rows (at least one)."""
+    return max(1, BLOCK_ELEMS // max(n_gallery, 1))
+
+
+def block_scorer(
+    gallery: np.ndarray, device: torch.device | None = None
+) -> Callable[[np.ndarray], np.ndarray | torch.Tensor]:
+    """Scores of a block of queries against ``gallery`` (both from :func:`chtn.ranking.normalize_rows`).
+
+    None: numpy on the CPU (:func:`chtn.ranking.cosine_scores`). A torch device: one float64 matmul there,
+    rounded once to float32; every product and partial sum of grid values is exact in float64, so the scores
+    have the same bits as numpy's on any device (:mod:`chtn.ranking`'s docstring).
+    """
+    if device is None:
+        return lambda block: cosine_scores(block, gallery, normalized=True)
+    on_device = torch.from_numpy(gallery).to(device, torch.float64)
+    return lambda block: (torch.from_numpy(block).to(device, torch.float64) @ on_device.T).float()
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Per-query figures of one block of queries (all arrays have one entry per query)."""
+
+    ap: np.ndarray  # float64, NaN where no gallery item is relevant
+    top1: np.ndarray  # bool, the first-ranked item is relevant
+    pair_rank: np.ndarray | None  # int64 stable rank of the own pair; None when the block has no own pairs
+    pair_ties: TieGroups | None  # the own pair's four-decimal tie group
+    pair_exact: TieGroups | None  # the own pair's exact tie group
+
+
+def rank_block(
+    scores: np.ndarray | torch.Tensor,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    at_k: int | None = None,
+    pairs: np.ndarray | None = None,
+) -> BlockResult:
+    """Figures of a block of queries from their (b, n) float32 scores over the whole gallery.
+
+    ``pairs``: each query's own gallery row (None: no own pairs). A torch tensor is ranked on its device by a
+    stable sort; a numpy array on the CPU by counting (module docstring). Both give the same figures.
+    """
+    if isinstance(scores, torch.Tensor):
+        return _rank_block_torch(scores, query_labels, gallery_labels, at_k, pairs)
+    g_labels, n = np.asarray(gallery_labels), scores.shape[1]
+    members = {label: np.flatnonzero(g_labels == label) for label in np.unique(query_labels).tolist()}
+    ap, top1 = np.full(len(scores), np.nan), np.zeros(len(scores), dtype=bool)
+    if pairs is not None:  # the own pair's score, and the lowest score of its tie bucket and of the next one up
+        own = scores[np.arange(len(scores)), pairs]
+        bucket = tie_bucket(own, TIE_TOLERANCE)
+        edges = np.stack([own, _lowest_in_bucket(bucket), _lowest_in_bucket(bucket + 1)], axis=1)
+        below = np.zeros((len(scores), 4), dtype=np.int64)  # rows below each edge, and rows <= the pair's score
+    for row, (s, label) in enumerate(zip(scores, np.asarray(query_labels).tolist())):
+        ordered = np.sort(s)  # one value sort of the row serves every count below
+        if len(members[label]):
+            positions = stable_positions(s, members[label], ordered)  # ascending: the i-th is the i-th hit
+            ap[row], top1[row] = _ap_from_positions(positions, at_k), positions[0] == 1
+        if pairs is not None:
+            below[row, :3] = np.searchsorted(ordered, edges[row], side="left")
+            below[row, 3] = np.searchsorted(ordered, own[row], side="right")
+    if pairs is None:
+        return BlockResult(ap, top1, None, None, None)
+    greater, at_least = n - below[:, 3], n - below[:, 0]
+    # equal scores rank in gallery order: the rows before the pair's own row with its score (only when tied)
+    earlier = np.array(
+        [np.count_nonzero(s[:p] == v) if t > 1 else 0 for s, p, v, t in zip(scores, pairs, own, at_least - greater)],
+        dtype=np.int64,
+    )
+    first, last = 1 + n - below[:, 2], n - below[:, 1]
+    exact = TieGroups(at_least - greater - 1, greater + 1, at_least)
+    return BlockResult(ap, top1, 1 + greater + earlier, TieGroups(last - first, first, last), exact)
+
+
+def stable_positions(s: np.ndarray, items: np.ndarray, ordered: np.ndarray | None = None) -> np.ndarray:
+    """The 1-based positions of gallery rows ``items`` (ascending) in the stable ranking of the score row ``s``,
+    in ascending order (which item holds which position is not kept: AP needs only the positions).
+    ``ordered``: ``np.sort(s)``, when the caller has it.
+
+    Counted, not read off an argsort: a value sort of the row and of the items' scores (numpy's vectorised
+    sort, an order of magnitude faster than a stable argsort) and a binary search per item give the rows
+    scoring above each item; an item whose score another row shares (the sorted row holds it twice) ranks after
+    the ones of them with a lower index.
+    """
+    ordered = np.sort(s) if ordered is None else ordered
+    values = np.sort(s[items])[::-1]  # the items' scores descending: positions ascending
+    right = np.searchsorted(ordered, values, side="right")
+    positions = 1 + len(s) - right  # one more than the rows scoring strictly higher
+    shared = ordered[np.maximum(right - 2, 0)] == values  # ordered[right - 1] is the item's own score
+    shared &= right >= 2
+    if shared.any():
+        tied = items[np.isin(s[items], values[shared])]
+        above = 1 + len(s) - np.searchsorted(ordered, s[tied], side="right")
+        positions = np.sort(np.concatenate([positions[~shared], above + _earlier_equal(s, tied)]))
+    return positions
+
+
+def _earlier_equal(s: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each row of ``items`` (ascending), the rows of ``s`` with exactly its score and a lower index."""
+    candidates = np.flatnonzero(np.isin(s, s[items]))  # ascending rows
+    grouped = np.argsort(s[candidates], kind="stable")  # by score, then by row
+    keys = s[candidates][grouped]
+    earlier = np.empty(len(candidates), dtype=np.int64)
+    earlier[grouped] = np.arange(len(candidates)) - np.searchsorted(keys, keys, side="left")
+    return earlier[np.searchsorted(candidates, items)]
+
+
+def _ap_from_positions(positions: np.ndarray, at_k: int | None) -> float:
+    """AP from the ascending stable positions of all relevant items (the i-th of them is the i-th hit)."""
+    hits = np.arange(1, len(positions) + 1)
+    if at_k is not None:
+        kept = positions <= at_k
+        return float((hits[kept] / positions[kept]).sum() / kept.sum()) if kept.any() else 0.0
+    return float((hits / positions).mean())
+
+
+def _lowest_in_bucket(bucket: np.ndarray) -> np.ndarray:
+    """The smallest float32 whose :func:`chtn.ranking.tie_bucket` is at least ``bucket`` (element-wise).
+
+    The bucket never decreases with the score, so the scores in buckets >= b are exactly the scores >= this value:
+    one comparison pass instead of a float64 bucket per score. Starts from the bucket's edge and steps one float32
+    at a time (a step is ~1e-7, far below the 1e-4 tolerance, so a few steps at most).
+    """
+    x = ((bucket - 0.5) * TIE_TOLERANCE).astype(np.float32)
+    down, up = np.float32(-np.inf), np.float32(np.inf)
+    while True:
+        below = np.nextafter(x, down)
+        lower = tie_bucket(below, TIE_TOLERANCE) >= bucket  # a smaller float32 is still in the bucket
+        higher = tie_bucket(x, TIE_TOLERANCE) < bucket  # x itself is not yet in it
+        if not (lower.any() or higher.any()):
+            return x
+        x = np.where(lower, below, np.where(higher, np.nextafter(x, up), x))
+
+
+def _rank_block_torch(
+    scores: torch.Tensor,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    at_k: int | None,
+    pairs: np.ndarray | None,
+) -> BlockResult:
+    """The same figures on the scores' device: one stable descending sort per row (ties keep gallery order)."""
+    device = scores.device
+    q_labels = torch.as_tensor(np.asarray(query_labels), device=device)
+    g_labels = torch.as_tensor(np.asarray(gallery_labels), device=device)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    relevant = g_labels[order] == q_labels[:, None]
+    del order
+    n_relevant = relevant.sum(dim=1)
+    ranked = relevant[:, :at_k] if at_k is not None else relevant
+    hits = ranked.cumsum(dim=1, dtype=torch.float64)
+    positions = torch.arange(1, ranked.shape[1] + 1, device=device, dtype=torch.float64)
+    precision_sum = (hits / positions * ranked).sum(dim=1)
+    retrieved = ranked.sum(dim=1)
+    ap = torch.where(retrieved > 0, precision_sum / retrieved.clamp(min=1), 0.0)
+    ap = torch.where(n_relevant > 0, ap, torch.nan)
+    top1 = relevant[:, 0] if relevant.shape[1] else torch.zeros(len(scores), dtype=torch.bool, device=device)
+    result_ap, result_top1 = ap.cpu().numpy(), top1.cpu().numpy()
+    if pairs is None:
+        return BlockResult(result_ap, result_top1, None, None, None)
+    own_rows = torch.as_tensor(pairs, device=device)
+    own = scores.gather(1, own_rows[:, None])
+    greater = (scores > own).sum(dim=1)
+    at_least = (scores >= own).sum(dim=1)
+    columns = torch.arange(scores.shape[1], device=device)
+    earlier = ((scores == own) & (columns < own_rows[:, None])).sum(dim=1)
+    buckets = torch.floor(scores.double() / TIE_TOLERANCE + 0.5)  # chtn.ranking.tie_bucket, on the device
+    own_bucket = torch.floor(own.double() / TIE_TOLERANCE + 0.5)
+    first = 1 + (buckets > own_bucket).sum(dim=1)
+    last = (buckets >= own_bucket).sum(dim=1)
+
+    def host(*tensors: torch.Tensor) -> list[np.ndarray]:
+        return [t.cpu().numpy().astype(np.int64) for t in tensors]
+
+    (rank,) = host(1 + greater + earlier)
+    ties = TieGroups(*host(last - first, first, last))
+    exact = TieGroups(*host(at_least - greater - 1, greater + 1, at_least))
+    return BlockResult(result_ap, result_top1, rank, ties, exact)

@@ -1,0 +1,154 @@
+"""The evaluation engine (chtn.engine) against the reference it replaced: AP read off a stable argsort of every score
+row, top-1 from the same order, and the own pair's rank and tie groups from chtn.ranking. Ties are the hard part, so
+most data here is small integers, whose scores tie exactly and often."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chtn import engine
+from chtn.evaluate import average_precision, evaluate_direction
+from chtn.ranking import cosine_scores, normalize_rows, rank_of, tie_groups
+from tests.conftest import CHECKPOINTS, PAIRS, ROOT
+
+
+def integer_data(rng: np.random.Generator, n: int, d: int, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Small-integer vectors (many exactly equal scores) and labels, as (queries, gallery, labels)."""
+    q = rng.integers(-2, 3, (n, d)).astype(np.float32)
+    g = rng.integers(-2, 3, (n, d)).astype(np.float32)
+    return q, g, rng.integers(0, classes, n)
+
+
+def reference(q: np.ndarray, g: np.ndarray, labels: np.ndarray, at_k: int | None) -> dict[str, np.ndarray]:
+    """The figures as the old evaluation computed them: a stable argsort per row, and chtn.ranking for the pair."""
+    scores = cosine_scores(q, g)
+    relevant = labels[:, None] == labels[None, :]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    own = np.arange(len(q))
+    ties = tie_groups(q, g, own[:, None])
+    exact = tie_groups(q, g, own[:, None], tolerance=0.0)
+    return {
+        "ap": np.array([average_precision(s, r, at_k) for s, r in zip(scores, relevant)]),
+        "top1": np.take_along_axis(relevant, order[:, :1], axis=1)[:, 0],
+        "rank": rank_of(q, g, own),
+        "ties": np.stack([ties.others[:, 0], ties.first[:, 0], ties.last[:, 0]]),
+        "exact": np.stack([exact.others[:, 0], exact.first[:, 0], exact.last[:, 0]]),
+    }
+
+
+def engine_figures(q: np.ndarray, g: np.ndarray, labels: np.ndarray, at_k: int | None, device: torch.device | None):
+    nq, ng = normalize_rows(q), normalize_rows(g)
+    block = engine.rank_block(engine.block_scorer(ng, device)(nq), labels, labels, at_k, np.arange(len(q)))
+    assert block.pair_rank is not None and block.pair_ties is not None and block.pair_exact is not None
+    return {
+        "ap": block.ap,
+        "top1": block.top1,
+        "rank": block.pair_rank,
+        "ties": np.stack([block.pair_ties.others, block.pair_ties.first, block.pair_ties.last]),
+        "exact": np.stack([block.pair_exact.others, block.pair_exact.first, block.pair_exact.last]),
+    }
+
+
+def assert_same(found: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    np.testing.assert_allclose(found["ap"], expected["ap"], rtol=0, atol=1e-9)
+    for key in ("top1", "rank", "ties", "exact"):
+        np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
+
+
+@pytest.mark.parametrize("device", [None, torch.device("cpu")], ids=["numpy", "torch"])
+@pytest.mark.parametrize("at_k", [None, 1, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_equals_the_stable_argsort_reference_with_many_exact_ties(seed, at_k, device):
+    q, g, labels = integer_data(np.random.default_rng(seed), 120, 3, 4)
+    expected = reference(q, g, labels, at_k)
+    scores = cosine_scores(q, g)
+    tied = [
+        (row[labels == labels[i]][:, None] == row[None, :]).sum() > (labels == labels[i]).sum()
+        for i, row in enumerate(scores)
+    ]
+    assert np.mean(tied) > 0.9  # nearly every query has a relevant item sharing its score: the tie rule is exercised
+    assert_same(engine_figures(q, g, labels, at_k, device), expected)
+
+
+@pytest.mark.parametrize("device", [None, torch.device("cpu")], ids=["numpy", "torch"])
+def test_equals_the_reference_on_continuous_scores_and_a_missing_class(device):
+    rng = np.random.default_rng(7)
+    q, g = rng.standard_normal((300, 16)).astype(np.float32), rng.standard_normal((300, 16)).astype(np.float32)
+    labels = rng.integers(0, 6, 300)
+    assert_same(engine_figures(q, g, labels, None, device), reference(q, g, labels, None))
+    # a query whose class has no gallery item: AP undefined (NaN), never relevant at top 1
+    nq, ng = normalize_rows(q), normalize_rows(g)
+    block = engine.rank_block(engine.block_scorer(ng, device)(nq[:2]), np.array([99, 0]), labels)
+    assert np.isnan(block.ap[0]) and not block.top1[0] and not np.isnan(block.ap[1]) and block.pair_rank is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.integers(-3, 3), min_size=8, max_size=80),
+    classes=st.integers(1, 3),
+    at_k=st.one_of(st.none(), st.integers(1, 8)),
+)
+def test_any_small_integer_split_matches_the_reference(data, classes, at_k):
+    """Any 2-d integer split (exact ties everywhere, zero vectors included) gives the reference's figures."""
+    n = len(data) // 4
+    q = np.array(data[: 2 * n], dtype=np.float32).reshape(n, 2)
+    g = np.array(data[2 * n : 4 * n], dtype=np.float32).reshape(n, 2)
+    labels = np.arange(len(q)) % classes
+    assert_same(engine_figures(q, g, labels, at_k, None), reference(q, g, labels, at_k))
+
+
+def test_stable_positions_are_the_positions_in_the_stable_argsort():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, (4, 200)).astype(np.float32)  # values 0-4: every item ties with ~40 others
+    scores[2] = 0.5  # a constant row: gallery order
+    scores[3, :100] = -0.0  # -0.0 and 0.0 are one score
+    rows, columns = np.nonzero(rng.random((4, 200)) < 0.15)
+    where = np.empty((4, 200), dtype=np.int64)
+    np.put_along_axis(where, np.argsort(-scores, axis=1, kind="stable"), np.arange(1, 201), axis=1)
+    for row in range(4):
+        items = columns[rows == row]
+        np.testing.assert_array_equal(engine.stable_positions(scores[row], items), np.sort(where[row, items]))
+
+
+def test_evaluate_direction_blocks_keep_memory_bounded_and_change_nothing(monkeypatch):
+    """Blocks of 7 queries (not dividing the split) give the figures of one block."""
+    rng = np.random.default_rng(11)
+    q, g, labels = integer_data(rng, 50, 4, 5)
+    whole = evaluate_direction(q, g, labels, labels, "i2t")
+    monkeypatch.setattr(engine, "BLOCK_ELEMS", 7 * 50)
+    assert engine.block_rows(50) == 7
+    blocked = evaluate_direction(q, g, labels, labels, "i2t")
+    np.testing.assert_allclose(blocked.ap, whole.ap, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(blocked.paired_rank, whole.paired_rank)
+    assert blocked.paired_exact is not None and whole.paired_exact is not None
+    np.testing.assert_array_equal(blocked.paired_exact.first, whole.paired_exact.first)
+
+
+@pytest.mark.slow
+def test_torchrun_shards_the_evaluation_and_rank_zero_reports_the_figures_of_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m chtn evaluate` (gloo on CPU): each process ranks every other block of 50
+    queries, and rank 0 alone writes files equal to one process's."""
+
+    def evaluate(out: str, *launcher: str) -> subprocess.CompletedProcess:
+        command = [*launcher, "-m", "chtn", "evaluate", "--data", str(PAIRS), "--block-queries", "50"]
+        command += ["--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--out", str(tmp_path / out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, env=env)
+
+    one = evaluate("one")
+    two = evaluate("two", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("MAP@all on 400 test pairs") == 1  # rank 0 reports, once
+    for name in ("per_query.csv", "per_category.csv"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    found, expected = (json.loads((tmp_path / side / "summary.json").read_text()) for side in ("two", "one"))
+    assert found == expected
