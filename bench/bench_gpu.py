@@ -11,6 +11,9 @@
    provenance (device, precision, versions, wall time) is copied into the report.
 4. The three sample checkpoints trained on the device with the README's commands, into
    OUT/sample_checkpoints/<name>.safetensors, to ship next to (or instead of) the CPU-built ones.
+5. The evaluation engine on the device (`chtn.evaluate.evaluate_embeddings(..., device)`, both directions, full
+   ranking) on bench/bench_scale.py's synthetic splits of --eval-sizes items, timed, its per-query AP checked
+   against the CPU engine on the first 500 queries of each direction.
 Results are printed and written to OUT/gpu.json. Only sample_data/ is used: ../shared does not travel.
 """
 
@@ -152,6 +155,29 @@ def sample_checkpoints(device: str, out: Path) -> list[str]:
     return written
 
 
+def evaluation(device: torch.device, sizes: list[int]) -> list[dict]:
+    """Seconds to evaluate n synthetic items on the device, and the largest AP gap to the CPU engine."""
+    from bench.bench_scale import synthetic
+    from chtn.evaluate import evaluate_direction, evaluate_embeddings
+
+    rows = []
+    for n in sizes:
+        image, text, labels = synthetic(n)
+        names = [str(c) for c in range(int(labels.max()) + 1)]
+        start = time.perf_counter()
+        report = evaluate_embeddings(image, text, labels, names, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        gap = 0.0
+        for found, (query, gallery) in ((report.i2t, (image, text)), (report.t2i, (text, image))):
+            cpu = evaluate_direction(query[:500], gallery, labels[:500], labels, found.direction)
+            gap = max(gap, float(abs(cpu.ap - found.ap[:500]).max()))
+        rows.append({"items": n, "seconds": seconds, "map": report.mean_map, "max_ap_gap_to_cpu": gap})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
@@ -159,6 +185,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--eval-sizes", type=int, nargs="*", default=[100_000, 300_000])
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,6 +203,7 @@ def main() -> None:
         print(json.dumps(item), flush=True)
     report["sample_checkpoints"] = sample_checkpoints(args.device, out)
     print(json.dumps(report["sample_checkpoints"]), flush=True)
+    report["evaluation"] = evaluation(device, args.eval_sizes)
     (out / "gpu.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'gpu.json'}")
 

@@ -9,8 +9,8 @@ Per size, all in one run on this machine:
 - cold: a fresh Python process that imports chtn, builds the embeddings and evaluates (what a CLI run pays);
   its peak resident memory (ru_maxrss of that process, the interpreter and torch included);
 - warm: the same evaluation again in that process;
-- plain loop: the old evaluation (cosine scores in blocks of 1,024 queries, a stable argsort per row, AP from the
-  sorted relevance), timed on its first `--baseline-queries` queries per direction and scaled to all queries
+- plain loop: the old evaluation (cosine scores in the engine's blocks of queries, a stable argsort per row, AP from
+  the sorted relevance), timed on its first `--baseline-queries` queries per direction and scaled to all queries
   (its cost is the same for every query); the ratio is plain / warm.
 Both give the same MAP (checked on the timed queries). Synthetic data: 20 classes, d = 20, each item its class
 centre plus Gaussian noise (sd 1.5), image and text drawn independently.
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_app import write_sections
+from chtn.engine import block_rows
 from chtn.evaluate import evaluate_direction, evaluate_embeddings
 from chtn.ranking import cosine_scores
 
@@ -70,8 +71,9 @@ def plain_loop_map(query: np.ndarray, gallery: np.ndarray, labels: np.ndarray, n
     """(seconds, mean AP) of the old evaluation over the first `n_queries` queries of one direction."""
     start = time.perf_counter()
     aps = []
-    for lo in range(0, n_queries, 1024):
-        rows = np.arange(lo, min(lo + 1024, n_queries))
+    step = block_rows(len(gallery))  # the engine's block: the same memory budget
+    for lo in range(0, n_queries, step):
+        rows = np.arange(lo, min(lo + step, n_queries))
         scores = cosine_scores(query[rows], gallery)
         order = np.argsort(-scores, axis=1, kind="stable")
         relevant = np.take_along_axis(labels[rows, None] == labels[None, :], order, axis=1)

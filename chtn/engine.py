@@ -33,14 +33,18 @@ scores (16 MiB of float32, plus a bool mask or two of it) whatever the split siz
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from chtn.ranking import TIE_TOLERANCE, TieGroups, cosine_scores, tie_bucket
+from chtn.ranking import TIE_TOLERANCE, TieGroups, tie_bucket
 
+# Galleries with fewer rows are ranked by a stable argsort of the whole block (vectorised), larger ones by counting
+# row by row: measured on 2 cores, 15 ms against 110 ms for the sample's 400 items, 0.5 s against 1.1 s at 2,500.
+COUNT_FROM = 2048
 # Scores of one block (queries x gallery): 2**22 float32 = 16 MiB.
 BLOCK_ELEMS = 1 << 22
 
@@ -55,14 +59,27 @@ def block_scorer(
 ) -> Callable[[np.ndarray], np.ndarray | torch.Tensor]:
     """Scores of a block of queries against ``gallery`` (both from :func:`chtn.ranking.normalize_rows`).
 
-    None: numpy on the CPU (:func:`chtn.ranking.cosine_scores`). A torch device: one float64 matmul there,
-    rounded once to float32; every product and partial sum of grid values is exact in float64, so the scores
-    have the same bits as numpy's on any device (:mod:`chtn.ranking`'s docstring).
+    Every product and partial sum of grid values is exact in float64 (:mod:`chtn.ranking`'s docstring), so one
+    float64 matmul rounded once to float32 gives the bits of :func:`chtn.ranking.cosine_scores` on any device.
+    None: numpy on the CPU, into buffers each thread reuses (a fresh 16-32 MiB array per block costs its page
+    faults again: measured up to 9x the matmul itself); the scores are valid until the thread's next call. A torch
+    device: there.
     """
-    if device is None:
-        return lambda block: cosine_scores(block, gallery, normalized=True)
-    on_device = torch.from_numpy(gallery).to(device, torch.float64)
-    return lambda block: (torch.from_numpy(block).to(device, torch.float64) @ on_device.T).float()
+    if device is not None:
+        on_device = torch.from_numpy(gallery).to(device, torch.float64)
+        return lambda block: (torch.from_numpy(block).to(device, torch.float64) @ on_device.T).float()
+    transposed = np.ascontiguousarray(gallery.astype(np.float64).T)
+    buffers = threading.local()
+
+    def score(block: np.ndarray) -> np.ndarray:
+        shape = (len(block), transposed.shape[1])
+        if getattr(buffers, "exact", np.empty((0, 0))).shape != shape:
+            buffers.exact, buffers.scores = np.empty(shape), np.empty(shape, dtype=np.float32)
+        np.matmul(block.astype(np.float64), transposed, out=buffers.exact)
+        buffers.scores[...] = buffers.exact  # rounds once to float32
+        return buffers.scores
+
+    return score
 
 
 @dataclass(frozen=True)
@@ -90,23 +107,15 @@ def rank_block(
     """
     if isinstance(scores, torch.Tensor):
         return _rank_block_torch(scores, query_labels, gallery_labels, at_k, pairs)
-    g_labels, n = np.asarray(gallery_labels), scores.shape[1]
-    members = {label: np.flatnonzero(g_labels == label) for label in np.unique(query_labels).tolist()}
-    ap, top1 = np.full(len(scores), np.nan), np.zeros(len(scores), dtype=bool)
+    q_labels, g_labels, n = np.asarray(query_labels), np.asarray(gallery_labels), scores.shape[1]
+    edges = None
     if pairs is not None:  # the own pair's score, and the lowest score of its tie bucket and of the next one up
         own = scores[np.arange(len(scores)), pairs]
         bucket = tie_bucket(own, TIE_TOLERANCE)
         edges = np.stack([own, _lowest_in_bucket(bucket), _lowest_in_bucket(bucket + 1)], axis=1)
-        below = np.zeros((len(scores), 4), dtype=np.int64)  # rows below each edge, and rows <= the pair's score
-    for row, (s, label) in enumerate(zip(scores, np.asarray(query_labels).tolist())):
-        ordered = np.sort(s)  # one value sort of the row serves every count below
-        if len(members[label]):
-            positions = stable_positions(s, members[label], ordered)  # ascending: the i-th is the i-th hit
-            ap[row], top1[row] = _ap_from_positions(positions, at_k), positions[0] == 1
-        if pairs is not None:
-            below[row, :3] = np.searchsorted(ordered, edges[row], side="left")
-            below[row, 3] = np.searchsorted(ordered, own[row], side="right")
-    if pairs is None:
+    by = _by_sorting if n < COUNT_FROM else _by_counting
+    ap, top1, below = by(scores, q_labels, g_labels, at_k, edges)
+    if pairs is None or below is None:
         return BlockResult(ap, top1, None, None, None)
     greater, at_least = n - below[:, 3], n - below[:, 0]
     # equal scores rank in gallery order: the rows before the pair's own row with its score (only when tied)
@@ -117,6 +126,46 @@ def rank_block(
     first, last = 1 + n - below[:, 2], n - below[:, 1]
     exact = TieGroups(at_least - greater - 1, greater + 1, at_least)
     return BlockResult(ap, top1, 1 + greater + earlier, TieGroups(last - first, first, last), exact)
+
+
+def _by_counting(
+    scores: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, at_k: int | None, edges: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(AP, top-1, rows below the edges) row by row, from one value sort of each row (module docstring).
+
+    ``below``: per row, the rows scoring below each of the 3 edges, and the rows scoring at most the first.
+    """
+    members = {label: np.flatnonzero(g_labels == label) for label in np.unique(q_labels).tolist()}
+    ap, top1 = np.full(len(scores), np.nan), np.zeros(len(scores), dtype=bool)
+    below = None if edges is None else np.zeros((len(scores), 4), dtype=np.int64)
+    for row, (s, label) in enumerate(zip(scores, q_labels.tolist())):
+        ordered = np.sort(s)  # one value sort of the row serves every count
+        if len(members[label]):
+            positions = stable_positions(s, members[label], ordered)  # ascending: the i-th is the i-th hit
+            ap[row], top1[row] = _ap_from_positions(positions, at_k), positions[0] == 1
+        if below is not None and edges is not None:
+            below[row, :3] = np.searchsorted(ordered, edges[row], side="left")
+            below[row, 3] = np.searchsorted(ordered, edges[row, 0], side="right")
+    return ap, top1, below
+
+
+def _by_sorting(
+    scores: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray, at_k: int | None, edges: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The same as :func:`_by_counting` for a small gallery, from a stable argsort of the whole block: below
+    ``COUNT_FROM`` rows one vectorised sort beats a Python loop over the rows."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    relevant = np.take_along_axis(q_labels[:, None] == g_labels[None, :], order, axis=1)
+    ranked = relevant[:, :at_k] if at_k is not None else relevant
+    hits = np.cumsum(ranked, axis=1)
+    precision = (hits / np.arange(1, ranked.shape[1] + 1) * ranked).sum(axis=1)
+    retrieved = ranked.sum(axis=1)
+    ap = np.divide(precision, retrieved, out=np.zeros(len(scores)), where=retrieved > 0)
+    ap[~relevant.any(axis=1)] = np.nan
+    if edges is None:
+        return ap, relevant[:, 0], None
+    below = [np.count_nonzero(scores < edges[:, [k]], axis=1) for k in range(3)]
+    return ap, relevant[:, 0], np.stack([*below, np.count_nonzero(scores <= edges[:, [0]], axis=1)], axis=1)
 
 
 def stable_positions(s: np.ndarray, items: np.ndarray, ordered: np.ndarray | None = None) -> np.ndarray:

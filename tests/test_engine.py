@@ -21,6 +21,13 @@ from chtn.ranking import cosine_scores, normalize_rows, rank_of, tie_groups
 from tests.conftest import CHECKPOINTS, PAIRS, ROOT
 
 
+@pytest.fixture(params=["counting", "sorting"])
+def cpu_path(request, monkeypatch) -> str:
+    """The CPU engine's two ways (chtn.engine.COUNT_FROM): counting row by row, or one stable argsort of a block."""
+    monkeypatch.setattr(engine, "COUNT_FROM", 0 if request.param == "counting" else 1 << 30)
+    return request.param
+
+
 def integer_data(rng: np.random.Generator, n: int, d: int, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Small-integer vectors (many exactly equal scores) and labels, as (queries, gallery, labels)."""
     q = rng.integers(-2, 3, (n, d)).astype(np.float32)
@@ -67,7 +74,7 @@ def assert_same(found: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -
 @pytest.mark.parametrize("device", [None, torch.device("cpu")], ids=["numpy", "torch"])
 @pytest.mark.parametrize("at_k", [None, 1, 5])
 @pytest.mark.parametrize("seed", range(4))
-def test_equals_the_stable_argsort_reference_with_many_exact_ties(seed, at_k, device):
+def test_equals_the_stable_argsort_reference_with_many_exact_ties(seed, at_k, device, cpu_path):
     q, g, labels = integer_data(np.random.default_rng(seed), 120, 3, 4)
     expected = reference(q, g, labels, at_k)
     scores = cosine_scores(q, g)
@@ -80,13 +87,16 @@ def test_equals_the_stable_argsort_reference_with_many_exact_ties(seed, at_k, de
 
 
 @pytest.mark.parametrize("device", [None, torch.device("cpu")], ids=["numpy", "torch"])
-def test_equals_the_reference_on_continuous_scores_and_a_missing_class(device):
+def test_equals_the_reference_on_continuous_scores_and_a_missing_class(device, cpu_path):
     rng = np.random.default_rng(7)
     q, g = rng.standard_normal((300, 16)).astype(np.float32), rng.standard_normal((300, 16)).astype(np.float32)
     labels = rng.integers(0, 6, 300)
     assert_same(engine_figures(q, g, labels, None, device), reference(q, g, labels, None))
-    # a query whose class has no gallery item: AP undefined (NaN), never relevant at top 1
     nq, ng = normalize_rows(q), normalize_rows(g)
+    scores = engine.block_scorer(ng, device)(nq[:7])
+    found = scores.numpy() if isinstance(scores, torch.Tensor) else scores
+    assert np.array_equal(found, cosine_scores(q[:7], g))  # the same bits as chtn.ranking's scores
+    # a query whose class has no gallery item: AP undefined (NaN), never relevant at top 1
     block = engine.rank_block(engine.block_scorer(ng, device)(nq[:2]), np.array([99, 0]), labels)
     assert np.isnan(block.ap[0]) and not block.top1[0] and not np.isnan(block.ap[1]) and block.pair_rank is None
 
@@ -103,7 +113,13 @@ def test_any_small_integer_split_matches_the_reference(data, classes, at_k):
     q = np.array(data[: 2 * n], dtype=np.float32).reshape(n, 2)
     g = np.array(data[2 * n : 4 * n], dtype=np.float32).reshape(n, 2)
     labels = np.arange(len(q)) % classes
-    assert_same(engine_figures(q, g, labels, at_k, None), reference(q, g, labels, at_k))
+    expected = reference(q, g, labels, at_k)
+    for count_from in (0, 1 << 30):  # counting, then sorting (a fixture would outlive hypothesis's examples)
+        engine.COUNT_FROM, saved = count_from, engine.COUNT_FROM
+        try:
+            assert_same(engine_figures(q, g, labels, at_k, None), expected)
+        finally:
+            engine.COUNT_FROM = saved
 
 
 def test_stable_positions_are_the_positions_in_the_stable_argsort():
@@ -119,7 +135,7 @@ def test_stable_positions_are_the_positions_in_the_stable_argsort():
         np.testing.assert_array_equal(engine.stable_positions(scores[row], items), np.sort(where[row, items]))
 
 
-def test_evaluate_direction_blocks_keep_memory_bounded_and_change_nothing(monkeypatch):
+def test_evaluate_direction_blocks_keep_memory_bounded_and_change_nothing(monkeypatch, cpu_path):
     """Blocks of 7 queries (not dividing the split) give the figures of one block."""
     rng = np.random.default_rng(11)
     q, g, labels = integer_data(rng, 50, 4, 5)

@@ -283,7 +283,8 @@ def test_downloads_clicked_one_right_after_another_all_arrive(tmp_path):
         tab.goto(server.url + compare_link("chtn_no_source", "chtn_fashion_source").url)
         _wait_for(tab, "Model card (JSON)")
         files = _downloads(tab, ["Report (HTML, opens offline)", "Model card (JSON)", "Model card (JSON)"])
-        assert set(files) == {"compare_chtn_no_source.html", "comparison.json"}
-        assert b"Rules say NO-GO" in files["compare_chtn_no_source.html"]
+        stem = "compare_chtn_fashion_source_vs_chtn_no_source"  # baseline A vs candidate B
+        assert set(files) == {f"{stem}.html", f"{stem}.json"}
+        assert b"Rules say NO-GO" in files[f"{stem}.html"]
         assert_clean(tab)
         browser.close()

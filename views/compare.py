@@ -381,8 +381,8 @@ def decision(page: Comparing) -> tuple[list[dict], list[dict], dict[str, int]]:
 
 
 def downloads(page: Comparing, decisions: list[dict], notes: list[dict], review_counts: dict[str, int]) -> None:
-    """The HTML report (opens offline) and the model card (JSON)."""
-    pair, candidate = page.pair, page.candidate
+    """The HTML report (opens offline) and the model card (JSON), named after both sides."""
+    pair = page.pair
     report_context = render.ReportContext(
         pair.baseline_name,
         pair.baseline,
@@ -403,13 +403,18 @@ def downloads(page: Comparing, decisions: list[dict], notes: list[dict], review_
     columns[0].download_button(
         "Report (HTML, opens offline)",
         report,
-        f"compare_{Path(candidate.path).stem}.html",
+        f"{report_context.file_stem}.html",
         "text/html",
         icon=":material/download:",
         on_click="ignore",
     )
     columns[1].download_button(
-        "Model card (JSON)", card, "comparison.json", "application/json", icon=":material/download:", on_click="ignore"
+        "Model card (JSON)",
+        card,
+        f"{report_context.file_stem}.json",
+        "application/json",
+        icon=":material/download:",
+        on_click="ignore",
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,12 @@ class ReportContext:
     strict: bool
     generated_at: str  # ISO-8601 UTC
     code_version: str
+
+    @property
+    def file_stem(self) -> str:
+        """`compare_<baseline>_vs_<candidate>`, in characters safe in any file system: the downloads of two
+        comparisons never overwrite each other."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"compare_{self.baseline_name}_vs_{self.candidate_name}")
 
 
 def changed_queries(queries: pd.DataFrame, change: str) -> pd.DataFrame:

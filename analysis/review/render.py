@@ -208,8 +208,8 @@ def summary_html(
     entries = [_item_html(item, thumb, histories) for (_, item), thumb in zip(listed.iterrows(), thumbs)]
     parts.append(f"<h2>Still disputed ({len(disputed)})</h2>")
     parts += entries[: len(disputed)] or ["<p>None.</p>"]
-    parts.append("<h2>Notes</h2>")
-    parts += entries[len(disputed) :] or ["<p>No notes.</p>"]
+    parts.append("<h2>Notes on the other items</h2>")  # a disputed item's notes are with it above
+    parts += entries[len(disputed) :] or ["<p>None.</p>"]
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}"
         "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}pre{white-space:pre-wrap;"
