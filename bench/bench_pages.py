@@ -68,6 +68,7 @@ def _complete(tab, pending: str, timeout_ms: int, started: float) -> float:
 def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, timeout_ms: int) -> dict:
     path, marker, pending = MAIN[name]
     cache = work / re.sub(r"\W+", "-", name)
+    cache.mkdir(parents=True)
     fresh = {
         **env,
         "CHTN_CACHE_DIR": str(cache / "chtn"),

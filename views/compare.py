@@ -234,9 +234,9 @@ def per_category(page: Comparing) -> None:
         "file's tolerance; Source bias flags exploratory changes at Benjamini-Hochberg q ≤ 0.10 instead. Both need "
         f"|ΔAP| ≥ {page.rules.stats.min_effect:g} before they name a change."
     )
-    left, right = st.columns([3, 2])
-    left.plotly_chart(render.forest_figure(figures), width="stretch")
-    right.dataframe(render.category_table(figures), hide_index=True, width="stretch", height=520)
+    st.plotly_chart(render.forest_figure(figures), width="stretch")
+    # the full width below the plot: beside it, the interval and p columns fell off-screen
+    st.dataframe(render.category_table(figures), hide_index=True, width="stretch", height=420)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
