@@ -30,7 +30,7 @@ favour pairs that happen to come first in the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -277,3 +277,50 @@ def evaluate_embeddings(
         evaluate_direction(text_emb, image_emb, labels, labels, "t2i", at_k, device, block_queries, halves[1], sharded),
         list(label_names),
     )
+
+
+# Part of the key of a cached evaluation (chtn.gallery.evaluate_gallery): bump it when the figures of the same
+# embeddings would change (the protocol, the tie rule, the stored fields), so no cache outlives its meaning.
+EVALUATION_FORMAT = 1
+_TIES = ("others", "first", "last")
+
+
+def report_arrays(report: EvaluationReport) -> dict[str, np.ndarray]:
+    """The report as named arrays (plain dtypes, no objects), for an `.npz` that loads without pickle."""
+    arrays: dict[str, np.ndarray] = {"label_names": np.array(report.label_names, dtype=str)}
+    for r in (report.i2t, report.t2i):
+        d = r.direction
+        arrays |= {f"{d}_ap": r.ap, f"{d}_rank": r.paired_rank, f"{d}_top1": r.top1_correct}
+        arrays |= {f"{d}_labels": r.query_labels, f"{d}_at_k": np.array(-1 if r.at_k is None else r.at_k)}
+        for name, groups in (("ties", r.paired_ties), ("exact", r.paired_exact)):
+            if groups is not None:
+                arrays |= {f"{d}_{name}_{field}": getattr(groups, field) for field in _TIES}
+    return arrays
+
+
+def report_from_arrays(arrays: Mapping[str, np.ndarray]) -> EvaluationReport:
+    """The report :func:`report_arrays` stored (``KeyError`` if a field is missing)."""
+
+    def direction(d: Direction) -> RetrievalEval:
+        ap = np.asarray(arrays[f"{d}_ap"])
+        defined = ~np.isnan(ap)
+        groups = [
+            TieGroups(*(np.asarray(arrays[f"{d}_{name}_{field}"]) for field in _TIES))
+            if f"{d}_{name}_others" in arrays
+            else None
+            for name in ("ties", "exact")
+        ]
+        at_k = int(arrays[f"{d}_at_k"])
+        mean_ap = float(ap[defined].mean()) if defined.any() else float("nan")
+        return RetrievalEval(
+            d,
+            mean_ap,
+            ap,
+            np.asarray(arrays[f"{d}_rank"]),
+            np.asarray(arrays[f"{d}_top1"]),
+            None if at_k < 0 else at_k,
+            np.asarray(arrays[f"{d}_labels"]),
+            *groups,
+        )
+
+    return EvaluationReport(direction("i2t"), direction("t2i"), [str(n) for n in arrays["label_names"]])

@@ -10,18 +10,20 @@ the key, the split and the shapes match, and ignored otherwise: a changed checkp
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
-from chtn.evaluate import EvaluationReport, evaluate_embeddings
+from chtn.evaluate import EVALUATION_FORMAT, EvaluationReport, evaluate_embeddings, report_arrays, report_from_arrays
 from chtn.features import FeatureCache, default_cache_dir
 from chtn.progress import Progress
 from chtn.tower import create_tower
@@ -138,5 +140,35 @@ def embed_split(
     return Gallery(part, image, text, part.label_index)
 
 
-def evaluate_gallery(gallery: Gallery, label_names: list[str]) -> EvaluationReport:
-    return evaluate_embeddings(gallery.image, gallery.text, gallery.labels, label_names)
+def evaluate_gallery(
+    gallery: Gallery, label_names: list[str], cache_dir: Path | None = None, progress: Progress | None = None
+) -> EvaluationReport:
+    """The split's evaluation, computed once per content and kept on disk: the key is a hash of the embeddings,
+    the labels, the label names and the evaluation's format, so every page, command and session that evaluates
+    the same embeddings reads the same file (a 100,000-item split costs minutes on a CPU once, then milliseconds).
+    A damaged file is computed again; files load without pickle."""
+    path = (cache_dir or default_cache_dir()) / "evaluations" / f"{evaluation_key(gallery, label_names)}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return report_from_arrays(stored)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # damaged or from an older layout: computed again below
+    report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, label_names, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
+    with os.fdopen(handle, "wb") as file:
+        arrays: dict[str, Any] = report_arrays(report)  # Any: numpy's stubs read **arrays as its bool options
+        np.savez(file, **arrays)
+    Path(tmp).replace(path)
+    return report
+
+
+def evaluation_key(gallery: Gallery, label_names: list[str]) -> str:
+    """SHA-256 of what a split's evaluation depends on, and nothing else."""
+    digest = hashlib.sha256(f"chtn-evaluation-{EVALUATION_FORMAT}".encode())
+    for array in (gallery.image, gallery.text, gallery.labels):
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update("\x1f".join(label_names).encode())
+    return digest.hexdigest()[:32]

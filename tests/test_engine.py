@@ -168,3 +168,37 @@ def test_torchrun_shards_the_evaluation_and_rank_zero_reports_the_figures_of_one
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     found, expected = (json.loads((tmp_path / side / "summary.json").read_text()) for side in ("two", "one"))
     assert found == expected
+
+
+def test_a_split_is_evaluated_once_per_content_and_read_back_as_computed(pairs, tmp_path, monkeypatch):
+    """chtn.gallery.evaluate_gallery keeps each evaluation on disk under a hash of what it depends on: read back, it
+    equals the computed one; other embeddings are another file; a damaged file is computed again."""
+    from chtn import gallery as gal
+
+    part = pairs.split("test")
+    rng = np.random.default_rng(0)
+    image, text = (rng.standard_normal((len(part), 8)).astype(np.float32) for _ in range(2))
+    names = [f"category {i}" for i in range(int(part.label_index.max()) + 1)]
+    computed = gal.evaluate_gallery(gal.Gallery(part, image, text, part.label_index), names, tmp_path)
+    files = list((tmp_path / "evaluations").glob("*.npz"))
+    assert len(files) == 1
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(gal, "evaluate_embeddings", never)
+        again = gal.evaluate_gallery(gal.Gallery(part, image, text, part.label_index), names, tmp_path)
+    assert again.summary() == computed.summary() and again.label_names == names
+    for found, expected in ((again.i2t, computed.i2t), (again.t2i, computed.t2i)):
+        np.testing.assert_array_equal(found.ap, expected.ap)
+        np.testing.assert_array_equal(found.paired_rank, expected.paired_rank)
+        assert found.paired_ties is not None and expected.paired_ties is not None
+        np.testing.assert_array_equal(found.paired_ties.first, expected.paired_ties.first)
+    moved = image.copy()
+    moved[0, 0] += 1
+    gal.evaluate_gallery(gal.Gallery(part, moved, text, part.label_index), names, tmp_path)
+    assert len(list((tmp_path / "evaluations").glob("*.npz"))) == 2
+    files[0].write_bytes(b"not a zip file")
+    repaired = gal.evaluate_gallery(gal.Gallery(part, image, text, part.label_index), names, tmp_path)
+    assert repaired.summary() == computed.summary()

@@ -273,10 +273,10 @@ def _gain(
     """The transfer gain of the checkpoint's runs (first) against the reference's runs (second); `gallery` is the
     first run's test split, embedded already."""
     names, every = sides[0][0].label_names, [*sides[0], *sides[1]]
-    reports = [evaluate_gallery(gallery, names)]
+    reports = [evaluate_gallery(gallery, names, cache_dir)]
     for number, run in enumerate(every[1:], start=1):
         progress(0.05 + 0.25 * number / len(every), f"Transfer gain: ranking the test split with {run.path.name}")
-        reports.append(evaluate_gallery(embed_split(run, data, "test", cache_dir=cache_dir), names))
+        reports.append(evaluate_gallery(embed_split(run, data, "test", cache_dir=cache_dir), names, cache_dir))
     model, reference = reports[: len(sides[0])], reports[len(sides[0]) :]
     s = settings
     return transfer_gain(model, reference, s.resamples, s.seed, s.min_queries, s.min_effect)
