@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_app import write_sections
-from chtn.engine import block_rows
+from chtn.engine import block_rows, ranked_ap
 from chtn.evaluate import evaluate_direction, evaluate_embeddings
 from chtn.ranking import cosine_scores
 
@@ -76,9 +76,7 @@ def plain_loop_map(query: np.ndarray, gallery: np.ndarray, labels: np.ndarray, n
         rows = np.arange(lo, min(lo + step, n_queries))
         scores = cosine_scores(query[rows], gallery)
         order = np.argsort(-scores, axis=1, kind="stable")
-        relevant = np.take_along_axis(labels[rows, None] == labels[None, :], order, axis=1)
-        hits = np.cumsum(relevant, axis=1)
-        aps.append((hits / np.arange(1, len(gallery) + 1) * relevant).sum(axis=1) / relevant.sum(axis=1))
+        aps.append(ranked_ap(np.take_along_axis(labels[rows, None] == labels[None, :], order, axis=1)))
     return time.perf_counter() - start, float(np.concatenate(aps).mean())
 
 

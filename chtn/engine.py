@@ -156,16 +156,22 @@ def _by_sorting(
     ``COUNT_FROM`` rows one vectorised sort beats a Python loop over the rows."""
     order = np.argsort(-scores, axis=1, kind="stable")
     relevant = np.take_along_axis(q_labels[:, None] == g_labels[None, :], order, axis=1)
-    ranked = relevant[:, :at_k] if at_k is not None else relevant
-    hits = np.cumsum(ranked, axis=1)
-    precision = (hits / np.arange(1, ranked.shape[1] + 1) * ranked).sum(axis=1)
-    retrieved = ranked.sum(axis=1)
-    ap = np.divide(precision, retrieved, out=np.zeros(len(scores)), where=retrieved > 0)
-    ap[~relevant.any(axis=1)] = np.nan
+    ap = ranked_ap(relevant, at_k)
     if edges is None:
         return ap, relevant[:, 0], None
     below = [np.count_nonzero(scores < edges[:, [k]], axis=1) for k in range(3)]
     return ap, relevant[:, 0], np.stack([*below, np.count_nonzero(scores <= edges[:, [0]], axis=1)], axis=1)
+
+
+def ranked_ap(relevant: np.ndarray, at_k: int | None = None) -> np.ndarray:
+    """AP per row of a (q, n) bool matrix of relevance in ranked order (MAP@k-style over the first ``at_k`` with
+    it); NaN for a row with nothing relevant."""
+    ranked = relevant[:, :at_k] if at_k is not None else relevant
+    hits = np.cumsum(ranked, axis=1)
+    precision = (hits / np.arange(1, ranked.shape[1] + 1) * ranked).sum(axis=1)
+    retrieved = ranked.sum(axis=1)
+    ap = np.divide(precision, retrieved, out=np.zeros(len(ranked)), where=retrieved > 0)
+    return np.where(relevant.any(axis=1), ap, np.nan)
 
 
 def stable_positions(s: np.ndarray, items: np.ndarray, ordered: np.ndarray | None = None) -> np.ndarray:

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from chtn.directions import Direction
-from chtn.engine import BlockResult, block_rows, block_scorer, rank_block
+from chtn.engine import BlockResult, block_rows, block_scorer, rank_block, ranked_ap
 from chtn.metrics import RECALL_AT
 from chtn.progress import Progress, of_count, within
 from chtn.ranking import TIE_TOLERANCE, TieGroups, normalize_rows
@@ -73,16 +73,6 @@ class RetrievalEval:
         return (self.paired_exact.first + self.paired_exact.last) / 2
 
 
-def _ranked_ap(rel_sorted: np.ndarray, n_relevant: np.ndarray, at_k: int | None) -> np.ndarray:
-    """AP per row of a (n_q, n_g) bool matrix of relevance in ranked order; NaN where n_relevant == 0."""
-    rel = rel_sorted[:, :at_k] if at_k is not None else rel_sorted
-    hits = np.cumsum(rel, axis=1)
-    precision_sum = (hits / np.arange(1, rel.shape[1] + 1) * rel).sum(axis=1)
-    retrieved = rel.sum(axis=1)
-    ap = np.divide(precision_sum, retrieved, out=np.zeros(len(rel)), where=retrieved > 0)
-    return np.where(n_relevant > 0, ap, np.nan)
-
-
 def average_precision(scores: np.ndarray, relevant: np.ndarray, at_k: int | None = None) -> float:
     """AP of one query given gallery scores (n_g,) and a bool relevance mask (n_g,).
 
@@ -91,7 +81,7 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray, at_k: int | None
     """
     relevant = np.asarray(relevant, dtype=bool)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    return float(_ranked_ap(relevant[order][None, :], np.array([relevant.sum()]), at_k)[0])
+    return float(ranked_ap(relevant[order][None, :], at_k)[0])
 
 
 def evaluate_direction(
