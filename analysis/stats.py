@@ -4,14 +4,19 @@ comparison and the go/no-go gate (conventions: docs/conventions.md).
 The unit is the per-query difference d_q = B(q) - A(q) on the identical query set. Interval: paired bootstrap,
 percentile 95% CI of mean d_q. Test: two-sided paired randomization (sign-flip) test on mean d_q, exact
 enumeration when n <= 20. Effect size (standardized d, win/tie/loss) always beside p. Many slices: Holm for
-what can block a release, Benjamini-Hochberg for exploratory flags. Both resamplings come from scipy.stats.
+what can block a release, Benjamini-Hochberg for exploratory flags.
+
+The bootstrap draws exactly what scipy.stats.bootstrap draws (the same index matrices from the same generator, so
+the same interval: tests/test_stats.py checks it), and the sign-flip test draws its signs as random bits. Both are
+written here because they must keep up with the ranking on 100,000 queries x 10,000 resamples: scipy's bootstrap
+took 2.4x and its permutation test 14x the time of these loops at 20,000 queries (docs/scale_benchmark.md).
 """
 
 from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -27,7 +32,7 @@ MIN_QUERIES = 20  # below this a slice is "insufficient evidence": shown, never 
 EXACT_UP_TO = 20  # the randomization test enumerates all 2^n sign flips up to this many queries
 MIN_EFFECT = 0.01  # minimum practical |change| of AP: a smaller significant change is "negligible", never a flag
 TIE = 1e-12  # |d_q| at or below this is a tie (APs of one ranking code on one query set agree bit for bit)
-_BATCH = 500  # resamples evaluated at once: bounds memory at ~n x 500 floats for large query sets
+_BATCH_DRAWS = 2**23  # resampled values held at once (~64 MB of indices): memory stays bounded whatever the n
 # The unit of resampling. "queries": one checkpoint per side, queries resampled one by one (a slice within one
 # category, whose queries cannot be split further). "clusters": one checkpoint per side, whole categories resampled
 # and sign-flipped (a category's text queries rank the same gallery, so their differences move together; resampling
@@ -135,15 +140,13 @@ def paired_comparison(
 
     The resamples come from `default_rng([seed, stream])`: one seed, recorded, and a stream per slice.
     """
-    from scipy import stats
-
     base = _described(a, b, min_queries)
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     n = len(d)
     rng = np.random.default_rng([seed, stream])
     ci_low = ci_high = float("nan")
     if n >= 2 and np.ptp(d) > 0:
-        ci_low, ci_high = _percentile_ci((d,), np.mean, resamples, rng)
+        ci_low, ci_high = _percentile_interval(_bootstrap(lambda i: d[i].mean(axis=1), n, resamples, rng))
     elif n >= 2:  # every query moved by the same amount: every resample has that mean
         ci_low = ci_high = float(d[0])
     exact = n <= EXACT_UP_TO
@@ -152,18 +155,7 @@ def paired_comparison(
     elif exact:
         p_value = _exact_sign_flip_p(d)
     else:
-        p_value = float(
-            stats.permutation_test(
-                (d,),
-                np.mean,
-                permutation_type="samples",  # one paired sample: the null flips the sign of each d_q
-                n_resamples=resamples,
-                alternative="two-sided",
-                vectorized=True,
-                rng=rng,
-                batch=_BATCH,
-            ).pvalue
-        )
+        p_value = _random_sign_flip_p(d, resamples, rng)
     return replace(base, ci_low=ci_low, ci_high=ci_high, p_value=p_value, exact=exact, resamples=resamples, seed=seed)
 
 
@@ -179,26 +171,50 @@ def mean_interval(
         return float("nan"), float("nan")
     if np.ptp(values) == 0:
         return float(values[0]), float(values[0])
-    return _percentile_ci((values,), np.mean, resamples, np.random.default_rng([seed, stream]))
+    rng = np.random.default_rng([seed, stream])
+    return _percentile_interval(_bootstrap(lambda i: values[i].mean(axis=1), len(values), resamples, rng))
 
 
-def _percentile_ci(
-    samples: tuple, statistic: Callable, resamples: int, rng: np.random.Generator, paired: bool = False
-) -> tuple[float, float]:
-    """The project's interval: scipy's percentile bootstrap at CONFIDENCE, resamples drawn in batches of _BATCH."""
-    from scipy import stats
+def batch_size(resamples: int, n: int) -> int:
+    """Resamples drawn at once for n observations: at most _BATCH_DRAWS values in memory (scipy's `batch`)."""
+    return max(1, min(resamples, _BATCH_DRAWS // max(n, 1)))
 
-    ci = stats.bootstrap(
-        samples,
-        statistic,
-        paired=paired,
-        n_resamples=resamples,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=rng,
-        batch=_BATCH,
-    ).confidence_interval
-    return float(ci.low), float(ci.high)
+
+def _batches(resamples: int, n: int) -> Iterator[int]:
+    """The sizes of the successive batches of resamples (the last one may be smaller)."""
+    size = batch_size(resamples, n)
+    for start in range(0, resamples, size):
+        yield min(size, resamples - start)
+
+
+def _bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The bootstrap distribution of a statistic of n observations: per batch, `rng.integers(0, n, (batch, n))`
+    draws one row of indices per resample (as scipy.stats.bootstrap does) and `statistic` maps the index rows to
+    one value each."""
+    return np.concatenate([statistic(rng.integers(0, n, (size, n))) for size in _batches(resamples, n)])
+
+
+def _percentile_interval(distribution: np.ndarray) -> tuple[float, float]:
+    """The percentile interval at CONFIDENCE (linear interpolation, as scipy's `quantile`)."""
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(distribution, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def _random_sign_flip_p(x: np.ndarray, resamples: int, rng: np.random.Generator) -> float:
+    """Two-sided randomization p of sum(x) = 0: the share of random sign patterns whose |sum| reaches the
+    observed one, counting the observed pattern among them ((hits + 1) / (resamples + 1), as scipy does). Each
+    pattern is one random bit per value, 8 drawn per byte; with signs s = 2 * bit - 1 the flipped sum is
+    2 * (bits @ x) - sum(x), one matrix product per batch."""
+    n, total = len(x), float(x.sum())
+    observed = abs(total) * (1 - 1e-12)
+    hits = 0
+    for size in _batches(resamples, n):
+        bits = np.unpackbits(rng.integers(0, 256, (size, (n + 7) // 8), dtype=np.uint8), axis=1, count=n)
+        hits += int((np.abs(2 * (bits.astype(np.float64) @ x) - total) >= observed).sum())
+    return (hits + 1) / (resamples + 1)
 
 
 def cluster_comparison(
@@ -215,7 +231,7 @@ def cluster_comparison(
     each cluster's differences together, exactly when there are at most EXACT_UP_TO clusters.
 
     For one checkpoint per side: a category's queries move together, so resampling them one by one understates the
-    spread. Written here because scipy's bootstrap and permutation test resample single observations only.
+    spread.
     """
     base = _described(a, b, min_queries)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -228,25 +244,16 @@ def cluster_comparison(
     rng = np.random.default_rng([seed, stream])
     ci_low = ci_high = float("nan")
     if k >= 2:
-        means = np.concatenate(
-            [
-                sums[draw].sum(axis=1) / sizes[draw].sum(axis=1)
-                for draw in (rng.integers(0, k, (min(_BATCH, resamples - i), k)) for i in range(0, resamples, _BATCH))
-            ]
+        ci_low, ci_high = _percentile_interval(
+            _bootstrap(lambda i: sums[i].sum(axis=1) / sizes[i].sum(axis=1), k, resamples, rng)
         )
-        ci_low, ci_high = (float(x) for x in np.percentile(means, [2.5, 97.5]))
     exact = k <= EXACT_UP_TO
     if np.all(np.abs(sums) <= TIE):
         p_value = 1.0
     elif exact:
         p_value = _exact_sign_flip_p(sums)
     else:
-        observed = abs(float(sums.sum())) * (1 - 1e-12)
-        hits = sum(
-            int((np.abs(rng.choice([-1.0, 1.0], (min(_BATCH, resamples - i), k)) @ sums) >= observed).sum())
-            for i in range(0, resamples, _BATCH)
-        )
-        p_value = (hits + 1) / (resamples + 1)  # the observed assignment counts among the resamples
+        p_value = _random_sign_flip_p(sums, resamples, rng)
     return replace(
         base,
         ci_low=ci_low,
@@ -315,11 +322,10 @@ def median_difference_ci(
         return float("nan"), float("nan")
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return float(b[0] - a[0]), float(b[0] - a[0])
-
-    def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.median(y, axis=axis) - np.median(x, axis=axis)
-
-    return _percentile_ci((a, b), statistic, resamples, np.random.default_rng([seed, stream]), paired=True)
+    rng = np.random.default_rng([seed, stream])
+    return _percentile_interval(
+        _bootstrap(lambda i: np.median(b[i], axis=1) - np.median(a[i], axis=1), len(a), resamples, rng)
+    )
 
 
 def _exact_sign_flip_p(d: np.ndarray) -> float:

@@ -345,7 +345,20 @@ class TfidfTextEncoder:
         self.fitted = False
 
     def fit(self, texts: Sequence[str]) -> TfidfTextEncoder:
-        self.vectorizer.fit(list(texts))
+        """Fit the vocabulary and IDF on the training texts. The vocabulary is the `max_features` most frequent
+        terms, ties broken by the term itself. Chosen here rather than by scikit-learn's own `max_features`, which
+        orders tied counts with numpy's unstable argsort: its order of ties depends on the CPU's sort kernel
+        (AVX-512 or not), so one training split gave two vocabularies, and two models, on two machines."""
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        texts = list(texts)
+        params = self.vectorizer.get_params()
+        limit = params.pop("max_features")
+        counter = CountVectorizer(**{k: v for k, v in params.items() if k in CountVectorizer().get_params()})
+        totals = np.asarray(counter.fit_transform(texts).sum(axis=0)).ravel()
+        terms = counter.get_feature_names_out()
+        kept = terms[np.lexsort((terms, -totals))[:limit]]  # most frequent first, then alphabetical
+        self.vectorizer.set_params(vocabulary=sorted(kept)).fit(texts)
         # The checkpoint stores idf as float32; round it now so the fitted encoder and one restored with
         # `from_state` give bit-identical features (and the same `identity`).
         self.vectorizer.idf_ = self.vectorizer.idf_.astype(np.float32).astype(np.float64)

@@ -128,16 +128,46 @@ def embed_split(
     if found is not None:
         return Gallery(part, *found, part.label_index)
     path = _embeddings_file(checkpoint, part, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         stored = np.load(path)
         return Gallery(part, stored["image"], stored["text"], part.label_index)
     image, text = create_tower(checkpoint, device).embed_pairs(part, FeatureCache(cache_dir), progress)
+    store_embeddings(checkpoint, data, split, image, text, cache_dir)
+    return Gallery(part, image, text, part.label_index)
+
+
+def store_embeddings(
+    checkpoint: Checkpoint,
+    data: PairDataset,
+    split: str,
+    image: np.ndarray,
+    text: np.ndarray,
+    cache_dir: Path | None = None,
+) -> Path:
+    """Put a split's embeddings into the on-disk cache, where `embed_split` reads them (written atomically).
+    Besides `embed_split` itself, benchmarks use it to stand synthetic embeddings in for a large split."""
+    part = data.split(split)
+    if image.shape != text.shape or len(image) != len(part):
+        raise CHTNError(f"Embeddings of shape {image.shape} and {text.shape} do not fit {len(part):,} '{split}' rows.")
+    path = _embeddings_file(checkpoint, part, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
     with os.fdopen(handle, "wb") as file:
         np.savez(file, image=image, text=text)
     Path(tmp).replace(path)
-    return Gallery(part, image, text, part.label_index)
+    return path
+
+
+def is_evaluated(checkpoint: Checkpoint, data: PairDataset, split: str = "test", cache_dir: Path | None = None) -> bool:
+    """Whether the split's embeddings and their evaluation are both on disk (`evaluate_gallery` will only read)."""
+    if not split_is_embedded(checkpoint, data, split, cache_dir):
+        return False
+    gallery = embed_split(checkpoint, data, split, cache_dir=cache_dir)
+    return _evaluation_file(gallery, checkpoint.label_names, cache_dir).exists()
+
+
+def _evaluation_file(gallery: Gallery, label_names: list[str], cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "evaluations" / f"{evaluation_key(gallery, label_names)}.npz"
 
 
 def evaluate_gallery(
@@ -147,7 +177,7 @@ def evaluate_gallery(
     the labels, the label names and the evaluation's format, so every page, command and session that evaluates
     the same embeddings reads the same file (a 100,000-item split costs minutes on a CPU once, then milliseconds).
     A damaged file is computed again; files load without pickle."""
-    path = (cache_dir or default_cache_dir()) / "evaluations" / f"{evaluation_key(gallery, label_names)}.npz"
+    path = _evaluation_file(gallery, label_names, cache_dir)
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as stored:

@@ -179,8 +179,9 @@ def _shown(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, near: _NearNames, base: Path) -> bool:
-    """Whether the image opens exactly as training opens it (`open_rgb`: full decode to RGB)."""
+def _image_problem(path: Path, near: _NearNames, base: Path) -> tuple[str, str, str | None] | None:
+    """What keeps the image from opening exactly as training opens it (`open_rgb`: full decode to RGB), as
+    (problem, detail, fix or None for the problem's usual fix); None when it opens."""
     from PIL import Image
 
     try:
@@ -188,20 +189,15 @@ def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, n
     except OSError:  # a name too long for the file system: a missing file
         is_dir = is_file = exists = False
     if is_dir:
-        report.add("image path is a folder", row, item_id, _shown(path, base))
-        return False
+        return "image path is a folder", _shown(path, base), None
     if exists and not is_file:  # a named pipe, a device or a socket: never opened (a pipe would block)
-        report.add("image path is not a regular file", row, item_id, _shown(path, base))
-        return False
+        return "image path is not a regular file", _shown(path, base), None
     if not is_file:
         match = near.find(path)
         if match is None:
-            report.add("missing image file", row, item_id, _shown(path, base))
-        else:
-            fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
-            detail = f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})"
-            report.add("missing image file", row, item_id, detail, fix)
-        return False
+            return "missing image file", _shown(path, base), None
+        fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
+        return "missing image file", f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})", fix
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over MAX_PIXELS: reported below
@@ -211,21 +207,18 @@ def _check_image(report: ValidationReport, row: int, item_id: str, path: Path, n
         limit = Image.MAX_IMAGE_PIXELS
         assert limit is not None  # Pillow raises the error only while its limit is set
         detail = f"{path.name}: over {2 * limit:,} pixels, refused as a decompression bomb"
-        report.add("image too large", row, item_id, detail)
-        return False
+        return "image too large", detail, None
     except (OSError, SyntaxError, ValueError):  # not an image: the full decode below says so, as training would
         width = height = 0
     if width * height > MAX_PIXELS:
-        report.add("image too large", row, item_id, f"{path.name}: {width}x{height} = {width * height:,} pixels")
-        return False
+        return "image too large", f"{path.name}: {width}x{height} = {width * height:,} pixels", None
     try:
         open_rgb(path)
     except CHTNError as exc:
         cause = exc.__context__  # PIL's own words ("image file is truncated ...") name the fault
         reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
-        report.add("unreadable image file", row, item_id, f"{path.name} ({reason})")
-        return False
-    return True
+        return "unreadable image file", f"{path.name} ({reason})", None
+    return None
 
 
 def _check_text(report: ValidationReport, row: int, item_id: str, text: str, max_chars: int) -> None:
@@ -302,9 +295,16 @@ def validate_pairs(
     near, base = _NearNames(), _base(data.source)
     seen_ids: dict[str, int] = {}
     content: dict[str, list[int]] = defaultdict(list)  # image bytes (or the path, if unreadable) -> rows
+    images: dict[Path, tuple[str, str, str | None] | None] = {}  # one decode per file, named by however many rows
     for row in rows:
         item_id, path, label, split = data.ids[row], data.image_paths[row], data.labels[row], data.splits[row]
-        readable = check_images and _check_image(report, row, item_id, path, near, base)
+        readable = False
+        if check_images:
+            if path not in images:
+                images[path] = _image_problem(path, near, base)
+            if (found := images[path]) is not None:
+                report.add(found[0], row, item_id, found[1], found[2])
+            readable = found is None
         content[file_digest(path) if readable else str(path)].append(row)
         _check_text(report, row, item_id, data.texts[row], max_text_chars)
         if not label:
@@ -334,8 +334,8 @@ def validate_source(data: SourceDataset, check_images: bool = True) -> Validatio
     report = ValidationReport(len(data))
     near, base = _NearNames(), _base(data.source)
     for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
-        if check_images:
-            _check_image(report, row, path.name, path, near, base)
+        if check_images and (found := _image_problem(path, near, base)) is not None:
+            report.add(found[0], row, path.name, found[1], found[2])
         if not label:
             report.add("empty label", row, path.name, str(path))
     return report

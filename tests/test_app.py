@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +27,17 @@ def _app(page: str | None = None, **params: str) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def _evaluated(at: AppTest) -> AppTest:
+    """Rerun until the page is past the shared evaluation job's progress, which a split that is not embedded yet
+    shows first (a browser's poll reruns by itself); a bound against a hang, not a speed check."""
+    for _ in range(2400):
+        if not any(info.value.startswith("**Evaluating ") for info in at.info):
+            return at
+        time.sleep(0.5)
+        at.run()
+    raise AssertionError("the evaluation never finished")
 
 
 def _texts(at: AppTest) -> str:
@@ -318,21 +330,22 @@ def test_app_start_skips_the_umap_warm_up_when_told(monkeypatch):
 
 
 @pytest.mark.xdist_group("umap")  # with test_projection: UMAP compiles once per worker (tests/test_projection.py)
-def test_shared_space_page_projects_everything_and_says_when_it_samples(fashion, tmp_path, monkeypatch):
+def test_shared_space_page_projects_everything_and_says_when_it_samples(tmp_path, monkeypatch):
     """First visit: the UMAP is not cached, so the page shows the instant PCA and says so while a background
-    job computes the UMAP; once the UMAP is in the disk cache, the page shows it and says which it shows."""
-    from analysis.projection.project import ProjectionParams, project_gallery
-
+    job computes the UMAP; once the job has put the UMAP in the disk cache, the page shows it and says which."""
     monkeypatch.setenv("CHTN_CACHE_DIR", str(tmp_path))  # an empty cache, whichever test of this worker ran before
 
     at = _app("views/space.py")
     assert not at.error
     assert len(at.get("plotly_chart")) == 1
-    assert [i.value for i in at.info if "Showing **PCA** while UMAP compiles/computes" in i.value]
+    interim = "Showing **PCA** while UMAP compiles/computes"
+    assert [i.value for i in at.info if interim in i.value]
     assert any("UMAP computing in the background" in c.value for c in at.caption)
-    gallery = fashion[0]
-    project_gallery(gallery.image, gallery.text, gallery.labels, ProjectionParams())  # the page's defaults
-    at.run()
+    for _ in range(3600):  # what the page's poll does in a browser; a bound against a hang, not a speed check
+        if not any(interim in i.value for i in at.info):
+            break
+        time.sleep(0.5)
+        at.run()
     assert not at.exception and not at.error and not at.info
     assert any("Showing **UMAP (umap-learn)**" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 1

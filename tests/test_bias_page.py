@@ -38,7 +38,7 @@ def test_the_gain_comes_first_and_the_source_diagnostics_follow_from_a_backgroun
 
 def test_cifar_source_page_says_the_source_was_switched_off_and_shows_every_category():
     at = _complete(_app("views/bias.py", checkpoint="chtn_cifar_source"))
-    assert not at.error
+    assert not at.error, [e.value for e in at.error]
     assert any("switched the source off" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert len(table) == 20 and {"ΔAP I->T", "flag T->I", "covering source class", "A-distance"} <= set(table)

@@ -330,6 +330,20 @@ def test_tfidf_state_round_trip_is_exact(analyzer, pairs):
     assert restored.vocabulary == vocabulary and restored.feature_dim == len(vocabulary) == fitted.feature_dim
 
 
+def test_tfidf_vocabulary_cut_breaks_ties_by_the_term_and_otherwise_equals_scikit_learn(pairs):
+    """Terms tied at the `max_features` cut are kept in alphabetical order (scikit-learn's own cut orders ties by
+    numpy's unstable sort, which differs between CPUs); away from ties the vocabulary and IDF are scikit-learn's."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    tied = TfidfTextEncoder("word", (1, 1), 2).fit(["pear fig apple", "apple fig pear", "kiwi apple"])
+    assert tied.vocabulary == ["apple", "fig"]  # apple 3; fig, pear 2 each: fig comes first
+    texts = pairs.split("train").texts
+    ours = TfidfTextEncoder("word", (1, 1), 10_000).fit(texts)  # a limit above the vocabulary size: no cut, no tie
+    reference = TfidfVectorizer(analyzer="word", ngram_range=(1, 1), sublinear_tf=True).fit(texts)
+    assert ours.vocabulary == list(reference.get_feature_names_out())
+    np.testing.assert_allclose(ours.vectorizer.idf_, reference.idf_, rtol=1e-6)
+
+
 def test_tfidf_encodes_an_empty_batch():
     encoder = TfidfTextEncoder("char_wb", (1, 2)).fit(ZH_TRAIN)
     assert encoder.encode([]).shape == (0, encoder.feature_dim)

@@ -34,7 +34,7 @@ def _wait_for(tab, text: str) -> None:
 
 
 def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     checkpoint = ws.open_checkpoint(ws.DEFAULT_CHECKPOINT)
     dataset = ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0].fingerprint()
@@ -71,7 +71,8 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
             tab.reload()
         for name, tab in tabs.items():
             _wait_for(tab, "Verdicts on this checkpoint")
-            assert tab.get_by_label("Your name").input_value() == name  # kept by this browser, not by the link
+            expect(tab.get_by_label("Your name")).to_have_value(name, timeout=30_000)  # kept by this browser, not
+            # by the link
             _wait_for(tab, "— Bob,")
             text = tab.locator("body").inner_text()
             assert "— Ada," in text and "Ada's note: the caption says socks" in text

@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 from analysis.stats import (
     MIN_QUERIES,
     adjust_p_values,
+    batch_size,
     check_same_queries,
     cluster_comparison,
     compare_slices,
+    mean_interval,
+    median_difference_ci,
     paired_comparison,
     runs_comparison,
 )
@@ -48,6 +51,55 @@ def test_bootstrap_interval_matches_a_plain_resampling_reference():
     assert result.ci_low == pytest.approx(low, abs=0.002)
     assert result.ci_high == pytest.approx(high, abs=0.002)
     assert result.ci_low < result.delta < result.ci_high
+
+
+@pytest.mark.parametrize("n", [400, 5_000])  # one batch, and several batches with a shorter last one
+def test_bootstrap_intervals_equal_scipy_given_the_same_draws(n):
+    """The hand-written bootstrap draws the index matrices scipy.stats.bootstrap draws, batch for batch, so its
+    percentile intervals are scipy's to rounding: of a mean, and of a paired difference of medians."""
+    from scipy import stats
+
+    a, b = _scores(n, 0.02, seed=n)
+    resamples, seed = 3_000, 11
+    batch = batch_size(resamples, n)
+
+    def scipy_ci(data, statistic, paired=False):
+        ci = stats.bootstrap(
+            data,
+            statistic,
+            paired=paired,
+            n_resamples=resamples,
+            method="percentile",
+            batch=batch,
+            rng=np.random.default_rng([seed, 0]),
+        ).confidence_interval
+        return ci.low, ci.high
+
+    assert mean_interval(b - a, resamples, seed) == pytest.approx(scipy_ci((b - a,), np.mean), abs=1e-12)
+    result = paired_comparison(a, b, resamples, seed)
+    assert (result.ci_low, result.ci_high) == pytest.approx(scipy_ci((b - a,), np.mean), abs=1e-12)
+
+    def median_difference(x, y, axis=-1):
+        return np.median(y, axis=axis) - np.median(x, axis=axis)
+
+    expected = scipy_ci((a, b), median_difference, paired=True)
+    assert median_difference_ci(a, b, resamples, seed) == pytest.approx(expected, abs=1e-12)
+
+
+def test_random_sign_flips_estimate_the_exact_p_above_the_enumeration_limit():
+    """At 22 queries (past EXACT_UP_TO) the random test's p lies within four Monte Carlo standard errors of the
+    full enumeration of all 2^22 sign patterns, for a null, a borderline and a clear shift."""
+    rng = np.random.default_rng(5)
+    for shift in (0.0, 0.03, 0.08):
+        d = rng.normal(shift, 0.1, size=22)
+        sums = np.zeros(1)
+        for value in d:
+            sums = np.concatenate([sums + value, sums - value])
+        exact = np.mean(np.abs(sums) >= abs(d.sum()) * (1 - 1e-12))
+        result = paired_comparison(np.zeros(22), d, resamples=20_000, seed=1)
+        assert not result.exact
+        se = np.sqrt(max(exact * (1 - exact), 1e-4) / 20_000)
+        assert result.p_value == pytest.approx(exact, abs=4 * se)
 
 
 def test_randomization_p_agrees_with_the_paired_t_test_on_many_queries():

@@ -207,6 +207,7 @@ def test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped(flaw
     from streamlit.testing.v1 import AppTest
 
     from tests.conftest import ROOT
+    from tests.test_app import _evaluated
 
     path, flaws = flawed
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
@@ -214,7 +215,7 @@ def test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped(flaw
     at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
     at.text_input(key="sb_dataset_path").input(path).run()
     assert not at.exception and 'tick "Skip invalid rows"' in at.error[0].value
-    at.checkbox(key="sb_skip_invalid").check().run()
+    _evaluated(at.checkbox(key="sb_skip_invalid").check().run())
     assert not at.exception and not at.error and len(at.metric) == 9
     n_bad = len(_ids(flaws, "test", path))
     assert at.warning[0].value.startswith(f"Skipped {n_bad} invalid of 24 rows of the test split.")
@@ -238,3 +239,21 @@ def test_a_split_command_warns_about_its_images_that_are_training_images(flawed,
     assert f"{LEAK}: 1 — test id {flaws['pair split across train/test'][0]}" in capsys.readouterr().out
     _, clean = load_checked_pairs(PAIRS, "test")
     assert LEAK not in clean.warnings  # the sample's test images are not training images
+
+
+def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_path, monkeypatch):
+    """A large split may reuse one file in many rows: it is opened once per validation, and a problem with it is
+    reported on every row that names it."""
+    import chtn.validation as validation
+
+    good = load_pairs(PAIRS).image_paths[0]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:200])  # a truncated JPEG
+    rows = [f"{i},{good if i % 2 else broken},title {i},{'Tshirts'},test" for i in range(10)]
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("id,image,text,label,split\n" + "\n".join(rows) + "\n")
+    opened: list[str] = []
+    monkeypatch.setattr(validation, "open_rgb", lambda path: opened.append(path.name) or open_rgb(path))
+    report = validate_pairs(load_pairs(manifest), ["Tshirts"])
+    assert sorted(opened) == sorted([good.name, "broken.jpg"])  # two files, ten rows
+    assert [f.row for f in report.problems["unreadable image file"]] == [0, 2, 4, 6, 8]

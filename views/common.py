@@ -15,14 +15,17 @@ restarting).
 from __future__ import annotations
 
 from collections.abc import Container
+from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import streamlit as st
 
 from analysis import workspace as ws
 from analysis.compare import decisions
-from analysis.jobs import BackgroundJobs, Job
+from analysis.jobs import BackgroundJobs, Job, eta_text
 from analysis.review.store import ReviewStore
 from analysis.store import StoreError, default_location
 from chtn import gallery as gal
@@ -30,6 +33,7 @@ from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
+from chtn.progress import Progress, within
 from chtn.validation import FIXES, LEAK, ValidationReport
 
 OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
@@ -79,30 +83,77 @@ def _dataset(
     )
 
 
+EVALUATION_WAIT_SECONDS = 2.0  # an evaluation done by then (the sample's: milliseconds) opens in the same run
+POLL_SECONDS = 2.0  # how often a page waiting for its evaluation reads the job's progress
+
+
+@st.cache_resource(show_spinner=False)
+def evaluation_jobs() -> BackgroundJobs[None]:
+    """One registry per server: every session that opens the same checkpoint and dataset waits for one job."""
+    return BackgroundJobs()
+
+
+class _NotPrepared(Exception):
+    """The split's embeddings or evaluation are not on disk yet (st.cache_resource caches no exception)."""
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _opened_gallery(
     checkpoint_digest: str, fingerprint: str, _checkpoint: Checkpoint, _data: PairDataset
 ) -> tuple[gal.Gallery, EvaluationReport]:
-    """The embedded test split and its evaluation, shared read-only by every session (keyed by content)."""
+    """The embedded test split and its evaluation, read from the disk caches and shared read-only by every session
+    (keyed by content); raises _NotPrepared while they are not there."""
+    if not gal.is_evaluated(_checkpoint, _data):
+        raise _NotPrepared
     gallery = gal.embed_split(_checkpoint, _data, "test")
     return gallery, gal.evaluate_gallery(gallery, _checkpoint.label_names)
 
 
+def _prepare(checkpoint: Checkpoint, data: PairDataset, progress: Progress) -> None:
+    """The background job's work: embed the test split (unless it is on disk) and evaluate it, into the caches."""
+    embedded = gal.split_is_embedded(checkpoint, data)
+    gallery = gal.embed_split(checkpoint, data, "test", None if embedded else within(progress, 0, 0.5))
+    gal.evaluate_gallery(gallery, checkpoint.label_names, progress=within(progress, 0.5 * (not embedded), 1))
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _wait_for_evaluation(job: Job[None]) -> None:
+    """The evaluation job's count and ETA, the same for every session; once it is done the page reruns."""
+    if job.done():
+        st.rerun(scope="app")
+    fraction, _, _ = job.progress.snapshot()
+    st.progress(fraction, text=f"Evaluating the test split: {eta_text(job)}")
+
+
 def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, EvaluationReport]:
-    """The first open of a (checkpoint, dataset) embeds the split with a progress bar (into the disk cache:
-    a bar cannot live inside a cached function); every later open reads it through the shared cache."""
-    if not gal.split_is_embedded(checkpoint, data):
-        bar = st.progress(0.0, text="Embedding the test split (once per checkpoint and dataset)…")
-        try:
-            gal.embed_split(
-                checkpoint,
-                data,
-                "test",
-                lambda fraction, text: bar.progress(fraction, text=text),
-            )
-        finally:  # a failed embedding shows its error alone, not under a bar stuck at 0%
-            bar.empty()
-    return _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)
+    """The test split's embeddings and evaluation: from the shared cache when they are on disk. Otherwise one
+    background job per checkpoint and dataset, shared by every session that asks, computes them (minutes for a
+    100,000-item split on a CPU) while the page shows its progress and ETA and stops; it fills in by itself."""
+    fingerprint = data.fingerprint()
+    try:
+        return _opened_gallery(checkpoint.digest, fingerprint, checkpoint, data)
+    except _NotPrepared:
+        pass
+    jobs = evaluation_jobs()
+    job = jobs.submit(f"{checkpoint.digest}-{fingerprint}", partial(_prepare, checkpoint, data))
+    futures.wait([job.future], timeout=EVALUATION_WAIT_SECONDS)
+    if not job.done():
+        st.info(
+            f"**Evaluating {checkpoint.path.name} on {len(data.split('test')):,} test items**, once for everyone "
+            "who opens this checkpoint and dataset: every query ranked over the whole gallery. The page opens by "
+            "itself when it is done; later opens read the result from disk.",
+            icon=":material/hourglass_top:",
+        )
+        _wait_for_evaluation(job)
+        st.stop()
+    error = job.error()
+    if isinstance(error, CHTNError):  # a problem with the input: said like any other, and tried afresh on the
+        jobs.retry(job.key)  # next open (after the fix the user makes)
+        raise error
+    if error is not None:
+        job_failed(jobs, job, "Evaluating the test split")
+        st.stop()
+    return _opened_gallery(checkpoint.digest, fingerprint, checkpoint, data)
 
 
 def recipe_runs_checkbox(effect: str) -> bool:
@@ -253,10 +304,8 @@ def context() -> Context:
         data, checked = _dataset(
             str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, "test", checkpoint
         )
-        gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
-        st.error(f"**Cannot open this model/data.** {exc}".replace("\n", "  \n"), icon=":material/error:")
-        st.stop()
+        _cannot_open(exc)
     if not checked.ok:
         st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
     leaks = checked.warnings.get(LEAK, [])
@@ -267,8 +316,17 @@ def context() -> Context:
             f"optimistic. {FIXES[LEAK].capitalize()}.",
             icon=":material/content_copy:",
         )
+    try:  # after the warnings: they stay on screen while a large split's evaluation runs
+        gallery, report = _gallery(checkpoint, data)
+    except CHTNError as exc:
+        _cannot_open(exc)
     st.query_params["checkpoint"] = ref  # see _checkpoint_choice: not one widget's value
     return Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
+
+
+def _cannot_open(exc: CHTNError) -> NoReturn:
+    st.error(f"**Cannot open this model/data.** {exc}".replace("\n", "  \n"), icon=":material/error:")
+    st.stop()
 
 
 def all_rows(ctx: Context) -> PairDataset:

@@ -194,7 +194,7 @@ def verdict(page: Comparing) -> None:
     candidate, baseline = page.candidate, page.baseline
     st.markdown(
         f"**B** `{candidate.path.stem}` ({candidate.digest[:8]}) against **A** `{baseline.path.stem}` "
-        f"({baseline.digest[:8]}) on {comparison.n_queries} test queries · {comparison.resamples:,} resamples, seed "
+        f"({baseline.digest[:8]}) on {comparison.n_queries:,} test queries · {comparison.resamples:,} resamples, seed "
         f"{comparison.seed} · same ranking code and query set for both"
     )
     (st.success if decision.verdict == "GO" else st.warning)(  # an error box is for what broke, not a NO-GO
@@ -336,10 +336,11 @@ def aligned_spaces(page: Comparing) -> None:
     gallery_a, gallery_b = page.runs_a[0][1], page.ctx.gallery
     pair = page.pair
     points = aligned(pair.baseline, pair.candidate, pair.dataset, method, gallery_a, gallery_b, page.ctx.label_names)
+    labels = dict(zip(points.index, points["id"].astype(str) + " · " + points["modality"] + " · " + points["category"]))
     follow = st.selectbox(
         "Follow an item (ringed in both; the arrow shows where B moved it)",
         [None, *points.index],
-        format_func=lambda i: "none" if i is None else f"{points.id[i]} · {points.modality[i]} · {points.category[i]}",
+        format_func=lambda i: "none" if i is None else labels[i],
     )
     st.plotly_chart(render.aligned_figure(points, follow), width="stretch")
     st.caption(

@@ -27,7 +27,7 @@ def category_intervals(checkpoint_digest: str, fingerprint: str, _report: Evalua
 ctx = context()
 st.title("Overview")
 st.caption(
-    f"{len(ctx.gallery)} test pairs · query set = gallery · cosine · MAP over the full ranking "
+    f"{len(ctx.gallery):,} test pairs · query set = gallery · cosine · MAP over the full ranking "
     "(ties broken by gallery order)"
 )
 

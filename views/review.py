@@ -12,8 +12,10 @@ analysis.review.workflow; this page draws them, part by part, in the order of th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -23,7 +25,7 @@ from analysis.review import queue as rq
 from analysis.review import workflow as wf
 from analysis.review.agreement import agreement
 from analysis.review.drafts import SaveTarget, VerdictDesk
-from analysis.review.render import ReviewContext, export_files
+from analysis.review.render import ExportFile, ReviewContext, export_files
 from analysis.review.store import MAX_REVIEWER_CHARS, VERDICTS, ReviewStore
 from chtn.checkpoint import code_version
 from chtn.directions import DIRECTION_NAMES
@@ -225,15 +227,15 @@ def counts(review: Review, queue: Queue, previous: str | None) -> None:
     """Reviewed, unreviewed, disputed, new regressions; the page stops here when no item is left to show."""
     tally = wf.tally(queue.items, review.outcomes)
     cols = st.columns(5)
-    cols[0].metric("Reviewed", f"{tally.reviewed} of {tally.total}")
-    cols[1].metric("Unreviewed", tally.unreviewed)
+    cols[0].metric("Reviewed", f"{tally.reviewed:,} of {tally.total:,}")
+    cols[1].metric("Unreviewed", f"{tally.unreviewed:,}")
     cols[2].metric("Disputed", tally.disputed, help="Reviewers' current verdicts on the item disagree.")
     cols[3].metric(
         "New regressions",
         tally.new_regressions,
         help=f"Retrieved well by the last reviewed checkpoint ({previous or 'none yet'}), mis-retrieved now.",
     )
-    cols[4].metric("Mis-retrieved queries", f"{tally.mis_retrieved} of {tally.queries}")
+    cols[4].metric("Mis-retrieved queries", f"{tally.mis_retrieved:,} of {tally.queries:,}")
     if queue.items.empty:
         st.info("No item matches: change the filters.")
         st.stop()
@@ -287,12 +289,16 @@ def navigation(review: Review, queue: Queue) -> pd.Series:
         disabled=unreviewed is None,
     )
 
-    def label(p: int) -> str:
-        row = items.iloc[p - 1]
-        return wf.choice_label(row, review.desk.draft(row["query_id"], row["direction"]) is not None)
-
+    labels = [  # one pass over the rows: a queue of all mis-retrievals holds thousands at scale
+        wf.choice_label(row, review.desk.draft(row["query_id"], row["direction"]) is not None)
+        for row in items.to_dict("records")
+    ]
     choice = nav[3].selectbox(
-        "Item", items["position"].tolist(), index=position - 1, label_visibility="collapsed", format_func=label
+        "Item",
+        items["position"].tolist(),
+        index=position - 1,
+        label_visibility="collapsed",
+        format_func=lambda p: labels[p - 1],
     )
     if choice != position:
         go(choice, *moving)
@@ -458,6 +464,20 @@ def agreement_panel(review: Review, queue: Queue, current: pd.DataFrame) -> None
                          query_params=to.params)  # fmt: skip
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _export_files(
+    queue: pd.DataFrame,
+    current: pd.DataFrame,
+    history: pd.DataFrame,
+    context: ReviewContext,
+    _images: Sequence[Path],  # the dataset's, which `context.dataset` (its fingerprint) already keys
+) -> list[ExportFile]:
+    """The export files, built once per content (seconds for a queue of thousands of mis-retrievals), stamped with
+    the time they were built."""
+    stamped = replace(context, generated_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    return export_files(queue, current, history, stamped, _images)
+
+
 def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
     """The queue with its verdicts as CSV, JSON and an HTML summary."""
     st.divider()
@@ -468,7 +488,7 @@ def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
         review.ctx.data_path,
         wf.queue_name(review.store, queue.meeting, queue.spec),
         review.store.describe() if review.store else f"none ({review.store_error})",
-        datetime.now(UTC).isoformat(timespec="seconds"),
+        "",  # stamped when the files are built
         code_version(),
         queue.meeting,
     )
@@ -478,7 +498,7 @@ def exports(review: Review, queue: Queue, current: pd.DataFrame) -> None:
     # Built on every run (small files), not when clicked: a file's address is a hash of its content, so a click
     # never reruns the page nor waits, and a second click at once still finds its file (a deferred download's
     # generator is forgotten by the next rerun, so a quick second click found nothing).
-    files = export_files(queue.items, current, history, review_context, review.ctx.gallery.data.image_paths)
+    files = _export_files(queue.items, current, history, review_context, review.ctx.gallery.data.image_paths)
     for column, file in zip(st.columns(3), files):
         column.download_button(
             file.label, file.payload, file.name, file.mime, icon=":material/download:", on_click="ignore"
