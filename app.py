@@ -15,7 +15,7 @@ import streamlit as st
 
 from analysis.jobs import serialise_ast_parsing
 from analysis.projection.project import warm_up_umap
-from views.common import sidebar
+from views.common import sidebar, track_page
 
 
 @st.cache_resource(show_spinner=False)
@@ -48,6 +48,7 @@ navigation = st.navigation(
         st.Page("views/compare.py", title="Compare checkpoints", icon=":material/compare:", url_path="compare"),
     ]
 )
+track_page(navigation.url_path)
 sidebar(review_database=navigation.url_path in ("review", "compare"))  # here: the same widgets on every page
 navigation.run()
 if os.environ.get("CHTN_UMAP_WARM_UP", "1") != "0":  # "0": compile on the first Shared space visit instead

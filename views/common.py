@@ -156,6 +156,22 @@ def _gallery(checkpoint: Checkpoint, data: PairDataset) -> tuple[gal.Gallery, Ev
     return _opened_gallery(checkpoint.digest, fingerprint, checkpoint, data)
 
 
+_PAGE, _CAME_FROM = "_page", "_came_from"
+
+
+def track_page(url_path: str) -> None:
+    """Called by the entrypoint at the start of every run: which page ran before this one, for `new_visit`."""
+    st.session_state[_CAME_FROM] = st.session_state.get(_PAGE)
+    st.session_state[_PAGE] = url_path
+
+
+def new_visit(url_path: str) -> bool:
+    """Whether this run of the page `url_path` comes from another page (a link, the sidebar, the browser's Back)
+    rather than from a click on the page itself. Not "is my widget's state gone": Streamlit drops the state of a left
+    page's widgets only when the next page's run ends, and a quick Back interrupts that run."""
+    return st.session_state.get(_CAME_FROM) != url_path
+
+
 def recipe_runs_checkbox(effect: str) -> bool:
     """ "Use the other training runs of each recipe", on by default; `effect` says what the runs change on this page.
     Bound to `?runs=` (Streamlit's query-parameter binding: `runs=false` when off), so it is kept across pages and a

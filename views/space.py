@@ -30,7 +30,7 @@ from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.features import default_cache_dir
 from chtn.images import thumbnail_uris
-from views.common import context, job_failed
+from views.common import context, job_failed, new_visit
 from views.links import attribution_link, explorer_link
 
 ctx = context()
@@ -38,6 +38,7 @@ gallery, names, report = ctx.gallery, ctx.label_names, ctx.report
 data = gallery.data
 
 THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
+_DRAWN = "_sp_drawn"  # the region drawn on the map during this visit (its URL parameter), until cleared
 POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether its UMAP is ready
 
 
@@ -66,14 +67,18 @@ def cached_gap(digest: str, fingerprint: str):
     return modality_gap(gallery.image, gallery.text, gallery.labels, names)
 
 
-def chosen_points(table, event, drawn_before: bool, shown_on: str) -> tuple:
+def chosen_points(table, event, shown_on: str) -> tuple:
     """The items selected on the map, and whether they come from the URL. The drawn box or lasso goes into the
     URL (`region`: its shape and the projection it was drawn on, not its items), so a link or the browser's Back
-    reopens the same selection; a cleared selection clears it; a region of another projection selects nothing."""
+    reopens the same selection; clearing a selection drawn on this visit clears it; a region of another projection
+    selects nothing. An empty selection event alone clears nothing: a chart drawn again (after Back, say) reports
+    one by itself."""
+    if new_visit("space"):
+        st.session_state.pop(_DRAWN, None)
     drawn = region.from_selection(event.selection, shown_on) if event else None
     if drawn is not None:
-        st.query_params["region"] = drawn.param()
-    elif drawn_before:
+        st.query_params["region"] = st.session_state[_DRAWN] = drawn.param()
+    elif st.session_state.pop(_DRAWN, None) is not None:  # the selection drawn on this visit was cleared
         st.query_params.pop("region", None)
     elif (linked := region.parse(st.query_params.get("region"))) is not None:
         if linked.on == shown_on:
@@ -210,10 +215,9 @@ with plot_col:
     if len(point):  # a link from the Review page: the map centred on that item (zoom out with a double click)
         st.caption(f"Centred on {point.iloc[0].id} ({point.iloc[0].modality}); double-click the map to see all of it.")
     figure = scatter_figure(table, colour, focus=point.iloc[0] if len(point) else None)
-    drawn_before = "sp_chart" in st.session_state  # else a new visit: the URL's region is the selection
     event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
 
-selected, restored = chosen_points(table, event, drawn_before, region.projection_tag(replace(params, method=on_screen)))
+selected, restored = chosen_points(table, event, region.projection_tag(replace(params, method=on_screen)))
 st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''}")
 if restored:
     st.caption("The selection of the link (the region drawn when it was made); draw a new one to replace it.")
