@@ -6,6 +6,8 @@ screenshots under test-artifacts/ (look at them).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import ROOT
@@ -124,6 +126,18 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
     page.screenshot(path=str(ARTIFACTS / "attribution.png"), full_page=True)
 
 
+def _wait_for_text(page, text: str, shot: str, seconds: float = 120) -> None:
+    """Poll the page's rendered text until it holds `text`; on a timeout, keep a screenshot in ARTIFACTS and say
+    what the page showed instead."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text in page.locator("body").inner_text():
+            return
+        page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    raise AssertionError(f"{text!r} never appeared at {page.url}: {page.locator('body').inner_text()[:1500]}")
+
+
 def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     """The first visit shows the PCA with a note, then the UMAP by itself; a lasso drawn with the mouse over the
     UMAP map fills the selection table and its per-category counts, and Back from the explorer reopens it."""
@@ -170,7 +184,7 @@ def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     assert_clean(page)
     assert "explorer" in page.url and "query=" in page.url
     page.go_back()  # the lasso is in the map's URL: Back reopens the same selection
-    page.get_by_text("The selection of the link").wait_for(timeout=120_000)
+    _wait_for_text(page, "The selection of the link", "space_back_failure.png")
     again = int(re.search(r"\d+", page.get_by_text(re.compile(r"Selection: \d+ items?")).inner_text()).group())
     assert "region=" in page.url and abs(again - count) <= max(3, count // 20)  # the lasso's shape, thinned
     page.screenshot(path=str(ARTIFACTS / "space_back.png"), full_page=True)
