@@ -158,12 +158,16 @@ def store_embeddings(
     return path
 
 
-def is_evaluated(checkpoint: Checkpoint, data: PairDataset, split: str = "test", cache_dir: Path | None = None) -> bool:
-    """Whether the split's embeddings and their evaluation are both on disk (`evaluate_gallery` will only read)."""
-    if not split_is_embedded(checkpoint, data, split, cache_dir):
-        return False
-    gallery = embed_split(checkpoint, data, split, cache_dir=cache_dir)
-    return _evaluation_file(gallery, checkpoint.label_names, cache_dir).exists()
+def stored_evaluation(
+    gallery: Gallery, label_names: list[str], cache_dir: Path | None = None
+) -> EvaluationReport | None:
+    """The split's evaluation when it is on disk (see `evaluate_gallery`), else None (also for a damaged file)."""
+    path = _evaluation_file(gallery, label_names, cache_dir)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return report_from_arrays(stored)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # absent, damaged or from an older layout
 
 
 def _evaluation_file(gallery: Gallery, label_names: list[str], cache_dir: Path | None) -> Path:
@@ -177,13 +181,10 @@ def evaluate_gallery(
     the labels, the label names and the evaluation's format, so every page, command and session that evaluates
     the same embeddings reads the same file (a 100,000-item split costs minutes on a CPU once, then milliseconds).
     A damaged file is computed again; files load without pickle."""
+    stored = stored_evaluation(gallery, label_names, cache_dir)
+    if stored is not None:
+        return stored
     path = _evaluation_file(gallery, label_names, cache_dir)
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                return report_from_arrays(stored)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # damaged or from an older layout: computed again below
     report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, label_names, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix

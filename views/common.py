@@ -103,10 +103,13 @@ def _opened_gallery(
 ) -> tuple[gal.Gallery, EvaluationReport]:
     """The embedded test split and its evaluation, read from the disk caches and shared read-only by every session
     (keyed by content); raises _NotPrepared while they are not there."""
-    if not gal.is_evaluated(_checkpoint, _data):
+    if not gal.split_is_embedded(_checkpoint, _data):
         raise _NotPrepared
     gallery = gal.embed_split(_checkpoint, _data, "test")
-    return gallery, gal.evaluate_gallery(gallery, _checkpoint.label_names)
+    report = gal.stored_evaluation(gallery, _checkpoint.label_names)
+    if report is None:
+        raise _NotPrepared
+    return gallery, report
 
 
 def _prepare(checkpoint: Checkpoint, data: PairDataset, progress: Progress) -> None:
