@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 import traceback
@@ -338,7 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         check_args(args)
-        return load_command(args.func)(args)
+        run_command = load_command(args.func)
+        if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: see chtn.shards
+            from chtn import shards  # torch: only when launched so
+
+            return shards.run(lambda: run_command(args), getattr(args, "device", None))
+        return run_command(args)
     except CHTNError as exc:  # the input is at fault: the message names it and the fix
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from chtn import shards
 from chtn.checkpoint import load_checkpoint
 from chtn.config import load_config
 from chtn.data import load_source
 from chtn.data_commands import checked_pairs
 from chtn.errors import CHTNError
-from chtn.evaluate import evaluate_embeddings
 from chtn.exports import write_csv
 from chtn.features import FeatureCache, pick_device
 from chtn.gallery import embed_split
@@ -28,7 +28,7 @@ from chtn.images import open_rgb
 from chtn.ranking import TIE_TOLERANCE, describe_tie
 from chtn.search import query_side, retrieve
 from chtn.tower import create_tower
-from chtn.train import shard_device, train
+from chtn.train import train
 from chtn.train_inputs import build_train_inputs
 from chtn.validation import ensure_valid, validate_source
 
@@ -92,21 +92,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dashboard gets them (the checkpoint's shipped file when its key matches, else the on-disk cache, else computed
     once): the CLI and the dashboard read the same bytes, so they print the same figures on any CPU. Under
     `torchrun --nproc_per_node N` the N processes rank a share of the queries each (one GPU each on CUDA) and
-    rank 0 reports."""
-    with _rank_zero_reports():
-        return _evaluate(args)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
+    rank 0 reports (`chtn.shards`)."""
     checkpoint = load_checkpoint(args.checkpoint)
     data = checked_pairs(args, args.split, checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    device = shard_device(pick_device(args.device))
+    device = pick_device(args.device)  # under torchrun, rank 0 runs this on its own device (chtn.shards)
     gallery = embed_split(checkpoint, data, args.split, cache_dir=cache_dir, device=str(device))
     labels, names = gallery.labels, checkpoint.label_names
-    report = evaluate_embeddings(
-        gallery.image, gallery.text, labels, names, args.at_k, device, args.block_queries, sharded=True
-    )
+    report = shards.evaluate(gallery.image, gallery.text, labels, names, args.at_k, device, args.block_queries)
     summary = report.summary()
     print(
         f"{summary['metric']} on {len(data)} {args.split} pairs (query set = gallery, cosine, stable ties): "

@@ -101,11 +101,11 @@ def evaluate_direction(
     Scores are :func:`chtn.ranking.cosine_scores` (the same bits on every device), computed and ranked by
     :mod:`chtn.engine` one block of queries at a time, so memory stays bounded however large the split is. On
     the CPU (``device`` None or "cpu") the engine counts, one block per core at once; on another torch device
-    (e.g. "cuda") it scores and sorts there. ``block_queries`` (default :func:`chtn.engine.block_rows`) sets the
-    block; ``sharded`` (every process of a torchrun launch calls this at once, as ``chtn evaluate`` does): each
-    process ranks every world-th block, and all of them receive every result. Query i's paired item is gallery
-    row i; if the sets differ in size ``paired_rank`` is all -1 and there are no tie groups. ``progress`` hears
-    after each block.
+    (e.g. "cuda") it scores and sorts there. ``block_queries`` (default :func:`chtn.engine.block_rows`, and at
+    most a world-th of the queries) sets the block; ``sharded`` (every process of a torchrun launch calls this at
+    once, see :mod:`chtn.shards`): each process ranks every world-th block, and all of them receive every result.
+    Query i's paired item is gallery row i; if the sets differ in size ``paired_rank`` is all -1 and there are no
+    tie groups. ``progress`` hears after each block.
     """
     q_labels, g_labels = np.asarray(query_labels), np.asarray(gallery_labels)
     if len(query) != len(q_labels) or len(gallery) != len(g_labels):
@@ -118,13 +118,13 @@ def evaluate_direction(
     target = None if device is None else torch.device(device)
     on_device = target is not None and target.type != "cpu"
     score = block_scorer(g, target if on_device else None)
-    step = block_queries or block_rows(len(g))
+    shard, shards = _shard() if sharded else (0, 1)
+    step = block_queries or max(1, min(block_rows(len(g)), -(-n_q // shards)))  # by default a block per process
     blocks = [np.arange(start, min(start + step, n_q)) for start in range(0, n_q if len(g) else 0, step)]
 
     def rank_rows(rows: np.ndarray) -> BlockResult:
         return rank_block(score(q[rows]), q_labels[rows], g_labels, at_k, rows if paired else None)
 
-    shard, shards = _shard() if sharded else (0, 1)
     mine = blocks[shard::shards]
     # numpy's sorts, searches and element-wise passes release the GIL: one thread per core ranks its own blocks
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from chtn import shards
 from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
-from chtn.evaluate import EVALUATION_FORMAT, EvaluationReport, evaluate_embeddings, report_arrays, report_from_arrays
+from chtn.evaluate import EVALUATION_FORMAT, EvaluationReport, report_arrays, report_from_arrays
 from chtn.features import FeatureCache, default_cache_dir
 from chtn.progress import Progress
 from chtn.tower import create_tower
@@ -180,12 +181,13 @@ def evaluate_gallery(
     """The split's evaluation, computed once per content and kept on disk: the key is a hash of the embeddings,
     the labels, the label names and the evaluation's format, so every page, command and session that evaluates
     the same embeddings reads the same file (a 100,000-item split costs minutes on a CPU once, then milliseconds).
-    A damaged file is computed again; files load without pickle."""
+    A damaged file is computed again; files load without pickle. Under torchrun the ranking is shared out across
+    the launch's processes (:mod:`chtn.shards`)."""
     stored = stored_evaluation(gallery, label_names, cache_dir)
     if stored is not None:
         return stored
     path = _evaluation_file(gallery, label_names, cache_dir)
-    report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, label_names, progress=progress)
+    report = shards.evaluate(gallery.image, gallery.text, gallery.labels, label_names, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")  # private: concurrent writers never mix
     with os.fdopen(handle, "wb") as file:

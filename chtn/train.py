@@ -33,6 +33,7 @@ from chtn.evaluate import evaluate_embeddings
 from chtn.finetune import FineTunedCHTN, TrunkTail
 from chtn.losses import ensemble_loss
 from chtn.model import CHTN, CHTNEnsemble, build_model
+from chtn.shards import distributed_context
 
 
 @dataclass
@@ -65,25 +66,6 @@ class TrainResult:
 def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank() if world > 1 else 0), world
-
-
-def shard_device(device: torch.device) -> torch.device:
-    """This process's device: under torchrun on CUDA, the GPU of its local rank (initialising the process group);
-    otherwise ``device`` itself (gloo processes share the CPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)  # before the process group: NCCL binds each rank to its current GPU
-    distributed_context()
-    return device
 
 
 def build_optimizer(model: nn.Module, config: CHTNConfig) -> torch.optim.Optimizer:

@@ -135,6 +135,28 @@ def test_stable_positions_are_the_positions_in_the_stable_argsort():
         np.testing.assert_array_equal(engine.stable_positions(scores[row], items), np.sort(where[row, items]))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    row=st.lists(
+        st.one_of(
+            st.floats(-1, 1, width=32),  # subnormals and both zeros included
+            st.sampled_from([0.5, np.nextafter(np.float32(0.5), np.float32(1)), -0.0, 1e-45, -1e-45, 3e38, -3e38]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    picks=st.lists(st.booleans(), min_size=60, max_size=60),
+)
+def test_stable_positions_hold_for_any_float32_row(row, picks):
+    """The buckets behind stable_positions merge or split scores however the row's range falls (one-ulp gaps, a
+    range of 6e38, subnormals next to zeros): the positions are those of the stable argsort."""
+    s = np.array(row, dtype=np.float32)
+    items = np.flatnonzero(np.array(picks[: len(s)]))
+    where = np.empty(len(s), dtype=np.int64)
+    where[np.argsort(-s, kind="stable")] = np.arange(1, len(s) + 1)
+    np.testing.assert_array_equal(engine.stable_positions(s, items), np.sort(where[items]))
+
+
 def test_evaluate_direction_blocks_keep_memory_bounded_and_change_nothing(monkeypatch, cpu_path):
     """Blocks of 7 queries (not dividing the split) give the figures of one block."""
     rng = np.random.default_rng(11)
@@ -149,25 +171,51 @@ def test_evaluate_direction_blocks_keep_memory_bounded_and_change_nothing(monkey
     np.testing.assert_array_equal(blocked.paired_exact.first, whole.paired_exact.first)
 
 
+def _chtn(*argv: str, processes: int = 1) -> subprocess.CompletedProcess:
+    """`python -m chtn ARGV`, under `torchrun --nproc_per_node PROCESSES` (gloo on CPU) when more than one."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [sys.executable, *(launcher if processes > 1 else []), "-m", "chtn", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+
+
 @pytest.mark.slow
 def test_torchrun_shards_the_evaluation_and_rank_zero_reports_the_figures_of_one_process(tmp_path):
     """`torchrun --nproc_per_node 2 -m chtn evaluate` (gloo on CPU): each process ranks every other block of 50
     queries, and rank 0 alone writes files equal to one process's."""
-
-    def evaluate(out: str, *launcher: str) -> subprocess.CompletedProcess:
-        command = [*launcher, "-m", "chtn", "evaluate", "--data", str(PAIRS), "--block-queries", "50"]
-        command += ["--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--out", str(tmp_path / out)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, env=env)
-
-    one = evaluate("one")
-    two = evaluate("two", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    argv = ["evaluate", "--data", str(PAIRS), "--block-queries", "50"]
+    argv += ["--checkpoint", str(CHECKPOINTS / "chtn_fashion_source.safetensors"), "--out"]
+    one, two = _chtn(*argv, str(tmp_path / "one")), _chtn(*argv, str(tmp_path / "two"), processes=2)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("MAP@all on 400 test pairs") == 1  # rank 0 reports, once
+    assert "rank 1 of 2 ranked its share of 1 evaluation(s)" in two.stderr
     for name in ("per_query.csv", "per_category.csv"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     found, expected = (json.loads((tmp_path / side / "summary.json").read_text()) for side in ("two", "one"))
     assert found == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["compare", "bias"])
+def test_torchrun_shares_out_every_split_that_compare_and_bias_rank(command, tmp_path):
+    """Rank 0 runs the command and the other rank ranks half of each split it evaluates (an empty cache each, so
+    every evaluation is computed): 6 of them, 3 training runs per side. The figures equal one process's."""
+    from tests.conftest import recipe_runs
+
+    fashion, no_source = recipe_runs("chtn_fashion_source"), recipe_runs("chtn_no_source")
+    argv = {
+        "compare": ["compare", "--baseline", *no_source, "--candidate", *fashion],
+        "bias": ["bias", "--checkpoint", *fashion, "--resamples", "1000"],
+    }[command]
+    runs = {}
+    for processes in (1, 2):
+        where = ["--out", str(tmp_path / f"out{processes}"), "--cache-dir", str(tmp_path / f"cache{processes}")]
+        runs[processes] = _chtn(*argv, "--data", str(PAIRS), *where, processes=processes)
+    assert runs[1].returncode == runs[2].returncode, runs[2].stderr[-3000:]
+    assert "rank 1 of 2 ranked its share of 6 evaluation(s)" in runs[2].stderr, runs[2].stderr[-3000:]
+    figures = ["figures.csv", "queries.csv"] if command == "compare" else ["gain.csv", "categories.csv"]
+    for name in figures:
+        assert (tmp_path / "out2" / name).read_bytes() == (tmp_path / "out1" / name).read_bytes(), name
 
 
 def test_a_split_is_evaluated_once_per_content_and_read_back_as_computed(pairs, tmp_path, monkeypatch):
@@ -187,7 +235,7 @@ def test_a_split_is_evaluated_once_per_content_and_read_back_as_computed(pairs, 
         raise AssertionError("evaluated again")
 
     with monkeypatch.context() as patched:
-        patched.setattr(gal, "evaluate_embeddings", never)
+        patched.setattr(gal.shards, "evaluate", never)
         again = gal.evaluate_gallery(gal.Gallery(part, image, text, part.label_index), names, tmp_path)
     assert again.summary() == computed.summary() and again.label_names == names
     for found, expected in ((again.i2t, computed.i2t), (again.t2i, computed.t2i)):

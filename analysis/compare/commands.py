@@ -36,7 +36,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     def evaluated(checkpoint) -> Evaluated:
         gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
-        return Evaluated(checkpoint.path.stem, gallery, evaluate_gallery(gallery, checkpoint.label_names))
+        return Evaluated(checkpoint.path.stem, gallery, evaluate_gallery(gallery, checkpoint.label_names, cache_dir))
 
     print(f"comparing on {len(data)} test queries ({rules.stats.resamples:,} resamples, seed {rules.stats.seed})")
     outcome = compare_checkpoints([evaluated(c) for c in runs_a], [evaluated(c) for c in runs_b], rules, args.strict)

@@ -35,7 +35,8 @@ def _review_inputs(args: argparse.Namespace):
     data = checked_pairs(args, "test", checkpoint.label_names)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
-    outcomes = oc.query_outcomes(gallery, evaluate_gallery(gallery, checkpoint.label_names), checkpoint.label_names)
+    report = evaluate_gallery(gallery, checkpoint.label_names, cache_dir)
+    outcomes = oc.query_outcomes(gallery, report, checkpoint.label_names)
     dataset = data.fingerprint()
     state = review_state(store, outcomes, dataset, checkpoint.digest)
     if args.spec is None:
