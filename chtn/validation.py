@@ -20,8 +20,8 @@ as invalid, seen where the optimistic score is shown.
 
 from __future__ import annotations
 
-import difflib
 import os
+import unicodedata
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -38,7 +38,6 @@ from chtn.images import MAX_PIXELS, open_rgb
 
 CLI_HINT = "pass --skip-invalid to drop them"
 LEAK = "image also in the training rows"  # the warning of a split-only check (see load_checked_pairs)
-NEAR_NAME_SEARCHES = 200  # difflib look-ups per run: a wrong folder would otherwise cost n_rows x n_files
 _Data = TypeVar("_Data", PairDataset, SourceDataset)  # ensure_valid gives back the kind of dataset it was given
 
 FIXES = {
@@ -138,31 +137,36 @@ class ValidationReport:
 
 
 class _NearNames:
-    """Finds the file a missing path probably meant, in the same folder (listed once per folder)."""
+    """Finds the file a missing path meant, in the same folder: a name that differs from it only by case, Unicode
+    normalisation, spaces around the name or its stem, or the image extension. Never a name that differs in any
+    other character: '1829.jpg' is another item's image, not a spelling of '1729.jpg', and a row pointed at it would
+    pair its text with that item's picture. Each folder is listed and indexed once."""
 
     def __init__(self) -> None:
-        self.folders: dict[Path, list[str]] = {}
-        self.searches = 0
+        self.folders: dict[Path, tuple[dict[str, str], dict[str, str]]] = {}
 
     def find(self, path: Path) -> str | None:
-        """Same name but for surrounding spaces or case, same stem with another image extension, or a close name."""
+        """The folder's file with the same normalised name, else with the same normalised stem and an image
+        extension; None when there is none."""
         if path.parent not in self.folders:
-            self.folders[path.parent] = sorted(os.listdir(path.parent)) if path.parent.is_dir() else []
-        names = self.folders[path.parent]
-        wanted = path.name.strip().lower()
-        stem = Path(wanted).stem
-        for name in names:
-            if name.strip().lower() == wanted:
-                return name
-        for name in names:
-            candidate = Path(name.strip().lower())
-            if candidate.stem == stem and candidate.suffix in IMAGE_SUFFIXES:
-                return name
-        if self.searches >= NEAR_NAME_SEARCHES:
-            return None
-        self.searches += 1
-        close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.85)
-        return close[0] if close else None
+            try:
+                names = sorted(os.listdir(path.parent))
+            except OSError:  # no such folder, not a folder, or a name the file system refuses (too long)
+                names = []
+            by_name: dict[str, str] = {}
+            by_stem: dict[str, str] = {}
+            for name in names:  # sorted: the first of equally near files, the same on every run
+                by_name.setdefault(_normalised(name), name)
+                if Path(_normalised(name)).suffix in IMAGE_SUFFIXES:
+                    by_stem.setdefault(_normalised(Path(name).stem), name)
+            self.folders[path.parent] = by_name, by_stem
+        by_name, by_stem = self.folders[path.parent]
+        return by_name.get(_normalised(path.name)) or by_stem.get(_normalised(Path(path.name).stem))
+
+
+def _normalised(name: str) -> str:
+    """A file name as the near-match rule compares it: NFC, stripped of surrounding spaces, case-folded."""
+    return unicodedata.normalize("NFC", name).strip().casefold()
 
 
 def _base(source: str) -> Path:

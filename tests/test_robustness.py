@@ -925,7 +925,7 @@ def test_a_crash_in_any_command_is_exit_3_never_the_no_go_code(capsys, monkeypat
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(chtn.commands, "evaluate_embeddings", broken)  # an internal error, injected
+    monkeypatch.setattr(chtn.commands.shards, "evaluate", broken)  # an internal error, injected
     assert main(["evaluate", "--checkpoint", str(SAMPLE), "--data", str(PAIRS)]) == 3
     err = capsys.readouterr().err
     assert "ZeroDivisionError: a bug" in err and "error: internal error in chtn evaluate (a bug" in err

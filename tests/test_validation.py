@@ -257,3 +257,26 @@ def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_pat
     report = validate_pairs(load_pairs(manifest), ["Tshirts"])
     assert sorted(opened) == sorted([good.name, "broken.jpg"])  # two files, ten rows
     assert [f.row for f in report.problems["unreadable image file"]] == [0, 2, 4, 6, 8]
+
+
+def test_a_near_match_is_only_the_same_name_never_another_items_file(tmp_path):
+    """Issue 25's case: '1729.jpg' is missing and the folder holds '1829.jpg' (another item's image): no suggestion,
+    since a row pointed at it would pair its text with that picture. The same name with a space before the
+    extension, another case, another Unicode normal form or another image extension is suggested."""
+    images = sorted((PAIRS.parent / "images").iterdir())[:5]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    present = {"1829.jpg": images[0], "22 .jpg": images[1], "Shoe.JPEG": images[2], "cafe\u0301.jpg": images[3]}
+    for name, source in present.items():
+        (folder / name).write_bytes(source.read_bytes())
+    (folder / "1978.jpg").write_bytes(images[4].read_bytes())
+    wanted = {"1729": "1729.jpg", "1784": "1784.jpg", "22": "22.jpg", "shoe": "shoe.jpg", "cafe": "caf\u00e9.jpg"}
+    rows = [f"{i},images/{name},a title,Watches,test" for i, name in wanted.items()]
+    (tmp_path / "pairs.csv").write_text("id,image,text,label,split\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    table = validate_pairs(load_pairs(tmp_path / "pairs.csv")).table().set_index("id")
+    assert set(table.problem) == {"missing image file"} and len(table) == 5
+    for item in ("1729", "1784"):
+        assert "near match" not in table.detail[item] and "restore the file" in table.fix[item]
+    for item, match in (("22", "22 .jpg"), ("shoe", "Shoe.JPEG"), ("cafe", "cafe\u0301.jpg")):
+        assert f"(near match: {match!r})" in table.detail[item], table.detail[item]
+        assert f"point the row at {match!r}" in table.fix[item]
