@@ -1,55 +1,80 @@
 """CHTN review dashboard: `streamlit run app.py` opens the embedded sample, no configuration needed.
 
-Page scripts live in views/, not pages/. With a pages/ folder beside the entry script, Streamlit 1.67 runs
-the FIRST request of a freshly started server through its legacy pages shim
-(`runtime/scriptrunner/script_runner.py`, `PagesManager.uses_pages_directory`): a shared deep link opened
-first would then run its page without this script (no page config, no navigation), and every helper module
-in the folder would be listed as a page. st.navigation itself is not ignored.
+This file is the server (Streamlit's `st.App`, which `streamlit run` serves); dashboard.py is the script each session
+runs (page configuration, navigation, sidebar) and views/ holds its pages. At start, before anyone opens a page, a
+background thread warms the process up (`warm_up`), so that the first person to open any page does not wait for what
+every process must do once: import PyTorch, timm, transformers, scikit-learn and Captum (about 6 s on 2 cores), load
+the sample checkpoint's encoders, open the sample's test split, run one attribution, and compile umap-learn's numba
+code (15-40 s more, at low priority). A page opened during the warm-up waits only for what it needs and is not yet
+done. `CHTN_WARM_UP=0` turns it off (servers that start often, tests). The console says when each part is done.
 """
 
+import logging
 import os
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import streamlit as st
 
 from analysis.jobs import serialise_ast_parsing
-from analysis.projection.project import warm_up_umap
-from views.common import sidebar, track_page
+
+WARM_UP = "CHTN_WARM_UP"
 
 
-@st.cache_resource(show_spinner=False)
-def warm_up_projection() -> threading.Thread:
-    """Once per server, in a daemon thread: import umap-learn and fit a small array, so numba's compilation is
-    done before anyone opens "Shared space" (the page copes anyway). It costs every new server process 15-40 s
-    of CPU on 2 cores, not only a fresh install: numba caches only some of umap-learn's functions on disk. The
-    server's console says when it is done."""
+def warm_up() -> float:
+    """Open the dashboard's defaults through the caches that sessions share, then explain the sample's first pair with
+    Grad-CAM and the text's Layer IG into a throwaway folder (the first run of those code paths costs seconds; the
+    shared attribution cache gets nothing a session did not ask for). Returns the seconds taken."""
+    # Imported here, not at the top: the server answers requests only once this module is imported, and these
+    # imports take seconds (they are what the warm-up is for).
+    from analysis.attribution.explainer import PairExplainer, explainer_items
+    from analysis.attribution.types import Settings
+    from views.common import open_defaults
 
-    def warm_up() -> None:
-        seconds = warm_up_umap(nice=10)
-        print(f"chtn: UMAP compiled for the shared space in {seconds:.1f} s", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    checkpoint, gallery = open_defaults()
+    image, text = explainer_items(gallery.data.ids, gallery.data.texts, gallery.data.image_paths, 0)
+    with tempfile.TemporaryDirectory(prefix="chtn-warm-up-") as scratch:
+        explainer = PairExplainer(checkpoint, cache_dir=Path(scratch))
+        explainer.explain(image, text, Settings())
+        explainer.explain(text, image, Settings())
+    return time.perf_counter() - started
 
-    thread = threading.Thread(target=warm_up, name="chtn-umap-warm-up", daemon=True)
-    thread.start()
-    return thread
+
+def _warm_up_server() -> None:
+    """The warm-up thread: the pages' encoders and data first, then UMAP (low priority); each part said on the
+    console. A failure is said and does not stop the server: the pages do the same work when opened."""
+    from analysis.projection.project import warm_up_umap
+
+    for what, step in (
+        ("encoders, the sample and one attribution ready", warm_up),
+        ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
+    ):
+        try:
+            seconds = step()
+        except Exception as exc:  # noqa: BLE001 -- a warm-up must never take the server down; the page will say
+            print(f"chtn: warm-up step failed ({what}): {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"chtn: {what} in {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
-serialise_ast_parsing()  # before any background thread: sessions and jobs parse at once (CPython 3.11)
-st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
+@asynccontextmanager
+async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    """Server start: the warm-up thread begins (unless CHTN_WARM_UP=0); the server answers at once."""
+    serialise_ast_parsing()  # before any background thread: sessions and the warm-up parse at once (CPython 3.11)
+    if os.environ.get(WARM_UP, "1") != "0":
+        # The warm-up calls the pages' shared caches outside any session on purpose; Streamlit would warn of the
+        # missing session ("can be ignored") on the console each time.
+        logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+            lambda _record: threading.current_thread().name != "chtn-warm-up"
+        )
+        threading.Thread(target=_warm_up_server, name="chtn-warm-up", daemon=True).start()
+    yield
 
-navigation = st.navigation(
-    [
-        st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-        st.Page("views/explorer.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="explorer"),
-        st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
-        st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
-        st.Page("views/bias.py", title="Source bias", icon=":material/balance:", url_path="bias"),
-        st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="review"),
-        st.Page("views/compare.py", title="Compare checkpoints", icon=":material/compare:", url_path="compare"),
-    ]
-)
-track_page(navigation.url_path)
-sidebar(review_database=navigation.url_path in ("review", "compare"))  # here: the same widgets on every page
-navigation.run()
-if os.environ.get("CHTN_UMAP_WARM_UP", "1") != "0":  # "0": compile on the first Shared space visit instead
-    warm_up_projection()  # after the first page's script run, which it would otherwise slow down
+
+app = st.App("dashboard.py", lifespan=lifespan)

@@ -129,7 +129,7 @@ def _start(
     path: str = "/",
 ):
     """Spawn a server and load `path` in a fresh context. Returns (server, context, tab, timings dict)."""
-    server = StreamlitServer(script, cwd, env, log)
+    server = StreamlitServer(script, cwd, env, log, warm_up=True)  # as a user starts it
     try:
         healthy = server.wait_healthy()
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -201,15 +201,16 @@ def _start_and_reload(
     return server, context, tab
 
 
-def _warm_up_seconds(log: Path, timeout: float = 300.0) -> float:
-    """Wait for app.py's "UMAP compiled ... in N s" line in the server log; return N."""
+def _warm_up_seconds(log: Path, step: str = "UMAP compiled", timeout: float = 300.0) -> float:
+    """Wait for app.py's warm-up line that starts with `step` ("UMAP compiled", its last) in the server log; return
+    its seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("chtn: UMAP compiled"):
+            if line.startswith(f"chtn: {step}"):
                 return float(line.split(" in ")[-1].removesuffix(" s"))
         time.sleep(0.2)
-    raise BenchError(f"no UMAP warm-up line in {log} after {timeout:.0f} s")
+    raise BenchError(f"no warm-up line 'chtn: {step} ...' in {log} after {timeout:.0f} s")
 
 
 def _switch(tab, link: str, text: str, timeout_ms: int) -> float:

@@ -171,7 +171,7 @@ def page_answer(pair_ids: tuple[str, str]) -> dict[str, float]:
         return time.perf_counter() - started
 
     def run(query: str, result: str) -> float:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=600)
         at.switch_page("views/attribution.py")
         at.query_params.update({"direction": "i2t", "query": query, "result": result})
         started = time.perf_counter()

@@ -41,7 +41,7 @@ def _open(page: str, params: dict[str, str], pairs: Path | None):
 
     from views.common import DATA_PATH
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=3600)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=3600)
     at.switch_page(page)
     for key, value in params.items():
         at.query_params[key] = value
@@ -75,7 +75,7 @@ def main() -> int:
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args()
     os.environ["CHTN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chtn-large-pages-")
-    os.environ["CHTN_UMAP_WARM_UP"] = "0"  # the shared space compiles UMAP on its own first open, as timed
+    os.environ["CHTN_WARM_UP"] = "0"  # the shared space compiles UMAP on its own first open, as timed
     from bench.make_large_split import store_synthetic_embeddings, write_large_split
 
     pairs = write_large_split(args.items, Path(tempfile.mkdtemp(prefix="chtn-large-split-")))

@@ -8,7 +8,9 @@ Per page, as a new user meets it on the sample:
 - **cold**: a new server (`python -m streamlit run app.py`, the harness of the browser tests) with an empty
   `CHTN_CACHE_DIR` and `NUMBA_CACHE_DIR` (a fresh install) and a new review database; the time from the page load to
   its main answer on screen, after the server answered /_stcore/health. Each page gets its own fresh server, so each
-  figure is that page opened first.
+  figure is that page opened first (while app.py's start-up warm-up runs beside it).
+- **cold, server warmed up first**: the same on another new server, opened once the warm-up's console lines say it
+  has finished: a server started before the meeting, on which nobody has opened a page yet.
 - **warm**: the same server, the page loaded again (`--repeats` times; median, min-max in brackets).
 - **complete** (pages that answer first and fill in the rest in the background): until the rest is there too.
 - **bare**: a page of two lines (`st.title`, `st.write`) started and reloaded the same way, interleaved.
@@ -29,7 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_app import BARE_SCRIPT, BenchError, _assert_clean, _stats, _wait_bare, _wait_quiet, write_sections
+from bench.bench_app import (
+    BARE_SCRIPT,
+    BenchError,
+    _assert_clean,
+    _stats,
+    _wait_bare,
+    _wait_quiet,
+    _warm_up_seconds,
+    write_sections,
+)
 from tests.harness import StreamlitServer, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,9 +76,12 @@ def _complete(tab, pending: str, timeout_ms: int, started: float) -> float:
     return time.perf_counter() - started
 
 
-def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, timeout_ms: int) -> dict:
+def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, timeout_ms: int, started: bool) -> dict:
+    """One page on a new server with empty caches: its cold answer (opened right after the server answers /health,
+    or with `started`, once app.py's start-up warm-up has finished: a server started before the meeting), the rest
+    of it, and `repeats` warm reloads."""
     path, marker, pending = MAIN[name]
-    cache = work / re.sub(r"\W+", "-", name)
+    cache = work / (re.sub(r"\W+", "-", name) + ("-started" if started else ""))
     cache.mkdir(parents=True)
     fresh = {
         **env,
@@ -75,15 +89,17 @@ def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, tim
         "NUMBA_CACHE_DIR": str(cache / "numba"),
         "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
     }
-    with StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log") as server:
+    with StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log", warm_up=True) as server:
         healthy = server.wait_healthy()
+        log = server.log_path
+        warm_up = (_warm_up_seconds(log, "encoders"), _warm_up_seconds(log)) if started else None
         tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        started = time.perf_counter()
+        begun = time.perf_counter()
         cold = _answer(tab, server.url + path, marker, timeout_ms)
-        complete = _complete(tab, pending, timeout_ms, started) if pending else None
+        complete = _complete(tab, pending, timeout_ms, begun) if pending else None
         time.sleep(1.0)  # let the page's last run finish before the reloads
         warm = [_answer(tab, server.url + path, marker, timeout_ms) for _ in range(repeats)]
-    return {"health": healthy, "cold": cold, "complete": complete, "warm": warm}
+    return {"health": healthy, "warm_up": warm_up, "cold": cold, "complete": complete, "warm": warm}
 
 
 def _bare(browser, work: Path, repeats: int, timeout_ms: int) -> dict:
@@ -108,16 +124,17 @@ def run(repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="bench-pages-"))
-    env = {**os.environ, "CHTN_UMAP_WARM_UP": "1"}  # as a user starts it
-    res: dict = {"load_before": _wait_quiet(), "pages": {}}
+    env = dict(os.environ)
+    res: dict = {"load_before": _wait_quiet(), "pages": {}, "started": {}}
     timeout_ms = 600_000
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
             res["bare"] = _bare(browser, work, repeats, timeout_ms)
             for name in MAIN:
-                print(f"{name}: cold, then {repeats} warm loads…", flush=True)
-                res["pages"][name] = _page(browser, name, env, work, repeats, timeout_ms)
+                print(f"{name}: cold, then {repeats} warm loads; then cold once the server has warmed up…", flush=True)
+                res["pages"][name] = _page(browser, name, env, work, repeats, timeout_ms, started=False)
+                res["started"][name] = _page(browser, name, env, work, 0, timeout_ms, started=True)
         finally:
             browser.close()
     res["load_after"] = os.getloadavg()[0] / (os.cpu_count() or 1)
@@ -127,9 +144,10 @@ def run(repeats: int) -> dict:
 def table(res: dict) -> str:
     bare = res["bare"]
     rows = [
-        "| page (main answer) | cold: load → answer, s | complete, s | warm reload, s | warm / bare |",
-        "|---|---:|---:|---:|---:|",
-        f'| bare Streamlit page ("hello") | {bare["cold"]:.2f} | | {_stats(bare["warm"])} | 1.00 |',
+        "| page (main answer) | cold: load → answer, s | cold, server warmed up first: load → answer, s "
+        "| complete, s | warm reload, s | warm / bare |",
+        "|---|---:|---:|---:|---:|---:|",
+        f'| bare Streamlit page ("hello") | {bare["cold"]:.2f} | | | {_stats(bare["warm"])} | 1.00 |',
     ]
     bare_warm = sorted(bare["warm"])[len(bare["warm"]) // 2]
     for name, page in res["pages"].items():
@@ -137,9 +155,14 @@ def table(res: dict) -> str:
         complete = "" if page["complete"] is None else f"{page['complete']:.2f}"
         warm = sorted(page["warm"])[len(page["warm"]) // 2]
         rows.append(
-            f'| {name} ("{marker}") | {page["cold"]:.2f} | {complete} | {_stats(page["warm"])} '
-            f"| {warm / bare_warm:.1f} |"
+            f'| {name} ("{marker}") | {page["cold"]:.2f} | {res["started"][name]["cold"]:.2f} | {complete} '
+            f"| {_stats(page['warm'])} | {warm / bare_warm:.1f} |"
         )
+    steps = [started["warm_up"] for started in res["started"].values()]
+    rows.append(
+        f"\nThe start-up warm-up (app.py, its console lines): encoders, the sample and one attribution "
+        f"{_stats([first for first, _ in steps])} s, then UMAP {_stats([umap for _, umap in steps])} s."
+    )
     return "\n".join(rows)
 
 
@@ -152,10 +175,13 @@ Machine: 2-core CPU, no GPU ({os.cpu_count()} cores reported, {platform.machine(
 
 Per page: **cold** is a new server with empty caches (a fresh install: `CHTN_CACHE_DIR` and `NUMBA_CACHE_DIR` empty,
 a new review database), from the page load to its main answer on screen (the text in brackets); each page is the
-first one opened on its own server. **Complete** is, for the pages that answer first and fill in the rest in the
-background, until the rest is there (the shared space's UMAP in place of the interim PCA; source bias's coverage,
-capture and discrepancy after its transfer gain). **Warm** reloads the page on the same server (median, min-max).
-The bare page is two lines of Streamlit, loaded the same way in the same run.
+first one opened on its own server, right after it answers `/_stcore/health`, while app.py's start-up warm-up runs
+beside it. **Cold, server warmed up first** is the same on another new server with empty caches, opened once the
+warm-up has finished (a server started before the meeting): nobody has opened a page on it yet. **Complete** is,
+for the pages that answer first and fill in the rest in the background, until the rest is there (the shared space's
+UMAP in place of the interim PCA; source bias's coverage, capture and discrepancy after its transfer gain). **Warm**
+reloads the page on the same server (median, min-max). The bare page is two lines of Streamlit, loaded the same way
+in the same run.
 
 {table(res)}
 """

@@ -25,7 +25,7 @@ from chtn.config import CHTNConfig
 from chtn.encoders import check_local_models
 from chtn.errors import CheckpointError, CHTNError
 from chtn.finetune import TRUNK_PREFIX, FineTunedCHTN
-from chtn.model import CHTN, CHTNEnsemble, build_model
+from chtn.model import Head, build_model
 
 FORMAT = "chtn-checkpoint/1"
 TFIDF_IDF_KEY = "text_encoder.idf"
@@ -54,7 +54,7 @@ class Checkpoint:
     of things computed from it (`chtn.tower.create_tower`) are keyed by what it is, not by the object.
     """
 
-    model: CHTN | CHTNEnsemble
+    model: Head
     config: CHTNConfig
     meta: dict[str, Any]
     path: Path
@@ -89,7 +89,7 @@ class Checkpoint:
 
 def save_checkpoint(
     path: str | Path,
-    model: CHTN | CHTNEnsemble | FineTunedCHTN,
+    model: Head | FineTunedCHTN,
     config: CHTNConfig,
     meta: dict[str, Any],
     tfidf: tuple[list[str], np.ndarray] | None = None,

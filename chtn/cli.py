@@ -254,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(func="chtn.commands:cmd_train")
 
+    p = sub.add_parser(
+        "baseline",
+        help="train the built-in simple baselines (linear softmax per modality; CCA) on CHTN's rows and features",
+    )
+    add_data_options(p, uses="the train split (val chooses each baseline's setting)")
+    add_device_option(p)
+    p.add_argument(
+        "--preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="the CHTN preset whose encoders give the features (default small, as `chtn train`); only its encoder "
+        "section matters",
+    )
+    p.add_argument("--config", default=None, help="JSON file with config sections overriding the preset")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field")
+    p.add_argument("--kind", choices=["softmax", "cca", "both"], default="both", help="which baseline (default both)")
+    add_out_option(p, writes="baseline_softmax.safetensors, baseline_cca.safetensors")
+    p.set_defaults(func="chtn.commands:cmd_baseline")
+
     p = sub.add_parser("search", help="top-k results of one query over a split (as the dashboard's explorer)")
     add_data_options(p, uses="the split --split names")
     add_device_option(p)

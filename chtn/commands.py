@@ -1,4 +1,4 @@
-"""The core's commands that load a model: `chtn train|evaluate|embed|search` (`chtn validate` is in
+"""The core's commands that load a model: `chtn train|baseline|evaluate|embed|search` (`chtn validate` is in
 `chtn.data_commands`). `chtn.cli` declares the parser and imports this module only when one of them runs (by the
 dotted name its parser sets), so `chtn --help` never imports torch."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from chtn import shards
+from chtn.baseline import KINDS, train_baselines
 from chtn.checkpoint import load_checkpoint
 from chtn.config import load_config
 from chtn.data import load_source
@@ -28,7 +30,7 @@ from chtn.images import open_rgb
 from chtn.ranking import TIE_TOLERANCE, describe_tie
 from chtn.search import query_side, retrieve
 from chtn.tower import create_tower
-from chtn.train import train
+from chtn.train import check_trainable, train
 from chtn.train_inputs import build_train_inputs
 from chtn.validation import ensure_valid, validate_source
 
@@ -74,6 +76,7 @@ def _rank_zero_reports() -> Iterator[None]:
 def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.preset, args.config, _parse_overrides(args.set))
+    check_trainable(config)  # before any feature is extracted
     # Under torchrun every process runs this command; only rank 0 reports (validation, the text choice, the best
     # checkpoint), as the training loop's own progress bars do. Errors still reach stderr from every rank.
     with _rank_zero_reports():
@@ -84,6 +87,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         meta["preset"] = args.preset
         result = train(config, inputs, args.out, meta, tfidf, resume=args.resume, device=args.device)
         print(f"best checkpoint: {result.best_path}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """The simple baselines on the rows and frozen features `chtn train` with the same preset would use, each a
+    checkpoint that every page and command opens (chtn/baseline.py)."""
+    config = load_config(args.preset, args.config, _parse_overrides(args.set))
+    if config.encoder.finetune_stages:  # a fine-tuning preset: its frozen features are those of its trunk as shipped
+        config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, finetune_stages=0))
+    pairs = checked_pairs(args, None)
+    config, inputs, meta, tfidf = build_train_inputs(config, pairs, None, FeatureCache(args.cache_dir), args.device)
+    kinds = KINDS if args.kind == "both" else (args.kind,)
+    train_baselines(config, inputs, args.out, {**meta, "preset": args.preset}, tfidf, kinds)
     return 0
 
 

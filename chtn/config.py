@@ -35,10 +35,14 @@ class ModelConfig:
     common: str = "softmax"  # common representation: "softmax" of fc10 (release) or "fc9" (deviation)
     ensemble: int = 1  # networks trained side by side from different initialisations, outputs
     # averaged (deviation; release: 1)
+    architecture: str = "chtn"  # "chtn" (this network) or "linear": the built-in baseline of `chtn baseline`, one
+    # affine map per modality (width num_classes with "softmax", shared_dim with "fc9": its raw outputs, e.g. CCA)
 
     def __post_init__(self) -> None:
         if self.common not in ("softmax", "fc9"):
             raise CHTNError(f"model.common must be 'softmax' or 'fc9', got {self.common!r}.")
+        if self.architecture not in ("chtn", "linear"):
+            raise CHTNError(f"model.architecture must be 'chtn' or 'linear', got {self.architecture!r}.")
         if not 1 <= self.ensemble <= 16:
             raise CHTNError(f"model.ensemble must be between 1 and 16, got {self.ensemble!r}.")
 
@@ -175,6 +179,7 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": 
 # Fields whose value is one of a few words (checked before any work, and named in the message).
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.common": ("softmax", "fc9"),
+    "model.architecture": ("chtn", "linear"),
     "loss.mmd_estimator": ("linear", "quadratic"),
     "loss.source_fit": ("off", "gated"),
     "train.optimizer": ("sgd", "adamw"),

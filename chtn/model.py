@@ -206,6 +206,58 @@ class CHTNEnsemble(nn.Module):
         return [m(image, text, source) for m in self.members]
 
 
-def build_model(config: ModelConfig) -> CHTN | CHTNEnsemble:
-    """A single CHTN (the release) or an ensemble of them, as the config asks."""
+class LinearBaseline(nn.Module):
+    """The built-in simple baseline (`chtn baseline`, fitted by chtn/baseline.py): one affine map per modality into a
+    shared space, with CHTN's API so every page and command opens it. With `common` "softmax" each map gives the
+    class scores of a linear softmax classifier and the common representation is their softmax; with "fc9" it is
+    the maps' raw outputs (CCA's canonical variates). It has no hidden layers: its activations are its outputs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        width = config.num_classes if config.common == "softmax" else config.shared_dim
+        self.image = nn.Linear(config.image_dim, width)
+        self.text = nn.Linear(config.text_dim, width)
+
+    has_source = False
+
+    def _common(self, scores: torch.Tensor, normalize: bool) -> torch.Tensor:
+        out = scores.softmax(-1) if self.config.common == "softmax" else scores
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_image(self, image_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self._common(self.image(image_features), normalize)
+
+    def encode_text(self, text_features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self._common(self.text(text_features), normalize)
+
+    def image_logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.image(image_features)
+
+    def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
+        return self.text(text_features)
+
+    def image_activations(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Its outputs, twice (the pages that compare two layers of CHTN's image stream get the one it has)."""
+        scores = self.image(image_features)
+        return scores, scores
+
+    source_activations = image_activations
+
+    def source_probabilities(self, image_features: torch.Tensor) -> torch.Tensor:
+        raise ValueError("The baseline is trained without a source: it has no source classifier.")
+
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, source: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"img_logits": self.image(image), "txt_logits": self.text(text)}
+
+
+Head = CHTN | CHTNEnsemble | LinearBaseline  # what a checkpoint holds
+
+
+def build_model(config: ModelConfig) -> Head:
+    """A single CHTN (the release), an ensemble of them, or the linear baseline, as the config asks."""
+    if config.architecture == "linear":
+        return LinearBaseline(config)
     return CHTN(config) if config.ensemble == 1 else CHTNEnsemble(config)

@@ -32,7 +32,7 @@ from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
 from chtn.finetune import FineTunedCHTN, TrunkTail
 from chtn.losses import ensemble_loss
-from chtn.model import CHTN, CHTNEnsemble, build_model
+from chtn.model import CHTN, CHTNEnsemble, LinearBaseline, build_model
 from chtn.shards import distributed_context
 
 
@@ -146,6 +146,12 @@ def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> 
 
 
 @torch.inference_mode()
+def check_trainable(config: CHTNConfig) -> None:
+    """This trainer trains CHTN; the linear architecture is the baseline, fitted by `chtn baseline`."""
+    if config.model.architecture != "chtn":
+        raise CHTNError("model.architecture 'linear' is the built-in baseline: fit it with `chtn baseline`, not train.")
+
+
 def validation_map(
     model: CHTN | CHTNEnsemble | FineTunedCHTN,
     val: FeatureSet,
@@ -266,7 +272,9 @@ def train(
 
     n = len(inputs.train.labels)
     steps = max(math.ceil(n / t.batch_size), t.min_steps_per_epoch)
+    check_trainable(config)
     head = build_model(config.model)
+    assert not isinstance(head, LinearBaseline)  # for the type checker: refused above
     model = (head if inputs.image_tail is None else FineTunedCHTN(head, inputs.image_tail)).to(dev)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = build_optimizer(model, config)

@@ -50,10 +50,10 @@ if _WORKERS > 1:
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(_variable, _SHARE)
 
-# app.py compiles UMAP's numba code in a background thread of every new server process: in each worker that runs
-# an AppTest that is half a minute to a minute of CPU taken from the other tests. Off for the session; the tests of
-# the warm-up itself (test_app, test_projection's probe) turn it on or run it directly.
-os.environ["CHTN_UMAP_WARM_UP"] = "0"
+# app.py warms every new server process up in a background thread (encoders, an attribution, UMAP's numba code):
+# in each worker that runs a browser test, up to a minute of CPU taken from the other tests. Off for the session;
+# the tests of the warm-up itself (test_app, test_projection's probe) turn it on or run it directly.
+os.environ["CHTN_WARM_UP"] = "0"
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +100,7 @@ SLOW: dict[str, set[str] | str] = {
         "test_overview_shows_card_metrics_chart_and_table",
         "test_shared_space_page_projects_everything_and_says_when_it_samples",
         "test_attribution_page_explains_a_mis_retrieval_from_a_shared_link",
+        "test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attribution",
     },
     "test_projection.py": {
         "test_cli_precomputes_what_the_page_reads",
@@ -130,6 +131,10 @@ SLOW: dict[str, set[str] | str] = {
     "test_offline.py": {  # each starts `python -m chtn` in a fresh process
         "test_evaluate_runs_with_the_network_blocked",
         "test_a_hub_model_id_is_an_error_without_a_connection",
+    },
+    "test_baseline.py": {  # `chtn baseline` on the sample, then the baselines' evaluations and pages
+        "test_baseline_checkpoints_open_like_any_other_and_say_what_validation_chose",
+        "test_every_page_opens_a_baseline_checkpoint",
     },
     "test_text_choice.py": {"test_validation_choice_scores_every_candidate_on_pairs_carved_from_training"},
 }

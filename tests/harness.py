@@ -54,7 +54,7 @@ def free_port() -> int:
 class StreamlitServer:
     """`python -m streamlit run SCRIPT` on a free port of 127.0.0.1; its output goes to a log file.
 
-    Use as a context manager, or call `wait_healthy()` and then `stop()`. It starts with CHTN_UMAP_WARM_UP=0 unless
+    Use as a context manager, or call `wait_healthy()` and then `stop()`. It starts with CHTN_WARM_UP=0 unless
     `warm_up_umap`: the 15-40 s of CPU its start-up would spend compiling umap-learn go to the tests running beside
     it (a page that needs UMAP compiles it then; tests/test_app.py checks the warm-up itself).
     """
@@ -65,7 +65,7 @@ class StreamlitServer:
         cwd: Path,
         env: dict[str, str] | None = None,
         log: Path | None = None,
-        warm_up_umap: bool = False,
+        warm_up: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -93,7 +93,7 @@ class StreamlitServer:
             cwd=cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**(os.environ if env is None else env), "CHTN_UMAP_WARM_UP": "1" if warm_up_umap else "0"},
+            env={**(os.environ if env is None else env), "CHTN_WARM_UP": "1" if warm_up else "0"},
         )
 
     def wait_healthy(self, timeout: float = 120.0) -> float:

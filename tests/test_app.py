@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 import time
 
 import numpy as np
@@ -19,7 +21,7 @@ TIMEOUT = 300  # the first run embeds the sample's test split (real encoders on 
 
 
 def _app(page: str | None = None, **params: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
     if page:
         at.switch_page(page)  # a link opens its page directly
     for key, value in params.items():
@@ -259,7 +261,7 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
 
     test = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0]
     query, wrong = test.ids[0], next(i for i, label in zip(test.ids, test.labels) if label != test.labels[0])
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
     at.switch_page("views/attribution.py")
     for key, value in dict(direction="i2t", query=query, result=wrong, contrast="true").items():
         at.query_params[key] = value
@@ -293,40 +295,60 @@ def test_explorer_results_link_to_their_explanation():
     assert first.label == "Explain" and "attribution" in first.page
 
 
-def test_app_start_warms_umap_once_in_a_background_thread(monkeypatch):
-    """app.py starts the warm-up once per server, in a daemon thread, after its first script run. What the warm-up
-    compiles is test_projection's probe (a fresh process); here it is replaced by a recorder, so this test does
-    not spend a minute of CPU compiling numba in-process."""
-    import threading
+def _started_warm_ups(monkeypatch, setting: str) -> list[threading.Thread]:
+    """Enter and leave app.py's server lifespan with CHTN_WARM_UP=`setting`; the warm-up threads it started (each
+    running a recorder in place of the real warm-up, which test_warm_up_opens_the_defaults_... runs)."""
+    import app
 
-    import analysis.projection.project as project
+    monkeypatch.setenv("CHTN_WARM_UP", setting)
+    started: list[threading.Thread] = []
+    monkeypatch.setattr(app, "_warm_up_server", lambda: started.append(threading.current_thread()))
 
-    calls: list[threading.Thread] = []
-    monkeypatch.setenv("CHTN_UMAP_WARM_UP", "1")  # off for the test session (conftest)
-    monkeypatch.setattr(project, "warm_up_umap", lambda nice=0: calls.append(threading.current_thread()) or 0.0)
-    st.cache_resource.clear()  # as on a fresh server: the warm-up is a cached resource of the process
-    for _ in range(2):
-        at = _app()
-        assert not at.exception and not at.error
-    for thread in [t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"]:
-        thread.join()  # the recorder's own: it returns at once
-    assert len(calls) == 1, "one warm-up per server, not one per script run"
-    assert calls[0].name == "chtn-umap-warm-up" and calls[0].daemon and calls[0] is not threading.main_thread()
+    async def serve() -> None:
+        async with app.lifespan(app.app):
+            pass
+
+    before = set(threading.enumerate())
+    asyncio.run(serve())
+    for thread in set(threading.enumerate()) - before:
+        if thread.name == "chtn-warm-up":
+            thread.join()  # the recorder: at once
+    assert all(thread is not threading.main_thread() and thread.name == "chtn-warm-up" for thread in started)
+    return started
 
 
-def test_app_start_skips_the_umap_warm_up_when_told(monkeypatch):
-    """CHTN_UMAP_WARM_UP=0: a fresh server (no cached resources) starts no warm-up thread."""
-    import threading
+def test_server_start_warms_up_in_one_background_thread(monkeypatch):
+    """The server (app.py) starts one daemon warm-up thread at start, and its start does not wait for it."""
+    started = _started_warm_ups(monkeypatch, "1")
+    assert len(started) == 1 and started[0].daemon
 
-    def warming() -> set[threading.Thread]:
-        return {t for t in threading.enumerate() if t.name == "chtn-umap-warm-up"}
 
-    st.cache_resource.clear()  # as on a fresh server: the warm-up is a cached resource of the process
-    monkeypatch.setenv("CHTN_UMAP_WARM_UP", "0")
-    before = warming()  # one an earlier test of this worker started may still run
-    at = _app()
-    assert not at.exception and not at.error
-    assert not warming() - before
+def test_server_start_skips_the_warm_up_when_told(monkeypatch):
+    """CHTN_WARM_UP=0 (servers that start often, the tests): no warm-up thread."""
+    assert not _started_warm_ups(monkeypatch, "0")
+
+
+def test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attribution(tmp_path, monkeypatch):
+    """What the warm-up does is what the first session then finds done: the sample checkpoint's tower built, the
+    sample's test split, embeddings and evaluation in Streamlit's shared caches. Its attribution goes to a scratch
+    folder: the shared attribution cache holds only what someone asked for."""
+    import app
+    from chtn import tower
+    from views import common
+
+    monkeypatch.setenv("CHTN_CACHE_DIR", str(tmp_path))
+    st.cache_resource.clear()  # as on a fresh server
+    tower._cached_tower.cache_clear()
+    assert app.warm_up() > 0
+    assert tower._cached_tower.cache_info().currsize == 1
+    assert not [path for path in tmp_path.glob("attributions/**/*") if path.is_file()]
+    read: list[object] = []
+    monkeypatch.setattr(common.gal, "embed_split", lambda *args, **kwargs: read.append(args))
+    hits = tower._cached_tower.cache_info().hits
+    at = _app("views/attribution.py")  # the first page opened afterwards: from those caches
+    assert not at.error and "Strongest words" in " ".join(c.value for c in at.caption)
+    assert not read, "the page read the split again: the warm-up did not fill the shared cache"
+    assert tower._cached_tower.cache_info().hits > hits and tower._cached_tower.cache_info().currsize == 1
 
 
 @pytest.mark.xdist_group("umap")  # with test_projection: UMAP compiles once per worker (tests/test_projection.py)
@@ -369,7 +391,7 @@ def test_a_shared_space_link_reopens_its_selection_on_the_same_projection_only()
 
     pca = projection_tag(replace(ProjectionParams(), method="pca"))
     everything = Region("box", (-1e6, 1e6), (-1e6, 1e6), pca).param()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
     at.switch_page("views/space.py")
     at.session_state["sp_method"] = "pca"  # instant, and no UMAP job in this process
     at.query_params["region"] = everything
@@ -377,7 +399,7 @@ def test_a_shared_space_link_reopens_its_selection_on_the_same_projection_only()
     assert not at.exception and not at.error
     assert "Selection: 800 items" in [h.value for h in at.subheader]
     assert any("The selection of the link" in c.value for c in at.caption)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
     at.switch_page("views/space.py")
     at.session_state["sp_method"] = "pca"
     at.query_params["region"] = Region("box", (-1e6, 1e6), (-1e6, 1e6), "umap-00000000").param()

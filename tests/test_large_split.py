@@ -17,7 +17,7 @@ ITEMS = 20_000
 
 def _open(pairs: Path) -> AppTest:
     """A new session on the Overview with the sidebar's dataset set to `pairs`."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
     at.run()
     at.selectbox(key="sb_dataset").select(DATA_PATH).run()
     at.text_input(key="sb_dataset_path").input(str(pairs)).run()

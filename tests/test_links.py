@@ -1,6 +1,6 @@
 """Deep links (views/links.py): one builder per linked page, and every value survives any checkpoint path, query id,
 category or rule path (URL-encoded); flags read as the pages' bound widgets read them; every link names a page of
-app.py at its address."""
+dashboard.py at its address."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def test_a_meeting_link_carries_the_spec_the_review_page_reads_back():
 
 
 def test_every_link_opens_a_page_of_the_app_at_its_address():
-    """The page script and the address of each builder are those app.py's st.navigation registers."""
-    pages = dict(re.findall(r'st\.Page\("(views/\w+\.py)".*?url_path="(\w+)"', (ROOT / "app.py").read_text()))
+    """The page script and the address of each builder are those dashboard.py's st.navigation registers."""
+    pages = dict(re.findall(r'st\.Page\("(views/\w+\.py)".*?url_path="(\w+)"', (ROOT / "dashboard.py").read_text()))
     links = [
         explorer_link("c", "i2t", "q"),
         attribution_link("c", "i2t", "q"),

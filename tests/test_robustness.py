@@ -735,7 +735,7 @@ def _app(**params: str):
 
     from tests.conftest import ROOT
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
     for key, value in params.items():
         at.query_params[key] = value
     return at.run()
@@ -796,7 +796,7 @@ def test_app_says_when_a_long_free_text_query_was_cut():
 
     from tests.conftest import ROOT
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
     at.switch_page("views/explorer.py")
     at.run()
     at.radio(key="rx_source").set_value("Free text").run()
@@ -878,7 +878,7 @@ def test_app_explorer_link_with_an_odd_k_opens_with_a_valid_k(k):
 
     from tests.conftest import ROOT
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
     at.switch_page("views/explorer.py")
     at.query_params["k"] = k
     at.run()

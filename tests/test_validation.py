@@ -210,7 +210,7 @@ def test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped(flaw
     from tests.test_app import _evaluated
 
     path, flaws = flawed
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
     at.run()
     at.selectbox(key="sb_dataset").set_value("Manifest or Wikipedia folder (path)…").run()
     at.text_input(key="sb_dataset_path").input(path).run()

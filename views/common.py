@@ -273,7 +273,7 @@ class Choice:
 
 
 def sidebar(review_database: bool) -> None:
-    """The sidebar's shared part, drawn by the entrypoint (app.py) before the page: Streamlit ties a widget to the
+    """The sidebar's shared part, drawn by the entrypoint (dashboard.py) before the page: Streamlit ties a widget to the
     page that draws it, so only the entrypoint's widgets keep their values on every page (a page's own widgets keep
     theirs with `persist_state`, for that page). The checkpoint and dataset, and with `review_database` (the pages
     that save to it) the review database's location."""
@@ -314,15 +314,8 @@ def context() -> Context:
     if not data_path:
         st.info("Give a dataset path in the sidebar.")
         st.stop()
-    allowed = ws.allowed_dirs()  # $CHTN_ALLOWED_DIRS on a team server: sidebar paths and links stay inside
     try:
-        checkpoint_path = ws.confine(ws.resolve_checkpoint(ref), allowed)
-        data_file = ws.confine(data_path, allowed)
-        checkpoint = _checkpoint(str(checkpoint_path), _mtime(checkpoint_path))
-        allowed_key = None if allowed is None else tuple(map(str, allowed))
-        data, checked = _dataset(
-            str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, "test", checkpoint
-        )
+        checkpoint, data, checked, data_file, allowed_key = _open(ref, data_path, skip_invalid)
     except CHTNError as exc:
         _cannot_open(exc)
     if not checked.ok:
@@ -341,6 +334,31 @@ def context() -> Context:
         _cannot_open(exc)
     st.query_params["checkpoint"] = ref  # see _checkpoint_choice: not one widget's value
     return Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
+
+
+def _open(
+    ref: str, data_path: str, skip_invalid: bool
+) -> tuple[Checkpoint, PairDataset, ValidationReport, Path, tuple[str, ...] | None]:
+    """The checkpoint and the dataset's test split, confined and read through the shared caches; `CHTNError` if they
+    cannot be. Returns them with the validation report, the confined dataset file and the allowed folders' key."""
+    allowed = ws.allowed_dirs()  # $CHTN_ALLOWED_DIRS on a team server: sidebar paths and links stay inside
+    checkpoint_path = ws.confine(ws.resolve_checkpoint(ref), allowed)
+    data_file = ws.confine(data_path, allowed)
+    checkpoint = _checkpoint(str(checkpoint_path), _mtime(checkpoint_path))
+    allowed_key = None if allowed is None else tuple(map(str, allowed))
+    data, checked = _dataset(
+        str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, "test", checkpoint
+    )
+    return checkpoint, data, checked, data_file, allowed_key
+
+
+def open_defaults() -> tuple[Checkpoint, gal.Gallery]:
+    """What a session that opens the dashboard with the sidebar's defaults reads first (the sample checkpoint, the
+    sample's test split, its embeddings and evaluation), through the same shared caches, outside any session: the
+    server's warm-up (app.py) calls it, so the first page does not wait for it."""
+    checkpoint, data, *_ = _open(ws.DEFAULT_CHECKPOINT, str(ws.SAMPLE_DATASET), skip_invalid=False)
+    _prepare(checkpoint, data, lambda fraction, text: None)  # reads what the disk caches hold, computes the rest
+    return checkpoint, _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)[0]
 
 
 def _cannot_open(exc: CHTNError) -> NoReturn:
