@@ -104,13 +104,14 @@ def store_upload(name: str, payload: bytes, cache_dir: Path | None = None) -> Pa
 
 def reference_candidates(checkpoint_path: Path) -> list[Path]:
     """Checkpoints beside this one, in a `replicates/` folder beside it (or the folder it is a replicate of), and the
-    best checkpoints of sibling training runs (runs/*/best.safetensors)."""
+    best checkpoints and built-in baselines of sibling runs (runs/*/best.safetensors, runs/*/baseline_*.safetensors)."""
     folder = checkpoint_path.resolve().parent
     found = [
         *sorted(folder.glob("*.safetensors")),
         *sorted((folder / "replicates").glob("*.safetensors")),
         *(sorted(folder.parent.glob("*.safetensors")) if folder.name == "replicates" else []),
         *sorted(folder.parent.glob("*/best.safetensors")),
+        *sorted(folder.parent.glob("*/baseline_*.safetensors")),
     ]
     return [p for p in dict.fromkeys(found) if p != checkpoint_path.resolve()]
 

@@ -145,13 +145,13 @@ def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> 
     return order[:need].reshape(steps, batch)
 
 
-@torch.inference_mode()
 def check_trainable(config: CHTNConfig) -> None:
     """This trainer trains CHTN; the linear architecture is the baseline, fitted by `chtn baseline`."""
     if config.model.architecture != "chtn":
         raise CHTNError("model.architecture 'linear' is the built-in baseline: fit it with `chtn baseline`, not train.")
 
 
+@torch.inference_mode()
 def validation_map(
     model: CHTN | CHTNEnsemble | FineTunedCHTN,
     val: FeatureSet,

@@ -5,6 +5,7 @@
     python scripts/build_sample.py --embeddings-only   # only the checkpoints' shipped test-split embeddings
     python scripts/build_sample.py --checkpoints-only  # checkpoints and embeddings, the data as it is
     python scripts/build_sample.py --packs-only    # only the images' shipped feature packs
+    python scripts/build_sample.py --baseline-only # only the built-in baseline (and its embeddings)
 
 Target: the 20 most frequent article types, 10 train / 5 val / 20 test pairs each. Source: 100 other
 fashion images per type, labelled, texts withheld (the image-only catalogue), and 50 CIFAR-10
@@ -21,6 +22,9 @@ recomputed here from scratch (a fresh feature cache) whenever the checkpoints ar
 The pairs and each image-only source ship their frozen trunk features (`fashion/pairs.features.npz`, exact
 float32; `fashion/source.features.npz` and `cifar10/features.npz`, float16; `chtn.features.write_feature_pack`),
 so a fresh install encodes none of the sample's 3,200 images; they are rebuilt with the data.
+
+The built-in linear softmax baseline of the pairs (`chtn baseline --kind softmax`, the README's command) ships as
+`checkpoints/baseline_softmax.safetensors`, beside the three: each one's model card shows its margin over it.
 """
 
 from __future__ import annotations
@@ -147,31 +151,50 @@ def train_run(name: str, source: str, seed: int, target: Path) -> None:
     print(f"checkpoint: {target}")
 
 
+BASELINE = OUT / "checkpoints" / "baseline_softmax.safetensors"
+
+
+def fit_baseline() -> None:
+    """`chtn baseline` as the README gives it, the softmax one copied beside the sample's checkpoints."""
+    with tempfile.TemporaryDirectory(prefix="chtn-baseline-") as run:
+        subprocess.run(
+            [sys.executable, "-m", "chtn", "baseline", "--data", "sample_data/fashion/pairs.csv", "--kind", "softmax",
+             "--out", run],
+            cwd=ROOT,
+            check=True,
+        )  # fmt: skip
+        shutil.copy2(Path(run) / BASELINE.name, BASELINE)
+    print(f"baseline: {BASELINE}")
+
+
 def train_checkpoints() -> None:
     for name, source in CHECKPOINTS.items():
         train_run(name, source, 0, OUT / "checkpoints" / f"{name}.safetensors")
     for name in REPLICATED:
         for seed in REPLICATE_SEEDS:
             train_run(name, CHECKPOINTS[name], seed, replicate_path(name, seed))
+    fit_baseline()
 
 
 def shipped_checkpoints() -> list[Path]:
-    """Every checkpoint the sample ships: the three of the sidebar and the replicates."""
+    """Every checkpoint the sample ships: the three of the sidebar, the replicates and the baseline."""
     from analysis.workspace import SAMPLE_CHECKPOINTS
 
-    return [SAMPLE_CHECKPOINTS[name] for name in CHECKPOINTS] + [
-        replicate_path(name, seed) for name in REPLICATED for seed in REPLICATE_SEEDS
-    ]
+    return (
+        [SAMPLE_CHECKPOINTS[name] for name in CHECKPOINTS]
+        + [replicate_path(name, seed) for name in REPLICATED for seed in REPLICATE_SEEDS]
+        + [BASELINE]
+    )
 
 
-def ship_embeddings(split: str = "test") -> None:
-    """Embed the sample's `split` with each checkpoint (fresh feature cache, nothing shipped read) and store it
-    beside the checkpoint."""
+def ship_embeddings(paths: list[Path] | None = None, split: str = "test") -> None:
+    """Embed the sample's `split` with each checkpoint (default: every shipped one; fresh feature cache, nothing
+    shipped read) and store it beside the checkpoint."""
     from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
     from chtn.gallery import embed_split, write_shipped_embeddings
 
     with tempfile.TemporaryDirectory(prefix="chtn-ship-") as cache:
-        for path in shipped_checkpoints():
+        for path in paths or shipped_checkpoints():
             checkpoint = open_checkpoint(str(path))
             data, _ = open_dataset(SAMPLE_DATASET, checkpoint)
             gallery = embed_split(checkpoint, data, split, cache_dir=Path(cache), shipped=False)
@@ -205,7 +228,12 @@ if __name__ == "__main__":
     parser.add_argument("--embeddings-only", action="store_true", help="only regenerate the shipped embeddings")
     parser.add_argument("--checkpoints-only", action="store_true", help="train and embed; keep the data as it is")
     parser.add_argument("--packs-only", action="store_true", help="only regenerate the images' feature packs")
+    parser.add_argument("--baseline-only", action="store_true", help="only refit the baseline and its embeddings")
     args = parser.parse_args()
+    if args.baseline_only:
+        fit_baseline()
+        ship_embeddings([BASELINE])
+        sys.exit()
     if args.packs_only:
         ship_feature_packs()
         sys.exit()

@@ -135,6 +135,8 @@ SLOW: dict[str, set[str] | str] = {
     "test_baseline.py": {  # `chtn baseline` on the sample, then the baselines' evaluations and pages
         "test_baseline_checkpoints_open_like_any_other_and_say_what_validation_chose",
         "test_every_page_opens_a_baseline_checkpoint",
+        "test_the_card_margin_is_the_comparisons_figure",
+        "test_overview_card_shows_the_margin_over_a_baseline_beside_the_checkpoint",
     },
     "test_text_choice.py": {"test_validation_choice_scores_every_candidate_on_pairs_carved_from_training"},
 }

@@ -3,9 +3,11 @@ chosen on validation pairs, written as a checkpoint that every command and dashb
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -13,12 +15,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from streamlit.testing.v1 import AppTest
 
+from analysis.bias.gain import pick_reference
+from analysis.compare.margin import baseline_margin, find_baseline, margin_text
 from chtn.baseline import C_GRID, affine_map
 from chtn.checkpoint import load_checkpoint
 from chtn.cli import main
 from chtn.gallery import embed_split, evaluate_gallery
 from chtn.model import LinearBaseline
 from tests.conftest import PAIRS, ROOT
+
+SAMPLES = ROOT / "sample_data" / "checkpoints"
 
 
 @pytest.mark.parametrize(
@@ -112,3 +118,50 @@ def test_train_refuses_the_baseline_architecture_before_any_work(tmp_path, capsy
     assert code == 2
     assert "chtn baseline" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def beside(baselines, tmp_path_factory):
+    """A sample CHTN checkpoint copied into the baselines' folder (the same dataset: the sample's pairs)."""
+    folder = baselines["softmax"].parent
+    shutil.copy(SAMPLES / "chtn_fashion_source.safetensors", folder / "chtn.safetensors")
+    return folder / "chtn.safetensors"
+
+
+def test_the_card_margin_is_the_comparisons_figure(baselines, beside, tmp_path):
+    """The baseline found for a CHTN checkpoint is the softmax one of its dataset (none for a baseline itself), and
+    the model card's margin equals `chtn compare`'s figure and interval for the same pair."""
+    chtn, softmax, cca = (load_checkpoint(p) for p in (beside, baselines["softmax"], baselines["cca"]))
+    no_source = load_checkpoint(SAMPLES / "chtn_no_source.safetensors")
+    assert find_baseline(chtn, [no_source, cca, softmax]) == softmax
+    assert find_baseline(chtn, [no_source, cca]) == cca
+    assert find_baseline(softmax, [cca, softmax]) is None
+    assert pick_reference(chtn, [softmax, cca, no_source]) == no_source, "a baseline is never the no-source CHTN"
+    from chtn.data import load_pairs
+
+    test = load_pairs(PAIRS).split("test")
+    ours, theirs = (evaluate_gallery(embed_split(c, test, "test"), c.label_names) for c in (chtn, softmax))
+    margins = baseline_margin(ours, theirs)
+    out = tmp_path / "compare"
+    args = ["compare", "--baseline", str(softmax.path), "--candidate", str(beside), "--data", str(PAIRS)]
+    main([*args, "--out", str(out), "--review-db", str(tmp_path / "review.sqlite")])
+    figures = pd.read_csv(out / "figures.csv")
+    for direction, margin in margins.items():
+        row = figures[(figures.metric == f"map_{direction}") & (figures.slice == "overall")].iloc[0]
+        for field in ("delta", "ci_low", "ci_high"):
+            assert getattr(margin, field) == pytest.approx(row[field], abs=1e-9)
+    assert "over the built-in linear softmax baseline" in margin_text(margins, softmax)
+
+
+def test_overview_card_shows_the_margin_over_a_baseline_beside_the_checkpoint(beside, review_db):
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
+    at.query_params["checkpoint"] = str(beside)
+    at.run()
+    for _ in range(120):
+        if not any(info.value.startswith("**Evaluating ") for info in at.info):
+            break
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception and not at.error
+    lines = [m.value for m in at.markdown if "Margin over the built-in baseline" in m.value]
+    assert lines and "baseline_softmax.safetensors" in lines[0] and "I->T +" in lines[0]

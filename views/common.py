@@ -387,8 +387,9 @@ def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, E
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _nearby(digest: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
-    """The sample's checkpoints and those beside this one, loaded (read-only, shared by every session)."""
+def _nearby(digest: str, path: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
+    """The sample's checkpoints and those beside this one, loaded (read-only, shared by every session; keyed by the
+    path too: the same file copied elsewhere has other neighbours)."""
     found = []
     for path in [*ws.SAMPLE_CHECKPOINTS.values(), *ws.reference_candidates(_checkpoint.path)]:
         try:
@@ -401,7 +402,7 @@ def _nearby(digest: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
 def nearby_checkpoints(checkpoint: Checkpoint) -> list[Checkpoint]:
     """Checkpoints that may serve as a reference or as other runs of this one's recipe: the sample's, those beside
     it, in a `replicates/` folder, and sibling training runs."""
-    return _nearby(checkpoint.digest, checkpoint)
+    return _nearby(checkpoint.digest, str(checkpoint.path.resolve()), checkpoint)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -7,13 +7,15 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from analysis.compare.margin import baseline_margin, find_baseline, margin_text
 from analysis.workspace import category_ap, model_card
 from chtn.directions import DIRECTION_NAMES, DIRECTIONS
+from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.exports import csv_bytes
 from chtn.metrics import METRICS, RECALL_AT
 from chtn.ranking import TIE_TOLERANCE
-from views.common import context
+from views.common import context, nearby_checkpoints, other_checkpoint
 
 DIRECTION_COLOURS = ["#4C78A8", "#72B7B2"]  # two calm blues: no red for a figure that is not a warning
 
@@ -65,6 +67,7 @@ for d in DIRECTIONS:
 with st.expander("Model card", expanded=True):
     card = model_card(ctx.checkpoint)
     st.table({"field": list(card), "value": [str(v) for v in card.values()]})
+    margin_line = st.empty()  # filled at the end of the page: the baseline's evaluation must not hold up the rest
 
 st.subheader("Average precision per category")
 st.caption(
@@ -114,3 +117,33 @@ st.dataframe(
     },
 )
 st.download_button("Download per-query CSV", csv_bytes(per_query), "per_query.csv", "text/csv")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def margin(checkpoint_digest: str, baseline_digest: str, fingerprint: str, _ours, _theirs, _baseline) -> str:
+    """The model card's line on the margin over the built-in baseline, once per (checkpoint, baseline, split)."""
+    return margin_text(baseline_margin(_ours, _theirs), _baseline)
+
+
+baseline = find_baseline(ctx.checkpoint, nearby_checkpoints(ctx.checkpoint))
+if baseline is None:
+    if ctx.checkpoint.config.model.architecture == "chtn":
+        margin_line.caption(
+            "No built-in baseline of this dataset beside the checkpoint: `chtn baseline --data ... --out <this "
+            "checkpoint's folder>` fits one, and this card then shows CHTN's margin over it."
+        )
+else:  # last: while the baseline's split is evaluated for the first time, only this line waits (and says so)
+    try:
+        _, _, baseline_report = other_checkpoint(str(baseline.path), ctx)
+    except CHTNError as exc:
+        margin_line.caption(f"The built-in baseline {baseline.path.name} beside this checkpoint cannot be used: {exc}")
+    else:
+        line = margin(
+            ctx.checkpoint.digest,
+            baseline.digest,
+            ctx.gallery.data.fingerprint(),
+            ctx.report,
+            baseline_report,
+            baseline,
+        )
+        margin_line.markdown(f"**Margin over the built-in baseline:** {line}")

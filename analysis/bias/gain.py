@@ -134,11 +134,13 @@ def confusions(
 
 
 def pick_reference(checkpoint: Checkpoint, candidates: Sequence[Checkpoint]) -> Checkpoint | None:
-    """The no-source checkpoint that fits this one: same dataset fingerprint and label set, trained without a
-    source (the first such candidate), or None."""
+    """The no-source CHTN that fits this one: same dataset fingerprint and label set, trained without a source (the
+    first such candidate; never the built-in baseline, which is another model, not CHTN without a source), or None."""
     dataset = (checkpoint.meta.get("dataset") or {}).get("fingerprint")
     for candidate in candidates:
         if candidate == checkpoint or candidate.meta.get("source") or candidate.model.has_source:
+            continue
+        if candidate.config.model.architecture != "chtn":
             continue
         if (
             candidate.label_names == checkpoint.label_names
