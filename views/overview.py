@@ -17,6 +17,7 @@ from chtn.metrics import METRICS, RECALL_AT
 from chtn.ranking import TIE_TOLERANCE
 from views.common import context, nearby_checkpoints, other_checkpoint
 
+MARGIN_MAX_ITEMS = 5_000  # the card evaluates the baseline itself up to this split size (seconds on a CPU)
 DIRECTION_COLOURS = ["#4C78A8", "#72B7B2"]  # two calm blues: no red for a figure that is not a warning
 
 
@@ -132,6 +133,11 @@ if baseline is None:
             "No built-in baseline of this dataset beside the checkpoint: `chtn baseline --data ... --out <this "
             "checkpoint's folder>` fits one, and this card then shows CHTN's margin over it."
         )
+elif len(ctx.gallery) > MARGIN_MAX_ITEMS:  # its evaluation would be a second full ranking of a large split
+    margin_line.caption(
+        f"The built-in baseline {baseline.path.name} is beside this checkpoint; on a split this large the margin "
+        f"over it comes from `chtn compare --baseline {baseline.path} --candidate {ctx.checkpoint.path} --data ...`."
+    )
 else:  # last: while the baseline's split is evaluated for the first time, only this line waits (and says so)
     try:
         _, _, baseline_report = other_checkpoint(str(baseline.path), ctx)
