@@ -93,8 +93,8 @@ def fit_cca(train: FeatureSet, val: FeatureSet, names: list[str]) -> tuple[Affin
 
     n = len(train.labels)
     dims = min(PCA_DIMS, n - 1, train.image.shape[1], train.text.shape[1])
-    reduce_image = PCA(dims, random_state=0).fit(StandardScaler().fit_transform(train.image))
     image_scaler, text_scaler = StandardScaler().fit(train.image), StandardScaler().fit(train.text)
+    reduce_image = PCA(dims, random_state=0).fit(image_scaler.transform(train.image))
     reduce_text = PCA(dims, random_state=0).fit(text_scaler.transform(train.text))
     x = reduce_image.transform(image_scaler.transform(train.image))
     y = reduce_text.transform(text_scaler.transform(train.text))

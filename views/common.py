@@ -357,8 +357,12 @@ def open_defaults() -> tuple[Checkpoint, gal.Gallery]:
     sample's test split, its embeddings and evaluation), through the same shared caches, outside any session: the
     server's warm-up (app.py) calls it, so the first page does not wait for it."""
     checkpoint, data, *_ = _open(ws.DEFAULT_CHECKPOINT, str(ws.SAMPLE_DATASET), skip_invalid=False)
-    _prepare(checkpoint, data, lambda fraction, text: None)  # reads what the disk caches hold, computes the rest
-    return checkpoint, _opened_gallery(checkpoint.digest, data.fingerprint(), checkpoint, data)[0]
+    fingerprint = data.fingerprint()
+    try:
+        return checkpoint, _opened_gallery(checkpoint.digest, fingerprint, checkpoint, data)[0]
+    except _NotPrepared:  # a fresh install: the sample's evaluation is not on disk yet
+        _prepare(checkpoint, data, lambda fraction, text: None)
+    return checkpoint, _opened_gallery(checkpoint.digest, fingerprint, checkpoint, data)[0]
 
 
 def _cannot_open(exc: CHTNError) -> NoReturn:
