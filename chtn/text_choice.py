@@ -6,10 +6,13 @@ English product titles. On other languages they can be far from the best (a Chin
 `encoder.text_choice` decides how the configured settings are applied:
 
 - "fixed": as configured.
-- "language": as configured, unless most characters are CJK (the cheap rule, no training).
+- "language": as configured when the texts are not mostly CJK (no training). When they are, MiniLM (an English
+  model) is dropped and the TF-IDF features are chosen on validation (below) among character 1-3-grams, word
+  n-grams over jieba's segmentation, and both together: no one of them wins on every CJK dataset.
 - "validation": a few candidates are each trained on the training pairs minus a per-category 20% carved from
   them, scored by MAP on that carved part, and the best is kept. Only training pairs are read: never the
   test split, and not the dataset's own "val" split either (that one picks the best epoch afterwards).
+  The candidates are the CJK ones above for CJK texts, otherwise the configured features and two variants.
 
 Both the CLI (`chtn.train_inputs`) and the benchmark (`bench/bench_core.py`) call `choose_text_encoder`.
 """
@@ -17,7 +20,6 @@ Both the CLI (`chtn.train_inputs`) and the benchmark (`bench/bench_core.py`) cal
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,13 +30,10 @@ import torch
 
 from chtn.config import CHTNConfig, EncoderConfig
 from chtn.encoders import TfidfTextEncoder
+from chtn.segment import CJK
 from chtn.splits import stratified_split
 from chtn.train import FeatureSet, TrainInputs, train
 
-# Han ideographs (incl. extension A and compatibility), kana, Hangul syllables and jamo, CJK punctuation.
-CJK = re.compile(
-    r"[\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
-)
 CJK_SHARE = 0.3  # share of the non-space characters above which the "language" rule applies; Chinese or Japanese
 # text is ~0.7-1.0 even with Latin brand names and digits mixed in, English text with a few CJK names ~0.0-0.1
 VALIDATION_FRACTION = 0.2  # per-category share of the training pairs carved out to score the candidates
@@ -51,6 +50,14 @@ class TfidfSettings(TypedDict):
 # Character 1-3-grams over 3,000 terms: the setting that won on the Chinese news set (issue 12). "char" (not
 # "char_wb") because CJK text has no spaces to bound words, so every n-gram of the running text counts.
 CHARACTER_TFIDF: TfidfSettings = {"tfidf_analyzer": "char", "tfidf_ngram": (1, 3), "tfidf_max_features": 3000}
+# Words from jieba's segmentation, alone (1-2-grams) and beside the character n-grams (1-3-grams of each): words
+# carry meaning that characters split ("运动鞋", sports shoes), characters survive jieba's segmentation mistakes.
+JIEBA_WORDS: TfidfSettings = {"tfidf_analyzer": "jieba", "tfidf_ngram": (1, 2), "tfidf_max_features": 3000}
+JIEBA_AND_CHARACTERS: TfidfSettings = {
+    "tfidf_analyzer": "jieba+char",
+    "tfidf_ngram": (1, 3),
+    "tfidf_max_features": 5000,
+}
 
 
 def cjk_share(texts: Sequence[str]) -> float:
@@ -83,6 +90,12 @@ def text_candidates(encoder: EncoderConfig) -> dict[str, EncoderConfig]:
         if all(_text_key(option) != _text_key(seen) for seen in unique.values()):
             unique[name] = option
     return unique
+
+
+def cjk_candidates(encoder: EncoderConfig) -> dict[str, EncoderConfig]:
+    """The TF-IDF candidates for CJK text, without MiniLM: character 1-3-grams, jieba words, and both."""
+    options = {"char1-3": CHARACTER_TFIDF, "jieba1-2": JIEBA_WORDS, "jieba+char1-3": JIEBA_AND_CHARACTERS}
+    return {name: dataclasses.replace(encoder, text="tfidf", **tfidf) for name, tfidf in options.items()}
 
 
 def _text_key(encoder: EncoderConfig) -> tuple:
@@ -128,22 +141,22 @@ def choose_text_encoder(
     mode = encoder.text_choice
     if mode == "fixed":
         return encoder, {"mode": "fixed", "chosen": "configured", "features": describe(encoder)}
-    if mode == "language":
-        share = cjk_share(texts)
-        # An English sentence model (MiniLM) cannot read CJK text well, and character n-grams need no word
-        # segmentation: above CJK_SHARE the rule switches to character TF-IDF alone. It needs no training, so it
-        # is the cheap default; "validation" measures instead of assuming.
-        chosen = text_candidates(encoder).get("char1-3", encoder) if share >= CJK_SHARE else encoder
-        name = "char1-3" if share >= CJK_SHARE and _text_key(chosen) != _text_key(encoder) else "configured"
-        if name != "configured":
-            log(f"text features: {share:.0%} of the characters are CJK -> {describe(chosen)} (encoder.text_choice)")
-        record = {"mode": "language", "cjk_share": round(share, 4), "threshold": CJK_SHARE}
-        return chosen, {**record, "chosen": name, "features": describe(chosen)}
-    return _choose_on_validation(config, texts, image, labels, label_names, minilm, device, log)
+    share = cjk_share(texts)
+    cjk = share >= CJK_SHARE
+    record = {"mode": mode, "cjk_share": round(share, 4), "threshold": CJK_SHARE}
+    if mode == "language" and not cjk:  # the configured features, no training
+        return encoder, {**record, "chosen": "configured", "features": describe(encoder)}
+    if cjk:
+        # An English sentence model (MiniLM) cannot read CJK text well: the candidates are TF-IDF alone.
+        log(f"text features: {share:.0%} of the characters are CJK -> TF-IDF, chosen on validation")
+    candidates = cjk_candidates(encoder) if cjk else text_candidates(encoder)
+    chosen, scores = _choose_on_validation(config, candidates, texts, image, labels, label_names, minilm, device, log)
+    return candidates[chosen], {**record, **scores}
 
 
 def _choose_on_validation(
     config: CHTNConfig,
+    candidates: dict[str, EncoderConfig],
     texts: Sequence[str],
     image: np.ndarray,
     labels: np.ndarray,
@@ -151,23 +164,23 @@ def _choose_on_validation(
     minilm: Callable[[], np.ndarray],
     device: str | None,
     log: Callable[[str], None],
-) -> tuple[EncoderConfig, dict[str, Any]]:
-
+) -> tuple[str, dict[str, Any]]:
+    """The name of the best candidate on pairs carved from the training pairs, and the record of every score
+    (the first candidate when too few pairs can be carved)."""
     started = time.perf_counter()
-    candidates = text_candidates(config.encoder)
+    first = next(iter(candidates))
     val = stratified_split(np.asarray(labels).tolist(), VALIDATION_FRACTION, config.train.seed)
     fit = ~val
     epochs = config.encoder.text_choice_epochs or config.train.epochs
     record: dict[str, Any] = {
-        "mode": "validation",
         "n_fit": int(fit.sum()),
         "n_val": int(val.sum()),
         "epochs": epochs,
         "candidates": [],
     }
     if val.sum() == 0 or len(set(np.asarray(labels)[val].tolist())) < 2:
-        log("text features: too few training pairs to carve a validation part; using the configured ones")
-        return config.encoder, {**record, "chosen": "configured", "features": describe(config.encoder)}
+        log(f"text features: too few training pairs to carve a validation part; using {first}")
+        return first, {**record, "chosen": first, "features": describe(candidates[first])}
     minilm_rows = minilm() if any(c.uses_minilm for c in candidates.values()) else None
     fit_texts = [t for t, f in zip(texts, fit) if f]
     for name, candidate in candidates.items():
@@ -191,12 +204,15 @@ def _choose_on_validation(
             {"name": name, "features": describe(candidate), "val_map": None if score is None else round(score, 4)}
         )
     scored = [c for c in record["candidates"] if c["val_map"] is not None]
-    chosen = max(scored, key=lambda c: c["val_map"])["name"] if scored else "configured"  # first wins a tie
+    chosen = max(scored, key=lambda c: c["val_map"])["name"] if scored else first  # the first wins a tie
     if torch.distributed.is_available() and torch.distributed.is_initialized():  # only rank 0 validates
         box = [chosen, record["candidates"]]
         torch.distributed.broadcast_object_list(box, src=0)
         chosen, record["candidates"] = box
     record.update(chosen=chosen, features=describe(candidates[chosen]), seconds=round(time.perf_counter() - started, 1))
     shown = ", ".join(f"{c['name']} {c['val_map']}" for c in record["candidates"])
-    log(f"text features chosen on {record['n_val']} pairs carved from the training pairs: {chosen} ({shown})")
-    return candidates[chosen], record
+    log(
+        f"text features chosen on {record['n_val']} pairs carved from the training pairs in {record['seconds']:.0f} s:"
+        f" {chosen} ({shown})"
+    )
+    return chosen, record

@@ -6,6 +6,7 @@
     python scripts/build_sample.py --checkpoints-only  # checkpoints and embeddings, the data as it is
     python scripts/build_sample.py --packs-only    # only the images' shipped feature packs
     python scripts/build_sample.py --baseline-only # only the built-in baseline (and its embeddings)
+    python scripts/build_sample.py --chinese-only  # only the Chinese-titled pairs, their checkpoint and baseline
 
 Target: the 20 most frequent article types, 10 train / 5 val / 20 test pairs each. Source: 100 other
 fashion images per type, labelled, texts withheld (the image-only catalogue), and 50 CIFAR-10
@@ -25,6 +26,11 @@ so a fresh install encodes none of the sample's 3,200 images; they are rebuilt w
 
 The built-in linear softmax baseline of the pairs (`chtn baseline --kind softmax`, the README's command) ships as
 `checkpoints/baseline_softmax.safetensors`, beside the three: each one's model card shows its margin over it.
+
+The Chinese sample (`fashion_zh/`): the same pairs with their titles rendered in Chinese by `scripts/zh_titles.py`
+(a glossary rendering, not a human translation; its docstring says why), the same images, and in
+`fashion_zh/checkpoints/` a CHTN checkpoint trained on them with the catalogue source and their softmax baseline,
+by the README's commands: a CJK dataset to see the text-feature choice and the word-level attribution on.
 """
 
 from __future__ import annotations
@@ -135,13 +141,13 @@ def replicate_path(name: str, seed: int) -> Path:
     return REPLICATES / f"{name}_s{seed}.safetensors"
 
 
-def train_run(name: str, source: str, seed: int, target: Path) -> None:
+def train_run(name: str, source: str, seed: int, target: Path, data: str = "sample_data/fashion/pairs.csv") -> None:
     """`chtn train` exactly as the README gives it (plus the seed for a replicate), copied to `target`."""
     run = ROOT / "runs" / (name if seed == 0 else f"{name}_s{seed}")
     shutil.rmtree(run, ignore_errors=True)
     seed_args = [] if seed == 0 else ["--set", f"train.seed={seed}"]
     subprocess.run(
-        [sys.executable, "-m", "chtn", "train", "--data", "sample_data/fashion/pairs.csv", "--source", source,
+        [sys.executable, "-m", "chtn", "train", "--data", data, "--source", source,
          "--preset", "small", *seed_args, "--out", str(run.relative_to(ROOT))],
         cwd=ROOT,
         check=True,
@@ -154,17 +160,31 @@ def train_run(name: str, source: str, seed: int, target: Path) -> None:
 BASELINE = OUT / "checkpoints" / "baseline_softmax.safetensors"
 
 
-def fit_baseline() -> None:
+def fit_baseline(data: str = "sample_data/fashion/pairs.csv", target: Path = BASELINE) -> None:
     """`chtn baseline` as the README gives it, the softmax one copied beside the sample's checkpoints."""
     with tempfile.TemporaryDirectory(prefix="chtn-baseline-") as run:
         subprocess.run(
-            [sys.executable, "-m", "chtn", "baseline", "--data", "sample_data/fashion/pairs.csv", "--kind", "softmax",
-             "--out", run],
+            [sys.executable, "-m", "chtn", "baseline", "--data", data, "--kind", "softmax", "--out", run],
             cwd=ROOT,
             check=True,
-        )  # fmt: skip
-        shutil.copy2(Path(run) / BASELINE.name, BASELINE)
-    print(f"baseline: {BASELINE}")
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(run) / BASELINE.name, target)
+    print(f"baseline: {target}")
+
+
+CHINESE = OUT / "fashion_zh"
+CHINESE_CHECKPOINTS = CHINESE / "checkpoints"
+
+
+def build_chinese() -> None:
+    """The Chinese-titled pairs, then their checkpoint (catalogue source) and baseline, with their embeddings."""
+    subprocess.run([sys.executable, "scripts/zh_titles.py"], cwd=ROOT, check=True)
+    data = "sample_data/fashion_zh/pairs.csv"
+    checkpoint = CHINESE_CHECKPOINTS / "chtn_zh_fashion_source.safetensors"
+    train_run("chtn_zh_fashion_source", "sample_data/fashion/source.csv", 0, checkpoint, data)
+    fit_baseline(data, CHINESE_CHECKPOINTS / BASELINE.name)
+    ship_embeddings([checkpoint, CHINESE_CHECKPOINTS / BASELINE.name], dataset=CHINESE / "pairs.csv")
 
 
 def train_checkpoints() -> None:
@@ -187,16 +207,16 @@ def shipped_checkpoints() -> list[Path]:
     )
 
 
-def ship_embeddings(paths: list[Path] | None = None, split: str = "test") -> None:
-    """Embed the sample's `split` with each checkpoint (default: every shipped one; fresh feature cache, nothing
-    shipped read) and store it beside the checkpoint."""
+def ship_embeddings(paths: list[Path] | None = None, split: str = "test", dataset: Path | None = None) -> None:
+    """Embed `split` of the sample (or `dataset`) with each checkpoint (default: every shipped one; fresh feature
+    cache, nothing shipped read) and store it beside the checkpoint."""
     from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
     from chtn.gallery import embed_split, write_shipped_embeddings
 
     with tempfile.TemporaryDirectory(prefix="chtn-ship-") as cache:
         for path in paths or shipped_checkpoints():
             checkpoint = open_checkpoint(str(path))
-            data, _ = open_dataset(SAMPLE_DATASET, checkpoint)
+            data, _ = open_dataset(dataset or SAMPLE_DATASET, checkpoint)
             gallery = embed_split(checkpoint, data, split, cache_dir=Path(cache), shipped=False)
             path = write_shipped_embeddings(checkpoint, gallery, split)
             print(f"embeddings: {path} ({path.stat().st_size:,} bytes, {gallery.image.shape} x 2)")
@@ -229,7 +249,11 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoints-only", action="store_true", help="train and embed; keep the data as it is")
     parser.add_argument("--packs-only", action="store_true", help="only regenerate the images' feature packs")
     parser.add_argument("--baseline-only", action="store_true", help="only refit the baseline and its embeddings")
+    parser.add_argument("--chinese-only", action="store_true", help="only the Chinese-titled pairs and their models")
     args = parser.parse_args()
+    if args.chinese_only:
+        build_chinese()
+        sys.exit()
     if args.baseline_only:
         fit_baseline()
         ship_embeddings([BASELINE])
@@ -244,3 +268,4 @@ if __name__ == "__main__":
         train_checkpoints()
     if not args.data_only:
         ship_embeddings()
+        build_chinese()

@@ -177,7 +177,7 @@ def test_word_scores_preserve_the_sum_and_map_char_ngrams(checkpoint):
     text = "Titan Women Gold Watches"
     vector = tfidf.encode([text])[0]
     scores = np.where(vector > 0, 1.0, 0.0)
-    occurrences = tfidf_occurrences(text, tfidf.vectorizer)
+    occurrences = tfidf_occurrences(text, tfidf)
     assert {f for f, _ in occurrences} == set(np.flatnonzero(vector))  # every active feature located
     words = word_scores(
         text, [(0, 0), (0, 5), (6, 11), (12, 16), (17, 24), (0, 0)], np.array([9, 1, 2, 3, 4, 9.0]), tfidf, scores

@@ -165,3 +165,35 @@ def test_overview_card_shows_the_margin_over_a_baseline_beside_the_checkpoint(be
     assert not at.exception and not at.error
     lines = [m.value for m in at.markdown if "Margin over the built-in baseline" in m.value]
     assert lines and "baseline_softmax.safetensors" in lines[0] and "I->T +" in lines[0]
+
+
+def test_bench_cells_fit_the_baseline_on_their_own_pairs_and_report_the_paired_margin(pairs, cache):
+    """bench_core's per-cell baseline: C chosen on pairs carved from the cell's own pairs, refitted on all of them,
+    scored on the cell's rows; the margin is the difference of MAPs, inside its interval."""
+    from bench.bench_core import baseline_figures, softmax_baseline
+    from chtn.baseline import common_space, softmax_maps
+    from chtn.encoders import TfidfTextEncoder, cached_image_trunk
+    from chtn.evaluate import evaluate_embeddings
+    from chtn.features import image_features
+    from chtn.train import FeatureSet
+
+    image = image_features(pairs.image_paths, cache, cached_image_trunk())[0]
+    rows = {split: np.flatnonzero(np.asarray(pairs.splits) == split) for split in ("train", "test")}
+    tfidf = TfidfTextEncoder("char_wb", (2, 4), 1000).fit([pairs.texts[i] for i in rows["train"]])
+    text = tfidf.encode(pairs.texts)
+    cell, scored = (FeatureSet(image[r], text[r], pairs.label_index[r]) for r in (rows["train"], rows["test"]))
+    names = pairs.label_names
+    baseline, c = softmax_baseline(cell, scored, names, seed=0)
+    assert c in C_GRID and baseline.mean_map > 0.5  # chance on the sample's 20 balanced classes ~0.06
+    other_c = C_GRID[0] if c != C_GRID[0] else C_GRID[-1]
+    image_map, text_map = softmax_maps(cell, len(names), other_c)
+    other = evaluate_embeddings(
+        common_space(scored.image, image_map, True), common_space(scored.text, text_map, True), scored.labels, names
+    )
+    figures = baseline_figures(other, (baseline, c))
+    assert figures["baseline_C"] == c
+    for direction in ("i2t", "t2i"):
+        delta, low, high = figures[f"margin_{direction}"]
+        expected = getattr(other, direction).ap.mean() - getattr(baseline, direction).ap.mean()
+        assert delta == pytest.approx(expected, abs=1e-4) and low <= delta <= high
+        assert figures[f"baseline_map_{direction}"] == pytest.approx(getattr(baseline, direction).ap.mean(), abs=1e-4)

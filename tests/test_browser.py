@@ -126,6 +126,40 @@ def test_explain_link_opens_the_attribution_of_that_result(page, server):
     page.screenshot(path=str(ARTIFACTS / "attribution.png"), full_page=True)
 
 
+def test_the_chinese_sample_explains_each_word_of_a_title(page, server):
+    """The Chinese sample opened by path as a user would: "Why this result?" gives each word of a Chinese title
+    (jieba's segmentation) its own highlight and score, drawn in a CJK font (Debian's fonts-noto-cjk), no error."""
+    import shutil
+    import subprocess
+    from urllib.parse import quote
+
+    from chtn import segment
+
+    fonts = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True) if shutil.which("fc-list") else None
+    assert fonts and fonts.stdout.strip(), "no CJK font: apt-get install -y fonts-noto-cjk (.ci/run does)"
+    zh = ROOT / "sample_data" / "fashion_zh"
+    checkpoint = zh / "checkpoints" / "chtn_zh_fashion_source.safetensors"
+    page.goto(f"{server}/attribution?checkpoint={quote(str(checkpoint))}", wait_until="networkidle")
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(1).click()
+    page.get_by_role("option", name="Manifest or Wikipedia folder (path)…").click()
+    path_box = page.get_by_label("Dataset path")
+    path_box.fill(str(zh / "pairs.csv"))
+    path_box.press("Enter")
+    page.get_by_text("Strongest words").first.wait_for(timeout=300_000)
+    page.get_by_text("Download PNG").nth(1).wait_for(timeout=300_000)
+    page.wait_for_timeout(1500)
+    assert_clean(page)
+    words = page.locator('[data-testid="stMain"] span[title^="+"], [data-testid="stMain"] span[title^="-"]')
+    shown = words.all_inner_texts()
+    chinese = [w for w in shown if segment.CJK.search(w)]
+    assert len(chinese) >= 4, shown  # the two titles split into words, not one block each
+    assert all(len(w) <= 6 for w in chinese), chinese  # jieba's words, not whole sentences
+    titles = words.evaluate_all("els => els.map(e => e.title.split(' ')[0])")
+    assert len(set(titles)) > 2, titles  # scores of their own
+    words.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "attribution_chinese.png"))
+
+
 def _wait_for_text(page, text: str, shot: str, seconds: float = 120) -> None:
     """Poll the page's rendered text until it holds `text`; on a timeout, keep a screenshot in ARTIFACTS and say
     what the page showed instead."""

@@ -105,7 +105,10 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     "item, message",
     [
-        ("encoder.tfidf_analyzer=chars", "encoder.tfidf_analyzer must be one of word/char/char_wb, got 'chars'"),
+        (
+            "encoder.tfidf_analyzer=chars",
+            "encoder.tfidf_analyzer must be one of word/char/char_wb/jieba/jieba+char, got 'chars'",
+        ),
         ("encoder.tfidf_ngram=1,3", "e.g. encoder.tfidf_ngram=[1,3]"),
         ("encoder.tfidf_ngram=[3,1]", "1 <= smallest <= largest"),
         ("train.epoch=3", "did you mean 'epochs'?"),

@@ -45,7 +45,8 @@ def test_sample_layout_and_provenance(pairs):
     readme = (SAMPLE / "README.md").read_text()
     assert "Fashion Product Images" in readme and "CIFAR-10" in readme
     size = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
-    assert size < 50 * 2**20  # 19 MB of data, 6.3 MB of feature packs, 7 checkpoints of 3.9 MB (3, and 2 more seeds)
+    # 19 MB of data, 6.3 MB of feature packs, 7 checkpoints of 3.9 MB (3, and 2 more seeds), the Chinese sample's 7 MB
+    assert size < 64 * 2**20
 
 
 @pytest.mark.parametrize("name", NAMES)

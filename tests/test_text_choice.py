@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import gettext
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from chtn.config import load_config
-from chtn.text_choice import CJK_SHARE, choose_text_encoder, cjk_share, text_candidates
+from chtn.text_choice import CJK_SHARE, choose_text_encoder, cjk_candidates, cjk_share, text_candidates
 
-# A real Chinese text corpus that every Debian/Ubuntu machine with apt carries: apt's own zh_CN messages.
-APT_ZH = Path("/usr/share/locale/zh_CN/LC_MESSAGES/apt.mo")
-
-
-def _chinese_messages() -> list[str]:
-    if not APT_ZH.exists():
-        pytest.skip(f"{APT_ZH} (apt's Chinese messages, the real CJK texts of this test) is not installed")
-    with APT_ZH.open("rb") as handle:
-        catalog = gettext.GNUTranslations(handle)._catalog
-    return [v for k, v in catalog.items() if k and isinstance(v, str) and v.strip()]
+# The Chinese sample: the sample's pairs, titles rendered in Chinese (scripts/zh_titles.py), the same images.
+CHINESE = Path(__file__).resolve().parents[1] / "sample_data" / "fashion_zh" / "pairs.csv"
 
 
 def _no_minilm() -> np.ndarray:
@@ -42,22 +33,31 @@ def test_english_titles_keep_the_configured_features(pairs):
     }
 
 
-def test_chinese_texts_switch_to_character_ngrams_without_minilm():
-    texts = _chinese_messages()
-    assert cjk_share(texts) > 0.6  # apt's messages keep option names such as "--help" in Latin letters
+def test_chinese_titles_choose_among_tfidf_candidates_on_carved_training_pairs(cache):
+    """The Chinese sample's 200 training pairs: no MiniLM, and characters, jieba words and both scored on 40 pairs
+    carved from them, by default ("language")."""
+    from chtn.data import load_pairs
+    from chtn.encoders import cached_image_trunk
+    from chtn.features import image_features
+
+    train = load_pairs(CHINESE).split("train")
+    assert cjk_share(train.texts) > 0.5
+    config = load_config("small", overrides={"encoder": {"text_choice_epochs": 3}, "train": FAST})
+    assert config.encoder.text_choice == "language"
+    image = image_features(train.image_paths, cache, cached_image_trunk())[0]
     messages: list[str] = []
     encoder, record = choose_text_encoder(
-        load_config("small"), texts, np.zeros((0, 1)), np.zeros(0), [], _no_minilm, log=messages.append
+        config, train.texts, image, train.label_index, train.label_names, _no_minilm, log=messages.append
     )
-    assert (encoder.text, encoder.tfidf_analyzer, encoder.tfidf_ngram, encoder.tfidf_max_features) == (
-        "tfidf",
-        "char",
-        (1, 3),
-        3000,
-    )
-    assert record["chosen"] == "char1-3" and record["cjk_share"] > 0.6 and "CJK" in messages[0]
+    assert (record["mode"], record["n_fit"], record["n_val"]) == ("language", 160, 40)
+    scores = {c["name"]: c["val_map"] for c in record["candidates"]}
+    assert list(scores) == ["char1-3", "jieba1-2", "jieba+char1-3"]
+    assert all(0.06 < s <= 1.0 for s in scores.values())  # chance on 20 balanced classes ~0.06
+    assert record["chosen"] == max(scores, key=lambda name: scores[name])
+    assert encoder == cjk_candidates(config.encoder)[record["chosen"]] and not encoder.uses_minilm
+    assert "CJK" in messages[0] and f"in {record['seconds']:.0f} s" in messages[-1]
     fixed = load_config("small", overrides={"encoder": {"text_choice": "fixed"}})
-    assert choose_text_encoder(fixed, texts, np.zeros((0, 1)), np.zeros(0), [], _no_minilm)[0] == fixed.encoder
+    assert choose_text_encoder(fixed, train.texts, image, train.label_index, [], _no_minilm)[0] == fixed.encoder
 
 
 def test_candidates_are_listed_once():

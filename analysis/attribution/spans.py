@@ -3,9 +3,10 @@
 Two kinds of token carry attribution: MiniLM word-pieces (character offsets come from the fast
 tokenizer) and TF-IDF features (word or character n-grams, which a fitted vectorizer does not
 locate in the text). No library maps either back to words, so it is done here: every piece or
-n-gram occurrence is assigned to the whitespace-separated word(s) it lies in, and a feature's
-attribution is split evenly over its occurrences. Sums are preserved, so the word scores add up
-to the total attribution (IG's completeness carries over to words).
+n-gram occurrence is assigned to the word(s) it lies in, and a feature's attribution is split evenly
+over its occurrences. Sums are preserved, so the word scores add up to the total attribution (IG's
+completeness carries over to words). Words are `chtn.segment`'s: whitespace words, and jieba's words
+inside CJK text (the segmentation of the "jieba" TF-IDF features), so a Chinese sentence is not one word.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from chtn import segment
+from chtn.encoders import TfidfTextEncoder
 
 
 @dataclass
@@ -28,7 +32,7 @@ class Word:
 
 
 def split_words(text: str) -> list[Word]:
-    return [Word(m.group(), m.start(), m.end(), 0.0) for m in re.finditer(r"\S+", text)]
+    return [Word(word, start, end, 0.0) for word, start, end in segment.words(text)]
 
 
 def _word_at(words: Sequence[Word], position: int) -> int | None:
@@ -47,30 +51,59 @@ def add_piece_scores(words: list[Word], offsets: Sequence[tuple[int, int]], scor
                 words[index].minilm += float(score)
 
 
-def tfidf_occurrences(text: str, vectorizer) -> list[tuple[int, list[int]]]:
+def tfidf_occurrences(text: str, encoder: TfidfTextEncoder) -> list[tuple[int, list[int]]]:
     """(feature index, word indices) for every occurrence of a vocabulary n-gram in `text`."""
-    vocabulary, words = vectorizer.vocabulary_, split_words(text)
-    found: list[tuple[int, list[int]]] = []
-    if vectorizer.analyzer == "char_wb":  # sklearn builds these n-grams inside each whitespace word
+    vectorizer, words = encoder.vectorizer, split_words(text)
+    vocabulary, ngram = vectorizer.vocabulary_, encoder.ngram
+    lowered = text.lower()  # the vectorizers' preprocessing (lowercase=True, no accent stripping)
+    if encoder.analyzer == "char_wb":  # sklearn builds these n-grams inside each whitespace word
         analyze = vectorizer.build_analyzer()
-        for i, word in enumerate(words):
-            found += [(vocabulary[g], [i]) for g in analyze(word.text) if g in vocabulary]
-        return found
-    if vectorizer.analyzer == "char":  # n-grams may cross words: credit every word they touch
-        low, high = vectorizer.ngram_range
-        lowered = vectorizer.build_preprocessor()(text)
-        for n in range(low, high + 1):
-            for start in range(len(lowered) - n + 1):
-                gram = lowered[start : start + n]
-                touched = sorted({j for j in (_word_at(words, p) for p in range(start, start + n)) if j is not None})
-                if gram in vocabulary and touched:
-                    found.append((vocabulary[gram], touched))
-        return found
-    pattern = re.compile(vectorizer.token_pattern)
-    preprocess = vectorizer.build_preprocessor()
-    tokens = [(m.group(), _word_at(words, m.start())) for m in pattern.finditer(preprocess(text))]
-    low, high = vectorizer.ngram_range
-    for n in range(low, high + 1):
+        return [(vocabulary[g], [i]) for i, word in enumerate(words) for g in analyze(word.text) if g in vocabulary]
+    if encoder.analyzer == "char":
+        return _char_occurrences(lowered, words, vocabulary, ngram)
+    if encoder.analyzer == "word":
+        pattern = re.compile(vectorizer.token_pattern)
+        tokens = [(m.group(), _word_at(words, m.start())) for m in pattern.finditer(lowered)]
+        return _token_occurrences(tokens, vocabulary, ngram)
+    # "jieba" and "jieba+char": the segmented words are the tokens (punctuation alone is none)
+    tokens = [(w.text.lower(), i) for i, w in enumerate(words) if segment.WORDLIKE.search(w.text)]
+    found = _token_occurrences(tokens, vocabulary, ngram)
+    return found + (_char_occurrences(lowered, words, vocabulary, ngram) if encoder.analyzer == "jieba+char" else [])
+
+
+def _char_occurrences(
+    lowered: str, words: Sequence[Word], vocabulary: dict[str, int], ngram: tuple[int, int]
+) -> list[tuple[int, list[int]]]:
+    """Character n-grams, which may cross words: each credits every word it touches, and one of spaces alone the
+    words on either side. Built on the text as scikit-learn's "char" analyzer sees it: runs of 2+ whitespace
+    characters collapsed into one space, with each kept character's position in the original text."""
+    kept = [m.start() for m in re.finditer(r"\s\s+|.", lowered, re.DOTALL)]  # a run counts as its first character
+    text = re.sub(r"\s\s+", " ", lowered)
+    found: list[tuple[int, list[int]]] = []
+    for n in range(ngram[0], ngram[1] + 1):
+        for start in range(len(text) - n + 1):
+            gram = text[start : start + n]
+            if gram not in vocabulary:
+                continue
+            first, last = kept[start], kept[start + n - 1]
+            touched = {j for j in (_word_at(words, p) for p in range(first, last + 1)) if j is not None}
+            if not touched:  # spaces only: the words before and after
+                touched = {i for i, w in enumerate(words) if w.end <= first or w.start > last}
+                touched = {max((i for i in touched if words[i].end <= first), default=-1)} | {
+                    min((i for i in touched if words[i].start > last), default=-1)
+                }
+                touched.discard(-1)
+            if touched:
+                found.append((vocabulary[gram], sorted(touched)))
+    return found
+
+
+def _token_occurrences(
+    tokens: Sequence[tuple[str, int | None]], vocabulary: dict[str, int], ngram: tuple[int, int]
+) -> list[tuple[int, list[int]]]:
+    """Word n-grams (tokens joined by a space, as scikit-learn joins them) over (token, word index) pairs."""
+    found: list[tuple[int, list[int]]] = []
+    for n in range(ngram[0], ngram[1] + 1):
         for start in range(len(tokens) - n + 1):
             gram = " ".join(t for t, _ in tokens[start : start + n])
             if gram in vocabulary:
@@ -78,9 +111,9 @@ def tfidf_occurrences(text: str, vectorizer) -> list[tuple[int, list[int]]]:
     return found
 
 
-def add_tfidf_scores(words: list[Word], text: str, vectorizer, scores: np.ndarray) -> None:
+def add_tfidf_scores(words: list[Word], text: str, encoder: TfidfTextEncoder, scores: np.ndarray) -> None:
     """Split each feature's attribution evenly over its occurrences, and each occurrence over its words."""
-    occurrences = tfidf_occurrences(text, vectorizer)
+    occurrences = tfidf_occurrences(text, encoder)
     counts = np.bincount([f for f, _ in occurrences], minlength=len(scores))
     for feature, indices in occurrences:
         share = float(scores[feature]) / float(counts[feature]) / len(indices)
@@ -92,7 +125,7 @@ def word_scores(
     text: str,
     offsets: Sequence[tuple[int, int]],
     piece_scores: np.ndarray | None,
-    tfidf_encoder,
+    tfidf_encoder: TfidfTextEncoder | None,
     tfidf_scores: np.ndarray | None,
 ) -> list[Word]:
     """Words of `text` with MiniLM and TF-IDF attributions merged onto them."""
@@ -100,7 +133,7 @@ def word_scores(
     if piece_scores is not None:
         add_piece_scores(words, offsets, piece_scores)
     if tfidf_scores is not None and tfidf_encoder is not None:
-        add_tfidf_scores(words, text, tfidf_encoder.vectorizer, tfidf_scores)
+        add_tfidf_scores(words, text, tfidf_encoder, tfidf_scores)
     for word in words:
         word.score = word.minilm + word.tfidf
     return words
