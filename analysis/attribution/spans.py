@@ -88,11 +88,9 @@ def _char_occurrences(
             first, last = kept[start], kept[start + n - 1]
             touched = {j for j in (_word_at(words, p) for p in range(first, last + 1)) if j is not None}
             if not touched:  # spaces only: the words before and after
-                touched = {i for i, w in enumerate(words) if w.end <= first or w.start > last}
-                touched = {max((i for i in touched if words[i].end <= first), default=-1)} | {
-                    min((i for i in touched if words[i].start > last), default=-1)
-                }
-                touched.discard(-1)
+                before = [i for i, w in enumerate(words) if w.end <= first]
+                after = [i for i, w in enumerate(words) if w.start > last]
+                touched = set(before[-1:] + after[:1])
             if touched:
                 found.append((vocabulary[gram], sorted(touched)))
     return found
