@@ -196,7 +196,7 @@ def run_cell(p: dict, k: int | None, seed: int, source: str, preset: str, overri
     summary = report.summary()
     frozen = base_image(p, stages)
     pairs, scored = feature_set(p, pair_rows, text), feature_set(p, p["test_rows"], text)
-    pairs.image, scored.image = frozen(pair_rows), frozen(p["test_rows"])
+    pairs.image, scored.image = pooled, frozen(p["test_rows"])  # `pooled`: the pairs' frozen features, from above
     baseline = softmax_baseline(pairs, scored, p["types"], seed)
     return {
         "k": k or "full",
