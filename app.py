@@ -46,14 +46,25 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
-def _warm_up_server() -> None:
-    """The warm-up thread: the pages' encoders and data first, then UMAP (low priority); each part said on the
-    console. A failure is said and does not stop the server: the pages do the same work when opened."""
+def _warm_up_server(warm: bool) -> None:
+    """The start-up thread: torch's CPU threads sized (chtn/cpus.py: $CHTN_THREADS, else the usable cores), then, if
+    `warm`, the pages' encoders and data, then UMAP (low priority); each part said on the console. A failure is
+    said and does not stop the server: the pages do the same work when opened."""
     from analysis.projection.project import warm_up_umap
+    from chtn.cpus import set_torch_threads
+    from chtn.errors import CHTNError
 
+    try:
+        print(f"chtn: {set_torch_threads()}", file=sys.stderr, flush=True)
+    except CHTNError as exc:  # a bad $CHTN_THREADS: said, and torch keeps its own count
+        print(f"chtn: {exc}", file=sys.stderr, flush=True)
     for what, step in (
-        ("encoders, the sample and one attribution ready", warm_up),
-        ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
+        ()
+        if not warm
+        else (
+            ("encoders, the sample and one attribution ready", warm_up),
+            ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
+        )
     ):
         try:
             seconds = step()
@@ -65,15 +76,16 @@ def _warm_up_server() -> None:
 
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
-    """Server start: the warm-up thread begins (unless CHTN_WARM_UP=0); the server answers at once."""
+    """Server start: the start-up thread begins (the warm-up unless CHTN_WARM_UP=0); the server answers at once."""
     serialise_ast_parsing()  # before any background thread: sessions and the warm-up parse at once (CPython 3.11)
-    if os.environ.get(WARM_UP, "1") != "0":
+    warm = os.environ.get(WARM_UP, "1") != "0"
+    if warm:
         # The warm-up calls the pages' shared caches outside any session on purpose; Streamlit would warn of the
         # missing session ("can be ignored") on the console each time.
         logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
             lambda _record: threading.current_thread().name != "chtn-warm-up"
         )
-        threading.Thread(target=_warm_up_server, name="chtn-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up_server, args=(warm,), name="chtn-warm-up", daemon=True).start()
     yield
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from chtn.directions import Direction
 from chtn.evaluate import EvaluationReport
@@ -21,10 +22,16 @@ if TYPE_CHECKING:
     from chtn.tower import Tower
 
 
+def query_score(query: np.ndarray, gallery: Gallery, direction: Direction, result_row: int) -> float:
+    """Cosine similarity of a query embedding (a test item's or a free text's) and a result: the very score the
+    explorer ranks by."""
+    targets = query_side(gallery, direction)[1]
+    return float(cosine_scores(query, targets[result_row : result_row + 1])[0, 0])
+
+
 def pair_score(gallery: Gallery, direction: Direction, query_row: int, result_row: int) -> float:
-    """Cosine similarity of a query and a result: the very score the explorer ranks by."""
-    queries, targets = query_side(gallery, direction)
-    return float(cosine_scores(queries[query_row], targets[result_row : result_row + 1])[0, 0])
+    """`query_score` of a test query."""
+    return query_score(query_side(gallery, direction)[0][query_row], gallery, direction, result_row)
 
 
 def search_queries(gallery: Gallery, text: str, label_names: Sequence[str]) -> list[int]:
@@ -68,6 +75,19 @@ def next_misretrieval(report: EvaluationReport, direction: Direction, current: i
         return None
     later = wrong[wrong > (-1 if current is None else current)]
     return int(later[0] if len(later) else wrong[0])
+
+
+def top_tie_note(table: pd.DataFrame) -> str | None:
+    """What the page says before the results when the first ones are one tie group (None when the top result stands
+    alone): their order there is the gallery order, so the grid's first cards are not the model's preference."""
+    if table.empty or table.tied_with.iloc[0] <= 0:
+        return None
+    last, score = int(table.tie_last.iloc[0]), float(table.score.iloc[0])
+    beyond = f", more than the {len(table)} shown" if last > len(table) else ""
+    return (
+        f"**The first {last} results are tied** at {score:.4f} (to four decimals){beyond}: the model ranks them "
+        "equally, and the grid shows them in gallery order, not in an order of preference."
+    )
 
 
 FREE_TEXT_MAX_CHARS = 10_000  # the explorer's free-text box; a longer paste is cut by the browser

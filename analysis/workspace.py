@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,10 +152,11 @@ def open_checkpoint(choice: str) -> Checkpoint:
     return load_checkpoint(resolve_checkpoint(choice))
 
 
-SKIP_HINT = (
-    'tick "Skip invalid rows" in the sidebar to open the rest '
-    "(`python -m chtn validate --data ... --show all` lists every offender)"
-)
+def skip_hint(path: str | Path, checkpoint: Checkpoint) -> str:
+    """The dashboard's way out of invalid rows, with a command that lists them all and works as printed."""
+    command = ["python", "-m", "chtn", "validate", "--data", str(path), "--checkpoint", str(checkpoint.path)]
+    listing = shlex.join([*command, "--show", "all"])
+    return f'tick "Skip invalid rows" in the sidebar to open the rest (`{listing}` lists every offender)'
 
 
 def open_dataset(
@@ -171,7 +173,12 @@ def open_dataset(
     team server), every image must lie inside them, checked before validation looks at any file.
     """
     return load_checked_pairs(
-        path, split, checkpoint.label_names, skip_invalid, SKIP_HINT, lambda data: confine_images(data, allowed)
+        path,
+        split,
+        checkpoint.label_names,
+        skip_invalid,
+        skip_hint(path, checkpoint),
+        lambda data: confine_images(data, allowed),
     )
 
 

@@ -22,8 +22,9 @@ Each cell picks its text features as `chtn train` does (`encoder.text_choice`, c
 split the cell is scored on.
 
 Each cell also fits the built-in linear softmax baseline (chtn/baseline.py) on exactly its pairs and text
-features, with the frozen trunk's pooled image features: its C is chosen on 20% of each category's pairs carved
-from the cell's pairs, then it is refitted on all of them (as CHTN trains on all of them). The cell reports
+features, with the frozen trunk's pooled image features: its C is chosen by 5-fold cross-validation over the
+cell's pairs (stratified by category; at k=5 a single carved split would hold one pair per category), then it is
+refitted on all of them (as CHTN trains on all of them). The cell reports
 CHTN - baseline per direction with `chtn compare`'s paired interval (whole categories resampled, 10,000 times).
 """
 
@@ -39,7 +40,7 @@ import pandas as pd
 import torch
 
 from analysis.compare.margin import baseline_margin
-from chtn.baseline import common_space, fit_softmax, softmax_maps
+from chtn.baseline import common_space, cross_validated_c, softmax_maps
 from chtn.config import load_config
 from chtn.data import load_source
 from chtn.encoders import cached_image_trunk
@@ -223,11 +224,9 @@ def base_image(p: dict, stages: int):
 def softmax_baseline(
     pairs: FeatureSet, scored: FeatureSet, types: list[str], seed: int
 ) -> tuple[EvaluationReport, float]:
-    """The linear softmax baseline of the cell's pairs, evaluated on the scored rows, and its C: chosen on 20% of
-    each category's pairs carved from them, then refitted on all the pairs."""
-    carved = stratified_split(pairs.labels.tolist(), 0.2, seed)
-    fit, val = (FeatureSet(pairs.image[m], pairs.text[m], pairs.labels[m]) for m in (~carved, carved))
-    c = fit_softmax(fit, val, types)[2]["C"]
+    """The linear softmax baseline of the cell's pairs, evaluated on the scored rows, and its C: cross-validated
+    over the pairs, then refitted on all of them."""
+    c = cross_validated_c(pairs, types, seed)[0]
     image, text = softmax_maps(pairs, len(types), c)
     rows = common_space(scored.image, image, True), common_space(scored.text, text, True)
     return evaluate_embeddings(*rows, scored.labels, types), c

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from chtn.config import PRESETS
+from chtn.cpus import set_torch_threads
 from chtn.directions import DIRECTIONS
 from chtn.errors import CHTNError
 
@@ -314,7 +315,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="chtn.commands:cmd_embed")
     for plugin in entry_points(group="chtn.commands"):  # e.g. `project`, from the dashboard layer
         plugin.load()(sub)
+    add_threads_option(parser)
     return parser
+
+
+def _threads(value: str) -> int:
+    """`--threads`: a positive number of CPU threads."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, got {value!r}")
+    return int(value)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """--threads on every command that runs (the leaves of the sub-command tree, plug-ins' included)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # argparse has no public walk
+    if not groups:
+        parser.add_argument(
+            "--threads",
+            type=_threads,
+            default=None,
+            help="CPU threads for torch (default $CHTN_THREADS, $OMP_NUM_THREADS, else the cores this process may use)",
+        )
+    for group in groups:
+        for child in dict.fromkeys(group.choices.values()):  # an alias maps to the same parser
+            add_threads_option(child)
 
 
 # The dashboard layer's commands, registered through the `chtn.commands` entry points of the installed package
@@ -362,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         run_command = load_command(args.func)
+        if "torch" in sys.modules:  # the command's module uses torch: size its thread pool first (chtn/cpus.py)
+            args.torch_threads = set_torch_threads(args.threads)
         if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: see chtn.shards
             from chtn import shards  # torch: only when launched so
 

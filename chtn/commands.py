@@ -45,7 +45,7 @@ def _load_valid_data(args: argparse.Namespace):
         report = validate_source(source)
         source = ensure_valid(source, report, args.skip_invalid, "source dataset")
         if not report.ok:
-            print(f"--skip-invalid: {report.skipped_note('source dataset')}")
+            print(f"--skip-invalid: {report.skipped_note('source dataset')}", file=sys.stderr)
     return pairs, source
 
 
@@ -80,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Under torchrun every process runs this command; only rank 0 reports (validation, the text choice, the best
     # checkpoint), as the training loop's own progress bars do. Errors still reach stderr from every rank.
     with _rank_zero_reports():
+        print(args.torch_threads)
         pairs, source = _load_valid_data(args)
         config, inputs, meta, tfidf = build_train_inputs(
             config, pairs, source, FeatureCache(args.cache_dir), args.device

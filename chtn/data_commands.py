@@ -5,6 +5,8 @@ when a command runs."""
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,25 +21,48 @@ def checked_pairs(args: argparse.Namespace, split: str | None, label_names: Sequ
     contract, module docstring)."""
 
     data, report = load_checked_pairs(args.data, split, label_names, args.skip_invalid)
-    if not report.ok:
-        print(f"--skip-invalid: {report.skipped_note('dataset' if split is None else f'{split} split')}")
+    if not report.ok:  # on stderr: standard output is the command's result (`review queue --format csv` parses)
+        what = "dataset" if split is None else f"{split} split"
+        print(f"--skip-invalid: {report.skipped_note(what)}", file=sys.stderr)
     elif report.warnings:
-        print(report.summary())
+        print(report.summary(), file=sys.stderr)
     return data
 
 
-def _writable(path: str) -> Path:
-    """An output file whose folder exists, checked before any work (a typo costs nothing)."""
+def _output_file(path: str) -> Path:
+    """An output file, its folder made if missing, before any work (so the command fails early, not at the end)."""
     out = Path(path)
-    if not out.parent.resolve().is_dir() or out.is_dir():
-        raise CHTNError(f"Cannot write {out}: {out.parent} is not an existing folder (or {out} is one).")
+    if out.is_dir():
+        raise CHTNError(f"Cannot write {out}: it is a folder; give a file name inside it.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CHTNError(f"Cannot write {out}: cannot make the folder {out.parent} ({exc.strerror}).") from None
     return out
+
+
+def clean_manifest_path(data: str) -> Path:
+    """Where `validate`'s suggested next step writes the valid rows: beside the dataset, named after it."""
+    source = Path(data)
+    return source.with_name(f"{source.stem if source.is_file() else source.name}.clean.csv")
+
+
+def next_step(data: str, checkpoint: str | None, valid: int, total: int) -> str:
+    """What to run to go on without the invalid rows: a command that works as printed (tests run it)."""
+    command = ["python", "-m", "chtn", "validate", "--data", data]
+    command += ["--checkpoint", checkpoint] if checkpoint else []
+    command += ["--skip-invalid", "--write-clean", str(clean_manifest_path(data))]
+    return (
+        f"next: to go on with the {valid} valid of {total} rows, write them to a clean manifest and give it to the "
+        f"commands and the dashboard in place of {data}:\n  {shlex.join(command)}\n"
+        'or pass --skip-invalid to every command (the dashboard: tick "Skip invalid rows").'
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
 
-    problems_csv = _writable(args.problems_csv) if args.problems_csv else None
-    clean = _writable(args.write_clean) if args.write_clean else None
+    problems_csv = _output_file(args.problems_csv) if args.problems_csv else None
+    clean = _output_file(args.write_clean) if args.write_clean else None
     if clean and clean.suffix not in MANIFEST_SUFFIXES:
         raise CHTNError(f"--write-clean {clean}: give a .csv or .jsonl file name.")
     label_names = None
@@ -63,6 +88,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"wrote {len(kept)} valid rows to {clean}")
     elif args.skip_invalid and not report.ok:
         print(f"--skip-invalid: {len(pairs) - len(report.bad_rows)} of {len(pairs)} rows are valid.")
+    if not report.ok and not clean:
+        print(next_step(args.data, args.checkpoint, len(pairs) - len(report.bad_rows), len(pairs)))
     ok = report.ok or args.skip_invalid
     if args.source:
         source_report = validate_source(load_source(args.source))

@@ -12,10 +12,11 @@ Two severities, so that real catalogues open without hiding what is wrong with t
   texts in train and test, the same image bytes listed twice under one label. Product titles repeat in real
   catalogues (the fashion data: 9,583 images, 7,109 titles), so these are counted and shown, never dropped.
 
-Commands check only the rows they use (`load_checked_pairs`): a split for evaluate/embed/search/project and
-the dashboard, every row for train and validate. A command that uses the test (or validation) split also hashes
-the training images, and warns about its rows whose image is also a training image: the leak `validate` reports
-as invalid, seen where the optimistic score is shown.
+Commands judge only the rows they use (`load_checked_pairs`): a split for evaluate/embed/search/project/review/
+compare and the dashboard, every row for train, validate and bias. A split's rows get the verdict the whole dataset's
+validation gives them: the other rows' images are hashed (never decoded) for the cross-row checks, so a test row
+whose image is a training image is invalid for `chtn evaluate` as for `chtn train`. One test set per dataset:
+with `--skip-invalid` every command and page drops the same rows and scores the same ones.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from chtn.hashing import file_digest
 from chtn.images import MAX_PIXELS, open_rgb
 
 CLI_HINT = "pass --skip-invalid to drop them"
-LEAK = "image also in the training rows"  # the warning of a split-only check (see load_checked_pairs)
 _Data = TypeVar("_Data", PairDataset, SourceDataset)  # ensure_valid gives back the kind of dataset it was given
 
 FIXES = {
@@ -59,10 +59,10 @@ FIXES = {
     "pair split across train/val": "drop the validation row or move it to train: its image is also a training image, "
     "so validation scores (early stopping, presets, text features) would be inflated",
     "same image twice": "keep one row per image: a duplicate counts twice in training and in every score",
-    LEAK: "run validate on the whole dataset: with --skip-invalid it drops the copies "
-    "(until then this split's scores are optimistic for these rows)",
     "same text, different labels": "check the labels; identical texts cannot be told apart by a text query",
     "same text in train and test": "expected for repeated titles; rewrite or move them if they should be unique",
+    "image in two category folders": "keep the copy in the right category's folder and delete the other; if the list "
+    "file's category is the wrong one, correct it there (each finding says which files and which line)",
 }
 
 
@@ -87,8 +87,8 @@ class ValidationReport:
     def add(self, problem: str, row: int, item_id: str, detail: str, fix: str | None = None) -> None:
         self.problems.setdefault(problem, []).append(Finding(row, item_id, detail, fix or FIXES[problem]))
 
-    def warn(self, warning: str, row: int, item_id: str, detail: str) -> None:
-        self.warnings.setdefault(warning, []).append(Finding(row, item_id, detail, FIXES[warning]))
+    def warn(self, warning: str, row: int, item_id: str, detail: str, fix: str | None = None) -> None:
+        self.warnings.setdefault(warning, []).append(Finding(row, item_id, detail, fix or FIXES[warning]))
 
     @property
     def ok(self) -> bool:
@@ -236,35 +236,37 @@ def _check_text(report: ValidationReport, row: int, item_id: str, text: str, max
         report.add("text holds NUL bytes", row, item_id, f"id {item_id} ({text.count(chr(0))} NUL)")
 
 
-def _check_content(report: ValidationReport, data: PairDataset, groups: dict[str, list[int]]) -> None:
+def _check_content(report: ValidationReport, data: PairDataset, groups: dict[str, list[int]], judged: set[int]) -> None:
     """Rows sharing image bytes: conflicting labels (invalid); else test or validation rows whose image is also a
-    training image (invalid, flagged on the test/val side); else the same picture listed twice (a warning)."""
+    training image (invalid, flagged on the test/val side); else the same picture listed twice (a warning). Only
+    the `judged` rows' findings are reported."""
     for rows in groups.values():
         if len(rows) < 2:
             continue
         if len({data.labels[r] for r in rows}) > 1:
-            for r in rows:
+            for r in (r for r in rows if r in judged):
                 others = ", ".join(f"id {data.ids[o]} ({data.labels[o]})" for o in rows if o != r)
                 detail = f"id {data.ids[r]} ({data.labels[r]}): same image as {others}"
                 report.add("same image, different labels", r, data.ids[r], detail)
             continue
         train = [r for r in rows if data.splits[r] == "train"]
         leaked = [r for r in rows if data.splits[r] in ("test", "val")] if train else []
-        for r in leaked:
+        for r in (r for r in leaked if r in judged):
             split = data.splits[r]
             detail = f"{data.image_paths[r].name} is in both ({split} id {data.ids[r]}, train id {data.ids[train[0]]})"
             report.add(f"pair split across train/{split}", r, data.ids[r], detail)
         if not leaked:  # one label, one side of the split: the same picture listed more than once
-            for r in rows:
+            for r in (r for r in rows if r in judged):
                 others = ", ".join(data.ids[o] for o in rows if o != r)
                 detail = f"id {data.ids[r]} ({data.labels[r]}): also id {others}"
                 report.warn("same image twice", r, data.ids[r], detail)
 
 
-def _check_texts(report: ValidationReport, data: PairDataset, rows: Sequence[int]) -> None:
-    """Identical texts (whitespace aside) under different labels, or in train and test: warnings."""
+def _check_texts(report: ValidationReport, data: PairDataset, judged: set[int]) -> None:
+    """Identical texts (whitespace aside) under different labels, or in train and test: warnings (on the `judged`
+    rows)."""
     groups: dict[str, list[int]] = defaultdict(list)
-    for r in rows:
+    for r in range(len(data)):
         if data.texts[r].strip():
             groups[" ".join(data.texts[r].split())].append(r)
     for text, members in groups.items():
@@ -273,11 +275,11 @@ def _check_texts(report: ValidationReport, data: PairDataset, rows: Sequence[int
         quoted = repr(text if len(text) <= 60 else text[:57] + "...")
         labels = sorted({data.labels[r] for r in members})
         if len(labels) > 1:
-            for r in members:
+            for r in (r for r in members if r in judged):
                 report.warn("same text, different labels", r, data.ids[r], f"id {data.ids[r]}: {quoted} is {labels}")
         train = [r for r in members if data.splits[r] == "train"]
         if train:
-            for r in (r for r in members if data.splits[r] == "test"):
+            for r in (r for r in members if data.splits[r] == "test" and r in judged):
                 detail = f"test id {data.ids[r]}: {quoted} (train id {data.ids[train[0]]})"
                 report.warn("same text in train and test", r, data.ids[r], detail)
 
@@ -288,20 +290,31 @@ def validate_pairs(
     check_images: bool = True,
     max_text_chars: int = 100_000,
     rows: Sequence[int] | None = None,
-    reference_rows: Sequence[int] = (),
 ) -> ValidationReport:
-    """Every row problem and warning of `rows` (default: all); cross-row checks compare only those rows, and
-    `reference_rows` (the training rows, for a command that uses one split) are read only to warn about images of
-    `rows` that are also training images: their bytes are hashed, never decoded or judged."""
-    rows = range(len(data)) if rows is None else rows
-    report = ValidationReport(len(rows))
+    """Every row problem and warning of `rows` (default: all), as validating the whole dataset would find them.
+
+    The other rows take part in the cross-row checks (ids, image bytes, texts), so a split's rows get the verdict
+    that `chtn validate` and `chtn train` give them: every command then drops the same rows (`--skip-invalid`) and
+    scores the same test split. Those rows' images are only hashed, never decoded or judged, and their own
+    findings are not reported.
+    """
+    mine = range(len(data)) if rows is None else rows
+    report = ValidationReport(len(mine))
     known = set(known_labels if known_labels is not None else data.label_names)
     near, base = _NearNames(), _base(data.source)
+    judged = set(mine)
     seen_ids: dict[str, int] = {}
     content: dict[str, list[int]] = defaultdict(list)  # image bytes (or the path, if unreadable) -> rows
     images: dict[Path, tuple[str, str, str | None] | None] = {}  # one decode per file, named by however many rows
-    for row in rows:
+    for row in range(len(data)):
         item_id, path, label, split = data.ids[row], data.image_paths[row], data.labels[row], data.splits[row]
+        if item_id in seen_ids and row in judged:
+            report.add("duplicate id", row, item_id, f"{item_id!r} (rows {seen_ids[item_id] + 1} and {row + 1})")
+        seen_ids.setdefault(item_id, row)
+        if row not in judged:  # another split's row: its bytes only, for the leaks and label conflicts
+            if (key := file_digest(path) if check_images else str(path)) != "missing":
+                content[key].append(row)
+            continue
         readable = False
         if check_images:
             if path not in images:
@@ -318,19 +331,43 @@ def validate_pairs(
             report.add("unknown label", row, item_id, f"id {item_id}: {label!r}", fix)
         if split not in ("train", "val", "test"):
             report.add("unknown split", row, item_id, f"id {item_id}: {split!r} (use train, val or test)")
-        if item_id in seen_ids:
-            report.add("duplicate id", row, item_id, f"{item_id!r} (rows {seen_ids[item_id] + 1} and {row + 1})")
-        seen_ids.setdefault(item_id, row)
-    _check_content(report, data, content)
-    _check_texts(report, data, rows)
-    training = {file_digest(data.image_paths[r]): r for r in reference_rows}
-    for digest, members in content.items():
-        if digest in training and digest != "missing":
-            twin = data.ids[training[digest]]
-            for r in members:
-                detail = f"{data.splits[r]} id {data.ids[r]}: {data.image_paths[r].name} is also train id {twin}"
-                report.warn(LEAK, r, data.ids[r], detail)
+    _check_content(report, data, content, judged)
+    _check_texts(report, data, judged)
+    if check_images:
+        _check_category_folders(report, data, judged)
     return report
+
+
+def _check_category_folders(report: ValidationReport, data: PairDataset, judged: set[int]) -> None:
+    """Wikipedia layout: a row's image with a byte-identical copy of the same name in another category's folder,
+    named by no row. The folders disagree about the item's category: a warning whose fix names this item's files."""
+    folder = Path(data.source)
+    images = folder / "images"
+    if not (folder / "categories.list").is_file() or not images.is_dir():
+        return
+    holders: dict[str, list[str]] = defaultdict(list)  # file name -> the category folders that hold one
+    for category in sorted(os.scandir(images), key=lambda e: e.name):
+        if category.is_dir():
+            for entry in os.scandir(category.path):
+                holders[entry.name].append(category.name)
+    named = set(data.image_paths)
+    lines = (folder / "categories.list").read_text(encoding="utf-8", errors="replace").splitlines()
+    categories = [line.strip() for line in lines if line.strip()]  # the list files' 1-based indices
+    for r in sorted(judged):
+        path, listed = data.image_paths[r], data.labels[r]
+        digest = file_digest(path)
+        for other in holders.get(path.name, []):
+            copy = images / other / path.name
+            if other == path.parent.name or copy in named or digest == "missing" or file_digest(copy) != digest:
+                continue
+            where = f"{data.splits[r]}set_txt_img_cat.list"
+            index = f"{categories.index(other) + 1} ({other})" if other in categories else f"the index of {other}"
+            detail = f"id {data.ids[r]}: {path.name} is in images/{listed}/ (listed: {listed}) and in images/{other}/"
+            fix = (
+                f"if {data.ids[r]} is {listed}, delete images/{other}/{path.name}; if it is {other}, set its "
+                f"category to {index} in {where} and delete images/{listed}/{path.name}"
+            )
+            report.warn("image in two category folders", r, data.ids[r], detail, fix)
 
 
 def validate_source(data: SourceDataset, check_images: bool = True) -> ValidationReport:
@@ -389,7 +426,6 @@ def load_checked_pairs(
     rows = [r for r, s in enumerate(data.splits) if split is None or s == split]
     if not rows:
         raise CHTNError(f"{path} has no rows with split {split!r} (it has {sorted(set(data.splits))}).")
-    training = [r for r, s in enumerate(data.splits) if s == "train"] if split not in (None, "train") else []
-    report = validate_pairs(data, label_names, rows=rows, reference_rows=training)
+    report = validate_pairs(data, label_names, rows=rows)
     what = "dataset" if split is None else f"{split} split"
     return ensure_valid(data, report, skip_invalid, what, hint, rows), report

@@ -101,6 +101,38 @@ def build_flawed(out: Path) -> dict[str, list[str]]:
     return flaws
 
 
+def build_flawed_sample(out: Path) -> dict[str, list[str]]:
+    """Write OUT/pairs.csv and OUT/images/: the whole sample (700 pairs) with five flawed test rows whose flaw only
+    the other splits reveal but one (the case where a check of the test split alone and one of the whole dataset
+    disagreed); return problem -> ids of the rows that carry it."""
+    with (FASHION / "pairs.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        shutil.copyfile(FASHION / row["image"], out / row["image"])
+    flaws: dict[str, list[str]] = {}
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test" and rows.index(r) > rows.index(train[0])]
+    for k in range(2):  # a test image whose bytes are a training image of its label
+        row = test[k]
+        twin = next(r for r in train if r["label"] == row["label"])
+        shutil.copyfile(out / twin["image"], out / row["image"])
+        flaws.setdefault("pair split across train/test", []).append(row["id"])
+    row = test[2]  # a test image whose bytes are a training image of another label: both rows conflict
+    twin = next(r for r in train if r["label"] != row["label"])
+    shutil.copyfile(out / twin["image"], out / row["image"])
+    flaws["same image, different labels"] = [twin["id"], row["id"]]
+    test[3]["id"] = train[0]["id"]  # the id of an earlier training row
+    flaws["duplicate id"] = [train[0]["id"]]
+    test[4]["image"] = "images/gone.jpg"
+    flaws["missing image file"] = [test[4]["id"]]
+    with (out / "pairs.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "image", "text", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return flaws
+
+
 def build_flawed_wikipedia(out: Path) -> str:
     """A Wikipedia-layout copy of four real pairs whose test text file is Latin-1, not UTF-8; returns its id."""
     rows = [_by(real_rows(), label, split, 0) for label in ("Watches", "Belts") for split in ("train", "test")]

@@ -238,6 +238,11 @@ def test_explorer_search_category_filter_and_free_text():
     at.text_input(key="rx_free_text").input("black leather wallet").run()
     assert not at.exception and not at.error
     assert "Top 10 images" in [s.value for s in at.subheader]
+    shown = at.radio(key="rx_direction_t2i")  # the direction a text query searches in, not the test items' choice
+    assert shown.value == "t2i" and shown.proto.disabled
+    links = [link.proto for link in at.get("page_link")]  # each result explains the free text against it
+    assert len(links) == 10 and all("attribution" in link.page for link in links)
+    assert {link.query_string for link in links} >= {links[0].query_string} and "text=black" in links[0].query_string
 
 
 def test_dataset_from_a_path_and_a_dataset_that_does_not_fit(tmp_path):
@@ -287,6 +292,28 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
     assert at.query_params["result"] == wrong
 
 
+def test_attribution_explains_a_free_text_query_from_the_explorers_link():
+    """The explorer's Explain under a free-text result: the text's words against that image, no own pair and no
+    relevance (a free text has no category); the direction is the text's."""
+    from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
+
+    result = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0].ids[3]
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+    at.switch_page("views/attribution.py")
+    for key, value in dict(direction="t2i", text="black leather wallet", result=result).items():
+        at.query_params[key] = value
+    at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
+    at.run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="at_free_text").value == "black leather wallet" and at.radio(key="at_direction").disabled
+    assert "free-text query “black leather wallet”" in _texts(at) and "no category" in _texts(at)
+    assert not any("Own pair:" in m.value for m in at.markdown) and len(at.get("image")) == 2
+    assert [m.label for m in at.metric] == ["Similarity of the pair (cosine, common space)"]
+    assert at.query_params["text"] == "black leather wallet" and "query" not in at.query_params
+    at.button[0].click().run()  # "Use a test item as the query"
+    assert not at.exception and not at.error and at.selectbox(key="at_query").value and "text" not in at.query_params
+
+
 def test_explorer_results_link_to_their_explanation():
     at = _app("views/explorer.py")
     links = at.get("page_link")
@@ -295,14 +322,15 @@ def test_explorer_results_link_to_their_explanation():
     assert first.label == "Explain" and "attribution" in first.page
 
 
-def _started_warm_ups(monkeypatch, setting: str) -> list[threading.Thread]:
-    """Enter and leave app.py's server lifespan with CHTN_WARM_UP=`setting`; the warm-up threads it started (each
-    running a recorder in place of the real warm-up, which test_warm_up_opens_the_defaults_... runs)."""
+def _started_warm_ups(monkeypatch, setting: str) -> list[tuple[threading.Thread, bool]]:
+    """Enter and leave app.py's server lifespan with CHTN_WARM_UP=`setting`; the start-up threads it started and
+    whether each was told to warm up (each running a recorder in place of the real start-up, which
+    test_warm_up_opens_the_defaults_... runs)."""
     import app
 
     monkeypatch.setenv("CHTN_WARM_UP", setting)
-    started: list[threading.Thread] = []
-    monkeypatch.setattr(app, "_warm_up_server", lambda: started.append(threading.current_thread()))
+    started: list[tuple[threading.Thread, bool]] = []
+    monkeypatch.setattr(app, "_warm_up_server", lambda warm: started.append((threading.current_thread(), warm)))
 
     async def serve() -> None:
         async with app.lifespan(app.app):
@@ -313,19 +341,19 @@ def _started_warm_ups(monkeypatch, setting: str) -> list[threading.Thread]:
     for thread in set(threading.enumerate()) - before:
         if thread.name == "chtn-warm-up":
             thread.join()  # the recorder: at once
-    assert all(thread is not threading.main_thread() and thread.name == "chtn-warm-up" for thread in started)
+    assert all(thread is not threading.main_thread() and thread.name == "chtn-warm-up" for thread, _ in started)
     return started
 
 
 def test_server_start_warms_up_in_one_background_thread(monkeypatch):
     """The server (app.py) starts one daemon warm-up thread at start, and its start does not wait for it."""
     started = _started_warm_ups(monkeypatch, "1")
-    assert len(started) == 1 and started[0].daemon
+    assert len(started) == 1 and started[0][0].daemon and started[0][1]
 
 
 def test_server_start_skips_the_warm_up_when_told(monkeypatch):
-    """CHTN_WARM_UP=0 (servers that start often, the tests): no warm-up thread."""
-    assert not _started_warm_ups(monkeypatch, "0")
+    """CHTN_WARM_UP=0 (servers that start often, the tests): the start-up thread only sizes torch's threads."""
+    assert [warm for _, warm in _started_warm_ups(monkeypatch, "0")] == [False]
 
 
 def test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attribution(tmp_path, monkeypatch):

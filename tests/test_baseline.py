@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from analysis.bias.gain import pick_reference
 from analysis.compare.margin import baseline_margin, find_baseline, margin_text
-from chtn.baseline import C_GRID, affine_map
+from chtn.baseline import C_GRID, affine_map, cross_validated_c
 from chtn.checkpoint import load_checkpoint
 from chtn.cli import main
 from chtn.gallery import embed_split, evaluate_gallery
@@ -168,8 +168,8 @@ def test_overview_card_shows_the_margin_over_a_baseline_beside_the_checkpoint(be
 
 
 def test_bench_cells_fit_the_baseline_on_their_own_pairs_and_report_the_paired_margin(pairs, cache):
-    """bench_core's per-cell baseline: C chosen on pairs carved from the cell's own pairs, refitted on all of them,
-    scored on the cell's rows; the margin is the difference of MAPs, inside its interval."""
+    """bench_core's per-cell baseline: C cross-validated over the cell's own pairs, refitted on all of them, scored
+    on the cell's rows; the margin is the difference of MAPs, inside its interval."""
     from bench.bench_core import baseline_figures, softmax_baseline
     from chtn.baseline import common_space, softmax_maps
     from chtn.encoders import TfidfTextEncoder, cached_image_trunk
@@ -185,6 +185,8 @@ def test_bench_cells_fit_the_baseline_on_their_own_pairs_and_report_the_paired_m
     names = pairs.label_names
     baseline, c = softmax_baseline(cell, scored, names, seed=0)
     assert c in C_GRID and baseline.mean_map > 0.5  # chance on the sample's 20 balanced classes ~0.06
+    chosen, means = cross_validated_c(cell, names, seed=0)
+    assert chosen == c and means[f"{c:g}"] == max(means.values()) and len(means) == len(C_GRID)
     other_c = C_GRID[0] if c != C_GRID[0] else C_GRID[-1]
     image_map, text_map = softmax_maps(cell, len(names), other_c)
     other = evaluate_embeddings(
@@ -197,3 +199,16 @@ def test_bench_cells_fit_the_baseline_on_their_own_pairs_and_report_the_paired_m
         expected = getattr(other, direction).ap.mean() - getattr(baseline, direction).ap.mean()
         assert delta == pytest.approx(expected, abs=1e-4) and low <= delta <= high
         assert figures[f"baseline_map_{direction}"] == pytest.approx(getattr(baseline, direction).ap.mean(), abs=1e-4)
+
+
+def test_cross_validation_uses_as_many_folds_as_the_smallest_category_allows(pairs, cache):
+    """Three pairs per category (a k=3 cell) still gets a C: three folds, each holding one pair per category."""
+    from chtn.encoders import TfidfTextEncoder
+    from chtn.train import FeatureSet
+
+    train = np.flatnonzero(np.asarray(pairs.splits) == "train")
+    rows = np.concatenate([train[pairs.label_index[train] == label][:3] for label in range(len(pairs.label_names))])
+    text = TfidfTextEncoder("char_wb", (2, 4), 500).fit([pairs.texts[i] for i in rows]).encode(pairs.texts)
+    cell = FeatureSet(text[rows][:, :64], text[rows], pairs.label_index[rows])
+    chosen, means = cross_validated_c(cell, pairs.label_names, seed=0)
+    assert chosen in C_GRID and all(0.0 < m <= 1.0 for m in means.values())

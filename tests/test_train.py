@@ -223,10 +223,14 @@ def test_cli_train_then_evaluate(tmp_path):
         "train.epochs=2",
         "--set",
         "train.min_steps_per_epoch=2",
+        "--threads",
+        "1",
     )
     assert run.returncode == 0, run.stderr
+    assert "torch uses 1 CPU thread (set by --threads" in run.stdout
     ckpt = tmp_path / "run" / "best.safetensors"
     assert load_checkpoint(ckpt).meta["source"] is None
+    assert load_checkpoint(ckpt).meta["provenance"]["torch_threads"] == 1
     out = _cli("-m", "chtn", "evaluate", "--checkpoint", str(ckpt), "--data", str(PAIRS), "--out", str(tmp_path / "ev"))
     assert out.returncode == 0, out.stderr
     assert "MAP@all on 400 test pairs" in out.stdout

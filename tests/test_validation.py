@@ -3,6 +3,11 @@ every entry point (CLI and dashboard) checks only the rows it uses and stops or 
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from PIL import Image
@@ -13,7 +18,7 @@ from chtn.cli import main
 from chtn.data import load_pairs
 from chtn.errors import CHTNError, DataValidationError
 from chtn.images import open_rgb
-from chtn.validation import validate_pairs
+from chtn.validation import load_checked_pairs, validate_pairs
 from tests.conftest import CHECKPOINTS, PAIRS
 from tests.flaws import build_flawed, build_flawed_wikipedia
 
@@ -35,10 +40,9 @@ def table(flawed) -> pd.DataFrame:
 
 
 def _ids(flaws: dict[str, list[str]], split: str | None = None, path: str | None = None) -> set[str]:
-    """Ids of the invalid rows (warnings excluded); with `split`, those a check of that split alone finds
-    (a leak into train is seen only when train rows are checked too)."""
-    skip = WARNINGS | ({"pair split across train/test", "pair split across train/val"} if split else set())
-    ids = {i for problem, found in flaws.items() if problem not in skip for i in found}
+    """Ids of the invalid rows (warnings excluded); with `split`, those of that split (a split's check gives its rows
+    the whole dataset's verdict)."""
+    ids = {i for problem, found in flaws.items() if problem not in WARNINGS for i in found}
     if split is None:
         return ids
     data = load_pairs(path)
@@ -106,6 +110,29 @@ def test_text_not_utf8_in_wikipedia_layout_is_a_row_problem(tmp_path, capsys):
     assert f"text not UTF-8: 1 — id {item} (2 undecodable bytes)" in capsys.readouterr().out
 
 
+def test_an_image_also_in_another_category_folder_is_named_with_its_own_fix(tmp_path, capsys):
+    """Wikipedia layout: a byte-identical copy of a Watches item's image in images/Belts/ (named by no row) is a
+    warning whose fix names that item's two files and its list line's category index; a different picture of the
+    same name is not a copy."""
+    build_flawed_wikipedia(tmp_path)
+    data = load_pairs(tmp_path)
+    row = data.labels.index("Watches")
+    image = data.image_paths[row]
+    shutil.copyfile(image, tmp_path / "images" / "Belts" / image.name)
+    belt = data.image_paths[data.labels.index("Belts")]
+    shutil.copyfile(belt, tmp_path / "images" / "Watches" / f"x{belt.name}")  # another name: not this check
+    report = validate_pairs(data)
+    (found,) = report.warnings["image in two category folders"]
+    assert found.item_id == data.ids[row] and f"{image.name} is in images/Watches/" in found.detail
+    assert found.fix == (
+        f"if {data.ids[row]} is Watches, delete images/Belts/{image.name}; if it is Belts, set its category to "
+        f"2 (Belts) in {data.splits[row]}set_txt_img_cat.list and delete images/Watches/{image.name}"
+    )
+    assert report.problems.keys() == {"text not UTF-8"}  # a warning: the row stays valid
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "Belts" / image.name)  # same name, other picture
+    assert "image in two category folders" not in validate_pairs(load_pairs(tmp_path)).warnings
+
+
 def test_show_and_problems_csv_list_every_offender(flawed, tmp_path, capsys):
     path, flaws = flawed
     missing = flaws["missing image file"]
@@ -147,19 +174,24 @@ def test_write_clean_writes_a_manifest_that_validates_clean(flawed, tmp_path, ca
 
 
 def test_write_clean_refuses_a_bad_destination_before_any_work(flawed, tmp_path, capsys):
-    for target in (tmp_path / "no-such-folder" / "clean.csv", tmp_path / "clean.txt"):
+    (tmp_path / "a-file").write_text("not a folder")
+    for target in (tmp_path / "a-file" / "clean.csv", tmp_path / "clean.txt", tmp_path):
         assert main(["validate", "--data", flawed[0], "--skip-invalid", "--write-clean", str(target)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and str(target) in err and "Traceback" not in err
 
 
-def test_dashboard_open_dataset_stops_or_skips_only_the_test_rows(flawed):
+def test_dashboard_open_dataset_stops_or_skips_only_the_test_rows(flawed, capsys):
     path, flaws = flawed
     checkpoint = ws.open_checkpoint("chtn_fashion_source")
     with pytest.raises(DataValidationError) as info:
         ws.open_dataset(path, checkpoint)
     message = str(info.value)
     assert 'tick "Skip invalid rows"' in message and "The test split" in message
+    listing = re.search(r"`(python -m chtn validate [^`]+)` lists every offender", message)[1]
+    assert main(shlex.split(listing)[3:]) == 1  # runs as printed: exit 1, invalid rows, each one listed
+    listed = capsys.readouterr().out
+    assert "missing image file: 5 — " in listed and "more)" not in listed  # --show all: none held back
     assert "same image, different labels" not in message  # a conflict between train rows: not what it opens
     data, report = ws.open_dataset(path, checkpoint, skip_invalid=True)
     bad = _ids(flaws, "test", path)
@@ -185,9 +217,9 @@ def test_split_commands_stop_or_skip_the_same_way(flawed, tmp_path, capsys, comm
     err = capsys.readouterr().err
     assert "The test split" in err and "pass --skip-invalid to drop them" in err and "Traceback" not in err
     assert main([*args, "--skip-invalid"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     n_bad = len(_ids(flaws, "test", path))
-    assert f"--skip-invalid: Skipped {n_bad} invalid of 24 rows of the test split." in out
+    assert f"--skip-invalid: Skipped {n_bad} invalid of 24 rows of the test split." in err  # not in the results
     if command[0] == "evaluate":
         assert f"on {24 - n_bad} test pairs" in out
 
@@ -198,7 +230,7 @@ def test_train_skip_invalid_trains_on_the_valid_rows(flawed, tmp_path, capsys):
     assert main(args) == 2
     assert "same image, different labels" in capsys.readouterr().err  # train uses every row, so checks them all
     assert main([*args, "--skip-invalid", "--set", "train.min_steps_per_epoch=2"]) == 0
-    assert "--skip-invalid: Skipped 14 invalid of 48 rows of the dataset." in capsys.readouterr().out
+    assert "--skip-invalid: Skipped 14 invalid of 48 rows of the dataset." in capsys.readouterr().err
     meta = load_checkpoint(tmp_path / "run" / "best.safetensors").meta
     assert meta["dataset"]["n_train"] == 20 - 2 and meta["dataset"]["n_test"] == 24 - 11
 
@@ -219,26 +251,31 @@ def test_sidebar_skip_invalid_rows_opens_the_rest_and_says_what_was_skipped(flaw
     assert not at.exception and not at.error and len(at.metric) == 9
     n_bad = len(_ids(flaws, "test", path))
     assert at.warning[0].value.startswith(f"Skipped {n_bad} invalid of 24 rows of the test split.")
-    assert "**1 test item has an image that is a training image too**" in at.warning[1].value
     at.switch_page("views/explorer.py").run()  # the choice is kept across pages, like the other sidebar widgets
     assert not at.exception and not at.error and at.checkbox(key="sb_skip_invalid").value is True
 
 
-def test_a_split_command_warns_about_its_images_that_are_training_images(flawed, capsys):
-    """The leak `validate` calls invalid is seen by commands that open one split too, as a warning: the test belt
-    (and the validation shirt) whose bytes are a training image; nothing is dropped for it."""
-    from chtn.validation import LEAK, load_checked_pairs
-
+def test_a_split_has_the_rows_the_whole_dataset_keeps(flawed, capsys):
+    """One test set per dataset: a command that opens one split drops the rows `chtn train` drops from it, the
+    test belt (and the validation shirt) whose bytes are a training image included, and no other."""
     path, flaws = flawed
-    _, report = load_checked_pairs(path, "test", skip_invalid=True)
-    assert {f.item_id for f in report.warnings[LEAK]} == set(flaws["pair split across train/test"])
-    assert not set(flaws["pair split across train/test"]) & {f.item_id for fs in report.problems.values() for f in fs}
-    _, report = load_checked_pairs(path, "val", skip_invalid=True)
-    assert {f.item_id for f in report.warnings[LEAK]} == set(flaws["pair split across train/val"])
+    labels = load_checkpoint(CKPT).label_names  # the test split of a (checkpoint, dataset): its labels count
+    everything = load_pairs(path, labels)
+    whole = validate_pairs(everything, labels)
+    kept = {}
+    for split in ("test", "val"):
+        data, report = load_checked_pairs(path, split, labels, skip_invalid=True)
+        rows = [r for r, s in enumerate(everything.splits) if s == split and r not in whole.bad_rows]
+        kept[split] = [everything.ids[r] for r in rows]
+        assert data.ids == kept[split]
+        leaked = {f.item_id for f in report.problems[f"pair split across train/{split}"]}
+        assert leaked == set(flaws[f"pair split across train/{split}"])
     assert main(["evaluate", "--checkpoint", str(CKPT), "--data", path, "--skip-invalid"]) == 0
-    assert f"{LEAK}: 1 — test id {flaws['pair split across train/test'][0]}" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "pair split across train/test: 1 — " in err and f"test id {flaws['pair split across train/test'][0]}" in err
+    assert f"on {len(kept['test'])} test pairs" in out
     _, clean = load_checked_pairs(PAIRS, "test")
-    assert LEAK not in clean.warnings  # the sample's test images are not training images
+    assert clean.ok  # the sample's test images are not training images
 
 
 def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_path, monkeypatch):
@@ -280,3 +317,22 @@ def test_a_near_match_is_only_the_same_name_never_another_items_file(tmp_path):
     for item, match in (("22", "22 .jpg"), ("shoe", "Shoe.JPEG"), ("cafe", "cafe\u0301.jpg")):
         assert f"(near match: {match!r})" in table.detail[item], table.detail[item]
         assert f"point the row at {match!r}" in table.fix[item]
+
+
+def test_the_next_step_validate_prints_works_as_printed(flawed, tmp_path, capsys):
+    """Copied as it stands, the printed command writes a clean manifest that every command then opens without
+    --skip-invalid, with the test rows that --skip-invalid keeps; --write-clean makes a missing folder."""
+    path, _ = flawed
+    assert main(["validate", "--data", path, "--checkpoint", str(CKPT)]) == 1
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  python -m chtn validate")]
+    assert len(printed) == 1
+    assert main(shlex.split(printed[0])[3:]) == 0  # what follows `python -m chtn`
+    clean = Path(path).with_name("pairs.clean.csv")
+    assert main(["validate", "--data", str(clean), "--checkpoint", str(CKPT)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(CKPT), "--data", path, "--skip-invalid"]) == 0
+    skipped = capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(CKPT), "--data", str(clean)]) == 0
+    assert re.search(r"on \d+ test pairs", skipped)[0] in capsys.readouterr().out
+    deeper = tmp_path / "not" / "yet" / "clean.jsonl"
+    assert main(["validate", "--data", path, "--skip-invalid", "--write-clean", str(deeper)]) == 0 and deeper.is_file()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import workspace as ws
+from analysis.explorer import top_tie_note
 from chtn import gallery as gal
 from chtn.errors import CHTNError
 
@@ -73,8 +75,9 @@ def test_a_split_with_no_rows_is_a_clear_error(pairs):
 
 
 def test_pair_score_is_the_score_the_explorer_ranks_by(tmp_path):
-    from analysis.explorer import pair_score
+    from analysis.explorer import pair_score, query_score
     from chtn.search import query_side, retrieve
+    from chtn.tower import create_tower
 
     checkpoint = ws.open_checkpoint("chtn_fashion_source")
     gallery = gal.embed_split(checkpoint, ws.open_dataset(ws.SAMPLE_DATASET, checkpoint)[0], "test", cache_dir=tmp_path)
@@ -82,6 +85,21 @@ def test_pair_score_is_the_score_the_explorer_ranks_by(tmp_path):
         view = retrieve(gallery, direction, query_side(gallery, direction)[0][7], 3, checkpoint.label_names)
         for row, score in zip(view.table.row, view.table.score):
             assert pair_score(gallery, direction, 7, int(row)) == pytest.approx(float(score), abs=1e-5)
+    text = create_tower(checkpoint).embed_texts(["black leather wallet"])[0]  # a free-text query, as on Explain
+    view = retrieve(gallery, "t2i", text, 3, checkpoint.label_names)
+    for row, score in zip(view.table.row, view.table.score):
+        assert query_score(text, gallery, "t2i", int(row)) == pytest.approx(float(score), abs=1e-5)
+
+
+def test_a_tie_at_the_top_is_said_before_the_results():
+    """The first results tied at one score are said once, above the grid, with how far the tie goes."""
+    table = pd.DataFrame(
+        {"score": [1.0, 1.0, 1.0, 0.9], "tied_with": [22, 22, 22, 0], "tie_first": [1, 1, 1, 24], "tie_last": [23] * 4}
+    )
+    note = top_tie_note(table)
+    assert note.startswith("**The first 23 results are tied** at 1.0000") and "more than the 4 shown" in note
+    assert "more than" not in top_tie_note(table.assign(tie_last=[3, 3, 3, 4], tied_with=[2, 2, 2, 0]))
+    assert top_tie_note(table.iloc[3:]) is None and top_tie_note(table.iloc[:0]) is None
 
 
 def test_a_damaged_provenance_reads_as_unknown_parts_never_an_error():

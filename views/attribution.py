@@ -1,7 +1,8 @@
 """Why did this query retrieve this result? Heatmap on the image, highlighted words on the text.
 
 Opened from the "Explain" link under any result in the retrieval explorer; the URL carries the pair
-(checkpoint, direction, query id, result id) and `contrast=true`, so a shared link reopens the same explanation.
+(checkpoint, direction, query id or a free-text query, result id) and `contrast=true`, so a shared link reopens the
+same explanation.
 """
 
 import streamlit as st
@@ -16,8 +17,8 @@ from analysis.attribution.render import (
     scale_html,
     top_words,
 )
-from analysis.attribution.types import BASELINES, IMAGE_METHODS, Settings
-from analysis.explorer import pair_score
+from analysis.attribution.types import BASELINES, IMAGE_METHODS, Item, Settings
+from analysis.explorer import FREE_TEXT_MAX_CHARS, pair_score, query_score
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from views.common import context, from_link, legacy_flag, to_url
@@ -28,13 +29,23 @@ ids = data.ids
 row_of = {item_id: row for row, item_id in enumerate(ids)}
 
 
+class _AnyText:
+    """What a link's free-text query may be: any text the explorer's box holds."""
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and bool(value.strip()) and len(value) <= FREE_TEXT_MAX_CHARS
+
+
 # The query and the result are ids, shown with their category and text, so no widget's value is the URL's id, and the
 # direction travels in the explorer's links (never bound: see views.common): the page writes the three itself. A
 # link's pair wins over the session's; a link without a result opens the query's top one, contrastive only if it says.
 if (linked_direction := from_link("at", "direction", DIRECTION_NAMES)) is not None:
     st.session_state.at_direction = linked_direction
 if (query_link := from_link("at", "query", row_of)) is not None:
-    st.session_state.at_query, st.session_state.at_result, st.session_state.contrast = query_link, None, False
+    st.session_state.update(at_query=query_link, at_result=None, contrast=False, at_free_text="")
+if (text_link := from_link("at", "text", _AnyText())) is not None:  # the explorer's free-text query
+    st.session_state.update(at_free_text=text_link, at_direction="t2i", at_result=None, contrast=False)
+free_text = st.session_state.get("at_free_text", "")
 if (result_link := from_link("at", "result", row_of)) is not None:
     st.session_state.at_result = result_link
 legacy_flag("contrast")
@@ -45,8 +56,15 @@ st.caption(
     "text held fixed, and on the text with the image held fixed (Captum)."
 )
 row = st.columns([2, 3, 3])
+if free_text:
+    st.session_state.at_direction = "t2i"  # a text query searches the images
 direction = row[0].radio(
-    "Direction", list(DIRECTION_NAMES), format_func=DIRECTION_NAMES.get, key="at_direction", persist_state="session"
+    "Direction",
+    list(DIRECTION_NAMES),
+    format_func=DIRECTION_NAMES.get,
+    key="at_direction",
+    persist_state="session",
+    disabled=bool(free_text),
 )
 
 
@@ -55,16 +73,27 @@ def _describe(item_id: str) -> str:
     return f"{item_id} · {names[gallery.labels[i]]} · {data.texts[i][:60]}"
 
 
-query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, persist_state="session")
-q = row_of[query_id]
-if st.session_state.get("at_result") not in ids:  # default: the query's top-1 result
-    from chtn.search import query_side, retrieve
+if free_text:
+    from chtn.tower import create_tower
 
-    top = retrieve(gallery, direction, query_side(gallery, direction)[0][q], 1, names)
+    free_text = row[1].text_input("Query (free text)", key="at_free_text", max_chars=FREE_TEXT_MAX_CHARS)
+    row[1].button("Use a test item as the query", on_click=st.session_state.update, kwargs={"at_free_text": ""})
+    query_id, q = "free text", None
+    query_vector = create_tower(ctx.checkpoint).embed_texts([free_text])[0]
+else:
+    from chtn.search import query_side
+
+    query_id = row[1].selectbox("Query", ids, key="at_query", format_func=_describe, persist_state="session")
+    q = row_of[query_id]
+    query_vector = query_side(gallery, direction)[0][q]
+if st.session_state.get("at_result") not in ids:  # default: the query's top-1 result
+    from chtn.search import retrieve
+
+    top = retrieve(gallery, direction, query_vector, 1, names)
     st.session_state.at_result = ids[int(top.table.row[0])]
 result_id = row[2].selectbox("Result", ids, key="at_result", format_func=_describe, persist_state="session")
 r = row_of[result_id]
-wrong = gallery.labels[r] != gallery.labels[q]
+wrong = q is not None and gallery.labels[r] != gallery.labels[q]  # a free text has no category to be wrong about
 
 with st.expander("Method and parameters", expanded=False):
     cols = st.columns(5)
@@ -106,10 +135,14 @@ with st.expander("Method and parameters", expanded=False):
         help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
         "pair), i.e. what pulled the wrong item ahead.",
     )
-to_url("at", direction=direction, query=query_id, result=result_id)
+st.query_params.pop("query" if free_text else "text", None)  # the other kind of query's parameter
+to_url("at", direction=direction, result=result_id, **({"text": free_text} if free_text else {"query": query_id}))
 settings = Settings(method=method, baseline=baseline, n_steps=steps, refine=refine)
-query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
 result_image, result_text = explainer_items(ids, data.texts, data.image_paths, r)
+if q is None:  # a free-text query: its words against the result image, no own pair to compare with
+    query_image, query_text = None, Item("text", free_text, "free text")
+else:
+    query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
 if direction == "i2t":
     image_side, image_other, text_side, text_other = query_image, result_text, result_text, query_image
     image_contrast, text_contrast = (query_text if contrast and wrong else None), None
@@ -174,10 +207,14 @@ def explanation() -> None:
     differs. Grad-CAM and the text's Layer IG come first (about a second); IG and the others on request (Method)."""
     with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
         explain = PairExplainer(ctx.checkpoint)
-    verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
+    if q is None:
+        query_words = free_text if len(free_text) <= 80 else free_text[:77] + "…"
+        said, verdict = f"free-text query “{query_words}”", "no category, so no relevance"
+    else:
+        said = f"query `{query_id}` ({names[gallery.labels[q]]})"
+        verdict = ":red[not relevant — a mis-retrieval]" if wrong else ":green[relevant]"
     st.markdown(
-        f"**{DIRECTION_NAMES[direction]}** · query `{query_id}` ({names[gallery.labels[q]]}) → result "
-        f"`{result_id}` ({names[gallery.labels[r]]}) · {verdict}"
+        f"**{DIRECTION_NAMES[direction]}** · {said} → result `{result_id}` ({names[gallery.labels[r]]}) · {verdict}"
     )
     try:
         with st.spinner("Attributing the image…"):
@@ -185,7 +222,7 @@ def explanation() -> None:
         with st.spinner("Attributing the text…"):
             text_result = explain.explain(text_side, text_other, settings, text_contrast)
         own = None
-        if r != q:
+        if q is not None and r != q:
             with st.spinner("Attributing the query's own pair…"):
                 own = (
                     explain.explain(query_image, query_text, settings),
@@ -195,8 +232,10 @@ def explanation() -> None:
         st.error(str(exc), icon=":material/error:")
         return
     figures = st.columns(3)
-    figures[0].metric("Similarity of the pair (cosine, common space)", f"{pair_score(gallery, direction, q, r):.4f}")
-    figures[1].metric("Similarity of the query's own pair", f"{pair_score(gallery, direction, q, q):.4f}")
+    score = query_score(query_vector, gallery, direction, r)
+    figures[0].metric("Similarity of the pair (cosine, common space)", f"{score:.4f}")
+    if q is not None:
+        figures[1].metric("Similarity of the query's own pair", f"{pair_score(gallery, direction, q, q):.4f}")
     if image_result.target == "logits":
         figures[2].caption(
             "Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "
@@ -206,7 +245,7 @@ def explanation() -> None:
     contrastive = "Contrastive: cos(query, this result) − cos(query, its own pair): what pulled the wrong item ahead."
     own_note = "Plain: what raises or lowers the similarity of the query's own image and text."
     image_what = "query" if direction == "i2t" else "result"
-    st.subheader(f"Image ({image_what})" + ("" if own else ": the result is the query's own pair"))
+    st.subheader(f"Image ({image_what})" + (": the result is the query's own pair" if r == q else ""))
     scale = map_scale(image_result, *(own[:1] if own else ()))
     cols = st.columns(2)
     with cols[0]:

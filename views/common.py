@@ -34,7 +34,7 @@ from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.progress import Progress, within
-from chtn.validation import FIXES, LEAK, ValidationReport
+from chtn.validation import ValidationReport
 
 OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
 SAMPLE_DATA, DATA_PATH = "Sample: fashion, 20 article types", "Manifest or Wikipedia folder (path)…"
@@ -320,14 +320,6 @@ def context() -> Context:
         _cannot_open(exc)
     if not checked.ok:
         st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
-    leaks = checked.warnings.get(LEAK, [])
-    if leaks:
-        st.warning(
-            f"**{len(leaks)} test item{'s have images that are' if len(leaks) > 1 else ' has an image that is a'} "
-            f"training image{'s' if len(leaks) > 1 else ''} too** (e.g. {leaks[0].detail}): their scores are "
-            f"optimistic. {FIXES[LEAK].capitalize()}.",
-            icon=":material/content_copy:",
-        )
     try:  # after the warnings: they stay on screen while a large split's evaluation runs
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:

@@ -13,6 +13,7 @@ from analysis.explorer import (
     free_text_note,
     next_misretrieval,
     search_queries,
+    top_tie_note,
     worst_query,
 )
 from analysis.workspace import store_upload
@@ -22,7 +23,7 @@ from chtn.images import open_rgb
 from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
 from views.common import context, from_link, to_url
-from views.links import attribution_link
+from views.links import attribution_link, free_text_attribution_link
 
 ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
@@ -47,21 +48,32 @@ def _set_row(row: int | None) -> None:
 
 
 st.title("Retrieval explorer")
-top = st.columns([2, 2, 3])
-direction = top[0].radio(
-    "Direction",
-    list(DIRECTION_NAMES),
-    format_func=DIRECTION_NAMES.get,
-    key="rx_direction",
-    persist_state="session",
-    horizontal=True,
+source = st.radio(
+    "Query from", [TEST_ITEM, FREE_TEXT, UPLOAD], horizontal=True, key="rx_source", persist_state="session"
 )
+top = st.columns([2, 2, 3])
+if source == TEST_ITEM:
+    direction = top[0].radio(
+        "Direction",
+        list(DIRECTION_NAMES),
+        format_func=DIRECTION_NAMES.get,
+        key="rx_direction",
+        persist_state="session",
+        horizontal=True,
+    )
+else:  # the query's modality sets it: shown as it is, the test items' choice kept for when they come back
+    direction = "t2i" if source == FREE_TEXT else "i2t"
+    top[0].radio(
+        "Direction",
+        [direction],
+        format_func=DIRECTION_NAMES.get,
+        key=f"rx_direction_{direction}",
+        disabled=True,
+        help="A text query searches the images; an image query searches the texts.",
+    )
 k = top[1].slider("Results (k)", 1, 50, 10, key="k", bind="query-params")
 categories = top[2].multiselect(
     "Only these categories in the gallery", names, key="rx_categories", persist_state="session"
-)
-source = st.radio(
-    "Query from", [TEST_ITEM, FREE_TEXT, UPLOAD], horizontal=True, key="rx_source", persist_state="session"
 )
 report_side = getattr(ctx.report, direction)
 
@@ -107,7 +119,6 @@ if source == TEST_ITEM:
 elif source == FREE_TEXT:
     from chtn.tower import create_tower
 
-    direction = "t2i"
     text = st.text_input(
         "Describe what you are looking for",
         key="rx_free_text",
@@ -125,7 +136,6 @@ elif source == FREE_TEXT:
 else:
     from chtn.tower import create_tower
 
-    direction = "i2t"
     upload = st.file_uploader(
         "An image to search the test texts with", type=["jpg", "jpeg", "png", "webp"], key="rx_upload"
     )
@@ -157,6 +167,8 @@ if paired_row is not None:
 stats[2].metric("Gallery searched", f"{view.n_allowed} {'texts' if direction == 'i2t' else 'images'}")
 
 st.subheader(f"Top {len(view.table)} {'texts' if direction == 'i2t' else 'images'}")
+if tie_note := top_tie_note(view.table):
+    st.info(tie_note, icon=":material/drag_handle:")
 st.caption(TIE_LEGEND)
 for start in range(0, len(view.table), 5):
     cells = st.columns(5)
@@ -177,8 +189,12 @@ for start in range(0, len(view.table), 5):
                 f"**#{item.rank}** · {item.score:.4f}{' · ' + tie if tie else ''} · {mark}{own}  \n"
                 f"*{item.category}*  \n{item.text}"
             )
+            explain = None
             if paired_row is not None:
                 explain = attribution_link(
                     ctx.checkpoint_ref, direction, data.ids[paired_row], item.id, contrast=item.relevant is False
                 )
+            elif source == FREE_TEXT:
+                explain = free_text_attribution_link(ctx.checkpoint_ref, text, item.id)
+            if explain is not None:  # an uploaded image has no address a link could carry
                 st.page_link(explain.page, label="Explain", icon=":material/insights:", query_params=explain.params)

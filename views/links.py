@@ -4,10 +4,11 @@ spelled in one place. A `Link` serves both ways of linking: `st.page_link(link.p
 a category may hold spaces, '&', '#' or any other character), for link columns and pasted links.
 
 The parameter names are those the pages read: the values a page writes itself (`checkpoint`, `direction`, `query`,
-`result`, `baseline`, `queue`, `item` and a meeting queue's spec, `point`, `modality`) and bound widgets (`k`,
-`search`, `contrast`, `category`, `rule`, `strict`, `runs`: Streamlit's query-parameter binding, whose flags read
-true/false). A flag at its default is left out, as the binding leaves it out of the address bar; a link that opens a
-query opens it with the defaults of what it leaves out (views/explorer.py, views/attribution.py).
+`text` (a free-text query), `result`, `baseline`, `queue`, `item` and a meeting queue's spec, `point`, `modality`)
+and bound widgets (`k`, `search`, `contrast`, `category`, `rule`, `strict`, `runs`: Streamlit's query-parameter
+binding, whose flags read true/false). A flag at its default is left out, as the binding leaves it out of the
+address bar; a link that opens a query opens it with the defaults of what it leaves out (views/explorer.py,
+views/attribution.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def attribution_link(
         result=result,
         contrast=_flag(contrast, False),
     )
+
+
+def free_text_attribution_link(checkpoint: str, text: str, result: str) -> Link:
+    """ "Why this result?" on a free-text query (the explorer's) and one test image it retrieved."""
+    return _link("attribution", checkpoint=checkpoint, direction="t2i", text=text, result=result)
 
 
 def space_link(

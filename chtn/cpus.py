@@ -1,0 +1,69 @@
+"""How many CPU threads torch uses: the cores this process may run on, not the machine's.
+
+torch sizes its intra-op pool from the machine's cores. A container with a CPU quota, or a process pinned to a few
+cores (`taskset`, a scheduler's cpuset), then runs more threads than it gets cores, and torch's threads wait on
+each other at every operation: an epoch can take several times longer (docs/benchmarks.md, "CPU threads").
+The count comes from, in order: `--threads` (every command), `$CHTN_THREADS` (also the dashboard's),
+`$OMP_NUM_THREADS` (which torch itself reads), else the usable cores: the CPU affinity, capped by a cgroup quota.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from chtn.errors import CHTNError
+
+CGROUP = Path("/sys/fs/cgroup")
+ENVIRONMENT = ("CHTN_THREADS", "OMP_NUM_THREADS")  # read in this order when --threads is not given
+
+
+def cgroup_quota(root: Path = CGROUP) -> float | None:
+    """The CPUs a cgroup quota grants this process (cgroup v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), or None."""
+    # No library reads the quota: os.cpu_count and sched_getaffinity ignore it (Python >= 3.13 neither).
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) <= 0:
+        return None
+    return int(quota) / int(period)
+
+
+def usable_cores(root: Path = CGROUP) -> tuple[int, str]:
+    """The cores this process may use, and where that number comes from."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_quota(root)
+    if quota is not None and math.ceil(quota) < affinity:
+        return max(1, math.ceil(quota)), f"a cgroup CPU quota of {quota:g} of the {affinity} cores in its affinity"
+    return affinity, f"{affinity} cores in its CPU affinity" + ("" if quota is None else f", quota {quota:g}")
+
+
+def thread_count(requested: int | None, root: Path = CGROUP) -> tuple[int, str]:
+    """The intra-op threads to use, and why: an explicit request, $CHTN_THREADS, $OMP_NUM_THREADS, else the cores."""
+    for value, origin in ((requested, "--threads"), *((os.environ.get(v), f"${v}") for v in ENVIRONMENT)):
+        if value is None or value == "":
+            continue
+        if not str(value).isdigit() or int(value) < 1:
+            raise CHTNError(f"{origin} {value!r} is not a number of threads; give a whole number >= 1, e.g. 2.")
+        return int(value), f"set by {origin}"
+    cores, why = usable_cores(root)
+    return cores, f"this process may use {why}"
+
+
+def set_torch_threads(requested: int | None = None) -> str:
+    """Sizes torch's intra-op pool (`thread_count`) and returns the line that says so, for the log."""
+    import torch  # lazily: `chtn validate` and `chtn --help` do not load torch
+
+    threads, why = thread_count(requested)
+    torch.set_num_threads(threads)
+    line = f"torch uses {threads} CPU thread{'s' if threads > 1 else ''} ({why}; --threads N or CHTN_THREADS=N sets it)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if threads > 1 and load >= usable_cores()[0]:  # other work already fills the cores: threads would wait
+        line += f". The machine is busy (load {load:.1f}): --threads 1 may be faster"
+    return line
