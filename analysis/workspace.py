@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 from analysis.stats import RESAMPLES, mean_interval
 from chtn.checkpoint import Checkpoint, load_checkpoint
 from chtn.data import PairDataset
+from chtn.data_commands import validate_command
 from chtn.directions import DIRECTION_NAMES, DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
@@ -154,8 +154,7 @@ def open_checkpoint(choice: str) -> Checkpoint:
 
 def skip_hint(path: str | Path, checkpoint: Checkpoint) -> str:
     """The dashboard's way out of invalid rows, with a command that lists them all and works as printed."""
-    command = ["python", "-m", "chtn", "validate", "--data", str(path), "--checkpoint", str(checkpoint.path)]
-    listing = shlex.join([*command, "--show", "all"])
+    listing = validate_command(path, checkpoint.path, "--show", "all")
     return f'tick "Skip invalid rows" in the sidebar to open the rest (`{listing}` lists every offender)'
 
 

@@ -229,12 +229,17 @@ def _read_list(path: Path) -> str:
         raise CHTNError(f"{path} cannot be read ({exc.strerror}).") from None
 
 
-def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> PairDataset:
-    """CHTN's Wikipedia layout: `{train,test}set_txt_img_cat.list`, `categories.list`, texts/, images/<cat>/."""
+def wikipedia_categories(folder: Path) -> list[str]:
+    """A Wikipedia-layout folder's `categories.list`: the names its list files' 1-based indices point at."""
     categories_file = folder / "categories.list"
     if not categories_file.exists():
         raise CHTNError(f"{folder} is not a Wikipedia-layout folder: categories.list is missing.")
-    categories = [line.strip() for line in _read_list(categories_file).splitlines() if line.strip()]
+    return [line.strip() for line in _read_list(categories_file).splitlines() if line.strip()]
+
+
+def load_wikipedia(folder: Path, label_names: Sequence[str] | None = None) -> PairDataset:
+    """CHTN's Wikipedia layout: `{train,test}set_txt_img_cat.list`, `categories.list`, texts/, images/<cat>/."""
+    categories = wikipedia_categories(folder)
     ids, images, texts, labels, splits = [], [], [], [], []
     for split in ("train", "test"):
         list_file = folder / f"{split}set_txt_img_cat.list"

@@ -47,14 +47,20 @@ def clean_manifest_path(data: str) -> Path:
     return source.with_name(f"{source.stem if source.is_file() else source.name}.clean.csv")
 
 
+def validate_command(data: str | Path, checkpoint: str | Path | None, *flags: str) -> str:
+    """`python -m chtn validate` on this dataset (and checkpoint's labels) with `flags`, quoted for a shell: the
+    command a printed fix names, which works when copied as it stands."""
+    command = ["python", "-m", "chtn", "validate", "--data", str(data)]
+    command += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    return shlex.join([*command, *flags])
+
+
 def next_step(data: str, checkpoint: str | None, valid: int, total: int) -> str:
     """What to run to go on without the invalid rows: a command that works as printed (tests run it)."""
-    command = ["python", "-m", "chtn", "validate", "--data", data]
-    command += ["--checkpoint", checkpoint] if checkpoint else []
-    command += ["--skip-invalid", "--write-clean", str(clean_manifest_path(data))]
+    command = validate_command(data, checkpoint, "--skip-invalid", "--write-clean", str(clean_manifest_path(data)))
     return (
         f"next: to go on with the {valid} valid of {total} rows, write them to a clean manifest and give it to the "
-        f"commands and the dashboard in place of {data}:\n  {shlex.join(command)}\n"
+        f"commands and the dashboard in place of {data}:\n  {command}\n"
         'or pass --skip-invalid to every command (the dashboard: tick "Skip invalid rows").'
     )
 

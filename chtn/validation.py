@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from chtn.data import IMAGE_SUFFIXES, PairDataset, SourceDataset, load_pairs
+from chtn.data import IMAGE_SUFFIXES, PairDataset, SourceDataset, load_pairs, wikipedia_categories
 from chtn.errors import CHTNError, DataValidationError
 from chtn.hashing import file_digest
 from chtn.images import MAX_PIXELS, open_rgb
@@ -351,8 +351,7 @@ def _check_category_folders(report: ValidationReport, data: PairDataset, judged:
             for entry in os.scandir(category.path):
                 holders[entry.name].append(category.name)
     named = set(data.image_paths)
-    lines = (folder / "categories.list").read_text(encoding="utf-8", errors="replace").splitlines()
-    categories = [line.strip() for line in lines if line.strip()]  # the list files' 1-based indices
+    categories = wikipedia_categories(folder)  # the list files' 1-based indices
     for r in sorted(judged):
         path, listed = data.image_paths[r], data.labels[r]
         digest = file_digest(path)
