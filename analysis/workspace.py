@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,6 +102,21 @@ def store_upload(name: str, payload: bytes, cache_dir: Path | None = None) -> Pa
     if not path.exists():
         path.write_bytes(payload)
     return path
+
+
+def upload_key(path: Path) -> str:
+    """What a link carries to find an upload kept by :func:`store_upload` again: its content-hash folder's name."""
+    return path.parent.name
+
+
+def stored_upload(key: str, cache_dir: Path | None = None) -> Path | None:
+    """The upload kept under ``key`` (:func:`upload_key`), or None when the key is not one (a link's value is
+    untrusted: only a 16-hex-digit folder under the cache's uploads, holding one file, is accepted)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", key):
+        return None
+    folder = (cache_dir or default_cache_dir()) / "uploads" / key
+    files = sorted(folder.iterdir()) if folder.is_dir() else []
+    return files[0] if len(files) == 1 and files[0].is_file() else None
 
 
 def reference_candidates(checkpoint_path: Path) -> list[Path]:

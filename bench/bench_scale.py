@@ -14,6 +14,12 @@ Per size, all in one run on this machine:
   (its cost is the same for every query); the ratio is plain / warm.
 Both give the same MAP (checked on the timed queries). Synthetic data: 20 classes, d = 20, each item its class
 centre plus Gaussian noise (sd 1.5), image and text drawn independently.
+
+End to end, per size (`--no-commands` skips it): a dataset of that many test items (`bench/make_large_split.py`,
+synthetic embeddings cached for two sample checkpoints), then, each in a fresh process with no evaluation cached:
+`chtn review queue` (a 30-item meeting queue) and `chtn compare` with one checkpoint per side (10,000 resamples).
+With `--protocol-cache DIR` (bench_core's feature cache), a row for the real 2,425-item protocol test split: the
+softmax baseline's embeddings of it (fitted on the protocol's training rows), engine against plain loop.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "scale_benchmark.md"
 SIZES = [2_500, 10_000, 20_000, 50_000, 100_000]
 CLASSES, DIM, NOISE = 20, 20, 1.5
+CHECKPOINTS = ("chtn_fashion_source", "chtn_no_source")  # sample checkpoints of the end-to-end columns
 
 CHILD = """
 import json, resource, sys, time
@@ -80,7 +89,7 @@ def plain_loop_map(query: np.ndarray, gallery: np.ndarray, labels: np.ndarray, n
     return time.perf_counter() - start, float(np.concatenate(aps).mean())
 
 
-def measure(n: int, baseline_queries: int) -> dict:
+def measure(n: int, baseline_queries: int, commands: bool) -> dict:
     child = subprocess.run([sys.executable, "-c", CHILD, str(n)], capture_output=True, text=True, cwd=ROOT, check=True)
     ours = json.loads(child.stdout.strip().splitlines()[-1])
     image, text, labels = synthetic(n)
@@ -92,7 +101,71 @@ def measure(n: int, baseline_queries: int) -> dict:
         engine_map = evaluate_direction(query[:timed], gallery, labels[:timed], labels, "i2t").map
         if abs(engine_map - plain_map) > 1e-9:
             raise SystemExit(f"n={n}: the engine's MAP {engine_map} differs from the plain loop's {plain_map}")
-    return {"n": n, **ours, "plain": plain, "plain_queries": timed, "ratio": plain / ours["warm"]}
+    row = {"n": n, **ours, "plain": plain, "plain_queries": timed, "ratio": plain / ours["warm"]}
+    if commands:
+        with tempfile.TemporaryDirectory(prefix="chtn-scale-") as work:
+            row.update(command_seconds(n, Path(work)))
+    return row
+
+
+def command_seconds(n: int, work: Path) -> dict:
+    """Seconds of `chtn review queue` and `chtn compare` on an n-item test split, each a fresh process whose
+    evaluations are not cached (their embeddings are: synthetic, bench/make_large_split.py)."""
+    from bench.make_large_split import store_synthetic_embeddings, write_large_split
+
+    cache, env = work / "cache", {**os.environ, "CHTN_CACHE_DIR": str(work / "cache")}
+    os.environ["CHTN_CACHE_DIR"] = str(cache)  # where store_synthetic_embeddings puts them
+    pairs = write_large_split(n, work / "data")
+    fashion, no_source = (str(ROOT / "sample_data" / "checkpoints" / f"{name}.safetensors") for name in CHECKPOINTS)
+    for checkpoint in (fashion, no_source):
+        store_synthetic_embeddings(pairs, checkpoint)
+    commands = {
+        "queue": ["review", "queue", "--checkpoint", fashion, "--format", "csv"],
+        "compare": ["compare", "--baseline", no_source, "--candidate", fashion],
+    }
+    where = {"queue": ["--review-db", str(work / "review.sqlite")], "compare": ["--out", str(work / "compare")]}
+    seconds, said = {}, {}
+    for name, argv in commands.items():
+        shutil.rmtree(cache / "evaluations", ignore_errors=True)
+        start = time.perf_counter()
+        said[name] = subprocess.run(
+            [sys.executable, "-m", "chtn", *argv, "--data", str(pairs), *where[name]],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        seconds[name] = time.perf_counter() - start
+        # compare's exit code is its decision (with one run per side: 2, insufficient evidence), not a failure
+        if said[name].returncode and not (name == "compare" and (work / "compare" / "figures.csv").exists()):
+            raise SystemExit(f"chtn {name} failed:\n{said[name].stdout[-2000:]}\n{said[name].stderr[-2000:]}")
+    if "(10,000 resamples" not in said["compare"].stdout:
+        raise SystemExit(f"chtn compare did not draw 10,000 resamples:\n{said['compare'].stdout[:2000]}")
+    return seconds
+
+
+def protocol_row(cache_dir: Path) -> dict:
+    """The real 2,425-item protocol test split (bench_core's), embedded by the softmax baseline fitted on its
+    training rows: engine against plain loop, as `sample_row`."""
+    from bench.bench_core import feature_set, load_protocol
+    from chtn.baseline import common_space, softmax_maps
+    from chtn.features import FeatureCache
+
+    p = load_protocol(FeatureCache(cache_dir))
+    train, test = feature_set(p, p["train_rows"]), feature_set(p, p["test_rows"])
+    image, text = softmax_maps(train, len(p["types"]), 0.01)
+    return timed_split(common_space(test.image, image, True), common_space(test.text, text, True), test.labels)
+
+
+def timed_split(image: np.ndarray, text: np.ndarray, labels: np.ndarray) -> dict:
+    """A real split's evaluation in this (warm) process against the plain loop on all its queries."""
+    names = [str(c) for c in range(int(labels.max()) + 1)]
+    evaluate_embeddings(image, text, labels, names)  # warm: imports, pools, page faults
+    start = time.perf_counter()
+    report = evaluate_embeddings(image, text, labels, names)
+    warm = time.perf_counter() - start
+    plain = sum(plain_loop_map(q, g, labels, len(q))[0] for q, g in ((image, text), (text, image)))
+    return {"n": len(labels), "warm": warm, "plain": plain, "ratio": plain / warm, "map": report.mean_map}
 
 
 def sample_row() -> dict:
@@ -103,20 +176,14 @@ def sample_row() -> dict:
     checkpoint = open_checkpoint(DEFAULT_CHECKPOINT)
     test = open_dataset(SAMPLE_DATASET, checkpoint)[0]
     gallery = embed_split(checkpoint, test, "test")
-    start = time.perf_counter()
-    report = evaluate_embeddings(gallery.image, gallery.text, gallery.labels, checkpoint.label_names)
-    warm = time.perf_counter() - start
-    plain = sum(
-        plain_loop_map(q, g, gallery.labels, len(q))[0]
-        for q, g in ((gallery.image, gallery.text), (gallery.text, gallery.image))
-    )
-    return {"n": len(test), "warm": warm, "plain": plain, "ratio": plain / warm, "map": report.mean_map}
+    return timed_split(gallery.image, gallery.text, gallery.labels)
 
 
-def markdown(rows: list[dict], sample: dict, when: str) -> str:
+def markdown(rows: list[dict], real: list[tuple[str, dict]], when: str) -> str:
     lines = [
-        "| items | cold (s) | warm (s) | plain loop (s) | plain / warm | peak memory (GB) | MAP |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| items | cold (s) | warm (s) | plain loop (s) | plain / warm | peak memory (GB) | MAP "
+        "| 30-item queue, cold (s) | compare, 10,000 resamples, cold (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         plain = (
@@ -126,8 +193,13 @@ def markdown(rows: list[dict], sample: dict, when: str) -> str:
         )
         lines.append(
             f"| {r['n']:,} | {r['cold']:,.1f} | {r['warm']:,.1f} | {plain} | {r['ratio']:.1f}× | {r['peak_gb']:.2f} "
-            f"| {r['map']:.4f} |"
+            f"| {r['map']:.4f} | {r.get('queue', float('nan')):,.1f} | {r.get('compare', float('nan')):,.1f} |"
         )
+    reals = "\n".join(
+        f"- {what} ({r['n']:,} pairs): engine {r['warm'] * 1e3:,.0f} ms, plain loop {r['plain'] * 1e3:,.0f} ms "
+        f"({r['ratio']:.1f}×), MAP {r['map']:.4f}."
+        for what, r in real
+    )
     cpu = platform.processor() or platform.machine()
     return f"""# Scale benchmark
 
@@ -140,11 +212,17 @@ Both directions, full ranking (MAP@all, own-pair rank and tie groups), synthetic
 d = 20). Cold: a fresh process (imports, data, evaluation); warm: the same evaluation again in it. Plain loop: the
 old evaluation (stable argsort per row), timed in the same run on the first queries of each direction and scaled to
 all of them; its MAP equals the engine's on those queries (checked). Peak memory: the cold process's peak RSS.
+From 10,000 items the engine ranks in one worker process per core, below in one thread per core
+(`chtn.engine.PROCESSES_FROM`). The last two columns run the commands end to end in a fresh process, on a dataset
+of that many test items (`bench/make_large_split.py`) whose embeddings are cached (synthetic) and whose evaluations
+are not: `chtn review queue` builds a 30-item meeting queue (one evaluation), `chtn compare` evaluates two
+checkpoints and draws 10,000 resamples (bootstrap and sign-flip test, both directions).
 
 {chr(10).join(lines)}
 
-The sample's real test split ({sample["n"]} pairs, `chtn_fashion_source`): engine {sample["warm"] * 1e3:.0f} ms, plain
-loop {sample["plain"] * 1e3:.0f} ms ({sample["ratio"]:.1f}×), MAP {sample["map"]:.4f}.
+Real test splits, engine (warm) against the plain loop on all queries:
+
+{reals}
 
 ## Evaluation engine on a GPU
 
@@ -156,22 +234,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
     parser.add_argument("--baseline-queries", type=int, default=2_000)
+    parser.add_argument("--no-commands", action="store_true", help="skip the queue and compare columns")
+    parser.add_argument("--protocol-cache", type=Path, help="bench_core's feature cache: adds the protocol split")
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
-        rows.append(measure(n, args.baseline_queries))
+        rows.append(measure(n, args.baseline_queries, not args.no_commands))
         r = rows[-1]
         print(
             f"{n:>7,} items: cold {r['cold']:7.1f} s  warm {r['warm']:7.1f} s  plain {r['plain']:8.1f} s  "
-            f"({r['ratio']:.1f}x)  peak {r['peak_gb']:.2f} GB  MAP {r['map']:.4f}",
+            f"({r['ratio']:.1f}x)  peak {r['peak_gb']:.2f} GB  MAP {r['map']:.4f}  "
+            f"queue {r.get('queue', float('nan')):.1f} s  compare {r.get('compare', float('nan')):.1f} s",
             flush=True,
         )
-    sample = sample_row()
-    print(f"sample test split ({sample['n']}): {sample['warm']:.3f} s vs plain {sample['plain']:.3f} s")
+    real = [("The sample's test split, `chtn_fashion_source`", sample_row())]
+    if args.protocol_cache:
+        real.append(
+            (
+                "The fashion protocol's test split (bench_core, seed 0), softmax baseline",
+                protocol_row(args.protocol_cache),
+            )
+        )
+    for what, r in real:
+        print(f"{what} ({r['n']}): {r['warm']:.3f} s vs plain {r['plain']:.3f} s ({r['ratio']:.1f}x)", flush=True)
     if not args.no_markdown:
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        write_sections(DOC, markdown(rows, sample, when))
+        write_sections(DOC, markdown(rows, real, when))
         print(f"wrote {DOC}")
     return 0
 

@@ -1,5 +1,6 @@
 import sys
 
-from chtn.cli import main
+if __name__ == "__main__":  # not when a spawned worker process re-imports the main module (chtn.engine's pool)
+    from chtn.cli import main
 
-sys.exit(main())
+    sys.exit(main())

@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: see chtn.shards
             from chtn import shards  # torch: only when launched so
 
-            return shards.run(lambda: run_command(args), getattr(args, "device", None))
+            shards.leave(shards.run(lambda: run_command(args), getattr(args, "device", None)))
         return run_command(args)
     except CHTNError as exc:  # the input is at fault: the message names it and the fix
         print(f"error: {exc}", file=sys.stderr)

@@ -1,27 +1,29 @@
-"""The evaluation engine: exact full-ranking AP, top-1 relevance, own-pair rank and tie groups, a block of queries
-at a time, on CPU (numpy, by counting) or on a torch device (a stable sort, which GPUs do fast).
+"""The evaluation engine: exact full-ranking AP, top-1 relevance, own-pair rank and tie groups, a block of queries at a
+time, on CPU (numpy, by counting) or on a torch device (a stable sort, which GPUs do fast).
 
 :func:`chtn.evaluate.evaluate_direction` is its one caller, and every page and command that scores a split
 (Overview, ``chtn evaluate``, review queues, Compare, source bias) goes through that function.
 
 The ranking is the protocol's (:mod:`chtn.ranking`): float32 cosine scores with the same bits however they are
-computed, higher first, exactly equal scores in gallery order (lower row first). Stable position of item j in
-query i's ranking::
+computed, higher first, exactly equal scores in gallery order (lower row first). Stable position of item j in query
+i's ranking::
 
     pos(j) = 1 + #{g : s_g > s_j} + #{g < j : s_g == s_j}
 
-and AP = mean over the relevant items j of hits(j) / pos(j), where hits(j) is j's position among the relevant
-items alone (the same formula with g restricted to relevant items). Both counts are exact integers, so AP computed
-from them equals AP read off ``np.argsort(-s, kind="stable")`` (the old evaluation, kept in the tests as the
-reference) up to the float64 rounding of the final sum.
+and AP = mean over the relevant items j of hits(j) / pos(j), where hits(j) is j's position among the relevant items
+alone (the same formula with g restricted to relevant items). Both counts are exact integers, so AP computed from
+them equals AP read off ``np.argsort(-s, kind="stable")`` (the old evaluation, kept in the tests as the reference)
+up to the float64 rounding of the final sum.
 
 Why counting on CPU: a stable ``argsort`` of a 100,000-score row costs ~9 ms on this project's 2-core machines and
-even a value-only ``np.sort`` ~2.3 ms, while AP needs only the positions of the m relevant items (a twentieth of
-the row with 20 classes). :func:`stable_positions` counts them from one bucketing pass over the row (a bincount of
-a monotone map of the scores) and a sort of the rows that share a bucket with a relevant item, about 2m of them:
-~1.4 ms a row on one core, about half the way it replaced (a value sort of the row; 100,000 items on 2 cores:
-453 s before, 238 s). numpy has no "rank these m values within that row" primitive, hence this. Blocks run one per
-core (numpy's sorts and searches release the GIL). Measured: ``docs/scale_benchmark.md``.
+even a value-only ``np.sort`` ~2.3 ms, while AP needs only the positions of the m relevant items (a twentieth of the
+row with 20 classes). :func:`stable_positions` counts them from one bucketing pass over the row (a bincount of a
+monotone map of the scores) and a sort of the rows that share a bucket with a relevant item, about 2m of them: ~1.4
+ms a row on one core, about half the way it replaced (a value sort of the row; 100,000 items on 2 cores: 453 s
+before, 238 s with threads, 123 s with a worker process per core). numpy has no "rank these m values within that
+row" primitive, hence this. Blocks run one per core: in worker processes for a large gallery
+(:data:`PROCESSES_FROM`), else in threads (numpy's sorts and searches release the GIL). Measured:
+``docs/scale_benchmark.md``.
 
 Own pair (query i's gallery row i): its stable rank, its exact tie group (equal float32 scores) and its four-decimal
 tie group (:func:`chtn.ranking.tie_bucket`), by comparisons over the row, as :func:`chtn.ranking.rank_of` and
@@ -36,17 +38,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from chtn.ranking import TIE_TOLERANCE, TieGroups, tie_bucket
+
+if TYPE_CHECKING:
+    import torch
 
 # Galleries with fewer rows are ranked by a stable argsort of the whole block (vectorised), larger ones by counting
 # row by row: measured on 2 cores, 15 ms against 110 ms for the sample's 400 items, 0.5 s against 1.1 s at 2,500.
 COUNT_FROM = 2048
 # Scores of one block (queries x gallery): 2**22 float32 = 16 MiB.
 BLOCK_ELEMS = 1 << 22
+# Galleries from this many rows are ranked by one worker process per core (:func:`serve_gallery`), smaller ones by
+# one thread per core. Threads share the GIL (np.bincount holds it) and take each new row-sized array's page faults
+# in turn. Measured on 2 cores, one direction, processes against threads: 0.43 / 0.49 s at 5,000 items, 0.97 / 1.65 s
+# at 10,000, 2.75 / 4.89 s at 20,000; a spawned worker starts in ~0.1 s plus the main module's imports.
+PROCESSES_FROM = 10_000
 
 
 def block_rows(n_gallery: int) -> int:
@@ -66,6 +76,8 @@ def block_scorer(
     device: there.
     """
     if device is not None:
+        import torch  # only for a device: the CPU path (and its worker processes) never loads torch
+
         on_device = torch.from_numpy(gallery).to(device, torch.float64)
         return lambda block: (torch.from_numpy(block).to(device, torch.float64) @ on_device.T).float()
     transposed = np.ascontiguousarray(gallery.astype(np.float64).T)
@@ -93,6 +105,28 @@ class BlockResult:
     pair_exact: TieGroups | None  # the own pair's exact tie group
 
 
+# A ranking worker process's gallery, set once by serve_gallery when the process starts (never in the main process,
+# and never shared between callers: each pool has its own processes).
+_served: tuple[Callable[[np.ndarray], np.ndarray | torch.Tensor], np.ndarray, int | None, bool] | None = None
+
+
+def serve_gallery(gallery: np.ndarray, gallery_labels: np.ndarray, at_k: int | None, paired: bool) -> None:
+    """Initializer of a ranking worker process (``ProcessPoolExecutor``): keep the gallery it ranks every block
+    against, and use one BLAS thread, as the pool already runs one process per core."""
+    from threadpoolctl import threadpool_limits
+
+    global _served
+    threadpool_limits(1)
+    _served = (block_scorer(gallery), np.asarray(gallery_labels), at_k, paired)
+
+
+def rank_served(rows: np.ndarray, queries: np.ndarray, query_labels: np.ndarray) -> BlockResult:
+    """:func:`rank_block` of the queries at gallery rows ``rows`` in a worker process (:func:`serve_gallery`)."""
+    assert _served is not None, "rank_served runs in a process started by serve_gallery"
+    score, gallery_labels, at_k, paired = _served
+    return rank_block(score(queries), query_labels, gallery_labels, at_k, rows if paired else None)
+
+
 def rank_block(
     scores: np.ndarray | torch.Tensor,
     query_labels: np.ndarray,
@@ -105,7 +139,7 @@ def rank_block(
     ``pairs``: each query's own gallery row (None: no own pairs). A torch tensor is ranked on its device by a
     stable sort; a numpy array on the CPU by counting (module docstring). Both give the same figures.
     """
-    if isinstance(scores, torch.Tensor):
+    if not isinstance(scores, np.ndarray):
         return _rank_block_torch(scores, query_labels, gallery_labels, at_k, pairs)
     q_labels, g_labels, n = np.asarray(query_labels), np.asarray(gallery_labels), scores.shape[1]
     by = _by_sorting if n < COUNT_FROM else _by_counting
@@ -263,6 +297,8 @@ def _rank_block_torch(
     pairs: np.ndarray | None,
 ) -> BlockResult:
     """The same figures on the scores' device: one stable descending sort per row (ties keep gallery order)."""
+    import torch
+
     device = scores.device
     q_labels = torch.as_tensor(np.asarray(query_labels), device=device)
     g_labels = torch.as_tensor(np.asarray(gallery_labels), device=device)

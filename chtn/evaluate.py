@@ -29,9 +29,11 @@ favour pairs that happen to come first in the file.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +41,16 @@ import pandas as pd
 import torch
 
 from chtn.directions import Direction
-from chtn.engine import BlockResult, block_rows, block_scorer, rank_block, ranked_ap
+from chtn.engine import (
+    PROCESSES_FROM,
+    BlockResult,
+    block_rows,
+    block_scorer,
+    rank_block,
+    rank_served,
+    ranked_ap,
+    serve_gallery,
+)
 from chtn.metrics import RECALL_AT
 from chtn.progress import Progress, of_count, within
 from chtn.ranking import TIE_TOLERANCE, TieGroups, normalize_rows
@@ -126,11 +137,14 @@ def evaluate_direction(
         return rank_block(score(q[rows]), q_labels[rows], g_labels, at_k, rows if paired else None)
 
     mine = blocks[shard::shards]
-    # numpy's sorts, searches and element-wise passes release the GIL: one thread per core ranks its own blocks
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     results, done, total = [], 0, sum(len(rows) for rows in mine)
-    with ThreadPoolExecutor(1 if on_device or len(mine) < 2 else cores) as pool:
-        for rows, block in zip(mine, pool.map(rank_rows, mine)):
+    with _ranking_pool(1 if on_device or len(mine) < 2 else cores, g, g_labels, at_k, paired, shards) as pool:
+        if isinstance(pool, ProcessPoolExecutor):
+            ranked = pool.map(rank_served, mine, [q[rows] for rows in mine], [q_labels[rows] for rows in mine])
+        else:
+            ranked = pool.map(rank_rows, mine)
+        for rows, block in zip(mine, ranked):
             results.append((rows, block))
             done += len(rows)
             if progress is not None:
@@ -150,6 +164,25 @@ def evaluate_direction(
     if not paired:
         return RetrievalEval(direction, mean_ap, ap, rank, top1, at_k, q_labels, None, None)
     return RetrievalEval(direction, mean_ap, ap, rank, top1, at_k, q_labels, ties, exact)
+
+
+def _ranking_pool(
+    workers: int, gallery: np.ndarray, gallery_labels: np.ndarray, at_k: int | None, paired: bool, shards: int
+) -> Executor:
+    """Where the blocks are ranked: one worker process per core for a large gallery ranked by this process alone
+    (:data:`chtn.engine.PROCESSES_FROM`), else threads (numpy's sorts and searches release the GIL). A torchrun
+    process is already one of one per core, so it uses threads. The workers are forked from a process that runs
+    one thread (a command, a script: no imports to repeat, and no main-module guard asked of a user's script) and
+    spawned from one that runs several (the dashboard's server), where a fork could copy a lock some other thread
+    holds and deadlock."""
+    if workers < 2 or shards > 1 or len(gallery) < PROCESSES_FROM:
+        return ThreadPoolExecutor(workers)
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn"),
+        initializer=serve_gallery,
+        initargs=(gallery, gallery_labels, at_k, paired),
+    )
 
 
 def _shard() -> tuple[int, int]:

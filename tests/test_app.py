@@ -7,6 +7,7 @@ import base64
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,6 +313,40 @@ def test_attribution_explains_a_free_text_query_from_the_explorers_link():
     assert at.query_params["text"] == "black leather wallet" and "query" not in at.query_params
     at.button[0].click().run()  # "Use a test item as the query"
     assert not at.exception and not at.error and at.selectbox(key="at_query").value and "text" not in at.query_params
+
+
+def test_attribution_explains_an_uploaded_image_from_the_explorers_link():
+    """The explorer's Explain under a result of an uploaded image: the link carries the key the upload is kept
+    under on this server; the page attributes that image against the result text, with no own pair and no
+    relevance. A key that is not one (a path, an unknown key) opens a test item instead."""
+    from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset, store_upload, upload_key
+
+    data = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0]
+    photo = Path(data.image_paths[5])
+    key = upload_key(store_upload("my photo.jpg", photo.read_bytes()))
+    for bad in ("../../etc/passwd", "0123456789abcdef"):
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+        at.switch_page("views/attribution.py")
+        for name, value in dict(direction="i2t", upload=bad, result=data.ids[3]).items():
+            at.query_params[name] = value
+        at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
+        at.run()
+        assert not at.exception and not at.error and at.selectbox(key="at_query").value, bad
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+    at.switch_page("views/attribution.py")
+    for name, value in dict(direction="t2i", upload=key, result=data.ids[3]).items():
+        at.query_params[name] = value
+    at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
+    at.run()
+    assert not at.exception and not at.error
+    assert at.radio(key="at_direction").value == "i2t" and at.radio(key="at_direction").disabled
+    assert "uploaded image “my photo.jpg”" in _texts(at) and "no category" in _texts(at)
+    assert not any("Own pair:" in m.value for m in at.markdown)
+    assert len(at.get("image")) == 3  # the query's thumbnail, then its colour image beside the map
+    assert [m.label for m in at.metric] == ["Similarity of the pair (cosine, common space)"]
+    assert at.query_params["upload"] == key and "query" not in at.query_params and "text" not in at.query_params
+    at.button[0].click().run()  # "Use a test item as the query"
+    assert not at.exception and not at.error and at.selectbox(key="at_query").value and "upload" not in at.query_params
 
 
 def test_explorer_results_link_to_their_explanation():

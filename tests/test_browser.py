@@ -258,6 +258,14 @@ def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     error.wait_for(timeout=60_000)
     assert "notes.jpg is not a readable image" in error.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
+    uploader.set_input_files(str(photo))  # the photo again: its results link to their explanation
+    page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
+    page.locator('[data-testid="stPageLink"] a', has_text="Explain").first.click()
+    page.get_by_text(f"uploaded image “{photo.name}”").wait_for(timeout=300_000)
+    page.get_by_text("Strongest words").first.wait_for(timeout=300_000)
+    assert_clean(page)
+    assert "upload=" in page.url and "query=" not in page.url
+    page.screenshot(path=str(ARTIFACTS / "attribution_upload.png"), full_page=True)
 
 
 def test_upload_a_checkpoint_then_a_corrupt_one(page, server, tmp_path):

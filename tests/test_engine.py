@@ -171,6 +171,42 @@ def test_evaluate_direction_blocks_keep_memory_bounded_and_change_nothing(monkey
     np.testing.assert_array_equal(blocked.paired_exact.first, whole.paired_exact.first)
 
 
+@pytest.mark.parametrize("other_thread", [False, True], ids=["fork", "spawn"])
+def test_a_large_gallery_is_ranked_by_one_worker_process_per_core_with_the_same_figures(monkeypatch, other_thread):
+    """From chtn.engine.PROCESSES_FROM rows the blocks go to worker processes: forked from a one-thread process,
+    spawned while another thread runs (as in the dashboard's server). Every figure equals the threads' ones."""
+
+    from chtn import evaluate
+
+    q, g, labels = integer_data(np.random.default_rng(5), 90, 3, 4)
+    monkeypatch.setattr(engine, "BLOCK_ELEMS", 10 * 90)  # 9 blocks
+    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    threads = evaluate_direction(q, g, labels, labels, "i2t", at_k=5)
+    pools, made = [], evaluate._ranking_pool
+
+    def spied(*args):
+        pools.append(made(*args))
+        return pools[-1]
+
+    monkeypatch.setattr(evaluate, "PROCESSES_FROM", 0)
+    monkeypatch.setattr(evaluate, "_ranking_pool", spied)
+    monkeypatch.setattr(evaluate.threading, "active_count", lambda: 2 if other_thread else 1)
+    processes = evaluate_direction(q, g, labels, labels, "i2t", at_k=5)
+    assert isinstance(pools[0], evaluate.ProcessPoolExecutor)
+    assert pools[0]._mp_context.get_start_method() == ("spawn" if other_thread else "fork")
+    assert engine._served is None  # the gallery was served in the workers, never set in this process
+    np.testing.assert_allclose(processes.ap, threads.ap, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(processes.top1_correct, threads.top1_correct)
+    np.testing.assert_array_equal(processes.paired_rank, threads.paired_rank)
+    for found, expected in (
+        (processes.paired_ties, threads.paired_ties),
+        (processes.paired_exact, threads.paired_exact),
+    ):
+        assert found is not None and expected is not None
+        for part in ("others", "first", "last"):
+            np.testing.assert_array_equal(getattr(found, part), getattr(expected, part), err_msg=part)
+
+
 def _chtn(*argv: str, processes: int = 1) -> subprocess.CompletedProcess:
     """`python -m chtn ARGV`, under `torchrun --nproc_per_node PROCESSES` (gloo on CPU) when more than one."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]

@@ -1,8 +1,8 @@
 """Why did this query retrieve this result? Heatmap on the image, highlighted words on the text.
 
 Opened from the "Explain" link under any result in the retrieval explorer; the URL carries the pair
-(checkpoint, direction, query id or a free-text query, result id) and `contrast=true`, so a shared link reopens the
-same explanation.
+(checkpoint, direction, the query: a test item's id, a free text or the key of an image uploaded to this server;
+the result's id) and `contrast=true`, so a shared link reopens the same explanation.
 """
 
 import streamlit as st
@@ -19,8 +19,10 @@ from analysis.attribution.render import (
 )
 from analysis.attribution.types import BASELINES, IMAGE_METHODS, Item, Settings
 from analysis.explorer import FREE_TEXT_MAX_CHARS, pair_score, query_score
+from analysis.workspace import stored_upload
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
+from chtn.images import open_rgb
 from views.common import context, from_link, legacy_flag, to_url
 
 ctx = context()
@@ -36,16 +38,26 @@ class _AnyText:
         return isinstance(value, str) and bool(value.strip()) and len(value) <= FREE_TEXT_MAX_CHARS
 
 
+class _KeptUpload:
+    """What a link's uploaded-image query may be: the key of an image kept on this server (analysis.workspace)."""
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and stored_upload(value) is not None
+
+
 # The query and the result are ids, shown with their category and text, so no widget's value is the URL's id, and the
 # direction travels in the explorer's links (never bound: see views.common): the page writes the three itself. A
 # link's pair wins over the session's; a link without a result opens the query's top one, contrastive only if it says.
 if (linked_direction := from_link("at", "direction", DIRECTION_NAMES)) is not None:
     st.session_state.at_direction = linked_direction
 if (query_link := from_link("at", "query", row_of)) is not None:
-    st.session_state.update(at_query=query_link, at_result=None, contrast=False, at_free_text="")
+    st.session_state.update(at_query=query_link, at_result=None, contrast=False, at_free_text="", at_upload="")
 if (text_link := from_link("at", "text", _AnyText())) is not None:  # the explorer's free-text query
-    st.session_state.update(at_free_text=text_link, at_direction="t2i", at_result=None, contrast=False)
+    st.session_state.update(at_free_text=text_link, at_direction="t2i", at_result=None, contrast=False, at_upload="")
+if (upload_link := from_link("at", "upload", _KeptUpload())) is not None:  # the explorer's uploaded image
+    st.session_state.update(at_upload=upload_link, at_direction="i2t", at_result=None, contrast=False, at_free_text="")
 free_text = st.session_state.get("at_free_text", "")
+uploaded = stored_upload(st.session_state.get("at_upload", ""))
 if (result_link := from_link("at", "result", row_of)) is not None:
     st.session_state.at_result = result_link
 legacy_flag("contrast")
@@ -56,15 +68,15 @@ st.caption(
     "text held fixed, and on the text with the image held fixed (Captum)."
 )
 row = st.columns([2, 3, 3])
-if free_text:
-    st.session_state.at_direction = "t2i"  # a text query searches the images
+if free_text or uploaded:
+    st.session_state.at_direction = "t2i" if free_text else "i2t"  # a text searches the images, an image the texts
 direction = row[0].radio(
     "Direction",
     list(DIRECTION_NAMES),
     format_func=DIRECTION_NAMES.get,
     key="at_direction",
     persist_state="session",
-    disabled=bool(free_text),
+    disabled=bool(free_text or uploaded),
 )
 
 
@@ -80,6 +92,13 @@ if free_text:
     row[1].button("Use a test item as the query", on_click=st.session_state.update, kwargs={"at_free_text": ""})
     query_id, q = "free text", None
     query_vector = create_tower(ctx.checkpoint).embed_texts([free_text])[0]
+elif uploaded is not None:
+    from chtn.tower import create_tower
+
+    row[1].image(open_rgb(uploaded), width=96, caption=f"Query: {uploaded.name}")
+    row[1].button("Use a test item as the query", on_click=st.session_state.update, kwargs={"at_upload": ""})
+    query_id, q = "uploaded image", None
+    query_vector = create_tower(ctx.checkpoint).embed_images([uploaded])[0]
 else:
     from chtn.search import query_side
 
@@ -93,7 +112,7 @@ if st.session_state.get("at_result") not in ids:  # default: the query's top-1 r
     st.session_state.at_result = ids[int(top.table.row[0])]
 result_id = row[2].selectbox("Result", ids, key="at_result", format_func=_describe, persist_state="session")
 r = row_of[result_id]
-wrong = q is not None and gallery.labels[r] != gallery.labels[q]  # a free text has no category to be wrong about
+wrong = q is not None and gallery.labels[r] != gallery.labels[q]  # a free query has no category to be wrong about
 
 with st.expander("Method and parameters", expanded=False):
     cols = st.columns(5)
@@ -135,11 +154,20 @@ with st.expander("Method and parameters", expanded=False):
         help="For a mis-retrieval: attribute sim(query, this result) − sim(query, its own "
         "pair), i.e. what pulled the wrong item ahead.",
     )
-st.query_params.pop("query" if free_text else "text", None)  # the other kind of query's parameter
-to_url("at", direction=direction, result=result_id, **({"text": free_text} if free_text else {"query": query_id}))
+if free_text:
+    query_param = {"text": free_text}
+elif uploaded is not None:
+    query_param = {"upload": st.session_state.at_upload}
+else:
+    query_param = {"query": query_id}
+for other in {"query", "text", "upload"} - set(query_param):  # the other kinds of query's parameters
+    st.query_params.pop(other, None)
+to_url("at", direction=direction, result=result_id, **query_param)
 settings = Settings(method=method, baseline=baseline, n_steps=steps, refine=refine)
 result_image, result_text = explainer_items(ids, data.texts, data.image_paths, r)
-if q is None:  # a free-text query: its words against the result image, no own pair to compare with
+if uploaded is not None:  # an uploaded image against the result text, no own pair to compare with
+    query_image, query_text = Item("image", str(uploaded), "uploaded image"), None
+elif q is None:  # a free-text query: its words against the result image, no own pair to compare with
     query_image, query_text = None, Item("text", free_text, "free text")
 else:
     query_image, query_text = explainer_items(ids, data.texts, data.image_paths, q)
@@ -207,7 +235,9 @@ def explanation() -> None:
     differs. Grad-CAM and the text's Layer IG come first (about a second); IG and the others on request (Method)."""
     with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
         explain = PairExplainer(ctx.checkpoint)
-    if q is None:
+    if uploaded is not None:
+        said, verdict = f"uploaded image “{uploaded.name}”", "no category, so no relevance"
+    elif q is None:
         query_words = free_text if len(free_text) <= 80 else free_text[:77] + "…"
         said, verdict = f"free-text query “{query_words}”", "no category, so no relevance"
     else:

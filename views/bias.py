@@ -26,7 +26,7 @@ from analysis.stats import MIN_EFFECT
 from chtn.data import SourceDataset
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
-from views.common import all_rows, context, job_failed, nearby_checkpoints, recipe_runs_checkbox
+from views.common import all_rows, as_markdown, context, job_failed, nearby_checkpoints, recipe_runs_checkbox
 from views.links import explorer_link, space_link
 
 POLL_SECONDS = 2.0  # how often a page waiting for the source diagnostics reads the job's progress
@@ -100,7 +100,7 @@ try:
     reference_runs = ws.recipe_runs(reference, nearby_checkpoints(reference)) if use_runs and reference else []
     data = all_rows(ctx)
 except CHTNError as exc:
-    st.error(f"**Cannot use this reference or dataset.** {exc}".replace("\n", "  \n"), icon=":material/error:")
+    st.error(as_markdown(f"**Cannot use this reference or dataset.** {exc}"), icon=":material/error:")
     st.stop()
 try:
     source = open_source(checkpoint, source_override or None, ctx.data_path)
@@ -152,7 +152,7 @@ try:
         report = with_bar(source)
     else:  # answer first: the transfer gain now, the source diagnostics (minutes at scale) in the background
         compute = partial(bias_report, checkpoint, data, reference, source, settings, None)  # + the job's progress
-        job = bias_jobs().submit(complete.name, partial(compute, runs=runs, reference_runs=reference_runs))
+        job = bias_jobs().submit(str(complete), partial(compute, runs=runs, reference_runs=reference_runs))
         if job.done() and job.error() is None:
             report, job = job.result(), None
         else:

@@ -303,6 +303,19 @@ def sidebar(review_database: bool) -> None:
 _CHOICE = "sb_choice"
 
 
+def as_markdown(text: str) -> str:
+    """Plain multi-line text (a validation summary, an error) as markdown that keeps its line breaks. An unindented
+    line after indented ones (a heading after a list of findings) starts a new paragraph: without the blank line,
+    markdown would continue the list's last item with it."""
+    lines = text.split("\n")
+    kept = [lines[0]]
+    for before, line in zip(lines, lines[1:]):
+        if before.startswith(" ") and line and not line.startswith(" "):
+            kept.append("")
+        kept.append(line)
+    return "  \n".join(kept)
+
+
 def context() -> Context:
     """The sidebar's checkpoint and dataset, loaded. Shows a clear error and stops the page when something cannot be
     opened (the sidebar stays usable)."""
@@ -319,7 +332,7 @@ def context() -> Context:
     except CHTNError as exc:
         _cannot_open(exc)
     if not checked.ok:
-        st.warning(checked.skipped_note("test split").replace("\n", "  \n"), icon=":material/warning:")
+        st.warning(as_markdown(checked.skipped_note("test split")), icon=":material/warning:")
     try:  # after the warnings: they stay on screen while a large split's evaluation runs
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
@@ -358,7 +371,7 @@ def open_defaults() -> tuple[Checkpoint, gal.Gallery]:
 
 
 def _cannot_open(exc: CHTNError) -> NoReturn:
-    st.error(f"**Cannot open this model/data.** {exc}".replace("\n", "  \n"), icon=":material/error:")
+    st.error(as_markdown(f"**Cannot open this model/data.** {exc}"), icon=":material/error:")
     st.stop()
 
 
@@ -428,7 +441,7 @@ def job_failed(jobs: BackgroundJobs, job: Job, what: str) -> None:
     else:
         reason = f"`{type(exc).__name__}: {exc}`. This is a fault in CHTN, not in your data; the server's log has its "
         reason += "traceback."
-    st.error(f"**{what} failed.** {reason}".replace("\n", "  \n"), icon=":material/error:")
+    st.error(as_markdown(f"**{what} failed.** {reason}"), icon=":material/error:")
     if st.button("Try again", key=f"job_retry_{job.key}", icon=":material/refresh:"):
         jobs.retry(job.key)
         st.rerun()

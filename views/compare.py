@@ -36,6 +36,7 @@ from chtn.images import thumbnail_uris
 from views.common import (
     OTHER_PATH,
     Context,
+    as_markdown,
     context,
     nearby_checkpoints,
     other_checkpoint,
@@ -163,7 +164,7 @@ def compare(ctx: Context, choices: Choices, store: ReviewStore | None, store_err
             nearby = nearby_checkpoints(runs[0][0])
             runs += [other_checkpoint(str(run.path), ctx) for run in ws.recipe_runs(runs[0][0], nearby)]
     except CHTNError as exc:
-        st.error(f"**Cannot compare.** {exc}".replace("\n", "  \n"), icon=":material/error:")
+        st.error(as_markdown(f"**Cannot compare.** {exc}"), icon=":material/error:")
         st.stop()
     st.query_params["baseline"] = choices.baseline  # see sidebar: not one widget's value
     baseline, candidate = runs_a[0][0], ctx.checkpoint

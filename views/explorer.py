@@ -16,14 +16,14 @@ from analysis.explorer import (
     top_tie_note,
     worst_query,
 )
-from analysis.workspace import store_upload
+from analysis.workspace import store_upload, upload_key
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.images import open_rgb
 from chtn.ranking import TIE_LEGEND, describe_tie, own_pair_headline
 from chtn.search import query_side, retrieve
 from views.common import context, from_link, to_url
-from views.links import attribution_link, free_text_attribution_link
+from views.links import attribution_link, free_text_attribution_link, upload_attribution_link
 
 ctx = context()
 data, gallery, names = ctx.gallery.data, ctx.gallery, ctx.label_names
@@ -189,12 +189,12 @@ for start in range(0, len(view.table), 5):
                 f"**#{item.rank}** · {item.score:.4f}{' · ' + tie if tie else ''} · {mark}{own}  \n"
                 f"*{item.category}*  \n{item.text}"
             )
-            explain = None
             if paired_row is not None:
                 explain = attribution_link(
                     ctx.checkpoint_ref, direction, data.ids[paired_row], item.id, contrast=item.relevant is False
                 )
             elif source == FREE_TEXT:
                 explain = free_text_attribution_link(ctx.checkpoint_ref, text, item.id)
-            if explain is not None:  # an uploaded image has no address a link could carry
-                st.page_link(explain.page, label="Explain", icon=":material/insights:", query_params=explain.params)
+            else:  # the uploaded image, by the key it is kept under on this server
+                explain = upload_attribution_link(ctx.checkpoint_ref, upload_key(path), item.id)
+            st.page_link(explain.page, label="Explain", icon=":material/insights:", query_params=explain.params)

@@ -75,6 +75,12 @@ def free_text_attribution_link(checkpoint: str, text: str, result: str) -> Link:
     return _link("attribution", checkpoint=checkpoint, direction="t2i", text=text, result=result)
 
 
+def upload_attribution_link(checkpoint: str, upload: str, result: str) -> Link:
+    """ "Why this result?" on an uploaded image query (the explorer's, kept on the server under the key
+    :func:`analysis.workspace.upload_key`) and one test text it retrieved."""
+    return _link("attribution", checkpoint=checkpoint, direction="i2t", upload=upload, result=result)
+
+
 def space_link(
     checkpoint: str, category: str | None = None, point: str | None = None, modality: str | None = None
 ) -> Link:
