@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -259,30 +261,43 @@ def random_baseline(p: dict) -> float:
     ).mean_map
 
 
-def throughput(n: int = 384) -> dict:
-    """Cold extraction img/s: our batched DataLoader pipeline vs a plain one-image-at-a-time loop."""
-    import tempfile
-
-    from chtn.encoders import image_transform
-    from chtn.images import open_rgb
-
-    meta = pd.read_csv(DATA / "fashion" / "metadata.csv")
-    paths = [DATA / "fashion" / p for p in meta.image[-n:]]
-    trunk = cached_image_trunk()
+THROUGHPUT_CHILD = """
+import sys, tempfile, time
+from pathlib import Path
+import torch
+from chtn.encoders import cached_image_trunk, image_transform
+from chtn.features import FeatureCache, image_features
+from chtn.images import open_rgb
+paths, how = [Path(p) for p in sys.argv[2:]], sys.argv[1]
+trunk = cached_image_trunk()
+started = time.perf_counter()
+if how == "plain":  # one image at a time, as a plain timm loop does
     transform = image_transform()
-    started = time.perf_counter()
     with torch.inference_mode():
-        for path in paths:  # the reference's "plain loop"
+        for path in paths:
             trunk(transform(open_rgb(path))[None])
-    plain = n / (time.perf_counter() - started)
-    results = {"n_images": n, "plain_loop_img_s": round(plain, 1), "torch_threads": torch.get_num_threads()}
-    for workers in (0, 1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            image_features(paths, FeatureCache(tmp), trunk, num_workers=workers, progress=lambda *_: None)
-            rate = n / (time.perf_counter() - started)
-        results[f"pipeline_workers{workers}_img_s"] = round(rate, 1)
-        results[f"pipeline_workers{workers}_vs_plain"] = round(rate / plain, 2)
+else:
+    settings = {} if how == "defaults" else dict(batch_size=64, num_workers=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        image_features(paths, FeatureCache(tmp), trunk, progress=lambda *_: None, **settings)
+print(len(paths) / (time.perf_counter() - started))
+"""
+
+
+def throughput(n: int = 384) -> dict:
+    """Cold image-feature extraction in img/s, each way in a fresh process (imports and trunk excluded): a plain
+    one-image-at-a-time timm loop, the pipeline's defaults (chtn.features.loader_settings, the allocator tuned by
+    chtn.cpus.tune_allocator) and its former settings (batch 64, 2 decoding workers)."""
+    meta = pd.read_csv(DATA / "fashion" / "metadata.csv")
+    paths = [str(DATA / "fashion" / p) for p in meta.image[-n:]]
+    results: dict = {"n_images": n}
+    for how in ("plain", "defaults", "former"):
+        child = subprocess.run(
+            [sys.executable, "-c", THROUGHPUT_CHILD, how, *paths], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        results[f"{how}_img_s"] = round(float(child.stdout.strip().splitlines()[-1]), 1)
+    for how in ("defaults", "former"):
+        results[f"{how}_vs_plain"] = round(results[f"{how}_img_s"] / results["plain_img_s"], 2)
     return results
 
 

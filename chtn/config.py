@@ -84,7 +84,7 @@ class TrainConfig:
     min_steps_per_epoch: int = 10  # tiny target sets (k pairs per class) still get enough updates per epoch
     seed: int = 0
     amp: bool = True  # mixed precision (bf16) on CUDA; ignored on CPU
-    num_workers: int = 2  # image decoding workers for feature extraction
+    num_workers: int = -1  # image decoding workers for feature extraction (-1: the device's, chtn.features)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -209,7 +209,7 @@ MINIMUM: dict[str, float] = {
     "train.source_batch_size": 1,
     "train.lr": 0,
     "train.min_steps_per_epoch": 1,
-    "train.num_workers": 0,
+    "train.num_workers": -1,
     "encoder.finetune_stages": 0,
     "encoder.text_choice_epochs": 0,
     "encoder.tfidf_max_features": 1,

@@ -5,10 +5,12 @@ cores (`taskset`, a scheduler's cpuset), then runs more threads than it gets cor
 each other at every operation: an epoch can take several times longer (docs/benchmarks.md, "CPU threads").
 The count comes from, in order: `--threads` (every command), `$CHTN_THREADS` (also the dashboard's),
 `$OMP_NUM_THREADS` (which torch itself reads), else the usable cores: the CPU affinity, capped by a cgroup quota.
+The C library's allocator is tuned for tensors at the same time (:func:`tune_allocator`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from pathlib import Path
@@ -56,12 +58,32 @@ def thread_count(requested: int | None, root: Path = CGROUP) -> tuple[int, str]:
     return cores, f"this process may use {why}"
 
 
+# glibc's malloc returns a freed block of more than 128 KiB to the system at once and trims the heap above 128 KiB
+# free, then raises both limits only as larger blocks come and go. A CNN's activations on a small CPU batch (6 MiB
+# for the image trunk at batch 4) are then mapped and faulted in again at every layer: measured on 2 cores, the
+# trunk encoded 97 img/s so, and 170 img/s with these limits (docs/benchmarks.md). No library sets them, hence
+# mallopt through ctypes; elsewhere than glibc this does nothing.
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 << 20, 128 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h> parameter numbers
+
+
+def tune_allocator() -> bool:
+    """Keep blocks up to 32 MiB on the heap and up to 128 MiB free at its top, for tensors allocated and freed
+    every layer; whether the C library took the setting (glibc only). Process-wide and idempotent."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
 def set_torch_threads(requested: int | None = None) -> str:
     """Sizes torch's intra-op pool (`thread_count`) and returns the line that says so, for the log."""
     import torch  # lazily: `chtn validate` and `chtn --help` do not load torch
 
     threads, why = thread_count(requested)
     torch.set_num_threads(threads)
+    tune_allocator()
     line = f"torch uses {threads} CPU thread{'s' if threads > 1 else ''} ({why}; --threads N or CHTN_THREADS=N sets it)"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if threads > 1 and load >= usable_cores()[0]:  # other work already fills the cores: threads would wait

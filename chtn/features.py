@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from chtn.cpus import tune_allocator
 from chtn.encoders import IMAGE_SIZE, cached_image_trunk, cached_text_encoder, image_transform, module_device
 from chtn.errors import CHTNError
 from chtn.hashing import file_digest, text_key
@@ -118,6 +119,27 @@ def _fill(keys: Sequence[str], cached: dict[str, np.ndarray], dim: int) -> np.nd
     return np.stack([cached[k] for k in keys]).astype(np.float32)
 
 
+# The image loader per device, measured on 2 CPU cores (docs/benchmarks.md, `python -m bench.bench_core --only
+# throughput`): the trunk runs ~3x faster per image in batches of 4 than of 64 (~200 against ~63 img/s: a small
+# batch's activations stay in the CPU's cache), and decoding in worker processes slows it, as they take the cores
+# torch's threads use. End to end, 384 JPEGs: batch 4 decoded in-process 169 img/s, batch 4 with 2 workers 121, the
+# former batch 64 with 2 workers 53, one image at a time 107. On a GPU, batches of 64 and 2 decoding workers.
+CPU_BATCH, CPU_WORKERS, GPU_BATCH, GPU_WORKERS = 4, 0, 64, 2
+# Features go to the cache every this many images (and when the run stops, also by an error or Ctrl-C), so an
+# interrupted run resumes from there without a database commit per small batch.
+CACHE_EVERY = 256
+
+
+def loader_settings(device: torch.device, batch_size: int | None, num_workers: int | None) -> tuple[int, int]:
+    """(batch size, decoding workers) for encoding images on ``device``: the given ones, else the measured
+    defaults above."""
+    on_cpu = device.type == "cpu"
+    return (
+        batch_size or (CPU_BATCH if on_cpu else GPU_BATCH),
+        (CPU_WORKERS if on_cpu else GPU_WORKERS) if num_workers is None or num_workers < 0 else num_workers,
+    )
+
+
 def _encode_image_files(
     paths: Sequence[Path],
     cache: FeatureCache,
@@ -125,12 +147,13 @@ def _encode_image_files(
     encode,
     dim: int,
     device: torch.device,
-    batch_size: int,
-    num_workers: int,
+    batch_size: int | None,
+    num_workers: int | None,
     progress: Progress | None,
     dtype: type = np.float32,
 ) -> np.ndarray:
-    """(n, dim) vectors `encode(pixels)` of image files, from the cache or computed in batches on `device`."""
+    """(n, dim) vectors `encode(pixels)` of image files, from the cache or computed in batches on `device`
+    (:func:`loader_settings`); what is computed reaches the cache as it goes, so a stopped run resumes."""
     keys = [file_digest(Path(p)) for p in paths]
     if "missing" in keys:
         missing = [str(p) for p, k in zip(paths, keys) if k == "missing"][:3]
@@ -146,6 +169,8 @@ def _encode_image_files(
         # embedding at once) can kill a worker. Off the main thread, decode in-process: a 224 px JPEG decodes in
         # ~2 ms, small beside the trunk's forward pass, so little is lost.
         in_main_thread = threading.current_thread() is threading.main_thread()
+        batch_size, num_workers = loader_settings(device, batch_size, num_workers)
+        tune_allocator()  # small CPU batches: see chtn.cpus
         loader = torch.utils.data.DataLoader(
             _ImageFiles([p for p, _ in todo]),
             batch_size=batch_size,
@@ -154,26 +179,32 @@ def _encode_image_files(
             persistent_workers=False,
             collate_fn=_collate,
         )
-        done = 0
+        done, fresh = 0, {}
         bar = tqdm(total=len(todo), desc=f"image features ({device.type})", unit="img", disable=progress is not None)
-        for batch in loader:
-            if isinstance(batch, list):
-                bar.close()
-                raise _undecodable(batch)
-            batch = batch.to(device, non_blocking=True).to(memory_format=torch.channels_last)
-            with (
-                torch.inference_mode(),
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
-            ):
-                vectors = encode(batch).float().cpu().numpy()
-            fresh = {todo[done + i][1]: vectors[i].astype(dtype) for i in range(len(vectors))}
-            cache.put(identity, fresh, dtype)
-            cached.update(fresh)
-            done += len(vectors)
-            bar.update(len(vectors))
-            if progress:
-                progress(*of_count(done, len(todo), "Embedding images"))
-        bar.close()
+        try:
+            for batch in loader:
+                if isinstance(batch, list):
+                    raise _undecodable(batch)
+                batch = batch.to(device, non_blocking=True).to(memory_format=torch.channels_last)
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+                ):
+                    vectors = encode(batch).float().cpu().numpy()
+                fresh.update({todo[done + i][1]: vectors[i].astype(dtype) for i in range(len(vectors))})
+                if len(fresh) >= CACHE_EVERY:
+                    cache.put(identity, fresh, dtype)
+                    cached.update(fresh)
+                    fresh = {}
+                done += len(vectors)
+                bar.update(len(vectors))
+                if progress:
+                    progress(*of_count(done, len(todo), "Embedding images"))
+        finally:
+            if fresh:  # what was computed stays, whatever stopped the run
+                cache.put(identity, fresh, dtype)
+                cached.update(fresh)
+            bar.close()
     if not keys:  # np.stack refuses an empty list
         return np.zeros((0, dim), dtype)
     return np.stack([cached[k] for k in keys])
@@ -249,15 +280,16 @@ def image_features(
     paths: Sequence[Path],
     cache: FeatureCache,
     trunk=None,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pooled features (n, d), ImageNet logits (n, 1000)) of image files, from the cache or the trunk.
 
     Runs on the device the trunk lives on (the trunk is shared: it is never moved). The ImageNet
     logits are cached with the features: the source-bias diagnostics read them. Vectors a nearby feature pack
-    holds for this trunk are taken from it instead of running the trunk.
+    holds for this trunk are taken from it instead of running the trunk. ``batch_size`` and ``num_workers`` (None:
+    the device's measured defaults, :func:`loader_settings`) set the loader.
     """
 
     trunk = trunk or cached_image_trunk()
@@ -282,8 +314,8 @@ def trunk_prefix_maps(
     cache: FeatureCache,
     trunk,
     stages: int,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """(n, C, h, w) float16 feature maps entering the trunk's last `stages` units (inputs of fine-tuning)."""

@@ -428,6 +428,55 @@ def test_image_features_are_cached_by_content(trunk, probe, probe_outputs, tmp_p
     assert not np.allclose(changed_pooled[0], pooled[3], atol=1e-3)
 
 
+class _StoppingTrunk(_CountingTrunk):
+    """Encodes `batches` batches, then stops the run as Ctrl-C would."""
+
+    def __init__(self, inner, batches: int):
+        super().__init__(inner)
+        self.batches = batches
+
+    def forward(self, pixels):
+        if self.batches == 0:
+            raise KeyboardInterrupt
+        self.batches -= 1
+        return super().forward(pixels)
+
+
+def test_a_stopped_extraction_resumes_from_what_it_computed(trunk, probe, tmp_path, monkeypatch):
+    """The features reach the cache every CACHE_EVERY images and when the run stops: a rerun encodes the rest."""
+    from chtn import features
+
+    monkeypatch.setattr(features, "CACHE_EVERY", 4)
+    paths = _copies(probe[1][:10], tmp_path / "images")
+    cache = FeatureCache(tmp_path / "fc")
+    with pytest.raises(KeyboardInterrupt):
+        image_features(paths, cache, _StoppingTrunk(trunk, batches=3), batch_size=2, num_workers=0)
+    resumed = _CountingTrunk(trunk)
+    pooled, _ = image_features(paths, cache, resumed, batch_size=2, num_workers=0)
+    assert resumed.images == 4  # 3 batches of 2 were kept (4 at the 4-image flush, 2 when the run stopped)
+    whole, _ = image_features(paths, FeatureCache(tmp_path / "fresh"), trunk, batch_size=2, num_workers=0)
+    np.testing.assert_allclose(pooled, whole, rtol=0, atol=1e-5)
+
+
+def test_the_loader_defaults_are_the_measured_ones_per_device():
+    """Small batches decoded in-process on CPU, batches of 64 with 2 decoding workers on a GPU; given values win
+    (-1 workers, the config's default, means the device's)."""
+    from chtn.features import loader_settings
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert loader_settings(cpu, None, None) == (4, 0) and loader_settings(cpu, None, -1) == (4, 0)
+    assert loader_settings(gpu, None, None) == (64, 2)
+    assert loader_settings(cpu, 32, 3) == (32, 3) and loader_settings(gpu, 8, 0) == (8, 0)
+
+
+def test_the_allocator_is_tuned_where_the_c_library_is_glibc():
+    import platform
+
+    from chtn.cpus import tune_allocator
+
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
+
+
 def test_image_features_of_a_missing_file_asks_for_validation(trunk, probe, tmp_path):
     paths = [*_copies(probe[1][:1], tmp_path / "images"), tmp_path / "gone.jpg"]
     with pytest.raises(CHTNError, match=r"1 image file\(s\) cannot be read.*gone\.jpg.*[Vv]alidate"):
