@@ -293,18 +293,23 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
     assert at.query_params["result"] == wrong
 
 
+def _attribution_from_link(**params: str) -> AppTest:
+    """ "Why this result?" opened from a link with these URL parameters (the fastest IG settings)."""
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+    at.switch_page("views/attribution.py")
+    for name, value in params.items():
+        at.query_params[name] = value
+    at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
+    return at.run()
+
+
 def test_attribution_explains_a_free_text_query_from_the_explorers_link():
     """The explorer's Explain under a free-text result: the text's words against that image, no own pair and no
     relevance (a free text has no category); the direction is the text's."""
     from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
 
     result = open_dataset(SAMPLE_DATASET, open_checkpoint("chtn_fashion_source"))[0].ids[3]
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
-    at.switch_page("views/attribution.py")
-    for key, value in dict(direction="t2i", text="black leather wallet", result=result).items():
-        at.query_params[key] = value
-    at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
-    at.run()
+    at = _attribution_from_link(direction="t2i", text="black leather wallet", result=result)
     assert not at.exception and not at.error
     assert at.text_input(key="at_free_text").value == "black leather wallet" and at.radio(key="at_direction").disabled
     assert "free-text query “black leather wallet”" in _texts(at) and "no category" in _texts(at)
@@ -325,19 +330,9 @@ def test_attribution_explains_an_uploaded_image_from_the_explorers_link():
     photo = Path(data.image_paths[5])
     key = upload_key(store_upload("my photo.jpg", photo.read_bytes()))
     for bad in ("../../etc/passwd", "0123456789abcdef"):
-        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
-        at.switch_page("views/attribution.py")
-        for name, value in dict(direction="i2t", upload=bad, result=data.ids[3]).items():
-            at.query_params[name] = value
-        at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
-        at.run()
+        at = _attribution_from_link(direction="i2t", upload=bad, result=data.ids[3])
         assert not at.exception and not at.error and at.selectbox(key="at_query").value, bad
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
-    at.switch_page("views/attribution.py")
-    for name, value in dict(direction="t2i", upload=key, result=data.ids[3]).items():
-        at.query_params[name] = value
-    at.session_state["at_steps"], at.session_state["at_refine"] = 16, False
-    at.run()
+    at = _attribution_from_link(direction="t2i", upload=key, result=data.ids[3])
     assert not at.exception and not at.error
     assert at.radio(key="at_direction").value == "i2t" and at.radio(key="at_direction").disabled
     assert "uploaded image “my photo.jpg”" in _texts(at) and "no category" in _texts(at)
