@@ -30,7 +30,6 @@ favour pairs that happen to come first in the file.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chtn.cpus import usable_cores
 from chtn.directions import Direction
 from chtn.engine import (
     PROCESSES_FROM,
@@ -128,22 +128,21 @@ def evaluate_direction(
     ties, exact = (TieGroups(*np.zeros((3, n_q), dtype=np.int64)) for _ in range(2))
     target = None if device is None else torch.device(device)
     on_device = target is not None and target.type != "cpu"
-    score = block_scorer(g, target if on_device else None)
     shard, shards = _shard() if sharded else (0, 1)
     step = block_queries or max(1, min(block_rows(len(g)), -(-n_q // shards)))  # by default a block per process
     blocks = [np.arange(start, min(start + step, n_q)) for start in range(0, n_q if len(g) else 0, step)]
 
-    def rank_rows(rows: np.ndarray) -> BlockResult:
-        return rank_block(score(q[rows]), q_labels[rows], g_labels, at_k, rows if paired else None)
-
     mine = blocks[shard::shards]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     results, done, total = [], 0, sum(len(rows) for rows in mine)
-    with _ranking_pool(1 if on_device or len(mine) < 2 else cores, g, g_labels, at_k, paired, shards) as pool:
-        if isinstance(pool, ProcessPoolExecutor):
+    workers = 1 if on_device or len(mine) < 2 else usable_cores()[0]
+    with _ranking_pool(workers, g, g_labels, at_k, paired, shards) as pool:
+        if isinstance(pool, ProcessPoolExecutor):  # each worker scores against its own copy of the gallery
             ranked = pool.map(rank_served, mine, [q[rows] for rows in mine], [q_labels[rows] for rows in mine])
         else:
-            ranked = pool.map(rank_rows, mine)
+            score = block_scorer(g, target if on_device else None)
+            ranked = pool.map(
+                lambda rows: rank_block(score(q[rows]), q_labels[rows], g_labels, at_k, rows if paired else None), mine
+            )
         for rows, block in zip(mine, ranked):
             results.append((rows, block))
             done += len(rows)

@@ -180,7 +180,7 @@ def test_a_large_gallery_is_ranked_by_one_worker_process_per_core_with_the_same_
 
     q, g, labels = integer_data(np.random.default_rng(5), 90, 3, 4)
     monkeypatch.setattr(engine, "BLOCK_ELEMS", 10 * 90)  # 9 blocks
-    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(evaluate, "usable_cores", lambda: (2, "two cores"))
     threads = evaluate_direction(q, g, labels, labels, "i2t", at_k=5)
     pools, made = [], evaluate._ranking_pool
 
