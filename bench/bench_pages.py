@@ -3,6 +3,7 @@
     python -m bench.bench_pages                 # writes the section "Time to each page's main answer" of
                                                 # docs/app_benchmark.md and prints its table
     python -m bench.bench_pages --repeats 1 --no-markdown   # quick smoke run
+    python -m bench.bench_pages --pages "Why this result?,Compare checkpoints"   # some pages, table printed only
 
 Per page, as a new user meets it on the sample:
 - **cold**: a new server (`python -m streamlit run app.py`, the harness of the browser tests) with an empty
@@ -120,7 +121,7 @@ def _bare(browser, work: Path, repeats: int, timeout_ms: int) -> dict:
         return {"health": healthy, "cold": cold, "warm": [load() for _ in range(repeats)]}
 
 
-def run(repeats: int) -> dict:
+def run(repeats: int, pages: list[str]) -> dict:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="bench-pages-"))
@@ -131,7 +132,7 @@ def run(repeats: int) -> dict:
         browser = launch_chromium(playwright)
         try:
             res["bare"] = _bare(browser, work, repeats, timeout_ms)
-            for name in MAIN:
+            for name in pages:
                 print(f"{name}: cold, then {repeats} warm loads; then cold once the server has warmed up…", flush=True)
                 res["pages"][name] = _page(browser, name, env, work, repeats, timeout_ms, started=False)
                 res["started"][name] = _page(browser, name, env, work, 0, timeout_ms, started=True)
@@ -191,10 +192,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="warm reloads per page, default 3")
     parser.add_argument("--no-markdown", action="store_true", help="only print the table")
+    parser.add_argument("--pages", default=",".join(MAIN), help="comma-separated subset of the pages (then no doc)")
     args = parser.parse_args()
-    res = run(args.repeats)
+    pages = [name.strip() for name in args.pages.split(",")]
+    if unknown := sorted(set(pages) - set(MAIN)):
+        parser.error(f"unknown page(s) {', '.join(unknown)}: choose from {', '.join(MAIN)}")
+    res = run(args.repeats, pages)
     print(table(res))
-    if not args.no_markdown:
+    if not args.no_markdown and pages == list(MAIN):
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         write_sections(DOC, markdown(res, when))
         print(f"wrote {DOC}")
