@@ -100,7 +100,8 @@ class ValidationReport:
         return {f.row for findings in self.problems.values() for f in findings}
 
     def summary(self, show: int | None = 5) -> str:
-        """Counts per kind with the first `show` offenders (None: all) and the fix; warnings last."""
+        """Counts per kind with the first `show` offenders (None: all) and the fix, then each shown offender's own fix
+        where it has one (the file to rename, the list line to correct); warnings last."""
         head = (
             f"{self.n_rows} rows, no problems found."
             if self.ok
@@ -118,7 +119,12 @@ class ValidationReport:
             shown = findings if show is None else findings[:show]
             more = f" (+{len(findings) - len(shown)} more)" if len(findings) > len(shown) else ""
             lines.append(f"  - {kind}: {len(findings)} — {'; '.join(f.detail for f in shown)}{more}")
+            own = list(dict.fromkeys(f.fix for f in shown if f.fix != FIXES[kind]))  # a finding's own fix, in order
+            if len(own) == 1 and all(f.fix == own[0] for f in shown):  # one fix for all (e.g. the known labels)
+                lines.append(f"    fix: {own[0]}")
+                continue
             lines.append(f"    fix: {FIXES[kind]}")
+            lines += [f"      - id {f.item_id}: {f.fix}" for f in shown if f.fix != FIXES[kind]]
         return lines
 
     def skipped_note(self, what: str) -> str:

@@ -18,7 +18,7 @@ from chtn.cli import main
 from chtn.data import load_pairs
 from chtn.errors import CHTNError, DataValidationError
 from chtn.images import open_rgb
-from chtn.validation import load_checked_pairs, validate_pairs
+from chtn.validation import ValidationReport, load_checked_pairs, validate_pairs
 from tests.conftest import CHECKPOINTS, PAIRS
 from tests.flaws import build_flawed, build_flawed_wikipedia
 
@@ -33,10 +33,15 @@ def flawed(tmp_path_factory) -> tuple[str, dict[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def table(flawed) -> pd.DataFrame:
+def report(flawed) -> ValidationReport:
     path, _ = flawed
     labels = load_checkpoint(CKPT).label_names
-    return validate_pairs(load_pairs(path, labels), labels).table()
+    return validate_pairs(load_pairs(path, labels), labels)
+
+
+@pytest.fixture(scope="module")
+def table(report) -> pd.DataFrame:
+    return report.table()
 
 
 def _ids(flaws: dict[str, list[str]], split: str | None = None, path: str | None = None) -> set[str]:
@@ -78,10 +83,12 @@ def test_every_planted_flaw_is_found_with_its_severity_and_nothing_else(flawed, 
         ("same text in train and test", 0, "Peter England Men Formal Black Belt", "repeated titles"),
     ],
 )
-def test_each_flaw_is_named_with_its_fix(flawed, table, problem, position, detail, fix):
+def test_each_flaw_is_named_with_its_fix(flawed, report, table, problem, position, detail, fix):
+    """Each offender's detail and fix, in the problems table and in the text `validate --show all` prints."""
     item = flawed[1][problem][position]
     row = table[(table.problem == problem) & (table.id == item)].iloc[0]
     assert detail.format(id=item) in row.detail and fix.format(id=item) in row.fix
+    assert row.detail in report.summary(show=None) and row.fix in report.summary(show=None)
 
 
 def test_truncated_jpeg_passes_verify_but_not_the_training_opener(flawed, table):
@@ -128,6 +135,7 @@ def test_an_image_also_in_another_category_folder_is_named_with_its_own_fix(tmp_
         f"if {data.ids[row]} is Watches, delete images/Belts/{image.name}; if it is Belts, set its category to "
         f"2 (Belts) in {data.splits[row]}set_txt_img_cat.list and delete images/Watches/{image.name}"
     )
+    assert f"fix: {found.fix}" in report.summary()  # what `validate` prints names it too
     assert report.problems.keys() == {"text not UTF-8"}  # a warning: the row stays valid
     Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "Belts" / image.name)  # same name, other picture
     assert "image in two category folders" not in validate_pairs(load_pairs(tmp_path)).warnings
