@@ -170,7 +170,7 @@ def open_checkpoint(choice: str) -> Checkpoint:
 
 def skip_hint(path: str | Path, checkpoint: Checkpoint) -> str:
     """The dashboard's way out of invalid rows, with a command that lists them all and works as printed."""
-    listing = validate_command(path, checkpoint.path, "--show", "all")
+    listing = validate_command(Path(path).resolve(), checkpoint.path.resolve(), "--show", "all")  # any folder
     return f'tick "Skip invalid rows" in the sidebar to open the rest (`{listing}` lists every offender)'
 
 

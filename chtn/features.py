@@ -108,8 +108,8 @@ def _collate(items: list[torch.Tensor | str]) -> torch.Tensor | list[str]:
 def _undecodable(errors: list[str]) -> CHTNError:
     return CHTNError(
         f"{errors[0].rstrip('.')}{f' (and {len(errors) - 1} more in the same batch)' if len(errors) > 1 else ''}. "
-        "Run `python -m chtn validate --data ...` to list every unreadable image, then fix or remove them "
-        "(or pass --skip-invalid, or tick the dashboard's skip-invalid choice, to leave them out)."
+        "Replace or remove that file: `chtn validate` on the dataset that lists it names every such file, and "
+        '--skip-invalid (the dashboard: "Skip invalid rows") leaves their rows out.'
     )
 
 
@@ -158,8 +158,9 @@ def _encode_image_files(
     if "missing" in keys:
         missing = [str(p) for p, k in zip(paths, keys) if k == "missing"][:3]
         raise CHTNError(
-            f"{keys.count('missing')} image file(s) cannot be read, e.g. {missing}. "
-            "Validate the dataset first (python -m chtn validate)."
+            f"{keys.count('missing')} image file(s) cannot be read, e.g. {missing}: restore them or correct their "
+            'rows. `chtn validate` on the dataset names each one, and --skip-invalid (the dashboard: "Skip invalid '
+            'rows") leaves their rows out.'
         )
     cached = cache.get(identity, keys, dtype)
     todo = [(p, k) for p, k in zip(paths, keys) if k not in cached]

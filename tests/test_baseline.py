@@ -3,6 +3,7 @@ chosen on validation pairs, written as a checkpoint that every command and dashb
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 
@@ -16,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from streamlit.testing.v1 import AppTest
 
 from analysis.bias.gain import pick_reference
-from analysis.compare.margin import baseline_margin, find_baseline, margin_text
+from analysis.compare.margin import baseline_command, baseline_margin, compare_command, find_baseline, margin_text
 from chtn.baseline import C_GRID, affine_map, cross_validated_c
 from chtn.checkpoint import load_checkpoint
 from chtn.cli import main
@@ -47,11 +48,21 @@ def test_affine_map_reproduces_a_fitted_pipeline(pipeline):
 
 
 @pytest.fixture(scope="module")
-def baselines(tmp_path_factory):
-    """`chtn baseline` on the sample, both kinds (about 10 s on 2 cores: the sample ships its features)."""
-    out = tmp_path_factory.mktemp("baseline")
-    assert main(["baseline", "--data", str(PAIRS), "--out", str(out)]) == 0
-    return {kind: out / f"baseline_{kind}.safetensors" for kind in ("softmax", "cca")}
+def beside(tmp_path_factory):
+    """A sample CHTN checkpoint copied into a run folder of its own (its dataset: the sample's pairs)."""
+    folder = tmp_path_factory.mktemp("run")
+    shutil.copy(SAMPLES / "chtn_fashion_source.safetensors", folder / "chtn.safetensors")
+    return folder / "chtn.safetensors"
+
+
+@pytest.fixture(scope="module")
+def baselines(beside):
+    """The `chtn baseline` command that the model card prints for that checkpoint, run as printed: both kinds, beside
+    it (about 10 s on 2 cores: the sample ships its features)."""
+    command = shlex.split(baseline_command(load_checkpoint(beside), str(PAIRS), skip_invalid=False))
+    assert command[:3] == ["python", "-m", "chtn"] and "--preset" in command
+    assert main(command[3:]) == 0
+    return {kind: beside.parent / f"baseline_{kind}.safetensors" for kind in ("softmax", "cca")}
 
 
 def test_baseline_checkpoints_open_like_any_other_and_say_what_validation_chose(baselines):
@@ -120,17 +131,9 @@ def test_train_refuses_the_baseline_architecture_before_any_work(tmp_path, capsy
     assert not list(tmp_path.iterdir())
 
 
-@pytest.fixture(scope="module")
-def beside(baselines, tmp_path_factory):
-    """A sample CHTN checkpoint copied into the baselines' folder (the same dataset: the sample's pairs)."""
-    folder = baselines["softmax"].parent
-    shutil.copy(SAMPLES / "chtn_fashion_source.safetensors", folder / "chtn.safetensors")
-    return folder / "chtn.safetensors"
-
-
-def test_the_card_margin_is_the_comparisons_figure(baselines, beside, tmp_path):
+def test_the_card_margin_is_the_comparisons_figure(baselines, beside, tmp_path, monkeypatch, review_db):
     """The baseline found for a CHTN checkpoint is the softmax one of its dataset (none for a baseline itself), and
-    the model card's margin equals `chtn compare`'s figure and interval for the same pair."""
+    the model card's margin equals the figure and interval of the `chtn compare` command it prints for a large split."""
     chtn, softmax, cca = (load_checkpoint(p) for p in (beside, baselines["softmax"], baselines["cca"]))
     no_source = load_checkpoint(SAMPLES / "chtn_no_source.safetensors")
     assert find_baseline(chtn, [no_source, cca, softmax]) == softmax
@@ -142,10 +145,10 @@ def test_the_card_margin_is_the_comparisons_figure(baselines, beside, tmp_path):
     test = load_pairs(PAIRS).split("test")
     ours, theirs = (evaluate_gallery(embed_split(c, test, "test"), c.label_names) for c in (chtn, softmax))
     margins = baseline_margin(ours, theirs)
-    out = tmp_path / "compare"
-    args = ["compare", "--baseline", str(softmax.path), "--candidate", str(beside), "--data", str(PAIRS)]
-    main([*args, "--out", str(out), "--review-db", str(tmp_path / "review.sqlite")])
-    figures = pd.read_csv(out / "figures.csv")
+    monkeypatch.chdir(tmp_path)  # the command a large split's card prints, run as printed: its report lands here
+    command = shlex.split(compare_command(softmax, chtn, str(PAIRS), skip_invalid=False))
+    assert command[:3] == ["python", "-m", "chtn"] and main(command[3:]) in (0, 1, 2)  # 2: one run per side
+    figures = pd.read_csv(tmp_path / command[command.index("--out") + 1] / "figures.csv")
     for direction, margin in margins.items():
         row = figures[(figures.metric == f"map_{direction}") & (figures.slice == "overall")].iloc[0]
         for field in ("delta", "ci_low", "ci_high"):
@@ -153,7 +156,7 @@ def test_the_card_margin_is_the_comparisons_figure(baselines, beside, tmp_path):
     assert "over the built-in linear softmax baseline" in margin_text(margins, softmax)
 
 
-def test_overview_card_shows_the_margin_over_a_baseline_beside_the_checkpoint(beside, review_db):
+def test_overview_card_shows_the_margin_over_a_baseline_beside_the_checkpoint(baselines, beside, review_db):
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)
     at.query_params["checkpoint"] = str(beside)
     at.run()

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from analysis.compare.margin import baseline_margin, find_baseline, margin_text
+from analysis.compare.margin import baseline_command, baseline_margin, compare_command, find_baseline, margin_text
 from analysis.workspace import category_ap, model_card
 from chtn.directions import DIRECTION_NAMES, DIRECTIONS
 from chtn.errors import CHTNError
@@ -129,14 +129,16 @@ def margin(checkpoint_digest: str, baseline_digest: str, fingerprint: str, _ours
 baseline = find_baseline(ctx.checkpoint, nearby_checkpoints(ctx.checkpoint))
 if baseline is None:
     if ctx.checkpoint.config.model.architecture == "chtn":
+        command = baseline_command(ctx.checkpoint, ctx.data_path, ctx.skip_invalid)
         margin_line.caption(
-            "No built-in baseline of this dataset beside the checkpoint: `chtn baseline --data ... --out <this "
-            "checkpoint's folder>` fits one, and this card then shows CHTN's margin over it."
+            f"No built-in baseline of this dataset beside the checkpoint: `{command}` fits one on this dataset's "
+            "training pairs, and this card then shows CHTN's margin over it."
         )
 elif len(ctx.gallery) > MARGIN_MAX_ITEMS:  # its evaluation would be a second full ranking of a large split
+    command = compare_command(baseline, ctx.checkpoint, ctx.data_path, ctx.skip_invalid)
     margin_line.caption(
         f"The built-in baseline {baseline.path.name} is beside this checkpoint; on a split this large the margin "
-        f"over it comes from `chtn compare --baseline {baseline.path} --candidate {ctx.checkpoint.path} --data ...`."
+        f"over it comes from `{command}`."
     )
 else:  # last: while the baseline's split is evaluated for the first time, only this line waits (and says so)
     try:
