@@ -15,7 +15,7 @@ carved from training, never on the test split, by the same MAP that CHTN's train
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from chtn.config import CHTNConfig
 from chtn.errors import CHTNError
 from chtn.evaluate import evaluate_embeddings
 from chtn.model import LinearBaseline
+from chtn.splits import stratified_split
+from chtn.text_choice import VALIDATION_FRACTION
 from chtn.train import FeatureSet, TrainInputs
 
 KINDS = ("softmax", "cca")
@@ -82,10 +84,12 @@ def softmax_maps(train: FeatureSet, classes: int, c: float) -> tuple[Affine, Aff
     return _classifier(train.image, train.labels, classes, c), _classifier(train.text, train.labels, classes, c)
 
 
-def fit_softmax(train: FeatureSet, val: FeatureSet, names: list[str]) -> tuple[Affine, Affine, dict[str, Any]]:
-    """Image and text classifiers with the C (shared by both) that gives the best validation MAP."""
+def fit_softmax(
+    train: FeatureSet, val: FeatureSet, names: list[str], grid: Sequence[float] = C_GRID
+) -> tuple[Affine, Affine, dict[str, Any]]:
+    """Image and text classifiers with the C of `grid` (shared by both) that gives the best validation MAP."""
     tried = {}
-    for c in C_GRID:
+    for c in grid:
         image, text = softmax_maps(train, len(names), c)
         tried[c] = (_validation_map(image, text, val, names, softmax=True), image, text)
     best = max(tried, key=lambda c: tried[c][0])
@@ -111,8 +115,11 @@ def cross_validated_c(pairs: FeatureSet, names: list[str], seed: int, folds: int
     return max(means, key=means.__getitem__), {f"{c:g}": means[c] for c in C_GRID}
 
 
-def fit_cca(train: FeatureSet, val: FeatureSet, names: list[str]) -> tuple[Affine, Affine, dict[str, Any]]:
-    """PCA of each modality, then CCA, with the number of components that gives the best validation MAP."""
+def fit_cca(
+    train: FeatureSet, val: FeatureSet, names: list[str], grid: Sequence[int] | None = None
+) -> tuple[Affine, Affine, dict[str, Any]]:
+    """PCA of each modality, then CCA, with the number of components of `grid` (default: half, once and twice the
+    number of categories) that gives the best validation MAP."""
     from sklearn.cross_decomposition import CCA
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -126,7 +133,7 @@ def fit_cca(train: FeatureSet, val: FeatureSet, names: list[str]) -> tuple[Affin
     y = reduce_text.transform(text_scaler.transform(train.text))
     tried = {}
     classes = len(names)
-    for components in sorted({min(k, dims) for k in (classes // 2, classes, 2 * classes)} - {0}):
+    for components in sorted({min(k, dims) for k in grid or (classes // 2, classes, 2 * classes)} - {0}):
         cca = CCA(components, max_iter=1000).fit(x, y)
 
         def image_side(rows: np.ndarray, cca=cca) -> np.ndarray:
@@ -179,14 +186,14 @@ def train_baselines(
     `<out_dir>/baseline_<kind>.safetensors` with the same metadata as a CHTN checkpoint of these rows."""
     if config.encoder.finetune_stages:
         raise CHTNError("The baseline uses the frozen trunk's features: set encoder.finetune_stages to 0.")
-    if inputs.val is None or len(inputs.val.labels) < 2:
-        raise CHTNError(
-            "The baseline chooses its setting on validation pairs and this dataset has fewer than 2 rows with split "
-            "'val'. Mark some of the training rows 'val' in the manifest's split column (10-20% is usual)."
-        )
+    fit, val, carved = _fit_and_validation(inputs, config.train.seed)
     written = {}
     for kind in kinds:
-        image, text, choice = FITS[kind](inputs.train, inputs.val, inputs.label_names)
+        image, text, choice = FITS[kind](fit, val, inputs.label_names)
+        if carved:  # the setting chosen, fitted again on every training pair: the rows CHTN trained on
+            setting = choice["C"] if kind == "softmax" else choice["components"]
+            image, text, refit = FITS[kind](inputs.train, val, inputs.label_names, (setting,))
+            choice = {**choice, **({"pca_dims": refit["pca_dims"]} if kind == "cca" else {}), "carved_val": carved}
         kind_config, module = baseline_module(config, image, text, kind)
         path = Path(out_dir) / f"baseline_{kind}.safetensors"
         save_checkpoint(path, module, kind_config, {**meta, "preset": f"baseline-{kind}", "baseline": choice}, tfidf)
@@ -196,7 +203,30 @@ def train_baselines(
     return written
 
 
+def _fit_and_validation(inputs: TrainInputs, seed: int) -> tuple[FeatureSet, FeatureSet, int]:
+    """The pairs to fit on and those to choose the setting on: the training and the 'val' rows, or, for a dataset
+    without 'val' rows (the Wikipedia layout has none), a per-category 20% carved from the training pairs (their
+    count is the third value, 0 otherwise), the rest fitted on, as `chtn train`'s text choice does."""
+    if inputs.val is not None and len(inputs.val.labels) >= 2:
+        return inputs.train, inputs.val, 0
+    train = inputs.train
+    held = stratified_split(train.labels.tolist(), VALIDATION_FRACTION, seed)
+    if held.sum() < 2 or len(set(train.labels[held].tolist())) < 2:
+        raise CHTNError(
+            f"The baseline chooses its setting on validation pairs: this dataset has no 'val' rows and its "
+            f"{len(train.labels)} training pairs are too few to carve 20% of each category from. Give it more "
+            "training pairs, or mark some as 'val' in a manifest's split column."
+        )
+    fit, val = (FeatureSet(train.image[rows], train.text[rows], train.labels[rows]) for rows in (~held, held))
+    return fit, val, int(held.sum())
+
+
 def _said(kind: str, choice: dict[str, Any]) -> str:
+    where = (
+        f"on {choice['carved_val']} validation pairs carved from the training pairs, then fitted on all of them"
+        if choice.get("carved_val")
+        else "on validation pairs"
+    )
     if kind == "softmax":
-        return f"C = {choice['C']:g}, chosen from {', '.join(f'{c:g}' for c in C_GRID)} on validation pairs"
-    return f"{choice['components']} components after PCA to {choice['pca_dims']}, chosen on validation pairs"
+        return f"C = {choice['C']:g}, chosen from {', '.join(f'{c:g}' for c in C_GRID)} {where}"
+    return f"{choice['components']} components after PCA to {choice['pca_dims']}, chosen {where}"

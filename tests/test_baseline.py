@@ -3,6 +3,7 @@ chosen on validation pairs, written as a checkpoint that every command and dashb
 
 from __future__ import annotations
 
+import csv
 import shlex
 import shutil
 import time
@@ -215,3 +216,52 @@ def test_cross_validation_uses_as_many_folds_as_the_smallest_category_allows(pai
     cell = FeatureSet(text[rows][:, :64], text[rows], pairs.label_index[rows])
     chosen, means = cross_validated_c(cell, pairs.label_names, seed=0)
     assert chosen in C_GRID and all(0.0 < m <= 1.0 for m in means.values())
+
+
+def _wikipedia_copy(out, pairs_csv=PAIRS):
+    """The sample in the Wikipedia layout (categories.list, <split>set_txt_img_cat.list, texts/, images/<category>/),
+    its 'val' rows listed as training rows as that layout has no other, with the sample's feature pack beside the
+    images so that no image is encoded again."""
+    rows = list(csv.DictReader(pairs_csv.open(encoding="utf-8")))
+    categories = sorted({r["label"] for r in rows})
+    (out / "texts").mkdir(parents=True)
+    (out / "categories.list").write_text("\n".join(categories) + "\n", encoding="utf-8")
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    for r in rows:
+        (out / "images" / r["label"]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pairs_csv.parent / r["image"], out / "images" / r["label"] / f"{r['id']}.jpg")
+        (out / "texts" / f"t{r['id']}.txt").write_text(r["text"], encoding="utf-8")
+        split = "test" if r["split"] == "test" else "train"
+        lists[split].append(f"t{r['id']}\t{r['id']}\t{categories.index(r['label']) + 1}")
+    for split, lines in lists.items():
+        (out / f"{split}set_txt_img_cat.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shutil.copyfile(pairs_csv.with_suffix(".features.npz"), out / "images" / "features.npz")
+    return out
+
+
+def test_a_dataset_without_val_rows_chooses_on_pairs_carved_from_training(tmp_path, capsys):
+    """The Wikipedia layout has no 'val' rows: `chtn baseline` chooses each setting on a per-category 20% carved from
+    the training pairs (as `chtn train`'s text choice does), then fits it on all of them, the rows CHTN trains on."""
+    data = _wikipedia_copy(tmp_path / "news")
+    assert main(["baseline", "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    said = capsys.readouterr().out
+    for kind in ("softmax", "cca"):
+        checkpoint = load_checkpoint(tmp_path / "run" / f"baseline_{kind}.safetensors")
+        assert checkpoint.meta["dataset"]["n_train"] == 300 and checkpoint.meta["dataset"]["n_val"] == 0
+        assert checkpoint.meta["baseline"]["carved_val"] == 60  # 3 of the 15 training pairs of each category
+        assert f"baseline {kind}: validation MAP" in said
+    assert said.count("on 60 validation pairs carved from the training pairs, then fitted on all of them") == 2
+
+
+def test_too_few_training_pairs_to_carve_from_is_a_clear_error(tmp_path):
+    from chtn.baseline import train_baselines
+    from chtn.config import PRESETS, CHTNConfig
+    from chtn.errors import CHTNError
+    from chtn.train import FeatureSet, TrainInputs
+
+    one_each = FeatureSet(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), np.arange(3))
+    with pytest.raises(CHTNError, match="no 'val' rows and its 3 training pairs are too few to carve"):
+        train_baselines(
+            CHTNConfig.from_dict(PRESETS["small"]), TrainInputs(one_each, None, ["a", "b", "c"]), tmp_path, {}
+        )
+    assert not list(tmp_path.iterdir())
