@@ -14,6 +14,7 @@ from analysis.review.queue import QueueSpec
 from tests.conftest import ROOT
 from views.links import (
     Link,
+    Opened,
     attribution_link,
     bias_link,
     compare_link,
@@ -90,3 +91,14 @@ def test_every_link_opens_a_page_of_the_app_at_its_address():
     ]
     for link in links:
         assert link.page in pages and link.url.startswith(f"/{pages[link.page]}?"), link
+
+
+@given(TEXT, TEXT, TEXT)
+def test_a_link_carries_the_dataset_and_skip_that_are_open(checkpoint, data, query):
+    """What the sidebar opened travels with every link: the dataset file (left out for the sample) and the skip flag
+    (left out when off), so a new tab or a colleague opens the same rows."""
+    opened = Opened(checkpoint, data, skip_invalid=True)
+    assert _params(attribution_link(opened, "i2t", query)) == (
+        "/attribution", {"checkpoint": checkpoint, "data": data, "skip": "true", "direction": "i2t", "query": query}
+    )  # fmt: skip
+    assert _params(review_link(Opened(checkpoint), queue=query))[1] == {"checkpoint": checkpoint, "queue": query}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,3 +86,13 @@ def test_every_page_opens_the_same_test_rows_and_says_which_it_dropped(flawed):
         _evaluated(at.switch_page(f"views/{page}.py").run())
         assert not at.exception and not at.error, page
         assert at.warning[0].value.startswith("Skipped 5 invalid of 400 rows of the test split."), page
+    link = {name: at.query_params[name] for name in ("checkpoint", "data", "skip")}  # the address bar's
+    assert link["data"] in (str(Path(path).resolve()), [str(Path(path).resolve())]) and link["skip"] in (
+        "true",
+        ["true"],
+    )
+    shared = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300)  # a colleague opening that address
+    shared.query_params.update(link)
+    _evaluated(shared.switch_page("views/explorer.py").run())
+    assert not shared.exception and not shared.error
+    assert shared.warning[0].value.startswith("Skipped 5 invalid of 400 rows of the test split.")

@@ -202,9 +202,9 @@ worst = {
 table.insert(
     1,
     "explore",
-    [explorer_link(ctx.checkpoint_ref, "i2t", worst.get(c, ""), search=c).url for c in table["category"]],
+    [explorer_link(ctx.opened, "i2t", worst.get(c, ""), search=c).url for c in table["category"]],
 )
-table.insert(2, "map", [space_link(ctx.checkpoint_ref, category=c).url for c in table["category"]])
+table.insert(2, "map", [space_link(ctx.opened, category=c).url for c in table["category"]])
 st.dataframe(
     table,
     hide_index=True,

@@ -35,6 +35,7 @@ from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.progress import Progress, within
 from chtn.validation import ValidationReport
+from views.links import Opened
 
 OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
 SAMPLE_DATA, DATA_PATH = "Sample: fashion, 20 article types", "Manifest or Wikipedia folder (path)…"
@@ -54,6 +55,12 @@ class Context:
     @property
     def label_names(self) -> list[str]:
         return self.checkpoint.label_names
+
+    @property
+    def opened(self) -> Opened:
+        """What links carry: this checkpoint, and this dataset unless it is the sample."""
+        sample = Path(self.data_path) == ws.SAMPLE_DATASET.resolve()
+        return Opened(self.checkpoint_ref, None if sample else self.data_path, self.skip_invalid)
 
 
 def _mtime(path: Path) -> float:
@@ -248,11 +255,15 @@ def _checkpoint_choice() -> str | None:
 
 
 def _dataset_choice() -> str:
-    choice = st.selectbox("Dataset", [SAMPLE_DATA, DATA_PATH], key="sb_dataset")
+    """Sidebar widgets for the dataset; returns its file or folder ("" until a path is given). A link's `data` (see
+    `context`) is their first value, as `checkpoint` is the checkpoint widgets'."""
+    linked = st.query_params.get("data")
+    choice = st.selectbox("Dataset", [SAMPLE_DATA, DATA_PATH], index=1 if linked else 0, key="sb_dataset")
     if choice == DATA_PATH:
         return (
             st.text_input(
                 "Dataset path",
+                value=linked or "",
                 key="sb_dataset_path",
                 persist_state="session",  # kept while the sample is chosen
                 placeholder="data/pairs.csv or a Wikipedia-layout folder",
@@ -284,6 +295,7 @@ def sidebar(review_database: bool) -> None:
             _dataset_choice(),
             st.checkbox(
                 "Skip invalid rows",
+                value=st.query_params.get("skip") == "true",  # a link's, as `data`
                 key="sb_skip_invalid",
                 help="Open the dataset without the rows that fail validation (the page says which were skipped).",
             ),
@@ -337,8 +349,13 @@ def context() -> Context:
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
         _cannot_open(exc)
-    st.query_params["checkpoint"] = ref  # see _checkpoint_choice: not one widget's value
-    return Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
+    ctx = Context(ref, checkpoint, data, gallery, report, str(data_file), skip_invalid, allowed_key)
+    params = ctx.opened.params  # see _checkpoint_choice and _dataset_choice: not one widget's value
+    for name in ("data", "skip"):
+        if name not in params and name in st.query_params:
+            del st.query_params[name]
+    st.query_params.update(params)
+    return ctx
 
 
 def _open(

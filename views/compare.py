@@ -10,6 +10,7 @@ order of the screen (the end of this file).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -258,7 +259,8 @@ def fixed_and_broken(page: Comparing) -> None:
     if len(shown) > LISTED:
         st.caption(f"The {LISTED} largest AP changes of {len(shown)}; the report's CSV lists every one.")
         shown = shown.head(LISTED)
-    concerns = wf.concerned_checkpoint(which or "broken", page.choices.baseline, page.ctx.checkpoint_ref)
+    concerned = wf.concerned_checkpoint(which or "broken", page.choices.baseline, page.ctx.checkpoint_ref)
+    concerns = dataclasses.replace(page.ctx.opened, checkpoint=concerned)  # on the same dataset
     data = page.ctx.gallery.data
     row_of = {item: row for row, item in enumerate(data.ids)}
     rows = [row_of[q] for q in shown.query_id]
@@ -321,7 +323,7 @@ def send_regressions(page: Comparing, store: ReviewStore) -> None:
         except StoreError as exc:
             st.error(str(exc))
     if "cp_queue" in st.session_state:
-        meeting = review_link(page.ctx.checkpoint_ref, queue=st.session_state["cp_queue"])
+        meeting = review_link(page.ctx.opened, queue=st.session_state["cp_queue"])
         st.page_link(
             meeting.page,
             label="Open the meeting queue “regressions of B”",

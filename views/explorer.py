@@ -191,10 +191,10 @@ for start in range(0, len(view.table), 5):
             )
             if paired_row is not None:
                 explain = attribution_link(
-                    ctx.checkpoint_ref, direction, data.ids[paired_row], item.id, contrast=item.relevant is False
+                    ctx.opened, direction, data.ids[paired_row], item.id, contrast=item.relevant is False
                 )
             elif source == FREE_TEXT:
-                explain = free_text_attribution_link(ctx.checkpoint_ref, text, item.id)
+                explain = free_text_attribution_link(ctx.opened, text, item.id)
             else:  # the uploaded image, by the key it is kept under on this server
-                explain = upload_attribution_link(ctx.checkpoint_ref, upload_key(path), item.id)
+                explain = upload_attribution_link(ctx.opened, upload_key(path), item.id)
             st.page_link(explain.page, label="Explain", icon=":material/insights:", query_params=explain.params)

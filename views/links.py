@@ -3,7 +3,8 @@ spelled in one place. A `Link` serves both ways of linking: `st.page_link(link.p
 (Streamlit URL-encodes them) and `link.url`, the address itself with every value URL-encoded (a checkpoint path or
 a category may hold spaces, '&', '#' or any other character), for link columns and pasted links.
 
-The parameter names are those the pages read: the values a page writes itself (`checkpoint`, `direction`, `query`,
+The parameter names are those the pages read: the values a page writes itself (`checkpoint`, `data` and `skip`
+(what the sidebar opened: `Opened`), `direction`, `query`,
 `text` (a free-text query), `result`, `baseline`, `queue`, `item` and a meeting queue's spec, `point`, `modality`)
 and bound widgets (`k`, `search`, `contrast`, `category`, `rule`, `strict`, `runs`: Streamlit's query-parameter
 binding, whose flags read true/false). A flag at its default is left out, as the binding leaves it out of the
@@ -33,21 +34,41 @@ class Link:
         return f"/{Path(self.page).stem}?{urlencode(self.params)}"
 
 
-def _link(page: str, **params: str | None) -> Link:
-    return Link(f"views/{page}.py", {key: value for key, value in params.items() if value is not None})
-
-
 def _flag(value: bool, default: bool) -> str | None:
     """A bound checkbox or toggle in a link: true/false as the binding reads them, nothing at the default."""
     return None if value == default else str(value).lower()
 
 
-def explorer_link(checkpoint: str, direction: str, query: str, search: str | None = None, k: int | None = None) -> Link:
+@dataclass(frozen=True)
+class Opened:
+    """What the sidebar has open, as every link carries it: the checkpoint (a sample name or a path), the dataset
+    file (None: the sample) and whether invalid rows are skipped. A link opened in a new tab or by someone else
+    starts a new session, whose sidebar opens these (views/common.py) instead of the sample."""
+
+    checkpoint: str
+    data: str | None = None
+    skip_invalid: bool = False
+
+    @property
+    def params(self) -> dict[str, str]:
+        named = {"checkpoint": self.checkpoint, "data": self.data, "skip": _flag(self.skip_invalid, False)}
+        return {key: value for key, value in named.items() if value is not None}
+
+
+def _link(page: str, opened: str | Opened, **params: str | None) -> Link:
+    """A link to `page` on what is `opened` (or on a checkpoint alone, with the sample dataset), with `params`."""
+    where = opened.params if isinstance(opened, Opened) else {"checkpoint": opened}
+    return Link(f"views/{page}.py", {**where, **{key: value for key, value in params.items() if value is not None}})
+
+
+def explorer_link(
+    checkpoint: str | Opened, direction: str, query: str, search: str | None = None, k: int | None = None
+) -> Link:
     """The retrieval explorer on one test query (with `search`, its query list filtered to that text; with `k`, that
     many results)."""
     return _link(
         "explorer",
-        checkpoint=checkpoint,
+        checkpoint,
         direction=direction,
         query=query,
         search=search,
@@ -56,13 +77,13 @@ def explorer_link(checkpoint: str, direction: str, query: str, search: str | Non
 
 
 def attribution_link(
-    checkpoint: str, direction: str, query: str, result: str | None = None, contrast: bool = False
+    checkpoint: str | Opened, direction: str, query: str, result: str | None = None, contrast: bool = False
 ) -> Link:
     """ "Why this result?" on one query and one of its results (without `result`: its top result); `contrast`
     attributes what pulled a wrong result ahead of the query's own pair."""
     return _link(
         "attribution",
-        checkpoint=checkpoint,
+        checkpoint,
         direction=direction,
         query=query,
         result=result,
@@ -70,33 +91,33 @@ def attribution_link(
     )
 
 
-def free_text_attribution_link(checkpoint: str, text: str, result: str) -> Link:
+def free_text_attribution_link(checkpoint: str | Opened, text: str, result: str) -> Link:
     """ "Why this result?" on a free-text query (the explorer's) and one test image it retrieved."""
-    return _link("attribution", checkpoint=checkpoint, direction="t2i", text=text, result=result)
+    return _link("attribution", checkpoint, direction="t2i", text=text, result=result)
 
 
-def upload_attribution_link(checkpoint: str, upload: str, result: str) -> Link:
+def upload_attribution_link(checkpoint: str | Opened, upload: str, result: str) -> Link:
     """ "Why this result?" on an uploaded image query (the explorer's, kept on the server under the key
     :func:`analysis.workspace.upload_key`) and one test text it retrieved."""
-    return _link("attribution", checkpoint=checkpoint, direction="i2t", upload=upload, result=result)
+    return _link("attribution", checkpoint, direction="i2t", upload=upload, result=result)
 
 
 def space_link(
-    checkpoint: str, category: str | None = None, point: str | None = None, modality: str | None = None
+    checkpoint: str | Opened, category: str | None = None, point: str | None = None, modality: str | None = None
 ) -> Link:
     """The shared-space map, on one category, or centred on one item (`point`, an id, of `modality` image/text)."""
-    return _link("space", checkpoint=checkpoint, category=category, point=point, modality=modality)
+    return _link("space", checkpoint, category=category, point=point, modality=modality)
 
 
 def review_link(
-    checkpoint: str, queue: str | None = None, item: int | None = None, spec: QueueSpec | None = None
+    checkpoint: str | Opened, queue: str | None = None, item: int | None = None, spec: QueueSpec | None = None
 ) -> Link:
     """The Review page: all mis-retrieved queries, or the meeting queue `queue`, at item `item`. A queue recorded in
     the review database opens by its id; one not recorded yet needs its `spec` (whoever opens the link first
     records it)."""
     return _link(
         "review",
-        checkpoint=checkpoint,
+        checkpoint,
         queue=queue,
         item=None if item is None else str(item),
         **(spec.to_params() if spec else {}),
@@ -104,13 +125,13 @@ def review_link(
 
 
 def compare_link(
-    checkpoint: str, baseline: str, rule: str | None = None, runs: bool = True, strict: bool = False
+    checkpoint: str | Opened, baseline: str, rule: str | None = None, runs: bool = True, strict: bool = False
 ) -> Link:
     """Compare checkpoints: candidate `checkpoint` against `baseline`, with a rule file (None: the default rule),
     the other training runs of each recipe or not, strict or not."""
     return _link(
         "compare",
-        checkpoint=checkpoint,
+        checkpoint,
         baseline=baseline,
         rule=rule or None,
         runs=_flag(runs, True),
@@ -118,6 +139,6 @@ def compare_link(
     )
 
 
-def bias_link(checkpoint: str, runs: bool = True) -> Link:
+def bias_link(checkpoint: str | Opened, runs: bool = True) -> Link:
     """Source bias of `checkpoint`, with the other training runs of each recipe or not."""
-    return _link("bias", checkpoint=checkpoint, runs=_flag(runs, True))
+    return _link("bias", checkpoint, runs=_flag(runs, True))

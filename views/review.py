@@ -195,7 +195,7 @@ def meeting_queue(review: Review, state: wf.ReviewState, reviewer: str) -> Queue
         st.stop()
     queue_id = st.query_params["queue"]
     st.subheader(f"Meeting queue: {wf.queue_title(review.store, queue_id, spec)}")
-    link = review_link(review.ctx.checkpoint_ref, queue_id, wf.item_position(st.query_params.get("item"), len(items)))
+    link = review_link(review.ctx.opened, queue_id, wf.item_position(st.query_params.get("item"), len(items)))
     with st.popover("Copy link", icon=":material/link:"):
         st.caption("Everyone who opens it sees this queue, in this order, at this item (copy it with the icon).")
         st.code(f"{(st.context.url or '').rstrip('/')}{link.url}", language=None, wrap_lines=True)
@@ -329,8 +329,8 @@ def item_panel(review: Review, item: pd.Series, previous: str | None) -> ResultV
     left.caption("The query image" if direction == "i2t" else "The query text's own image (its pair)")
     right.markdown(wf.item_headline(item, view.paired_rank or 0, view.paired_tie, previous))
     right.text(gallery.data.texts[row])
-    to_map = space_link(ctx.checkpoint_ref, point=item["query_id"], modality="image" if direction == "i2t" else "text")
-    to_explorer = explorer_link(ctx.checkpoint_ref, direction, item["query_id"])
+    to_map = space_link(ctx.opened, point=item["query_id"], modality="image" if direction == "i2t" else "text")
+    to_explorer = explorer_link(ctx.opened, direction, item["query_id"])
     links = right.columns(2)
     links[0].page_link(
         to_map.page, label="Show on the shared-space map", icon=":material/scatter_plot:", query_params=to_map.params
@@ -363,7 +363,7 @@ def top_results(review: Review, item: pd.Series, view: ResultView) -> None:
             )
             cells[1].text(result.text[:300])
             why = attribution_link(
-                review.ctx.checkpoint_ref, direction, item["query_id"], result.id, contrast=not result.relevant
+                review.ctx.opened, direction, item["query_id"], result.id, contrast=not result.relevant
             )
             cells[2].page_link(why.page, label="Why?", icon=":material/insights:", query_params=why.params)
 
@@ -459,7 +459,7 @@ def agreement_panel(review: Review, queue: Queue, current: pd.DataFrame) -> None
         positions = dict(zip(zip(queue.items["query_id"], queue.items["direction"]), queue.items["position"]))
         for row in agreed.disputed.itertuples():
             position = int(positions[(row.query_id, row.direction)])
-            to = review_link(review.ctx.checkpoint_ref, queue.meeting, position)
+            to = review_link(review.ctx.opened, queue.meeting, position)
             st.page_link(to.page, label=f"#{position} · {row.query_id} ({row.direction}): {row.verdicts}",
                          query_params=to.params)  # fmt: skip
 

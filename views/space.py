@@ -252,8 +252,8 @@ else:
     )
     item = selected.iloc[choice]
     direction = "i2t" if item.modality == "image" else "t2i"
-    as_query = explorer_link(ctx.checkpoint_ref, direction, item.id)
-    why = attribution_link(ctx.checkpoint_ref, direction, item.id)
+    as_query = explorer_link(ctx.opened, direction, item.id)
+    why = attribution_link(ctx.opened, direction, item.id)
     links = st.columns(2)
     links[0].page_link(
         as_query.page,
