@@ -10,6 +10,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -52,9 +53,15 @@ def test_two_people_on_one_meeting_link_both_keep_their_verdicts(tmp_path):
         tabs = {name: browser.new_context(viewport={"width": 1400, "height": 1200}).new_page() for name in people}
         for tab in tabs.values():
             tab.goto(server.url + link)
-        for name, tab in tabs.items():
+        for tab in tabs.values():
             _wait_for(tab, "Save verdict")
             assert tab.get_by_text("Meeting queue").count() and "#3 ·" in tab.locator("body").inner_text()
+        tabs["Ada"].get_by_role("button", name="Copy link").click()  # the address to paste: this server, the page once
+        copied = urlsplit(tabs["Ada"].locator('[data-testid="stCode"]').first.inner_text().strip())
+        assert f"{copied.scheme}://{copied.netloc}" == server.url and copied.path == "/review"
+        assert parse_qs(copied.query) == {"checkpoint": [ws.DEFAULT_CHECKPOINT], "queue": [queue_id], "item": ["3"]}
+        tabs["Ada"].keyboard.press("Escape")
+        for name, tab in tabs.items():
             tab.get_by_label("Your name").fill(name)
             tab.get_by_label("Your name").press("Enter")
             verdict, note = people[name]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -35,7 +36,7 @@ from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
 from chtn.progress import Progress, within
 from chtn.validation import ValidationReport
-from views.links import Opened
+from views.links import Link, Opened
 
 OTHER_PATH, UPLOAD = "Other file (path)…", "Upload a file…"
 SAMPLE_DATA, DATA_PATH = "Sample: fashion, 20 article types", "Manifest or Wikipedia folder (path)…"
@@ -61,6 +62,17 @@ class Context:
         """What links carry: this checkpoint, and this dataset unless it is the sample."""
         sample = Path(self.data_path) == ws.SAMPLE_DATASET.resolve()
         return Opened(self.checkpoint_ref, None if sample else self.data_path, self.skip_invalid)
+
+
+def address(link: Link) -> str:
+    """The link as a full address to paste elsewhere: this server's scheme, host and base path (`server.baseUrlPath`),
+    then the link. Not `st.context.url` itself, which keeps the current page's path (`/review`) when it was reached by
+    st.navigation, and the link would name the page twice."""
+    parts = urlsplit(st.context.url or "")
+    if not parts.netloc:  # no browser (AppTest): the link from the server root
+        return link.url
+    prefix = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"{parts.scheme}://{parts.netloc}{'/' + prefix if prefix else ''}{link.url}"
 
 
 def _mtime(path: Path) -> float:

@@ -32,7 +32,7 @@ from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.ranking import TIE_LEGEND, describe_tie
 from chtn.search import ResultView, query_side, retrieve
-from views.common import Context, context, review_store
+from views.common import Context, address, context, review_store
 from views.links import attribution_link, explorer_link, review_link, space_link
 
 ALL, MEETING = "All mis-retrievals", "Meeting queue"
@@ -198,7 +198,7 @@ def meeting_queue(review: Review, state: wf.ReviewState, reviewer: str) -> Queue
     link = review_link(review.ctx.opened, queue_id, wf.item_position(st.query_params.get("item"), len(items)))
     with st.popover("Copy link", icon=":material/link:"):
         st.caption("Everyone who opens it sees this queue, in this order, at this item (copy it with the icon).")
-        st.code(f"{(st.context.url or '').rstrip('/')}{link.url}", language=None, wrap_lines=True)
+        st.code(address(link), language=None, wrap_lines=True)
     st.caption(f"Queue `{queue_id}` · {len(items)} items · its spec is in the link")
     return Queue(items, queue_id, spec)
 
