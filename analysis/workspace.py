@@ -150,6 +150,15 @@ def recipe_runs(checkpoint: Checkpoint, candidates: Sequence[Checkpoint]) -> lis
     return [c for c in dict.fromkeys(candidates) if c != checkpoint and recipe_key(c) == key]
 
 
+def run_names(runs: Sequence[Checkpoint]) -> str:
+    """The runs as a page lists them: each file's name, with its folder where the name is `chtn train`'s (`best`,
+    `last`), which every run shares: `run_a/best`, not `best` twice."""
+    return ", ".join(
+        f"`{run.path.parent.name}/{run.path.stem}`" if run.path.stem in ("best", "last") else f"`{run.path.stem}`"
+        for run in runs
+    )
+
+
 def check_one_recipe(runs: Sequence[Checkpoint], side: str) -> None:
     """Refuse a side whose runs are not distinct training runs of one recipe: the same file twice would count one
     run as two, and runs of another config or data would mix recipes into one side's variance."""

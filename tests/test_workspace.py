@@ -136,3 +136,18 @@ def test_category_ap_sorts_lowest_first_and_brackets_each_mean():
     assert (table.high - table.low).max() > 0  # some category's queries disagree: a real interval
     again = ws.category_ap(report, resamples=2_000)
     np.testing.assert_allclose(again[["low", "high"]], table[["low", "high"]], atol=1e-12)  # seeded
+
+
+def test_runs_trained_into_folders_are_named_by_their_folder(tmp_path):
+    """Two `chtn train` runs both write best.safetensors: a page names them by folder, other files by their name."""
+    import shutil
+
+    from chtn.checkpoint import load_checkpoint
+    from tests.conftest import CHECKPOINTS
+
+    paths = [tmp_path / "run" / "best.safetensors", tmp_path / "run_nosrc" / "best.safetensors"]
+    for path in paths:
+        path.parent.mkdir()
+        shutil.copy(CHECKPOINTS / "chtn_no_source.safetensors", path)
+    runs = [*(load_checkpoint(p) for p in paths), load_checkpoint(CHECKPOINTS / "chtn_fashion_source.safetensors")]
+    assert ws.run_names(runs) == "`run/best`, `run_nosrc/best`, `chtn_fashion_source`"

@@ -180,7 +180,7 @@ for note in report.notes:
 if reference is not None:
     st.markdown(f"**What is compared.** {runs_statement(report)}")
     sides = ([checkpoint, *runs], [reference, *reference_runs])
-    named = [", ".join(f"`{c.path.stem}`" for c in side) for side in sides]
+    named = [ws.run_names(side) for side in sides]
     st.caption(f"Runs with the source: {named[0]}. Reference runs, without it: {named[1]}.")
 st.caption(inputs_statement(report))
 

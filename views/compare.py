@@ -204,7 +204,7 @@ def verdict(page: Comparing) -> None:
     )
     st.markdown(f"**What is compared.** {comparison.statement()}")
     if comparison.runs != (1, 1):
-        names = [", ".join(f"`{c.path.stem}`" for c, _, _ in runs) for runs in (page.runs_a, page.runs_b)]
+        names = [ws.run_names([c for c, _, _ in runs]) for runs in (page.runs_a, page.runs_b)]
         st.caption(f"Runs of A: {names[0]}. Runs of B: {names[1]}.")
 
 
