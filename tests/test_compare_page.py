@@ -154,3 +154,20 @@ def test_the_same_decision_recorded_twice_is_refused_with_the_record_it_repeats(
     assert len(records) == 1 and not at.error
     (warning,) = [w.value for w in at.warning if "Not recorded again" in w.value]
     assert f"already recorded: #{records['id'][0]}, NO-GO by ada, bob" in warning
+
+
+def test_a_checkpoint_of_another_dataset_is_compared_with_one_of_its_own(review_db):
+    """The Chinese sample's checkpoint, opened by a link with its dataset: Baseline A defaults to the built-in baseline
+    beside it (fitted on the same pairs), not to the English sample's no-source run; naming that one instead says
+    that A and B were trained on different datasets."""
+    from tests.conftest import ROOT
+
+    zh = ROOT / "sample_data" / "fashion_zh"
+    link = {"checkpoint": str(zh / "checkpoints" / "chtn_zh_fashion_source.safetensors"), "data": str(zh / "pairs.csv")}
+    at = _evaluated(_app("views/compare.py", **link))
+    assert not at.error and at.markdown[0].value.startswith("**B** `chtn_zh_fashion_source`")
+    assert "against **A** `baseline_softmax`" in at.markdown[0].value
+    assert not [box for box in at.info if "different datasets" in box.value]
+    other = _evaluated(_app("views/compare.py", **link, baseline="chtn_no_source"))
+    (note,) = [box.value for box in other.info if "different datasets" in box.value]
+    assert "on sample_data/fashion/pairs.csv" in note and "on sample_data/fashion_zh/pairs.csv" in note

@@ -20,10 +20,12 @@ import pandas as pd
 import streamlit as st
 
 from analysis import workspace as ws
+from analysis.bias.gain import pick_reference
 from analysis.compare import render as render
 from analysis.compare import workflow as wf
 from analysis.compare.decisions import DECISIONS, regression_review
 from analysis.compare.figures import Evaluated, Outcome, compare_checkpoints, insufficient_statement
+from analysis.compare.margin import find_baseline
 from analysis.compare.rules import RuleSet, read_rules, rules_table
 from analysis.projection.project import ProjectionParams, cached_project_two
 from analysis.review.store import ReviewStore
@@ -105,13 +107,25 @@ def report_files(content: str, _outcome, _document: dict, _split) -> tuple[bytes
     return html.encode("utf-8"), render.document_json(_document).encode("utf-8")
 
 
-def sidebar() -> Choices:
+def default_baseline(ctx: Context) -> str:
+    """Baseline A when the link names none: the sample's no-source run for a checkpoint of the sample's dataset; for
+    one trained on another dataset, a checkpoint of that dataset found beside it (its no-source CHTN run, else its
+    built-in baseline), so that both sides are scored on the data they were trained for."""
+    nearby = nearby_checkpoints(ctx.checkpoint)
+    sample = next(c for c in nearby if c.path == ws.SAMPLE_CHECKPOINTS["chtn_no_source"])
+    if not wf.trained_on_other_data(sample, ctx.checkpoint):
+        return "chtn_no_source"
+    same_data = pick_reference(ctx.checkpoint, nearby) or find_baseline(ctx.checkpoint, nearby)
+    return str(same_data.path) if same_data else "chtn_no_source"
+
+
+def sidebar(ctx: Context) -> Choices:
     """ "Compare with": baseline A, the rule file, strict, and the other training runs of each recipe. The rule
     file, strict and runs are bound to the URL (`?rule=`, `?strict=true`, `?runs=false`); the baseline is written
     by `compare` (a sample name or a path: not one widget's value)."""
     with st.sidebar:
         st.subheader("Compare with")
-        url = st.query_params.get("baseline", "chtn_no_source")
+        url = st.query_params.get("baseline") or default_baseline(ctx)
         options = [*ws.SAMPLE_CHECKPOINTS, OTHER_PATH]
         choice = st.selectbox(
             "Baseline A (in production)",
@@ -203,6 +217,8 @@ def verdict(page: Comparing) -> None:
         f"**The rules say {decision.verdict}.** {decision.summary}", icon=":material/gavel:"
     )
     st.markdown(f"**What is compared.** {comparison.statement()}")
+    if note := wf.training_data_note(baseline, candidate, page.ctx.data_path):
+        st.info(note, icon=":material/dataset:")
     if comparison.runs != (1, 1):
         names = [ws.run_names([c for c, _, _ in runs]) for runs in (page.runs_a, page.runs_b)]
         st.caption(f"Runs of A: {names[0]}. Runs of B: {names[1]}.")
@@ -424,7 +440,7 @@ def downloads(page: Comparing, decisions: list[dict], notes: list[dict], review_
 
 ctx = context()
 store, store_error = review_store()
-choices = sidebar()
+choices = sidebar(ctx)
 st.title("Compare checkpoints")
 page = compare(ctx, choices, store, store_error)
 verdict(page)

@@ -17,7 +17,7 @@ from analysis.compare.figures import Outcome
 from analysis.compare.rules import rules_table
 from analysis.review.store import ReviewStore
 from analysis.store import StoreError
-from chtn.checkpoint import code_version
+from chtn.checkpoint import Checkpoint, code_version
 
 LOG_COLUMNS = ["id", "decision", "deciders", "rationale", "override_reason", "gate", "created_at", "superseded_by"]
 
@@ -101,6 +101,25 @@ def record_decision(
     except StoreError as exc:
         return Recorded("refused", f"**Not recorded.** {exc} Your text is still in the form.")
     return Recorded("recorded", "Decision recorded", record)
+
+
+def trained_on_other_data(one: Checkpoint, other: Checkpoint) -> bool:
+    """Whether two checkpoints record different training datasets (fingerprints); False when one does not say."""
+    first, second = ((c.meta.get("dataset") or {}).get("fingerprint") for c in (one, other))
+    return bool(first and second and first != second)
+
+
+def training_data_note(baseline: Checkpoint, candidate: Checkpoint, split: str) -> str | None:
+    """What to know when A and B were trained on different datasets: both are scored on this test split, so one of
+    them on data it was not trained for. None when they were trained on the same (or a checkpoint does not say)."""
+    if not trained_on_other_data(baseline, candidate):
+        return None
+    a, b = ((c.meta.get("dataset") or {}) for c in (baseline, candidate))
+    return (
+        f"**A and B were trained on different datasets:** A `{baseline.path.stem}` on {a.get('path', '?')}, B "
+        f"`{candidate.path.stem}` on {b.get('path', '?')}. Both are scored on the test split of {split}; pick a "
+        "baseline trained on B's dataset in the sidebar to compare models of the same data."
+    )
 
 
 def concerned_checkpoint(change: str, baseline: str, candidate: str) -> str:
