@@ -206,6 +206,19 @@ def open_dataset(
     )
 
 
+def other_training_data(checkpoint: Checkpoint, opened: str | Path) -> str | None:
+    """What a page says when the dataset open is not the one the checkpoint was trained on (its recorded path, taken
+    from the current folder as `chtn train` was run, exists and is another file): its figures are then on rows it did
+    not learn from. None when it is the same, or the recorded one is not found here."""
+    recorded = (checkpoint.meta.get("dataset") or {}).get("path")
+    if not recorded or not Path(recorded).exists() or Path(recorded).resolve() == Path(opened).resolve():
+        return None
+    return (
+        f"**{checkpoint.path.name} was trained on {recorded}**, and the dataset open here is {opened}: its figures are "
+        "on another dataset's test split. To see it on its own data, give that path under Dataset in the sidebar."
+    )
+
+
 def trained_on(provenance: object) -> str:
     """ "CPU (2 cores) · float32 · 1 process · torch 2.x · 412 s · seed 0", or "unknown" for checkpoints
     written before training recorded it (each missing part is "?")."""

@@ -506,3 +506,15 @@ def test_a_failed_background_job_says_why_and_offers_to_try_again():
     assert len(at.error) == 1 and not at.success
     at.button[0].click().run()
     assert not at.error and at.success[0].value == "the answer"
+
+
+def test_a_checkpoint_opened_on_another_dataset_than_its_own_says_so(review_db):
+    """The Chinese sample's checkpoint on the sidebar's default dataset (the English sample) names the dataset it was
+    trained on; opened with that one (a link's `data`), it says nothing of the kind."""
+    zh = ROOT / "sample_data" / "fashion_zh"
+    checkpoint = str(zh / "checkpoints" / "chtn_zh_fashion_source.safetensors")
+    elsewhere = _evaluated(_app("views/overview.py", checkpoint=checkpoint))
+    (note,) = [box.value for box in elsewhere.info if "was trained on" in box.value]
+    assert note.startswith("**chtn_zh_fashion_source.safetensors was trained on sample_data/fashion_zh/pairs.csv**")
+    at_home = _evaluated(_app("views/overview.py", checkpoint=checkpoint, data=str(zh / "pairs.csv")))
+    assert not at_home.error and not [box for box in at_home.info if "was trained on" in box.value]

@@ -357,6 +357,8 @@ def context() -> Context:
         _cannot_open(exc)
     if not checked.ok:
         st.warning(as_markdown(checked.skipped_note("test split")), icon=":material/warning:")
+    if note := ws.other_training_data(checkpoint, data_file):
+        st.info(note, icon=":material/dataset:")
     try:  # after the warnings: they stay on screen while a large split's evaluation runs
         gallery, report = _gallery(checkpoint, data)
     except CHTNError as exc:
