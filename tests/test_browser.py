@@ -14,6 +14,7 @@ from tests.conftest import ROOT
 from tests.harness import StreamlitServer, assert_clean, launch_chromium, require_chromium
 
 pytestmark = pytest.mark.browser
+IDLE = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"  # no script run going on
 ARTIFACTS = ROOT / "test-artifacts"
 
 require_chromium()
@@ -223,10 +224,9 @@ def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     page.get_by_text(re.compile(r"Top 10 (texts|images)")).wait_for(timeout=120_000)
     assert_clean(page)
     assert "explorer" in page.url and "query=" in page.url
-    idle = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"
-    page.wait_for_function(idle, timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)
     page.wait_for_timeout(2000)  # a follow-up run (the explorer's deferred parts) starts a moment after the first
-    page.wait_for_function(idle, timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)
     page.go_back()  # the lasso is in the map's URL: Back should reopen the same selection
     try:
         _wait_for_text(page, "The selection of the link", "space_back_failure.png", seconds=30)
@@ -264,6 +264,9 @@ def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):
     assert page.locator('[data-testid="stException"]').count() == 0
     uploader.set_input_files(str(photo))  # the photo again: its results link to their explanation
     page.get_by_text("Top 10 texts").wait_for(timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)  # as a user sees it: the explorer's run over before the click (a
+    page.wait_for_timeout(1000)  # run still going on a loaded machine writes its URL over the link's)
+    page.wait_for_function(IDLE, timeout=120_000)
     page.locator('[data-testid="stPageLink"] a', has_text="Explain").first.click()
     page.get_by_text(f"uploaded image “{photo.name}”").wait_for(timeout=300_000)
     page.get_by_text("Strongest words").first.wait_for(timeout=300_000)
