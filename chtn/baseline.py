@@ -190,14 +190,16 @@ def train_baselines(
     written = {}
     for kind in kinds:
         image, text, choice = FITS[kind](fit, val, inputs.label_names)
+        setting = choice["C"] if kind == "softmax" else choice["components"]
         if carved:  # the setting chosen, fitted again on every training pair: the rows CHTN trained on
-            setting = choice["C"] if kind == "softmax" else choice["components"]
             image, text, refit = FITS[kind](inputs.train, val, inputs.label_names, (setting,))
-            choice = {**choice, **({"pca_dims": refit["pca_dims"]} if kind == "cca" else {}), "carved_val": carved}
+            choice = {**choice, "carved_val": carved}
+            if kind == "cca":  # the refit's PCA may be wider: it saw more pairs
+                choice["pca_dims"] = refit["pca_dims"]
         kind_config, module = baseline_module(config, image, text, kind)
         path = Path(out_dir) / f"baseline_{kind}.safetensors"
         save_checkpoint(path, module, kind_config, {**meta, "preset": f"baseline-{kind}", "baseline": choice}, tfidf)
-        best = choice["val_map"][str(choice["C"] if kind == "softmax" else choice["components"])]
+        best = choice["val_map"][str(setting)]
         log(f"baseline {kind}: validation MAP {best:.4f} ({_said(kind, choice)}) -> {path}")
         written[kind] = path
     return written

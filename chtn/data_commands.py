@@ -47,12 +47,15 @@ def clean_manifest_path(data: str) -> Path:
     return source.with_name(f"{source.stem if source.is_file() else source.name}.clean.csv")
 
 
+def command_line(command: str, *args: str | Path) -> str:
+    """`python -m chtn <command> <args>`, quoted for a shell: a command that a printed fix names, which works when
+    copied as it stands (tests run each one)."""
+    return shlex.join(["python", "-m", "chtn", command, *map(str, args)])
+
+
 def validate_command(data: str | Path, checkpoint: str | Path | None, *flags: str) -> str:
-    """`python -m chtn validate` on this dataset (and checkpoint's labels) with `flags`, quoted for a shell: the
-    command a printed fix names, which works when copied as it stands."""
-    command = ["python", "-m", "chtn", "validate", "--data", str(data)]
-    command += ["--checkpoint", str(checkpoint)] if checkpoint else []
-    return shlex.join([*command, *flags])
+    """`python -m chtn validate` on this dataset (and checkpoint's labels) with `flags`."""
+    return command_line("validate", "--data", data, *(("--checkpoint", checkpoint) if checkpoint else ()), *flags)
 
 
 def next_step(data: str, checkpoint: str | None, valid: int, total: int) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Container
 from concurrent import futures
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -57,7 +57,7 @@ class Context:
     def label_names(self) -> list[str]:
         return self.checkpoint.label_names
 
-    @property
+    @cached_property  # once per run: the pages build a link per card and per table row
     def opened(self) -> Opened:
         """What links carry: this checkpoint, and this dataset unless it is the sample."""
         sample = Path(self.data_path) == ws.SAMPLE_DATASET.resolve()

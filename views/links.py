@@ -62,13 +62,13 @@ def _link(page: str, opened: str | Opened, **params: str | None) -> Link:
 
 
 def explorer_link(
-    checkpoint: str | Opened, direction: str, query: str, search: str | None = None, k: int | None = None
+    opened: str | Opened, direction: str, query: str, search: str | None = None, k: int | None = None
 ) -> Link:
     """The retrieval explorer on one test query (with `search`, its query list filtered to that text; with `k`, that
     many results)."""
     return _link(
         "explorer",
-        checkpoint,
+        opened,
         direction=direction,
         query=query,
         search=search,
@@ -77,13 +77,13 @@ def explorer_link(
 
 
 def attribution_link(
-    checkpoint: str | Opened, direction: str, query: str, result: str | None = None, contrast: bool = False
+    opened: str | Opened, direction: str, query: str, result: str | None = None, contrast: bool = False
 ) -> Link:
     """ "Why this result?" on one query and one of its results (without `result`: its top result); `contrast`
     attributes what pulled a wrong result ahead of the query's own pair."""
     return _link(
         "attribution",
-        checkpoint,
+        opened,
         direction=direction,
         query=query,
         result=result,
@@ -91,33 +91,33 @@ def attribution_link(
     )
 
 
-def free_text_attribution_link(checkpoint: str | Opened, text: str, result: str) -> Link:
+def free_text_attribution_link(opened: str | Opened, text: str, result: str) -> Link:
     """ "Why this result?" on a free-text query (the explorer's) and one test image it retrieved."""
-    return _link("attribution", checkpoint, direction="t2i", text=text, result=result)
+    return _link("attribution", opened, direction="t2i", text=text, result=result)
 
 
-def upload_attribution_link(checkpoint: str | Opened, upload: str, result: str) -> Link:
+def upload_attribution_link(opened: str | Opened, upload: str, result: str) -> Link:
     """ "Why this result?" on an uploaded image query (the explorer's, kept on the server under the key
     :func:`analysis.workspace.upload_key`) and one test text it retrieved."""
-    return _link("attribution", checkpoint, direction="i2t", upload=upload, result=result)
+    return _link("attribution", opened, direction="i2t", upload=upload, result=result)
 
 
 def space_link(
-    checkpoint: str | Opened, category: str | None = None, point: str | None = None, modality: str | None = None
+    opened: str | Opened, category: str | None = None, point: str | None = None, modality: str | None = None
 ) -> Link:
     """The shared-space map, on one category, or centred on one item (`point`, an id, of `modality` image/text)."""
-    return _link("space", checkpoint, category=category, point=point, modality=modality)
+    return _link("space", opened, category=category, point=point, modality=modality)
 
 
 def review_link(
-    checkpoint: str | Opened, queue: str | None = None, item: int | None = None, spec: QueueSpec | None = None
+    opened: str | Opened, queue: str | None = None, item: int | None = None, spec: QueueSpec | None = None
 ) -> Link:
     """The Review page: all mis-retrieved queries, or the meeting queue `queue`, at item `item`. A queue recorded in
     the review database opens by its id; one not recorded yet needs its `spec` (whoever opens the link first
     records it)."""
     return _link(
         "review",
-        checkpoint,
+        opened,
         queue=queue,
         item=None if item is None else str(item),
         **(spec.to_params() if spec else {}),
@@ -125,13 +125,13 @@ def review_link(
 
 
 def compare_link(
-    checkpoint: str | Opened, baseline: str, rule: str | None = None, runs: bool = True, strict: bool = False
+    opened: str | Opened, baseline: str, rule: str | None = None, runs: bool = True, strict: bool = False
 ) -> Link:
-    """Compare checkpoints: candidate `checkpoint` against `baseline`, with a rule file (None: the default rule),
-    the other training runs of each recipe or not, strict or not."""
+    """Compare checkpoints: the candidate (`opened`'s checkpoint) against `baseline`, with a rule file (None: the
+    default rule), the other training runs of each recipe or not, strict or not."""
     return _link(
         "compare",
-        checkpoint,
+        opened,
         baseline=baseline,
         rule=rule or None,
         runs=_flag(runs, True),
@@ -139,6 +139,6 @@ def compare_link(
     )
 
 
-def bias_link(checkpoint: str | Opened, runs: bool = True) -> Link:
-    """Source bias of `checkpoint`, with the other training runs of each recipe or not."""
-    return _link("bias", checkpoint, runs=_flag(runs, True))
+def bias_link(opened: str | Opened, runs: bool = True) -> Link:
+    """Source bias of `opened`'s checkpoint, with the other training runs of each recipe or not."""
+    return _link("bias", opened, runs=_flag(runs, True))

@@ -6,7 +6,6 @@ The same figure, interval and random stream as `chtn compare --baseline <that ba
 
 from __future__ import annotations
 
-import shlex
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from analysis import stats
 from chtn.checkpoint import Checkpoint
 from chtn.config import PRESETS
+from chtn.data_commands import command_line
 from chtn.directions import ARROWS, DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
@@ -42,21 +42,26 @@ def find_baseline(checkpoint: Checkpoint, candidates: Sequence[Checkpoint]) -> C
 
 def baseline_command(checkpoint: Checkpoint, data: str, skip_invalid: bool) -> str:
     """`chtn baseline` fitting the built-in baselines of `data` with this checkpoint's preset encoders, written beside
-    the checkpoint (where `find_baseline` looks): the command the model card prints, copyable as it stands."""
-    folder = checkpoint.path.resolve().parent  # absolute paths: the command works from any folder
-    command = ["python", "-m", "chtn", "baseline", "--data", str(Path(data).resolve()), "--out", str(folder)]
-    if (preset := checkpoint.meta.get("preset")) in PRESETS:
-        command += ["--preset", preset]
-    return shlex.join(command + (["--skip-invalid"] if skip_invalid else []))
+    the checkpoint (where `find_baseline` looks): the command the model card prints. Absolute paths: it works from
+    any folder."""
+    preset = checkpoint.meta.get("preset")
+    return command_line(
+        "baseline",
+        *("--data", Path(data).resolve(), "--out", checkpoint.path.resolve().parent),
+        *(("--preset", preset) if preset in PRESETS else ()),
+        *(("--skip-invalid",) if skip_invalid else ()),
+    )
 
 
 def compare_command(baseline: Checkpoint, checkpoint: Checkpoint, data: str, skip_invalid: bool) -> str:
     """`chtn compare` of this checkpoint against its baseline on `data`'s test split, its report written to a new
-    folder under the current one: the command the model card prints for a large split, copyable as it stands."""
-    out = f"compare_{checkpoint.path.stem}_vs_{baseline.path.stem}"
-    command = ["python", "-m", "chtn", "compare", "--baseline", str(baseline.path.resolve()), "--candidate"]
-    command += [str(checkpoint.path.resolve()), "--data", str(Path(data).resolve()), "--out", out]
-    return shlex.join(command + (["--skip-invalid"] if skip_invalid else []))
+    folder under the current one: the command the model card prints for a large split."""
+    return command_line(
+        "compare",
+        *("--baseline", baseline.path.resolve(), "--candidate", checkpoint.path.resolve()),
+        *("--data", Path(data).resolve(), "--out", f"compare_{checkpoint.path.stem}_vs_{baseline.path.stem}"),
+        *(("--skip-invalid",) if skip_invalid else ()),
+    )
 
 
 def baseline_margin(
