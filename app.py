@@ -5,51 +5,72 @@ runs (page configuration, navigation, sidebar) and views/ holds its pages. At st
 background thread warms the process up (`warm_up`), so that the first person to open any page does not wait for what
 every process must do once: import PyTorch, timm, transformers, scikit-learn and Captum (about 6 s on 2 cores), load
 the sample checkpoint's encoders, open the sample's test split, run one attribution, and compile umap-learn's numba
-code (15-40 s more, at low priority). A page opened during the warm-up waits only for what it needs and is not yet
-done. `CHTN_WARM_UP=0` turns it off (servers that start often, tests). The console says when each part is done.
+code (15-40 s more, at low priority). The warm-up steps aside between its steps while any session's script is running
+(on 2 cores the two would take turns on the interpreter lock): a page opened during it waits only for what it needs
+itself. `CHTN_WARM_UP=0` turns it off (servers that start often, tests). The console says when each part is done.
 """
 
+import importlib
 import logging
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import streamlit as st
 
-from analysis.jobs import serialise_ast_parsing
+from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
 
 WARM_UP = "CHTN_WARM_UP"
 
 
-def warm_up() -> float:
-    """Open the dashboard's defaults through the caches that sessions share, then explain the sample's first pair with
-    Grad-CAM and the text's Layer IG into a throwaway folder (the first run of those code paths costs seconds; the
-    shared attribution cache gets nothing a session did not ask for). Returns the seconds taken."""
-    # Imported here, not at the top: the server answers requests only once this module is imported, and these
-    # imports take seconds (they are what the warm-up is for).
+# What the pages import first, one at a time, so that the warm-up can step aside between them (seconds in all).
+WARM_IMPORTS = (
+    "torch",
+    "views.common",
+    "scipy.stats",  # Compare's and Source bias's statistics
+    "timm",
+    "transformers",
+    "captum.attr",
+    "analysis.attribution.explainer",
+    "sklearn.decomposition",  # the shared space's PCA
+)
+
+
+def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
+    """Import what the pages import, open the dashboard's defaults through the caches that sessions share, then explain
+    the sample's first pair with Grad-CAM and the text's Layer IG into a throwaway folder (the first run of those code
+    paths costs seconds; the shared attribution cache gets nothing a session did not ask for). `step_aside()` is called
+    before each step: the server's waits while sessions' script runs are under way. Returns the seconds taken."""
+    started = time.perf_counter()
+    for module in WARM_IMPORTS:  # here, not at the top: the server answers requests only once this module is imported
+        step_aside()
+        importlib.import_module(module)
     from analysis.attribution.explainer import PairExplainer, explainer_items
     from analysis.attribution.types import Settings
     from views.common import open_defaults
 
-    started = time.perf_counter()
+    step_aside()
     checkpoint, gallery = open_defaults()
     image, text = explainer_items(gallery.data.ids, gallery.data.texts, gallery.data.image_paths, 0)
     with tempfile.TemporaryDirectory(prefix="chtn-warm-up-") as scratch:
+        step_aside()
         explainer = PairExplainer(checkpoint, cache_dir=Path(scratch))
-        explainer.explain(image, text, Settings())
-        explainer.explain(text, image, Settings())
+        for query, result in ((image, text), (text, image)):
+            step_aside()
+            explainer.explain(query, result, Settings())
     return time.perf_counter() - started
 
 
 def _warm_up_server(warm: bool) -> None:
     """The start-up thread: torch's CPU threads sized (chtn/cpus.py: $CHTN_THREADS, else the usable cores), then, if
-    `warm`, the pages' encoders and data, then UMAP (low priority); each part said on the console. A failure is
-    said and does not stop the server: the pages do the same work when opened."""
+    `warm`, the pages' imports, encoders and data, then UMAP (low priority); each part said on the console, and each
+    step taken when no session's script is running. A failure is said and does not stop the server: the pages do
+    the same work when opened."""
     from analysis.projection.project import warm_up_umap
     from chtn.cpus import set_torch_threads
     from chtn.errors import CHTNError
@@ -62,10 +83,11 @@ def _warm_up_server(warm: bool) -> None:
         ()
         if not warm
         else (
-            ("encoders, the sample and one attribution ready", warm_up),
+            ("encoders, the sample and one attribution ready", lambda: warm_up(SCRIPT_RUNS.step_aside)),
             ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
         )
     ):
+        SCRIPT_RUNS.step_aside()
         try:
             seconds = step()
         except Exception as exc:  # noqa: BLE001 -- a warm-up must never take the server down; the page will say

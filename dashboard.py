@@ -10,23 +10,24 @@ itself is not ignored.
 
 import streamlit as st
 
-from analysis.jobs import serialise_ast_parsing
-from views.common import sidebar, track_page
+from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
+
+PAGES = [
+    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("views/explorer.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="explorer"),
+    st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
+    st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
+    st.Page("views/bias.py", title="Source bias", icon=":material/balance:", url_path="bias"),
+    st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="review"),
+    st.Page("views/compare.py", title="Compare checkpoints", icon=":material/compare:", url_path="compare"),
+]
 
 serialise_ast_parsing()  # before any background thread: sessions and jobs parse at once (CPython 3.11)
-st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
+with SCRIPT_RUNS.running():  # app.py's start-up warm-up steps aside while this runs, this first import included
+    from views.common import sidebar, track_page
 
-navigation = st.navigation(
-    [
-        st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-        st.Page("views/explorer.py", title="Retrieval explorer", icon=":material/manage_search:", url_path="explorer"),
-        st.Page("views/attribution.py", title="Why this result?", icon=":material/insights:", url_path="attribution"),
-        st.Page("views/space.py", title="Shared space", icon=":material/scatter_plot:", url_path="space"),
-        st.Page("views/bias.py", title="Source bias", icon=":material/balance:", url_path="bias"),
-        st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="review"),
-        st.Page("views/compare.py", title="Compare checkpoints", icon=":material/compare:", url_path="compare"),
-    ]
-)
-track_page(navigation.url_path)
-sidebar(review_database=navigation.url_path in ("review", "compare"))  # here: the same widgets on every page
-navigation.run()
+    st.set_page_config(page_title="CHTN review", page_icon=":material/manage_search:", layout="wide")
+    navigation = st.navigation(PAGES)
+    track_page(navigation.url_path)
+    sidebar(review_database=navigation.url_path in ("review", "compare"))  # here: the same widgets on every page
+    navigation.run()

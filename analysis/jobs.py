@@ -18,8 +18,9 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -77,6 +78,45 @@ class JobProgress:
         return fraction, step, elapsed * (1 - fraction) / fraction
 
 
+STEP_ASIDE_SECONDS = 30.0  # the longest work steps aside for script runs before it goes on regardless
+
+
+class ScriptRuns:
+    """How many sessions' script runs are under way in this server, so that work nobody waits for yet (app.py's
+    start-up warm-up; a job whose page draws an interim answer meanwhile) steps aside for them: on 2 cores the two
+    would otherwise take turns on the interpreter lock, and the person who opened a page would wait for both.
+    Thread-safe: a counter guarded by a condition."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Around one script run (it may end by st.stop or st.rerun: those are exceptions)."""
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no script run is under way, for at most `timeout` seconds; True when none is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+    def step_aside(self) -> None:
+        """What work nobody waits on yet calls before each step: wait for the script runs under way to end, for at
+        most STEP_ASIDE_SECONDS (busy servers still get it done)."""
+        self.wait_idle(STEP_ASIDE_SECONDS)
+
+
+SCRIPT_RUNS = ScriptRuns()  # the server's one counter: dashboard.py counts its runs; app.py's warm-up and jobs read it
+
+
 @dataclass(frozen=True)
 class Job(Generic[T]):
     """One background computation: its content key, its progress, when it was submitted, and its future result."""
@@ -104,16 +144,19 @@ class Job(Generic[T]):
 
 class BackgroundJobs(Generic[T]):
     """A registry of background jobs keyed by content; `workers` compute at a time (one by default: the work is
-    CPU-bound, and a small server should keep cores for the sessions' own script runs).
+    CPU-bound, and a small server should keep cores for the sessions' own script runs). With `step_aside`, a job
+    starts once no session's script run is under way (at most STEP_ASIDE_SECONDS later): for jobs whose page draws
+    an interim answer meanwhile, which the job's imports and work would otherwise slow down on 2 cores.
 
     Each job runs in its own daemon thread (a stopping server does not wait for a result nobody will see), queued
     on a semaphore.
     """
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, step_aside: bool = False) -> None:
         self._lock = threading.RLock()  # a job already done when submitted runs its callback in this thread
         self._jobs: dict[str, Job[T]] = {}
         self._slots = threading.BoundedSemaphore(workers)
+        self._step_aside = step_aside  # start once no script run is under way (see ScriptRuns)
 
     def submit(self, key: str, compute: Callable[[Progress], T]) -> Job[T]:
         """The job for `key`: the running (or failed) one if there is one, else a new job running
@@ -140,6 +183,8 @@ class BackgroundJobs(Generic[T]):
             return [key for key, job in self._jobs.items() if not job.done()]
 
     def _run(self, job: Job[T], compute: Callable[[Progress], T]) -> None:
+        if self._step_aside:  # the page that submitted it is still drawing its first answer: let it finish first
+            SCRIPT_RUNS.step_aside()
         with self._slots:
             if not job.future.set_running_or_notify_cancel():
                 return

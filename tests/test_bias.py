@@ -196,6 +196,27 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     assert restored.tables["gain"].equals(fashion.tables["gain"]) and restored.settings == settings
 
 
+def test_the_embeddings_only_report_reads_no_image_and_keeps_its_own_cache_entry(checkpoints, tmp_path, monkeypatch):
+    """The dashboard's first answer: gain, confusions and gap from the test embeddings, with no image model loaded
+    (that import and load alone take seconds on 2 cores), stored apart from the complete report."""
+    import analysis.bias.report as bias
+    from chtn.data import load_pairs
+
+    def no_images(*_args):
+        raise AssertionError("an image model was loaded for the embeddings-only report")
+
+    monkeypatch.setattr(bias, "cached_image_trunk", no_images)
+    monkeypatch.setattr(bias, "create_tower", no_images)
+    checkpoint, reference = checkpoints["chtn_fashion_source"], checkpoints["chtn_no_source"]
+    data = load_pairs(PAIRS, checkpoint.label_names)
+    source = bias.open_source(checkpoint, None, PAIRS)
+    settings = bias.BiasSettings(resamples=200)
+    first = bias.bias_report(checkpoint, data, reference, source, settings, tmp_path, read_images=False)
+    assert {"gain", "confusions", "gap"} == set(first.tables) and first.source is None and not first.notes
+    quick = bias.report_path(checkpoint, data, reference, source, settings, tmp_path, read_images=False)
+    assert quick.exists() and not bias.report_path(checkpoint, data, reference, source, settings, tmp_path).exists()
+
+
 def test_cli_without_a_source_or_with_its_source_gone_is_a_clear_error(tmp_path, capsys):
     from chtn.cli import main
 
@@ -276,3 +297,14 @@ def test_a_source_checkpoint_without_a_recorded_path_asks_for_one(checkpoints, t
     with pytest.raises(CHTNError, match="does not record where its source images are"):
         resolve_source(load_checkpoint(bare))
     assert resolve_source(load_checkpoint(bare), CHECKPOINTS.parent / "cifar10").name == "cifar10"
+
+
+def test_the_note_while_images_compute_never_calls_a_gain_it_cannot_show_complete():
+    """Without a no-source reference there is no transfer gain: the note says which figures are final, and what
+    follows (the source's diagnostics only when there is a source)."""
+    from analysis.bias.render import pending_statement
+
+    assert pending_statement(True, True).startswith("The transfer gain, confusions and modality gap below are complete")
+    lone = pending_statement(False, False)
+    assert "transfer gain" not in lone and "ImageNet prior" in lone and "coverage" not in lone
+    assert "coverage, capture and domain discrepancy" in pending_statement(False, True)

@@ -30,6 +30,7 @@ def test_the_gain_comes_first_and_the_source_diagnostics_follow_from_a_backgroun
     assert not at.error and any(BACKGROUND in i.value for i in at.info)
     assert "ΔAP I->T" in at.dataframe[0].value and "A-distance" not in at.dataframe[0].value
     assert not any("No source data" in w.value for w in at.warning)
+    assert "source: being read" in " ".join(c.value for c in at.caption)
     at = _complete(at)
     assert not at.error and "A-distance" in at.dataframe[0].value
     again = _app("views/bias.py", checkpoint="chtn_fashion_source")  # another session: from the disk cache
@@ -79,6 +80,7 @@ def test_a_missing_source_still_shows_the_gain_and_says_what_it_cannot_show():
     at = _app("views/bias.py", checkpoint="chtn_cifar_source")
     at.text_input(key="bi_source").set_value("/nonexistent/cifar").run()
     assert not at.exception and not at.error
+    at = _complete(at)  # the ImageNet prior of the test images follows from the background
     assert any("does not exist" in w.value for w in at.warning)
     assert any("No source data" in w.value for w in at.warning)
     assert "ΔAP I->T" in at.dataframe[0].value

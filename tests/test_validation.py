@@ -287,8 +287,9 @@ def test_a_split_has_the_rows_the_whole_dataset_keeps(flawed, capsys):
 
 
 def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_path, monkeypatch):
-    """A large split may reuse one file in many rows: it is opened once per validation, and a problem with it is
-    reported on every row that names it."""
+    """A large split may reuse one file in many rows: it is opened once, and a problem with it is reported on every
+    row that names it. The verdict is kept per file version for the process (the dashboard validates one split for
+    each checkpoint it opens): validating again decodes nothing, and a file rewritten since is decoded again."""
     import chtn.validation as validation
 
     good = load_pairs(PAIRS).image_paths[0]
@@ -299,9 +300,13 @@ def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_pat
     manifest.write_text("id,image,text,label,split\n" + "\n".join(rows) + "\n")
     opened: list[str] = []
     monkeypatch.setattr(validation, "open_rgb", lambda path: opened.append(path.name) or open_rgb(path))
+    validation._decode_problem.cache_clear()  # earlier tests in this process may have judged the sample's image
     report = validate_pairs(load_pairs(manifest), ["Tshirts"])
     assert sorted(opened) == sorted([good.name, "broken.jpg"])  # two files, ten rows
     assert [f.row for f in report.problems["unreadable image file"]] == [0, 2, 4, 6, 8]
+    assert not validate_pairs(load_pairs(manifest), ["Tshirts"]).ok and len(opened) == 2  # judged, not decoded
+    broken.write_bytes(good.read_bytes())  # mended: another size, so another version of the file
+    assert validate_pairs(load_pairs(manifest), ["Tshirts"]).ok and opened[2:] == ["broken.jpg"]
 
 
 def test_a_near_match_is_only_the_same_name_never_another_items_file(tmp_path):

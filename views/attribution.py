@@ -232,9 +232,8 @@ def text_panel(result, heading: str, plain: str) -> None:
 @st.fragment
 def explanation() -> None:
     """The pair's attributions; for a mis-retrieval, the query's own pair's beside them, so the room sees what
-    differs. Grad-CAM and the text's Layer IG come first (about a second); IG and the others on request (Method)."""
-    with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
-        explain = PairExplainer(ctx.checkpoint)
+    differs. What the embeddings say (the pair, its verdict, both similarities) comes first, at once; then Grad-CAM
+    and the text's Layer IG (about a second once the encoders are loaded); IG and the others on request (Method)."""
     if uploaded is not None:
         said, verdict = f"uploaded image “{uploaded.name}”", "no category, so no relevance"
     elif q is None:
@@ -246,7 +245,14 @@ def explanation() -> None:
     st.markdown(
         f"**{DIRECTION_NAMES[direction]}** · {said} → result `{result_id}` ({names[gallery.labels[r]]}) · {verdict}"
     )
+    figures = st.columns(3)
+    score = query_score(query_vector, gallery, direction, r)
+    figures[0].metric("Similarity of the pair (cosine, common space)", f"{score:.4f}")
+    if q is not None:
+        figures[1].metric("Similarity of the query's own pair", f"{pair_score(gallery, direction, q, q):.4f}")
     try:
+        with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
+            explain = PairExplainer(ctx.checkpoint)
         with st.spinner("Attributing the image…"):
             image_result = explain.explain(image_side, image_other, settings, image_contrast)
         with st.spinner("Attributing the text…"):
@@ -261,11 +267,6 @@ def explanation() -> None:
     except CHTNError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    figures = st.columns(3)
-    score = query_score(query_vector, gallery, direction, r)
-    figures[0].metric("Similarity of the pair (cosine, common space)", f"{score:.4f}")
-    if q is not None:
-        figures[1].metric("Similarity of the query's own pair", f"{pair_score(gallery, direction, q, q):.4f}")
     if image_result.target == "logits":
         figures[2].caption(
             "Grad-CAM follows the same similarity taken between the pre-softmax scores (fc10): for a "

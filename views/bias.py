@@ -16,14 +16,14 @@ from analysis.bias.render import (
     flags_statement,
     gate_statement,
     inputs_statement,
+    pending_statement,
     report_html,
     runs_statement,
 )
-from analysis.bias.report import NO_SOURCE_NOTE, BiasReport, BiasSettings, bias_report, open_source, report_path
+from analysis.bias.report import BiasReport, BiasSettings, bias_report, open_source, report_path
 from analysis.explorer import worst_query_per_category
 from analysis.jobs import BackgroundJobs, Job, eta_text
 from analysis.stats import MIN_EFFECT
-from chtn.data import SourceDataset
 from chtn.errors import CHTNError
 from chtn.exports import csv_bytes
 from views.common import all_rows, as_markdown, context, job_failed, nearby_checkpoints, recipe_runs_checkbox
@@ -111,12 +111,13 @@ except CHTNError as exc:
 
 @st.cache_resource(show_spinner=False)
 def bias_jobs() -> BackgroundJobs[BiasReport]:
-    """One registry per server: every session asking for the same report shares its background job."""
-    return BackgroundJobs()
+    """One registry per server: every session asking for the same report shares its background job, which starts once
+    the page has drawn what the embeddings give."""
+    return BackgroundJobs(step_aside=True)
 
 
-def with_bar(source_data: SourceDataset | None) -> BiasReport:
-    """The report in this script run, with a progress bar: from the disk cache, or computed (without the source:
+def with_bar(read_images: bool) -> BiasReport:
+    """The report in this script run, with a progress bar: from the disk cache, or computed (without the images:
     seconds, the test embeddings are at hand)."""
     bar = st.progress(0.0, text="Transfer gain per category (once per checkpoint, reference, data and settings)…")
     try:
@@ -124,11 +125,12 @@ def with_bar(source_data: SourceDataset | None) -> BiasReport:
             checkpoint,
             data,
             reference,
-            source_data,
+            source,
             settings,
             progress=lambda fraction, step: bar.progress(min(fraction, 1.0), text=step),
             runs=runs,
             reference_runs=reference_runs,
+            read_images=read_images,
         )
     finally:
         bar.empty()
@@ -141,48 +143,41 @@ def wait_for(job: Job[BiasReport]) -> None:
     if job.done():
         st.rerun(scope="app")
     fraction, _, _ = job.progress.snapshot()
-    st.progress(fraction, text=f"Source diagnostics in the background: {eta_text(job)}")
+    st.progress(fraction, text=f"Image diagnostics in the background: {eta_text(job)}")
 
 
 settings = BiasSettings(resamples=resamples, min_effect=float(min_effect))
-job: Job[BiasReport] | None = None  # the source diagnostics' background job, until it has succeeded
+job: Job[BiasReport] | None = None  # the image diagnostics' background job, until it has succeeded
 try:
     complete = report_path(checkpoint, data, reference, source, settings, None, runs, reference_runs)
-    if source is None or complete.exists():
-        report = with_bar(source)
-    else:  # answer first: the transfer gain now, the source diagnostics (minutes at scale) in the background
+    if complete.exists():
+        report = with_bar(True)
+    else:  # answer first: what the test embeddings give now, what needs images (minutes at scale) in the background
+        report = with_bar(False)  # before the job starts: on 2 cores its imports would slow this answer down
         compute = partial(bias_report, checkpoint, data, reference, source, settings, None)  # + the job's progress
         job = bias_jobs().submit(str(complete), partial(compute, runs=runs, reference_runs=reference_runs))
         if job.done() and job.error() is None:
             report, job = job.result(), None
-        else:
-            report = with_bar(None)
 except CHTNError as exc:
     st.error(f"**Cannot compute the report.** {exc}", icon=":material/error:")
     st.stop()
 pending = job if job is not None and not job.done() else None
 if job is not None and job.done():
-    job_failed(bias_jobs(), job, "Computing the source diagnostics")
+    job_failed(bias_jobs(), job, "Computing the image diagnostics")
 if pending is not None:
-    st.info(
-        "The transfer gain below is complete. Coverage, capture and domain discrepancy need the source images' "
-        "features: they compute in the background (shared by everyone who opens this report) and appear here by "
-        "themselves.",
-        icon=":material/hourglass_top:",
-    )
+    st.info(pending_statement(reference is not None, source is not None), icon=":material/hourglass_top:")
     wait_for(pending)
 
 level, gate = gate_statement(report)
 (st.warning if level == "warning" else st.info)(f"**Domain gate.** {gate}", icon=":material/filter_alt:")
 for note in report.notes:
-    if not (job and note == NO_SOURCE_NOTE):  # the source is there: its diagnostics are on their way (or failed)
-        st.warning(note, icon=":material/info:")
+    st.warning(note, icon=":material/info:")
 if reference is not None:
     st.markdown(f"**What is compared.** {runs_statement(report)}")
     sides = ([checkpoint, *runs], [reference, *reference_runs])
     named = [ws.run_names(side) for side in sides]
     st.caption(f"Runs with the source: {named[0]}. Reference runs, without it: {named[1]}.")
-st.caption(inputs_statement(report))
+st.caption(inputs_statement(report, images_pending=pending is not None))
 
 full_table = category_table(report)
 table = full_table.copy()  # the page adds link columns; the CSV download keeps the report's own

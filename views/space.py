@@ -44,8 +44,9 @@ POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether it
 
 @st.cache_resource(show_spinner=False)
 def projection_jobs() -> BackgroundJobs[Projection]:
-    """One registry per server: every session asking for the same UMAP shares its background job."""
-    return BackgroundJobs()
+    """One registry per server: every session asking for the same UMAP shares its background job, which starts once
+    the page has drawn the interim PCA."""
+    return BackgroundJobs(step_aside=True)
 
 
 @st.fragment(run_every=POLL_SECONDS)

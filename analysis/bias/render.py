@@ -50,8 +50,9 @@ def gate_statement(report: BiasReport) -> tuple[str, str]:
     )
 
 
-def inputs_statement(report: BiasReport) -> str:
-    """What every number was computed from, for a caption and the report's header."""
+def inputs_statement(report: BiasReport, images_pending: bool = False) -> str:
+    """What every number was computed from, for a caption and the report's header; `images_pending`: the report
+    holds the embeddings' tables only, and the rest is being computed (the source is not yet described)."""
     s = report.settings
     source = report.source
     test = (
@@ -65,13 +66,27 @@ def inputs_statement(report: BiasReport) -> str:
         f"other runs of the checkpoint's recipe: {', '.join(report.runs) or 'none'}",
         f"other runs of the reference's recipe: {', '.join(report.reference_runs) or 'none'}",
         f"test split {report.dataset}",
-        f"source {source['path']} ({source['images']} images, {source['classes']} classes)" if source else "no source",
+        f"source {source['path']} ({source['images']} images, {source['classes']} classes)"
+        if source
+        else ("source: being read" if images_pending else "no source"),
         f"gain: {test}, Benjamini-Hochberg q = {FDR} over categories x directions, fewer than {s.min_queries} "
         f"queries = insufficient evidence, a significant |ΔAP| below {s.min_effect:g} = negligible effect",
         f"MMD: CHTN's Gaussian kernel rule, {s.permutations} permutations, up to {s.max_source_images} source "
         "images per category; trunk = frozen image trunk, fc6/fc7 = the checkpoint's image stream",
     ]
     return "; ".join(parts) + "."
+
+
+def pending_statement(has_reference: bool, has_source: bool) -> str:
+    """What the page shows while the diagnostics that need images compute: which figures are final, which follow."""
+    ready = "The transfer gain, confusions and modality gap" if has_reference else "The confusions and modality gap"
+    images = "The ImageNet prior of the test images" + (
+        " and the source's coverage, capture and domain discrepancy" if has_source else ""
+    )
+    return (
+        f"{ready} below are complete. {images} need image features: they compute in the background (shared by "
+        "everyone who opens this report) and appear here by themselves."
+    )
 
 
 def flags_statement(report: BiasReport) -> str:

@@ -113,22 +113,30 @@ def bias_report(
     progress: Progress | None = None,
     runs: Sequence[Checkpoint] = (),
     reference_runs: Sequence[Checkpoint] = (),
+    read_images: bool = True,
 ) -> BiasReport:
     """The report, read from the disk cache or computed (with `progress(fraction, step)`) and stored there.
 
     `runs` and `reference_runs` are further training runs (other seeds) of the checkpoint's and the reference's
     recipes: with two or more on each side the transfer gain compares the recipes across runs (`transfer_gain`).
+    Without `read_images`, only the tables the test split's embeddings give (transfer gain, confusions, modality
+    gap): no image is read and no image model loaded, and `source` is not used. That is the dashboard's first
+    answer, seconds on any split, while the rest computes in the background.
     """
     if reference is None:
         reference_runs = ()
+    if not read_images:
+        source = None
     checkpoint.check_labels(data.labels)
     # Class indices follow the checkpoint's label order (a dataset read without it is sorted by name).
     data = replace(data, label_names=list(checkpoint.label_names))
-    path = report_path(checkpoint, data, reference, source, settings, cache_dir, runs, reference_runs)
+    path = report_path(checkpoint, data, reference, source, settings, cache_dir, runs, reference_runs, read_images)
     if path.exists():
         return BiasReport.from_json(path.read_text(encoding="utf-8"))
     sides = ([checkpoint, *runs], [reference, *reference_runs]) if reference else None
-    report = _compute(sides or ([checkpoint], []), data, source, settings, cache_dir, progress or (lambda *_: None))
+    report = _compute(
+        sides or ([checkpoint], []), data, source, settings, cache_dir, progress or (lambda *_: None), read_images
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # private: concurrent writers never mix
     with os.fdopen(handle, "w", encoding="utf-8") as file:
@@ -146,12 +154,14 @@ def report_path(
     cache_dir: Path | None = None,
     runs: Sequence[Checkpoint] = (),
     reference_runs: Sequence[Checkpoint] = (),
+    read_images: bool = True,
 ) -> Path:
     """Where `bias_report` keeps the report of these inputs: a content hash of everything it depends on."""
     key = _cache_key(
         [VERSION, checkpoint.digest, reference.digest if reference else None, data.split("test").fingerprint()]
-        + [source.fingerprint() if source else None, asdict(settings)]
+        + [source.fingerprint() if source and read_images else None, asdict(settings)]
         + [[c.digest for c in runs], [c.digest for c in reference_runs if reference]]
+        + ([] if read_images else ["embeddings only"])  # the full report keeps its key from before this flag
     )
     return (cache_dir or default_cache_dir()) / "bias" / f"{key}.json"
 
@@ -176,8 +186,10 @@ def _compute(
     settings: BiasSettings,
     cache_dir: Path | None,
     progress: Progress,
+    read_images: bool,
 ) -> BiasReport:
-    """Every diagnostic of `sides[0][0]`; the gain of its runs (`sides[0]`) against the reference's (`sides[1]`)."""
+    """Every diagnostic of `sides[0][0]` (those of its test embeddings only, without `read_images`); the gain of its
+    runs (`sides[0]`) against the reference's (`sides[1]`)."""
     checkpoint, names = sides[0][0], sides[0][0].label_names
     cache = FeatureCache(cache_dir)
     progress(0.0, "Embedding the test split")
@@ -209,6 +221,8 @@ def _compute(
         ignore_index=True,
     )
     tables["gap"] = modality_gap(gallery.image, gallery.text, gallery.labels, names).per_category
+    if not read_images:
+        return report
     progress(0.3, "ImageNet prior of the target images")
     frozen = cached_image_trunk(checkpoint.config.encoder.image_model, checkpoint.config.encoder.image_weights or None)
     target_frozen, target_logits = image_features(gallery.data.image_paths, cache, frozen)
