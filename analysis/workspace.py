@@ -24,7 +24,7 @@ from chtn.data_commands import validate_command
 from chtn.directions import DIRECTION_NAMES, DIRECTIONS
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
-from chtn.features import default_cache_dir
+from chtn.hashing import default_cache_dir
 from chtn.validation import ValidationReport, load_checked_pairs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -198,7 +198,7 @@ def _run_fresh(run, pair_ids: tuple[str, str]) -> float:
     """The page on a pair whose attributions are not on disk (the attribution cache folder is emptied)."""
     import shutil
 
-    from chtn.features import default_cache_dir
+    from chtn.hashing import default_cache_dir
 
     shutil.rmtree(default_cache_dir() / "attributions", ignore_errors=True)
     return run(*pair_ids)

@@ -13,7 +13,6 @@ ships one for its pairs and one for each image-only source, so a fresh install e
 from __future__ import annotations
 
 import functools
-import os
 import sqlite3
 import threading
 import zipfile
@@ -27,13 +26,9 @@ from tqdm.auto import tqdm
 from chtn.cpus import tune_allocator
 from chtn.encoders import IMAGE_SIZE, cached_image_trunk, cached_text_encoder, image_transform, module_device
 from chtn.errors import CHTNError
-from chtn.hashing import file_digest, text_key
+from chtn.hashing import default_cache_dir, file_digest, text_key
 from chtn.images import open_rgb
 from chtn.progress import Progress, of_count
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CHTN_CACHE_DIR", Path.home() / ".cache" / "chtn"))
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -25,7 +25,8 @@ from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EVALUATION_FORMAT, EvaluationReport, report_arrays, report_from_arrays
-from chtn.features import FeatureCache, default_cache_dir
+from chtn.features import FeatureCache
+from chtn.hashing import default_cache_dir
 from chtn.progress import Progress
 from chtn.tower import create_tower
 

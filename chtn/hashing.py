@@ -1,11 +1,18 @@
-"""Content keys: what caches and fingerprints identify files and texts by (never by path or name)."""
+"""Content keys: what caches and fingerprints identify files and texts by (never by path or name), and the folder
+the disk caches live in."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 from stat import S_ISREG
+
+
+def default_cache_dir() -> Path:
+    """$CHTN_CACHE_DIR, else ~/.cache/chtn: every disk cache (features, embeddings, projections, image checks)."""
+    return Path(os.environ.get("CHTN_CACHE_DIR", Path.home() / ".cache" / "chtn"))
 
 
 def file_digest(path: Path) -> str:
@@ -20,7 +27,7 @@ def file_digest(path: Path) -> str:
         return "missing"
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 18)  # a 100,000-item split and its training images fit
 def _sha1_of_file(path: str, mtime_ns: int, size: int) -> str:
     """Keyed by mtime and size too, so a changed file is read again (lru_cache is thread-safe)."""
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()

@@ -21,12 +21,10 @@ with `--skip-invalid` every command and page drops the same rows and scores the 
 
 from __future__ import annotations
 
-import functools
 import os
 import unicodedata
-import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
@@ -37,7 +35,8 @@ import pandas as pd
 from chtn.data import IMAGE_SUFFIXES, PairDataset, SourceDataset, load_pairs, wikipedia_categories
 from chtn.errors import CHTNError, DataValidationError
 from chtn.hashing import file_digest
-from chtn.images import MAX_PIXELS, open_rgb
+from chtn.image_checks import decode_problems
+from chtn.images import MAX_PIXELS
 
 CLI_HINT = "pass --skip-invalid to drop them"
 _Data = TypeVar("_Data", PairDataset, SourceDataset)  # ensure_valid gives back the kind of dataset it was given
@@ -191,12 +190,15 @@ def _shown(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _image_problem(path: Path, near: _NearNames, base: Path) -> tuple[str, str, str | None] | None:
+def _image_problem(
+    path: Path, near: _NearNames, base: Path, decoded: dict[Path, tuple[str, str] | None]
+) -> tuple[str, str, str | None] | None:
     """What keeps the image from opening exactly as training opens it (`open_rgb`: full decode to RGB), as
-    (problem, detail, fix or None for the problem's usual fix); None when it opens."""
+    (problem, detail, fix or None for the problem's usual fix); None when it opens. `decoded` holds the full
+    decode's verdict of each regular file (`image_checks.decode_problems`)."""
     try:
-        stat = path.stat()
-        is_dir, is_file, exists = S_ISDIR(stat.st_mode), S_ISREG(stat.st_mode), True
+        mode = path.stat().st_mode
+        is_dir, is_file, exists = S_ISDIR(mode), S_ISREG(mode), True
     except OSError:  # missing, or a name too long for the file system: a missing file
         is_dir = is_file = exists = False
     if is_dir:
@@ -209,37 +211,20 @@ def _image_problem(path: Path, near: _NearNames, base: Path) -> tuple[str, str, 
             return "missing image file", _shown(path, base), None
         fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
         return "missing image file", f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})", fix
-    return _decode_problem(str(path), stat.st_mtime_ns, stat.st_size)
+    found = decoded[path] if path in decoded else decode_problems([path])[path]  # a file that appeared since
+    return None if found is None else (*found, None)
 
 
-@functools.lru_cache(maxsize=1 << 18)  # ~60 MB at most; a 100,000-item split fits, so a second page reads no image
-def _decode_problem(path: str, mtime_ns: int, size: int) -> tuple[str, str, None] | None:
-    """A regular file's verdict from a full decode, once per process and file version (path, mtime and size, as
-    `file_digest` keys its hashes): the dashboard opens one split for several checkpoints (Compare's runs, Source
-    bias's reference), and each would otherwise decode every image again. lru_cache is thread-safe."""
-    from PIL import Image
-
-    name = Path(path).name
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over MAX_PIXELS: reported below
-            with Image.open(path) as image:  # the header only: no decoding yet
-                width, height = image.size
-    except Image.DecompressionBombError:
-        limit = Image.MAX_IMAGE_PIXELS
-        assert limit is not None  # Pillow raises the error only while its limit is set
-        return "image too large", f"{name}: over {2 * limit:,} pixels, refused as a decompression bomb", None
-    except (OSError, SyntaxError, ValueError):  # not an image: the full decode below says so, as training would
-        width = height = 0
-    if width * height > MAX_PIXELS:
-        return "image too large", f"{name}: {width}x{height} = {width * height:,} pixels", None
-    try:
-        open_rgb(Path(path))
-    except CHTNError as exc:
-        cause = exc.__context__  # PIL's own words ("image file is truncated ...") name the fault
-        reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
-        return "unreadable image file", f"{name} ({reason})", None
-    return None
+def _regular_files(paths: Iterable[Path]) -> list[Path]:
+    """The paths that are regular files now (the others' problems need no decoding)."""
+    files = []
+    for path in dict.fromkeys(paths):
+        try:
+            if S_ISREG(path.stat().st_mode):
+                files.append(path)
+        except OSError:
+            continue
+    return files
 
 
 def _check_text(report: ValidationReport, row: int, item_id: str, text: str, max_chars: int) -> None:
@@ -322,7 +307,8 @@ def validate_pairs(
     judged = set(mine)
     seen_ids: dict[str, int] = {}
     content: dict[str, list[int]] = defaultdict(list)  # image bytes (or the path, if unreadable) -> rows
-    images: dict[Path, tuple[str, str, str | None] | None] = {}  # one decode per file, named by however many rows
+    images: dict[Path, tuple[str, str, str | None] | None] = {}  # one verdict per file, named by however many rows
+    decoded = decode_problems(_regular_files(data.image_paths[r] for r in judged)) if check_images else {}
     for row in range(len(data)):
         item_id, path, label, split = data.ids[row], data.image_paths[row], data.labels[row], data.splits[row]
         if item_id in seen_ids and row in judged:
@@ -335,7 +321,7 @@ def validate_pairs(
         readable = False
         if check_images:
             if path not in images:
-                images[path] = _image_problem(path, near, base)
+                images[path] = _image_problem(path, near, base, decoded)
             if (found := images[path]) is not None:
                 report.add(found[0], row, item_id, found[1], found[2])
             readable = found is None
@@ -390,8 +376,9 @@ def validate_source(data: SourceDataset, check_images: bool = True) -> Validatio
     """Missing, unreadable or oversized source images and empty labels."""
     report = ValidationReport(len(data))
     near, base = _NearNames(), _base(data.source)
+    decoded = decode_problems(_regular_files(data.image_paths)) if check_images else {}
     for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
-        if check_images and (found := _image_problem(path, near, base)) is not None:
+        if check_images and (found := _image_problem(path, near, base, decoded)) is not None:
             report.add(found[0], row, path.name, found[1], found[2])
         if not label:
             report.add("empty label", row, path.name, str(path))

@@ -288,10 +288,12 @@ def test_a_split_has_the_rows_the_whole_dataset_keeps(flawed, capsys):
 
 def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_path, monkeypatch):
     """A large split may reuse one file in many rows: it is opened once, and a problem with it is reported on every
-    row that names it. The verdict is kept per file version for the process (the dashboard validates one split for
-    each checkpoint it opens): validating again decodes nothing, and a file rewritten since is decoded again."""
-    import chtn.validation as validation
+    row that names it. The verdict is kept on disk by content (every process opening the split would otherwise decode
+    every image again): validating again decodes nothing, a file rewritten since is decoded again, and a copy under
+    another name is reported under its own name, never the other file's."""
+    import chtn.image_checks as image_checks
 
+    monkeypatch.setenv("CHTN_CACHE_DIR", str(tmp_path / "cache"))  # no verdicts yet
     good = load_pairs(PAIRS).image_paths[0]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(good.read_bytes()[:200])  # a truncated JPEG
@@ -299,14 +301,32 @@ def test_an_image_named_by_many_rows_is_decoded_once_and_judged_for_each(tmp_pat
     manifest = tmp_path / "pairs.csv"
     manifest.write_text("id,image,text,label,split\n" + "\n".join(rows) + "\n")
     opened: list[str] = []
-    monkeypatch.setattr(validation, "open_rgb", lambda path: opened.append(path.name) or open_rgb(path))
-    validation._decode_problem.cache_clear()  # earlier tests in this process may have judged the sample's image
+    monkeypatch.setattr(image_checks, "open_rgb", lambda path: opened.append(path.name) or open_rgb(path))
     report = validate_pairs(load_pairs(manifest), ["Tshirts"])
     assert sorted(opened) == sorted([good.name, "broken.jpg"])  # two files, ten rows
     assert [f.row for f in report.problems["unreadable image file"]] == [0, 2, 4, 6, 8]
     assert not validate_pairs(load_pairs(manifest), ["Tshirts"]).ok and len(opened) == 2  # judged, not decoded
-    broken.write_bytes(good.read_bytes())  # mended: another size, so another version of the file
-    assert validate_pairs(load_pairs(manifest), ["Tshirts"]).ok and opened[2:] == ["broken.jpg"]
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(broken.read_bytes())
+    manifest.write_text(manifest.read_text() + f"10,{copy},title 10,Tshirts,test\n")
+    details = [f.detail for f in validate_pairs(load_pairs(manifest), ["Tshirts"]).problems["unreadable image file"]]
+    assert len(opened) == 2 and details[-1].startswith("copy.jpg (") and details[0].startswith("broken.jpg (")
+    broken.write_bytes(good.read_bytes() + b"\0")  # mended: other bytes, another verdict
+    assert [f.row for f in validate_pairs(load_pairs(manifest), ["Tshirts"]).problems["unreadable image file"]] == [10]
+    assert opened[2:] == ["broken.jpg"]
+
+
+def test_image_checks_without_a_writable_cache_still_decode_and_judge(tmp_path, monkeypatch):
+    """A cache folder that cannot be created (a read-only home, a file in its place) is skipped, not an error."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("CHTN_CACHE_DIR", str(blocker / "cache"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(load_pairs(PAIRS).image_paths[0].read_bytes()[:200])
+    from chtn.image_checks import decode_problems
+
+    verdict = decode_problems([broken])[broken]
+    assert verdict is not None and verdict[0] == "unreadable image file" and verdict[1].startswith("broken.jpg (")
 
 
 def test_a_near_match_is_only_the_same_name_never_another_items_file(tmp_path):

@@ -28,7 +28,7 @@ from analysis.projection.project import (
 from analysis.projection.render import scatter_figure
 from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
-from chtn.features import default_cache_dir
+from chtn.hashing import default_cache_dir
 from chtn.images import thumbnail_uris
 from views.common import context, job_failed, new_visit
 from views.links import attribution_link, explorer_link

@@ -27,7 +27,7 @@ from analysis.attribution.spans import word_scores
 from analysis.attribution.types import Attribution, Item, Settings
 from chtn.checkpoint import Checkpoint
 from chtn.errors import CHTNError
-from chtn.features import default_cache_dir
+from chtn.hashing import default_cache_dir
 from chtn.tower import create_tower
 
 MAX_TEXT_CHARS = 5000  # attribution of a longer text is truncated (MiniLM reads 256 word-pieces anyway)

@@ -27,8 +27,9 @@ from chtn.directions import ARROWS
 from chtn.domain import proxy_a_distance, source_domain_fit
 from chtn.encoders import cached_image_trunk, imagenet_class_names
 from chtn.errors import CHTNError
-from chtn.features import FeatureCache, default_cache_dir, image_features
+from chtn.features import FeatureCache, image_features
 from chtn.gallery import Gallery, embed_split, evaluate_gallery
+from chtn.hashing import default_cache_dir
 from chtn.progress import Progress, within
 from chtn.tower import create_tower
 

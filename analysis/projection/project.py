@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from chtn.errors import CHTNError
-from chtn.features import default_cache_dir
+from chtn.hashing import default_cache_dir
 from chtn.progress import Progress
 from chtn.ranking import normalize_rows, top_k
 
