@@ -30,7 +30,7 @@ from analysis.jobs import BackgroundJobs, Job, eta_text
 from analysis.review.store import ReviewStore
 from analysis.store import StoreError, default_location
 from chtn import gallery as gal
-from chtn.checkpoint import Checkpoint, load_checkpoint
+from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EvaluationReport
@@ -82,7 +82,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
+@st.cache_resource(show_spinner="Loading checkpoint…", max_entries=32)  # the sample ships 13; a few MB each
 def _checkpoint(ref: str, mtime: float) -> Checkpoint:
     return ws.open_checkpoint(ref)
 
@@ -427,13 +427,13 @@ def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, E
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _nearby(digest: str, path: str, _checkpoint: Checkpoint) -> list[Checkpoint]:
+def _nearby(digest: str, path: str, _this: Checkpoint) -> list[Checkpoint]:
     """The sample's checkpoints and those beside this one, loaded (read-only, shared by every session; keyed by the
     path too: the same file copied elsewhere has other neighbours)."""
     found = []
-    for path in [*ws.SAMPLE_CHECKPOINTS.values(), *ws.reference_candidates(_checkpoint.path)]:
+    for path in [*ws.SAMPLE_CHECKPOINTS.values(), *ws.reference_candidates(_this.path)]:
         try:
-            found.append(load_checkpoint(path))
+            found.append(_checkpoint(str(path), _mtime(path)))  # shared: Compare and Source bias ask for both sides
         except CHTNError:
             continue  # not a readable checkpoint: not a candidate
     return found
