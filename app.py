@@ -45,7 +45,7 @@ def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
     """Import what the pages import, open the dashboard's defaults through the caches that sessions share, then explain
     the sample's first pair with Grad-CAM and the text's Layer IG into a throwaway folder (the first run of those code
     paths costs seconds; the shared attribution cache gets nothing a session did not ask for). `step_aside()` is called
-    before each step: the server's waits while sessions' script runs are under way. Returns the seconds taken."""
+    before each step (the server's waits while sessions' script runs are under way). Returns the seconds taken."""
     started = time.perf_counter()
     for module in WARM_IMPORTS:  # here, not at the top: the server answers requests only once this module is imported
         step_aside()

@@ -30,31 +30,26 @@ Problem = tuple[str, str]  # (problem, detail naming the file)
 
 def decode_problems(paths: Iterable[Path], cache_dir: Path | None = None) -> dict[Path, Problem | None]:
     """Each regular file's problem (None: it opens), from the disk cache or by decoding it once per content (then
-    stored there)."""
-    keys = {path: file_digest(path) for path in dict.fromkeys(paths)}
-    known = _read(cache_dir, {key for key in keys.values() if key != "missing"})
-    gone: dict[Path, Problem | None] = {}  # unreadable since they were listed: judged, never stored
+    stored there). Paths that are not regular files now are left out: what is wrong with them needs no decoding."""
+    keys = {path: key for path in dict.fromkeys(paths) if (key := file_digest(path)) != "missing"}
+    known = _read(cache_dir, set(keys.values()))
     judged: dict[str, tuple[str, str] | None] = {}
     todo = [path for path, key in keys.items() if key not in known]
     for path in tqdm(todo, desc="checking images", unit="img", disable=len(todo) < 1000):
-        if (key := keys[path]) in judged:  # the same bytes as a file judged a moment ago
-            continue
-        verdict = _decode(path)
-        if key == "missing":
-            gone[path] = verdict
-        else:
+        if (key := keys[path]) not in judged:  # else: the same bytes as a file judged a moment ago
+            verdict = decode_problem(path)
             judged[key] = None if verdict is None else (verdict[0], verdict[1][len(path.name) :])
     _write(cache_dir, judged)
     known.update(judged)
-    return {path: gone[path] if path in gone else _named(known[key], path.name) for path, key in keys.items()}
+    return {path: _named(known[key], path.name) for path, key in keys.items()}
 
 
 def _named(verdict: tuple[str, str] | None, name: str) -> Problem | None:
     return None if verdict is None else (verdict[0], name + verdict[1])
 
 
-def _decode(path: Path) -> Problem | None:
-    """The full decode's verdict; every detail starts with the file's name."""
+def decode_problem(path: Path) -> Problem | None:
+    """One file's verdict from a full decode, not cached; every detail starts with the file's name."""
     name = path.name
     try:
         with warnings.catch_warnings():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
@@ -35,7 +35,7 @@ import pandas as pd
 from chtn.data import IMAGE_SUFFIXES, PairDataset, SourceDataset, load_pairs, wikipedia_categories
 from chtn.errors import CHTNError, DataValidationError
 from chtn.hashing import file_digest
-from chtn.image_checks import decode_problems
+from chtn.image_checks import decode_problem, decode_problems
 from chtn.images import MAX_PIXELS
 
 CLI_HINT = "pass --skip-invalid to drop them"
@@ -211,20 +211,8 @@ def _image_problem(
             return "missing image file", _shown(path, base), None
         fix = f"the folder holds {match!r}: rename it to {path.name!r}, or point the row at {match!r}"
         return "missing image file", f"{_shown(path.parent, base)}/{path.name!r} (near match: {match!r})", fix
-    found = decoded[path] if path in decoded else decode_problems([path])[path]  # a file that appeared since
+    found = decoded[path] if path in decoded else decode_problem(path)  # a file that changed since: judged now
     return None if found is None else (*found, None)
-
-
-def _regular_files(paths: Iterable[Path]) -> list[Path]:
-    """The paths that are regular files now (the others' problems need no decoding)."""
-    files = []
-    for path in dict.fromkeys(paths):
-        try:
-            if S_ISREG(path.stat().st_mode):
-                files.append(path)
-        except OSError:
-            continue
-    return files
 
 
 def _check_text(report: ValidationReport, row: int, item_id: str, text: str, max_chars: int) -> None:
@@ -308,7 +296,7 @@ def validate_pairs(
     seen_ids: dict[str, int] = {}
     content: dict[str, list[int]] = defaultdict(list)  # image bytes (or the path, if unreadable) -> rows
     images: dict[Path, tuple[str, str, str | None] | None] = {}  # one verdict per file, named by however many rows
-    decoded = decode_problems(_regular_files(data.image_paths[r] for r in judged)) if check_images else {}
+    decoded = decode_problems(data.image_paths[r] for r in judged) if check_images else {}
     for row in range(len(data)):
         item_id, path, label, split = data.ids[row], data.image_paths[row], data.labels[row], data.splits[row]
         if item_id in seen_ids and row in judged:
@@ -376,7 +364,7 @@ def validate_source(data: SourceDataset, check_images: bool = True) -> Validatio
     """Missing, unreadable or oversized source images and empty labels."""
     report = ValidationReport(len(data))
     near, base = _NearNames(), _base(data.source)
-    decoded = decode_problems(_regular_files(data.image_paths)) if check_images else {}
+    decoded = decode_problems(data.image_paths) if check_images else {}
     for row, (path, label) in enumerate(zip(data.image_paths, data.labels)):
         if check_images and (found := _image_problem(path, near, base, decoded)) is not None:
             report.add(found[0], row, path.name, found[1], found[2])
