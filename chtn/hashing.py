@@ -23,7 +23,7 @@ def file_digest(path: Path) -> str:
         if not S_ISREG(stat.st_mode):
             return "missing"
         return _sha1_of_file(str(path), stat.st_mtime_ns, stat.st_size)
-    except OSError:  # missing, a directory, or no permission to read (never memoised)
+    except (OSError, ValueError):  # missing, unreadable, or a name no file system holds (a lone surrogate)
         return "missing"
 
 

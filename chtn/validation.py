@@ -199,7 +199,7 @@ def _image_problem(
     try:
         mode = path.stat().st_mode
         is_dir, is_file, exists = S_ISDIR(mode), S_ISREG(mode), True
-    except OSError:  # missing, or a name too long for the file system: a missing file
+    except (OSError, ValueError):  # missing, or a name no file system holds (too long, a lone surrogate): missing
         is_dir = is_file = exists = False
     if is_dir:
         return "image path is a folder", _shown(path, base), None
