@@ -32,12 +32,12 @@ WARM_UP = "CHTN_WARM_UP"
 WARM_IMPORTS = (
     "torch",
     "views.common",
-    "scipy.stats",  # Compare's and Source bias's statistics
+    "scipy.special",  # Compare's and Source bias's Welch test
     "timm",
     "transformers",
     "captum.attr",
     "analysis.attribution.explainer",
-    "sklearn.decomposition",  # the shared space's PCA
+    "sklearn.metrics",  # Review's agreement (Cohen's kappa)
 )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.projection.project import (
+    PrincipalPlane,
     ProjectionParams,
     modality_gap,
     project,
@@ -47,6 +48,24 @@ def test_stratified_sample_keeps_every_category_and_modality_in_proportion():
     assert np.array_equal(stratified_sample(labels, modality, 5000), np.arange(1000))  # under the limit: all
     with pytest.raises(CHTNError, match="strata"):
         stratified_sample(labels, modality, 4)
+
+
+@pytest.mark.parametrize("shape", [(800, 20), (60, 8), (6, 30), (3, 2)], ids=["tall", "small", "wide", "least"])
+def test_principal_plane_is_sklearns_pca(shape):
+    """The PCA map is sklearn's PCA(n_components=2) (solver and sign convention included), fitted and applied to new
+    points, for tall, small and wide data."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(shape[0])
+    x = (rng.normal(size=shape) * np.linspace(3, 1, shape[1])).astype(np.float32)  # distinct variances: one answer
+    other = rng.normal(size=(7, shape[1])).astype(np.float32)
+    reference = PCA(n_components=2).fit(x)
+    plane = PrincipalPlane.fit(x)
+    np.testing.assert_allclose(plane.transform(x), reference.transform(x), atol=1e-4)
+    np.testing.assert_allclose(plane.transform(other), reference.transform(other), atol=1e-4)
+    assert plane.transform(x).dtype == np.float32
+    with pytest.raises(CHTNError, match="at least 2 dimensions"):
+        PrincipalPlane.fit(x[:, :1])
 
 
 def test_umap_and_pca_are_deterministic_for_a_seed(gallery):

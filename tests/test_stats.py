@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from analysis.stats import (
@@ -20,6 +21,7 @@ from analysis.stats import (
     median_difference_ci,
     paired_comparison,
     runs_comparison,
+    welch_test,
 )
 from chtn.errors import CHTNError
 
@@ -167,6 +169,34 @@ def test_adjusted_p_values_are_valid_and_keep_the_order(p_values):
         order = np.argsort(p, kind="stable")
         assert np.all(np.diff(adjusted[order]) >= -1e-12)
     assert np.all(adjust_p_values(p, "holm") >= adjust_p_values(p, "bh") - 1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=40))
+def test_benjamini_hochberg_is_scipys(p_values):
+    from scipy import stats
+
+    assert adjust_p_values(p_values, "bh") == pytest.approx(stats.false_discovery_control(p_values, method="bh"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0, 1), min_size=2, max_size=8),
+    st.lists(st.floats(0, 1), min_size=2, max_size=8),
+)
+def test_welch_test_is_scipys_ttest_ind(a, b):
+    """p and interval as scipy's Welch test gives them, for any sizes, also with one side without spread."""
+    from scipy import stats
+
+    a, b = np.array(a), np.array(b)
+    assume(np.ptp(a) > 1e-6 or np.ptp(b) > 1e-6)  # both without spread: runs_comparison's exact branch
+    p_value, low, high = welch_test(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision-loss note on a side without spread
+        reference = stats.ttest_ind(b, a, equal_var=False)
+    interval = reference.confidence_interval(0.95)
+    assert p_value == pytest.approx(reference.pvalue, rel=1e-9, abs=1e-12)
+    assert (low, high) == pytest.approx((interval.low, interval.high), rel=1e-9, abs=1e-12)
 
 
 def test_slices_are_adjusted_together_and_independent_of_each_other():

@@ -91,12 +91,15 @@ def _checkpoint(ref: str, mtime: float) -> Checkpoint:
 def _dataset(
     path: str,
     mtime: float,
-    checkpoint_digest: str,
+    label_names: tuple[str, ...],
     skip_invalid: bool,
     allowed: tuple[str, ...] | None,
     split: str | None,
     _checkpoint: Checkpoint,
 ) -> tuple[PairDataset, ValidationReport]:
+    """Keyed by the checkpoint's label names, not by the checkpoint: the rows and their validation depend on those
+    alone (the checkpoint appears only in the fix an error suggests, and errors are not cached), so the checkpoints
+    that Compare and Source bias open on one dataset (a training run or three a side) read it once."""
     return ws.open_dataset(
         path, _checkpoint, skip_invalid, split, allowed=None if allowed is None else [Path(a) for a in allowed]
     )
@@ -383,7 +386,7 @@ def _open(
     checkpoint = _checkpoint(str(checkpoint_path), _mtime(checkpoint_path))
     allowed_key = None if allowed is None else tuple(map(str, allowed))
     data, checked = _dataset(
-        str(data_file), _mtime(data_file), checkpoint.digest, skip_invalid, allowed_key, "test", checkpoint
+        str(data_file), _mtime(data_file), tuple(checkpoint.label_names), skip_invalid, allowed_key, "test", checkpoint
     )
     return checkpoint, data, checked, data_file, allowed_key
 
@@ -411,7 +414,13 @@ def all_rows(ctx: Context) -> PairDataset:
     (the Source bias page needs the training images too); raises `CHTNError` as `context` would."""
     path = Path(ctx.data_path)
     return _dataset(
-        ctx.data_path, _mtime(path), ctx.checkpoint.digest, ctx.skip_invalid, ctx.allowed, None, ctx.checkpoint
+        ctx.data_path,
+        _mtime(path),
+        tuple(ctx.checkpoint.label_names),
+        ctx.skip_invalid,
+        ctx.allowed,
+        None,
+        ctx.checkpoint,
     )[0]
 
 
@@ -421,7 +430,13 @@ def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, E
     path = ws.confine(ws.resolve_checkpoint(ref), ws.allowed_dirs())
     checkpoint = _checkpoint(str(path), _mtime(path))
     data, _ = _dataset(
-        ctx.data_path, _mtime(Path(ctx.data_path)), checkpoint.digest, ctx.skip_invalid, ctx.allowed, "test", checkpoint
+        ctx.data_path,
+        _mtime(Path(ctx.data_path)),
+        tuple(checkpoint.label_names),
+        ctx.skip_invalid,
+        ctx.allowed,
+        "test",
+        checkpoint,
     )
     return (checkpoint, *_gallery(checkpoint, data))
 

@@ -109,10 +109,35 @@ def project(points: np.ndarray, params: ProjectionParams) -> np.ndarray:
         raise CHTNError(f"At least 3 points are needed for a projection, got {len(points)}.")
     x = normalize_rows(points) if params.metric == "cosine" else np.asarray(points, dtype=np.float32)
     if params.method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=2, random_state=params.seed).fit_transform(x).astype(np.float32)
+        return PrincipalPlane.fit(x).transform(x)
     return _umap(params, len(x)).fit_transform(x).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PrincipalPlane:
+    """The plane of the first two principal components: what sklearn's `PCA(n_components=2)` fits, with its sign
+    convention (each axis's largest loading positive), so the figures are the same (tests/test_projection.py checks
+    them against sklearn). Written with numpy's `eigh` because importing scikit-learn takes 0.7 s on 2 cores, and
+    the PCA is what the shared space and Compare draw first on a server's first visit; the covariance route is
+    the one sklearn's solver takes for tall data, O(n d^2) in time and O(d^2) beyond the points in memory."""
+
+    mean: np.ndarray  # (d,) float64
+    axes: np.ndarray  # (2, d) float64, orthonormal rows, largest variance first
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> PrincipalPlane:
+        if x.ndim != 2 or x.shape[1] < 2:
+            raise CHTNError(f"A PCA map needs points of at least 2 dimensions, got shape {x.shape}.")
+        mean = np.asarray(x, dtype=np.float64).mean(axis=0)
+        centred = np.asarray(x, dtype=np.float64) - mean
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
+        axes = vectors[:, ::-1][:, :2].T
+        strongest = np.argmax(np.abs(axes), axis=1)
+        return cls(mean, axes * np.sign(axes[np.arange(2), strongest])[:, None])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(n, 2) float32 coordinates of `x` in the plane."""
+        return ((np.asarray(x, dtype=np.float64) - self.mean) @ self.axes.T).astype(np.float32)
 
 
 def _umap(params: ProjectionParams, n: int):
@@ -245,14 +270,11 @@ def project_two(a: np.ndarray, b: np.ndarray, params: ProjectionParams) -> tuple
     """
     if a.shape != b.shape:
         raise CHTNError(f"Both checkpoints must embed the same items: shapes {a.shape} and {b.shape} differ.")
-    if params.method == "pca":
-        from sklearn.decomposition import PCA
-
-        prep = normalize_rows if params.metric == "cosine" else (lambda x: np.asarray(x, dtype=np.float32))
-        pca = PCA(n_components=2, random_state=params.seed).fit(prep(a))
-        return pca.transform(prep(a)).astype(np.float32), pca.transform(prep(b)).astype(np.float32)
     x_a = normalize_rows(a) if params.metric == "cosine" else np.asarray(a, dtype=np.float32)
     x_b = normalize_rows(b) if params.metric == "cosine" else np.asarray(b, dtype=np.float32)
+    if params.method == "pca":
+        plane = PrincipalPlane.fit(x_a)
+        return plane.transform(x_a), plane.transform(x_b)
     reducer = _umap(params, len(x_a)).fit(x_a)
     coords_a = reducer.embedding_.astype(np.float32)
     coords_b = coords_a.copy()
