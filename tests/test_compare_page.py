@@ -39,6 +39,28 @@ def test_the_source_gain_is_go_and_losing_it_is_no_go(review_db):
     assert "The rules say NO-GO" in _verdict_box(reverse) and "MAP on overall" in _verdict_box(reverse)
 
 
+def test_the_checkpoints_of_one_dataset_read_it_once(review_db, monkeypatch):
+    """Compare opens six checkpoints (three training runs a side) on one dataset with the same label names: the split
+    is read and validated once for all of them (the shared dataset cache is keyed by the label names)."""
+    import streamlit as st
+
+    from analysis import workspace as ws
+
+    reads: list[tuple] = []
+    read = ws.open_dataset
+    monkeypatch.setattr(
+        ws,
+        "open_dataset",
+        lambda path, checkpoint, *args, **kwargs: (
+            reads.append((path, checkpoint.path.name)) or read(path, checkpoint, *args, **kwargs)
+        ),
+    )
+    st.cache_resource.clear()  # as on a fresh server
+    at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source")
+    assert "The rules say GO" in _verdict_box(at) and "3 training runs of A against 3 of B" in _compared(at)
+    assert len(reads) == 1, reads
+
+
 @pytest.mark.parametrize("runs", ["false", "0"])  # "0": a link written before ?runs= was bound to its checkbox
 def test_one_checkpoint_per_side_says_so_and_makes_no_recipe_decision(review_db, runs):
     at = _app("views/compare.py", checkpoint="chtn_fashion_source", baseline="chtn_no_source", runs=runs)

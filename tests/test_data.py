@@ -185,6 +185,27 @@ def test_fingerprint_stable_and_sensitive_to_texts_and_image_bytes(tmp_path):
     assert load_pairs(path).fingerprint() == original
 
 
+def test_fingerprint_is_computed_once_per_dataset_object(monkeypatch):
+    """A page asks for it many times: the images are hashed once per object; a selection or a dataset changed
+    with dataclasses.replace is a new object with its own fingerprint."""
+    import dataclasses
+
+    from chtn import data as data_module
+
+    pairs, source = load_pairs(PAIRS), load_source(SOURCE)
+    hashed: list[Path] = []
+    digest = data_module.file_digest
+    monkeypatch.setattr(data_module, "file_digest", lambda path: hashed.append(path) or digest(path))
+    first = pairs.fingerprint()
+    assert len(hashed) == len(pairs) and pairs.fingerprint() == first and len(hashed) == len(pairs)
+    assert source.fingerprint() == source.fingerprint() and len(hashed) == len(pairs) + len(source)
+    test = pairs.split("test")
+    assert test.fingerprint() != first and len(hashed) == len(pairs) + len(source) + len(test)
+    edited = dataclasses.replace(test, texts=[*test.texts[:-1], test.texts[-1] + " (new season)"])
+    assert edited.fingerprint() != test.fingerprint()
+    assert edited == dataclasses.replace(edited)  # the stored fingerprint takes no part in equality
+
+
 def test_fingerprint_sensitive_to_label_and_split(tmp_path):
     rows = real_rows()
     path = write_manifest(tmp_path, rows)

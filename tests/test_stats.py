@@ -88,6 +88,21 @@ def test_bootstrap_intervals_equal_scipy_given_the_same_draws(n):
     assert median_difference_ci(a, b, resamples, seed) == pytest.approx(expected, abs=1e-12)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 30)), min_size=2, max_size=41), st.integers(0, 3))
+def test_median_interval_is_the_plain_bootstrap_of_numpy_medians(ranks, seed):
+    """Ranks with many ties, odd and even counts: the interval is that of np.median over the same index draws."""
+    a, b = (np.array(column, dtype=np.float64) for column in zip(*ranks))
+    rng = np.random.default_rng([seed, 5])
+    assert batch_size(300, len(a)) == 300  # one batch of draws
+    draws = rng.integers(0, len(a), (300, len(a)))
+    expected = np.quantile(np.median(b[draws], axis=1) - np.median(a[draws], axis=1), [0.025, 0.975])
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        expected = [b[0] - a[0]] * 2
+    assert median_difference_ci(a, b, 300, seed, stream=5) == pytest.approx(tuple(expected), abs=1e-12)
+    assert np.isnan(median_difference_ci(np.append(a, np.nan), np.append(b, 1.0), 300, seed)).all()
+
+
 def test_random_sign_flips_estimate_the_exact_p_above_the_enumeration_limit():
     """At 22 queries (past EXACT_UP_TO) the random test's p lies within four Monte Carlo standard errors of the
     full enumeration of all 2^22 sign patterns, for a null, a borderline and a clear shift."""
