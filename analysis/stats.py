@@ -337,8 +337,9 @@ def median_difference_ci(
 
 def _resampled_medians(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A function giving `np.median(x[indices], axis=1)` for a matrix of resampled indices, bit for bit. Written
-    here because that median spends its time partitioning float64 values: partitioning each row's ranks in x (int32)
-    and reading the middle order statistics back is 2.7x faster at 400 queries and needs half the memory. Exact, as
+    here because that median spends its time gathering and partitioning float64 values: partitioning each row's ranks
+    in x (int32) and reading the middle order statistics back needs half the memory, and the whole interval takes
+    0.09 s instead of 0.13 s at 400 queries and 10,000 resamples (drawing the indices is most of the rest). Exact, as
     ranking keeps order: the k-th smallest rank in a row is the rank of its k-th smallest value. x holds no NaN."""
     order = np.argsort(x, kind="stable")
     ranks = np.empty(len(x), dtype=np.int32)
