@@ -126,6 +126,11 @@ def test_drafts_elsewhere_are_named_by_position_or_by_query() -> None:
     queue = pd.DataFrame({"query_id": ["q1", "q2"], "direction": ["i2t", "t2i"], "position": [1, 2]})
     unsaved = [("q1", "i2t"), ("q2", "t2i"), ("q9", "i2t")]
     assert wf.drafts_elsewhere(unsaved, ("q2", "t2i"), queue) == ["#1", "q9 (i2t, not in this queue)"]
+    assert (
+        wf.drafts_elsewhere([("q2", "t2i")], ("q2", "t2i"), queue)
+        == []
+        == wf.drafts_elsewhere([], ("q1", "i2t"), queue)
+    )
 
 
 def test_the_item_heading_states_a_tied_own_pair_as_its_range() -> None:
@@ -137,6 +142,17 @@ def test_the_item_heading_states_a_tied_own_pair_as_its_range() -> None:
     assert "its own pair: #2 ·" in alone and "gallery order" not in alone
     assert "since no earlier reviewed checkpoint" in alone
     assert wf.choice_label(item, unsaved=True).endswith("· Heels · unreviewed · unsaved draft")
+
+
+def test_the_pickers_labels_are_each_items_label_with_its_draft_flag() -> None:
+    items = wf.all_misretrievals(rq.annotate(_outcomes(), pd.DataFrame()))
+    drafted = {(items["query_id"].iloc[1], items["direction"].iloc[1])}
+    labels = wf.choice_labels(items, lambda query_id, direction: (query_id, direction) in drafted)
+    assert len(labels) == len(items) > 2
+    assert labels == [
+        wf.choice_label(row, (row["query_id"], row["direction"]) in drafted) for _, row in items.iterrows()
+    ]
+    assert labels[1].endswith("unsaved draft") and not labels[0].endswith("unsaved draft")
 
 
 def test_a_long_note_is_cut_saying_how_long_it_is() -> None:

@@ -289,10 +289,7 @@ def navigation(review: Review, queue: Queue) -> pd.Series:
         disabled=unreviewed is None,
     )
 
-    labels = [  # one pass over the rows: a queue of all mis-retrievals holds thousands at scale
-        wf.choice_label(row, review.desk.draft(row["query_id"], row["direction"]) is not None)
-        for row in items.to_dict("records")
-    ]
+    labels = wf.choice_labels(items, lambda query_id, direction: review.desk.draft(query_id, direction) is not None)
     choice = nav[3].selectbox(
         "Item",
         items["position"].tolist(),

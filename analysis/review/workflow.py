@@ -267,7 +267,17 @@ def item_label(position: int, query_id: str, direction: str) -> str:
     return f"#{position} · query {query_id} ({direction})"
 
 
-def choice_label(item: pd.Series, unsaved: bool) -> str:
+CHOICE_COLUMNS = ("position", "query_id", "direction", "category", "status")  # what `choice_label` reads
+
+
+def choice_labels(items: pd.DataFrame, has_draft: Callable[[str, str], bool]) -> list[str]:
+    """Every item's label in the picker, in queue order, from one pass over the five columns it shows (a queue of all
+    mis-retrievals holds tens of thousands of items at scale, and the page draws the picker on every click)."""
+    rows = zip(*(items[column].tolist() for column in CHOICE_COLUMNS))
+    return [choice_label(dict(zip(CHOICE_COLUMNS, row)), has_draft(row[1], row[2])) for row in rows]
+
+
+def choice_label(item: Mapping[str, Any], unsaved: bool) -> str:
     """An item in the picker: "#3 · 1234 · Image → Text · Heels · unreviewed", flagged when it holds a draft."""
     direction = DIRECTION_NAMES[item["direction"]]
     text = f"#{item['position']} · {item['query_id']} · {direction} · {item['category']} · {item['status']}"
@@ -277,6 +287,8 @@ def choice_label(item: pd.Series, unsaved: bool) -> str:
 def drafts_elsewhere(unsaved: Sequence[tuple[str, str]], here: tuple[str, str], queue: pd.DataFrame) -> list[str]:
     """The other items holding an unsaved draft, by their position in this queue ("#3"), or by query id and
     direction when this queue does not hold them."""
+    if not [key for key in unsaved if key != here]:  # the usual case: no need to index a queue of thousands
+        return []
     where = dict(zip(zip(queue["query_id"], queue["direction"]), queue["position"]))
     return [f"#{where[k]}" if k in where else f"{k[0]} ({k[1]}, not in this queue)" for k in unsaved if k != here]
 
