@@ -87,8 +87,17 @@ def _checkpoint(ref: str, mtime: float) -> Checkpoint:
     return ws.open_checkpoint(ref)
 
 
-@st.cache_resource(show_spinner="Reading dataset…", max_entries=8)
 def _dataset(
+    path: str, checkpoint: Checkpoint, skip_invalid: bool, allowed: tuple[str, ...] | None, split: str | None
+) -> tuple[PairDataset, ValidationReport]:
+    """The dataset file's rows (`split`, or None for all), validated for this checkpoint, through the shared cache."""
+    return _read_dataset(
+        path, _mtime(Path(path)), tuple(checkpoint.label_names), skip_invalid, allowed, split, checkpoint
+    )
+
+
+@st.cache_resource(show_spinner="Reading dataset…", max_entries=8)
+def _read_dataset(
     path: str,
     mtime: float,
     label_names: tuple[str, ...],
@@ -385,9 +394,7 @@ def _open(
     data_file = ws.confine(data_path, allowed)
     checkpoint = _checkpoint(str(checkpoint_path), _mtime(checkpoint_path))
     allowed_key = None if allowed is None else tuple(map(str, allowed))
-    data, checked = _dataset(
-        str(data_file), _mtime(data_file), tuple(checkpoint.label_names), skip_invalid, allowed_key, "test", checkpoint
-    )
+    data, checked = _dataset(str(data_file), checkpoint, skip_invalid, allowed_key, "test")
     return checkpoint, data, checked, data_file, allowed_key
 
 
@@ -412,16 +419,7 @@ def _cannot_open(exc: CHTNError) -> NoReturn:
 def all_rows(ctx: Context) -> PairDataset:
     """Every row of the dataset, validated and confined like the test split, read once through the shared cache
     (the Source bias page needs the training images too); raises `CHTNError` as `context` would."""
-    path = Path(ctx.data_path)
-    return _dataset(
-        ctx.data_path,
-        _mtime(path),
-        tuple(ctx.checkpoint.label_names),
-        ctx.skip_invalid,
-        ctx.allowed,
-        None,
-        ctx.checkpoint,
-    )[0]
+    return _dataset(ctx.data_path, ctx.checkpoint, ctx.skip_invalid, ctx.allowed, None)[0]
 
 
 def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, EvaluationReport]:
@@ -429,15 +427,7 @@ def other_checkpoint(ref: str, ctx: Context) -> tuple[Checkpoint, gal.Gallery, E
     validated for its own labels, embedded and evaluated through the shared caches; `CHTNError` if it cannot be."""
     path = ws.confine(ws.resolve_checkpoint(ref), ws.allowed_dirs())
     checkpoint = _checkpoint(str(path), _mtime(path))
-    data, _ = _dataset(
-        ctx.data_path,
-        _mtime(Path(ctx.data_path)),
-        tuple(checkpoint.label_names),
-        ctx.skip_invalid,
-        ctx.allowed,
-        "test",
-        checkpoint,
-    )
+    data, _ = _dataset(ctx.data_path, checkpoint, ctx.skip_invalid, ctx.allowed, "test")
     return (checkpoint, *_gallery(checkpoint, data))
 
 

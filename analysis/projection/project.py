@@ -128,8 +128,9 @@ class PrincipalPlane:
     def fit(cls, x: np.ndarray) -> PrincipalPlane:
         if x.ndim != 2 or x.shape[1] < 2:
             raise CHTNError(f"A PCA map needs points of at least 2 dimensions, got shape {x.shape}.")
-        mean = np.asarray(x, dtype=np.float64).mean(axis=0)
-        centred = np.asarray(x, dtype=np.float64) - mean
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=0)
+        centred = x - mean
         _, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
         axes = vectors[:, ::-1][:, :2].T
         strongest = np.argmax(np.abs(axes), axis=1)

@@ -287,10 +287,11 @@ def choice_label(item: Mapping[str, Any], unsaved: bool) -> str:
 def drafts_elsewhere(unsaved: Sequence[tuple[str, str]], here: tuple[str, str], queue: pd.DataFrame) -> list[str]:
     """The other items holding an unsaved draft, by their position in this queue ("#3"), or by query id and
     direction when this queue does not hold them."""
-    if not [key for key in unsaved if key != here]:  # the usual case: no need to index a queue of thousands
+    others = [key for key in unsaved if key != here]
+    if not others:  # the usual case: no need to index a queue of thousands
         return []
     where = dict(zip(zip(queue["query_id"], queue["direction"]), queue["position"]))
-    return [f"#{where[k]}" if k in where else f"{k[0]} ({k[1]}, not in this queue)" for k in unsaved if k != here]
+    return [f"#{where[k]}" if k in where else f"{k[0]} ({k[1]}, not in this queue)" for k in others]
 
 
 def item_headline(
