@@ -3,9 +3,10 @@
 This file is the server (Streamlit's `st.App`, which `streamlit run` serves); dashboard.py is the script each session
 runs (page configuration, navigation, sidebar) and views/ holds its pages. At start, before anyone opens a page, a
 background thread warms the process up (`warm_up`), so that the first person to open any page does not wait for what
-every process must do once: import PyTorch, timm, transformers, scikit-learn and Captum (about 6 s on 2 cores), load
-the sample checkpoint's encoders, open the sample's test split, run one attribution, and compile umap-learn's numba
-code (15-40 s more, at low priority). The warm-up steps aside between its steps while any session's script is running
+every process must do once: import what the pages' first answers need (not PyTorch: they read stored embeddings),
+then PyTorch, timm, transformers, scikit-learn and Captum (about 6 s on 2 cores in all), load the sample checkpoint's
+encoders, open the sample's test split, run one attribution, and compile umap-learn's numba code (15-40 s more, at
+low priority). The warm-up steps aside between its steps while any session's script is running or a page is loading
 (on 2 cores the two would take turns on the interpreter lock): a page opened during it waits only for what it needs
 itself. `CHTN_WARM_UP=0` turns it off (servers that start often, tests). The console says when each part is done.
 """
@@ -22,17 +23,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import streamlit as st
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
+from analysis.jobs import PAGE_LOAD_SECONDS, SCRIPT_RUNS, serialise_ast_parsing
 
 WARM_UP = "CHTN_WARM_UP"
 
 
-# What the pages import first, one at a time, so that the warm-up can step aside between them (seconds in all).
+# What the pages import, one at a time, so that the warm-up can step aside between them (seconds in all). First what
+# the pages' first answers need, which is not PyTorch (they read stored embeddings), then what embedding and
+# explaining need: a page opened in the first seconds then waits only for the first group.
 WARM_IMPORTS = (
-    "torch",
     "views.common",
     "scipy.special",  # Compare's and Source bias's Welch test
+    "torch",
     "timm",
     "transformers",
     "captum.attr",
@@ -66,6 +71,24 @@ def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
     return time.perf_counter() - started
 
 
+def _step_aside() -> None:
+    """The warm-up's wait before each step: until no session's script runs and no page is loading (a page opened on
+    a new server is its first visitor's; its script run starts only once the browser has loaded its files)."""
+    SCRIPT_RUNS.step_aside(quiet=PAGE_LOAD_SECONDS)
+
+
+class NoteRequests:
+    """ASGI middleware: each browser request but the health check tells the warm-up that a page may be loading."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not scope["path"].endswith("/_stcore/health"):
+            SCRIPT_RUNS.requested()
+        await self.app(scope, receive, send)
+
+
 def _warm_up_server(warm: bool) -> None:
     """The start-up thread: torch's CPU threads sized (chtn/cpus.py: $CHTN_THREADS, else the usable cores), then, if
     `warm`, the pages' imports, encoders and data, then UMAP (low priority); each part said on the console, and each
@@ -83,11 +106,11 @@ def _warm_up_server(warm: bool) -> None:
         ()
         if not warm
         else (
-            ("encoders, the sample and one attribution ready", lambda: warm_up(SCRIPT_RUNS.step_aside)),
+            ("encoders, the sample and one attribution ready", lambda: warm_up(_step_aside)),
             ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
         )
     ):
-        SCRIPT_RUNS.step_aside()
+        _step_aside()
         try:
             seconds = step()
         except Exception as exc:  # noqa: BLE001 -- a warm-up must never take the server down; the page will say
@@ -111,4 +134,4 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     yield
 
 
-app = st.App("dashboard.py", lifespan=lifespan)
+app = st.App("dashboard.py", lifespan=lifespan, middleware=[Middleware(NoteRequests)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 import sys
 import threading
 import time
@@ -79,17 +80,20 @@ class JobProgress:
 
 
 STEP_ASIDE_SECONDS = 30.0  # the longest work steps aside for script runs before it goes on regardless
+PAGE_LOAD_SECONDS = 1.5  # after a browser's last request, how long its page may still be loading (files, session)
 
 
 class ScriptRuns:
-    """How many sessions' script runs are under way in this server, so that work nobody waits for yet (app.py's
-    start-up warm-up; a job whose page draws an interim answer meanwhile) steps aside for them: on 2 cores the two
-    would otherwise take turns on the interpreter lock, and the person who opened a page would wait for both.
-    Thread-safe: a counter guarded by a condition."""
+    """How many sessions' script runs are under way in this server, and when a browser last asked it for something,
+    so that work nobody waits for yet (app.py's start-up warm-up; a job whose page draws an interim answer meanwhile)
+    steps aside for them: on 2 cores the two would otherwise take turns on the interpreter lock, and the person who
+    opened a page would wait for both. A page's script run starts only once the browser has loaded the page's files
+    and opened its session (about a second), hence the requests. Thread-safe: state guarded by a condition."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._count = 0
+        self._last_request = -math.inf
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -103,15 +107,29 @@ class ScriptRuns:
                 self._count -= 1
                 self._changed.notify_all()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no script run is under way, for at most `timeout` seconds; True when none is."""
+    def requested(self) -> None:
+        """A browser asked the server for something (app.py's middleware): a page may be loading."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._count == 0, timeout)
+            self._last_request = time.monotonic()
 
-    def step_aside(self) -> None:
-        """What work nobody waits on yet calls before each step: wait for the script runs under way to end, for at
-        most STEP_ASIDE_SECONDS (busy servers still get it done)."""
-        self.wait_idle(STEP_ASIDE_SECONDS)
+    def wait_idle(self, timeout: float, quiet: float = 0.0) -> bool:
+        """Block until no script run is under way and no browser has asked for anything for `quiet` seconds, for at
+        most `timeout` seconds; True when that holds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                loading = self._last_request + quiet - now
+                if self._count == 0 and loading <= 0:
+                    return True
+                if now >= deadline:
+                    return False
+                self._changed.wait(min(deadline - now, loading) if self._count == 0 else deadline - now)
+
+    def step_aside(self, quiet: float = 0.0) -> None:
+        """What work nobody waits on yet calls before each step: wait for the script runs under way to end (and with
+        `quiet`, for the pages loading), for at most STEP_ASIDE_SECONDS (busy servers still get it done)."""
+        self.wait_idle(STEP_ASIDE_SECONDS, quiet)
 
 
 SCRIPT_RUNS = ScriptRuns()  # the server's one counter: dashboard.py counts its runs; app.py's warm-up and jobs read it

@@ -174,7 +174,8 @@ def check_one_recipe(runs: Sequence[Checkpoint], side: str) -> None:
 
 
 def open_checkpoint(choice: str) -> Checkpoint:
-    return load_checkpoint(resolve_checkpoint(choice))
+    """The dashboard's checkpoint, its model built when a page first needs it (most answer from stored embeddings)."""
+    return load_checkpoint(resolve_checkpoint(choice), build_model=False)
 
 
 def skip_hint(path: str | Path, checkpoint: Checkpoint) -> str:

@@ -12,23 +12,28 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from chtn import __version__
 from chtn.config import CHTNConfig
-from chtn.encoders import check_local_models
 from chtn.errors import CheckpointError, CHTNError
-from chtn.finetune import TRUNK_PREFIX, FineTunedCHTN
-from chtn.model import Head, build_model
+from chtn.offline import check_local_models
+
+if TYPE_CHECKING:
+    import torch
+
+    from chtn.finetune import FineTunedCHTN
+    from chtn.model import Head
 
 FORMAT = "chtn-checkpoint/1"
 TFIDF_IDF_KEY = "text_encoder.idf"
+TRUNK_PREFIX = "trunk."  # checkpoint tensors of the fine-tuned trunk units, under their timm names
 
 
 def code_version() -> str:
@@ -48,18 +53,41 @@ def code_version() -> str:
 
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
-    """A loaded checkpoint: the model (eval mode, frozen, CPU), its config and its metadata.
+    """A loaded checkpoint: its weights, config and metadata, and the model (eval mode, frozen, CPU) built from them.
 
-    Equal (and hashed) by content digest: two loads of the same file are the same checkpoint, so caches
-    of things computed from it (`chtn.tower.create_tower`) are keyed by what it is, not by the object.
+    The model is built by `load_checkpoint`, which so checks that the weights fit the config (a `CheckpointError`
+    otherwise), or, when told not to, by the first caller that needs it: the dashboard opens checkpoints without
+    importing PyTorch (1.5-2.5 s of a new process), as its pages answer from stored embeddings. Everything else in
+    the file is checked when it is read.
+
+    Equal (and hashed) by content digest: two loads of the same file are the same checkpoint, so caches of things
+    computed from it (`chtn.tower.create_tower`) are keyed by what it is, not by the object.
     """
 
-    model: Head
     config: CHTNConfig
     meta: dict[str, Any]
     path: Path
     digest: str  # SHA-256 of the file: the cache key of everything computed from this checkpoint
-    trunk_state: dict[str, torch.Tensor] = field(default_factory=dict)  # fine-tuned trunk units (timm names)
+    weights: dict[str, np.ndarray]  # the CHTN head's state dict, as stored
+    trunk_weights: dict[str, np.ndarray] = field(default_factory=dict)  # fine-tuned trunk units (timm names)
+    # The model, built once under the lock by whichever caller needs it first; dashboard sessions share it read-only.
+    _built: list[Head] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def model(self) -> Head:
+        """The CHTN head (eval mode, frozen, CPU); `CheckpointError` if the weights do not fit the config."""
+        with self._lock:
+            if not self._built:
+                self._built.append(_build_model(self.config, self.weights, self.path.name))
+            return self._built[0]
+
+    @property
+    def trunk_state(self) -> dict[str, torch.Tensor]:
+        """The fine-tuned trunk units as tensors (empty for a frozen trunk)."""
+        import torch
+
+        return {name: torch.from_numpy(array) for name, array in self.trunk_weights.items()}
 
     @property
     def label_names(self) -> list[str]:
@@ -100,7 +128,10 @@ def save_checkpoint(
     A fine-tuned trunk's units are stored next to CHTN's weights as `trunk.<timm name>` tensors, taken
     from a `FineTunedCHTN` or passed as `trunk_state` (re-saving a loaded checkpoint).
     """
+    import torch
     from safetensors.torch import save_file
+
+    from chtn.finetune import FineTunedCHTN
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,18 +160,26 @@ def save_checkpoint(
     return path
 
 
-def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The stored tensors as numpy arrays (bfloat16 widened to float32, as loading them into the float32 model does)
+    and the header. A .safetensors file is read without PyTorch; a .pt file needs it."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         try:
-            with safe_open(str(path), framework="pt") as handle:
+            with safe_open(str(path), framework="numpy") as handle:
                 return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
+        except TypeError:  # a dtype numpy lacks (bfloat16): PyTorch reads it
+            with safe_open(str(path), framework="pt") as handle:
+                tensors = {k: _as_array(handle.get_tensor(k), k, path.name) for k in handle.keys()}
+                return tensors, handle.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(
                 f"{path.name} is not a readable safetensors file ({type(exc).__name__}: {exc}). "
                 "It may be truncated or corrupt; re-download or re-train it."
             ) from None
+    import torch
+
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, or a pickle that needs code (refused by weights_only)
@@ -150,7 +189,25 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         ) from None
     if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)):
         raise CheckpointError(f"{path.name} is not a CHTN checkpoint (no state_dict/metadata).")
-    return blob["state_dict"], blob.get("metadata", {})
+    tensors = {
+        k: _as_array(v, k, path.name) if isinstance(v, torch.Tensor) else v for k, v in blob["state_dict"].items()
+    }
+    return tensors, blob.get("metadata", {})
+
+
+def _as_array(tensor: torch.Tensor, key: object, name: str) -> np.ndarray:
+    """A tensor as numpy holds it: floating point numpy lacks (bfloat16, float8) widened to float32."""
+    import torch
+
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+        tensor = tensor.float()
+    try:
+        return tensor.detach().cpu().numpy()
+    except (RuntimeError, TypeError):  # a kind numpy cannot hold (quantized, sparse, complex32)
+        raise CheckpointError(
+            f"{name}: tensor {str(key)[:80]!r} is of a kind CHTN cannot read ({tensor.dtype}, {tensor.layout}); the "
+            "file is damaged or was not written by `python -m chtn train`."
+        ) from None
 
 
 def _decode_header(raw: dict[str, Any], name: str = "checkpoint") -> dict[str, Any]:
@@ -174,12 +231,12 @@ def _check_tensors(tensors: dict[Any, Any], name: str) -> None:
     for key, value in tensors.items():
         if not isinstance(key, str):
             raise CheckpointError(f"{name}: its state_dict has a key {str(key)[:80]!r} that is not a tensor name.")
-        if not isinstance(value, torch.Tensor):
+        if not isinstance(value, np.ndarray):
             raise CheckpointError(
                 f"{name}: its state_dict entry {str(key)[:80]!r} is a {type(value).__name__}, not a tensor; the "
                 "file is damaged or was not written by `python -m chtn train`."
             )
-        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+        if value.dtype.kind in "fc" and not bool(np.isfinite(value).all()):
             raise CheckpointError(
                 f"{name}: tensor {str(key)[:80]!r} holds NaN or infinite values (training diverged, or the file is "
                 "damaged); use an earlier checkpoint or re-train with a lower learning rate."
@@ -251,8 +308,13 @@ def _check_header(meta: dict[str, Any], name: str) -> None:
             )
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a CHTN checkpoint on CPU, or raise `CheckpointError` saying what is wrong and what to do."""
+def load_checkpoint(path: str | Path, build_model: bool = True) -> Checkpoint:
+    """Load a CHTN checkpoint on CPU, or raise `CheckpointError` saying what is wrong and what to do.
+
+    `build_model=False` leaves the model to be built on first use, and with it the check that the weights fit the
+    config, so the load imports no PyTorch: the dashboard, whose pages answer from stored embeddings. Commands build
+    it here, so a damaged file is named before any other work starts.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}.")
@@ -291,18 +353,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path.name}: {exc}") from None
     _check_tensors(tensors, path.name)
     idf = tensors.pop(TFIDF_IDF_KEY, None)
-    trunk_state = {k[len(TRUNK_PREFIX) :]: tensors.pop(k) for k in [k for k in tensors if k.startswith(TRUNK_PREFIX)]}
-    if bool(trunk_state) != (config.encoder.finetune_stages > 0):
+    trunk = {k[len(TRUNK_PREFIX) :]: tensors.pop(k) for k in [k for k in tensors if k.startswith(TRUNK_PREFIX)]}
+    if bool(trunk) != (config.encoder.finetune_stages > 0):
         raise CheckpointError(
             f"{path.name}: its config says {config.encoder.finetune_stages} fine-tuned trunk "
-            f"stage(s) but the file holds {len(trunk_state)} trunk tensors; the file is damaged "
+            f"stage(s) but the file holds {len(trunk)} trunk tensors; the file is damaged "
             "or was edited."
         )
     vocabulary = meta.get("tfidf_vocabulary")
     if config.encoder.uses_tfidf or vocabulary or idf is not None:
         sizes = (
             len(vocabulary) if isinstance(vocabulary, list) else None,
-            None if idf is None else idf.numel(),
+            None if idf is None else idf.size,
             config.model.text_dim if config.encoder.text == "tfidf" else None,
         )
         if not (vocabulary and idf is not None and sizes[0] == sizes[1] and sizes[2] in (None, sizes[0])):
@@ -310,21 +372,34 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 f"{path.name}: its TF-IDF text encoder is incomplete (vocabulary, idf and text "
                 f"width sizes {sizes}); the file is damaged or was edited."
             )
-        meta["_tfidf_idf"] = idf.numpy()
+        meta["_tfidf_idf"] = idf
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    checkpoint = Checkpoint(config, meta, path, digest, tensors, trunk)
+    if build_model:
+        checkpoint.model  # noqa: B018 -- the property builds the model and checks the weights
+    return checkpoint
+
+
+def _build_model(config: CHTNConfig, weights: dict[str, np.ndarray], name: str) -> Head:
+    """The model the config describes with the stored weights, frozen for inference, or a `CheckpointError` saying
+    the weights do not fit."""
+    import torch
+
+    from chtn.model import build_model
+
     try:
         model = build_model(config.model)
-        model.load_state_dict(tensors)
+        model.load_state_dict({key: torch.from_numpy(array) for key, array in weights.items()})
     except (RuntimeError, TypeError, ValueError) as exc:
         # torch's first line is only "Error(s) in loading state_dict for CHTN:"; the details follow it
         lines = [line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         details = lines[0] if len(lines) == 1 else lines[1] + (f"; and {len(lines) - 2} more" if len(lines) > 2 else "")
         raise CheckpointError(
-            f"{path.name}: weights do not match its config ({details}). The file is damaged or "
+            f"{name}: weights do not match its config ({details}). The file is damaged or "
             "was edited; re-train or re-download it."
         ) from None
     model.eval().requires_grad_(False)  # inference only; shared read-only by every dashboard session
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return Checkpoint(model, config, meta, path, digest, trunk_state)
+    return model
 
 
 def update_header(path: str | Path, fields: dict[str, Any]) -> Path:

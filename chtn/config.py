@@ -46,6 +46,11 @@ class ModelConfig:
         if not 1 <= self.ensemble <= 16:
             raise CHTNError(f"model.ensemble must be between 1 and 16, got {self.ensemble!r}.")
 
+    @property
+    def has_source(self) -> bool:
+        """A CHTN with a source classifier (never the linear baseline): known from the config, without the model."""
+        return self.architecture == "chtn" and self.num_source_classes > 0
+
 
 @dataclass
 class LossConfig:

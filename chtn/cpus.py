@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import sys
 from pathlib import Path
 
 from chtn.errors import CHTNError
@@ -78,11 +79,16 @@ def tune_allocator() -> bool:
 
 
 def set_torch_threads(requested: int | None = None) -> str:
-    """Sizes torch's intra-op pool (`thread_count`) and returns the line that says so, for the log."""
-    import torch  # lazily: `chtn validate` and `chtn --help` do not load torch
-
+    """Sizes torch's intra-op pool (`thread_count`) and returns the line that says so, for the log. Before torch is
+    imported, through `$OMP_NUM_THREADS`, which torch reads when it is: the dashboard's server sizes it at start and
+    imports torch only once its pages' first answers are ready (they do not need it)."""
     threads, why = thread_count(requested)
-    torch.set_num_threads(threads)
+    if "torch" in sys.modules:  # loaded already: its pool is sized now
+        import torch
+
+        torch.set_num_threads(threads)
+    else:  # `chtn validate`, `chtn --help` and the server's start do not load torch for this
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     tune_allocator()
     line = f"torch uses {threads} CPU thread{'s' if threads > 1 else ''} ({why}; --threads N or CHTN_THREADS=N sets it)"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0

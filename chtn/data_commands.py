@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chtn.checkpoint import load_checkpoint
 from chtn.data import MANIFEST_SUFFIXES, PairDataset, load_pairs, load_source, save_pairs
 from chtn.errors import CHTNError
 from chtn.validation import ensure_valid, load_checked_pairs, validate_pairs, validate_source
@@ -75,10 +76,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if clean and clean.suffix not in MANIFEST_SUFFIXES:
         raise CHTNError(f"--write-clean {clean}: give a .csv or .jsonl file name.")
     label_names = None
-    if args.checkpoint:  # chtn.checkpoint imports torch (seconds): only then, so validate alone starts at once
-        from chtn.checkpoint import load_checkpoint
-
-        label_names = load_checkpoint(args.checkpoint).label_names
+    if args.checkpoint:  # its categories only: the model is not built, so no torch is imported
+        label_names = load_checkpoint(args.checkpoint, build_model=False).label_names
     pairs = load_pairs(args.data, label_names)
     report = validate_pairs(pairs, label_names)
     print(f"target {args.data}: {report.summary(args.show)}")

@@ -34,10 +34,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from chtn.cpus import usable_cores
 from chtn.directions import Direction
@@ -54,6 +54,9 @@ from chtn.engine import (
 from chtn.metrics import RECALL_AT
 from chtn.progress import Progress, of_count, within
 from chtn.ranking import TIE_TOLERANCE, TieGroups, normalize_rows
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,11 @@ def evaluate_direction(
     ap, top1 = np.full(n_q, np.nan), np.zeros(n_q, dtype=bool)
     rank = np.full(n_q, -1, dtype=np.int64)
     ties, exact = (TieGroups(*np.zeros((3, n_q), dtype=np.int64)) for _ in range(2))
-    target = None if device is None else torch.device(device)
+    target = None
+    if device is not None:
+        import torch  # only for a device: the CPU path (the dashboard's) never loads PyTorch
+
+        target = torch.device(device)
     on_device = target is not None and target.type != "cpu"
     shard, shards = _shard() if sharded else (0, 1)
     step = block_queries or max(1, min(block_rows(len(g)), -(-n_q // shards)))  # by default a block per process
@@ -149,6 +156,8 @@ def evaluate_direction(
             if progress is not None:
                 progress(*of_count(done, total, f"Ranking {direction.replace('2', '→').upper()} queries"))
     if shards > 1:
+        import torch
+
         gathered: list[list[tuple[np.ndarray, BlockResult]]] = [[] for _ in range(shards)]
         torch.distributed.all_gather_object(gathered, results)
         results = [result for part in gathered for result in part]
@@ -186,6 +195,8 @@ def _ranking_pool(
 
 def _shard() -> tuple[int, int]:
     """(rank, world size) of this process when torchrun started it and its process group is up, else (0, 1)."""
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1

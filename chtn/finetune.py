@@ -18,8 +18,6 @@ from torch import nn
 from chtn.encoders import ImageTrunk, module_device
 from chtn.model import CHTN, CHTNEnsemble
 
-TRUNK_PREFIX = "trunk."  # checkpoint tensors of the fine-tuned trunk units, under their timm names
-
 
 class TrunkTail(nn.Module):
     """Trainable copy of a trunk's last units: prefix feature map (B, C, h, w) -> pooled features (B, d).

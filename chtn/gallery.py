@@ -25,10 +25,8 @@ from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset
 from chtn.errors import CHTNError
 from chtn.evaluate import EVALUATION_FORMAT, EvaluationReport, report_arrays, report_from_arrays
-from chtn.features import FeatureCache
 from chtn.hashing import default_cache_dir
 from chtn.progress import Progress
-from chtn.tower import create_tower
 
 
 @dataclass(frozen=True)
@@ -133,6 +131,10 @@ def embed_split(
     if path.exists():
         stored = np.load(path)
         return Gallery(part, stored["image"], stored["text"], part.label_index)
+    # Here, not at the top: the encoders import PyTorch (seconds), which a page reading stored embeddings never needs.
+    from chtn.features import FeatureCache
+    from chtn.tower import create_tower
+
     image, text = create_tower(checkpoint, device).embed_pairs(part, FeatureCache(cache_dir), progress)
     store_embeddings(checkpoint, data, split, image, text, cache_dir)
     return Gallery(part, image, text, part.label_index)

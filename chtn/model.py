@@ -95,7 +95,7 @@ class CHTN(nn.Module):
 
     @property
     def has_source(self) -> bool:
-        return self.config.num_source_classes > 0
+        return self.config.has_source
 
     def _common(self, h7: torch.Tensor, normalize: bool) -> torch.Tensor:
         h9, logits = self.shared(h7)

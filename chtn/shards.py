@@ -10,7 +10,8 @@ embedding, statistics and reports run once, on rank 0, which alone prints and wr
 its processes train one model together (:mod:`chtn.train`).
 
 The jobs travel as pickles between the processes of one launch (``broadcast_object_list``): arrays this code made,
-never a user's file.
+never a user's file. PyTorch is imported by the functions of a launch only: outside one, :func:`evaluate` (every page
+of the dashboard) ranks on the CPU without it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
-import torch
 
 from chtn.evaluate import EvaluationReport, evaluate_embeddings
-from chtn.features import pick_device
 from chtn.progress import Progress
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ _launch_device: torch.device | None = None
 
 def distributed_context() -> tuple[int, int]:
     """(rank, world size); initialises the process group when launched by torchrun."""
+    import torch
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -58,6 +62,8 @@ def distributed_context() -> tuple[int, int]:
 def shard_device(device: torch.device) -> torch.device:
     """This process's device: under torchrun on CUDA, the GPU of its local rank (initialising the process group);
     otherwise ``device`` itself (gloo processes share the CPU)."""
+    import torch
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)  # before the process group: NCCL binds each rank to its current GPU
@@ -69,6 +75,10 @@ def run(command: Callable[[], int], device: str | None) -> int:
     """Run ``command`` on rank 0 and serve its evaluations on every other rank (module docstring); the exit status
     is the command's on rank 0 and 0 elsewhere. ``device``: the command line's --device (None: CUDA when present),
     one GPU per process on CUDA."""
+    import torch
+
+    from chtn.features import pick_device
+
     global _launch_device
     _launch_device = shard_device(pick_device(device))  # initialises the process group
     # Every rank passes a barrier before any tears the group down: a rank that closed its connections while
@@ -103,6 +113,8 @@ def leave(status: int) -> NoReturn:
 
 def _serve() -> int:
     """A serving rank's loop: rank its share of each evaluation rank 0 announces, until rank 0 says it is done."""
+    import torch
+
     served = 0
     while (job := _next_job(None)) is not None:
         evaluate_embeddings(
@@ -137,6 +149,8 @@ def evaluate(
 
 def _next_job(job: _Job | None) -> _Job | None:
     """Rank 0 sends ``job`` (None: the command is over); every rank returns what rank 0 sent."""
+    import torch
+
     box: list[_Job | None] = [job]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]

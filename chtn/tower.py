@@ -31,11 +31,11 @@ from chtn.encoders import (
     TransformerTextEncoder,
     cached_image_trunk,
     cached_text_encoder,
-    check_local_models,
     image_transform,
 )
 from chtn.features import FeatureCache, image_features, pick_device, transformer_text_features
 from chtn.images import open_rgb
+from chtn.offline import check_local_models
 from chtn.progress import Progress
 
 
@@ -125,7 +125,7 @@ def _image_trunk(checkpoint: Checkpoint, device: str) -> ImageTrunk:
     """The trunk a checkpoint's image stream expects: the shared frozen one, or a copy with its fine-tuned
     last units, whose features are cached under their own identity."""
     encoder = checkpoint.config.encoder
-    if not checkpoint.trunk_state:
+    if not checkpoint.trunk_weights:
         return cached_image_trunk(encoder.image_model, encoder.image_weights or None, device)
     trunk = ImageTrunk(encoder.image_model, encoder.image_weights or None).load_tail(
         checkpoint.trunk_state, checkpoint.digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -423,6 +424,40 @@ def test_the_warm_up_steps_aside_while_a_session_script_runs():
     assert stepped == [True]
 
 
+def test_the_warm_up_steps_aside_while_a_page_loads_before_its_script_runs():
+    """A browser loads a page's files and opens its session (about a second) before the page's script runs: the
+    warm-up's wait (`quiet`) also covers a request that recent, and no other wait does."""
+    from analysis.jobs import ScriptRuns
+
+    runs = ScriptRuns()
+    assert runs.wait_idle(0, quiet=60)  # no request yet
+    runs.requested()
+    assert runs.wait_idle(0) and not runs.wait_idle(0, quiet=60)
+    started = time.monotonic()
+    assert runs.wait_idle(600, quiet=0.3)  # goes on once the page has been quiet that long
+    assert time.monotonic() - started >= 0.25
+
+
+def test_the_server_notes_each_browser_request_but_the_health_check():
+    import app
+    from analysis.jobs import SCRIPT_RUNS
+
+    served: list[str] = []
+
+    async def inner(scope, _receive, _send) -> None:
+        served.append(scope["path"])
+
+    note = app.NoteRequests(inner)
+    before = SCRIPT_RUNS._last_request
+    asyncio.run(note({"type": "http", "path": "/_stcore/health"}, None, None))
+    assert SCRIPT_RUNS._last_request == before
+    for kind, path in (("http", "/static/js/index.js"), ("websocket", "/_stcore/stream")):
+        asyncio.run(note({"type": kind, "path": path}, None, None))
+        assert SCRIPT_RUNS._last_request > before
+        before = SCRIPT_RUNS._last_request
+    assert served == ["/_stcore/health", "/static/js/index.js", "/_stcore/stream"]  # every request is served
+
+
 def test_a_job_that_steps_aside_starts_once_the_page_that_submitted_it_has_drawn():
     """Source bias and the shared space draw an interim answer while their job computes: the job (imports, numba)
     starts when the script run that submitted it ends, not beside it; a job that does not step aside starts at once."""
@@ -435,6 +470,53 @@ def test_a_job_that_steps_aside_starts_once_the_page_that_submitted_it_has_drawn
         time.sleep(0.2)
         assert not patient.done()
     assert patient.future.result(timeout=600) == "done"
+
+
+# Every page but "Why this result?", with a query string that opens its main answer (Source bias last: its
+# diagnostics, computed in the background after the first answer, use the image encoders).
+FIRST_ANSWERS_WITHOUT_TORCH = (
+    ("views/overview.py", {}),
+    ("views/explorer.py", {}),
+    ("views/review.py", {}),
+    ("views/space.py", {}),
+    ("views/compare.py", {"checkpoint": "chtn_no_source", "baseline": "chtn_fashion_source"}),
+    ("views/bias.py", {"checkpoint": "chtn_fashion_source"}),
+)
+
+
+def test_the_pages_first_answers_import_no_pytorch(tmp_path):
+    """The pages answer from stored embeddings, so their first run in a new process imports no PyTorch (1.5-2.5 s of
+    a new server's first page on 2 cores): checked in a fresh process with empty caches, page after page. The
+    warm-up imports what those answers need before PyTorch, so a page opened in a new server's first seconds does
+    not wait for it either."""
+    import subprocess
+    import sys
+
+    import app
+
+    assert app.WARM_IMPORTS.index("views.common") < app.WARM_IMPORTS.index("torch")
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+for page, params in {FIRST_ANSWERS_WITHOUT_TORCH!r}:
+    at = AppTest.from_file("dashboard.py", default_timeout={TIMEOUT})
+    at.switch_page(page)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception and not at.error, (page, at.exception, at.error)
+    print(page, "torch" in sys.modules, flush=True)
+"""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+        "CHTN_WARM_UP": "0",
+        "CHTN_CACHE_DIR": str(tmp_path / "cache"),
+        "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+        "CHTN_REVIEW_DB": str(tmp_path / "review.sqlite"),
+    }
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == [word for page, _ in FIRST_ANSWERS_WITHOUT_TORCH for word in (page, "False")]
 
 
 def test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attribution(tmp_path, monkeypatch):

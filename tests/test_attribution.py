@@ -104,7 +104,8 @@ def test_randomised_chtn_weights_change_the_image_map(checkpoint, test_split, tm
     torch.manual_seed(0)
     random_model = CHTN(checkpoint.config.model).eval().requires_grad_(False)
     # the same file's metadata with randomised weights: another digest, so its own tower and cache keys
-    randomised_checkpoint = dataclasses.replace(checkpoint, model=random_model, digest="randomised")
+    weights = {name: tensor.numpy() for name, tensor in random_model.state_dict().items()}
+    randomised_checkpoint = dataclasses.replace(checkpoint, weights=weights, digest="randomised")
     randomised = PairExplainer(randomised_checkpoint, cache_dir=tmp_path / "b")
     correlations = []
     plain = dataclasses.replace(FAST, refine=False)  # the maps' dependence on the weights, not their completeness

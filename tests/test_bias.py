@@ -205,8 +205,8 @@ def test_the_embeddings_only_report_reads_no_image_and_keeps_its_own_cache_entry
     def no_images(*_args):
         raise AssertionError("an image model was loaded for the embeddings-only report")
 
-    monkeypatch.setattr(bias, "cached_image_trunk", no_images)
-    monkeypatch.setattr(bias, "create_tower", no_images)
+    monkeypatch.setattr("chtn.encoders.cached_image_trunk", no_images)  # imported where the images are read
+    monkeypatch.setattr("chtn.tower.create_tower", no_images)
     checkpoint, reference = checkpoints["chtn_fashion_source"], checkpoints["chtn_no_source"]
     data = load_pairs(PAIRS, checkpoint.label_names)
     source = bias.open_source(checkpoint, None, PAIRS)

@@ -370,6 +370,21 @@ def test_pt_with_the_same_two_parts_loads(saved, tmp_path):
     assert checkpoint.tfidf_state is not None
 
 
+def test_pt_tensors_numpy_cannot_hold_are_named_and_parameters_load(saved, tmp_path):
+    path, model, _ = saved
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        tensors = {k: torch.nn.Parameter(v) if v.is_floating_point() else v for k, v in tensors.items()}  # with grad
+        metadata = handle.metadata()
+    torch.save({"state_dict": tensors, "metadata": metadata}, tmp_path / "params.pt")
+    loaded = load_checkpoint(tmp_path / "params.pt").model
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    tensors["shared.fc10.bias"] = tensors["shared.fc10.bias"].detach().to_sparse()
+    torch.save({"state_dict": tensors, "metadata": metadata}, tmp_path / "sparse.pt")
+    with pytest.raises(CheckpointError, match=r"sparse.pt: tensor 'shared.fc10.bias' is of a kind CHTN cannot read"):
+        load_checkpoint(tmp_path / "sparse.pt")
+
+
 def _set_hidden_dim(header):
     header["config"]["model"]["hidden_dim"] = 64
 
@@ -388,6 +403,40 @@ def test_header_config_that_does_not_fit_the_tensors(saved, tmp_path, edit):
         r"mismatch for .*re-train",
     ):
         load_checkpoint(edited)
+
+
+def test_a_checkpoint_opened_without_its_model_builds_it_once_on_first_use(saved):
+    """The dashboard's way (`build_model=False`): sessions asking at once share one model, built from the file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, model, _ = saved
+    checkpoint = load_checkpoint(path, build_model=False)
+    assert not checkpoint._built  # nothing built by the load
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: checkpoint.model, range(8)))
+    assert all(built is models[0] for built in models) and not models[0].training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in models[0].state_dict().items())
+
+
+def test_weights_that_do_not_fit_are_named_when_a_model_opened_later_is_built(saved, tmp_path):
+    edited = load_checkpoint(_rewrite_header(saved[0], tmp_path / "edited.safetensors", _set_hidden_dim), False)
+    assert edited.label_names == LABELS  # the rest of the file was read and checked
+    for _ in range(2):  # a failed build is not kept: every caller hears it
+        with pytest.raises(CheckpointError, match=r"edited.safetensors: weights do not match its config \(size"):
+            edited.model  # noqa: B018 -- the property builds the model
+
+
+def test_bfloat16_tensors_load_as_the_float32_model_holds_them(saved, tmp_path):
+    """numpy has no bfloat16: such a file is read through PyTorch and widened, as loading into the model does."""
+    with safe_open(str(saved[0]), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        metadata = handle.metadata()
+    halved = {k: v.to(torch.bfloat16) if k.startswith("shared.") else v for k, v in tensors.items()}
+    save_file(halved, str(tmp_path / "bf16.safetensors"), metadata=metadata)
+    loaded = load_checkpoint(tmp_path / "bf16.safetensors").model.state_dict()
+    assert loaded["shared.fc10.weight"].dtype == torch.float32
+    assert all(torch.equal(loaded[k], v.float()) for k, v in halved.items() if k in loaded)
+    assert not torch.equal(loaded["shared.fc10.weight"], tensors["shared.fc10.weight"])  # rounded, so really bf16
 
 
 def test_header_with_missing_tensor(saved, tmp_path):

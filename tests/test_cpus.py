@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -71,3 +73,14 @@ def test_setting_the_threads_sizes_torch_and_says_so(monkeypatch):
         assert torch.get_num_threads() == 1 and line.startswith("torch uses 1 CPU thread (set by --threads")
     finally:
         torch.set_num_threads(before)
+
+
+def test_threads_set_before_torch_is_imported_size_its_pool_when_it_is():
+    """The dashboard's server sizes the pool at start and imports torch later (its first answers do not need it)."""
+    script = (
+        "import sys; from chtn.cpus import set_torch_threads; line = set_torch_threads(1); "
+        "assert 'torch' not in sys.modules; import torch; print(torch.get_num_threads(), line)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CHTN_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.startswith("1 torch uses 1 CPU thread (set by --threads")

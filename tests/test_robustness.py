@@ -305,7 +305,8 @@ def _mutations(draw_header: dict, key: str, action: str, value: object) -> dict:
     nested=st.one_of(st.none(), st.integers(1, 3000)),
 )
 def test_any_damaged_header_or_tensor_is_a_checkpoint_or_a_clean_error(tmp_path_factory, edits, tensor_edit, nested):
-    """Loading (CLI's `load_checkpoint`, the dashboard's `open_checkpoint` + model card) never raises another type."""
+    """Loading (CLI's `load_checkpoint`, the dashboard's `open_checkpoint` + model card, then its model when a page
+    needs it) never raises another type."""
     from analysis.workspace import model_card, open_checkpoint
 
     header = SAMPLE_HEADER
@@ -331,10 +332,15 @@ def test_any_damaged_header_or_tensor_is_a_checkpoint_or_a_clean_error(tmp_path_
         checkpoint = open_checkpoint(str(path))
     except CHTNError as exc:
         assert str(exc)
+        return
+    card = model_card(checkpoint)
+    assert card["categories"] == len(checkpoint.label_names) == checkpoint.config.model.num_classes
+    try:
+        model = checkpoint.model  # built when a page first needs it
+    except CHTNError as exc:
+        assert "weights do not match its config" in str(exc)
     else:
-        card = model_card(checkpoint)
-        assert card["categories"] == len(checkpoint.label_names) == checkpoint.config.model.num_classes
-        assert all(torch.isfinite(t).all() for t in checkpoint.model.state_dict().values() if t.is_floating_point())
+        assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
 # ---- manifests and the Wikipedia layout: decoded defensively ------------------------------------------------

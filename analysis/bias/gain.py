@@ -138,7 +138,7 @@ def pick_reference(checkpoint: Checkpoint, candidates: Sequence[Checkpoint]) -> 
     first such candidate; never the built-in baseline, which is another model, not CHTN without a source), or None."""
     dataset = (checkpoint.meta.get("dataset") or {}).get("fingerprint")
     for candidate in candidates:
-        if candidate == checkpoint or candidate.meta.get("source") or candidate.model.has_source:
+        if candidate == checkpoint or candidate.meta.get("source") or candidate.config.model.has_source:
             continue
         if candidate.config.model.architecture != "chtn":
             continue
@@ -157,7 +157,7 @@ def resolve_source(
     training command did (relative to the folder it ran in), tried from here, the checkpoint's folders and the
     dataset's folders. Raises a message naming every place looked at and how to point at it."""
     source = checkpoint.meta.get("source") or {}
-    if not source and not checkpoint.model.has_source:
+    if not source and not checkpoint.config.model.has_source:
         raise CHTNError(
             f"{checkpoint.path.name} was trained without a source domain; source-bias diagnostics need a "
             "checkpoint trained with --source."

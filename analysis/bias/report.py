@@ -25,13 +25,10 @@ from chtn.checkpoint import Checkpoint
 from chtn.data import PairDataset, SourceDataset, load_source
 from chtn.directions import ARROWS
 from chtn.domain import proxy_a_distance, source_domain_fit
-from chtn.encoders import cached_image_trunk, imagenet_class_names
 from chtn.errors import CHTNError
-from chtn.features import FeatureCache, image_features
 from chtn.gallery import Gallery, embed_split, evaluate_gallery
 from chtn.hashing import default_cache_dir
 from chtn.progress import Progress, within
-from chtn.tower import create_tower
 
 NO_SOURCE_NOTE = (
     "No source data: coverage, capture and domain discrepancy need the source images the checkpoint was trained with."
@@ -192,7 +189,6 @@ def _compute(
     """Every diagnostic of `sides[0][0]` (those of its test embeddings only, without `read_images`); the gain of its
     runs (`sides[0]`) against the reference's (`sides[1]`)."""
     checkpoint, names = sides[0][0], sides[0][0].label_names
-    cache = FeatureCache(cache_dir)
     progress(0.0, "Embedding the test split")
     gallery = embed_split(checkpoint, data, "test", cache_dir=cache_dir)
     report = BiasReport(
@@ -222,15 +218,37 @@ def _compute(
         ignore_index=True,
     )
     tables["gap"] = modality_gap(gallery.image, gallery.text, gallery.labels, names).per_category
-    if not read_images:
-        return report
+    if read_images:
+        _image_diagnostics(report, checkpoint, gallery, data, source, settings, cache_dir, progress)
+    return report
+
+
+def _image_diagnostics(
+    report: BiasReport,
+    checkpoint: Checkpoint,
+    gallery: Gallery,
+    data: PairDataset,
+    source: SourceDataset | None,
+    settings: BiasSettings,
+    cache_dir: Path | None,
+    progress: Progress,
+) -> None:
+    """Add to `report` what needs the images through the encoders: the ImageNet prior and, with the source, coverage,
+    capture and the domain discrepancy."""
+    # Here, not at the top: the encoders import PyTorch (seconds), which the first answer (the test embeddings) does
+    # not need.
+    from chtn.encoders import cached_image_trunk, imagenet_class_names
+    from chtn.features import FeatureCache, image_features
+    from chtn.tower import create_tower
+
+    tables, names, cache = report.tables, checkpoint.label_names, FeatureCache(cache_dir)
     progress(0.3, "ImageNet prior of the target images")
     frozen = cached_image_trunk(checkpoint.config.encoder.image_model, checkpoint.config.encoder.image_weights or None)
     target_frozen, target_logits = image_features(gallery.data.image_paths, cache, frozen)
     tables["prior"] = imagenet_prior(target_logits, gallery.labels, names, imagenet_class_names())
     if source is None:
         report.notes.append(NO_SOURCE_NOTE)
-        return report
+        return
     report.source = {
         "path": source.source,
         "fingerprint": source.fingerprint(),
@@ -243,10 +261,10 @@ def _compute(
         target_frozen, gallery.labels, names, source_frozen, source.label_index, source.label_names
     )
     tower = create_tower(checkpoint)
-    tuned = bool(checkpoint.trunk_state)
+    tuned = bool(checkpoint.trunk_weights)
     target_own = tower.image_features(gallery.data.image_paths, cache)[0] if tuned else target_frozen
     source_own = tower.image_features(source.image_paths, cache)[0] if tuned else source_frozen
-    if checkpoint.model.has_source:
+    if checkpoint.config.model.has_source:
         matrix = capture(tower.source_probabilities(target_own), gallery.labels, names, source.label_names)
         tables["capture"] = matrix
         tables["capture_summary"] = capture_summary(matrix)
@@ -273,8 +291,6 @@ def _compute(
         settings,
         progress,
     )
-    report.tables = tables
-    return report
 
 
 def _gain(
