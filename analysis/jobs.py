@@ -163,8 +163,9 @@ class Job(Generic[T]):
 class BackgroundJobs(Generic[T]):
     """A registry of background jobs keyed by content; `workers` compute at a time (one by default: the work is
     CPU-bound, and a small server should keep cores for the sessions' own script runs). With `step_aside`, a job
-    starts once no session's script run is under way (at most STEP_ASIDE_SECONDS later): for jobs whose page draws
-    an interim answer meanwhile, which the job's imports and work would otherwise slow down on 2 cores.
+    starts once no session's script run is under way and no page is loading (at most STEP_ASIDE_SECONDS later): for
+    jobs whose page draws an interim answer meanwhile, which the job's imports and work would otherwise slow down on
+    2 cores. The browser may still be fetching what it draws that answer with (plotly's code, on a first visit).
 
     Each job runs in its own daemon thread (a stopping server does not wait for a result nobody will see), queued
     on a semaphore.
@@ -174,7 +175,7 @@ class BackgroundJobs(Generic[T]):
         self._lock = threading.RLock()  # a job already done when submitted runs its callback in this thread
         self._jobs: dict[str, Job[T]] = {}
         self._slots = threading.BoundedSemaphore(workers)
-        self._step_aside = step_aside  # start once no script run is under way (see ScriptRuns)
+        self._step_aside = step_aside  # start once no script run is under way and no page loads (see ScriptRuns)
 
     def submit(self, key: str, compute: Callable[[Progress], T]) -> Job[T]:
         """The job for `key`: the running (or failed) one if there is one, else a new job running
@@ -202,7 +203,7 @@ class BackgroundJobs(Generic[T]):
 
     def _run(self, job: Job[T], compute: Callable[[Progress], T]) -> None:
         if self._step_aside:  # the page that submitted it is still drawing its first answer: let it finish first
-            SCRIPT_RUNS.step_aside()
+            SCRIPT_RUNS.step_aside(PAGE_LOAD_SECONDS)
         with self._slots:
             if not job.future.set_running_or_notify_cancel():
                 return

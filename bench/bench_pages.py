@@ -16,7 +16,8 @@ Per page, as a new user meets it on the sample:
 - **complete** (pages that answer first and fill in the rest in the background): until the rest is there too.
 - **bare**: a page of two lines (`st.title`, `st.write`) started and reloaded the same way, interleaved.
 
-The main answer is a text each page shows once its answer is drawn (MAIN below); every page is checked for
+The main answer is a text each page shows once its answer is drawn, and the plot for a page whose answer is one
+(MAIN below: the shared space's map, whose code the browser fetches only then); every page is checked for
 exceptions, error boxes and dialogs (the run fails on any). The sample's embeddings and source features are
 shipped, so no cold page embeds the test split.
 """
@@ -30,6 +31,8 @@ import platform
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,13 +54,15 @@ HEADING = "## Time to each page's main answer"
 
 
 class Main(NamedTuple):
-    """How a page is timed: its address, the text that says its main answer is on screen, and for a page that fills
-    in the rest afterwards, how to see the rest has come: an interim note gone, or a final text shown."""
+    """How a page is timed: its address, the text that says its main answer is on screen (and `plot`: a plot too,
+    for a page whose answer is a plot), and for a page that fills in the rest afterwards, how to see the rest has
+    come: an interim note gone, or a final text shown."""
 
     path: str
     answer: str
     pending: str | None = None
     final: str | None = None
+    plot: bool = False
 
 
 MAIN: dict[str, Main] = {
@@ -66,7 +71,7 @@ MAIN: dict[str, Main] = {
     "Why this result?": Main(
         "/attribution?direction=i2t&query=13501&result=11375", "Similarity of the pair", final="Strongest words"
     ),
-    "Shared space": Main("/space", "Selection: 0 items", pending="Showing PCA while UMAP"),
+    "Shared space": Main("/space", "Selection: 0 items", pending="Showing PCA while UMAP", plot=True),
     "Source bias": Main(
         "/bias?checkpoint=chtn_fashion_source", "Domain gate.", pending="they compute in the background"
     ),
@@ -75,11 +80,24 @@ MAIN: dict[str, Main] = {
 }
 
 
-def _answer(tab, url: str, marker: str, timeout_ms: int) -> float:
-    """Seconds from starting a page load of `url` to `marker` visible (the page is then checked clean)."""
+@contextmanager
+def _tab(browser) -> Iterator:
+    """A tab in a browser context of its own (an empty HTTP cache), closed before its server stops: a tab left open
+    keeps trying to reach its stopped server and takes CPU from the pages measured after it."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _answer(tab, url: str, main: Main, timeout_ms: int) -> float:
+    """Seconds from starting a page load of `url` to its main answer visible (the page is then checked clean)."""
     start = time.perf_counter()
     tab.goto(url, wait_until="commit", timeout=timeout_ms)
-    tab.get_by_text(marker).first.wait_for(state="visible", timeout=timeout_ms)
+    tab.get_by_text(main.answer).first.wait_for(state="visible", timeout=timeout_ms)
+    if main.plot:  # drawn: plotly's code is fetched on a page's first plot, after the text around it
+        tab.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=timeout_ms)
     seconds = time.perf_counter() - start
     _assert_clean(tab, url)
     return seconds
@@ -108,16 +126,18 @@ def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, tim
         "NUMBA_CACHE_DIR": str(cache / "numba"),
         "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
     }
-    with StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log", warm_up=True) as server:
+    with (
+        StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log", warm_up=True) as server,
+        _tab(browser) as tab,
+    ):
         healthy = server.wait_healthy()
         log = server.log_path
         warm_up = (_warm_up_seconds(log, "encoders"), _warm_up_seconds(log)) if started else None
-        tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         begun = time.perf_counter()
-        cold = _answer(tab, server.url + main.path, main.answer, timeout_ms)
+        cold = _answer(tab, server.url + main.path, main, timeout_ms)
         complete = _complete(tab, main, timeout_ms, begun) if main.pending or main.final else None
         time.sleep(1.0)  # let the page's last run finish before the reloads
-        warm = [_answer(tab, server.url + main.path, main.answer, timeout_ms) for _ in range(repeats)]
+        warm = [_answer(tab, server.url + main.path, main, timeout_ms) for _ in range(repeats)]
     return {"health": healthy, "warm_up": warm_up, "cold": cold, "complete": complete, "warm": warm}
 
 
@@ -125,9 +145,11 @@ def _bare(browser, work: Path, repeats: int, timeout_ms: int) -> dict:
     folder = work / "bare"
     folder.mkdir()
     (folder / "bare.py").write_text(BARE_SCRIPT)
-    with StreamlitServer(folder / "bare.py", folder, dict(os.environ), folder / "server.log") as server:
+    with (
+        StreamlitServer(folder / "bare.py", folder, dict(os.environ), folder / "server.log") as server,
+        _tab(browser) as tab,
+    ):
         healthy = server.wait_healthy()
-        tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
 
         def load() -> float:
             start = time.perf_counter()
@@ -170,11 +192,11 @@ def table(res: dict) -> str:
     ]
     bare_warm = sorted(bare["warm"])[len(bare["warm"]) // 2]
     for name, page in res["pages"].items():
-        marker = MAIN[name].answer
+        shown = f'"{MAIN[name].answer}"' + (", its plot drawn" if MAIN[name].plot else "")
         complete = "" if page["complete"] is None else f"{page['complete']:.2f}"
         warm = sorted(page["warm"])[len(page["warm"]) // 2]
         rows.append(
-            f'| {name} ("{marker}") | {page["cold"]:.2f} | {res["started"][name]["cold"]:.2f} | {complete} '
+            f"| {name} ({shown}) | {page['cold']:.2f} | {res['started'][name]['cold']:.2f} | {complete} "
             f"| {_stats(page['warm'])} | {warm / bare_warm:.1f} |"
         )
     steps = [started["warm_up"] for started in res["started"].values()]
@@ -193,7 +215,8 @@ Machine: 2-core CPU, no GPU ({os.cpu_count()} cores reported, {platform.machine(
 1-minute load average per core {res["load_before"]:.2f} before the run, {res["load_after"]:.2f} after.
 
 Per page: **cold** is a new server with empty caches (a fresh install: `CHTN_CACHE_DIR` and `NUMBA_CACHE_DIR` empty,
-a new review database), from the page load to its main answer on screen (the text in brackets); each page is the
+a new review database), from the page load to its main answer on screen (the text in brackets, and the plot where
+the answer is one); each page is the
 first one opened on its own server, right after it answers `/_stcore/health`, while app.py's start-up warm-up runs
 beside it. **Cold, server warmed up first** is the same on another new server with empty caches, opened once the
 warm-up has finished (a server started before the meeting): nobody has opened a page on it yet. **Complete** is,

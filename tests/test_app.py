@@ -460,7 +460,8 @@ def test_the_server_notes_each_browser_request_but_the_health_check():
 
 def test_a_job_that_steps_aside_starts_once_the_page_that_submitted_it_has_drawn():
     """Source bias and the shared space draw an interim answer while their job computes: the job (imports, numba)
-    starts when the script run that submitted it ends, not beside it; a job that does not step aside starts at once."""
+    starts when the script run that submitted it ends and the page has loaded, not beside them; a job that does not
+    step aside starts at once."""
     from analysis.jobs import SCRIPT_RUNS, BackgroundJobs
 
     with SCRIPT_RUNS.running():  # the page's script run
@@ -469,6 +470,9 @@ def test_a_job_that_steps_aside_starts_once_the_page_that_submitted_it_has_drawn
         assert eager.future.result(timeout=600) == "done"
         time.sleep(0.2)
         assert not patient.done()
+        SCRIPT_RUNS.requested()  # the browser fetches what it draws the answer with
+    time.sleep(0.2)
+    assert not patient.done()  # the run is over, but the page is still loading
     assert patient.future.result(timeout=600) == "done"
 
 
