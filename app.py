@@ -26,7 +26,7 @@ import streamlit as st
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from analysis.jobs import PAGE_LOAD_SECONDS, SCRIPT_RUNS, serialise_ast_parsing
+from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
 
 WARM_UP = "CHTN_WARM_UP"
 
@@ -71,14 +71,9 @@ def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
     return time.perf_counter() - started
 
 
-def _step_aside() -> None:
-    """The warm-up's wait before each step: until no session's script runs and no page is loading (a page opened on
-    a new server is its first visitor's; its script run starts only once the browser has loaded its files)."""
-    SCRIPT_RUNS.step_aside(quiet=PAGE_LOAD_SECONDS)
-
-
 class NoteRequests:
-    """ASGI middleware: each browser request but the health check tells the warm-up that a page may be loading."""
+    """ASGI middleware: each browser request but the health check tells the work that steps aside (the warm-up, the
+    pages' background jobs) that a page may be loading."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -106,11 +101,11 @@ def _warm_up_server(warm: bool) -> None:
         ()
         if not warm
         else (
-            ("encoders, the sample and one attribution ready", lambda: warm_up(_step_aside)),
+            ("encoders, the sample and one attribution ready", lambda: warm_up(SCRIPT_RUNS.step_aside)),
             ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
         )
     ):
-        _step_aside()
+        SCRIPT_RUNS.step_aside()
         try:
             seconds = step()
         except Exception as exc:  # noqa: BLE001 -- a warm-up must never take the server down; the page will say

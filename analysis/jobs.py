@@ -126,10 +126,10 @@ class ScriptRuns:
                     return False
                 self._changed.wait(min(deadline - now, loading) if self._count == 0 else deadline - now)
 
-    def step_aside(self, quiet: float = 0.0) -> None:
-        """What work nobody waits on yet calls before each step: wait for the script runs under way to end (and with
-        `quiet`, for the pages loading), for at most STEP_ASIDE_SECONDS (busy servers still get it done)."""
-        self.wait_idle(STEP_ASIDE_SECONDS, quiet)
+    def step_aside(self) -> None:
+        """What work nobody waits on yet calls before each step: wait for the script runs under way to end and the
+        pages loading to load, for at most STEP_ASIDE_SECONDS (busy servers still get it done)."""
+        self.wait_idle(STEP_ASIDE_SECONDS, PAGE_LOAD_SECONDS)
 
 
 SCRIPT_RUNS = ScriptRuns()  # the server's one counter: dashboard.py counts its runs; app.py's warm-up and jobs read it
@@ -203,7 +203,7 @@ class BackgroundJobs(Generic[T]):
 
     def _run(self, job: Job[T], compute: Callable[[Progress], T]) -> None:
         if self._step_aside:  # the page that submitted it is still drawing its first answer: let it finish first
-            SCRIPT_RUNS.step_aside(PAGE_LOAD_SECONDS)
+            SCRIPT_RUNS.step_aside()
         with self._slots:
             if not job.future.set_running_or_notify_cancel():
                 return
