@@ -37,6 +37,7 @@ WARM_UP = "CHTN_WARM_UP"
 WARM_IMPORTS = (
     "views.common",
     "scipy.special",  # Compare's and Source bias's Welch test
+    "plotly.express",  # the pages' plots
     "torch",
     "timm",
     "transformers",
@@ -73,15 +74,19 @@ def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
 
 class NoteRequests:
     """ASGI middleware: each browser request but the health check tells the work that steps aside (the warm-up, the
-    pages' background jobs) that a page may be loading."""
+    pages' background jobs) that a page may be loading, when it comes and, for a file, again once it is sent (plotly's
+    code, 4.7 MB, takes the browser a second to fetch on a busy server, and more to run)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not scope["path"].endswith("/_stcore/health"):
+        noted = scope["type"] in ("http", "websocket") and not scope["path"].endswith("/_stcore/health")
+        if noted:
             SCRIPT_RUNS.requested()
         await self.app(scope, receive, send)
+        if noted and scope["type"] == "http":  # a websocket ends with its session: nothing loads then
+            SCRIPT_RUNS.requested()
 
 
 def _warm_up_server(warm: bool) -> None:

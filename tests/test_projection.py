@@ -182,10 +182,15 @@ def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
     table = points_table(projection, g.data.ids, g.data.texts, g.labels, names, correct, ~correct)
     assert set(table.outcome[table.modality == "image"]) == {"mis-retrieved"}
     figure = scatter_figure(table, "category")
-    assert len(figure.data) == 20 and all(t.type == "scattergl" for t in figure.data)  # one legend entry per category
-    symbols = np.concatenate([t.marker.symbol for t in figure.data])
-    assert sorted(set(symbols)) == ["circle", "diamond"] and (symbols == "circle").sum() == 400
+    assert all(t.type == "scattergl" for t in figure.data)
+    legend = [t.name for t in figure.data if t.showlegend]
+    assert sorted(legend) == sorted(names) == sorted({t.legendgroup for t in figure.data})  # one entry per category
     assert len({t.marker.color for t in figure.data}) == 20  # a colour of its own for each category
+    assert all(len({t.marker.color for t in figure.data if t.name == name}) == 1 for name in names)
+    drawn = {(t.marker.symbol, modality) for t in figure.data for modality in t.customdata[:, 1]}
+    assert drawn == {("circle", "image"), ("diamond", "text")}  # ● images, ◆ texts
+    points = np.concatenate([t.customdata[:, :2] for t in figure.data])  # what a selection reports: (row, modality)
+    assert sorted(map(tuple, points)) == sorted(zip(table.row, table.modality))  # each item once
     assert figure.layout.margin.t >= 40  # room above the plot for the toolbar: it does not cover the legend
     mixed = table.assign(outcome=np.where(np.arange(len(table)) % 3 == 0, "top-1 correct", "mis-retrieved"))
     outcome = {t.name: t.marker.color for t in scatter_figure(mixed, "outcome").data}

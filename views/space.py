@@ -172,7 +172,25 @@ focus = st.selectbox(
 if focus != ALL:
     table = table[table.category == focus]
 
-plot_col, gap_col = st.columns([5, 2])
+plot_col, gap_col = st.columns([5, 2])  # the map first: its plotly code is the browser's longest fetch
+with plot_col:
+    colour = (
+        st.segmented_control(
+            "Colour by",
+            list(COLOUR_BY),
+            format_func=COLOUR_BY.get,
+            default="category",
+            key="sp_colour",
+            persist_state="session",
+        )
+        or "category"
+    )
+    point = table[(table.id == st.query_params.get("point")) & (table.modality == st.query_params.get("modality"))]
+    if len(point):  # a link from the Review page: the map centred on that item (zoom out with a double click)
+        st.caption(f"Centred on {point.iloc[0].id} ({point.iloc[0].modality}); double-click the map to see all of it.")
+    figure = scatter_figure(table, colour, focus=point.iloc[0] if len(point) else None)
+    event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
+
 with gap_col:
     gap = cached_gap(ctx.checkpoint.digest, data.fingerprint())
     st.metric(
@@ -199,24 +217,6 @@ with gap_col:
             ),
         },
     )
-
-with plot_col:
-    colour = (
-        st.segmented_control(
-            "Colour by",
-            list(COLOUR_BY),
-            format_func=COLOUR_BY.get,
-            default="category",
-            key="sp_colour",
-            persist_state="session",
-        )
-        or "category"
-    )
-    point = table[(table.id == st.query_params.get("point")) & (table.modality == st.query_params.get("modality"))]
-    if len(point):  # a link from the Review page: the map centred on that item (zoom out with a double click)
-        st.caption(f"Centred on {point.iloc[0].id} ({point.iloc[0].modality}); double-click the map to see all of it.")
-    figure = scatter_figure(table, colour, focus=point.iloc[0] if len(point) else None)
-    event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode=("lasso", "box"), key="sp_chart")
 
 selected, restored = chosen_points(table, event, region.projection_tag(replace(params, method=on_screen)))
 st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''}")

@@ -7,52 +7,56 @@ from collections.abc import Sequence
 import pandas as pd
 
 OUTCOME_COLOURS = {"mis-retrieved": "#d62728", "top-1 correct": "#c7c7c7"}  # the errors stand out, red on grey
+SYMBOLS = {"image": "circle", "text": "diamond"}  # the marker of each modality
 MODEBAR_ROOM = 40  # px above the plot for plotly's toolbar, so that it never covers the legend's first entries
 
 
 def category_colours(names: Sequence[str]) -> dict[str, str]:
     """A distinct colour per category, in order (plotly's Dark24 then Light24: 48 before any repeats). Ten colours
     for twenty categories made neighbours such as T-shirts and Sweaters share one."""
-    from plotly.express.colors import qualitative
+    from plotly.colors import qualitative
 
     palette = qualitative.Dark24 + qualitative.Light24
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def scatter_figure(table: pd.DataFrame, colour: str, height: int = 620, focus: pd.Series | None = None):
-    """WebGL scatter of `points_table` rows: colour by a column, shape by modality (● image, ◆ text).
+    """WebGL scatter of `points_table` rows: a colour per value of the `colour` column (one legend entry each, in order
+    of first appearance), a shape per modality (● image, ◆ text).
 
-    The legend lists the colours only; `custom_data` carries (row, modality) so a selection maps back to items.
+    `customdata` starts with (row, modality), so a selection maps back to items; the rest feeds the hover text.
     `focus` (one row of the table) is ringed and the view centred on it, a tenth of the map's extent around it.
+    Built from plotly's graph objects, not plotly express: express spent 0.12 s on the sample's 800 points (0.3-0.5 s
+    on a server busy sending a new browser the page's files), on the way to the page's main answer. One trace per
+    colour and modality, each with one symbol: plotly checks a list of symbols one point at a time (0.4 s at 20,000).
     """
-    import plotly.express as px
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
 
-    colours = {"category": category_colours(sorted(table["category"].unique())), "outcome": OUTCOME_COLOURS}
-    figure = px.scatter(
-        table,
-        x="x",
-        y="y",
-        color=colour,
-        color_discrete_map=colours.get(colour, {}),
-        render_mode="webgl",
-        custom_data=["row", "modality"],
-        hover_data={
-            "x": False,
-            "y": False,
-            "id": True,
-            "category": True,
-            "title": True,
-            "modality": True,
-            "outcome": True,
-        },
+    values = pd.unique(table[colour])
+    colours = {"category": category_colours(sorted(table["category"].unique())), "outcome": OUTCOME_COLOURS}.get(
+        colour, {value: DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)] for i, value in enumerate(values)}
     )
-    figure.for_each_trace(
-        lambda trace: trace.update(
-            marker=dict(
-                size=6, opacity=0.8, symbol=["circle" if m == "image" else "diamond" for m in trace.customdata[:, 1]]
-            )
-        )
-    )
+    hover = "<b>%{customdata[2]}</b> (%{customdata[1]})<br>%{customdata[3]}<br>%{customdata[4]}<br>%{customdata[5]}"
+    traces: list[go.Scattergl] = []
+    for value, group in table.groupby(colour, sort=False):
+        for modality, symbol in SYMBOLS.items():
+            points = group[group["modality"] == modality]
+            if len(points):
+                traces.append(
+                    go.Scattergl(
+                        x=points["x"].to_numpy(),
+                        y=points["y"].to_numpy(),
+                        mode="markers",
+                        name=str(value),
+                        legendgroup=str(value),  # the legend shows and hides a colour's images and texts together
+                        showlegend=not traces or traces[-1].legendgroup != str(value),
+                        marker=dict(color=colours.get(value), size=6, opacity=0.8, symbol=symbol),
+                        customdata=points[["row", "modality", "id", "category", "title", "outcome"]].to_numpy(object),
+                        hovertemplate=hover + "<extra></extra>",
+                    )
+                )
+    figure = go.Figure(traces)
     figure.update_layout(
         height=height,
         margin=dict(t=MODEBAR_ROOM, b=10, l=10, r=10),
