@@ -479,6 +479,34 @@ def test_a_job_that_steps_aside_starts_once_the_page_that_submitted_it_has_drawn
     assert patient.future.result(timeout=600) == "done"
 
 
+def test_a_job_that_steps_aside_pauses_at_its_progress_reports_while_a_page_runs():
+    """Source bias's image diagnostics run for half a minute: a page opened meanwhile gets the cores. The job waits at
+    its next progress report until the page's script run is over, then goes on where it was."""
+    from analysis.jobs import SCRIPT_RUNS, BackgroundJobs
+
+    reports: list[int] = []
+    page_started = threading.Event()
+
+    def compute(progress) -> str:
+        for step in range(1_000_000):
+            progress(step / 1_000_000, f"step {step}")
+            reports.append(step)
+            if step == 3:
+                page_started.wait(600)  # a session opens a page here, while the job runs
+            if len(reports) > 20:
+                return "done"
+        return "never"
+
+    job = BackgroundJobs[str](step_aside=True).submit("pausing", compute)
+    while len(reports) < 4:
+        time.sleep(0.01)
+    with SCRIPT_RUNS.running():  # the page's script run
+        page_started.set()
+        time.sleep(0.5)
+        assert reports == [0, 1, 2, 3] and not job.done()  # its next report (step 4) waits for the run to end
+    assert job.future.result(timeout=600) == "done" and reports == list(range(21))
+
+
 # Every page but "Why this result?", with a query string that opens its main answer (Source bias last: its
 # diagnostics, computed in the background after the first answer, use the image encoders).
 FIRST_ANSWERS_WITHOUT_TORCH = (
