@@ -5,10 +5,11 @@ runs (page configuration, navigation, sidebar) and views/ holds its pages. At st
 background thread warms the process up (`warm_up`), so that the first person to open any page does not wait for what
 every process must do once: import what the pages' first answers need (not PyTorch: they read stored embeddings),
 then PyTorch, timm, transformers, scikit-learn and Captum (about 6 s on 2 cores in all), load the sample checkpoint's
-encoders, open the sample's test split, run one attribution, and compile umap-learn's numba code (15-40 s more, at
-low priority). The warm-up steps aside between its steps while any session's script is running or a page is loading
-(on 2 cores the two would take turns on the interpreter lock): a page opened during it waits only for what it needs
-itself. `CHTN_WARM_UP=0` turns it off (servers that start often, tests). The console says when each part is done.
+encoders, open the sample's test split, run one attribution, and start the UMAP worker process, which compiles
+umap-learn's numba code (15-40 s more, at low priority, outside the server's interpreter). The warm-up steps aside
+between its steps while any session's script is running or a page is loading (on 2 cores the two would take turns on
+the interpreter lock): a page opened during it waits only for what it needs itself. `CHTN_WARM_UP=0` turns it off
+(servers that start often, tests). The console says when each part is done.
 """
 
 import importlib
@@ -91,9 +92,9 @@ class NoteRequests:
 
 def _warm_up_server(warm: bool) -> None:
     """The start-up thread: torch's CPU threads sized (chtn/cpus.py: $CHTN_THREADS, else the usable cores), then, if
-    `warm`, the pages' imports, encoders and data, then UMAP (low priority); each part said on the console, and each
-    step taken when no session's script is running. A failure is said and does not stop the server: the pages do
-    the same work when opened."""
+    `warm`, the pages' imports, encoders and data, then the UMAP worker (a process at low priority); each part said
+    on the console, and each step taken when no session's script is running. A failure is said and does not stop
+    the server: the pages do the same work when opened."""
     from analysis.projection.project import warm_up_umap
     from chtn.cpus import set_torch_threads
     from chtn.errors import CHTNError
@@ -107,7 +108,7 @@ def _warm_up_server(warm: bool) -> None:
         if not warm
         else (
             ("encoders, the sample and one attribution ready", lambda: warm_up(SCRIPT_RUNS.step_aside)),
-            ("UMAP compiled for the shared space", lambda: warm_up_umap(nice=10)),
+            ("UMAP compiled for the shared space", warm_up_umap),
         )
     ):
         SCRIPT_RUNS.step_aside()

@@ -506,7 +506,7 @@ def table(res: dict) -> str:
             "bare_reload",
         ),
         (
-            "  the warm-up itself: server start → UMAP compiled (background thread, nice 10)",
+            "  the warm-up itself: server start → UMAP compiled (worker process, nice 10)",
             _stats(res["warm_up"]),
             "",
             "",

@@ -183,7 +183,7 @@ def page_answer(pair_ids: tuple[str, str]) -> dict[str, float]:
     from analysis.projection.project import UMAP_WARMED
 
     run(*pair_ids)  # warm-up: loads checkpoint, embeddings and encoders into Streamlit's resource cache
-    # app.py then compiles UMAP in a background thread (once per server); measured while it runs, the answer would
+    # app.py then compiles UMAP in its worker process (once per server); measured while it runs, the answer would
     # include that one-off compilation's share of the 2 cores (2.3 s instead of 0.8 s here). Wait for it.
     UMAP_WARMED.wait(timeout=600)
     bare()  # warm-up
@@ -262,7 +262,7 @@ def write_markdown(rows: list[dict], passes: dict[str, float], page: dict[str, f
         f"{page['bare']:.2f} s (median of 3), mostly Streamlit scanning the installed packages for components, "
         "which AppTest repeats on every run and a real server does once at start-up; the page's own work is the "
         f"difference: {page['uncached'] - page['bare']:.2f} s uncached, {page['cached'] - page['bare']:.2f} s "
-        "cached. Measured after app.py's one-off UMAP compilation thread has finished.",
+        "cached. Measured after app.py's one-off UMAP compilation has finished.",
         "",
         "Our IG spends more gradient evaluations than its nominal steps: a forward-only probe places the "
         "steps where the saturating similarity changes, and segments whose own completeness gap is large "

@@ -17,6 +17,10 @@ Per page, as a new user meets it on the sample:
 - **server busy**: on the server warmed up first, the page opened in a new browser (one more person) right after
   another browser opened Source bias, whose image diagnostics then compute in the background: what a page costs
   while an earlier visit's background work runs.
+- **in turn**: every page opened one after another, each in a new browser, on ONE new server with empty caches,
+  from the moment it answers /_stcore/health (4 s on each page after its answer): a meeting's first minute on a
+  fresh install, where the pages meet the warm-up's later steps (the first attribution, compiling umap-learn) and
+  the background jobs of the pages opened before them.
 - **bare**: a page of two lines (`st.title`, `st.write`) started and reloaded the same way, interleaved.
 
 The main answer is a text each page shows once its answer is drawn, and the plot for a page whose answer is one
@@ -54,6 +58,7 @@ from tests.harness import StreamlitServer, launch_chromium
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "app_benchmark.md"
 HEADING = "## Time to each page's main answer"
+IN_TURN_PAUSE = 4.0  # seconds on each page after its answer before the next is opened (in turn)
 
 
 class Main(NamedTuple):
@@ -158,6 +163,29 @@ def _busy(browser, url: str, main: Main, timeout_ms: int) -> float:
         return _answer(newcomer, url + main.path, main, timeout_ms)
 
 
+def _in_turn(browser, names: list[str], env: dict[str, str], work: Path, timeout_ms: int) -> dict:
+    """The pages one after another on one new server with empty caches, from its first healthy answer on: per page,
+    its answer's seconds and when it was opened (seconds after /health)."""
+    cache = work / "in-turn"
+    fresh = {
+        **env,
+        "CHTN_CACHE_DIR": str(cache / "chtn"),
+        "NUMBA_CACHE_DIR": str(cache / "numba"),
+        "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
+    }
+    cache.mkdir(parents=True)
+    times = {}
+    with StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log", warm_up=True) as server:
+        server.wait_healthy()
+        healthy = time.perf_counter()
+        for name in names:
+            with _tab(browser) as tab:
+                opened = time.perf_counter() - healthy
+                times[name] = (_answer(tab, server.url + MAIN[name].path, MAIN[name], timeout_ms), opened)
+                time.sleep(IN_TURN_PAUSE)
+    return times
+
+
 def _bare(browser, work: Path, repeats: int, timeout_ms: int) -> dict:
     folder = work / "bare"
     folder.mkdir()
@@ -193,6 +221,8 @@ def run(repeats: int, pages: list[str]) -> dict:
                 print(f"{name}: cold, then {repeats} warm loads; then cold once the server has warmed up…", flush=True)
                 res["pages"][name] = _page(browser, name, env, work, repeats, timeout_ms, started=False)
                 res["started"][name] = _page(browser, name, env, work, 0, timeout_ms, started=True)
+            print("All pages in turn on one new server…", flush=True)
+            res["in_turn"] = _in_turn(browser, pages, env, work, timeout_ms)
         finally:
             browser.close()
     res["load_after"] = os.getloadavg()[0] / (os.cpu_count() or 1)
@@ -203,18 +233,21 @@ def table(res: dict) -> str:
     bare = res["bare"]
     rows = [
         "| page (main answer) | cold: load → answer, s | cold, server warmed up first: load → answer, s "
-        "| complete, s | warm reload, s | warm / bare | server busy: new browser → answer, s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        f'| bare Streamlit page ("hello") | {bare["cold"]:.2f} | | | {_stats(bare["warm"])} | 1.00 | |',
+        "| complete, s | warm reload, s | warm / bare | server busy: new browser → answer, s "
+        "| in turn on a new server: answer, s (opened at) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f'| bare Streamlit page ("hello") | {bare["cold"]:.2f} | | | {_stats(bare["warm"])} | 1.00 | | |',
     ]
     bare_warm = sorted(bare["warm"])[len(bare["warm"]) // 2]
     for name, page in res["pages"].items():
         shown = f'"{MAIN[name].answer}"' + (", its plot drawn" if MAIN[name].plot else "")
         complete = "" if page["complete"] is None else f"{page['complete']:.2f}"
         warm = sorted(page["warm"])[len(page["warm"]) // 2]
+        in_turn = res["in_turn"][name]
         rows.append(
             f"| {name} ({shown}) | {page['cold']:.2f} | {res['started'][name]['cold']:.2f} | {complete} "
-            f"| {_stats(page['warm'])} | {warm / bare_warm:.1f} | {_seconds(res['started'][name]['busy'])} |"
+            f"| {_stats(page['warm'])} | {warm / bare_warm:.1f} | {_seconds(res['started'][name]['busy'])} "
+            f"| {in_turn[0]:.2f} (+{in_turn[1]:.0f} s) |"
         )
     steps = [started["warm_up"] for started in res["started"].values()]
     rows.append(
@@ -246,7 +279,11 @@ place of the interim PCA; source bias's ImageNet prior, coverage, capture and di
 the attributions of "Why this result?" after the pair's similarities). **Warm**
 reloads the page on the same server (median, min-max). **Server busy** is, on the server warmed up first, the page
 opened in a new browser right after someone opened Source bias in another, while its image diagnostics compute in
-the background (about 30 s on 2 cores; n/a for Source bias itself, whose diagnostics are done by then).
+the background (about 30 s on 2 cores; n/a for Source bias itself, whose diagnostics are done by then). **In turn**
+is every page opened one after another (in this table's order, each in a new browser, {IN_TURN_PAUSE:.0f} s on each
+after its answer) on one more new server with empty caches, from its first answer to `/_stcore/health` on: a
+meeting's first minute on a fresh install, when the warm-up's later steps and the background jobs of the pages
+opened before still run; in brackets, when the page was opened.
 The bare page is two lines of Streamlit, loaded the same way in the same run.
 
 {table(res)}

@@ -17,9 +17,10 @@ noise and renormalised onto the simplex, half images and half texts, with their 
    (spawned once per size, headless chromium) from page load to the plotly WebGL canvas being drawn;
 4. cold first use (run first, before anything here compiles): fresh processes with an EMPTY numba cache
    (`NUMBA_CACHE_DIR` = a new temp dir) and an empty projection cache, on the sample's 800 real points:
-   PCA (what the page shows at once), `import umap`, the first UMAP fit and a second, warm fit in the same
-   process (the baseline of the ratio); and a second fresh process that first runs `warm_up_umap` (what
-   app.py starts at server start) and then fits.
+   PCA (what the page shows at once), the start of the UMAP worker process (analysis/projection/worker.py:
+   every fit runs there), the first UMAP fit (the worker imports umap-learn and numba compiles it) and a second,
+   warm fit (the baseline of the ratio); and a second fresh process that first runs `warm_up_umap` (what app.py
+   starts at server start) and then fits.
 """
 
 from __future__ import annotations
@@ -74,11 +75,24 @@ def points(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return jitter(g.image), jitter(g.text), g.labels[pick]
 
 
-def time_projection(n: int) -> dict[str, float]:
+def direct_umap(x: np.ndarray, params) -> np.ndarray:
+    """umap-learn called directly, in this process, as the page's defaults would call it: the baseline."""
     import umap
 
-    from analysis.projection.project import ProjectionParams, project_gallery
     from chtn.ranking import normalize_rows
+
+    return umap.UMAP(
+        n_components=2,
+        n_neighbors=params.n_neighbors,
+        min_dist=params.min_dist,
+        metric=params.metric,
+        random_state=params.seed,
+        n_jobs=1,
+    ).fit_transform(normalize_rows(x))
+
+
+def time_projection(n: int) -> dict[str, float]:
+    from analysis.projection.project import ProjectionParams, project_gallery
 
     image, text, labels = points(n)
     params = ProjectionParams(max_points=max(n, 10))
@@ -91,23 +105,18 @@ def time_projection(n: int) -> dict[str, float]:
     reopen = time.perf_counter() - started
     assert again.from_cache
     started = time.perf_counter()
-    umap.UMAP(
-        n_components=2,
-        n_neighbors=params.n_neighbors,
-        min_dist=params.min_dist,
-        metric=params.metric,
-        random_state=params.seed,
-    ).fit_transform(normalize_rows(np.concatenate([image, text])))
+    direct_umap(np.concatenate([image, text]), params)
     direct = time.perf_counter() - started
     return {"n": n, "ours": ours, "direct": direct, "reopen": reopen}
 
 
 COLD_PROBE = """
-import json, sys, time
+import json, os, sys, time
 started = time.perf_counter()
 from pathlib import Path
 import numpy as np
 from analysis.projection.project import ProjectionParams, project, project_gallery, warm_up_umap
+from analysis.projection.worker import in_worker
 image, text, labels = (np.load(sys.argv[1])[k] for k in ("image", "text", "labels"))
 out, cache = {"imports": time.perf_counter() - started}, Path(sys.argv[2])
 if sys.argv[3] == "warm-up":
@@ -116,7 +125,7 @@ t = time.perf_counter(); project_gallery(image, text, labels, ProjectionParams(m
 out["pca"] = time.perf_counter() - t
 t = time.perf_counter(); project(np.concatenate([image, text]), ProjectionParams(method="pca"))
 out["pca_again"] = time.perf_counter() - t
-t = time.perf_counter(); import umap; out["import_umap"] = time.perf_counter() - t
+t = time.perf_counter(); in_worker(os.getpid); out["worker_start"] = time.perf_counter() - t
 t = time.perf_counter(); project_gallery(image, text, labels, ProjectionParams(), cache)
 out["first_fit"] = time.perf_counter() - t
 t = time.perf_counter(); project(np.concatenate([image, text]), ProjectionParams())
@@ -147,7 +156,7 @@ def cold_first_use() -> dict[str, dict[str, float]]:
 def cold_lines(runs: dict[str, dict[str, float]]) -> list[str]:
     """Markdown table rows of `cold_first_use`, ratios against the warm fit of the same process."""
     cold, warm = runs["cold"], runs["warm-up"]
-    first_use = cold["import_umap"] + cold["first_fit"]
+    first_use = cold["worker_start"] + cold["first_fit"]
     return [
         "| step (fresh process, empty numba and projection caches, 800 sample points) | seconds | ÷ warm fit |",
         "|---|---:|---:|",
@@ -155,12 +164,13 @@ def cold_lines(runs: dict[str, dict[str, float]]) -> list[str]:
         f"{cold['pca'] / cold['second_fit']:.2f} |",
         f"| PCA again, same process (not from the cache) | {cold['pca_again']:.3f} | "
         f"{cold['pca_again'] / cold['second_fit']:.3f} |",
-        f"| `import umap` | {cold['import_umap']:.2f} | {cold['import_umap'] / cold['second_fit']:.1f} |",
-        f"| first UMAP fit (`project_gallery`, compiles umap-learn) | {cold['first_fit']:.2f} | "
-        f"{cold['first_fit'] / cold['second_fit']:.1f} |",
-        f"| **first use: import + first fit** (what a visitor waited before) | **{first_use:.2f}** | "
+        f"| UMAP worker process started (spawned; imports numpy, pandas and the projection module) | "
+        f"{cold['worker_start']:.2f} | {cold['worker_start'] / cold['second_fit']:.1f} |",
+        f"| first UMAP fit (`project_gallery`; the worker imports umap-learn, numba compiles it) | "
+        f"{cold['first_fit']:.2f} | {cold['first_fit'] / cold['second_fit']:.1f} |",
+        f"| **first use: worker start + first fit** (what a visitor waited before) | **{first_use:.2f}** | "
         f"**{first_use / cold['second_fit']:.1f}** |",
-        f"| second UMAP fit, same process (baseline) | {cold['second_fit']:.2f} | 1.0 |",
+        f"| second UMAP fit, same worker (baseline) | {cold['second_fit']:.2f} | 1.0 |",
         f"| with the start-up warm-up (another fresh process): `warm_up_umap` | {warm['warm_up']:.2f} | "
         f"{warm['warm_up'] / warm['second_fit']:.1f} |",
         f"| … then the first UMAP fit of the sample | {warm['first_fit']:.2f} | "
@@ -191,10 +201,10 @@ def first_use_markdown(runs: dict[str, dict[str, float]]) -> str:
             "The shared-space page no longer waits for this: a UMAP that is not in the disk cache is computed by "
             "a background job (one per content key, shared by all sessions) while the page shows the PCA at once "
             'with the note "Showing PCA while UMAP compiles/computes (first use on this server, or of these '
-            'parameters)", and switches to the UMAP when it is ready. `app.py` runs `warm_up_umap` in a '
-            "low-priority daemon thread at "
-            "server start, so by the time someone opens the page the compilation is usually done and the "
-            "UMAP takes about one warm fit.",
+            'parameters)", and switches to the UMAP when it is ready. At server start `app.py` runs '
+            "`warm_up_umap`, which starts the UMAP worker (a process at nice 10, so the server's interpreter and "
+            "its pages are not held up by the compilation) and compiles there; by the time someone opens the "
+            "page the compilation is usually done and the UMAP takes about one warm fit.",
             "",
         ]
     )
@@ -246,9 +256,11 @@ def main() -> None:
     if args.cold_only:
         return
 
-    # warm-up: numba compiles umap's exact path (< 4096 points) and pynndescent's (larger sets) once, before timing
+    # warm-up: numba compiles umap's exact path (< 4096 points) and pynndescent's (larger sets) once, before timing,
+    # both in the UMAP worker (ours) and in this process (the baseline)
     for n in (200, 5000):
         project(np.random.default_rng(0).random((n, 20)), ProjectionParams())
+        direct_umap(np.random.default_rng(0).random((n, 20)), ProjectionParams())
     rows = []
     for n in args.sizes:
         row = time_projection(n)
@@ -273,7 +285,8 @@ def main() -> None:
             "",
             "Real width (20-d softmax common representation of the sample checkpoint); above the sample's 800 "
             "points the embeddings are resampled with noise (see the script). UMAP n_neighbors 15, min_dist 0.1, "
-            "cosine, seed 0, in one process.",
+            "cosine, seed 0. Ours fits in the UMAP worker process (the transfer of points and layout included), the "
+            "baseline in the benchmark's own process.",
             "",
             "| points | `project_gallery` (ours) | umap-learn directly | ratio | cached reopen |",
             "|---|---|---|---|---|",

@@ -50,7 +50,7 @@ if _WORKERS > 1:
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(_variable, _SHARE)
 
-# app.py warms every new server process up in a background thread (encoders, an attribution, UMAP's numba code):
+# app.py warms every new server up in a background thread (encoders, an attribution; UMAP's numba code in its worker):
 # in each worker that runs a browser test, up to a minute of CPU taken from the other tests. Off for the session;
 # the tests of the warm-up itself (test_app, test_projection's probe) turn it on or run it directly.
 os.environ["CHTN_WARM_UP"] = "0"

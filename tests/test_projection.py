@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -20,8 +21,9 @@ from chtn.errors import CHTNError
 from tests.conftest import CHECKPOINTS, PAIRS
 
 FAST = ProjectionParams(n_neighbors=10)
-# UMAP's numba code compiles once per process (tens of seconds of CPU): one xdist worker runs every test that fits a
-# UMAP in-process (`--dist loadgroup`, pyproject.toml), so it is compiled once, not once per worker.
+# UMAP's numba code compiles once per UMAP worker process (tens of seconds of CPU), which each test process keeps: one
+# xdist worker runs every test that fits a UMAP (`--dist loadgroup`, pyproject.toml), so it is compiled once, not once
+# per xdist worker.
 pytestmark = pytest.mark.xdist_group("umap")
 
 
@@ -268,21 +270,33 @@ def test_a_failed_background_job_stays_for_every_session_to_see_until_someone_tr
     jobs.retry("few")  # a succeeded or unknown job: nothing to forget, nothing raised
 
 
+def compiled_numba() -> dict[str, int]:
+    """How many signatures each numba function of umap-learn and pynndescent has compiled in the calling process
+    (the probe below runs it in the UMAP worker)."""
+    from numba.core.registry import CPUDispatcher
+
+    return {
+        f"{name}.{attr}": len(obj.signatures)
+        for name, mod in list(sys.modules.items())
+        if name.startswith(("umap", "pynndescent"))
+        for attr, obj in vars(mod).items()
+        if isinstance(obj, CPUDispatcher)
+    }
+
+
 WARM_UP_PROBE = """
 import json, sys
 import numpy as np
-from numba.core.registry import CPUDispatcher
 from analysis.projection.project import ProjectionParams, project, warm_up_umap
-
-def compiled():
-    return {f"{name}.{attr}": len(obj.signatures) for name, mod in list(sys.modules.items())
-            if name.startswith(("umap", "pynndescent")) for attr, obj in vars(mod).items()
-            if isinstance(obj, CPUDispatcher)}
+from analysis.projection.worker import in_worker
+from tests.test_projection import compiled_numba
 
 warm_up_umap()
-before = compiled()
+before = in_worker(compiled_numba)
 project(np.load(sys.argv[1]), ProjectionParams())
-print(json.dumps({k: [before.get(k, 0), n] for k, n in compiled().items() if before.get(k, 0) != n}))
+after = in_worker(compiled_numba)
+print(json.dumps({"umap here": "umap" in sys.modules, "new": {k: [before.get(k, 0), n] for k, n in after.items()
+                                                             if before.get(k, 0) != n}}))
 """
 
 
@@ -293,7 +307,6 @@ def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_pa
     import json
     import os
     import subprocess
-    import sys
 
     from tests.conftest import ROOT
 
@@ -308,4 +321,44 @@ def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_pa
         text=True,
         check=True,
     )
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}, done.stdout
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"umap here": False, "new": {}}, done.stdout
+
+
+WORKER_PROBE = """
+import json, os, signal
+from analysis.projection import worker
+from chtn.errors import CHTNError
+
+pid = worker.in_worker(os.getpid)
+seen = {"own process": pid == os.getpid(), "kept": worker.in_worker(os.getpid) == pid,
+        "nicer by": worker.in_worker(os.nice, 0) - os.nice(0)}
+os.kill(pid, signal.SIGKILL)
+try:
+    worker.in_worker(os.getpid)
+except CHTNError as exc:
+    seen["error"] = str(exc)
+seen["replaced"] = worker.in_worker(os.getpid) not in (pid, os.getpid())
+print(json.dumps(seen))
+"""
+
+
+def test_the_umap_worker_is_one_kept_low_priority_process_and_a_dead_one_is_replaced():
+    """A fresh process (killing the worker here would throw away this test worker's compiled UMAP)."""
+    import json
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["own process"] is False and seen["kept"] is True and seen["replaced"] is True
+    assert seen["nicer by"] == min(10, 19 - os.nice(0))  # niceness stops at 19
+    assert "worker process stopped" in seen["error"] and "Try again" in seen["error"]

@@ -1,8 +1,9 @@
 """The common space in two dimensions: images and texts in ONE projection (UMAP or PCA), never silently sampled.
 
-Pure functions with a fixed seed and lazy heavy imports (umap-learn is imported only when a UMAP is
-computed). Projections are cached on disk (`projections/` in the feature-cache folder), keyed by a content
-hash of the points, their labels and the parameters, so the page reopens instantly.
+Pure functions with a fixed seed and lazy heavy imports: umap-learn is imported only when a UMAP is computed, and
+then in a worker process of its own (worker.py says why). Projections are cached on disk (`projections/` in the
+feature-cache folder), keyed by a content hash of the points, their labels and the parameters, so the page reopens
+instantly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.projection.worker import in_worker
 from chtn.errors import CHTNError
 from chtn.hashing import default_cache_dir
 from chtn.progress import Progress
@@ -110,7 +111,7 @@ def project(points: np.ndarray, params: ProjectionParams) -> np.ndarray:
     x = normalize_rows(points) if params.metric == "cosine" else np.asarray(points, dtype=np.float32)
     if params.method == "pca":
         return PrincipalPlane.fit(x).transform(x)
-    return _umap(params, len(x)).fit_transform(x).astype(np.float32)
+    return in_worker(_umap_layout, x, params)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class PrincipalPlane:
 
 
 def _umap(params: ProjectionParams, n: int):
-    import umap  # lazy: importing umap-learn compiles numba code (seconds)
+    import umap  # lazy, and only in the UMAP worker process (worker.py): importing umap-learn compiles numba code
 
     return umap.UMAP(
         n_components=2,
@@ -150,7 +151,20 @@ def _umap(params: ProjectionParams, n: int):
         min_dist=params.min_dist,
         metric=params.metric,
         random_state=params.seed,
+        n_jobs=1,  # what a seed implies (umap-learn would say so on the console at every fit)
     )
+
+
+def _umap_layout(x: np.ndarray, params: ProjectionParams) -> np.ndarray:
+    """(n, 2) float32 UMAP of `x`; runs in the UMAP worker."""
+    return _umap(params, len(x)).fit_transform(x).astype(np.float32)
+
+
+def _umap_aligned(x_a: np.ndarray, x_b: np.ndarray, params: ProjectionParams) -> tuple[np.ndarray, np.ndarray]:
+    """The UMAP fitted on `x_a`, and `x_b` placed in it by `transform`; runs in the UMAP worker."""
+    reducer = _umap(params, len(x_a)).fit(x_a)
+    placed = reducer.transform(x_b) if len(x_b) else np.empty((0, 2))
+    return reducer.embedding_.astype(np.float32), placed.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -233,14 +247,13 @@ def project_gallery(
 UMAP_WARMED = threading.Event()  # set once `warm_up_umap` has finished in this process (or failed)
 
 
-def warm_up_umap(nice: int = 0) -> float:
-    """Import umap-learn and fit a small array, so numba compiles UMAP's code now and not on a user's first visit.
+def warm_up_umap() -> float:
+    """Start the UMAP worker and fit a small array in it, so numba compiles UMAP's code now and not on a user's
+    first visit.
 
-    The same code path as a gallery of up to 4,096 points (exact neighbours, cosine). On Linux, `nice` lowers
-    the CPU priority of the calling thread only (the dashboard's sessions go first). Returns the seconds taken.
+    The same code path as a gallery of up to 4,096 points (exact neighbours, cosine). The calling thread only waits
+    (the worker, at a low priority, does the work). Returns the seconds taken.
     """
-    if nice and sys.platform == "linux":  # there a thread is a task: PRIO_PROCESS with its id touches only it
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     started = time.perf_counter()
     # well-separated clusters, like a trained softmax space: UMAP's neighbour graph then falls apart into
     # components, whose layout path (float64 centroid distances) a single blob would leave uncompiled
@@ -276,12 +289,10 @@ def project_two(a: np.ndarray, b: np.ndarray, params: ProjectionParams) -> tuple
     if params.method == "pca":
         plane = PrincipalPlane.fit(x_a)
         return plane.transform(x_a), plane.transform(x_b)
-    reducer = _umap(params, len(x_a)).fit(x_a)
-    coords_a = reducer.embedding_.astype(np.float32)
-    coords_b = coords_a.copy()
     moved = ~np.all(x_a == x_b, axis=1)
-    if moved.any():
-        coords_b[moved] = reducer.transform(x_b[moved]).astype(np.float32)
+    coords_a, placed = in_worker(_umap_aligned, x_a, x_b[moved], params)
+    coords_b = coords_a.copy()
+    coords_b[moved] = placed
     return coords_a, coords_b
 
 
