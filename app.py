@@ -28,6 +28,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
+from analysis.projection.worker import stop as stop_umap_worker
 
 WARM_UP = "CHTN_WARM_UP"
 
@@ -122,7 +123,8 @@ def _warm_up_server(warm: bool) -> None:
 
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
-    """Server start: the start-up thread begins (the warm-up unless CHTN_WARM_UP=0); the server answers at once."""
+    """Server start: the start-up thread begins (the warm-up unless CHTN_WARM_UP=0); the server answers at once.
+    Server stop: the UMAP worker process ends."""
     serialise_ast_parsing()  # before any background thread: sessions and the warm-up parse at once (CPython 3.11)
     warm = os.environ.get(WARM_UP, "1") != "0"
     if warm:
@@ -133,6 +135,7 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         )
     threading.Thread(target=_warm_up_server, args=(warm,), name="chtn-warm-up", daemon=True).start()
     yield
+    stop_umap_worker()  # server stop: a UMAP fit in progress would otherwise hold up the exit
 
 
 app = st.App("dashboard.py", lifespan=lifespan, middleware=[Middleware(NoteRequests)])

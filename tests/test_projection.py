@@ -325,7 +325,7 @@ def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_pa
 
 
 WORKER_PROBE = """
-import json, os, signal
+import json, os, signal, threading, time
 from analysis.projection import worker
 from chtn.errors import CHTNError
 
@@ -338,12 +338,29 @@ try:
 except CHTNError as exc:
     seen["error"] = str(exc)
 seen["replaced"] = worker.in_worker(os.getpid) not in (pid, os.getpid())
+
+def fit():  # a fit of ten minutes, abandoned by stop (at server stop, or Ctrl-C)
+    try:
+        worker.in_worker(time.sleep, 600)
+    except CHTNError as exc:
+        seen["abandoned"] = str(exc)
+
+pid = worker.in_worker(os.getpid)
+waiting = threading.Thread(target=fit)
+waiting.start()
+while not worker._pool._pending_work_items:  # submitted
+    time.sleep(0.01)
+worker.stop()
+waiting.join()
+time.sleep(0.5)
+seen["gone"] = not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 print(json.dumps(seen))
 """
 
 
-def test_the_umap_worker_is_one_kept_low_priority_process_and_a_dead_one_is_replaced():
-    """A fresh process (killing the worker here would throw away this test worker's compiled UMAP)."""
+def test_the_umap_worker_is_one_kept_low_priority_process_a_dead_one_is_replaced_and_stop_ends_a_fit():
+    """A fresh process (killing the worker here would throw away this test worker's compiled UMAP). Its exit with
+    a ten-minute fit abandoned is prompt: the timeout below fails the test otherwise."""
     import json
     import os
     import subprocess
@@ -357,8 +374,10 @@ def test_the_umap_worker_is_one_kept_low_priority_process_and_a_dead_one_is_repl
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["own process"] is False and seen["kept"] is True and seen["replaced"] is True
     assert seen["nicer by"] == min(10, 19 - os.nice(0))  # niceness stops at 19
     assert "worker process stopped" in seen["error"] and "Try again" in seen["error"]
+    assert "worker process stopped" in seen["abandoned"] and seen["gone"] is True  # and this process exited at once

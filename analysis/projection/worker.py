@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -38,7 +38,7 @@ def in_worker(fn: Callable[..., T], *args: object) -> T:
     """`fn(*args)` in the worker process, started here on first use. `fn` must be a module-level function, its
     arguments and result picklable (our own arrays and parameters: nothing the user supplied is unpickled).
 
-    A worker that died (killed for memory, say) is a `CHTNError`; the next call starts a new one.
+    A worker that died (killed for memory, say) or was stopped is a `CHTNError`; the next call starts a new one.
     """
     global _pool
     with _lock:
@@ -49,11 +49,28 @@ def in_worker(fn: Callable[..., T], *args: object) -> T:
         pool = _pool
     try:
         return pool.submit(fn, *args).result()
-    except BrokenProcessPool as exc:
+    except KeyboardInterrupt:  # a command stopped by Ctrl-C: do not wait at exit for the fit to finish
+        stop()
+        raise
+    except (BrokenProcessPool, CancelledError) as exc:  # it died, or `stop` ended it
         with _lock:
             if _pool is pool:
                 _pool = None
         raise CHTNError(
-            "The UMAP worker process stopped before it finished (out of memory?). Try again, or choose PCA or a "
-            "lower point limit."
+            "The UMAP worker process stopped before it finished (out of memory, or the server is stopping?). Try "
+            "again, or choose PCA or a lower point limit."
         ) from exc
+
+
+def stop() -> None:
+    """End the worker now, abandoning a fit in progress (its callers get the `CHTNError` above): at server shutdown
+    and on Ctrl-C. Python's exit would otherwise wait for the fit, minutes for a large UMAP. The next call starts a
+    new worker."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is None:
+        return
+    for process in list(pool._processes.values()):  # Python 3.14 has terminate_workers(); 3.11 and later have this
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
