@@ -21,6 +21,11 @@ noise and renormalised onto the simplex, half images and half texts, with their 
    every fit runs there), the first UMAP fit (the worker imports umap-learn and numba compiles it) and a second,
    warm fit (the baseline of the ratio); and a second fresh process that first runs `warm_up_umap` (what app.py
    starts at server start) and then fits.
+5. a session's work while a UMAP fits: the time of a page-sized piece of Python work (building the scatter figure
+   of 800 points, as the shared space does on each run), repeated while nothing else runs, while a UMAP of
+   `--fit-size` points fits in a thread of this process (how the dashboard fitted before the UMAP worker), and while
+   it fits in the UMAP worker (analysis/projection/worker.py). numba's compiled UMAP keeps the interpreter lock for
+   an epoch at a time, so a fit in the server's own process stalls every session in steps of an epoch.
 """
 
 from __future__ import annotations
@@ -33,26 +38,40 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tests.harness import StreamlitServer, launch_chromium
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RENDER_PAGE = """
-import numpy as np, pandas as pd, streamlit as st
+import streamlit as st
 from analysis.projection.render import scatter_figure
-n = int(st.query_params.get("n", 1000))
-rng = np.random.default_rng(0)
-table = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "row": np.arange(n) // 2,
-                      "id": [str(i) for i in range(n)], "modality": np.where(np.arange(n) % 2, "text", "image"),
-                      "category": [f"c{i % 20}" for i in range(n)], "title": "t", "outcome": "top-1 correct"})
-st.plotly_chart(scatter_figure(table, "category"), on_select="rerun", selection_mode=("lasso", "box"))
+from bench.bench_projection import synthetic_table
+st.plotly_chart(scatter_figure(synthetic_table(int(st.query_params.get("n", 1000))), "category"), on_select="rerun",
+                selection_mode=("lasso", "box"))
 st.write("rendered-marker")
 """
+
+
+def synthetic_table(n: int) -> pd.DataFrame:
+    """A shared-space points table of n random points in 20 categories, both modalities (what the figure draws)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {"x": rng.normal(size=n), "y": rng.normal(size=n), "row": np.arange(n) // 2,
+         "id": [str(i) for i in range(n)], "modality": np.where(np.arange(n) % 2, "text", "image"),
+         "category": [f"c{i % 20}" for i in range(n)], "title": "t", "outcome": "top-1 correct"}
+    )  # fmt: skip
 
 
 def points(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,6 +153,53 @@ print(json.dumps(out))
 """
 
 
+def page_work_during_fit(n: int) -> dict[str, list[float]]:
+    """Seconds of each page-sized piece of work (see the docstring, 5): idle, during a fit in this process, during
+    a fit in the UMAP worker. Both fits are warm (compiled before)."""
+    from analysis.projection.project import ProjectionParams, _umap_layout, project
+    from analysis.projection.render import scatter_figure
+    from chtn.ranking import normalize_rows
+
+    table = synthetic_table(800)
+
+    def work() -> float:
+        started = time.perf_counter()
+        scatter_figure(table, "category")
+        return time.perf_counter() - started
+
+    image, text, _ = points(n)
+    x, params = normalize_rows(np.concatenate([image, text])), ProjectionParams()
+    times = {"nothing else runs": [work() for _ in range(30)]}
+    for where, fit in (
+        ("a UMAP fits in a thread of this process", lambda: _umap_layout(x, params)),
+        ("a UMAP fits in the UMAP worker", lambda: project(x, params)),
+    ):
+        thread = threading.Thread(target=fit)
+        thread.start()
+        times[where] = []
+        while thread.is_alive():
+            times[where].append(work())
+        thread.join()
+    return times
+
+
+def during_fit_lines(n: int, times: dict[str, list[float]]) -> list[str]:
+    """Markdown rows of `page_work_during_fit`: median and slowest, against the idle median."""
+    idle = float(np.median(times["nothing else runs"]))
+    rows = [
+        f"| while (UMAP of {n:,} points) | pieces of work | median, ms | 95th percentile, ms | slowest, ms | "
+        "median ÷ idle |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for where, seconds in times.items():
+        ms = np.array(seconds) * 1000
+        rows.append(
+            f"| {where} | {len(ms)} | {np.median(ms):.0f} | {np.percentile(ms, 95):.0f} | {ms.max():.0f} | "
+            f"{np.median(ms) / 1000 / idle:.1f} |"
+        )
+    return rows
+
+
 def cold_first_use() -> dict[str, dict[str, float]]:
     """Seconds of each step in fresh processes with empty numba and projection caches (see the docstring, 4)."""
     work = Path(tempfile.mkdtemp(prefix="bench-proj-cold-"))
@@ -160,11 +226,11 @@ def cold_lines(runs: dict[str, dict[str, float]]) -> list[str]:
     return [
         "| step (fresh process, empty numba and projection caches, 800 sample points) | seconds | ÷ warm fit |",
         "|---|---:|---:|",
-        f"| PCA, first call (what the page shows at once; includes importing scikit-learn) | {cold['pca']:.2f} | "
+        f"| PCA, first call (what the page shows at once) | {cold['pca']:.2f} | "
         f"{cold['pca'] / cold['second_fit']:.2f} |",
         f"| PCA again, same process (not from the cache) | {cold['pca_again']:.3f} | "
         f"{cold['pca_again'] / cold['second_fit']:.3f} |",
-        f"| UMAP worker process started (spawned; imports numpy, pandas and the projection module) | "
+        f"| UMAP worker process started (a new Python; it imports what each call needs when it comes) | "
         f"{cold['worker_start']:.2f} | {cold['worker_start'] / cold['second_fit']:.1f} |",
         f"| first UMAP fit (`project_gallery`; the worker imports umap-learn, numba compiles it) | "
         f"{cold['first_fit']:.2f} | {cold['first_fit'] / cold['second_fit']:.1f} |",
@@ -245,6 +311,7 @@ def main() -> None:
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--cold-only", action="store_true", help="only the cold first use (section 4)")
+    parser.add_argument("--fit-size", type=int, default=10_000, help="points of the UMAP fitted in section 5")
     args = parser.parse_args()
     from analysis.projection.project import ProjectionParams, project
 
@@ -270,6 +337,8 @@ def main() -> None:
             f"(x{row['ours'] / row['direct']:.2f}), cached reopen {row['reopen'] * 1000:.0f} ms",
             flush=True,
         )
+    during = page_work_during_fit(args.fit_size)
+    print("\n".join(during_fit_lines(args.fit_size, during)), flush=True)
     render = {} if args.no_browser else browser_render(args.render_sizes)
     for n, seconds in render.items():
         print(f"browser render of {n:,} points (WebGL): {seconds:.2f} s")
@@ -295,6 +364,15 @@ def main() -> None:
             f"| {r['n']:,} | {r['ours']:.2f} s | {r['direct']:.2f} s | {r['ours'] / r['direct']:.2f}x | "
             f"{r['reopen'] * 1000:.0f} ms |"
             for r in rows
+        ]
+        lines += [
+            "",
+            "A session's work while a UMAP fits: building the scatter figure of 800 points (what the shared space "
+            "does on each run), again and again while nothing else runs, while a UMAP fits in a thread of this "
+            "process (how the dashboard fitted before the UMAP worker), and while it fits in the UMAP worker process "
+            "(nice 10). Both fits warm.",
+            "",
+            *during_fit_lines(args.fit_size, during),
         ]
         if render:
             lines += [
