@@ -4,6 +4,7 @@
                                                 # docs/app_benchmark.md and prints its table
     python -m bench.bench_pages --repeats 1 --no-markdown   # quick smoke run
     python -m bench.bench_pages --pages "Why this result?,Compare checkpoints"   # some pages, table printed only
+    python -m bench.bench_pages --only-in-turn  # the pages in turn on one new server only (a minute), printed
 
 Per page, as a new user meets it on the sample:
 - **cold**: a new server (`python -m streamlit run app.py`, the harness of the browser tests) with an empty
@@ -206,7 +207,7 @@ def _bare(browser, work: Path, repeats: int, timeout_ms: int) -> dict:
         return {"health": healthy, "cold": cold, "warm": [load() for _ in range(repeats)]}
 
 
-def run(repeats: int, pages: list[str]) -> dict:
+def run(repeats: int, pages: list[str], only_in_turn: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="bench-pages-"))
@@ -217,7 +218,7 @@ def run(repeats: int, pages: list[str]) -> dict:
         browser = launch_chromium(playwright)
         try:
             res["bare"] = _bare(browser, work, repeats, timeout_ms)
-            for name in pages:
+            for name in [] if only_in_turn else pages:
                 print(f"{name}: cold, then {repeats} warm loads; then cold once the server has warmed up…", flush=True)
                 res["pages"][name] = _page(browser, name, env, work, repeats, timeout_ms, started=False)
                 res["started"][name] = _page(browser, name, env, work, 0, timeout_ms, started=True)
@@ -295,11 +296,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="warm reloads per page, default 3")
     parser.add_argument("--no-markdown", action="store_true", help="only print the table")
     parser.add_argument("--pages", default=",".join(MAIN), help="comma-separated subset of the pages (then no doc)")
+    parser.add_argument("--only-in-turn", action="store_true", help="only the pages in turn, printed (no doc)")
     args = parser.parse_args()
     pages = [name.strip() for name in args.pages.split(",")]
     if unknown := sorted(set(pages) - set(MAIN)):
         parser.error(f"unknown page(s) {', '.join(unknown)}: choose from {', '.join(MAIN)}")
-    res = run(args.repeats, pages)
+    res = run(args.repeats, pages, args.only_in_turn)
+    if args.only_in_turn:
+        for name, (answer, at) in res["in_turn"].items():
+            print(f"{name}: {answer:.2f} s (opened at +{at:.0f} s)")
+        return 0
     print(table(res))
     if not args.no_markdown and pages == list(MAIN):
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
