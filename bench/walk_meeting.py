@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.bench_app import BenchError, write_sections
+from bench.bench_app import BenchError, _settle, write_sections
 from tests.harness import StreamlitServer, launch_chromium, page_problems
 from views.links import compare_link
 
@@ -56,6 +56,7 @@ class Walk:
         start = time.perf_counter()
         action()
         seconds = time.perf_counter() - start
+        _settle(tab)  # untimed: the page's run has finished, so the screenshot shows no element still drawing
         tab.screenshot(path=SHOTS / shot, full_page=True)
         self.steps.append((what, seconds, shot))
         print(f"{seconds:6.1f} s  {what}  ({shot})", flush=True)
@@ -126,7 +127,7 @@ def walk(work: Path) -> Walk:
             _visible(ada, re.compile(r"^Agreement between reviewers · [1-9]"))
             if not ada.get_by_text("Krippendorff's alpha").first.is_visible():
                 ada.get_by_text(re.compile("^Agreement between reviewers")).first.click()
-            _visible(ada, "Krippendorff's alpha")
+            ada.locator('[data-testid="stMetric"]', has_text="Krippendorff's alpha").wait_for(timeout=TIMEOUT_MS)
 
         steps.step("Ada sees Bob's verdict and the agreement", "04_agreement.png", ada, ada_sees_bob)
         downloads = work / "downloads"
