@@ -450,7 +450,11 @@ def agreement_panel(review: Review, queue: Queue, current: pd.DataFrame) -> None
             agreed.per_class,
             hide_index=True,
             column_config={
-                "alpha": st.column_config.NumberColumn("alpha (this class against the rest)", format="%.2f")
+                "alpha": st.column_config.NumberColumn(
+                    "alpha (this class against the rest)",
+                    format="%.2f",
+                    help="None where no item got this verdict: alpha is undefined then (as in the meeting summary).",
+                )
             },
         )
         positions = dict(zip(zip(queue.items["query_id"], queue.items["direction"]), queue.items["position"]))
