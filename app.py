@@ -31,6 +31,7 @@ from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
 from analysis.projection.worker import stop as stop_umap_worker
 
 WARM_UP = "CHTN_WARM_UP"
+STOPPING = threading.Event()  # set while the server stops: a warm-up step it cuts short (the UMAP worker) did not fail
 
 
 # What the pages import, one at a time, so that the warm-up can step aside between them (seconds in all). First what
@@ -116,6 +117,8 @@ def _warm_up_server(warm: bool) -> None:
         try:
             seconds = step()
         except Exception as exc:  # noqa: BLE001 -- a warm-up must never take the server down; the page will say
+            if STOPPING.is_set():  # the server ended the step's work on its way out: nothing to report
+                return
             print(f"chtn: warm-up step failed ({what}): {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             continue
         print(f"chtn: {what} in {seconds:.1f} s", file=sys.stderr, flush=True)
@@ -126,6 +129,7 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     """Server start: the start-up thread begins (the warm-up unless CHTN_WARM_UP=0); the server answers at once.
     Server stop: the UMAP worker process ends."""
     serialise_ast_parsing()  # before any background thread: sessions and the warm-up parse at once (CPython 3.11)
+    STOPPING.clear()
     warm = os.environ.get(WARM_UP, "1") != "0"
     if warm:
         # The warm-up calls the pages' shared caches outside any session on purpose; Streamlit would warn of the
@@ -135,6 +139,7 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         )
     threading.Thread(target=_warm_up_server, args=(warm,), name="chtn-warm-up", daemon=True).start()
     yield
+    STOPPING.set()
     stop_umap_worker()  # server stop: a UMAP fit in progress would otherwise hold up the exit
 
 

@@ -393,6 +393,30 @@ def _started_warm_ups(monkeypatch, setting: str) -> list[tuple[threading.Thread,
     return started
 
 
+def test_a_warm_up_step_cut_short_by_the_server_stopping_is_not_reported_as_failed(monkeypatch, capsys):
+    """Ctrl-C during the warm-up ends the UMAP worker, whose step then raises: said as a failure only while the
+    server runs (a real failure), not while it stops."""
+    import analysis.projection.project
+    import app
+    import chtn.cpus
+    from chtn.errors import CHTNError
+
+    def worker_ended() -> float:
+        raise CHTNError("The UMAP worker process stopped before it finished")
+
+    monkeypatch.setattr(chtn.cpus, "set_torch_threads", lambda: "threads left alone")
+    monkeypatch.setattr(app, "warm_up", lambda step_aside: 0.0)
+    monkeypatch.setattr(analysis.projection.project, "warm_up_umap", worker_ended)
+    monkeypatch.setattr(app.STOPPING, "is_set", lambda: False)
+    app._warm_up_server(warm=True)
+    running = capsys.readouterr().err
+    monkeypatch.setattr(app.STOPPING, "is_set", lambda: True)
+    app._warm_up_server(warm=True)
+    stopping = capsys.readouterr().err
+    assert "warm-up step failed (UMAP compiled for the shared space)" in running
+    assert "failed" not in stopping and "encoders, the sample and one attribution ready" in stopping
+
+
 def test_streamlit_run_from_the_repository_watches_no_files():
     """`streamlit run app.py` from the repository root reads .streamlit/config.toml: no file watcher, whose default
     (watchdog) walked every folder under the root, the virtualenv's too, on the server's event loop when the first
