@@ -122,19 +122,24 @@ def _complete(tab, main: Main, timeout_ms: int, started: float) -> float:
     return time.perf_counter() - started
 
 
+def _fresh_install(env: dict[str, str], cache: Path) -> dict[str, str]:
+    """`env` with a new, empty feature cache, numba cache and review database under `cache` (created here)."""
+    cache.mkdir(parents=True)
+    return {
+        **env,
+        "CHTN_CACHE_DIR": str(cache / "chtn"),
+        "NUMBA_CACHE_DIR": str(cache / "numba"),
+        "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
+    }
+
+
 def _page(browser, name: str, env: dict[str, str], work: Path, repeats: int, timeout_ms: int, started: bool) -> dict:
     """One page on a new server with empty caches: its cold answer (opened right after the server answers /health,
     or with `started`, once app.py's start-up warm-up has finished: a server started before the meeting), the rest
     of it, and `repeats` warm reloads."""
     main = MAIN[name]
     cache = work / (re.sub(r"\W+", "-", name) + ("-started" if started else ""))
-    cache.mkdir(parents=True)
-    fresh = {
-        **env,
-        "CHTN_CACHE_DIR": str(cache / "chtn"),
-        "NUMBA_CACHE_DIR": str(cache / "numba"),
-        "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
-    }
+    fresh = _fresh_install(env, cache)
     with (
         StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log", warm_up=True) as server,
         _tab(browser) as tab,
@@ -168,13 +173,7 @@ def _in_turn(browser, names: list[str], env: dict[str, str], work: Path, timeout
     """The pages one after another on one new server with empty caches, from its first healthy answer on: per page,
     its answer's seconds and when it was opened (seconds after /health)."""
     cache = work / "in-turn"
-    fresh = {
-        **env,
-        "CHTN_CACHE_DIR": str(cache / "chtn"),
-        "NUMBA_CACHE_DIR": str(cache / "numba"),
-        "CHTN_REVIEW_DB": str(cache / "review.sqlite"),
-    }
-    cache.mkdir(parents=True)
+    fresh = _fresh_install(env, cache)
     times = {}
     with StreamlitServer(ROOT / "app.py", ROOT, fresh, cache / "server.log", warm_up=True) as server:
         server.wait_healthy()

@@ -300,28 +300,34 @@ print(json.dumps({"umap here": "umap" in sys.modules, "new": {k: [before.get(k, 
 """
 
 
-def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_path):
-    """What app.py runs at server start: afterwards the sample's UMAP (page defaults) compiles nothing more.
-    A fresh process. It shares numba's disk cache with the rest of the session: a signature loaded from that cache
-    is counted like one compiled, so a warm cache cannot hide one that the warm-up leaves out."""
+def _probe(script: str, *args: str) -> dict:
+    """Run `script` in a fresh Python process from the repository (a five-minute limit: a hang fails the test) and
+    return the JSON it printed last."""
     import json
     import os
     import subprocess
 
     from tests.conftest import ROOT
 
-    g, _ = gallery
-    np.save(tmp_path / "points.npy", np.concatenate([g.image, g.text]))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", WARM_UP_PROBE, str(tmp_path / "points.npy")],
-        env=env,
+        [sys.executable, "-W", "ignore", "-c", script, *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"umap here": False, "new": {}}, done.stdout
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_warm_up_compiles_all_the_numba_code_a_sample_umap_needs(gallery, tmp_path):
+    """What app.py runs at server start: afterwards the sample's UMAP (page defaults) compiles nothing more.
+    A fresh process. It shares numba's disk cache with the rest of the session: a signature loaded from that cache
+    is counted like one compiled, so a warm cache cannot hide one that the warm-up leaves out."""
+    g, _ = gallery
+    np.save(tmp_path / "points.npy", np.concatenate([g.image, g.text]))
+    assert _probe(WARM_UP_PROBE, str(tmp_path / "points.npy")) == {"umap here": False, "new": {}}
 
 
 WORKER_PROBE = """
@@ -360,23 +366,10 @@ print(json.dumps(seen))
 
 def test_the_umap_worker_is_one_kept_low_priority_process_a_dead_one_is_replaced_and_stop_ends_a_fit():
     """A fresh process (killing the worker here would throw away this test worker's compiled UMAP). Its exit with
-    a ten-minute fit abandoned is prompt: the timeout below fails the test otherwise."""
-    import json
+    a ten-minute fit abandoned is prompt: the probe's time limit fails the test otherwise."""
     import os
-    import subprocess
 
-    from tests.conftest import ROOT
-
-    done = subprocess.run(
-        [sys.executable, "-c", WORKER_PROBE],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = _probe(WORKER_PROBE)
     assert seen["own process"] is False and seen["kept"] is True and seen["replaced"] is True
     assert seen["nicer by"] == min(10, 19 - os.nice(0))  # niceness stops at 19
     assert "worker process stopped" in seen["error"] and "Try again" in seen["error"]

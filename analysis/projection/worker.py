@@ -1,8 +1,9 @@
 """Every UMAP fit runs in one worker process at a low CPU priority, never in the calling process.
 
-Why a process: on its first use in a process, numba compiles umap-learn's code (15-40 s on 2 cores), and it holds
-the GIL while it compiles, as do parts of UMAP's optimisation. In the dashboard's server that stalled every session:
-a page opened on a new server while the warm-up compiled took 6-8 s instead of 3.5-4 s. A child process leaves the
+Why a process: on its first use in a process, numba compiles umap-learn's code (15-40 s on 2 cores) while holding
+the GIL, and UMAP's compiled neighbour and layout code keeps it for seconds at a time. In the dashboard's server that
+stalls every session: while a 10,000-point UMAP fitted in the server's process, one piece of page work in twenty
+waited over 3 s (`python -m bench.bench_projection`, docs/projection_benchmark.md). A child process leaves the
 server's interpreter free, and at nice 10 the pages get the cores first. One worker, started on first use and kept,
 because its compiled code is what every later fit reuses; any thread may submit to it.
 
