@@ -227,19 +227,26 @@ def test_shared_space_lasso_fills_the_selection_table(page, fresh_server):
     page.wait_for_function(IDLE, timeout=120_000)
     page.wait_for_timeout(2000)  # a follow-up run (the explorer's deferred parts) starts a moment after the first
     page.wait_for_function(IDLE, timeout=120_000)
-    page.go_back()  # the lasso is in the map's URL: Back should reopen the same selection
-    try:
-        _wait_for_text(page, "The selection of the link", "space_back_failure.png", seconds=30)
-        back_lost_it = False
-    except AssertionError:
-        back_lost_it = True  # a known issue (below): the map's link must still reopen the selection
-        page.goto(map_url)
-        _wait_for_text(page, "The selection of the link", "space_link_failure.png")
+    page.go_back()  # the lasso is in the map's URL: Back reopens the same selection
+    _wait_for_text(page, "A selection reopened", "space_back_failure.png", seconds=60)
     again = int(re.search(r"\d+", page.get_by_text(re.compile(r"Selection: \d+ items?")).inner_text()).group())
     assert "region=" in page.url and abs(again - count) <= max(3, count // 20)  # the lasso's shape, thinned
+    assert_clean(page)
     page.screenshot(path=str(ARTIFACTS / "space_back.png"), full_page=True)
-    if back_lost_it:  # on some machines Streamlit's history entry of the map takes the explorer's parameters
-        pytest.xfail("browser Back from the explorer reopened the map without its region (known issue, issue 23)")
+    # through the sidebar and back: the session keeps the selection, and the address carries it again
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Overview").click()
+    page.get_by_text("Average precision per category").first.wait_for(timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Shared space").click()
+    _wait_for_text(page, "A selection reopened", "space_sidebar_failure.png", seconds=60)
+    page.wait_for_function(IDLE, timeout=120_000)
+    assert "space" in page.url and "region=" in page.url
+    assert page.get_by_text(f"Selection: {again} item").count() == 1
+    page.get_by_role("button", name="Clear selection").click()
+    page.get_by_text("Selection: 0 items").wait_for(timeout=60_000)
+    page.wait_for_function(IDLE, timeout=120_000)
+    assert "region=" not in page.url
+    assert_clean(page)
 
 
 def test_upload_an_image_query_and_a_non_image(page, server, tmp_path):

@@ -14,7 +14,7 @@ restarting).
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -229,6 +229,17 @@ def legacy_flag(key: str) -> None:
         st.session_state[key] = old == "1"
 
 
+def write_params(params: Mapping[str, str]) -> None:
+    """Write URL parameters, but only those whose value changes. Each write is a message that Streamlit's frontend
+    (1.67) turns into a browser history entry under the address then on screen, and in the first moments of a page
+    reached by a link that is still the page being left (the new address is set once React has drawn the new page):
+    an unchanged parameter written there made Back land on the page left with this page's parameters and without
+    its own, the shared space's drawn region for one."""
+    changed = {name: value for name, value in params.items() if st.query_params.get(name) != value}
+    if changed:
+        st.query_params.update(changed)
+
+
 def from_link(page: str, name: str, valid: Container[str]) -> str | None:
     """The URL's `name` when a link (or the browser's history) brought a value that this page did not write itself
     (`to_url`): the value to open with. None when the URL holds what the page last wrote, nothing, or an invalid
@@ -242,7 +253,7 @@ def from_link(page: str, name: str, valid: Container[str]) -> str | None:
 def to_url(page: str, **params: str) -> None:
     """Write URL parameters that are not one widget's value, remembered so that `from_link` tells them from a
     link's."""
-    st.query_params.update(params)
+    write_params(params)
     for name, value in params.items():
         st.session_state[f"_{page}_url_{name}"] = value
 
@@ -380,7 +391,7 @@ def context() -> Context:
     for name in ("data", "skip"):
         if name not in params and name in st.query_params:
             del st.query_params[name]
-    st.query_params.update(params)
+    write_params(params)
     return ctx
 
 

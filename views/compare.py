@@ -45,6 +45,7 @@ from views.common import (
     other_checkpoint,
     recipe_runs_checkbox,
     review_store,
+    write_params,
 )
 from views.links import attribution_link, explorer_link, review_link
 
@@ -181,7 +182,7 @@ def compare(ctx: Context, choices: Choices, store: ReviewStore | None, store_err
     except CHTNError as exc:
         st.error(as_markdown(f"**Cannot compare.** {exc}"), icon=":material/error:")
         st.stop()
-    st.query_params["baseline"] = choices.baseline  # see sidebar: not one widget's value
+    write_params({"baseline": choices.baseline})  # see sidebar: not one widget's value
     baseline, candidate = runs_a[0][0], ctx.checkpoint
     dataset = ctx.gallery.data.fingerprint()
     pair = wf.Pair(dataset, baseline.digest, candidate.digest, baseline.path.stem, candidate.path.stem)

@@ -32,7 +32,7 @@ from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.ranking import TIE_LEGEND, describe_tie
 from chtn.search import ResultView, query_side, retrieve
-from views.common import Context, address, context, review_store
+from views.common import Context, address, context, review_store, write_params
 from views.links import attribution_link, explorer_link, review_link, space_link
 
 ALL, MEETING = "All mis-retrievals", "Meeting queue"
@@ -180,7 +180,7 @@ def new_meeting_form(review: Review) -> None:
     except CHTNError as exc:
         st.error(str(exc))
         st.stop()
-    st.query_params.update(wf.start_meeting(spec, review.checkpoint, review.dataset))
+    write_params(wf.start_meeting(spec, review.checkpoint, review.dataset))
     st.rerun()  # the queue's own run: the form is gone and the first item is on screen
 
 
@@ -249,7 +249,7 @@ def go(to: int, leaving: tuple[str, str], label: str, meeting: str | None, lengt
         desk.save_on_leave(*leaving, label, meeting)
     # The item is a position in the queue, moved by four controls (J, K, U, the picker): not one widget's value,
     # so the page keeps it in the URL itself.
-    st.query_params["item"] = str(min(max(to, 1), length))
+    write_params({"item": str(min(max(to, 1), length))})
 
 
 def navigation(review: Review, queue: Queue) -> pd.Series:
@@ -300,7 +300,7 @@ def navigation(review: Review, queue: Queue) -> pd.Series:
     if choice != position:
         go(choice, *moving)
         st.rerun()
-    st.query_params["item"] = str(position)
+    write_params({"item": str(position)})
     return items.iloc[position - 1]
 
 

@@ -30,7 +30,7 @@ from chtn.directions import DIRECTION_NAMES
 from chtn.errors import CHTNError
 from chtn.hashing import default_cache_dir
 from chtn.images import thumbnail_uris
-from views.common import context, job_failed, new_visit
+from views.common import context, job_failed, new_visit, write_params
 from views.links import attribution_link, explorer_link
 
 ctx = context()
@@ -39,6 +39,7 @@ data = gallery.data
 
 THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
 _DRAWN = "_sp_drawn"  # the region drawn on the map during this visit (its URL parameter), until cleared
+_LAST = "_sp_last"  # the region this session last had on this page, drawn or opened: reopened on coming back
 POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether its UMAP is ready
 
 
@@ -68,23 +69,40 @@ def cached_gap(digest: str, fingerprint: str):
     return modality_gap(gallery.image, gallery.text, gallery.labels, names)
 
 
+def forget_region() -> None:
+    """No selection any more: neither in the URL nor kept for this session."""
+    st.query_params.pop("region", None)
+    st.session_state.pop(_LAST, None)
+
+
 def chosen_points(table, event, shown_on: str) -> tuple:
-    """The items selected on the map, and whether they come from the URL. The drawn box or lasso goes into the
-    URL (`region`: its shape and the projection it was drawn on, not its items), so a link or the browser's Back
-    reopens the same selection; clearing a selection drawn on this visit clears it; a region of another projection
-    selects nothing. An empty selection event alone clears nothing: a chart drawn again (after Back, say) reports
-    one by itself."""
+    """The items selected on the map, and whether they were reopened rather than drawn on this visit: from the URL
+    (`region`: its shape and the projection it was drawn on, not its items) or, when the URL has none, the region
+    this session last had on this page.
+
+    A drawn box or lasso goes into the URL, so a link or the browser's Back reopens the same selection. The session
+    keeps it too, as the page's parameters are kept: coming back through the sidebar reopens it, and so does Back
+    when Streamlit (1.67) filed the next page's parameters under this page's address (a history entry it writes
+    when a page changes the URL in the first moments after a page switch). Clearing a selection drawn on this visit
+    clears it; a region of another projection selects nothing. An empty selection event alone clears nothing: a
+    chart drawn again (after Back, say) reports one by itself."""
     if new_visit("space"):
         st.session_state.pop(_DRAWN, None)
     drawn = region.from_selection(event.selection, shown_on) if event else None
     if drawn is not None:
-        st.query_params["region"] = st.session_state[_DRAWN] = drawn.param()
+        write_params({"region": drawn.param()})
+        st.session_state[_DRAWN] = st.session_state[_LAST] = drawn.param()
     elif st.session_state.pop(_DRAWN, None) is not None:  # the selection drawn on this visit was cleared
-        st.query_params.pop("region", None)
-    elif (linked := region.parse(st.query_params.get("region"))) is not None:
-        if linked.on == shown_on:
+        forget_region()
+    else:
+        in_url = st.query_params.get("region")
+        kept = in_url or st.session_state.get(_LAST)
+        if (linked := region.parse(kept)) is not None and linked.on == shown_on:
+            write_params({"region": kept})
+            st.session_state[_LAST] = kept
             return table[linked.contains(table.x.to_numpy(), table.y.to_numpy())], True
-        st.caption("The link's selection was drawn on another projection (method or parameters); draw it again.")
+        if linked is not None and in_url:
+            st.caption("The link's selection was drawn on another projection (method or parameters); draw it again.")
     picked = (  # the focus ring (no customdata) is not an item
         {(int(p["customdata"][0]), p["customdata"][1]) for p in event.selection.points if "customdata" in p}
         if event
@@ -218,10 +236,15 @@ with gap_col:
         },
     )
 
-selected, restored = chosen_points(table, event, region.projection_tag(replace(params, method=on_screen)))
+selected, reopened = chosen_points(table, event, region.projection_tag(replace(params, method=on_screen)))
 st.subheader(f"Selection: {len(selected)} item{'s' if len(selected) != 1 else ''}")
-if restored:
-    st.caption("The selection of the link (the region drawn when it was made); draw a new one to replace it.")
+if reopened:
+    about, clear = st.columns([5, 1], vertical_alignment="center")
+    about.caption(
+        "A selection reopened: the region drawn when the link was made, or your last one on this page in this "
+        "session. Draw a new one to replace it."
+    )
+    clear.button("Clear selection", key="sp_clear", on_click=forget_region, width="stretch")
 if selected.empty:
     st.caption("Nothing selected yet: drag a lasso or a box over the map.")
 else:
