@@ -25,7 +25,7 @@ from pathlib import Path
 
 import streamlit as st
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analysis.jobs import SCRIPT_RUNS, serialise_ast_parsing
 from analysis.projection.worker import stop as stop_umap_worker
@@ -92,6 +92,59 @@ class NoteRequests:
             SCRIPT_RUNS.requested()
 
 
+def _plotly_chunk() -> str | None:
+    """The file name of Streamlit's chart code for plotly (a hashed bundle chunk of the installed version), or None
+    if this version has no single one."""
+    found = sorted((Path(st.__file__).parent / "static" / "static" / "js").glob("PlotlyChart.*.js"))
+    return found[0].name if len(found) == 1 else None
+
+
+class PreloadCharts:
+    """ASGI middleware: every page's HTML tells the browser to fetch plotly's chart code (4.7 MB) as it loads.
+
+    Streamlit fetches that code only once a script has sent its first plot, a second or more into opening a page,
+    and the browser then spends about a second fetching it from a busy server before it can draw anything; most
+    pages' main answer is a plot (the shared space's map). A `modulepreload` link fetches and compiles it alongside
+    Streamlit's own code, while the server is still idle, and runs none of it. Streamlit's HTML has no hook for
+    this (st.html comes too late, with the script), hence the few lines here. Without a single such chunk in the
+    installed Streamlit, pages are served as they are."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        chunk = _plotly_chunk()
+        self.link = f'<link rel="modulepreload" crossorigin href="./static/js/{chunk}">\n'.encode() if chunk else b""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope.get("headers", [])
+        navigation = any(k == b"accept" and b"text/html" in v for k, v in headers)  # a page, not a file or an API
+        if scope["type"] != "http" or scope["method"] != "GET" or not navigation or not self.link:
+            await self.app(scope, receive, send)
+            return
+        scope = {**scope, "headers": [(k, v) for k, v in headers if k != b"accept-encoding"]}  # 8 kB; patched plain
+        start: Message | None = None  # an HTML answer's head, held back until its body is complete
+        body = b""
+
+        async def patched(message: Message) -> None:
+            nonlocal start, body
+            if message["type"] == "http.response.start" and message["status"] == 200 and _is_html(message):
+                start = message
+            elif message["type"] == "http.response.body" and start is not None:
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    body = body.replace(b"</head>", self.link + b"</head>", 1)
+                    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                    await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, patched)
+
+
+def _is_html(start: Message) -> bool:
+    return any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in start["headers"])
+
+
 def _warm_up_server(warm: bool) -> None:
     """The start-up thread: torch's CPU threads sized (chtn/cpus.py: $CHTN_THREADS, else the usable cores), then, if
     `warm`, the pages' imports, encoders and data, then the UMAP worker (a process at low priority); each part said
@@ -143,4 +196,4 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     stop_umap_worker()  # server stop: a UMAP fit in progress would otherwise hold up the exit
 
 
-app = st.App("dashboard.py", lifespan=lifespan, middleware=[Middleware(NoteRequests)])
+app = st.App("dashboard.py", lifespan=lifespan, middleware=[Middleware(NoteRequests), Middleware(PreloadCharts)])

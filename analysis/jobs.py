@@ -190,6 +190,11 @@ class BackgroundJobs(Generic[T]):
                 threading.Thread(target=self._run, args=(job, compute), name=f"chtn-job-{key[:8]}", daemon=True).start()
             return job
 
+    def get(self, key: str) -> Job[T] | None:
+        """The running (or failed) job for `key`, without starting one."""
+        with self._lock:
+            return self._jobs.get(key)
+
     def retry(self, key: str) -> None:
         """Forget the failed job for `key`, so that the next `submit` computes it again (a running one stays)."""
         with self._lock:

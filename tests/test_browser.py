@@ -83,6 +83,30 @@ def test_retrieval_explorer_renders_with_loaded_images(page, server):
     page.screenshot(path=str(ARTIFACTS / "retrieval_t2i.png"), full_page=True)
 
 
+def test_a_page_fetches_plotly_code_as_it_loads(page, server):
+    """Every page's HTML names Streamlit's plotly chart code for preloading (app.py's PreloadCharts), so a browser
+    fetches it with Streamlit's own code: the explorer draws no plot, and the code was fetched all the same."""
+    import re
+    from urllib.request import Request, urlopen
+
+    asked = Request(f"{server}/explorer", headers={"Accept": "text/html", "Accept-Encoding": "gzip"})  # a browser's
+    with urlopen(asked, timeout=60) as answer:
+        html = answer.read().decode()
+    link = r'<link rel="modulepreload" crossorigin href="\./static/js/(PlotlyChart\.[\w-]+\.js)">\n</head>'
+    chunk = re.search(link, html)
+    assert chunk, html[-600:]
+    with urlopen(f"{server}/static/js/{chunk.group(1)}", timeout=60) as code:
+        assert code.status == 200 and len(code.read()) > 1_000_000
+    page.goto(f"{server}/explorer", wait_until="networkidle")
+    page.get_by_text("Top 10 texts").wait_for(timeout=300_000)
+    assert page.locator(".js-plotly-plot").count() == 0
+    kinds = page.evaluate(
+        "performance.getEntriesByType('resource')"
+        ".filter(r => r.name.includes('/PlotlyChart.')).map(r => r.initiatorType)"
+    )
+    assert kinds and kinds[0] in ("other", "link"), kinds  # a preload (a script's own import says "script")
+
+
 def test_navigation_and_image_to_text(page, server):
     page.goto(f"{server}/", wait_until="networkidle")
     page.get_by_text("MAP (mean of directions)").wait_for(timeout=300_000)

@@ -224,6 +224,7 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
 
     jobs = BackgroundJobs()
     key = projection_key(*points, FAST)
+    assert jobs.get(key) is None  # looking starts nothing
     found = []
     sessions = [threading.Thread(target=lambda: found.append(jobs.submit(key, compute))) for _ in range(8)]
     for session in sessions:
@@ -231,6 +232,7 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
     for session in sessions:
         session.join()
     assert len(found) == 8 and all(job is found[0] for job in found) and jobs.running() == [key]
+    assert jobs.get(key) is found[0]
     assert not found[0].done()
     while found[0].progress.snapshot()[1] == "queued":
         time.sleep(0.01)
@@ -244,7 +246,7 @@ def test_background_umap_is_one_job_per_key_shared_by_sessions_and_lands_in_the_
     assert np.array_equal(result.coords, project(np.concatenate([g.image, g.text]), FAST))
     stored = cached_projection(*points, FAST, tmp_path)
     assert stored is not None and stored.from_cache and np.array_equal(stored.coords, result.coords)
-    assert jobs.running() == []
+    assert jobs.running() == [] and jobs.get(key) is None  # done: the disk cache has it
 
 
 def test_a_failed_background_job_stays_for_every_session_to_see_until_someone_tries_again(gallery, tmp_path):
@@ -262,6 +264,7 @@ def test_a_failed_background_job_stays_for_every_session_to_see_until_someone_tr
         job.future.result()
     assert isinstance(job.error(), CHTNError)
     assert jobs.submit("few", few) is job and job.done()  # not retried behind the sessions' backs
+    assert jobs.get("few") is job  # what a page shows
     rows[0] = 20  # the cause is gone (a transient fault, or fixed input); a session asks to try again
     jobs.retry("few")
     again = jobs.submit("few", few)
