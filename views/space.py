@@ -43,6 +43,7 @@ data = gallery.data
 
 THUMBNAILS = 300  # image thumbnails in the selection table (the first ones; the rest show ids only)
 _INTERIM = "_sp_interim"  # the UMAP whose interim PCA this session's browser was sent: its first poll starts it
+_JOB = "_sp_job"  # the UMAP job this session's poll waits for
 _DRAWN = "_sp_drawn"  # the region drawn on the map during this visit (its URL parameter), until cleared
 _LAST = "_sp_last"  # the region this session last had on this page, drawn or opened: reopened on coming back
 POLL_SECONDS = 2.0  # how often a page showing the interim PCA checks whether its UMAP is ready
@@ -63,8 +64,11 @@ def wait_for(key: str, compute: Callable[[Progress], Projection]) -> None:
     if st.session_state.get(_INTERIM) != key:  # within the page's own run: the browser has not drawn it yet
         st.caption("UMAP starts computing in the background in a moment; this map switches when it is ready.")
         return
-    job = projection_jobs().submit(key, compute)
+    job = st.session_state.get(_JOB)
+    if job is None or job.key != key:  # held by the session: a job done is gone from the registry, its UMAP on disk
+        job = st.session_state[_JOB] = projection_jobs().submit(key, compute)
     if job.done():
+        del st.session_state[_JOB]
         st.rerun(scope="app")
     st.caption(f"UMAP computing in the background for {job.elapsed:.0f} s; this map switches when it is ready.")
 
