@@ -92,6 +92,9 @@ class NoteRequests:
             SCRIPT_RUNS.requested()
 
 
+PLOT_FIRST_PAGES = ("space",)  # the url_path (dashboard.py) of each page whose main answer is a plot: see PreloadCharts
+
+
 def _plotly_chunk() -> str | None:
     """The file name of Streamlit's chart code for plotly (a hashed bundle chunk of the installed version), or None
     if this version has no single one."""
@@ -100,24 +103,28 @@ def _plotly_chunk() -> str | None:
 
 
 class PreloadCharts:
-    """ASGI middleware: every page's HTML tells the browser to fetch plotly's chart code (4.7 MB) as it loads.
+    """ASGI middleware: the HTML of a page whose main answer is a plot (the shared space's map) tells the browser to
+    fetch plotly's chart code (4.7 MB) as it loads.
 
-    Streamlit fetches that code only once a script has sent its first plot, a second or more into opening a page,
-    and the browser then spends about a second fetching it from a busy server before it can draw anything; most
-    pages' main answer is a plot (the shared space's map). A `modulepreload` link fetches and compiles it alongside
-    Streamlit's own code, while the server is still idle, and runs none of it. Streamlit's HTML has no hook for
-    this (st.html comes too late, with the script), hence the few lines here. Without a single such chunk in the
-    installed Streamlit, pages are served as they are."""
+    Streamlit fetches that code only once the script has sent its first plot, a second or more into opening the
+    page, and on a first visit the browser then spent about a second fetching it before it could draw. A
+    `modulepreload` link fetches and compiles it alongside Streamlit's own code, while the server is still idle, and
+    runs none of it: the map drawn 0.9 s sooner on a server warmed up (docs/app_benchmark.md). Not for the other
+    pages: their answer is text, which Compare's came 0.5 s later with it when the server was busy starting.
+    Streamlit's HTML has no hook for this (st.html comes too late, with the script), hence the few lines here.
+    Without a single such chunk in the installed Streamlit, pages are served as they are."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         chunk = _plotly_chunk()
         self.link = f'<link rel="modulepreload" crossorigin href="./static/js/{chunk}">\n'.encode() if chunk else b""
+        self.pages = PLOT_FIRST_PAGES if chunk else ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope.get("headers", [])
         navigation = any(k == b"accept" and b"text/html" in v for k, v in headers)  # a page, not a file or an API
-        if scope["type"] != "http" or scope["method"] != "GET" or not navigation or not self.link:
+        page = scope.get("path", "").rstrip("/").rsplit("/", 1)[-1]  # under any base URL path
+        if scope["type"] != "http" or scope["method"] != "GET" or not navigation or page not in self.pages:
             await self.app(scope, receive, send)
             return
         scope = {**scope, "headers": [(k, v) for k, v in headers if k != b"accept-encoding"]}  # 8 kB; patched plain
