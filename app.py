@@ -59,8 +59,8 @@ def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
     for module in WARM_IMPORTS:  # here, not at the top: the server answers requests only once this module is imported
         step_aside()
         importlib.import_module(module)
-    from analysis.attribution.explainer import PairExplainer, explainer_items
-    from analysis.attribution.types import Settings
+    from analysis.attribution.explainer import PairExplainer
+    from analysis.attribution.types import Settings, explainer_items
     from views.common import open_defaults
 
     step_aside()

@@ -213,7 +213,8 @@ def main() -> None:
 
     import torch
 
-    from analysis.attribution.explainer import PairExplainer, explainer_items
+    from analysis.attribution.explainer import PairExplainer
+    from analysis.attribution.types import explainer_items
     from analysis.workspace import SAMPLE_DATASET, open_checkpoint, open_dataset
 
     torch.set_num_threads(os.cpu_count() or 1)

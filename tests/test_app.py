@@ -595,6 +595,24 @@ for page, params in {FIRST_ANSWERS_WITHOUT_TORCH!r}:
     assert run.stdout.split() == [word for page, _ in FIRST_ANSWERS_WITHOUT_TORCH for word in (page, "False")]
 
 
+def test_why_this_result_draws_its_numbers_before_it_imports_pytorch():
+    """ "Why this result?" shows the pair's similarities from stored embeddings, then loads the encoders: its own
+    imports (the page's top) pull no PyTorch, so on a new server its numbers do not wait for that import (seconds
+    on 2 cores). Checked in a fresh process: every module the page imports at its top, then whether torch came."""
+    import ast
+    import subprocess
+    import sys
+
+    tree = ast.parse((ROOT / "views" / "attribution.py").read_text())
+    modules = [node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module]
+    modules += [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+    assert "analysis.attribution.types" in modules and "analysis.attribution.explainer" not in modules
+    script = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["False"]
+
+
 def test_warm_up_opens_the_defaults_through_the_shared_caches_and_leaves_no_attribution(tmp_path, monkeypatch):
     """What the warm-up does is what the first session then finds done: the sample checkpoint's tower built, the
     sample's test split, embeddings and evaluation in Streamlit's shared caches. Its attribution goes to a scratch

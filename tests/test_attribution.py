@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attribution.explainer import PairExplainer, explainer_items, rank_correlation
+from analysis.attribution.explainer import PairExplainer, rank_correlation
 from analysis.attribution.render import highlighted_html, overlay, png_bytes, top_words
 from analysis.attribution.spans import tfidf_occurrences, word_scores
-from analysis.attribution.types import Item, Settings
+from analysis.attribution.types import Item, Settings, explainer_items
 from chtn.checkpoint import load_checkpoint
 from chtn.errors import CHTNError
 from tests.conftest import CHECKPOINTS

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attribution.explainer import PairExplainer, explainer_items
-from analysis.attribution.types import Settings
+from analysis.attribution.explainer import PairExplainer
+from analysis.attribution.types import Settings, explainer_items
 from chtn.checkpoint import load_checkpoint
 from chtn.features import FeatureCache
 from chtn.tower import create_tower

@@ -7,7 +7,6 @@ the result's id) and `contrast=true`, so a shared link reopens the same explanat
 
 import streamlit as st
 
-from analysis.attribution.explainer import PairExplainer, explainer_items
 from analysis.attribution.render import (
     highlighted_html,
     legend_html,
@@ -17,7 +16,7 @@ from analysis.attribution.render import (
     scale_html,
     top_words,
 )
-from analysis.attribution.types import BASELINES, IMAGE_METHODS, Item, Settings
+from analysis.attribution.types import BASELINES, IMAGE_METHODS, Item, Settings, explainer_items
 from analysis.explorer import FREE_TEXT_MAX_CHARS, pair_score, query_score
 from analysis.workspace import stored_upload
 from chtn.directions import DIRECTION_NAMES
@@ -252,6 +251,10 @@ def explanation() -> None:
         figures[1].metric("Similarity of the query's own pair", f"{pair_score(gallery, direction, q, q):.4f}")
     try:
         with st.spinner("Loading the checkpoint's encoders…"):  # once per process: the tower is shared
+            # Here, not at the top: it imports PyTorch (seconds on a new server), which the numbers above need not
+            # wait for.
+            from analysis.attribution.explainer import PairExplainer
+
             explain = PairExplainer(ctx.checkpoint)
         with st.spinner("Attributing the image…"):
             image_result = explain.explain(image_side, image_other, settings, image_contrast)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -229,8 +228,3 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
-
-
-def explainer_items(ids: Sequence[str], texts: Sequence[str], paths: Sequence[Path], row: int) -> tuple[Item, Item]:
-    """(image item, text item) of one dataset row."""
-    return Item("image", str(paths[row]), ids[row]), Item("text", texts[row], ids[row])

@@ -14,11 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chtn import segment
-from chtn.encoders import TfidfTextEncoder
+
+if TYPE_CHECKING:  # named in annotations only: chtn.encoders imports PyTorch, which the page's numbers skip
+    from chtn.encoders import TfidfTextEncoder
 
 
 @dataclass

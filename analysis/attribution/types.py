@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,11 @@ class Item:
 
     def content_key(self) -> str:
         return file_digest(Path(self.value)) if self.modality == "image" else text_key(self.value)
+
+
+def explainer_items(ids: Sequence[str], texts: Sequence[str], paths: Sequence[Path], row: int) -> tuple[Item, Item]:
+    """(image item, text item) of one dataset row."""
+    return Item("image", str(paths[row]), ids[row]), Item("text", texts[row], ids[row])
 
 
 @dataclass(frozen=True)
