@@ -105,8 +105,8 @@ def chosen_points(table, event, shown_on: str) -> tuple:
         st.session_state.pop(_DRAWN, None)
     drawn = region.from_selection(event.selection, shown_on) if event else None
     if drawn is not None:
-        write_params({"region": drawn.param()})
-        st.session_state[_DRAWN] = st.session_state[_LAST] = drawn.param()
+        write_params({"region": (param := drawn.param())})
+        st.session_state[_DRAWN] = st.session_state[_LAST] = param
     elif st.session_state.pop(_DRAWN, None) is not None:  # the selection drawn on this visit was cleared
         forget_region()
     else:
