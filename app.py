@@ -2,14 +2,15 @@
 
 This file is the server (Streamlit's `st.App`, which `streamlit run` serves); dashboard.py is the script each session
 runs (page configuration, navigation, sidebar) and views/ holds its pages. At start, before anyone opens a page, a
-background thread warms the process up (`warm_up`), so that the first person to open any page does not wait for what
-every process must do once: import what the pages' first answers need (not PyTorch: they read stored embeddings),
-then PyTorch, timm, transformers, scikit-learn and Captum (about 6 s on 2 cores in all), load the sample checkpoint's
-encoders, open the sample's test split, run one attribution, and start the UMAP worker process, which compiles
-umap-learn's numba code (15-40 s more, at low priority, outside the server's interpreter). The warm-up steps aside
-between its steps while any session's script is running or a page is loading (on 2 cores the two would take turns on
-the interpreter lock): a page opened during it waits only for what it needs itself. `CHTN_WARM_UP=0` turns it off
-(servers that start often, tests). The console says when each part is done.
+background thread warms the process up, so that the first person to open any page does not wait for what every
+process must do once. First, at once (`head_start`), what the pages' first answers need: their modules (not PyTorch:
+they read stored embeddings) and the sample checkpoint, test split, embeddings and evaluation, in the second or so
+that a first page's browser spends loading Streamlit's files. Then (`warm_up`) PyTorch, timm, transformers,
+scikit-learn and Captum (about 6 s on 2 cores in all), the sample checkpoint's encoders and one attribution, and the
+UMAP worker process, which compiles umap-learn's numba code (15-40 s more, at low priority, outside the server's
+interpreter). These later steps step aside while any session's script is running or a page is loading (on 2 cores
+the two would take turns on the interpreter lock): a page opened during them waits only for what it needs itself.
+`CHTN_WARM_UP=0` turns it off (servers that start often, tests). The console says when each part is done.
 """
 
 import importlib
@@ -34,13 +35,14 @@ WARM_UP = "CHTN_WARM_UP"
 STOPPING = threading.Event()  # set while the server stops: a warm-up step it cuts short (the UMAP worker) did not fail
 
 
-# What the pages import, one at a time, so that the warm-up can step aside between them (seconds in all). First what
-# the pages' first answers need, which is not PyTorch (they read stored embeddings), then what embedding and
-# explaining need: a page opened in the first seconds then waits only for the first group.
+# What every page's first answer needs (not PyTorch: the pages answer from stored embeddings), taken at once, without
+# stepping aside: a page opened in a new server's first seconds needs the same and would wait for it in its own script
+# run; here it is done while that page's browser loads Streamlit's files (about 1.5 s in which the server is idle).
+HEAD_START_IMPORTS = ("views.common", "plotly.express")
+# What embedding, explaining and the pages' later parts import, one at a time, so that the warm-up can step aside
+# between them (seconds in all): a page opened meanwhile waits only for what it needs itself.
 WARM_IMPORTS = (
-    "views.common",
     "scipy.special",  # Compare's and Source bias's Welch test
-    "plotly.express",  # the pages' plots
     "torch",
     "timm",
     "transformers",
@@ -50,13 +52,27 @@ WARM_IMPORTS = (
 )
 
 
-def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
-    """Import what the pages import, open the dashboard's defaults through the caches that sessions share, then explain
-    the sample's first pair with Grad-CAM and the text's Layer IG into a throwaway folder (the first run of those code
-    paths costs seconds; the shared attribution cache gets nothing a session did not ask for). `step_aside()` is called
-    before each step (the server's waits while sessions' script runs are under way). Returns the seconds taken."""
+def head_start() -> float:
+    """Import what the pages' first answers import and open the dashboard's defaults through the caches that sessions
+    share (the sample checkpoint, its test split, embeddings and evaluation), without stepping aside: see
+    HEAD_START_IMPORTS. Returns the seconds taken."""
     started = time.perf_counter()
-    for module in WARM_IMPORTS:  # here, not at the top: the server answers requests only once this module is imported
+    for module in HEAD_START_IMPORTS:  # here, not at the top: the server answers requests only once app.py is imported
+        importlib.import_module(module)
+    from views.common import open_defaults
+
+    open_defaults()
+    return time.perf_counter() - started
+
+
+def warm_up(step_aside: Callable[[], object] = lambda: None) -> float:
+    """Import what embedding and explaining import, open the dashboard's defaults (from the shared caches once
+    `head_start` has run), then explain the sample's first pair with Grad-CAM and the text's Layer IG into a
+    throwaway folder (the first run of those code paths costs seconds; the shared attribution cache gets nothing a
+    session did not ask for). `step_aside()` is called before each step (the server's waits while sessions' script
+    runs are under way). Returns the seconds taken."""
+    started = time.perf_counter()
+    for module in WARM_IMPORTS:
         step_aside()
         importlib.import_module(module)
     from analysis.attribution.explainer import PairExplainer
@@ -154,8 +170,9 @@ def _is_html(start: Message) -> bool:
 
 def _warm_up_server(warm: bool) -> None:
     """The start-up thread: torch's CPU threads sized (chtn/cpus.py: $CHTN_THREADS, else the usable cores), then, if
-    `warm`, the pages' imports, encoders and data, then the UMAP worker (a process at low priority); each part said
-    on the console, and each step taken when no session's script is running. A failure is said and does not stop
+    `warm`, what the pages' first answers need (at once), the other imports, the encoders and one attribution, then
+    the UMAP worker (a process at low priority); each part said on the console, and each step after the first taken
+    when no session's script is running and no page is loading. A failure is said and does not stop
     the server: the pages do the same work when opened."""
     from analysis.projection.project import warm_up_umap
     from chtn.cpus import set_torch_threads
@@ -165,15 +182,14 @@ def _warm_up_server(warm: bool) -> None:
         print(f"chtn: {set_torch_threads()}", file=sys.stderr, flush=True)
     except CHTNError as exc:  # a bad $CHTN_THREADS: said, and torch keeps its own count
         print(f"chtn: {exc}", file=sys.stderr, flush=True)
-    for what, step in (
-        ()
-        if not warm
-        else (
-            ("encoders, the sample and one attribution ready", lambda: warm_up(SCRIPT_RUNS.step_aside)),
-            ("UMAP compiled for the shared space", warm_up_umap),
-        )
-    ):
-        SCRIPT_RUNS.step_aside()
+    steps = (  # (what is ready, the step, whether it steps aside first)
+        ("the pages' first answers ready", head_start, False),  # at once: a page opened now needs the same
+        ("encoders, the sample and one attribution ready", lambda: warm_up(SCRIPT_RUNS.step_aside), True),
+        ("UMAP compiled for the shared space", warm_up_umap, True),
+    )
+    for what, step, aside in steps if warm else ():
+        if aside:
+            SCRIPT_RUNS.step_aside()
         try:
             seconds = step()
         except Exception as exc:  # noqa: BLE001 -- a warm-up must never take the server down; the page will say

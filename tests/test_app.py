@@ -405,6 +405,7 @@ def test_a_warm_up_step_cut_short_by_the_server_stopping_is_not_reported_as_fail
         raise CHTNError("The UMAP worker process stopped before it finished")
 
     monkeypatch.setattr(chtn.cpus, "set_torch_threads", lambda: "threads left alone")
+    monkeypatch.setattr(app, "head_start", lambda: 0.0)
     monkeypatch.setattr(app, "warm_up", lambda step_aside: 0.0)
     monkeypatch.setattr(analysis.projection.project, "warm_up_umap", worker_ended)
     monkeypatch.setattr(app.STOPPING, "is_set", lambda: False)
@@ -415,6 +416,51 @@ def test_a_warm_up_step_cut_short_by_the_server_stopping_is_not_reported_as_fail
     stopping = capsys.readouterr().err
     assert "warm-up step failed (UMAP compiled for the shared space)" in running
     assert "failed" not in stopping and "encoders, the sample and one attribution ready" in stopping
+
+
+def test_the_warm_up_takes_its_head_start_at_once_and_steps_aside_before_the_rest(monkeypatch):
+    """What the pages' first answers need is done at once (a page opened in the server's first second needs the same,
+    and its browser spends that second loading files); the rest waits for the pages loading and running."""
+    import analysis.projection.project
+    import app
+    import chtn.cpus
+
+    done: list[str] = []
+    monkeypatch.setattr(chtn.cpus, "set_torch_threads", lambda: "threads left alone")
+    monkeypatch.setattr(app.SCRIPT_RUNS, "step_aside", lambda: done.append("aside"))
+    monkeypatch.setattr(app, "head_start", lambda: done.append("head start") or 0.0)
+    monkeypatch.setattr(app, "warm_up", lambda step_aside: done.append("warm up") or 0.0)
+    monkeypatch.setattr(analysis.projection.project, "warm_up_umap", lambda: done.append("umap") or 0.0)
+    app._warm_up_server(warm=True)
+    assert done == ["head start", "aside", "warm up", "aside", "umap"]
+
+
+def test_the_head_start_opens_the_defaults_without_pytorch(tmp_path):
+    """`head_start` leaves the sample checkpoint and test split in the shared caches (the first page reads neither
+    again) and imports no PyTorch (seconds that no first answer needs): in a fresh process with empty caches."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import app
+from analysis import workspace as ws
+from views import common
+
+app.head_start()
+print("torch" in sys.modules)
+
+def read_again(*args, **kwargs):
+    raise AssertionError("read again")
+
+ws.open_checkpoint = ws.open_dataset = common.gal.embed_split = read_again
+common.open_defaults()
+print("from the caches")
+"""
+    env = {**os.environ, "CHTN_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == ["False", "from the caches"]
 
 
 def test_streamlit_run_from_the_repository_watches_no_files():
@@ -563,14 +609,10 @@ FIRST_ANSWERS_WITHOUT_TORCH = (
 def test_the_pages_first_answers_import_no_pytorch(tmp_path):
     """The pages answer from stored embeddings, so their first run in a new process imports no PyTorch (1.5-2.5 s of
     a new server's first page on 2 cores): checked in a fresh process with empty caches, page after page. The
-    warm-up imports what those answers need before PyTorch, so a page opened in a new server's first seconds does
-    not wait for it either."""
+    warm-up's head start imports what those answers need and no PyTorch (test_the_head_start_...)."""
     import subprocess
     import sys
 
-    import app
-
-    assert app.WARM_IMPORTS.index("views.common") < app.WARM_IMPORTS.index("torch")
     script = f"""
 import sys
 from streamlit.testing.v1 import AppTest

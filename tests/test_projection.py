@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.projection.project import (
@@ -175,7 +176,7 @@ def test_cli_precomputes_what_the_page_reads(capsys, gallery, tmp_path):
 
 def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
     from analysis.projection.project import points_table
-    from analysis.projection.render import scatter_figure
+    from analysis.projection.render import WEBGL_ABOVE, scatter_figure
     from chtn.images import thumbnail_uris
 
     g, names = gallery
@@ -184,7 +185,9 @@ def test_scatter_and_thumbnails_for_the_page(gallery, tmp_path):
     table = points_table(projection, g.data.ids, g.data.texts, g.labels, names, correct, ~correct)
     assert set(table.outcome[table.modality == "image"]) == {"mis-retrieved"}
     figure = scatter_figure(table, "category")
-    assert all(t.type == "scattergl" for t in figure.data)
+    assert len(table) <= WEBGL_ABOVE and all(t.type == "scatter" for t in figure.data)  # SVG: drawn at once
+    large = pd.concat([table] * (WEBGL_ABOVE // len(table) + 1), ignore_index=True)
+    assert all(t.type == "scattergl" for t in scatter_figure(large, "category").data)  # WebGL above the threshold
     legend = [t.name for t in figure.data if t.showlegend]
     assert sorted(legend) == sorted(names) == sorted({t.legendgroup for t in figure.data})  # one entry per category
     assert len({t.marker.color for t in figure.data}) == 20  # a colour of its own for each category
