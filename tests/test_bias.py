@@ -4,6 +4,8 @@ lookup, and the whole report on the real sample (fashion catalogue vs CIFAR-10 s
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,7 +162,7 @@ def test_the_source_is_found_as_training_recorded_it_or_named_when_missing(check
 
 
 @pytest.mark.slow
-def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(checkpoints):
+def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(checkpoints, tmp_path):
     from analysis.bias.report import BiasReport, BiasSettings, bias_report, open_source
     from chtn.data import load_pairs
 
@@ -194,6 +196,15 @@ def test_sample_report_cifar_covers_less_and_sits_further_than_the_catalogue(che
     assert (best["category"] == best["source class"]).all() and (best["similarity"] > 0.9).all()
     restored = BiasReport.from_json(fashion.to_json())
     assert restored.tables["gain"].equals(fashion.tables["gain"]) and restored.settings == settings
+    # the same images in another folder (another clone): the cached report, saying where they are now
+    moved_dir = tmp_path / "moved"
+    moved_dir.mkdir()
+    kept = sources["chtn_fashion_source"]
+    paths = [Path(shutil.copy(path, moved_dir / f"{i}{Path(path).suffix}")) for i, path in enumerate(kept.image_paths)]
+    moved = dataclasses.replace(kept, image_paths=paths, source=str(moved_dir))
+    cached = bias_report(checkpoint, data, checkpoints["chtn_no_source"], moved, settings)
+    assert cached.tables["coverage"].equals(fashion.tables["coverage"])  # read from the cache, not computed again
+    assert cached.source["path"] == str(moved_dir) != fashion.source["path"]
 
 
 def test_the_embeddings_only_report_reads_no_image_and_keeps_its_own_cache_entry(checkpoints, tmp_path, monkeypatch):

@@ -130,7 +130,10 @@ def bias_report(
     data = replace(data, label_names=list(checkpoint.label_names))
     path = report_path(checkpoint, data, reference, source, settings, cache_dir, runs, reference_runs, read_images)
     if path.exists():
-        return BiasReport.from_json(path.read_text(encoding="utf-8"))
+        report = BiasReport.from_json(path.read_text(encoding="utf-8"))
+        if source is not None and report.source:  # keyed by content: the same images, maybe read from elsewhere
+            report.source["path"] = source.source  # (another clone, a moved folder): say where they are now
+        return report
     sides = ([checkpoint, *runs], [reference, *reference_runs]) if reference else None
     report = _compute(
         sides or ([checkpoint], []), data, source, settings, cache_dir, progress or (lambda *_: None), read_images
