@@ -37,7 +37,7 @@ STOPPING = threading.Event()  # set while the server stops: a warm-up step it cu
 
 # What every page's first answer needs (not PyTorch: the pages answer from stored embeddings), taken at once, without
 # stepping aside: a page opened in a new server's first seconds needs the same and would wait for it in its own script
-# run; here it is done while that page's browser loads Streamlit's files (about 1.5 s in which the server is idle).
+# run; here it is done while that page's browser loads Streamlit's files (about 1.2 s in which the server is idle).
 HEAD_START_IMPORTS = ("views.common", "plotly.express")
 # What embedding, explaining and the pages' later parts import, one at a time, so that the warm-up can step aside
 # between them (seconds in all): a page opened meanwhile waits only for what it needs itself.
